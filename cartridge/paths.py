@@ -1,0 +1,108 @@
+"""The one path normaliser: every layer (catalog, IAM, audit, VFS, export) goes through it.
+
+Rules (docs/FORMAT.md §Paths): absolute, '/'-separated, case-sensitive UTF-8 str. A missing
+leading '/' is added, repeated '/' and '.' segments collapse; a trailing '/' on a file path is
+an error. Empty names, '..', NUL and other control characters, segments over 255 UTF-8 bytes
+and paths over 4096 bytes raise InvalidPathError.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from .errors import InvalidPathError
+
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+ROOT = "/"
+
+# C0 controls, DEL and C1 controls.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+@lru_cache(maxsize=65536)
+def _normalize(path: str) -> tuple[str, bool]:
+    """Return (normalised path, had a trailing slash)."""
+    if _CONTROL.search(path):
+        raise InvalidPathError(f"path contains a control character: {path!r}")
+    trailing = len(path) > 1 and path.endswith("/")
+    parts = []
+    for seg in path.split("/"):
+        if seg == "" or seg == ".":
+            continue
+        if seg == "..":
+            raise InvalidPathError(f"'..' segments are not allowed: {path!r}")
+        try:
+            n = len(seg.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidPathError(f"path is not valid UTF-8 (lone surrogate): {path!r}") from None
+        if n > MAX_NAME_BYTES:
+            raise InvalidPathError(f"path segment over {MAX_NAME_BYTES} bytes: {seg[:40]!r}...")
+        parts.append(seg)
+    result = "/" + "/".join(parts)
+    if len(result.encode("utf-8")) > MAX_PATH_BYTES:
+        raise InvalidPathError(f"path over {MAX_PATH_BYTES} bytes")
+    return result, trailing
+
+
+def _check_type(path: object) -> str:
+    if isinstance(path, str):
+        if not path:
+            raise InvalidPathError("empty path")
+        return path
+    if hasattr(path, "__fspath__"):
+        return _check_type(path.__fspath__())
+    raise InvalidPathError(f"paths are str, not {type(path).__name__}")
+
+
+def normalize(path: str) -> str:
+    """Normalise a path that may name a file or a directory (a trailing '/' is allowed)."""
+    return _normalize(_check_type(path))[0]
+
+
+def normalize_file(path: str) -> str:
+    """Normalise a path that must name a file: the root and a trailing '/' are refused."""
+    result, trailing = _normalize(_check_type(path))
+    if trailing:
+        raise InvalidPathError(f"a file path cannot end with '/': {path!r}")
+    if result == ROOT:
+        raise InvalidPathError("the root '/' is a directory, not a file")
+    return result
+
+
+def to_key(path: str) -> bytes:
+    """Catalog key of a normalised path: its UTF-8 bytes."""
+    return path.encode("utf-8")
+
+
+def from_key(key: bytes) -> str:
+    return key.decode("utf-8")
+
+
+def parent(path: str) -> str:
+    """Parent directory of a normalised path ('/' for top-level entries and the root)."""
+    i = path.rfind("/")
+    return "/" if i <= 0 else path[:i]
+
+
+def basename(path: str) -> str:
+    return path[path.rfind("/") + 1:]
+
+
+def ancestors(path: str) -> list[str]:
+    """Every proper ancestor directory except the root, outermost first: /a/b/c -> [/a, /a/b]."""
+    out = []
+    i = path.find("/", 1)
+    while i != -1:
+        out.append(path[:i])
+        i = path.find("/", i + 1)
+    return out
+
+
+def join(directory: str, name: str) -> str:
+    return directory + name if directory == "/" else directory + "/" + name
+
+
+def dir_prefix(path: str) -> str:
+    """Key prefix shared by everything below a directory: '/' for the root, else path + '/'."""
+    return "/" if path == "/" else path + "/"
