@@ -1,0 +1,786 @@
+# cython: language_level=3, wraparound=True
+"""Copy-on-write B+tree over 4096-byte slotted pages (docs/FORMAT.md §4).
+
+A `Node` is a page held in a bytearray and read through the packed `NodeHeader` struct and its
+slot array; `BTree` runs lookups, inserts, deletes, splits and merges on nodes supplied by a
+*store* (the pager glue), which owns page allocation, copy-on-write and caching:
+
+    store.load(page_no) -> Node            a committed or dirty node
+    store.writable(node) -> Node           node itself if dirty in this txn, else a dirty copy
+                                           on a fresh page (the old page is freed)
+    store.new_node(leaf: bool, tree_id) -> Node     an empty dirty node on a fresh page
+    store.free_node(node)                  the node left the tree
+    store.write_overflow(rest: bytes) -> int        page holding the tail of a long key
+    store.free_overflow(page_no)
+    store.read_overflow(page_no, length) -> bytes   (used when decoding pages)
+
+Keys and values are bytes, ordered by unsigned byte comparison (memcmp, then length).
+"""
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy, memmove, memset
+
+from cartridge._core.checksum cimport page_checksum
+
+cdef extern from *:
+    """
+    #pragma pack(push, 1)
+    typedef struct {
+        char     tag[4];        /* "BTLF" leaf, "BTIN" internal */
+        uint16_t tree_id;       /* 1 catalog, 2 allocation map */
+        uint16_t nkeys;
+        uint64_t page_no;       /* the page's own number: catches misdirected writes */
+        uint64_t checksum;      /* xxh3-64 of the page with this field zeroed */
+        uint16_t cell_start;    /* lowest byte used by cells; cells fill [cell_start, 4096) */
+        uint16_t frag;          /* dead bytes inside the cell area */
+        uint32_t reserved;
+        uint64_t right_child;   /* internal nodes: child for keys >= the last separator */
+    } NodeHeader;               /* 40 bytes, followed by uint16_t slots[nkeys] */
+    #pragma pack(pop)
+    """
+    ctypedef struct NodeHeader:
+        char tag[4]
+        uint16_t tree_id
+        uint16_t nkeys
+        uint64_t page_no
+        uint64_t checksum
+        uint16_t cell_start
+        uint16_t frag
+        uint32_t reserved
+        uint64_t right_child
+
+PAGE_SIZE = 4096
+HEADER_SIZE = sizeof(NodeHeader)
+KEY_INLINE = 512            # key bytes stored in the cell; the rest lives on an overflow page
+MAX_KEY = 4096
+MAX_CELL = 1012             # (4096 - 40) / 4 - 2: at least four cells fit in any node
+UNDERFLOW = 1014            # a non-root node holding fewer cell bytes than this tries to merge
+TAG_LEAF = b"BTLF"
+TAG_INTERNAL = b"BTIN"
+
+cdef enum:
+    C_PAGE = 4096
+    C_HDR = 40
+    C_KEY_INLINE = 512
+    C_MAX_KEY = 4096
+    C_MAX_CELL = 1012
+    C_USABLE = 4056
+    C_UNDERFLOW = 1014
+
+
+class NodeFormatError(Exception):
+    """A node page failed a structural check (the engine turns this into CorruptionError)."""
+
+
+cdef inline uint16_t rd16(const unsigned char* p) noexcept nogil:
+    cdef uint16_t v
+    memcpy(&v, p, 2)
+    return v
+
+
+cdef inline uint64_t rd64(const unsigned char* p) noexcept nogil:
+    cdef uint64_t v
+    memcpy(&v, p, 8)
+    return v
+
+
+cdef inline void wr16(unsigned char* p, uint16_t v) noexcept nogil:
+    memcpy(p, &v, 2)
+
+
+cdef inline void wr64(unsigned char* p, uint64_t v) noexcept nogil:
+    memcpy(p, &v, 8)
+
+
+cdef inline Py_ssize_t cell_size_for(Py_ssize_t key_len, Py_ssize_t val_len) noexcept nogil:
+    if key_len > C_KEY_INLINE:
+        return 4 + C_KEY_INLINE + 8 + val_len
+    return 4 + key_len + val_len
+
+
+def cell_size(Py_ssize_t key_len, Py_ssize_t val_len) -> int:
+    """Bytes a cell takes in a node (without its 2-byte slot)."""
+    return cell_size_for(key_len, val_len)
+
+
+cdef inline int cmp_bytes(const unsigned char* a, Py_ssize_t la,
+                          const unsigned char* b, Py_ssize_t lb) noexcept nogil:
+    cdef Py_ssize_t n = la if la < lb else lb
+    cdef int c = memcmp(a, b, n) if n > 0 else 0
+    if c != 0:
+        return c
+    return (la > lb) - (la < lb)
+
+
+cdef class Node:
+    """One B+tree node: a 4096-byte page plus the full keys of its overflow cells."""
+    cdef public bytearray data
+    cdef unsigned char* p
+    cdef public dict ovf          # overflow page -> full key, for cells whose key is long
+
+    def __cinit__(self, data=None):
+        if data is None:
+            self.data = bytearray(C_PAGE)
+        else:
+            if len(data) != C_PAGE:
+                raise NodeFormatError("node page is not 4096 bytes")
+            self.data = bytearray(data)
+        self.p = <unsigned char*>PyByteArray_AS_STRING(self.data)
+        self.ovf = None
+
+    @staticmethod
+    def empty(uint64_t page_no, bint leaf, int tree_id):
+        """A fresh, empty node for page `page_no`."""
+        cdef Node n = Node()
+        cdef NodeHeader* h = <NodeHeader*>n.p
+        memcpy(h.tag, <char*>(b"BTLF" if leaf else b"BTIN"), 4)
+        h.tree_id = tree_id
+        h.page_no = page_no
+        h.cell_start = C_PAGE
+        return n
+
+    @staticmethod
+    def decode(page, uint64_t page_no, int tree_id, store):
+        """Check a page's structure and wrap it; long keys are completed from their overflow pages.
+
+        The checksum is checked by the caller; this guards every offset so a hostile page can
+        never make the kernel read outside the page.
+        """
+        cdef Node n = Node(page)
+        cdef NodeHeader* h = <NodeHeader*>n.p
+        cdef Py_ssize_t i, off, kl, vl, sz, slot_end
+        cdef bint leaf
+        cdef bytes prev = None, key
+        if memcmp(h.tag, b"BTLF", 4) == 0:
+            leaf = True
+        elif memcmp(h.tag, b"BTIN", 4) == 0:
+            leaf = False
+        else:
+            raise NodeFormatError(f"page {page_no}: not a B-tree node")
+        if h.page_no != page_no:
+            raise NodeFormatError(f"page {page_no}: header names page {h.page_no} (misdirected write)")
+        if h.tree_id != tree_id:
+            raise NodeFormatError(f"page {page_no}: belongs to tree {h.tree_id}, expected {tree_id}")
+        slot_end = C_HDR + 2 * <Py_ssize_t>h.nkeys
+        if slot_end > h.cell_start or h.cell_start > C_PAGE:
+            raise NodeFormatError(f"page {page_no}: slot array overlaps the cell area")
+        if not leaf and h.nkeys == 0 and h.right_child == 0:
+            raise NodeFormatError(f"page {page_no}: internal node without children")
+        for i in range(h.nkeys):
+            off = rd16(n.p + C_HDR + 2 * i)
+            if off < h.cell_start or off + 4 > C_PAGE:
+                raise NodeFormatError(f"page {page_no}: cell {i} offset {off} out of range")
+            kl = rd16(n.p + off)
+            vl = rd16(n.p + off + 2)
+            if kl == 0 or kl > C_MAX_KEY or (not leaf and vl != 8):
+                raise NodeFormatError(f"page {page_no}: cell {i} has bad lengths")
+            sz = cell_size_for(kl, vl)
+            if off + sz > C_PAGE:
+                raise NodeFormatError(f"page {page_no}: cell {i} runs past the page end")
+            if kl > C_KEY_INLINE:
+                ovp = rd64(n.p + off + 4 + C_KEY_INLINE)
+                rest = store.read_overflow(ovp, kl - C_KEY_INLINE)
+                if n.ovf is None:
+                    n.ovf = {}
+                n.ovf[ovp] = PyBytes_FromStringAndSize(<char*>n.p + off + 4, C_KEY_INLINE) + rest
+            key = n.key(i)
+            if prev is not None and prev >= key:
+                raise NodeFormatError(f"page {page_no}: keys out of order at cell {i}")
+            prev = key
+        return n
+
+    # -- header --------------------------------------------------------------------------
+    @property
+    def page_no(self):
+        return (<NodeHeader*>self.p).page_no
+
+    @page_no.setter
+    def page_no(self, uint64_t v):
+        (<NodeHeader*>self.p).page_no = v
+
+    @property
+    def is_leaf(self):
+        return memcmp((<NodeHeader*>self.p).tag, b"BTLF", 4) == 0
+
+    @property
+    def tree_id(self):
+        return (<NodeHeader*>self.p).tree_id
+
+    @property
+    def nkeys(self):
+        return (<NodeHeader*>self.p).nkeys
+
+    @property
+    def right_child(self):
+        return (<NodeHeader*>self.p).right_child
+
+    @right_child.setter
+    def right_child(self, uint64_t v):
+        (<NodeHeader*>self.p).right_child = v
+
+    cdef inline Py_ssize_t n(self) noexcept:
+        return (<NodeHeader*>self.p).nkeys
+
+    cdef inline unsigned char* cell(self, Py_ssize_t i) noexcept:
+        return self.p + rd16(self.p + C_HDR + 2 * i)
+
+    def used_bytes(self) -> int:
+        """Bytes taken by live cells and their slots."""
+        cdef NodeHeader* h = <NodeHeader*>self.p
+        return (C_PAGE - h.cell_start - h.frag) + 2 * h.nkeys
+
+    def free_bytes(self) -> int:
+        """Bytes available for new cells (after compaction)."""
+        return C_USABLE - self.used_bytes()
+
+    # -- cells ---------------------------------------------------------------------------
+    cdef int compare_at(self, Py_ssize_t i, const unsigned char* k, Py_ssize_t kl) except? -2:
+        cdef unsigned char* c = self.cell(i)
+        cdef Py_ssize_t cl = rd16(c)
+        cdef int r
+        cdef bytes full
+        if cl <= C_KEY_INLINE:
+            return cmp_bytes(c + 4, cl, k, kl)
+        r = memcmp(c + 4, k, C_KEY_INLINE if kl > C_KEY_INLINE else kl)
+        if r != 0:
+            return r
+        if kl <= C_KEY_INLINE:
+            return 1   # the stored key is longer and shares the whole probe as a prefix
+        full = self.ovf[rd64(c + 4 + C_KEY_INLINE)]
+        return cmp_bytes(<unsigned char*>PyBytes_AS_STRING(full), cl, k, kl)
+
+    cdef Py_ssize_t lower_bound(self, const unsigned char* k, Py_ssize_t kl) except -1:
+        """First index whose key is >= k."""
+        cdef Py_ssize_t lo = 0, hi = self.n(), mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.compare_at(mid, k, kl) < 0:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    cdef Py_ssize_t upper_bound(self, const unsigned char* k, Py_ssize_t kl) except -1:
+        """First index whose key is > k."""
+        cdef Py_ssize_t lo = 0, hi = self.n(), mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.compare_at(mid, k, kl) <= 0:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def search(self, bytes key):
+        """(index, found): position of `key` in this node, or where it would be inserted."""
+        cdef Py_ssize_t i = self.lower_bound(<unsigned char*>PyBytes_AS_STRING(key), len(key))
+        return i, (i < self.n() and self.compare_at(i, <unsigned char*>PyBytes_AS_STRING(key),
+                                                      len(key)) == 0)
+
+    cpdef bytes key(self, Py_ssize_t i):
+        """Full key of cell i."""
+        cdef unsigned char* c = self.cell(i)
+        cdef Py_ssize_t kl = rd16(c)
+        if kl <= C_KEY_INLINE:
+            return PyBytes_FromStringAndSize(<char*>c + 4, kl)
+        return self.ovf[rd64(c + 4 + C_KEY_INLINE)]
+
+    cpdef uint64_t overflow_page(self, Py_ssize_t i):
+        """Overflow page of cell i, or 0 when its key is stored whole."""
+        cdef unsigned char* c = self.cell(i)
+        if rd16(c) <= C_KEY_INLINE:
+            return 0
+        return rd64(c + 4 + C_KEY_INLINE)
+
+    cdef inline unsigned char* value_ptr(self, Py_ssize_t i, Py_ssize_t* vl) noexcept:
+        cdef unsigned char* c = self.cell(i)
+        cdef Py_ssize_t kl = rd16(c)
+        vl[0] = rd16(c + 2)
+        return c + 4 + (C_KEY_INLINE + 8 if kl > C_KEY_INLINE else kl)
+
+    cpdef bytes value(self, Py_ssize_t i):
+        """Value bytes of cell i."""
+        cdef Py_ssize_t vl
+        cdef unsigned char* v = self.value_ptr(i, &vl)
+        return PyBytes_FromStringAndSize(<char*>v, vl)
+
+    cpdef uint64_t child(self, Py_ssize_t i):
+        """Child page i of an internal node (i == nkeys means the right child)."""
+        cdef Py_ssize_t vl
+        if i == self.n():
+            return (<NodeHeader*>self.p).right_child
+        return rd64(self.value_ptr(i, &vl))
+
+    cpdef set_child(self, Py_ssize_t i, uint64_t page_no):
+        cdef Py_ssize_t vl
+        if i == self.n():
+            (<NodeHeader*>self.p).right_child = page_no
+        else:
+            wr64(self.value_ptr(i, &vl), page_no)
+
+    cpdef Py_ssize_t child_index(self, bytes key):
+        """Which child of an internal node may hold `key`."""
+        return self.upper_bound(<unsigned char*>PyBytes_AS_STRING(key), len(key))
+
+    def raw_cell(self, Py_ssize_t i) -> bytes:
+        """Cell i exactly as stored (used to move cells between nodes)."""
+        cdef unsigned char* c = self.cell(i)
+        return PyBytes_FromStringAndSize(<char*>c, cell_size_for(rd16(c), rd16(c + 2)))
+
+    def cells(self) -> list:
+        return [self.raw_cell(i) for i in range(self.n())]
+
+    # -- mutation ------------------------------------------------------------------------
+    cdef void compact(self) noexcept:
+        """Squeeze out dead bytes so all free space is contiguous."""
+        cdef unsigned char tmp[C_PAGE]
+        cdef NodeHeader* h = <NodeHeader*>self.p
+        cdef Py_ssize_t i, top = C_PAGE, sz
+        cdef unsigned char* c
+        if h.frag == 0:
+            return
+        for i in range(h.nkeys):
+            c = self.cell(i)
+            sz = cell_size_for(rd16(c), rd16(c + 2))
+            top -= sz
+            memcpy(tmp + top, c, sz)
+            wr16(self.p + C_HDR + 2 * i, <uint16_t>top)
+        memcpy(self.p + top, tmp + top, C_PAGE - top)
+        h.cell_start = <uint16_t>top
+        h.frag = 0
+
+    def insert_raw(self, Py_ssize_t i, bytes cell, full_key=None) -> bool:
+        """Insert a ready-made cell at index i; False when it does not fit."""
+        cdef NodeHeader* h = <NodeHeader*>self.p
+        cdef Py_ssize_t sz = len(cell)
+        cdef Py_ssize_t need = sz + 2
+        cdef Py_ssize_t slot_end = C_HDR + 2 * h.nkeys
+        if h.cell_start - slot_end < need:
+            if C_USABLE - ((C_PAGE - h.cell_start - h.frag) + 2 * h.nkeys) < need:
+                return False
+            self.compact()
+        h.cell_start -= sz
+        memcpy(self.p + h.cell_start, PyBytes_AS_STRING(cell), sz)
+        memmove(self.p + C_HDR + 2 * (i + 1), self.p + C_HDR + 2 * i, 2 * (h.nkeys - i))
+        wr16(self.p + C_HDR + 2 * i, h.cell_start)
+        h.nkeys += 1
+        if full_key is not None:
+            if self.ovf is None:
+                self.ovf = {}
+            self.ovf[rd64(self.p + h.cell_start + 4 + C_KEY_INLINE)] = full_key
+        return True
+
+    def remove(self, Py_ssize_t i):
+        """Drop cell i (its overflow page, if any, is the caller's to free)."""
+        cdef NodeHeader* h = <NodeHeader*>self.p
+        cdef unsigned char* c = self.cell(i)
+        cdef Py_ssize_t kl = rd16(c)
+        cdef Py_ssize_t sz = cell_size_for(kl, rd16(c + 2))
+        if kl > C_KEY_INLINE and self.ovf is not None:
+            self.ovf.pop(rd64(c + 4 + C_KEY_INLINE), None)
+        if self.p + h.cell_start == c:
+            h.cell_start += sz
+        else:
+            h.frag += sz
+        memmove(self.p + C_HDR + 2 * i, self.p + C_HDR + 2 * (i + 1), 2 * (h.nkeys - i - 1))
+        h.nkeys -= 1
+        if h.nkeys == 0:
+            h.cell_start = C_PAGE
+            h.frag = 0
+
+    def set_value_same_size(self, Py_ssize_t i, bytes value) -> bool:
+        """Overwrite cell i's value in place when the size is unchanged."""
+        cdef Py_ssize_t vl
+        cdef unsigned char* v = self.value_ptr(i, &vl)
+        if vl != len(value):
+            return False
+        memcpy(v, PyBytes_AS_STRING(value), vl)
+        return True
+
+    def reset(self, list cells, dict full_keys, uint64_t right_child=0):
+        """Rewrite the node to hold exactly `cells` (in order)."""
+        cdef NodeHeader* h = <NodeHeader*>self.p
+        h.nkeys = 0
+        h.cell_start = C_PAGE
+        h.frag = 0
+        h.right_child = right_child
+        memset(self.p + C_HDR, 0, C_PAGE - C_HDR)
+        self.ovf = None
+        for i, c in enumerate(cells):
+            ovp = 0
+            if rd16(<unsigned char*>PyBytes_AS_STRING(c)) > C_KEY_INLINE:
+                ovp = rd64(<unsigned char*>PyBytes_AS_STRING(c) + 4 + C_KEY_INLINE)
+            if not self.insert_raw(i, c, full_keys.get(ovp) if ovp else None):
+                raise AssertionError("reset: cells do not fit in one node")
+
+    def seal(self) -> bytes:
+        """Store the checksum and return the page bytes ready to write."""
+        cdef NodeHeader* h = <NodeHeader*>self.p
+        h.checksum = page_checksum(self.p, C_PAGE)
+        return bytes(self.data)
+
+    def copy_to(self, uint64_t page_no):
+        """A dirty copy of this node for page `page_no`."""
+        cdef Node n = Node(self.data)
+        (<NodeHeader*>n.p).page_no = page_no
+        n.ovf = dict(self.ovf) if self.ovf else None
+        return n
+
+
+def make_cell(bytes key, bytes value, uint64_t ovf_page=0) -> bytes:
+    """Encode a cell: u16 key_len, u16 val_len, key (inline part) [, u64 overflow page], value."""
+    cdef Py_ssize_t kl = len(key), vl = len(value)
+    if kl == 0 or kl > C_MAX_KEY:
+        raise ValueError("key length out of range")
+    cdef Py_ssize_t sz = cell_size_for(kl, vl)
+    if sz > C_MAX_CELL:
+        raise ValueError(f"cell of {sz} bytes exceeds {C_MAX_CELL}")
+    cdef bytearray out = bytearray(sz)
+    cdef unsigned char* o = <unsigned char*>PyByteArray_AS_STRING(out)
+    wr16(o, <uint16_t>kl)
+    wr16(o + 2, <uint16_t>vl)
+    if kl > C_KEY_INLINE:
+        memcpy(o + 4, PyBytes_AS_STRING(key), C_KEY_INLINE)
+        wr64(o + 4 + C_KEY_INLINE, ovf_page)
+        memcpy(o + 4 + C_KEY_INLINE + 8, PyBytes_AS_STRING(value), vl)
+    else:
+        memcpy(o + 4, PyBytes_AS_STRING(key), kl)
+        memcpy(o + 4 + kl, PyBytes_AS_STRING(value), vl)
+    return bytes(out)
+
+
+cdef inline bytes u64le(uint64_t v):
+    return PyBytes_FromStringAndSize(<char*>&v, 8)
+
+
+cdef bytes shortest_separator(bytes left, bytes right):
+    """Shortest prefix of `right` that is still greater than `left`."""
+    cdef Py_ssize_t n = min(len(left), len(right)), i = 0
+    cdef const unsigned char* a = <unsigned char*>PyBytes_AS_STRING(left)
+    cdef const unsigned char* b = <unsigned char*>PyBytes_AS_STRING(right)
+    while i < n and a[i] == b[i]:
+        i += 1
+    return right[:i + 1]
+
+
+cdef class BTree:
+    """A copy-on-write B+tree: root page, height and entry count, nodes from `store`."""
+    cdef public object store
+    cdef public uint64_t root
+    cdef public int height
+    cdef public uint64_t count
+    cdef public int tree_id
+
+    def __init__(self, store, uint64_t root=0, int height=0, uint64_t count=0, int tree_id=1):
+        self.store = store
+        self.root = root
+        self.height = height
+        self.count = count
+        self.tree_id = tree_id
+
+    # -- lookup --------------------------------------------------------------------------
+    cpdef object get(self, bytes key):
+        """Value stored under `key`, or None."""
+        cdef Node node
+        cdef Py_ssize_t i
+        cdef const unsigned char* k = <unsigned char*>PyBytes_AS_STRING(key)
+        cdef Py_ssize_t kl = PyBytes_GET_SIZE(key)
+        if self.root == 0:
+            return None
+        load = self.store.load
+        node = load(self.root)
+        while not node.is_leaf:
+            node = load(node.child(node.upper_bound(k, kl)))
+        i = node.lower_bound(k, kl)
+        if i < node.n() and node.compare_at(i, k, kl) == 0:
+            return node.value(i)
+        return None
+
+    def items_from(self, bytes start, Py_ssize_t limit, bytes prefix=None):
+        """Up to `limit` (key, value) pairs with key >= start, in order, stopping at the first
+        key that does not start with `prefix` (when given)."""
+        cdef list out = []
+        cdef list stack = []
+        cdef Node node
+        cdef Py_ssize_t i
+        cdef bytes k
+        if self.root == 0 or limit <= 0:
+            return out
+        load = self.store.load
+        node = load(self.root)
+        while not node.is_leaf:
+            i = node.child_index(start)
+            stack.append((node, i))
+            node = load(node.child(i))
+        i, _ = node.search(start)
+        while True:
+            while i < node.n():
+                k = node.key(i)
+                if prefix is not None and not k.startswith(prefix):
+                    return out
+                out.append((k, node.value(i)))
+                if len(out) >= limit:
+                    return out
+                i += 1
+            # climb to the next subtree
+            while stack:
+                parent, ci = stack.pop()
+                if ci < (<Node>parent).n():
+                    stack.append((parent, ci + 1))
+                    node = load(parent.child(ci + 1))
+                    while not node.is_leaf:
+                        stack.append((node, 0))
+                        node = load(node.child(0))
+                    i = 0
+                    break
+            else:
+                return out
+
+    def first_key_from(self, bytes start):
+        """Smallest key >= start, or None."""
+        r = self.items_from(start, 1)
+        return r[0][0] if r else None
+
+    # -- mutation ------------------------------------------------------------------------
+    cdef list _descend(self, bytes key):
+        """Path from the root to the leaf for `key`: [(node, child index), ..., (leaf, -1)]."""
+        cdef list path = []
+        cdef Node node
+        cdef Py_ssize_t i
+        load = self.store.load
+        node = load(self.root)
+        while not node.is_leaf:
+            i = node.child_index(key)
+            path.append([node, i])
+            node = load(node.child(i))
+        path.append([node, -1])
+        return path
+
+    cdef void _make_path_writable(self, list path):
+        """Copy-on-write every node on the path, fixing child pointers up to the root."""
+        cdef Py_ssize_t d
+        cdef Node node, w
+        writable = self.store.writable
+        for d in range(len(path)):
+            node = path[d][0]
+            w = writable(node)
+            path[d][0] = w
+            if d == 0:
+                self.root = w.page_no
+            elif w is not node:
+                (<Node>path[d - 1][0]).set_child(path[d - 1][1], w.page_no)
+
+    cdef bytes _cell_for(self, bytes key, bytes value):
+        cdef uint64_t ovp = 0
+        if len(key) > C_KEY_INLINE:
+            ovp = self.store.write_overflow(key[C_KEY_INLINE:])
+        return make_cell(key, value, ovp)
+
+    def put(self, bytes key, bytes value):
+        """Insert or replace; returns the previous value or None."""
+        cdef Node leaf
+        cdef Py_ssize_t i
+        cdef bint found
+        cdef bytes old = None
+        if len(key) == 0 or len(key) > C_MAX_KEY:
+            raise ValueError("key length out of range")
+        if cell_size_for(len(key), len(value)) > C_MAX_CELL:
+            raise ValueError("value too large for a cell")
+        if self.root == 0:
+            leaf = self.store.new_node(True, self.tree_id)
+            self.root = leaf.page_no
+            self.height = 1
+        path = self._descend(key)
+        self._make_path_writable(path)
+        leaf = path[-1][0]
+        i, found = leaf.search(key)
+        if found:
+            old = leaf.value(i)
+            if leaf.set_value_same_size(i, value):
+                return old
+            ovp = leaf.overflow_page(i)
+            full = leaf.key(i) if ovp else None
+            cell = make_cell(key, value, ovp)
+            leaf.remove(i)
+            if leaf.insert_raw(i, cell, full):
+                return old
+            self._split_insert(path, len(path) - 1, i, cell, full)
+            return old
+        cell = self._cell_for(key, value)
+        full = key if len(key) > C_KEY_INLINE else None
+        self.count += 1
+        if not leaf.insert_raw(i, cell, full):
+            self._split_insert(path, len(path) - 1, i, cell, full)
+        return None
+
+    cdef void _split_insert(self, list path, Py_ssize_t d, Py_ssize_t i, bytes cell, object full):
+        """Node path[d] is full: split it around the new cell and push a separator up."""
+        cdef Node node = path[d][0]
+        cdef Node right, root
+        cdef list cells = node.cells()
+        cdef dict keys = dict(node.ovf) if node.ovf else {}
+        cdef Py_ssize_t total, acc, m, j
+        cdef bytes sep, sep_cell
+        cdef object sep_full = None
+        cdef uint64_t ovp
+        cells.insert(i, cell)
+        if full is not None:
+            keys[rd64(<unsigned char*>PyBytes_AS_STRING(cell) + 4 + C_KEY_INLINE)] = full
+        total = sum(len(c) + 2 for c in cells)
+        if node.is_leaf:
+            acc = 0
+            m = 0
+            while m < len(cells) - 1 and acc + len(cells[m]) + 2 <= total // 2:
+                acc += len(cells[m]) + 2
+                m += 1
+            m = max(1, m)
+            right = self.store.new_node(True, self.tree_id)
+            node.reset(cells[:m], keys)
+            right.reset(cells[m:], keys)
+            sep = shortest_separator(node.key(m - 1), right.key(0))
+            sep_full = sep if len(sep) > C_KEY_INLINE else None
+            sep_cell = self._cell_for(sep, u64le(node.page_no))
+        else:
+            acc = 0
+            m = 0
+            while m < len(cells) - 2 and acc + len(cells[m]) + 2 <= total // 2:
+                acc += len(cells[m]) + 2
+                m += 1
+            m = max(1, m)
+            right = self.store.new_node(False, self.tree_id)
+            mid = cells[m]
+            mid_kl = rd16(<unsigned char*>PyBytes_AS_STRING(mid))
+            mid_child = rd64(<unsigned char*>PyBytes_AS_STRING(mid) + len(mid) - 8)
+            old_right = node.right_child
+            node.reset(cells[:m], keys, mid_child)
+            right.reset(cells[m + 1:], keys, old_right)
+            # the middle separator moves up, keeping its overflow page; it now points left
+            if mid_kl > C_KEY_INLINE:
+                ovp = rd64(<unsigned char*>PyBytes_AS_STRING(mid) + 4 + C_KEY_INLINE)
+                sep_full = keys[ovp]
+            sep_cell = mid[:len(mid) - 8] + u64le(node.page_no)
+        if d == 0:
+            root = self.store.new_node(False, self.tree_id)
+            root.reset([sep_cell], {ovp_of(sep_cell): sep_full} if sep_full is not None else {},
+                       right.page_no)
+            self.root = root.page_no
+            self.height += 1
+            return
+        parent = <Node>path[d - 1][0]
+        j = path[d - 1][1]
+        # the slot that pointed at `node` now points at `right`; the new cell points left
+        parent.set_child(j, right.page_no)
+        if not parent.insert_raw(j, sep_cell, sep_full):
+            self._split_insert(path, d - 1, j, sep_cell, sep_full)
+
+    def delete(self, bytes key):
+        """Remove `key`; returns its value or None if absent."""
+        cdef Node leaf
+        cdef Py_ssize_t i
+        cdef bint found
+        if self.root == 0:
+            return None
+        path = self._descend(key)
+        leaf = path[-1][0]
+        i, found = leaf.search(key)
+        if not found:
+            return None
+        self._make_path_writable(path)
+        leaf = path[-1][0]
+        old = leaf.value(i)
+        ovp = leaf.overflow_page(i)
+        leaf.remove(i)
+        if ovp:
+            self.store.free_overflow(ovp)
+        self.count -= 1
+        self._rebalance(path, len(path) - 1)
+        return old
+
+    cdef void _rebalance(self, list path, Py_ssize_t d):
+        """Merge an underfull node with a sibling; collapse the root when it empties."""
+        cdef Node node = path[d][0]
+        cdef Node parent, left, l0, r0
+        cdef Py_ssize_t j, li, need
+        if d == 0:
+            if node.n() == 0:
+                if node.is_leaf:
+                    self.store.free_node(node)
+                    self.root = 0
+                    self.height = 0
+                else:
+                    self.root = node.right_child
+                    self.height -= 1
+                    self.store.free_node(node)
+            return
+        if node.used_bytes() >= C_UNDERFLOW and node.n() > 0:
+            return
+        parent = path[d - 1][0]
+        j = path[d - 1][1]
+        if parent.n() == 0:
+            return   # no sibling to merge with
+        # merge the pair (child li, child li + 1) separated by parent cell li
+        li = j - 1 if j == parent.n() else j
+        load = self.store.load
+        l0 = load(parent.child(li))
+        r0 = load(parent.child(li + 1))
+        need = l0.used_bytes() + r0.used_bytes()
+        if not l0.is_leaf:
+            need += len(parent.raw_cell(li)) + 2
+        if need > C_USABLE:
+            return
+        left = self.store.writable(l0)
+        parent.set_child(li, left.page_no)
+        self._merge(parent, li, left, r0)
+        if parent.n() == 0 and d - 1 == 0:
+            self.root = parent.right_child
+            self.height -= 1
+            self.store.free_node(parent)
+            return
+        self._rebalance(path, d - 1)
+
+    cdef void _merge(self, Node parent, Py_ssize_t li, Node left, Node right):
+        """Fold `right` (which must fit) into `left`, drop their separator from the parent."""
+        cdef list cells
+        cdef dict keys = {}
+        cdef bytes sep_cell, pulled
+        cdef uint64_t sep_ovp
+        sep_cell = parent.raw_cell(li)
+        sep_ovp = parent.overflow_page(li)
+        if left.ovf:
+            keys.update(left.ovf)
+        if right.ovf:
+            keys.update(right.ovf)
+        if left.is_leaf:
+            left.reset(left.cells() + right.cells(), keys)
+            if sep_ovp:
+                self.store.free_overflow(sep_ovp)
+        else:
+            if sep_ovp:
+                keys[sep_ovp] = parent.key(li)
+            pulled = sep_cell[:len(sep_cell) - 8] + u64le(left.right_child)
+            left.reset(left.cells() + [pulled] + right.cells(), keys, right.right_child)
+        # parent: drop separator li; the pointer after it (to `right`) now points to `left`
+        parent.remove(li)
+        parent.set_child(li, left.page_no)
+        self.store.free_node(right)
+
+    def pages(self):
+        """Every page of the tree: (page_no, node) for nodes, depth first."""
+        if self.root == 0:
+            return
+        stack = [self.root]
+        load = self.store.load
+        while stack:
+            pno = stack.pop()
+            node = load(pno)
+            yield pno, node
+            if not node.is_leaf:
+                for i in range(node.nkeys, -1, -1):
+                    stack.append(node.child(i))
+
+
+cdef uint64_t ovp_of(bytes cell):
+    if rd16(<unsigned char*>PyBytes_AS_STRING(cell)) > C_KEY_INLINE:
+        return rd64(<unsigned char*>PyBytes_AS_STRING(cell) + 4 + C_KEY_INLINE)
+    return 0
