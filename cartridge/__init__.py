@@ -1,0 +1,37 @@
+"""cartridge: a mutable single-file archive for files and SQLite databases.
+
+    import cartridge
+    with cartridge.open("data.cart", "a") as cart:
+        cart.write("/docs/a.txt", b"hello")
+        cart.read("/docs/a.txt")
+"""
+from .cartridge import Cartridge, FileInfo, VerifyReport, open  # noqa: A004
+from .content import content_checksum
+from .errors import (
+    AccessDeniedError,
+    AlreadyExistsError,
+    CartridgeError,
+    ClosedError,
+    CorruptionError,
+    DirectoryNotEmptyError,
+    InvalidPathError,
+    LockedError,
+    NotACartridgeError,
+    NotFoundError,
+    PathIsDirectoryError,
+    PathNotDirectoryError,
+    ReadOnlyError,
+    TransactionAbortedError,
+    UnsupportedVersionError,
+)
+from .paths import normalize as normalize_path
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "open", "Cartridge", "FileInfo", "VerifyReport", "content_checksum", "normalize_path",
+    "CartridgeError", "NotACartridgeError", "UnsupportedVersionError", "CorruptionError",
+    "InvalidPathError", "NotFoundError", "AlreadyExistsError", "PathIsDirectoryError",
+    "PathNotDirectoryError", "DirectoryNotEmptyError", "ReadOnlyError", "AccessDeniedError",
+    "LockedError", "ClosedError", "TransactionAbortedError",
+]

@@ -1,0 +1,270 @@
+"""Page allocation policy over the bitmap kernel (docs/FORMAT.md §6).
+
+Two bitmaps cover every page of the file: `used` (1 = taken) and `pending` (1 = freed by a
+commit but still reachable from an older root or a reader, so not reusable yet; pending pages
+are also marked used). Metadata pages and small files allocate first-fit from the low end;
+files of 256 KiB and more take contiguous runs (next-fit from the last large allocation), and
+when free space is too fragmented they take several runs of whole 64 KiB chunks before the file
+grows. A bitmap coalesces free space by construction: freeing a run next to free pages simply
+makes one longer run of zero bits.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ._core.bitmap import Bitmap
+from .format import ALLOC_CHUNK_BITS, ALLOC_CHUNK_BYTES, CHUNK_PAGES
+
+LARGE_FILE_PAGES = 64            # 256 KiB: from here on, content takes contiguous extents
+GROW_MIN_PAGES = 16              # a new archive file starts at 64 KiB
+GROW_MAX_STEP = 16384            # grow by doubling, at most 64 MiB at a time
+
+Run = tuple[int, int]
+
+
+class Allocator:
+    """Hands out page runs, tracks what the open transaction allocated and freed."""
+
+    def __init__(self, n_pages: int, grow: Callable[[int], None]):
+        self.used = Bitmap(n_pages)
+        self.pending = Bitmap(n_pages)
+        self.fresh = Bitmap(n_pages)         # allocated by the open transaction (not persisted)
+        self._grow_file = grow
+        self.txn_allocated: list[Run] = []
+        self.txn_freed: list[Run] = []       # committed pages freed by the open transaction
+        self.hold_frees = False              # True while read streams may still use fresh pages
+        self.detached: dict[object, list[Run]] = {}   # pages of open write streams, by stream
+        self._extra_dirty: set[int] = set()
+        self._large_hint = 0
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def n_pages(self) -> int:
+        return self.used.n_bits
+
+    def load_chunk(self, index: int, value: bytes) -> None:
+        """Restore one persisted allocation-map entry (used bits, then pending bits)."""
+        self.used.load_chunk(index, value[:ALLOC_CHUNK_BYTES])
+        self.pending.load_chunk(index, value[ALLOC_CHUNK_BYTES:])
+
+    def chunk_value(self, index: int) -> bytes:
+        """Persisted form of one map entry. Pages held by open write streams are not reachable
+        from any root, so they are saved as free: a crash never leaks them."""
+        used = self.used.chunk_bytes(index)
+        if self.detached:
+            lo = index * ALLOC_CHUNK_BITS
+            hi = lo + ALLOC_CHUNK_BITS
+            bits = None
+            for runs in self.detached.values():
+                for start, count in runs:
+                    a, b = max(start, lo), min(start + count, hi)
+                    if a < b:
+                        if bits is None:
+                            bits = np.unpackbits(np.frombuffer(used, np.uint8), bitorder="little")
+                        bits[a - lo:b - lo] = 0
+            if bits is not None:
+                used = np.packbits(bits, bitorder="little").tobytes()
+        return used + self.pending.chunk_bytes(index)
+
+    def dirty_chunks(self) -> list[int]:
+        return sorted(set(self.used.dirty_chunks()) | set(self.pending.dirty_chunks())
+                      | self._extra_dirty)
+
+    def clear_dirty(self) -> None:
+        self.used.clear_dirty()
+        self.pending.clear_dirty()
+        self._extra_dirty.clear()
+
+    def _touch(self, start: int, count: int) -> None:
+        for c in range(start // ALLOC_CHUNK_BITS, (start + count - 1) // ALLOC_CHUNK_BITS + 1):
+            self._extra_dirty.add(c)
+
+    # -- pages of open write streams --------------------------------------------------------
+    def alloc_detached(self, owner: object, n_pages: int, tail_pages: int) -> list[Run]:
+        """Content runs for a write stream: outside every transaction until attach()."""
+        mark = len(self.txn_allocated)
+        runs = self.alloc_content(n_pages, tail_pages)
+        for start, count in self.txn_allocated[mark:]:
+            self.fresh.clear_range(start, count)
+        del self.txn_allocated[mark:]
+        self.detached.setdefault(owner, []).extend(runs)
+        return runs
+
+    def attach(self, owner: object, chunk_runs: list[Run]) -> None:
+        """The stream publishes: its pages in `chunk_runs` join the open transaction, the rest
+        of what it allocated (rewritten or abandoned chunks) is free again."""
+        for run in self.detached.pop(owner, []):
+            self.used.clear_range(*run)
+            self._touch(*run)
+        for run in chunk_runs:
+            self.used.set_range(*run)
+            self.fresh.set_range(*run)
+            self.txn_allocated.append(run)
+
+    def abandon(self, owner: object) -> None:
+        """The stream was discarded: its pages are free again."""
+        self.attach(owner, [])
+
+    def pending_runs(self) -> list[Run]:
+        """Maximal runs of pending pages (on reopen they all wait for one more commit)."""
+        return set_runs(self.pending)
+
+    # -- growth -----------------------------------------------------------------------------
+    def _grow(self, need: int) -> None:
+        """Grow the file (doubling, capped step) so that `need` more pages exist at its end."""
+        cur = self.used.n_bits
+        new = max(cur + need, min(cur * 2, cur + GROW_MAX_STEP), GROW_MIN_PAGES)
+        self._grow_file(new)
+        for bm in (self.used, self.pending, self.fresh):
+            bm.grow(new)
+
+    def _tail_free(self) -> int:
+        """Free pages at the very end of the file (they extend a run after growth)."""
+        n = self.used.n_bits
+        i = n
+        while i > 0 and not self.used.get(i - 1):
+            i -= 1
+            if n - i >= 1 << 20:
+                break
+        return n - i
+
+    # -- allocation -------------------------------------------------------------------------
+    def _take(self, start: int, count: int) -> None:
+        self.used.set_range(start, count)
+        self.fresh.set_range(start, count)
+        self.txn_allocated.append((start, count))
+
+    def alloc_page(self) -> int:
+        """One page for metadata, first-fit from the low end."""
+        p = self.used.find_free(1)
+        if p < 0:
+            self._grow(1)
+            p = self.used.find_free(1)
+        self._take(p, 1)
+        return p
+
+    def alloc_run(self, count: int) -> int:
+        """`count` contiguous pages, growing the file if no run is free."""
+        large = count >= LARGE_FILE_PAGES
+        start = self.used.find_run(count, self._large_hint if large else 1)
+        if start < 0:
+            self._grow(count - self._tail_free())
+            start = self.used.find_run(count, self._large_hint if large else 1)
+        self._take(start, count)
+        if large:
+            self._large_hint = start + count
+        return start
+
+    def alloc_content(self, n_pages: int, tail_pages: int) -> list[Run]:
+        """Runs for a file's content: `n_pages` in all, every run but the last a whole number of
+        chunks, the last ending with the `tail_pages`-page partial chunk (0 = no partial chunk).
+
+        One contiguous run when there is one; otherwise (large files) the largest free runs cut
+        to whole chunks, then the file grows for the rest.
+        """
+        start = self.used.find_run(n_pages, self._large_hint if n_pages >= LARGE_FILE_PAGES else 1)
+        if start >= 0 or n_pages < LARGE_FILE_PAGES:
+            if start < 0:
+                start = self.alloc_run(n_pages)
+            else:
+                self._take(start, n_pages)
+                if n_pages >= LARGE_FILE_PAGES:
+                    self._large_hint = start + n_pages
+            return [(start, n_pages)]
+        runs: list[Run] = []
+        full_pages = n_pages - tail_pages
+        got = 0
+        for s, length in self.used.largest_runs(full_pages, 4096):
+            take = min(length - length % CHUNK_PAGES, full_pages - got)
+            if take <= 0:
+                continue
+            self._take(s, take)
+            runs.append((s, take))
+            got += take
+            if got >= full_pages:
+                break
+        rest = n_pages - got
+        if rest:
+            runs.append((self.alloc_run(rest), rest))
+        return runs
+
+    # -- freeing ----------------------------------------------------------------------------
+    def free(self, start: int, count: int) -> None:
+        """Give back a run: pages born in this transaction are free at once, committed pages
+        become pending (reusable after the next commits, once nothing can reach them)."""
+        if count <= 0:
+            return
+        if not self.hold_frees and self.fresh.is_range_used(start, count):
+            self.used.clear_range(start, count)
+            self.fresh.clear_range(start, count)
+            return
+        if not self.fresh.is_range_free(start, count):
+            for p in range(start, start + count):   # mixed run: rare, page by page
+                self.free(p, 1)
+            return
+        self.pending.set_range(start, count)
+        self.txn_freed.append((start, count))
+
+    def release(self, runs: list[Run]) -> None:
+        """Pages no root and no reader can reach any more: free for reuse."""
+        for start, count in runs:
+            self.used.clear_range(start, count)
+            self.pending.clear_range(start, count)
+
+    # -- transaction boundaries -------------------------------------------------------------
+    def end_transaction(self) -> list[Run]:
+        """The transaction committed: its pages are now committed pages. Returns its frees."""
+        for start, count in self.txn_allocated:
+            self.fresh.clear_range(start, count)
+        freed = self.txn_freed
+        self.txn_allocated = []
+        self.txn_freed = []
+        return freed
+
+    def rollback(self) -> None:
+        """Undo every allocation and free of the open transaction."""
+        for start, count in self.txn_allocated:
+            for p0, n0 in _runs_of(self.fresh, start, count):
+                self.used.clear_range(p0, n0)
+                self.fresh.clear_range(p0, n0)
+        for start, count in self.txn_freed:
+            self.pending.clear_range(start, count)
+        self.txn_allocated = []
+        self.txn_freed = []
+
+    # -- statistics -------------------------------------------------------------------------
+    def stats(self) -> dict:
+        runs = self.used.free_runs()
+        free = sum(n for _, n in runs)
+        largest = max((n for _, n in runs), default=0)
+        return {
+            "pages": self.used.n_bits,
+            "used_pages": self.used.count_used(),
+            "pending_pages": self.pending.count_used(),
+            "free_pages": free,
+            "free_runs": len(runs),
+            "largest_free_run": largest,
+            "fragmentation": 0.0 if free == 0 else round(1.0 - largest / free, 4),
+        }
+
+
+def _runs_of(bm: Bitmap, start: int, count: int) -> list[Run]:
+    """Sub-runs of [start, start+count) whose bits are set in `bm`."""
+    if bm.is_range_used(start, count):
+        return [(start, count)]
+    out = []
+    for p in range(start, start + count):
+        if bm.get(p):
+            out.append((p, 1))
+    return out
+
+
+def set_runs(bm: Bitmap) -> list[Run]:
+    """Maximal runs of set bits, in order."""
+    bits = np.unpackbits(np.asarray(bm.words).view(np.uint8), bitorder="little")[: bm.n_bits]
+    if not bits.any():
+        return []
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], bits.astype(np.int8), [0]))))
+    return [(int(a), int(b - a)) for a, b in zip(edges[::2], edges[1::2])]

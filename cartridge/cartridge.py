@@ -1,0 +1,572 @@
+"""Cartridge: the public API of one open archive (DESIGN.md §2).
+
+Every call takes the handle's lock, normalises its paths with cartridge.paths, checks the
+directory rules, and runs as its own atomic commit unless a transaction() is open.
+"""
+from __future__ import annotations
+
+import os
+import stat as _stat
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from . import paths as P
+from .engine import Engine
+from .errors import (
+    AlreadyExistsError,
+    ClosedError,
+    DirectoryNotEmptyError,
+    InvalidPathError,
+    NotFoundError,
+    PathIsDirectoryError,
+    PathNotDirectoryError,
+    ReadOnlyError,
+    TransactionAbortedError,
+)
+from .format import DEFAULT_MODE_DIR, DEFAULT_MODE_FILE, KIND_DIR, KIND_FILE, STORE_EMPTY
+from .records import Record, decode, max_payload
+
+MODES = ("r", "a", "w", "x")
+DEFAULT_CACHE_SIZE = 64 << 20
+# Errors raised while checking a call's arguments, before anything changes: inside a
+# transaction they leave it usable. Anything else raised mid-change aborts the transaction.
+_CLEAN_ERRORS = (InvalidPathError, NotFoundError, AlreadyExistsError, PathIsDirectoryError,
+                 PathNotDirectoryError, DirectoryNotEmptyError, ReadOnlyError, TypeError, ValueError)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What stat() and scan() report about a file or directory."""
+
+    path: str
+    size: int
+    mode: int
+    ctime: float
+    mtime: float
+    checksum: str | None     # 16 hex digits of the content checksum; None for directories
+
+    @property
+    def is_dir(self) -> bool:
+        return _stat.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return _stat.S_ISREG(self.mode)
+
+
+@dataclass
+class VerifyReport:
+    """Result of verify(): ok is True when no problem was found."""
+
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    pages_checked: int = 0
+    files_checked: int = 0
+    bytes_checked: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _info(path: str, rec: Record | None) -> FileInfo:
+    if rec is None:   # an implicit directory
+        return FileInfo(path, 0, DEFAULT_MODE_DIR, 0.0, 0.0, None)
+    return FileInfo(path, rec.size, rec.mode, rec.ctime_ns / 1e9, rec.mtime_ns / 1e9,
+                    None if rec.kind == KIND_DIR else f"{rec.checksum:016x}")
+
+
+def _as_bytes(data) -> memoryview:
+    if isinstance(data, str):
+        raise TypeError("write() takes bytes-like data, not str (encode it first)")
+    try:
+        return memoryview(data).cast("B")
+    except TypeError:
+        raise TypeError(f"write() takes bytes-like data, not {type(data).__name__}") from None
+
+
+def open(path, mode: str = "a", **kwargs) -> "Cartridge":  # noqa: A001
+    """Open (or create) an archive; see Cartridge for the arguments."""
+    return Cartridge(path, mode, **kwargs)
+
+
+class Cartridge:
+    """An open .cart archive.
+
+    mode: "r" read-only, "a" read-write (create if missing), "w" create or truncate,
+    "x" create and fail if it exists. sync: "full" (durable when a call returns), "normal"
+    (consistent after power loss, may lose the latest commits), "off" (survives a killed process,
+    not a power cut). cache_size: page cache budget in bytes. timeout: seconds to wait for the
+    write lock (default: fail at once with LockedError).
+    """
+
+    def __init__(self, path, mode: str = "a", *, sync: str = "full",
+                 cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if sync not in ("full", "normal", "off"):
+            raise ValueError(f"sync must be 'full', 'normal' or 'off', not {sync!r}")
+        if cache_size < 0:
+            raise ValueError("cache_size must be >= 0")
+        self.path = os.fspath(path)
+        self.mode = mode
+        self._lock = threading.RLock()
+        self._closed = True
+        self._txn_depth = 0
+        self._txn_aborted = False
+        self._streams: set = set()
+        from .create import open_engine   # creation needs the engine, kept in its own module
+
+        self._eng: Engine = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
+                                        timeout=timeout)
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _ready(self) -> Engine:
+        if self._closed:
+            raise ClosedError(f"{self.path}: archive is closed")
+        eng = self._eng
+        if not eng.writable and not self._txn_depth:
+            eng.refresh()
+        return eng
+
+    def _writer(self) -> Engine:
+        eng = self._ready()
+        if not eng.writable:
+            raise ReadOnlyError(f"{self.path}: opened read-only")
+        if self._txn_aborted:
+            raise TransactionAbortedError("the enclosing transaction was rolled back; leave it first")
+        return eng
+
+    @contextmanager
+    def _change(self):
+        """Run one mutating call: its own commit, or a step of the open transaction."""
+        eng = self._eng
+        if self._txn_depth:
+            try:
+                yield eng
+            except _CLEAN_ERRORS:
+                raise
+            except BaseException:
+                self._abort()
+                raise
+            return
+        eng.begin()
+        try:
+            yield eng
+        except BaseException:
+            eng.rollback()
+            raise
+        eng.commit()
+
+    def _abort(self) -> None:
+        self._eng.rollback()
+        self._txn_aborted = True
+
+    # -- lookups ----------------------------------------------------------------------------
+    def _implicit_dir(self, eng: Engine, key: bytes) -> bool:
+        nxt = eng.first_key(key + b"/")
+        return nxt is not None and nxt.startswith(key + b"/")
+
+    def _kind(self, eng: Engine, path: str) -> tuple[str | None, Record | None]:
+        """("file"|"dir"|None, record) for a normalised path; the root is always a dir."""
+        if path == "/":
+            return "dir", None
+        key = P.to_key(path)
+        rec = eng.get(key)
+        if rec is not None:
+            return ("dir" if rec.kind == KIND_DIR else "file"), rec
+        if self._implicit_dir(eng, key):
+            return "dir", None
+        return None, None
+
+    def _check_parents(self, eng: Engine, path: str) -> None:
+        """No ancestor of `path` may be a file."""
+        for anc in P.ancestors(path):
+            rec = eng.get(P.to_key(anc))
+            if rec is not None and rec.kind == KIND_FILE:
+                raise PathNotDirectoryError(f"{anc} is a file, so {path} cannot exist")
+
+    def _file_record(self, eng: Engine, path: str) -> Record:
+        rec = eng.get(P.to_key(path))
+        if rec is not None and rec.kind == KIND_FILE:
+            return rec
+        kind, _ = self._kind(eng, path)
+        if kind == "dir":
+            raise PathIsDirectoryError(f"{path} is a directory")
+        raise NotFoundError(f"no such file: {path}")
+
+    # -- files ------------------------------------------------------------------------------
+    def write(self, path: str, data) -> None:
+        """Create or replace a file with `data`, atomically."""
+        view = _as_bytes(data)
+        with self._lock:
+            eng = self._writer()
+            p = P.normalize_file(path)
+            key = P.to_key(p)
+            old = eng.get(key)
+            if old is None:
+                self._check_parents(eng, p)
+                if self._implicit_dir(eng, key):
+                    raise PathIsDirectoryError(f"{p} is a directory")
+            elif old.kind == KIND_DIR:
+                raise PathIsDirectoryError(f"{p} is a directory")
+            with self._change():
+                self._store(eng, key, view, old)
+
+    def _store(self, eng: Engine, key: bytes, view, old: Record | None) -> None:
+        storage, payload, csum, _ = eng.content.store(view, max_payload(len(key)))
+        now = time.time_ns()
+        rec = Record(KIND_FILE, storage, DEFAULT_MODE_FILE if old is None else old.mode, len(view),
+                     now if old is None else old.ctime_ns, now, csum, payload)
+        eng.put(key, rec)
+        if old is not None:
+            eng.content.free(old, eng._where(key))
+
+    def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
+        """A file's bytes; with offset/size a range (a range past the end comes back short)."""
+        if offset < 0:
+            raise ValueError("offset must be >= 0")
+        with self._lock:
+            eng = self._ready()
+            p = P.normalize_file(path)
+            rec = eng.get(P.to_key(p))
+            if rec is None or rec.kind != KIND_FILE:
+                rec = self._file_record(eng, p)
+            if rec.storage == STORE_EMPTY:
+                return b""
+            return eng.content.read(rec, offset, size, p)
+
+    def readinto(self, path: str, buffer, offset: int = 0) -> int:
+        """Read into a writable buffer from `offset`; returns the number of bytes filled."""
+        if offset < 0:
+            raise ValueError("offset must be >= 0")
+        with self._lock:
+            eng = self._ready()
+            p = P.normalize_file(path)
+            rec = self._file_record(eng, p)
+            if rec.storage == STORE_EMPTY:
+                return 0
+            return eng.content.readinto(rec, offset, buffer, p)
+
+    def open(self, path: str, mode: str = "rb"):
+        """A streaming binary file object: "rb", "wb", "ab" or "r+b"."""
+        from .streams import open_stream
+
+        return open_stream(self, path, mode)
+
+    # -- queries ----------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        with self._lock:
+            eng = self._ready()
+            return self._kind(eng, P.normalize(path))[0] is not None
+
+    def isfile(self, path: str) -> bool:
+        with self._lock:
+            eng = self._ready()
+            return self._kind(eng, P.normalize(path))[0] == "file"
+
+    def isdir(self, path: str) -> bool:
+        with self._lock:
+            eng = self._ready()
+            return self._kind(eng, P.normalize(path))[0] == "dir"
+
+    def stat(self, path: str) -> FileInfo:
+        """FileInfo of a file or directory."""
+        with self._lock:
+            eng = self._ready()
+            p = P.normalize(path)
+            kind, rec = self._kind(eng, p)
+            if kind is None:
+                raise NotFoundError(f"no such file or directory: {p}")
+            return _info(p, rec)
+
+    def _children(self, eng: Engine, d: str) -> dict[str, bool]:
+        """Immediate children of directory `d`: name -> is a directory. Skips whole subtrees
+        with one seek each, so it costs O(children * log n)."""
+        prefix = P.to_key(P.dir_prefix(d))
+        out: dict[str, bool] = {}
+        start = prefix
+        while True:
+            batch = eng.catalog.items_from(start, 256, prefix)
+            if not batch:
+                return out
+            restart = None
+            for k, v in batch:
+                rest = k[len(prefix):]
+                slash = rest.find(b"/")
+                if slash < 0:
+                    name = rest.decode("utf-8")
+                    out[name] = out.get(name, False) or v[0] == KIND_DIR
+                    continue
+                name = rest[:slash].decode("utf-8")
+                out[name] = True
+                restart = prefix + rest[:slash] + b"0"     # '0' follows '/': skip the subtree
+                break
+            if restart is None:
+                if len(batch) < 256:
+                    return out
+                start = batch[-1][0] + b"\x00"
+            else:
+                start = restart
+
+    def _dir_or_raise(self, eng: Engine, path: str) -> str:
+        p = P.normalize(path)
+        kind, _ = self._kind(eng, p)
+        if kind is None:
+            raise NotFoundError(f"no such directory: {p}")
+        if kind == "file":
+            raise PathNotDirectoryError(f"{p} is a file")
+        return p
+
+    def listdir(self, path: str = "/") -> list[str]:
+        """Sorted names of the immediate children (files and directories) of a directory."""
+        with self._lock:
+            eng = self._ready()
+            p = self._dir_or_raise(eng, path)
+            return sorted(self._children(eng, p))
+
+    def walk(self, top: str = "/") -> Iterator[tuple[str, list[str], list[str]]]:
+        """Like os.walk (top-down): (dirpath, dirnames, filenames) for every directory."""
+        with self._lock:
+            eng = self._ready()
+            top = self._dir_or_raise(eng, top)
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            with self._lock:
+                eng = self._ready()
+                kids = self._children(eng, d)
+            dirs = sorted(n for n, is_dir in kids.items() if is_dir)
+            files = sorted(n for n, is_dir in kids.items() if not is_dir)
+            yield d, dirs, files
+            stack.extend(P.join(d, n) for n in reversed(dirs))
+
+    def scan(self, prefix: str = "/") -> Iterator[FileInfo]:
+        """FileInfo of every file whose path starts with `prefix`, in path order."""
+        if not isinstance(prefix, str):
+            raise InvalidPathError("prefix must be a str")
+        norm = P.normalize(prefix) if prefix.strip("/") else "/"
+        if prefix.endswith("/") and norm != "/":
+            norm += "/"
+        kp = P.to_key(norm)
+        start = kp
+        while True:
+            with self._lock:
+                eng = self._ready()
+                batch = list(eng.catalog.items_from(start, 256, kp))
+            for k, v in batch:
+                if v[0] == KIND_FILE:
+                    yield _info(P.from_key(k), decode(v, k.decode("utf-8", "replace")))
+            if len(batch) < 256:
+                return
+            start = batch[-1][0] + b"\x00"
+
+    # -- namespace changes ------------------------------------------------------------------
+    def mkdir(self, path: str, parents: bool = False, exist_ok: bool = False) -> None:
+        """Create an explicit (possibly empty) directory."""
+        with self._lock:
+            eng = self._writer()
+            p = P.normalize(path)
+            kind, _ = self._kind(eng, p)
+            if kind == "file":
+                raise AlreadyExistsError(f"{p} exists and is a file")
+            if kind == "dir":
+                if exist_ok:
+                    return
+                raise AlreadyExistsError(f"{p} already exists")
+            self._check_parents(eng, p)
+            missing = []
+            for anc in P.ancestors(p):
+                if self._kind(eng, anc)[0] is None:
+                    if not parents:
+                        raise NotFoundError(f"parent directory {anc} does not exist")
+                    missing.append(anc)
+            now = time.time_ns()
+            with self._change():
+                for d in missing + [p]:
+                    eng.put(P.to_key(d), Record(KIND_DIR, STORE_EMPTY, DEFAULT_MODE_DIR, 0, now, now,
+                                                0))
+
+    def delete(self, path: str, recursive: bool = False) -> None:
+        """Delete a file, an empty directory, or (recursive=True) a whole tree."""
+        with self._lock:
+            eng = self._writer()
+            p = P.normalize(path)
+            kind, rec = self._kind(eng, p)
+            if kind is None:
+                raise NotFoundError(f"no such file or directory: {p}")
+            key = P.to_key(p)
+            if kind == "file":
+                with self._change():
+                    eng.delete(key)
+                    eng.content.free(rec, p)
+                return
+            prefix = P.to_key(P.dir_prefix(p))
+            has_children = eng.first_key(prefix)
+            has_children = has_children is not None and has_children.startswith(prefix)
+            if has_children and not recursive:
+                raise DirectoryNotEmptyError(f"directory not empty: {p}")
+            if p == "/" and not has_children:
+                return
+            with self._change():
+                self._delete_tree(eng, prefix)
+                if p != "/" and rec is not None:
+                    eng.delete(key)
+
+    def _delete_tree(self, eng: Engine, prefix: bytes) -> None:
+        while True:
+            batch = eng.catalog.items_from(prefix, 256, prefix)
+            if not batch:
+                return
+            for k, v in batch:
+                rec = decode(v, k.decode("utf-8", "replace"))
+                eng.delete(k)
+                eng.content.free(rec, k.decode("utf-8", "replace"))
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move a file or a directory tree, atomically. A file replaces an existing file at dst;
+        a directory needs dst not to exist."""
+        with self._lock:
+            eng = self._writer()
+            s = P.normalize(src)
+            d = P.normalize(dst)
+            if s == "/" or d == "/":
+                raise InvalidPathError("the root cannot be renamed or replaced")
+            kind, rec = self._kind(eng, s)
+            if kind is None:
+                raise NotFoundError(f"no such file or directory: {s}")
+            if s == d:
+                return
+            self._check_parents(eng, d)
+            dkind, drec = self._kind(eng, d)
+            skey, dkey = P.to_key(s), P.to_key(d)
+            if kind == "file":
+                if dkind == "dir":
+                    raise PathIsDirectoryError(f"{d} is a directory")
+                with self._change():
+                    eng.delete(skey)
+                    eng.put(dkey, rec)
+                    if drec is not None:
+                        eng.content.free(drec, d)
+                return
+            if d.startswith(s + "/"):
+                raise InvalidPathError(f"cannot move directory {s} inside itself ({d})")
+            if dkind is not None:
+                raise AlreadyExistsError(f"{d} already exists")
+            sp, dp = P.to_key(P.dir_prefix(s)), P.to_key(P.dir_prefix(d))
+            with self._change():
+                if rec is not None:
+                    eng.delete(skey)
+                    eng.put(dkey, rec)
+                while True:
+                    batch = eng.catalog.items_from(sp, 256, sp)
+                    if not batch:
+                        break
+                    for k, v in batch:
+                        r = decode(v, k.decode("utf-8", "replace"))
+                        eng.delete(k)
+                        eng.put(dp + k[len(sp):], r)
+
+    # -- transactions and durability --------------------------------------------------------
+    @contextmanager
+    def transaction(self):
+        """Group calls into one atomic commit; an exception inside rolls everything back.
+        Nested blocks join the outer one; if an inner block fails, the whole transaction is
+        rolled back and the outer block's remaining calls raise TransactionAbortedError."""
+        with self._lock:
+            eng = self._writer()
+            outer = self._txn_depth == 0
+            if outer:
+                eng.begin()
+                self._txn_aborted = False
+            self._txn_depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._txn_depth -= 1
+                if not self._txn_aborted:
+                    self._abort()
+                if outer:
+                    self._txn_aborted = False
+                raise
+            self._txn_depth -= 1
+            if not outer:
+                return
+            if self._txn_aborted:
+                self._txn_aborted = False
+                raise TransactionAbortedError("a nested transaction failed; nothing was committed")
+            eng.commit()
+
+    def commit(self) -> None:
+        """Make everything so far durable now (fsync), whatever the sync mode. Inside a
+        transaction, commits the work so far and carries on."""
+        with self._lock:
+            eng = self._ready()
+            if not eng.writable:
+                return
+            eng.commit(force_sync=True)
+            if self._txn_depth:
+                eng.begin()
+
+    # -- maintenance ------------------------------------------------------------------------
+    def verify(self, deep: bool = True) -> VerifyReport:
+        """Check every reachable page; deep=True also checks every content checksum."""
+        from .verify import verify_engine
+
+        with self._lock:
+            eng = self._ready()
+            return verify_engine(eng, deep)
+
+    def info(self) -> dict:
+        """Counts, sizes, free space and fragmentation."""
+        with self._lock:
+            eng = self._ready()
+            out = eng.stats()
+            out["path"] = self.path
+            out["mode"] = self.mode
+            out["sync"] = eng.pager.sync_mode
+            return out
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Commit what is pending and release the file. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                for s in list(self._streams):
+                    s.close()
+                eng = self._eng
+                if eng.writable:
+                    if self._txn_depth and not self._txn_aborted:
+                        eng.commit()
+                    if eng.pager.sync_mode == "normal":
+                        eng.pager.sync_now()
+            finally:
+                self._closed = True
+                self._eng.close()
+
+    def __enter__(self) -> "Cartridge":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            if not self._closed:
+                self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"mode={self.mode!r}"
+        return f"<cartridge.Cartridge {self.path!r} {state}>"
+

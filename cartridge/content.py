@@ -1,0 +1,271 @@
+"""File content on pages: 64 KiB chunks with one xxh3 checksum each, kept by the pointer
+(docs/FORMAT.md §5). Small files live inline in their catalog record."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._core.checksum import chunk_checksums, xxh3_64
+from .errors import CorruptionError
+from .format import (
+    CHUNK_PAGES,
+    CHUNK_SIZE,
+    META_PREFIX,
+    PAGE_SIZE,
+    STORE_CHUNKS,
+    STORE_EMPTY,
+    STORE_INLINE,
+    STORE_XMAP,
+    TAG_XMAP,
+    XMAP_ENTRIES,
+    XMAP_HEADER,
+    XMAP_REF,
+)
+from .pager import seal_meta
+from .records import Record
+
+EMPTY_CHECKSUM = xxh3_64(b"")
+CACHE_CHUNK_MAX = CHUNK_SIZE      # whole chunks up to this size go through the page cache
+_DIRECT_READ = 4 * CHUNK_SIZE     # larger reads bypass the cache
+
+
+def content_checksum(data) -> int:
+    """FileInfo.checksum of these bytes: xxh3-64 of the content when it is one chunk (64 KiB or
+    less), else xxh3-64 of the little-endian list of the per-chunk xxh3-64 checksums."""
+    n = len(data)
+    if n <= CHUNK_SIZE:
+        return xxh3_64(memoryview(data).cast("B")) if n else EMPTY_CHECKSUM
+    sums = np.empty(-(-n // CHUNK_SIZE), dtype="<u8")
+    chunk_checksums(memoryview(data).cast("B"), CHUNK_SIZE, sums)
+    return xxh3_64(sums.view(np.uint8))
+
+
+def combine(sums: np.ndarray) -> int:
+    """File checksum from its chunk checksums (see content_checksum)."""
+    if len(sums) == 1:
+        return int(sums[0])
+    return xxh3_64(np.ascontiguousarray(sums, dtype="<u8").view(np.uint8))
+
+
+def chunk_len(size: int, i: int) -> int:
+    return min(CHUNK_SIZE, size - i * CHUNK_SIZE)
+
+
+class ContentStore:
+    """Writes, reads, verifies and frees file content for one handle."""
+
+    def __init__(self, pager, allocator):
+        self.pager = pager
+        self.allocator = allocator
+        self.cache = pager.cache
+
+    # -- writing ----------------------------------------------------------------------------
+    def write_chunks(self, data, owner: object = None) -> np.ndarray:
+        """Place `data` on fresh pages; returns the (n, 2) uint64 map: start page, checksum.
+        With an `owner` (a write stream) the pages stay outside the transaction until attached."""
+        view = memoryview(data).cast("B")
+        n = len(view)
+        n_chunks = -(-n // CHUNK_SIZE)
+        tail = n % CHUNK_SIZE
+        tail_pages = -(-tail // PAGE_SIZE) if tail else 0
+        total_pages = (n_chunks - (1 if tail else 0)) * CHUNK_PAGES + tail_pages
+        if owner is None:
+            runs = self.allocator.alloc_content(total_pages, tail_pages)
+        else:
+            runs = self.allocator.alloc_detached(owner, total_pages, tail_pages)
+        cmap = np.empty((n_chunks, 2), dtype=np.uint64)
+        sums = np.empty(n_chunks, dtype=np.uint64)
+        chunk_checksums(view, CHUNK_SIZE, sums)
+        cmap[:, 1] = sums
+        i = 0
+        off = 0
+        for start, count in runs:
+            run_bytes = min(count * PAGE_SIZE, n - off)
+            self.pager.write_at(start, view[off:off + run_bytes])
+            p = start
+            end = start + count
+            while p < end and i < n_chunks:
+                cmap[i, 0] = p
+                p += CHUNK_PAGES
+                i += 1
+            off += run_bytes
+        return cmap
+
+    def store(self, data, max_inline: int) -> tuple[int, bytes, int, np.ndarray | None]:
+        """(storage, payload, file checksum, chunk map) for new content."""
+        n = len(data)
+        if n == 0:
+            return STORE_EMPTY, b"", EMPTY_CHECKSUM, None
+        if n <= max_inline:
+            b = bytes(data)
+            return STORE_INLINE, b, xxh3_64(b), None
+        cmap = self.write_chunks(data)
+        storage, payload = self.store_map(cmap, max_inline)
+        return storage, payload, combine(cmap[:, 1]), cmap
+
+    def store_map(self, cmap: np.ndarray, max_inline: int) -> tuple[int, bytes]:
+        """Keep a chunk map inline when it fits, else on a chain of XMAP pages."""
+        raw = np.ascontiguousarray(cmap, dtype="<u8").tobytes()
+        if len(raw) <= max_inline:
+            return STORE_CHUNKS, raw
+        n = len(cmap)
+        n_pages = -(-n // XMAP_ENTRIES)
+        pages = [self.allocator.alloc_page() for _ in range(n_pages)]
+        for k, pno in enumerate(pages):
+            lo = k * XMAP_ENTRIES
+            part = raw[lo * 16:min(n, lo + XMAP_ENTRIES) * 16]
+            page = bytearray(PAGE_SIZE)
+            XMAP_HEADER.pack_into(page, 0, TAG_XMAP, 0, len(part) // 16, pno, 0,
+                                  pages[k + 1] if k + 1 < n_pages else 0, lo)
+            page[XMAP_HEADER.size:XMAP_HEADER.size + len(part)] = part
+            self.cache.pop(-pno)
+            self.pager.write_at(pno, seal_meta(page))
+        return STORE_XMAP, XMAP_REF.pack(pages[0], n_pages, 0)
+
+    # -- maps -------------------------------------------------------------------------------
+    def chunk_map(self, rec: Record, where: str) -> np.ndarray:
+        """The (n, 2) map of a chunked file (cached for XMAP chains)."""
+        if rec.storage == STORE_CHUNKS:
+            return np.frombuffer(rec.payload, dtype="<u8").reshape(-1, 2)
+        if rec.storage != STORE_XMAP:
+            raise ValueError("record has no chunk map")
+        first, n_pages, _ = XMAP_REF.unpack(rec.payload)
+        cached = self.cache.get(-first)
+        if cached is not None and len(cached) == rec.n_chunks:
+            return cached
+        n = rec.n_chunks
+        if n_pages != -(-n // XMAP_ENTRIES):
+            raise CorruptionError(f"{where}: chunk map spans {n_pages} pages for {n} chunks")
+        parts = []
+        pno = first
+        got = 0
+        for k in range(n_pages):
+            if pno == 0:
+                raise CorruptionError(f"{where}: chunk map chain ends after {k} of {n_pages} pages")
+            page = self.pager.read_meta(pno, TAG_XMAP)
+            _tag, _r, count, _self, _c, nxt, first_chunk = XMAP_HEADER.unpack_from(page)
+            if first_chunk != got or count == 0 or count > XMAP_ENTRIES or got + count > n:
+                raise CorruptionError(f"{where}: chunk map page {pno} is inconsistent")
+            parts.append(page[XMAP_HEADER.size:XMAP_HEADER.size + 16 * count])
+            got += count
+            pno = nxt
+        if got != n or pno != 0:
+            raise CorruptionError(f"{where}: chunk map holds {got} chunks, the file needs {n}")
+        cmap = np.frombuffer(b"".join(parts), dtype="<u8").reshape(-1, 2)
+        self.cache.put(-first, cmap, 16 * n + 64)
+        return cmap
+
+    def xmap_pages(self, rec: Record) -> list[int]:
+        """Pages of a record's XMAP chain (for freeing and verify)."""
+        first, n_pages, _ = XMAP_REF.unpack(rec.payload)
+        out = []
+        pno = first
+        for _ in range(n_pages):
+            if pno == 0:
+                break
+            out.append(pno)
+            pno = XMAP_HEADER.unpack_from(self.pager.read_meta(pno, TAG_XMAP))[5]
+        return out
+
+    # -- reading ----------------------------------------------------------------------------
+    def _chunk(self, cmap: np.ndarray, i: int, size: int, where: str) -> bytes:
+        start = int(cmap[i, 0])
+        csum = int(cmap[i, 1])
+        key = (start << 64) | csum
+        data = self.cache.get(key)
+        if data is not None:
+            return data
+        ln = chunk_len(size, i)
+        raw = self.pager.read_run(start, -(-ln // PAGE_SIZE))
+        data = raw[:ln] if ln != len(raw) else raw
+        if xxh3_64(data) != csum:
+            raise CorruptionError(f"{where}: content checksum mismatch in chunk {i} "
+                                  f"(pages {start}..{start + -(-ln // PAGE_SIZE) - 1})")
+        self.cache.put(key, data, ln)
+        return data
+
+    def read(self, rec: Record, offset: int, size: int, where: str) -> bytes:
+        """Bytes [offset, offset+size) of a file, clipped at its end; checksums verified."""
+        end = rec.size if size < 0 else min(rec.size, offset + size)
+        if offset >= end:
+            return b""
+        if rec.storage == STORE_INLINE:
+            if offset == 0 and end == rec.size:
+                return rec.payload
+            return rec.payload[offset:end]
+        if end - offset > _DIRECT_READ:
+            buf = bytearray(end - offset)
+            self.readinto(rec, offset, buf, where)
+            return bytes(buf)
+        cmap = self.chunk_map(rec, where)
+        first = offset // CHUNK_SIZE
+        last = (end - 1) // CHUNK_SIZE
+        if first == last:
+            data = self._chunk(cmap, first, rec.size, where)
+            lo = offset - first * CHUNK_SIZE
+            if lo == 0 and end - offset == len(data):
+                return data
+            return data[lo:lo + end - offset]
+        parts = []
+        for i in range(first, last + 1):
+            data = self._chunk(cmap, i, rec.size, where)
+            lo = max(offset - i * CHUNK_SIZE, 0)
+            hi = min(end - i * CHUNK_SIZE, len(data))
+            parts.append(data[lo:hi] if (lo, hi) != (0, len(data)) else data)
+        return b"".join(parts)
+
+    def readinto(self, rec: Record, offset: int, buf, where: str) -> int:
+        """Fill `buf` from `offset` without staging copies for whole chunks; returns bytes read."""
+        out = memoryview(buf).cast("B")
+        end = min(rec.size, offset + len(out))
+        if offset >= end:
+            return 0
+        n = end - offset
+        if rec.storage == STORE_INLINE:
+            out[:n] = rec.payload[offset:end]
+            return n
+        cmap = self.chunk_map(rec, where)
+        pos = offset
+        while pos < end:
+            i = pos // CHUNK_SIZE
+            lo = pos - i * CHUNK_SIZE
+            ln = chunk_len(rec.size, i)
+            if lo != 0 or end - pos < ln:
+                data = self._chunk(cmap, i, rec.size, where)
+                take = min(ln - lo, end - pos)
+                out[pos - offset:pos - offset + take] = data[lo:lo + take]
+                pos += take
+                continue
+            # a run of whole chunks that sit back to back on disk: one read, then verify
+            j = i
+            while (j + 1 < len(cmap) and j - i < 255
+                   and (j + 1) * CHUNK_SIZE + chunk_len(rec.size, j + 1) <= end
+                   and int(cmap[j + 1, 0]) == int(cmap[j, 0]) + CHUNK_PAGES):
+                j += 1
+            span_end = j * CHUNK_SIZE + chunk_len(rec.size, j)
+            dst = out[pos - offset:span_end - offset]
+            self.pager.read_into(int(cmap[i, 0]), dst)
+            sums = np.empty(j - i + 1, dtype=np.uint64)
+            chunk_checksums(dst, CHUNK_SIZE, sums)
+            bad = np.flatnonzero(sums != cmap[i:j + 1, 1])
+            if len(bad):
+                k = i + int(bad[0])
+                raise CorruptionError(f"{where}: content checksum mismatch in chunk {k} "
+                                      f"(page {int(cmap[k, 0])})")
+            pos = span_end
+        return n
+
+    # -- freeing ----------------------------------------------------------------------------
+    def free(self, rec: Record, where: str) -> None:
+        """Give back a file's content pages and chunk-map pages."""
+        if rec.storage not in (STORE_CHUNKS, STORE_XMAP):
+            return
+        cmap = self.chunk_map(rec, where)
+        free = self.allocator.free
+        for i in range(len(cmap)):
+            free(int(cmap[i, 0]), -(-chunk_len(rec.size, i) // PAGE_SIZE))
+        if rec.storage == STORE_XMAP:
+            first = XMAP_REF.unpack(rec.payload)[0]
+            for pno in self.xmap_pages(rec):
+                free(pno, 1)
+            self.cache.pop(-first)
+

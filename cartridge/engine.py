@@ -1,0 +1,350 @@
+"""The storage engine of one open handle: catalog + allocation map + content over the pager,
+transactions, the commit protocol and reader refresh (docs/FORMAT.md §7-§8).
+
+Everything here speaks in catalog keys (UTF-8 path bytes) and Records; path rules, directory
+semantics and the public API live in cartridge.py.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections import Counter
+
+from . import locking
+from ._core.btree import BTree
+from .allocator import GROW_MIN_PAGES, Allocator
+from .content import ContentStore
+from .errors import CorruptionError, LockedError, NotACartridgeError
+from .format import (
+    ALLOC_CHUNK_BITS,
+    ALLOC_KEY,
+    KIND_DIR,
+    KIND_FILE,
+    PAGE_SIZE,
+    ROOT_SLOT,
+    SLOT_OFFSETS,
+    TREE_ALLOCMAP,
+    TREE_CATALOG,
+)
+from .nodestore import TreeStore
+from .pager import FileHeader, Pager, Root, parse_page0
+from .records import Record, decode
+
+SCAN_BATCH = 256
+RECORD_CACHE_MAX = 200_000
+
+
+def pick_root(roots: list[Root | None], raw_slots: list[bytes], name: str) -> tuple[Root, list[str]]:
+    """The newest valid root slot, plus a warning for a damaged one."""
+    valid = [r for r in roots if r is not None]
+    if not valid:
+        raise CorruptionError(f"{name}: both root slots are damaged")
+    best = max(valid, key=lambda r: r.generation)
+    notes = []
+    for i, (r, raw) in enumerate(zip(roots, raw_slots)):
+        if r is None and any(raw):
+            notes.append(f"{name}: root slot {'AB'[i]} is damaged; opened generation "
+                         f"{best.generation} from the other slot")
+    return best, notes
+
+
+class Engine:
+    """One handle's view of an archive file; a writer when `writable`."""
+
+    def __init__(self, fd: int, name: str, *, writable: bool, sync: str, cache_size: int,
+                 lock_timeout: float | None = None, fresh: bool = False):
+        self.fd = fd
+        self.name = name
+        self.writable = writable
+        self.pager = Pager(fd, name, writable=writable, sync=sync, cache_size=cache_size)
+        self.dirty: dict = {}
+        self.records: dict[bytes, Record | None] = {}
+        self.pins: Counter = Counter()
+        self.pending_queue: list[tuple[int, list]] = []
+        self.warnings: list[str] = []
+        self.in_txn = False
+        self._changed = False
+        self._pinned_gen: int | None = None
+        if writable and not locking.writer_lock(fd, lock_timeout):
+            raise LockedError(f"{name}: another handle holds the write lock")
+        if fresh:
+            self._init_fresh()
+        else:
+            self._load()
+
+    # -- opening ----------------------------------------------------------------------------
+    def _init_fresh(self) -> None:
+        """State of a brand-new archive, committed once as generation 1."""
+        self.header = FileHeader.new()
+        self.pager.grow(GROW_MIN_PAGES)
+        self.pager.write_at(0, self.header.pack())
+        self.root = Root(generation=0)
+        self.allocator = Allocator(GROW_MIN_PAGES, self.pager.grow)
+        self.allocator.used.set_range(0, 1)       # page 0: header and root slots
+        self._build_trees()
+        self._changed = True
+        self.commit()
+
+    def _read_state(self) -> tuple[Root, list[str]]:
+        page0 = self.pager.read_page0()
+        self.header, roots = parse_page0(page0, self.name)
+        raw = [page0[o:o + ROOT_SLOT.size] for o in SLOT_OFFSETS]
+        return pick_root(roots, raw, self.name)
+
+    def _settle_reader(self) -> tuple[Root, list[str]]:
+        """Pin the newest committed state, re-reading the slots so that the writer cannot have
+        recycled its pages between our read and our pin."""
+        for _ in range(100):
+            root, notes = self._read_state()
+            self._pin(root.generation)
+            again, _ = self._read_state()
+            if again.generation in (root.generation, root.generation + 1):
+                return root, notes
+        raise CorruptionError(f"{self.name}: could not settle on a committed state")
+
+    def _load(self) -> None:
+        self.root, notes = self._read_state() if self.writable else self._settle_reader()
+        for n in notes:
+            warnings.warn(n, RuntimeWarning, stacklevel=4)
+        self.warnings.extend(notes)
+        size_pages = os.fstat(self.fd).st_size // PAGE_SIZE
+        if size_pages < self.root.page_count:
+            raise CorruptionError(f"{self.name}: file is truncated: {size_pages} pages, the archive "
+                                  f"needs {self.root.page_count}")
+        self.allocator = Allocator(self.root.page_count, self.pager.grow) if self.writable else None
+        self._build_trees()
+        if self.writable:
+            self._load_allocator()
+
+    def _build_trees(self) -> None:
+        r = self.root
+        alloc = self.allocator
+        self.catalog = BTree(TreeStore(self.pager, alloc, self.dirty, TREE_CATALOG),
+                             r.catalog_root, r.catalog_height, r.catalog_count, TREE_CATALOG)
+        self.allocmap = BTree(TreeStore(self.pager, alloc, self.dirty, TREE_ALLOCMAP),
+                              r.allocmap_root, r.allocmap_height, r.allocmap_count, TREE_ALLOCMAP)
+        self.content = ContentStore(self.pager, alloc)
+
+    def _load_allocator(self) -> None:
+        """Rebuild the in-memory bitmaps from the allocation map tree."""
+        a = self.allocator
+        n_chunks = -(-self.root.page_count // ALLOC_CHUNK_BITS)
+        seen = 0
+        for key, value in self.allocmap.items_from(b"", 1 << 62):
+            (idx,) = ALLOC_KEY.unpack(key) if len(key) == 8 else (-1,)
+            if idx != seen or len(value) != 512 or idx >= n_chunks:
+                raise CorruptionError(f"{self.name}: allocation map entry {idx} is out of place")
+            a.load_chunk(idx, value)
+            seen += 1
+        if seen != n_chunks:
+            raise CorruptionError(f"{self.name}: allocation map has {seen} of {n_chunks} entries")
+        if not a.used.get(0):
+            raise CorruptionError(f"{self.name}: allocation map does not reserve page 0")
+        pending = a.pending_runs()
+        if pending:
+            self.pending_queue.append((self.root.generation, pending))
+
+    # -- reader side ------------------------------------------------------------------------
+    def _pin(self, gen: int) -> None:
+        locking.pin(self.fd, gen)
+        if self._pinned_gen is not None and self._pinned_gen != gen:
+            locking.unpin(self.fd, self._pinned_gen)
+        self._pinned_gen = gen
+
+    def refresh(self) -> None:
+        """Read-only handles: move to the newest committed state if a writer committed."""
+        if self.writable:
+            return
+        raw = self.pager.read_slots()
+        gens = [int.from_bytes(raw[o - SLOT_OFFSETS[0] + 8:o - SLOT_OFFSETS[0] + 16], "little")
+                for o in SLOT_OFFSETS]
+        if max(gens) == self.root.generation and self.root.generation in gens:
+            return
+        root, _notes = self._settle_reader()
+        if root.generation == self.root.generation:
+            return
+        self.root = root
+        self.pager.cache.clear()
+        self.records.clear()
+        self._build_trees()
+
+    # -- records ----------------------------------------------------------------------------
+    def get(self, key: bytes) -> Record | None:
+        rec = self.records.get(key, False)
+        if rec is not False:
+            return rec
+        value = self.catalog.get(key)
+        rec = None if value is None else decode(value, self._where(key))
+        if len(self.records) >= RECORD_CACHE_MAX:
+            self.records.clear()
+        self.records[key] = rec
+        return rec
+
+    def put(self, key: bytes, rec: Record) -> Record | None:
+        """Store a record; returns the one it replaced."""
+        self._changed = True
+        old = self.catalog.put(key, rec.encode())
+        self.records[key] = rec
+        old_rec = None if old is None else decode(old, self._where(key))
+        self._count(old_rec, -1)
+        self._count(rec, +1)
+        return old_rec
+
+    def delete(self, key: bytes) -> Record | None:
+        old = self.catalog.delete(key)
+        self.records[key] = None
+        if old is None:
+            return None
+        self._changed = True
+        rec = decode(old, self._where(key))
+        self._count(rec, -1)
+        return rec
+
+    def _count(self, rec: Record | None, sign: int) -> None:
+        if rec is None:
+            return
+        if rec.kind == KIND_DIR:
+            self.root.dir_count += sign
+        elif rec.kind == KIND_FILE:
+            self.root.file_count += sign
+            self.root.total_bytes += sign * rec.size
+
+    def items(self, start: bytes, prefix: bytes | None = None):
+        """(key, Record) for keys >= start (and starting with prefix), in order; re-seeks per
+        batch so the catalog may change between batches."""
+        while True:
+            batch = self.catalog.items_from(start, SCAN_BATCH, prefix)
+            for k, v in batch:
+                yield k, decode(v, self._where(k))
+            if len(batch) < SCAN_BATCH:
+                return
+            start = batch[-1][0] + b"\x00"
+
+    def first_key(self, start: bytes) -> bytes | None:
+        return self.catalog.first_key_from(start)
+
+    def _where(self, key: bytes) -> str:
+        return f"{self.name}:{key.decode('utf-8', 'replace')}"
+
+    # -- transactions -----------------------------------------------------------------------
+    def begin(self) -> None:
+        self.in_txn = True
+        self._saved = self.root.copy()
+        self._changed = False
+
+    def rollback(self) -> None:
+        """Forget everything since begin(): dirty nodes, allocations, cached records."""
+        self.in_txn = False
+        if not self.writable:
+            return
+        for pno in self.dirty:
+            self.pager.cache.pop(pno)
+        self.dirty.clear()
+        self.allocator.rollback()
+        self.root = self._saved.copy()
+        self.records.clear()
+        self._build_trees()
+        self._changed = False
+
+    def commit(self, force_sync: bool = False) -> None:
+        """Make the open transaction the newest committed state (docs/FORMAT.md §8)."""
+        self.in_txn = False
+        if not self._changed:
+            if force_sync and self.writable:
+                self.pager.sync_now()
+            return
+        a = self.allocator
+        # 1. persist the allocation map; writing it allocates, so repeat until nothing changes
+        written: dict[int, bytes] = {}
+        for _ in range(1000):
+            todo = []
+            for c in a.dirty_chunks():
+                v = a.chunk_value(c)
+                if written.get(c) != v:
+                    todo.append((c, v))
+            if not todo:
+                break
+            for c, v in todo:
+                self.allocmap.put(ALLOC_KEY.pack(c), v)
+                written[c] = v
+        else:
+            raise CorruptionError(f"{self.name}: allocation map did not settle")
+        a.clear_dirty()
+        # 2. new pages out, barrier, then the root flip
+        root = self.root
+        root.generation += 1
+        root.page_count = a.n_pages
+        root.catalog_root, root.catalog_height, root.catalog_count = (
+            self.catalog.root, self.catalog.height, self.catalog.count)
+        root.allocmap_root, root.allocmap_height, root.allocmap_count = (
+            self.allocmap.root, self.allocmap.height, self.allocmap.count)
+        root.commit_time_ns = time.time_ns()
+        root.pending_pages = a.pending.count_used()
+        self.pager.grow(a.n_pages)
+        self.pager.write_pages({pno: node.seal() for pno, node in self.dirty.items()})
+        self.pager.sync_data()
+        self.pager.write_root(root)
+        if force_sync and self.pager.sync_mode != "full":
+            self.pager.sync_now()
+        # 3. the new pages are committed: cache them, queue this commit's frees
+        cache = self.pager.cache
+        for pno, node in self.dirty.items():
+            cache.put(pno, node, PAGE_SIZE)
+        self.dirty.clear()
+        freed = a.end_transaction()
+        if freed:
+            self.pending_queue.append((root.generation, freed))
+        self._changed = False
+        self._release()
+
+    def _release(self) -> None:
+        """Free pages that no root slot and no reader can reach any more."""
+        if not self.pending_queue or self.allocator.hold_frees:
+            return
+        g = self.root.generation
+        limit = g - 1                          # frees of commit f are safe once f <= g - 1 ...
+        if self.pins:
+            limit = min(limit, min(self.pins))  # ... and no stream of ours reads an older root
+        if self.pending_queue[0][0] > limit:
+            return
+        other = locking.oldest_pin_below(self.fd, limit + 1)
+        if other is not None:
+            limit = min(limit, other)           # ... and no other handle pins one
+        keep = []
+        for f, runs in self.pending_queue:
+            if f <= limit:
+                self.allocator.release(runs)
+            else:
+                keep.append((f, runs))
+        self.pending_queue = keep
+
+    # -- info -------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        out = {
+            "generation": self.root.generation,
+            "files": self.root.file_count,
+            "directories": self.root.dir_count,
+            "total_bytes": self.root.total_bytes,
+            "file_size": os.fstat(self.fd).st_size,
+            "page_size": PAGE_SIZE,
+            "catalog_entries": self.catalog.count,
+            "catalog_height": self.catalog.height,
+            "format_version": f"{self.header.version_major}.{self.header.version_minor}",
+            "cache": self.pager.cache.stats(),
+        }
+        if self.allocator is not None:
+            out.update(self.allocator.stats())
+        return out
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+def check_header_only(fd: int, name: str) -> None:
+    """Raise NotACartridgeError for files too short to hold a header."""
+    if os.fstat(fd).st_size < PAGE_SIZE:
+        raise NotACartridgeError(f"{name}: not a cartridge archive (cut short before its header)")

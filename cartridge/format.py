@@ -1,0 +1,73 @@
+"""On-disk constants and struct layouts: the one source of truth behind docs/FORMAT.md."""
+from __future__ import annotations
+
+import struct
+
+from ._core import btree as _btree
+
+PAGE_SIZE = 4096
+SECTOR = 512
+
+# -- page 0: file header (written once) and two root slots (alternately rewritten) ------------
+MAGIC = b"CART\x00\x01\x00\x00"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+# magic, major, minor, page size, archive id, created ns, flags, reserved, checksum
+FILE_HEADER = struct.Struct("<8sHHI16sqI12sQ")
+FILE_HEADER_CSUM_SPAN = FILE_HEADER.size - 8          # checksum covers bytes [0, 56)
+assert FILE_HEADER.size == 64
+
+SLOT_OFFSETS = (1024, 2048)
+SLOT_MAGIC = b"CARTROOT"
+# magic, generation, page_count, catalog root/count/height, allocmap height/root/count,
+# file count, dir count, total bytes, commit time ns, pending pages, reserved, checksum
+ROOT_SLOT = struct.Struct("<8sQQQQIIQQQQQqQ144sQ")
+ROOT_SLOT_CSUM_SPAN = ROOT_SLOT.size - 8
+assert ROOT_SLOT.size == 256
+
+# -- metadata pages: all share the 24-byte prefix tag, u16, u16, page_no, checksum ----------
+META_PREFIX = struct.Struct("<4sHHQQ")
+CHECKSUM_OFFSET = 16
+TAG_LEAF = _btree.TAG_LEAF
+TAG_INTERNAL = _btree.TAG_INTERNAL
+TAG_OVERFLOW = b"OVFL"
+TAG_XMAP = b"XMAP"
+TREE_CATALOG = 1
+TREE_ALLOCMAP = 2
+NODE_HEADER_SIZE = _btree.HEADER_SIZE     # 40
+KEY_INLINE = _btree.KEY_INLINE            # 512
+MAX_CELL = _btree.MAX_CELL                # 1012
+
+# Overflow page: prefix (tag, 0, length u16, page_no, checksum), 16 reserved bytes, key tail
+OVERFLOW_DATA = 40
+# Chunk-map page: prefix (tag, 0, count u16, page_no, checksum), next page u64, first chunk u64
+XMAP_HEADER = struct.Struct("<4sHHQQQQ")
+assert XMAP_HEADER.size == 40
+XMAP_ENTRIES = (PAGE_SIZE - XMAP_HEADER.size) // 16   # 253
+
+# -- catalog records ----------------------------------------------------------------------
+# kind, storage, reserved, mode, size, ctime ns, mtime ns, checksum
+RECORD = struct.Struct("<BBHIQqqQ")
+assert RECORD.size == 40
+KIND_FILE = 1
+KIND_DIR = 2
+STORE_EMPTY = 0      # no content (empty file or directory)
+STORE_INLINE = 1     # content bytes follow the record inside the catalog cell
+STORE_CHUNKS = 2     # chunk map (u64 start page, u64 checksum per chunk) follows the record
+STORE_XMAP = 3       # u64 first chunk-map page, u32 page count, u32 0 follow the record
+XMAP_REF = struct.Struct("<QII")
+CHUNK_SIZE = 65536                          # content is checksummed per 64 KiB chunk
+CHUNK_PAGES = CHUNK_SIZE // PAGE_SIZE       # 16
+CHUNK_ENTRY = struct.Struct("<QQ")
+
+# -- allocation map ------------------------------------------------------------------------
+ALLOC_CHUNK_BITS = 2048                     # pages per allocation-map entry
+ALLOC_CHUNK_BYTES = ALLOC_CHUNK_BITS // 8   # 256 bytes of "used" bits, then 256 of "pending"
+ALLOC_KEY = struct.Struct(">Q")             # big-endian so byte order equals numeric order
+
+# -- locks (OFD byte-range locks far beyond any real file offset) ---------------------------
+WRITER_LOCK_OFFSET = 1 << 62
+READER_PIN_BASE = (1 << 62) + 4096         # a reader pinning generation g locks byte BASE + g
+
+DEFAULT_MODE_FILE = 0o100644
+DEFAULT_MODE_DIR = 0o040755

@@ -1,0 +1,220 @@
+"""Pages on disk: the file header, the two root slots, checked page I/O, growth, syncing and
+the page cache (docs/FORMAT.md §2-§3, §8)."""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, fields
+
+from ._core.arc import ARCCache
+from ._core.checksum import page_ok, seal_page, xxh3_64
+from .errors import CorruptionError, NotACartridgeError, UnsupportedVersionError
+from .format import (
+    FILE_HEADER,
+    FILE_HEADER_CSUM_SPAN,
+    MAGIC,
+    META_PREFIX,
+    PAGE_SIZE,
+    ROOT_SLOT,
+    ROOT_SLOT_CSUM_SPAN,
+    SLOT_MAGIC,
+    SLOT_OFFSETS,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+)
+
+SYNC_MODES = ("full", "normal", "off")
+
+
+@dataclass
+class Root:
+    """One committed state of the archive, as stored in a root slot."""
+
+    generation: int = 0
+    page_count: int = 0
+    catalog_root: int = 0
+    catalog_count: int = 0
+    catalog_height: int = 0
+    allocmap_height: int = 0
+    allocmap_root: int = 0
+    allocmap_count: int = 0
+    file_count: int = 0
+    dir_count: int = 0
+    total_bytes: int = 0
+    commit_time_ns: int = 0
+    pending_pages: int = 0
+
+    def pack(self) -> bytes:
+        body = ROOT_SLOT.pack(
+            SLOT_MAGIC, self.generation, self.page_count, self.catalog_root, self.catalog_count,
+            self.catalog_height, self.allocmap_height, self.allocmap_root, self.allocmap_count,
+            self.file_count, self.dir_count, self.total_bytes, self.commit_time_ns,
+            self.pending_pages, b"", 0,
+        )
+        return body[:ROOT_SLOT_CSUM_SPAN] + xxh3_64(body[:ROOT_SLOT_CSUM_SPAN]).to_bytes(8, "little")
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> "Root | None":
+        """The root in a slot, or None when the slot is empty, torn or damaged."""
+        if len(raw) < ROOT_SLOT.size:
+            return None
+        vals = ROOT_SLOT.unpack(raw[:ROOT_SLOT.size])
+        if vals[0] != SLOT_MAGIC or vals[-1] != xxh3_64(raw[:ROOT_SLOT_CSUM_SPAN]):
+            return None
+        return cls(*vals[1:-2])
+
+    def copy(self) -> "Root":
+        return Root(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
+@dataclass
+class FileHeader:
+    version_major: int
+    version_minor: int
+    page_size: int
+    archive_id: bytes
+    created_ns: int
+
+    def pack(self) -> bytes:
+        body = FILE_HEADER.pack(MAGIC, self.version_major, self.version_minor, self.page_size,
+                                self.archive_id, self.created_ns, 0, b"", 0)
+        return body[:FILE_HEADER_CSUM_SPAN] + xxh3_64(body[:FILE_HEADER_CSUM_SPAN]).to_bytes(8, "little")
+
+    @classmethod
+    def new(cls) -> "FileHeader":
+        return cls(VERSION_MAJOR, VERSION_MINOR, PAGE_SIZE, uuid.uuid4().bytes, time.time_ns())
+
+
+def parse_page0(page0: bytes, name: str) -> tuple[FileHeader, list["Root | None"]]:
+    """Validate the file header and decode both root slots (None for a bad slot)."""
+    if len(page0) < FILE_HEADER.size or page0[:8] != MAGIC:
+        raise NotACartridgeError(f"{name}: not a cartridge archive (bad magic or too short)")
+    magic, major, minor, page_size, aid, created, _flags, _res, csum = FILE_HEADER.unpack(
+        page0[:FILE_HEADER.size])
+    if csum != xxh3_64(page0[:FILE_HEADER_CSUM_SPAN]):
+        raise CorruptionError(f"{name}: file header checksum mismatch (page 0, bytes 0-63)")
+    if major != VERSION_MAJOR:
+        raise UnsupportedVersionError(
+            f"{name}: format version {major}.{minor}; this build reads {VERSION_MAJOR}.x")
+    if page_size != PAGE_SIZE:
+        raise UnsupportedVersionError(f"{name}: page size {page_size} (this build uses {PAGE_SIZE})")
+    if len(page0) < SLOT_OFFSETS[1] + ROOT_SLOT.size:
+        raise NotACartridgeError(f"{name}: cut short before its root slots")
+    roots = [Root.unpack(page0[o:o + ROOT_SLOT.size]) for o in SLOT_OFFSETS]
+    return FileHeader(major, minor, page_size, aid, created), roots
+
+
+class Pager:
+    """Reads and writes whole pages of one archive file; owns the page cache."""
+
+    def __init__(self, fd: int, name: str, *, writable: bool, sync: str, cache_size: int):
+        if sync not in SYNC_MODES:
+            raise ValueError(f"sync must be one of {SYNC_MODES}, not {sync!r}")
+        self.fd = fd
+        self.name = name
+        self.writable = writable
+        self.sync_mode = sync
+        self.cache = ARCCache(cache_size)
+        self.file_pages = os.fstat(fd).st_size // PAGE_SIZE
+
+    # -- page 0 -----------------------------------------------------------------------------
+    def read_page0(self) -> bytes:
+        return os.pread(self.fd, PAGE_SIZE, 0)
+
+    def read_slots(self) -> bytes:
+        """Both root slots in one read (what readers poll before each operation)."""
+        return os.pread(self.fd, SLOT_OFFSETS[1] + ROOT_SLOT.size - SLOT_OFFSETS[0], SLOT_OFFSETS[0])
+
+    def write_root(self, root: Root) -> None:
+        """Write `root` into the slot its generation owns (alternating), honouring sync."""
+        os.pwrite(self.fd, root.pack(), SLOT_OFFSETS[root.generation % 2])
+        if self.sync_mode == "full":
+            os.fdatasync(self.fd)
+
+    # -- pages ------------------------------------------------------------------------------
+    def read_page(self, pno: int) -> bytes:
+        if pno <= 0 or pno >= self.file_pages:
+            self.file_pages = os.fstat(self.fd).st_size // PAGE_SIZE
+            if pno <= 0 or pno >= self.file_pages:
+                raise CorruptionError(f"{self.name}: page {pno} is outside the file "
+                                      f"({self.file_pages} pages)")
+        data = os.pread(self.fd, PAGE_SIZE, pno * PAGE_SIZE)
+        if len(data) != PAGE_SIZE:
+            raise CorruptionError(f"{self.name}: page {pno} is cut short")
+        return data
+
+    def read_meta(self, pno: int, tag: bytes) -> bytes:
+        """A metadata page, its checksum, tag and self-reference checked."""
+        data = self.read_page(pno)
+        if not page_ok(data):
+            raise CorruptionError(f"{self.name}: checksum mismatch in metadata page {pno}")
+        ptag, _a, _b, self_no, _c = META_PREFIX.unpack_from(data)
+        if self_no != pno:
+            raise CorruptionError(f"{self.name}: page {pno} claims to be page {self_no}")
+        if ptag != tag:
+            raise CorruptionError(f"{self.name}: page {pno} is {ptag!r}, expected {tag!r}")
+        return data
+
+    def read_run(self, start: int, count: int) -> bytes:
+        """`count` consecutive pages (content)."""
+        if start <= 0 or start + count > self.file_pages:
+            self.file_pages = os.fstat(self.fd).st_size // PAGE_SIZE
+            if start <= 0 or start + count > self.file_pages:
+                raise CorruptionError(f"{self.name}: pages {start}..{start + count - 1} are outside "
+                                      f"the file ({self.file_pages} pages)")
+        data = os.pread(self.fd, count * PAGE_SIZE, start * PAGE_SIZE)
+        if len(data) != count * PAGE_SIZE:
+            raise CorruptionError(f"{self.name}: pages {start}..{start + count - 1} are cut short")
+        return data
+
+    def read_into(self, start: int, buf) -> None:
+        """Fill `buf` (a writable buffer, page aligned in length or shorter) from page `start`."""
+        n = os.preadv(self.fd, [buf], start * PAGE_SIZE)
+        if n != len(buf):
+            raise CorruptionError(f"{self.name}: content at page {start} is cut short")
+
+    def write_at(self, pno: int, data) -> None:
+        """Write bytes starting at page `pno` (whole pages, or a final partial page)."""
+        view = memoryview(data)
+        off = pno * PAGE_SIZE
+        while len(view):
+            n = os.pwrite(self.fd, view, off)
+            view = view[n:]
+            off += n
+
+    def write_pages(self, pages: dict[int, bytes]) -> None:
+        """Write many pages, coalescing neighbours into one call each."""
+        order = sorted(pages)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and order[j + 1] == order[j] + 1 and j - i < 255:
+                j += 1
+            if i == j:
+                os.pwrite(self.fd, pages[order[i]], order[i] * PAGE_SIZE)
+            else:
+                os.pwritev(self.fd, [pages[p] for p in order[i:j + 1]], order[i] * PAGE_SIZE)
+            i = j + 1
+
+    # -- size and durability ----------------------------------------------------------------
+    def grow(self, n_pages: int) -> None:
+        """Make the file at least `n_pages` long (new pages read as zeros)."""
+        if n_pages > self.file_pages:
+            os.ftruncate(self.fd, n_pages * PAGE_SIZE)
+            self.file_pages = n_pages
+
+    def sync_data(self) -> None:
+        """The barrier before a root flip: in "full" and "normal" modes pages reach the disk."""
+        if self.sync_mode != "off":
+            os.fdatasync(self.fd)
+
+    def sync_now(self) -> None:
+        os.fsync(self.fd)
+
+
+def seal_meta(page: bytearray) -> bytes:
+    """Fill in a metadata page's checksum (bytes 16..23) and return it as bytes."""
+    seal_page(page)
+    return bytes(page)
+
