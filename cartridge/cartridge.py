@@ -10,7 +10,7 @@ import stat as _stat
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 from . import paths as P
@@ -28,6 +28,7 @@ from .errors import (
 )
 from .format import DEFAULT_MODE_DIR, DEFAULT_MODE_FILE, KIND_DIR, KIND_FILE, STORE_EMPTY
 from .records import Record, decode, max_payload
+from .verify import VerifyReport, verify_engine
 
 MODES = ("r", "a", "w", "x")
 DEFAULT_CACHE_SIZE = 64 << 20
@@ -55,21 +56,6 @@ class FileInfo:
     @property
     def is_file(self) -> bool:
         return _stat.S_ISREG(self.mode)
-
-
-@dataclass
-class VerifyReport:
-    """Result of verify(): ok is True when no problem was found."""
-
-    ok: bool
-    problems: list[str] = field(default_factory=list)
-    pages_checked: int = 0
-    files_checked: int = 0
-    bytes_checked: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return self.ok
 
 
 def _info(path: str, rec: Record | None) -> FileInfo:
@@ -515,8 +501,6 @@ class Cartridge:
     # -- maintenance ------------------------------------------------------------------------
     def verify(self, deep: bool = True) -> VerifyReport:
         """Check every reachable page; deep=True also checks every content checksum."""
-        from .verify import verify_engine
-
         with self._lock:
             eng = self._ready()
             return verify_engine(eng, deep)

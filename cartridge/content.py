@@ -255,14 +255,17 @@ class ContentStore:
         return n
 
     # -- freeing ----------------------------------------------------------------------------
-    def free(self, rec: Record, where: str) -> None:
-        """Give back a file's content pages and chunk-map pages."""
+    def free(self, rec: Record, where: str, keep: set[int] | None = None) -> None:
+        """Give back a file's content pages and chunk-map pages, except chunks starting at a
+        page in `keep` (still used by the file's next version)."""
         if rec.storage not in (STORE_CHUNKS, STORE_XMAP):
             return
         cmap = self.chunk_map(rec, where)
         free = self.allocator.free
         for i in range(len(cmap)):
-            free(int(cmap[i, 0]), -(-chunk_len(rec.size, i) // PAGE_SIZE))
+            start = int(cmap[i, 0])
+            if keep is None or start not in keep:
+                free(start, -(-chunk_len(rec.size, i) // PAGE_SIZE))
         if rec.storage == STORE_XMAP:
             first = XMAP_REF.unpack(rec.payload)[0]
             for pno in self.xmap_pages(rec):

@@ -1,0 +1,401 @@
+"""Streaming file objects over archive members: "rb", "wb", "ab" and "r+b".
+
+Readers pin the state they opened, so a file replaced meanwhile keeps reading as it was.
+Writers keep at most a few modified 64 KiB chunks in memory and put the rest on fresh pages that
+no committed state references; their new content becomes visible atomically at close(), as one
+commit (or as a step of the open transaction). Closing without close() (garbage collection or an
+exception inside `with`) discards what was written.
+"""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+
+from . import paths as P
+from .content import chunk_len, combine
+from .errors import ClosedError, PathIsDirectoryError
+from .format import CHUNK_SIZE, DEFAULT_MODE_FILE, KIND_FILE, PAGE_SIZE, STORE_EMPTY, STORE_INLINE
+from .records import Record, max_payload
+
+STREAM_MODES = ("rb", "wb", "ab", "r+b")
+DIRTY_BUDGET = 16          # chunks (1 MiB) held in memory before they go to pages
+
+
+def open_stream(cart, path: str, mode: str):
+    if mode not in STREAM_MODES:
+        raise ValueError(f"stream mode must be one of {STREAM_MODES} (binary only), not {mode!r}")
+    with cart._lock:
+        if mode == "rb":
+            eng = cart._ready()
+            p = P.normalize_file(path)
+            rec = cart._file_record(eng, p)
+            return CartReader(cart, p, rec)
+        eng = cart._writer()
+        p = P.normalize_file(path)
+        key = P.to_key(p)
+        old = eng.get(key)
+        if old is None:
+            cart._check_parents(eng, p)
+            if cart._implicit_dir(eng, key):
+                raise PathIsDirectoryError(f"{p} is a directory")
+            if mode == "r+b":
+                cart._file_record(eng, p)     # raises NotFoundError
+        elif old.kind != KIND_FILE:
+            raise PathIsDirectoryError(f"{p} is a directory")
+        return CartWriter(cart, p, old, mode)
+
+
+class _Base(io.RawIOBase):
+    def __init__(self, cart, path: str):
+        super().__init__()
+        self._cart = cart
+        self.name = path
+        self._pos = 0
+        self._gen = cart._eng.root.generation
+        eng = cart._eng
+        eng.pins[self._gen] += 1
+        if eng.allocator is not None:
+            eng.allocator.hold_frees = True
+        cart._streams.add(self)
+
+    def _unpin(self) -> None:
+        eng = self._cart._eng
+        eng.pins[self._gen] -= 1
+        if eng.pins[self._gen] <= 0:
+            del eng.pins[self._gen]
+        self._cart._streams.discard(self)
+        if eng.allocator is not None and not self._cart._streams:
+            eng.allocator.hold_frees = False
+
+    def _check(self) -> None:
+        if self.closed:
+            raise ClosedError(f"{self.name}: stream is closed")
+        if self._cart.closed:
+            raise ClosedError(f"{self.name}: archive is closed")
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._check()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check()
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._size() + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def _size(self) -> int:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<cartridge stream {self.name!r} mode={self.mode!r}>"
+
+
+class CartReader(_Base):
+    """A read-only view of one committed version of a file."""
+
+    mode = "rb"
+
+    def __init__(self, cart, path: str, rec: Record):
+        super().__init__(cart, path)
+        self._rec = rec
+
+    def readable(self) -> bool:
+        return True
+
+    def _size(self) -> int:
+        return self._rec.size
+
+    def readinto(self, buffer) -> int:
+        self._check()
+        with self._cart._lock:
+            rec = self._rec
+            if rec.storage == STORE_EMPTY or self._pos >= rec.size:
+                return 0
+            n = self._cart._eng.content.readinto(rec, self._pos, buffer, self.name)
+        self._pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        self._check()
+        with self._cart._lock:
+            rec = self._rec
+            if rec.storage == STORE_EMPTY or self._pos >= rec.size:
+                return b""
+            data = self._cart._eng.content.read(rec, self._pos, size if size is not None else -1,
+                                                self.name)
+        self._pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._unpin()
+        super().close()
+
+
+class CartWriter(_Base):
+    """A writable stream; publishes the new content at close()."""
+
+    def __init__(self, cart, path: str, old: Record | None, mode: str):
+        super().__init__(cart, path)
+        self.mode = mode
+        self._old = old
+        self._key = P.to_key(path)
+        eng = cart._eng
+        if mode == "wb" or old is None:
+            self._base = None
+            self._size_ = 0
+        else:
+            self._base = old
+            self._size_ = old.size
+        if mode == "ab":
+            self._pos = self._size_
+        self._dirty: dict[int, bytearray] = {}       # chunk index -> bytes being modified
+        self._placed: dict[int, tuple[int, int]] = {}  # chunk index -> (start page, checksum)
+        self._runs: dict[int, tuple[int, int]] = {}    # chunk index -> (start page, n pages)
+        self._base_map = None
+        if self._base is not None and self._base.storage not in (STORE_EMPTY, STORE_INLINE):
+            self._base_map = eng.content.chunk_map(self._base, path)
+        self._published = False
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return self.mode == "r+b"
+
+    def _size(self) -> int:
+        return self._size_
+
+    # -- chunk access -----------------------------------------------------------------------
+    def _chunk_bytes(self, i: int) -> bytes:
+        """Current content of chunk i (empty beyond the end)."""
+        if i in self._dirty:
+            return bytes(self._dirty[i])
+        ln = max(0, min(CHUNK_SIZE, self._size_ - i * CHUNK_SIZE))
+        if ln == 0:
+            return b""
+        eng = self._cart._eng
+        if i in self._placed:
+            start, csum = self._placed[i]
+            raw = eng.pager.read_run(start, -(-ln // PAGE_SIZE))[:ln]
+            return raw
+        base = self._base
+        if base is None:
+            return bytes(ln)
+        data = eng.content.read(base, i * CHUNK_SIZE, CHUNK_SIZE, self.name) if \
+            i * CHUNK_SIZE < base.size else b""
+        return data + bytes(ln - len(data))
+
+    def _flush_chunks(self, indices: list[int]) -> None:
+        """Put modified chunks on fresh pages, contiguous runs of indices in one write each."""
+        eng = self._cart._eng
+        indices = sorted(indices)
+        k = 0
+        while k < len(indices):
+            j = k
+            while (j + 1 < len(indices) and indices[j + 1] == indices[j] + 1
+                   and len(self._dirty[indices[j]]) == CHUNK_SIZE):
+                j += 1
+            group = indices[k:j + 1]
+            data = b"".join(self._dirty[i] for i in group)
+            cmap = eng.content.write_chunks(data, owner=self)
+            for n, i in enumerate(group):
+                ln = len(self._dirty[i])
+                self._placed[i] = (int(cmap[n, 0]), int(cmap[n, 1]))
+                self._runs[i] = (int(cmap[n, 0]), -(-ln // PAGE_SIZE))
+                del self._dirty[i]
+            k = j + 1
+
+    def write(self, data) -> int:
+        self._check()
+        view = memoryview(data).cast("B")
+        n = len(view)
+        if n == 0:
+            return 0
+        with self._cart._lock:
+            if self.mode == "ab":
+                self._pos = self._size_
+            pos = self._pos
+            end = pos + n
+            off = 0
+            while pos < end:
+                i = pos // CHUNK_SIZE
+                lo = pos - i * CHUNK_SIZE
+                take = min(CHUNK_SIZE - lo, end - pos)
+                buf = self._dirty.get(i)
+                if buf is None:
+                    if lo == 0 and take == CHUNK_SIZE:
+                        buf = bytearray(view[off:off + take])
+                        self._dirty[i] = buf
+                        pos += take
+                        off += take
+                        self._size_ = max(self._size_, pos)
+                        self._maybe_flush(i)
+                        continue
+                    buf = bytearray(self._chunk_bytes(i))
+                    self._dirty[i] = buf
+                if len(buf) < lo:
+                    buf.extend(bytes(lo - len(buf)))
+                buf[lo:lo + take] = view[off:off + take]
+                pos += take
+                off += take
+                self._size_ = max(self._size_, pos)
+                self._maybe_flush(i)
+            self._pos = end
+        return n
+
+    def _maybe_flush(self, current: int) -> None:
+        if len(self._dirty) < DIRTY_BUDGET:
+            return
+        full = [i for i, b in self._dirty.items() if len(b) == CHUNK_SIZE and i != current]
+        if full:
+            self._flush_chunks(full)
+
+    def readinto(self, buffer) -> int:
+        self._check()
+        if self.mode != "r+b":
+            raise io.UnsupportedOperation("stream not opened for reading")
+        out = memoryview(buffer).cast("B")
+        with self._cart._lock:
+            got = 0
+            while got < len(out) and self._pos < self._size_:
+                i = self._pos // CHUNK_SIZE
+                lo = self._pos - i * CHUNK_SIZE
+                data = self._chunk_bytes(i)
+                take = min(len(data) - lo, len(out) - got)
+                if take <= 0:
+                    break
+                out[got:got + take] = data[lo:lo + take]
+                got += take
+                self._pos += take
+        return got
+
+    def truncate(self, size: int | None = None) -> int:
+        self._check()
+        size = self._pos if size is None else size
+        if size < 0:
+            raise ValueError("negative size")
+        with self._cart._lock:
+            if size > self._size_:
+                self._pos, keep = size - 1, self._pos
+                self.write(b"\0")
+                self._pos = keep
+                return size
+            last = (size - 1) // CHUNK_SIZE if size else -1
+            for i in [i for i in self._dirty if i > last]:
+                del self._dirty[i]
+            for i in [i for i in self._placed if i > last]:
+                del self._placed[i], self._runs[i]
+            if size % CHUNK_SIZE and last >= 0:
+                buf = bytearray(self._chunk_bytes(last)[:size - last * CHUNK_SIZE])
+                self._placed.pop(last, None)
+                self._runs.pop(last, None)
+                self._dirty[last] = buf
+            self._size_ = size
+        return size
+
+    # -- publishing -------------------------------------------------------------------------
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if not self._cart.closed:
+                self._publish()
+        finally:
+            self._discard()
+            super().close()
+
+    def _discard(self) -> None:
+        if not self._published and not self._cart.closed:
+            alloc = self._cart._eng.allocator
+            if alloc is not None:
+                alloc.abandon(self)
+        if not self.closed:
+            self._unpin()
+
+    def _publish(self) -> None:
+        cart = self._cart
+        with cart._lock:
+            eng = cart._writer()
+            if self._dirty:
+                self._flush_chunks(list(self._dirty))
+            size = self._size_
+            n_chunks = -(-size // CHUNK_SIZE)
+            cmap = np.empty((n_chunks, 2), dtype=np.uint64)
+            base_map = self._base_map
+            keep_runs = []
+            for i in range(n_chunks):
+                if i in self._placed:
+                    cmap[i] = self._placed[i]
+                    keep_runs.append(self._runs[i])
+                elif base_map is not None and i < len(base_map) and \
+                        chunk_len(size, i) == chunk_len(self._base.size, i):
+                    cmap[i] = base_map[i]
+                else:   # an untouched chunk whose length changed, or an inline base: rewrite it
+                    self._dirty[i] = bytearray(self._chunk_bytes(i))
+            if self._dirty:
+                self._flush_chunks(list(self._dirty))
+                for i in list(self._placed):
+                    if i < n_chunks:
+                        cmap[i] = self._placed[i]
+                keep_runs = [self._runs[i] for i in sorted(self._placed) if i < n_chunks]
+            # Every chunk now exists on pages; small results go inline instead.
+            max_inline = max_payload(len(self._key))
+            with cart._change():
+                old = eng.get(self._key)
+                now = time.time_ns()
+                if size <= max_inline:
+                    data = b"".join(self._chunk_bytes_final(cmap, i, size) for i in range(n_chunks))
+                    eng.allocator.attach(self, [])
+                    storage, payload, csum, _ = eng.content.store(data, max_inline)
+                else:
+                    eng.allocator.attach(self, keep_runs)
+                    storage, payload = eng.content.store_map(cmap, max_inline)
+                    csum = combine(cmap[:, 1])
+                self._published = True
+                rec = Record(KIND_FILE, storage, old.mode if old else DEFAULT_MODE_FILE, size,
+                             old.ctime_ns if old else now, now, csum, payload)
+                eng.put(self._key, rec)
+                if old is not None:
+                    keep = {int(s) for s in cmap[:, 0]} if storage not in (STORE_EMPTY, STORE_INLINE) \
+                        else set()
+                    eng.content.free(old, self.name, keep)
+
+    def _chunk_bytes_final(self, cmap, i: int, size: int) -> bytes:
+        ln = chunk_len(size, i)
+        return self._cart._eng.pager.read_run(int(cmap[i, 0]), -(-ln // PAGE_SIZE))[:ln]
+
+    def __del__(self):
+        # Never publish from the garbage collector: only an explicit close() does.
+        try:
+            if not self.closed:
+                self._discard()
+                io.RawIOBase.close(self)
+        except Exception:
+            pass
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self._discard()
+            io.RawIOBase.close(self)
+            return None
+        self.close()
+        return None
+

@@ -1,0 +1,258 @@
+"""verify(): an fsck over the committed state, read straight from disk (not the page cache).
+
+Checks both root slots, every B+tree page (checksum, self-reference, ordering inside the node
+and against its parent's separators, equal leaf depth), every record, every chunk map, that
+each reachable page has exactly one owner and is marked used (and not pending) in the persisted
+allocation map, that no used page is unowned, and (deep=True) every content checksum.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import paths as P
+from ._core.bitmap import Bitmap
+from ._core.btree import Node, NodeFormatError
+from ._core.checksum import page_ok, xxh3_64
+from .content import chunk_len, combine
+from .errors import CartridgeError, InvalidPathError
+from .format import (
+    ALLOC_CHUNK_BITS,
+    ALLOC_CHUNK_BYTES,
+    ALLOC_KEY,
+    KIND_FILE,
+    PAGE_SIZE,
+    ROOT_SLOT,
+    SLOT_OFFSETS,
+    STORE_CHUNKS,
+    STORE_XMAP,
+    TREE_ALLOCMAP,
+    TREE_CATALOG,
+)
+from .pager import Root, parse_page0
+from .records import decode
+
+
+@dataclass
+class VerifyReport:
+    """Result of verify(): ok is True when no problem was found."""
+
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    pages_checked: int = 0
+    files_checked: int = 0
+    bytes_checked: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class _DiskStore:
+    """Loads nodes straight from the file for one tree, recording overflow pages it meets."""
+
+    def __init__(self, pager, tree_id: int):
+        self.pager = pager
+        self.tree_id = tree_id
+        self.overflow: list[int] = []
+
+    def load(self, pno: int) -> Node:
+        page = self.pager.read_page(pno)
+        if not page_ok(page):
+            raise CartridgeError(f"page {pno}: B-tree node checksum mismatch")
+        try:
+            return Node.decode(page, pno, self.tree_id, self)
+        except NodeFormatError as e:
+            raise CartridgeError(str(e)) from None
+
+    def read_overflow(self, pno: int, length: int) -> bytes:
+        self.overflow.append(pno)
+        data = self.pager.read_meta(pno, b"OVFL")
+        return data[40:40 + length]
+
+
+class _Verifier:
+    def __init__(self, eng, deep: bool):
+        self.eng = eng
+        self.deep = deep
+        self.pager = eng.pager
+        self.problems: list[str] = []
+        self.owner: dict[int, str] = {}
+        self.pages_checked = 0
+        self.files_checked = 0
+        self.bytes_checked = 0
+
+    def problem(self, msg: str) -> None:
+        if len(self.problems) < 1000:
+            self.problems.append(msg)
+
+    def own(self, start: int, count: int, what: str) -> None:
+        for p in range(start, start + count):
+            prev = self.owner.get(p)
+            if prev is not None:
+                self.problem(f"page {p} is used twice: by {prev} and by {what}")
+            else:
+                self.owner[p] = what
+
+    # -- trees ------------------------------------------------------------------------------
+    def walk(self, tree_id: int, root: int, height: int, name: str):
+        """Yield (key, value) of a tree in order while checking its structure."""
+        store = _DiskStore(self.pager, tree_id)
+        leaf_depths = set()
+
+        def visit(pno, lo, hi, depth):
+            try:
+                node = store.load(pno)
+            except CartridgeError as e:
+                self.problem(f"{name} tree: {e}")
+                return
+            self.pages_checked += 1
+            self.own(pno, 1, f"{name} node")
+            n = node.nkeys
+            keys = [node.key(i) for i in range(n)]
+            for k in keys[:1] + keys[-1:]:
+                if (lo is not None and k < lo) or (hi is not None and k >= hi):
+                    self.problem(f"page {pno}: {name} key {k[:60]!r} outside its parent's range")
+            if node.is_leaf:
+                leaf_depths.add(depth)
+                if depth > 1 and n == 0:
+                    self.problem(f"page {pno}: empty non-root {name} leaf")
+                for i in range(n):
+                    yield keys[i], node.value(i)
+                return
+            bounds = [lo] + keys + [hi]
+            for i in range(n + 1):
+                yield from visit(node.child(i), bounds[i], bounds[i + 1], depth + 1)
+
+        if root:
+            yield from visit(root, None, None, 1)
+        if root and leaf_depths and leaf_depths != {height}:
+            self.problem(f"{name} tree: leaves at depths {sorted(leaf_depths)}, height says {height}")
+        for pno in store.overflow:
+            self.own(pno, 1, f"{name} overflow")
+            self.pages_checked += 1
+
+    # -- the whole archive ------------------------------------------------------------------
+    def run(self):
+        eng = self.eng
+        page0 = self.pager.read_page0()
+        try:
+            _hdr, roots = parse_page0(page0, eng.name)
+        except CartridgeError as e:
+            self.problem(str(e))
+            return
+        for i, r in enumerate(roots):
+            raw = page0[SLOT_OFFSETS[i]:SLOT_OFFSETS[i] + ROOT_SLOT.size]
+            if r is None and any(raw):
+                self.problem(f"root slot {'AB'[i]} (page 0 offset {SLOT_OFFSETS[i]}) is damaged")
+        root: Root = eng._saved if eng.in_txn else eng.root
+        self.own(0, 1, "header")
+        size_pages = self.pager.file_pages
+        if size_pages < root.page_count:
+            self.problem(f"file holds {size_pages} pages, the root says {root.page_count}")
+
+        # allocation map
+        used = Bitmap(root.page_count)
+        pending = Bitmap(root.page_count)
+        expect = 0
+        for key, value in self.walk(TREE_ALLOCMAP, root.allocmap_root, root.allocmap_height,
+                                    "allocation-map"):
+            idx = ALLOC_KEY.unpack(key)[0] if len(key) == 8 else -1
+            if idx != expect or len(value) != 2 * ALLOC_CHUNK_BYTES:
+                self.problem(f"allocation map entry {idx} out of place or malformed")
+            else:
+                used.load_chunk(idx, value[:ALLOC_CHUNK_BYTES])
+                pending.load_chunk(idx, value[ALLOC_CHUNK_BYTES:])
+            expect += 1
+        if expect != -(-root.page_count // ALLOC_CHUNK_BITS):
+            self.problem(f"allocation map has {expect} entries for {root.page_count} pages")
+
+        # catalog
+        files = dirs = total = 0
+        count = 0
+        for key, value in self.walk(TREE_CATALOG, root.catalog_root, root.catalog_height, "catalog"):
+            count += 1
+            where = key.decode("utf-8", "replace")
+            try:
+                path = P.from_key(key)
+                if P.normalize(path) != path or path == "/":
+                    self.problem(f"{where}: catalog key is not a normalised path")
+            except (UnicodeDecodeError, InvalidPathError):
+                self.problem(f"{where}: catalog key is not a valid path")
+            try:
+                rec = decode(value, where)
+            except CartridgeError as e:
+                self.problem(str(e))
+                continue
+            if rec.kind != KIND_FILE:
+                dirs += 1
+                continue
+            files += 1
+            total += rec.size
+            self.files_checked += 1
+            if rec.storage == STORE_CHUNKS or rec.storage == STORE_XMAP:
+                self.check_chunks(rec, where)
+            elif self.deep and rec.size and xxh3_64(rec.payload) != rec.checksum:
+                self.problem(f"{where}: inline content checksum mismatch")
+        if count != root.catalog_count:
+            self.problem(f"catalog holds {count} entries, the root says {root.catalog_count}")
+        if (files, dirs, total) != (root.file_count, root.dir_count, root.total_bytes):
+            self.problem(f"root counts files={root.file_count} dirs={root.dir_count} "
+                         f"bytes={root.total_bytes}, found {files}/{dirs}/{total}")
+
+        # ownership against the persisted allocation map
+        for p, what in self.owner.items():
+            if p >= used.n_bits or not used.get(p):
+                self.problem(f"page {p} ({what}) is reachable but marked free")
+            elif pending.get(p):
+                self.problem(f"page {p} ({what}) is reachable but marked pending")
+        owned = np.zeros(used.n_bits, dtype=bool)
+        if self.owner:
+            idx = np.fromiter(self.owner.keys(), dtype=np.int64)
+            owned[idx[idx < used.n_bits]] = True
+        bits = np.unpackbits(np.asarray(used.words).view(np.uint8), bitorder="little")[:used.n_bits]
+        pbits = np.unpackbits(np.asarray(pending.words).view(np.uint8), bitorder="little")[:used.n_bits]
+        leaked = np.flatnonzero(bits.astype(bool) & ~owned & ~pbits.astype(bool))
+        if len(leaked):
+            self.problem(f"{len(leaked)} pages are marked used but nothing owns them "
+                         f"(first: {int(leaked[0])})")
+
+    def check_chunks(self, rec, where: str) -> None:
+        content = self.eng.content
+        try:
+            if rec.storage == STORE_XMAP:
+                content.cache.pop(-int.from_bytes(rec.payload[:8], "little"))
+                for pno in content.xmap_pages(rec):
+                    self.own(pno, 1, f"{where} chunk map")
+                    self.pages_checked += 1
+            cmap = content.chunk_map(rec, where)
+        except CartridgeError as e:
+            self.problem(str(e))
+            return
+        for i in range(len(cmap)):
+            start = int(cmap[i, 0])
+            ln = chunk_len(rec.size, i)
+            npages = -(-ln // PAGE_SIZE)
+            if start <= 0 or start + npages > self.pager.file_pages:
+                self.problem(f"{where}: chunk {i} points outside the file (page {start})")
+                continue
+            self.own(start, npages, f"{where} chunk {i}")
+            if self.deep:
+                data = self.pager.read_run(start, npages)[:ln]
+                self.bytes_checked += ln
+                if xxh3_64(data) != int(cmap[i, 1]):
+                    self.problem(f"{where}: content checksum mismatch in chunk {i} (page {start})")
+        if len(cmap) and combine(cmap[:, 1]) != rec.checksum:
+            self.problem(f"{where}: file checksum does not match its chunk checksums")
+
+
+def verify_engine(eng, deep: bool = True) -> "VerifyReport":
+    v = _Verifier(eng, deep)
+    try:
+        v.run()
+    except CartridgeError as e:
+        v.problem(str(e))
+    return VerifyReport(ok=not v.problems, problems=v.problems, pages_checked=v.pages_checked,
+                        files_checked=v.files_checked, bytes_checked=v.bytes_checked,
+                        warnings=list(eng.warnings))
