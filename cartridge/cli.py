@@ -1,0 +1,523 @@
+"""The `cartridge` command line: create, fill, inspect and check .cart archives.
+
+    cartridge put data.cart ./docs --to /data     # copy a local tree in (one atomic commit)
+    cartridge ls data.cart /data -lR
+    cartridge get data.cart /data/docs --to ./out
+    cartridge verify data.cart
+
+`main(argv)` returns the exit code: 0 success, 1 an error (one line on stderr, no traceback),
+2 a usage error, 130 interrupted. The console script and `python -m cartridge` exit with it.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import shutil
+import stat as _stat
+import sys
+import tempfile
+
+from . import paths as P
+from .cartridge import open as _open_archive
+from .errors import CartridgeError, DirectoryNotEmptyError, NotFoundError
+
+PROG = "cartridge"
+# Files up to this size move with one read()/write() call; larger ones are streamed.
+SMALL_FILE = 1 << 20
+CHUNK = 1 << 20
+
+
+class CLIError(Exception):
+    """A failure the CLI itself detects (bad local path, unsafe extraction...): exit 1."""
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _iso(ts: float) -> str:
+    if not ts:
+        return "-"
+    return _dt.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _error_message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, CartridgeError) and exc.strerror:
+        msg = exc.strerror
+        if exc.filename is not None:
+            msg = f"{exc.filename}: {msg}"
+        if exc.filename2 is not None:
+            msg += f" -> {exc.filename2}"
+    else:
+        msg = str(exc) or type(exc).__name__
+    return " ".join(msg.split())       # always one line
+
+
+def _open(args, mode: str):
+    """Open the archive of a command: "r" for readers, "a" for writers. With must_exist, a
+    missing archive is an error rather than a new empty one."""
+    if mode == "a" and getattr(args, "must_exist", False) and not os.path.exists(args.archive):
+        raise NotFoundError(f"{args.archive}: no such archive")
+    if mode == "r":
+        return _open_archive(args.archive, "r")
+    return _open_archive(args.archive, mode, sync=args.sync)
+
+
+def _stdout_binary():
+    sys.stdout.flush()
+    return getattr(sys.stdout, "buffer", sys.stdout)
+
+
+# -- create ----------------------------------------------------------------------------------------
+def cmd_create(args) -> int:
+    with _open(args, "x"):
+        pass
+    print(f"created {args.archive}")
+    return 0
+
+
+# -- put -------------------------------------------------------------------------------------------
+def _plan_put(sources: list[str], dest: str | None) -> tuple[list[str], list[tuple[str, str, int]]]:
+    """Work out what `put` will do before touching the archive: (archive dirs to create,
+    [(local file, archive path, size)]). Raises for a missing source."""
+    to = dest if dest is not None else "/"
+    into_dir = to.endswith("/") or len(sources) > 1 or dest is None
+    base = P.normalize(to)
+    dirs: list[str] = []
+    files: list[tuple[str, str, int]] = []
+    for src in sources:
+        st = os.stat(src)           # FileNotFoundError names the source
+        name = os.path.basename(os.path.abspath(src))
+        if _stat.S_ISDIR(st.st_mode):
+            top = P.join(base, name) if name else base
+            for dirpath, dirnames, filenames in os.walk(src):
+                dirnames.sort()
+                rel = os.path.relpath(dirpath, src)
+                adir = top if rel == "." else P.join(top, "/".join(rel.split(os.sep)))
+                dirs.append(P.normalize(adir))
+                for fn in sorted(filenames):
+                    local = os.path.join(dirpath, fn)
+                    try:
+                        fst = os.stat(local)
+                    except OSError as e:
+                        print(f"{PROG}: warning: skipping {local}: {e.strerror}", file=sys.stderr)
+                        continue
+                    if not _stat.S_ISREG(fst.st_mode):
+                        print(f"{PROG}: warning: skipping {local}: not a regular file", file=sys.stderr)
+                        continue
+                    files.append((local, P.normalize_file(P.join(adir, fn)), fst.st_size))
+        elif _stat.S_ISREG(st.st_mode):
+            target = P.join(base, name) if into_dir else base
+            files.append((src, P.normalize_file(target), st.st_size))
+        else:
+            raise CLIError(f"{src}: not a regular file or directory")
+    return dirs, files
+
+
+def _put_file(cart, local: str, dst: str, size: int) -> int:
+    if size <= SMALL_FILE:
+        with open(local, "rb") as f:
+            data = f.read()
+        cart.write(dst, data)
+        return len(data)
+    with open(local, "rb") as src, cart.open(dst, "wb") as out:
+        shutil.copyfileobj(src, out, CHUNK)
+        return src.tell()
+
+
+def cmd_put(args) -> int:
+    dirs, files = _plan_put(args.sources, args.to)
+    total = 0
+    with _open(args, "a") as cart, cart.transaction():
+        for d in dirs:
+            cart.mkdir(d, parents=True, exist_ok=True)
+        for local, dst, size in files:
+            total += _put_file(cart, local, dst, size)
+    extra = f", {len(dirs)} director{'y' if len(dirs) == 1 else 'ies'}" if dirs else ""
+    print(f"put {_plural(len(files), 'file')}{extra}, {total} bytes ({_human(total)}) into {args.archive}")
+    return 0
+
+
+# -- get -------------------------------------------------------------------------------------------
+def _local_target(root: str, rel: str) -> str:
+    """Local path for archive-relative path `rel` below `root`, refusing anything that could
+    land outside it (odd segments from a hostile archive, symlinks already on disk)."""
+    segs = [s for s in rel.split("/") if s]
+    for s in segs:
+        if s in (".", "..") or os.sep in s or (os.altsep and os.altsep in s) or "\x00" in s:
+            raise CLIError(f"refusing to extract {rel!r}: unsafe path segment {s!r}")
+    target = os.path.join(root, *segs) if segs else root
+    real_root = os.path.realpath(root)
+    parent = os.path.realpath(os.path.dirname(target)) if segs else real_root
+    if parent != real_root and not parent.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise CLIError(f"refusing to write outside {root}: {target}")
+    if segs and os.path.islink(target):
+        raise CLIError(f"refusing to write through a symbolic link: {target}")
+    return target
+
+
+def _get_file(cart, apath: str, target: str, size: int, mtime: float) -> int:
+    directory = os.path.dirname(target) or "."
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if size <= SMALL_FILE:
+                data = cart.read(apath)
+                out.write(data)
+                n = len(data)
+            else:
+                with cart.open(apath, "rb") as src:
+                    shutil.copyfileobj(src, out, CHUNK)
+                n = out.tell()
+        os.chmod(tmp, 0o666 & ~_umask())
+        if mtime:
+            os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return n
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def cmd_get(args) -> int:
+    root = args.to
+    nfiles = total = 0
+    with _open(args, "r") as cart:
+        todo = []
+        for path in args.paths:            # check every path before writing anything
+            st = cart.stat(path)
+            todo.append(st)
+        os.makedirs(root, exist_ok=True)
+        for st in todo:
+            if st.is_file:
+                target = _local_target(root, P.basename(st.path))
+                total += _get_file(cart, st.path, target, st.size, st.mtime)
+                nfiles += 1
+                continue
+            top = st.path
+            name = P.basename(top)          # "" for the root: its contents go straight into root
+            plen = len(P.dir_prefix(top))
+            for dirpath, _dirs, _files in cart.walk(top):
+                sub = "" if dirpath == top else dirpath[plen:]
+                os.makedirs(_local_target(root, "/".join(s for s in (name, sub) if s)), exist_ok=True)
+            for info in cart.scan(P.dir_prefix(top)):
+                rel = info.path[plen:]
+                target = _local_target(root, f"{name}/{rel}" if name else rel)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                total += _get_file(cart, info.path, target, info.size, info.mtime)
+                nfiles += 1
+    print(f"got {_plural(nfiles, 'file')}, {total} bytes ({_human(total)}) into {root}")
+    return 0
+
+
+# -- cat -------------------------------------------------------------------------------------------
+def cmd_cat(args) -> int:
+    with _open(args, "r") as cart:
+        out = _stdout_binary()
+        with cart.open(args.path, "rb") as src:
+            shutil.copyfileobj(src, out, CHUNK)
+        out.flush()
+    return 0
+
+
+# -- ls --------------------------------------------------------------------------------------------
+def _ls_line(cart, path: str, shown: str, long: bool, is_dir: bool) -> str:
+    shown = shown + "/" if is_dir and not shown.endswith("/") else shown
+    if not long:
+        return shown
+    st = cart.stat(path)
+    size = "-" if is_dir else str(st.size)
+    return f"{size:>12}  {_iso(st.mtime):19}  {st.checksum or '-':16}  {shown}"
+
+
+def cmd_ls(args) -> int:
+    with _open(args, "r") as cart:
+        path = P.normalize(args.path)
+        st = cart.stat(path)
+        lines = []
+        if st.is_file:
+            lines.append(_ls_line(cart, path, path if args.recursive else P.basename(path), args.long, False))
+        elif args.recursive:
+            entries = []
+            for dirpath, dirs, files in cart.walk(path):
+                entries.extend((P.join(dirpath, d), True) for d in dirs)
+                entries.extend((P.join(dirpath, f), False) for f in files)
+            # Pre-order (each directory right before its contents), like find(1).
+            entries.sort(key=lambda e: e[0].split("/"))
+            for p, is_dir in entries:
+                lines.append(_ls_line(cart, p, p, args.long, is_dir))
+        else:
+            _top, dirs, files = next(cart.walk(path))
+            entries = sorted([(d, True) for d in dirs] + [(f, False) for f in files])
+            for name, is_dir in entries:
+                lines.append(_ls_line(cart, P.join(path, name), name, args.long, is_dir))
+    if lines:
+        print("\n".join(lines))
+    return 0
+
+
+# -- rm / mv / mkdir -------------------------------------------------------------------------------
+def cmd_rm(args) -> int:
+    with _open(args, "a") as cart, cart.transaction():
+        for path in args.paths:
+            p = P.normalize(path)
+            if p == "/":
+                raise CLIError("refusing to remove '/'")
+            try:
+                cart.delete(p, recursive=args.recursive)
+            except DirectoryNotEmptyError as e:
+                raise DirectoryNotEmptyError(f"{e} (use -r to remove it and its contents)") from None
+    return 0
+
+
+def cmd_mv(args) -> int:
+    with _open(args, "a") as cart:
+        src = P.normalize(args.src)
+        dst = args.dst
+        if dst.endswith("/") or cart.isdir(dst):
+            if not cart.exists(src):
+                raise NotFoundError(f"no such file or directory: {src}")
+            dst = P.join(P.normalize(dst), P.basename(src))
+        cart.rename(src, dst)
+    return 0
+
+
+def cmd_mkdir(args) -> int:
+    with _open(args, "a") as cart:
+        cart.mkdir(args.path, parents=args.parents, exist_ok=args.parents)
+    return 0
+
+
+# -- stat / info / verify --------------------------------------------------------------------------
+def cmd_stat(args) -> int:
+    with _open(args, "r") as cart:
+        st = cart.stat(args.path)
+    doc = {
+        "path": st.path,
+        "type": "directory" if st.is_dir else "file",
+        "size": st.size,
+        "mode": st.mode,
+        "ctime": st.ctime,
+        "mtime": st.mtime,
+        "checksum": st.checksum,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    rows = [
+        ("path", st.path),
+        ("type", doc["type"]),
+        ("size", f"{st.size} ({_human(st.size)})" if st.is_file else str(st.size)),
+        ("mode", f"{_stat.filemode(st.mode)} ({st.mode:o})"),
+        ("ctime", f"{_iso(st.ctime)} ({st.ctime:.6f})" if st.ctime else "-"),
+        ("mtime", f"{_iso(st.mtime)} ({st.mtime:.6f})" if st.mtime else "-"),
+        ("checksum", st.checksum or "-"),
+    ]
+    for k, v in rows:
+        print(f"{k + ':':10}{v}")
+    return 0
+
+
+_SIZE_KEYS = {"total_bytes", "file_size", "size_bytes", "capacity", "t1_bytes", "t2_bytes",
+              "b1_bytes", "b2_bytes"}
+
+
+def _print_mapping(d: dict, indent: int = 0) -> None:
+    width = max((len(str(k)) for k in d), default=0) + 1
+    for k, v in d.items():
+        pad = " " * indent
+        if isinstance(v, dict):
+            print(f"{pad}{k}:")
+            _print_mapping(v, indent + 2)
+        elif k in _SIZE_KEYS and isinstance(v, int):
+            print(f"{pad}{k + ':':{width}} {v} ({_human(v)})")
+        else:
+            print(f"{pad}{k + ':':{width}} {v}")
+
+
+def cmd_info(args) -> int:
+    with _open(args, "r") as cart:
+        info = cart.info()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        _print_mapping(info)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    with _open(args, "r") as cart:
+        report = cart.verify(deep=not args.quick)
+    for w in getattr(report, "warnings", None) or []:
+        print(f"warning: {w}")
+    if report.ok:
+        print(f"OK ({'quick' if args.quick else 'deep'}: {report.pages_checked} pages, "
+              f"{report.files_checked} files, {report.bytes_checked} bytes checked)")
+        return 0
+    for p in report.problems:
+        print(f"problem: {p}")
+    print(f"FAILED: {_plural(len(report.problems), 'problem')} in {args.archive}")
+    return 1
+
+
+# -- demo ------------------------------------------------------------------------------------------
+def cmd_demo(args) -> int:
+    from .demo import DemoError, run_demo
+
+    try:
+        run_demo(args.path, out=sys.stdout, overwrite=args.force)
+    except DemoError as e:
+        raise CLIError(f"demo check failed: {e}") from None
+    return 0
+
+
+# -- the parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    sync_help = ("durability of commits for commands that change the archive: full (durable when "
+                 "the command returns, default), normal (consistent after power loss, may lose "
+                 "the latest commits), off (survives a killed process, not a power cut)")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Create, fill, inspect and check cartridge (.cart) archives.",
+        epilog="Read-only commands (get, cat, ls, stat, info, verify) open the archive read-only. "
+               "put creates the archive if it is missing; rm, mv and mkdir need an existing "
+               "archive. Errors print one line on stderr and exit with status 1 (2 for usage "
+               "errors).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--sync", choices=("full", "normal", "off"), default="full", help=sync_help)
+    # Mutating subcommands also accept --sync after their name; SUPPRESS keeps the global value.
+    sync_parent = argparse.ArgumentParser(add_help=False)
+    sync_parent.add_argument("--sync", choices=("full", "normal", "off"), default=argparse.SUPPRESS,
+                             help="see the global --sync")
+
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, func, help, parents=(), **kw):
+        p = sub.add_parser(name, help=help, description=help, parents=list(parents), **kw)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("create", cmd_create, "create a new empty archive (error if ARCHIVE exists)", [sync_parent])
+    p.add_argument("archive", metavar="ARCHIVE")
+
+    p = add("put", cmd_put, "copy local files and directories (recursively) into the archive, "
+            "all in one atomic transaction; creates ARCHIVE if missing", [sync_parent],
+            epilog="A directory SRC lands below DEST under its own name: 'put a.cart ./docs --to "
+                   "/data' stores ./docs/x.txt as /data/docs/x.txt. A single file SRC with a DEST "
+                   "that does not end in '/' is stored as DEST; otherwise files go inside DEST. "
+                   "Existing archive files are replaced.")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("sources", metavar="SRC", nargs="+", help="local file or directory")
+    p.add_argument("--to", metavar="DEST", default=None, help="archive destination (default: /)")
+
+    p = add("get", cmd_get, "extract files or directory trees (recursively) to a local directory",
+            epilog="A directory PATH is extracted under its own name ('/' extracts the whole "
+                   "archive's contents). Existing local files are replaced; nothing is ever "
+                   "written outside LOCALDIR.")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="archive file or directory")
+    p.add_argument("--to", metavar="LOCALDIR", default=".", help="local destination (default: .)")
+
+    p = add("cat", cmd_cat, "write a file's bytes to standard output")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("path", metavar="PATH")
+
+    p = add("ls", cmd_ls, "list a directory (directories end with '/')")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("path", metavar="PATH", nargs="?", default="/")
+    p.add_argument("-l", dest="long", action="store_true", help="also show size, mtime and checksum")
+    p.add_argument("-R", dest="recursive", action="store_true",
+                   help="list the whole tree below PATH (full paths)")
+
+    p = add("rm", cmd_rm, "remove files or directories (all or none); ARCHIVE must exist", [sync_parent])
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("paths", metavar="PATH", nargs="+")
+    p.add_argument("-r", "--recursive", action="store_true", help="remove directories and their contents")
+    p.set_defaults(must_exist=True)
+
+    p = add("mv", cmd_mv, "rename or move a file or directory (into DST if DST is a directory); "
+            "ARCHIVE must exist", [sync_parent])
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.set_defaults(must_exist=True)
+
+    p = add("mkdir", cmd_mkdir, "create a directory; ARCHIVE must exist", [sync_parent])
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("-p", "--parents", action="store_true",
+                   help="create missing parents; no error if it exists")
+    p.set_defaults(must_exist=True)
+
+    p = add("stat", cmd_stat, "show a file's or directory's metadata")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("info", cmd_info, "show archive counts, sizes, free space and fragmentation")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("verify", cmd_verify, "check the archive's pages and checksums; exit 1 on any problem")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("--quick", action="store_true", help="skip the content checksums (structure only)")
+
+    p = add("demo", cmd_demo, "build a sample archive from generated data and exercise the API")
+    p.add_argument("path", metavar="PATH", nargs="?", default=None,
+                   help="archive to create (default: demo.cart in a fresh temporary directory)")
+    p.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:       # --help, --version and usage errors
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`cartridge cat x | head`): stop quietly, and keep the
+        # interpreter from complaining when it flushes stdout at exit.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 1
+    except (CartridgeError, OSError, CLIError) as e:
+        print(f"{PROG}: error: {_error_message(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":      # pragma: no cover
+    sys.exit(main())
