@@ -26,6 +26,7 @@ from .records import Record
 EMPTY_CHECKSUM = xxh3_64(b"")
 CACHE_CHUNK_MAX = CHUNK_SIZE      # whole chunks up to this size go through the page cache
 _DIRECT_READ = 4 * CHUNK_SIZE     # larger reads bypass the cache
+STAGE_MAX_RUN = 1 << 20           # smaller content runs wait in the pager's write-behind buffer
 
 
 def content_checksum(data) -> int:
@@ -80,7 +81,10 @@ class ContentStore:
         off = 0
         for start, count in runs:
             run_bytes = min(count * PAGE_SIZE, n - off)
-            self.pager.write_at(start, view[off:off + run_bytes])
+            if run_bytes <= STAGE_MAX_RUN:
+                self.pager.stage(start, view[off:off + run_bytes])
+            else:
+                self.pager.write_at(start, view[off:off + run_bytes])
             p = start
             end = start + count
             while p < end and i < n_chunks:
@@ -118,7 +122,7 @@ class ContentStore:
                                   pages[k + 1] if k + 1 < n_pages else 0, lo)
             page[XMAP_HEADER.size:XMAP_HEADER.size + len(part)] = part
             self.cache.pop(-pno)
-            self.pager.write_at(pno, seal_meta(page))
+            self.pager.stage(pno, seal_meta(page))
         return STORE_XMAP, XMAP_REF.pack(pages[0], n_pages, 0)
 
     # -- maps -------------------------------------------------------------------------------

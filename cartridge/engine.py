@@ -241,6 +241,7 @@ class Engine:
         for pno in self.dirty:
             self.pager.cache.pop(pno)
         self.dirty.clear()
+        self.pager.flush_staged()     # may hold pages of open write streams
         self.allocator.rollback()
         self.root = self._saved.copy()
         self.records.clear()
@@ -282,7 +283,7 @@ class Engine:
         root.commit_time_ns = time.time_ns()
         root.pending_pages = a.pending.count_used()
         self.pager.grow(a.n_pages)
-        self.pager.write_pages({pno: node.seal() for pno, node in self.dirty.items()})
+        self.pager.flush_staged({pno: node.seal() for pno, node in self.dirty.items()})
         self.pager.sync_data()
         self.pager.write_root(root)
         if force_sync and self.pager.sync_mode != "full":

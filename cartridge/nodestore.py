@@ -67,7 +67,7 @@ class TreeStore:
         page = bytearray(PAGE_SIZE)
         META_PREFIX.pack_into(page, 0, TAG_OVERFLOW, 0, len(rest), pno, 0)
         page[OVERFLOW_DATA:OVERFLOW_DATA + len(rest)] = rest
-        self.pager.write_at(pno, seal_meta(page))
+        self.pager.stage(pno, seal_meta(page))
         return pno
 
     def free_overflow(self, pno: int) -> None:

@@ -2,10 +2,11 @@
 the page cache (docs/FORMAT.md §2-§3, §8)."""
 from __future__ import annotations
 
+import copy
 import os
 import time
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ._core.arc import ARCCache
 from ._core.checksum import page_ok, seal_page, xxh3_64
@@ -25,6 +26,7 @@ from .format import (
 )
 
 SYNC_MODES = ("full", "normal", "off")
+STAGE_LIMIT = 8 << 20       # staged bytes that trigger an early write-out
 
 
 @dataclass
@@ -65,7 +67,7 @@ class Root:
         return cls(*vals[1:-2])
 
     def copy(self) -> "Root":
-        return Root(**{f.name: getattr(self, f.name) for f in fields(self)})
+        return copy.copy(self)
 
 
 @dataclass
@@ -117,6 +119,13 @@ class Pager:
         self.sync_mode = sync
         self.cache = ARCCache(cache_size)
         self.file_pages = os.fstat(fd).st_size // PAGE_SIZE
+        # Write-behind buffer for pages no committed root references yet (content, overflow
+        # and chunk-map pages of the open transaction): written at commit, coalesced.
+        self._staged: dict[int, bytes] = {}
+        self._staged_pages: set[int] = set()
+        self._staged_bytes = 0
+        self._staged_lo = 1 << 62
+        self._staged_hi = 0
 
     # -- page 0 -----------------------------------------------------------------------------
     def read_page0(self) -> bytes:
@@ -133,7 +142,48 @@ class Pager:
             os.fdatasync(self.fd)
 
     # -- pages ------------------------------------------------------------------------------
+    # -- staged writes ----------------------------------------------------------------------
+    def stage(self, pno: int, data) -> None:
+        """Queue bytes for page `pno` onwards (whole pages, or a final partial page)."""
+        data = bytes(data)
+        end = pno + -(-len(data) // PAGE_SIZE)
+        pages = self._staged_pages
+        if pages and any(p in pages for p in range(pno, end)):
+            self.flush_staged()     # the page was freed and reused: the older bytes must go first
+            pages = self._staged_pages
+        pages.update(range(pno, end))
+        self._staged[pno] = data
+        self._staged_bytes += len(data)
+        if pno < self._staged_lo:
+            self._staged_lo = pno
+        if end > self._staged_hi:
+            self._staged_hi = end
+        if self._staged_bytes >= STAGE_LIMIT:
+            self.flush_staged()
+
+    def _unstage_overlap(self, start: int, count: int) -> None:
+        if self._staged and start < self._staged_hi and start + count > self._staged_lo:
+            self.flush_staged()
+
+    def flush_staged(self, extra: dict[int, bytes] | None = None) -> None:
+        """Write every staged run (and `extra` whole pages), neighbours coalesced."""
+        pages = self._staged
+        if extra:
+            pages = dict(pages)
+            pages.update(extra)
+        if pages:
+            self.write_pages(pages)
+        self.drop_staged()
+
+    def drop_staged(self) -> None:
+        self._staged = {}
+        self._staged_pages = set()
+        self._staged_bytes = 0
+        self._staged_lo = 1 << 62
+        self._staged_hi = 0
+
     def read_page(self, pno: int) -> bytes:
+        self._unstage_overlap(pno, 1)
         if pno <= 0 or pno >= self.file_pages:
             self.file_pages = os.fstat(self.fd).st_size // PAGE_SIZE
             if pno <= 0 or pno >= self.file_pages:
@@ -158,6 +208,7 @@ class Pager:
 
     def read_run(self, start: int, count: int) -> bytes:
         """`count` consecutive pages (content)."""
+        self._unstage_overlap(start, count)
         if start <= 0 or start + count > self.file_pages:
             self.file_pages = os.fstat(self.fd).st_size // PAGE_SIZE
             if start <= 0 or start + count > self.file_pages:
@@ -170,6 +221,7 @@ class Pager:
 
     def read_into(self, start: int, buf) -> None:
         """Fill `buf` (a writable buffer, page aligned in length or shorter) from page `start`."""
+        self._unstage_overlap(start, -(-len(buf) // PAGE_SIZE))
         n = os.preadv(self.fd, [buf], start * PAGE_SIZE)
         if n != len(buf):
             raise CorruptionError(f"{self.name}: content at page {start} is cut short")
@@ -184,12 +236,15 @@ class Pager:
             off += n
 
     def write_pages(self, pages: dict[int, bytes]) -> None:
-        """Write many pages, coalescing neighbours into one call each."""
+        """Write page runs (each key a start page; a value may span pages), neighbours coalesced
+        into one call each."""
         order = sorted(pages)
         i = 0
         while i < len(order):
             j = i
-            while j + 1 < len(order) and order[j + 1] == order[j] + 1 and j - i < 255:
+            while (j + 1 < len(order) and j - i < 255
+                   and order[j + 1] == order[j] + -(-len(pages[order[j]]) // PAGE_SIZE)
+                   and len(pages[order[j]]) % PAGE_SIZE == 0):
                 j += 1
             if i == j:
                 os.pwrite(self.fd, pages[order[i]], order[i] * PAGE_SIZE)

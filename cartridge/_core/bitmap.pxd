@@ -8,6 +8,8 @@ cdef class Bitmap:
     cdef uint64_t* _w
     cdef uint64_t* _s
     cdef uint8_t* _d
+    cdef Py_ssize_t _dlo            # dirty chunks all lie in [_dlo, _dhi)
+    cdef Py_ssize_t _dhi
     cdef Py_ssize_t _n_bits
     cdef Py_ssize_t _n_words
     cdef Py_ssize_t _cap_words
@@ -16,6 +18,7 @@ cdef class Bitmap:
     cdef void _alloc(self, Py_ssize_t cap_words) except *
     cdef void _grow(self, Py_ssize_t new_n_bits, bint mark_dirty) except *
     cdef int _check_range(self, Py_ssize_t start, Py_ssize_t count) except -1
+    cdef void _mark(self, Py_ssize_t c) noexcept nogil
     cdef void _store(self, Py_ssize_t w, uint64_t v) noexcept nogil
     cdef void _fill(self, Py_ssize_t start, Py_ssize_t count, bint used) noexcept nogil
     cdef Py_ssize_t _find_free_in(self, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil

@@ -10,6 +10,7 @@ Invariant: bits at or beyond n_bits are always zero in memory (and in chunk_byte
 """
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memset
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
 import numpy as np
 
@@ -67,6 +68,8 @@ cdef class Bitmap:
         self._w = NULL
         self._s = NULL
         self._d = NULL
+        self._dlo = PY_SSIZE_T_MAX
+        self._dhi = 0
         self._n_bits = 0
         self._n_words = 0
         self._cap_words = 0
@@ -125,6 +128,7 @@ cdef class Bitmap:
         if mark_dirty:
             for c in range(old_chunks, new_chunks):
                 self._d[c] = 1
+                self._mark(c)
 
     cdef int _check_range(self, Py_ssize_t start, Py_ssize_t count) except -1:
         """Raise ValueError unless 0 <= start, 0 <= count and start + count <= n_bits."""
@@ -134,6 +138,13 @@ cdef class Bitmap:
             )
         return 0
 
+    cdef void _mark(self, Py_ssize_t c) noexcept nogil:
+        """Widen the dirty window to include chunk c."""
+        if c < self._dlo:
+            self._dlo = c
+        if c >= self._dhi:
+            self._dhi = c + 1
+
     cdef inline void _store(self, Py_ssize_t w, uint64_t v) noexcept nogil:
         """Write word w if it changes, keeping the summary bit and the chunk's dirty flag in sync."""
         cdef uint64_t bit
@@ -141,6 +152,7 @@ cdef class Bitmap:
             return
         self._w[w] = v
         self._d[w >> _CHUNK_SHIFT] = 1
+        self._mark(w >> _CHUNK_SHIFT)
         bit = (<uint64_t>1) << (w & 63)
         if v == CART_ALL:
             self._s[w >> 6] |= bit
@@ -522,11 +534,18 @@ cdef class Bitmap:
 
     def dirty_chunks(self):
         """Sorted indices of chunks changed since the last clear_dirty() (to persist them)."""
-        return np.flatnonzero(self._dirty_arr).tolist()
+        cdef list out = []
+        cdef Py_ssize_t c
+        for c in range(self._dlo, self._dhi):
+            if self._d[c]:
+                out.append(c)
+        return out
 
     def clear_dirty(self):
         """Forget all dirty flags (after the dirty chunks were persisted)."""
         memset(self._d, 0, self._cap_words >> _CHUNK_SHIFT)
+        self._dlo = PY_SSIZE_T_MAX
+        self._dhi = 0
 
     def copy(self):
         """Deep copy (words, summary, size, dirty flags) via numpy copies, e.g. a rollback snapshot."""
@@ -534,6 +553,8 @@ cdef class Bitmap:
         b._words_arr = self._words_arr.copy()
         b._summary_arr = self._summary_arr.copy()
         b._dirty_arr = self._dirty_arr.copy()
+        b._dlo = self._dlo
+        b._dhi = self._dhi
         b._cap_words = self._cap_words
         b._n_bits = self._n_bits
         b._n_words = self._n_words
