@@ -42,7 +42,7 @@ def tree(tmp_path):
 
 
 @pytest.fixture
-def cart_path(tmp_path, tree):
+def tree_cart(tmp_path, tree):
     """An archive holding `tree` under /data/docs."""
     path = str(tmp_path / "t.cart")
     with contextlib.redirect_stdout(io.StringIO()) as out:
@@ -62,8 +62,8 @@ def test_create_and_exists(tmp_path, capsys):
     assert "exists" in _err_line(capsys)
 
 
-def test_put_directory_layout(cart_path, tree, capsys):
-    with cartridge.open(cart_path, "r") as cart:
+def test_put_directory_layout(tree_cart, tree, capsys):
+    with cartridge.open(tree_cart, "r") as cart:
         assert cart.read("/data/docs/x.txt") == b"hello\n"
         assert cart.read("/data/docs/a/big.bin") == (tree / "a" / "big.bin").read_bytes()
         assert cart.read("/data/docs/a/b/zero.bin") == b""
@@ -121,132 +121,132 @@ def _same_tree(a, b):
         _same_tree(os.path.join(a, d), os.path.join(b, d))
 
 
-def test_round_trip(cart_path, tree, tmp_path, capsys):
+def test_round_trip(tree_cart, tree, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["get", cart_path, "/data/docs", "--to", str(out)]) == 0
+    assert main(["get", tree_cart, "/data/docs", "--to", str(out)]) == 0
     summary = capsys.readouterr().out.strip()
     assert summary.startswith("got 5 files")
     _same_tree(str(tree), str(out / "docs"))
     # the whole archive, and a single file
-    assert main(["get", cart_path, "/", "--to", str(tmp_path / "all")]) == 0
+    assert main(["get", tree_cart, "/", "--to", str(tmp_path / "all")]) == 0
     _same_tree(str(tree), str(tmp_path / "all" / "data" / "docs"))
-    assert main(["get", cart_path, "/data/docs/a/big.bin", "--to", str(tmp_path / "one")]) == 0
+    assert main(["get", tree_cart, "/data/docs/a/big.bin", "--to", str(tmp_path / "one")]) == 0
     assert filecmp.cmp(tree / "a" / "big.bin", tmp_path / "one" / "big.bin", shallow=False)
 
 
-def test_get_refuses_symlink_escape(cart_path, tmp_path, capsys):
+def test_get_refuses_symlink_escape(tree_cart, tmp_path, capsys):
     dest, outside = tmp_path / "dest", tmp_path / "outside"
     dest.mkdir()
     outside.mkdir()
     (dest / "docs").symlink_to(outside, target_is_directory=True)
-    assert main(["get", cart_path, "/data/docs", "--to", str(dest)]) == 1
+    assert main(["get", tree_cart, "/data/docs", "--to", str(dest)]) == 1
     assert "refusing" in _err_line(capsys)
     assert list(outside.iterdir()) == []
 
 
-def test_get_missing_path_writes_nothing(cart_path, tmp_path, capsys):
+def test_get_missing_path_writes_nothing(tree_cart, tmp_path, capsys):
     dest = tmp_path / "dest"
-    assert main(["get", cart_path, "/data/docs/x.txt", "/nope", "--to", str(dest)]) == 1
+    assert main(["get", tree_cart, "/data/docs/x.txt", "/nope", "--to", str(dest)]) == 1
     assert "/nope" in _err_line(capsys)
     assert not dest.exists()
 
 
-def test_cat(cart_path, tree, capsysbinary):
-    assert main(["cat", cart_path, "/data/docs/a/big.bin"]) == 0
+def test_cat(tree_cart, tree, capsysbinary):
+    assert main(["cat", tree_cart, "/data/docs/a/big.bin"]) == 0
     assert capsysbinary.readouterr().out == (tree / "a" / "big.bin").read_bytes()
-    assert main(["cat", cart_path, "/data/docs/x.txt"]) == 0
+    assert main(["cat", tree_cart, "/data/docs/x.txt"]) == 0
     assert capsysbinary.readouterr().out == b"hello\n"
 
 
-def test_cat_directory_is_error(cart_path, capsys):
-    assert main(["cat", cart_path, "/data"]) == 1
+def test_cat_directory_is_error(tree_cart, capsys):
+    assert main(["cat", tree_cart, "/data"]) == 1
     assert "directory" in _err_line(capsys)
 
 
 # -- ls / stat / info ----------------------------------------------------------------------------
-def test_ls(cart_path, capsys):
-    assert main(["ls", cart_path]) == 0
+def test_ls(tree_cart, capsys):
+    assert main(["ls", tree_cart]) == 0
     assert capsys.readouterr().out.splitlines() == ["data/"]
-    assert main(["ls", cart_path, "/data/docs"]) == 0
+    assert main(["ls", tree_cart, "/data/docs"]) == 0
     assert capsys.readouterr().out.splitlines() == ["a/", "empty/", "x.txt"]
-    assert main(["ls", cart_path, "/data/docs/x.txt"]) == 0
+    assert main(["ls", tree_cart, "/data/docs/x.txt"]) == 0
     assert capsys.readouterr().out.splitlines() == ["x.txt"]
 
 
-def test_ls_long_recursive(cart_path, capsys):
-    assert main(["ls", cart_path, "/data/docs", "-R"]) == 0
+def test_ls_long_recursive(tree_cart, capsys):
+    assert main(["ls", tree_cart, "/data/docs", "-R"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "/data/docs/a/", "/data/docs/a/b/", "/data/docs/a/b/z.txt", "/data/docs/a/b/zero.bin",
         "/data/docs/a/big.bin", "/data/docs/a/y.json", "/data/docs/empty/", "/data/docs/x.txt"]
-    assert main(["ls", cart_path, "/data/docs", "-l"]) == 0
+    assert main(["ls", tree_cart, "/data/docs", "-l"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    with cartridge.open(cart_path, "r") as cart:
+    with cartridge.open(tree_cart, "r") as cart:
         st = cart.stat("/data/docs/x.txt")
     size, mtime, checksum, name = lines[2].split()
     assert (size, checksum, name) == ("6", st.checksum, "x.txt")
     assert mtime.startswith("20") and "T" in mtime
     assert lines[0].split()[0] == "-" and lines[0].endswith("a/")
-    assert main(["ls", cart_path, "-lR"]) == 0
+    assert main(["ls", tree_cart, "-lR"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 10
 
 
-def test_stat(cart_path, capsys):
-    assert main(["stat", cart_path, "/data/docs/x.txt"]) == 0
+def test_stat(tree_cart, capsys):
+    assert main(["stat", tree_cart, "/data/docs/x.txt"]) == 0
     out = capsys.readouterr().out
     assert "path:" in out and "/data/docs/x.txt" in out and "checksum:" in out
-    assert main(["stat", cart_path, "/data/docs/a/big.bin", "--json"]) == 0
+    assert main(["stat", tree_cart, "/data/docs/a/big.bin", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["size"] == BIG and doc["type"] == "file" and len(doc["checksum"]) == 16
-    assert main(["stat", cart_path, "/data", "--json"]) == 0
+    assert main(["stat", tree_cart, "/data", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["type"] == "directory"
 
 
-def test_info(cart_path, capsys):
-    assert main(["info", cart_path]) == 0
+def test_info(tree_cart, capsys):
+    assert main(["info", tree_cart]) == 0
     out = capsys.readouterr().out
     assert "files:" in out and "total_bytes:" in out
-    assert main(["info", cart_path, "--json"]) == 0
+    assert main(["info", tree_cart, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["files"] == 5 and doc["mode"] == "r"
 
 
 # -- rm / mv / mkdir -----------------------------------------------------------------------------
-def test_rm(cart_path, capsys):
-    assert main(["rm", cart_path, "/data/docs"]) == 1
+def test_rm(tree_cart, capsys):
+    assert main(["rm", tree_cart, "/data/docs"]) == 1
     line = _err_line(capsys)
     assert "not empty" in line and "-r" in line
-    assert main(["rm", cart_path, "/data/docs/x.txt", "/nope"]) == 1     # all or nothing
+    assert main(["rm", tree_cart, "/data/docs/x.txt", "/nope"]) == 1     # all or nothing
     assert "/nope" in _err_line(capsys)
-    with cartridge.open(cart_path, "r") as cart:
+    with cartridge.open(tree_cart, "r") as cart:
         assert cart.exists("/data/docs/x.txt")
-    assert main(["rm", cart_path, "/data/docs/x.txt", "/data/docs/empty"]) == 0
-    assert main(["rm", cart_path, "-r", "/data/docs/a"]) == 0
-    with cartridge.open(cart_path, "r") as cart:
+    assert main(["rm", tree_cart, "/data/docs/x.txt", "/data/docs/empty"]) == 0
+    assert main(["rm", tree_cart, "-r", "/data/docs/a"]) == 0
+    with cartridge.open(tree_cart, "r") as cart:
         assert cart.listdir("/data/docs") == []
-    assert main(["rm", cart_path, "-r", "/"]) == 1
+    assert main(["rm", tree_cart, "-r", "/"]) == 1
     assert "refusing" in _err_line(capsys)
 
 
-def test_mv(cart_path, capsys):
-    assert main(["mv", cart_path, "/data/docs/x.txt", "/top.txt"]) == 0
-    assert main(["mv", cart_path, "/data/docs/a", "/moved"]) == 0
-    assert main(["mv", cart_path, "/top.txt", "/moved"]) == 0            # into a directory
-    with cartridge.open(cart_path, "r") as cart:
+def test_mv(tree_cart, capsys):
+    assert main(["mv", tree_cart, "/data/docs/x.txt", "/top.txt"]) == 0
+    assert main(["mv", tree_cart, "/data/docs/a", "/moved"]) == 0
+    assert main(["mv", tree_cart, "/top.txt", "/moved"]) == 0            # into a directory
+    with cartridge.open(tree_cart, "r") as cart:
         assert cart.listdir("/moved") == ["b", "big.bin", "top.txt", "y.json"]
         assert not cart.exists("/data/docs/a")
-    assert main(["mv", cart_path, "/nope", "/x"]) == 1
+    assert main(["mv", tree_cart, "/nope", "/x"]) == 1
     assert "/nope" in _err_line(capsys)
 
 
-def test_mkdir(cart_path, capsys):
-    assert main(["mkdir", cart_path, "/new"]) == 0
-    assert main(["mkdir", cart_path, "/new"]) == 1
+def test_mkdir(tree_cart, capsys):
+    assert main(["mkdir", tree_cart, "/new"]) == 0
+    assert main(["mkdir", tree_cart, "/new"]) == 1
     assert "exists" in _err_line(capsys)
-    assert main(["mkdir", cart_path, "/p/q/r"]) == 1
+    assert main(["mkdir", tree_cart, "/p/q/r"]) == 1
     _err_line(capsys)
-    assert main(["mkdir", cart_path, "-p", "/p/q/r"]) == 0
-    assert main(["mkdir", cart_path, "-p", "/p/q/r"]) == 0
-    with cartridge.open(cart_path, "r") as cart:
+    assert main(["mkdir", tree_cart, "-p", "/p/q/r"]) == 0
+    assert main(["mkdir", tree_cart, "-p", "/p/q/r"]) == 0
+    with cartridge.open(tree_cart, "r") as cart:
         assert cart.isdir("/new") and cart.isdir("/p/q/r")
 
 
@@ -259,10 +259,10 @@ def test_mutating_commands_need_existing_archive(tmp_path, capsys):
 
 
 # -- verify --------------------------------------------------------------------------------------
-def test_verify_healthy(cart_path, capsys):
-    assert main(["verify", cart_path]) == 0
+def test_verify_healthy(tree_cart, capsys):
+    assert main(["verify", tree_cart]) == 0
     assert capsys.readouterr().out.startswith("OK")
-    assert main(["verify", cart_path, "--quick"]) == 0
+    assert main(["verify", tree_cart, "--quick"]) == 0
     assert capsys.readouterr().out.startswith("OK")
 
 
@@ -297,14 +297,14 @@ def test_not_a_cartridge(tmp_path, capsys):
         assert "not a cartridge" in _err_line(capsys)
 
 
-def test_missing_path_in_archive(cart_path, capsys):
+def test_missing_path_in_archive(tree_cart, capsys):
     for cmd in ("cat", "stat", "ls", "get"):
-        assert main([cmd, cart_path, "/no/such/file"]) == 1
+        assert main([cmd, tree_cart, "/no/such/file"]) == 1
         assert "/no/such/file" in _err_line(capsys)
 
 
-def test_invalid_path(cart_path, capsys):
-    assert main(["stat", cart_path, "/a/../b"]) == 1
+def test_invalid_path(tree_cart, capsys):
+    assert main(["stat", tree_cart, "/a/../b"]) == 1
     assert ".." in _err_line(capsys)
 
 
@@ -316,14 +316,14 @@ def test_usage_errors(capsys):
     assert "put" in capsys.readouterr().out
 
 
-def test_keyboard_interrupt(monkeypatch, cart_path, capsys):
+def test_keyboard_interrupt(monkeypatch, tree_cart, capsys):
     from cartridge import cli
 
     def boom(args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "cmd_info", boom)
-    assert main(["info", cart_path]) == 130
+    assert main(["info", tree_cart]) == 130
 
 
 # -- demo and real processes ---------------------------------------------------------------------
