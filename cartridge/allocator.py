@@ -35,6 +35,7 @@ class Allocator:
         self.txn_allocated: list[Run] = []
         self.txn_freed: list[Run] = []       # committed pages freed by the open transaction
         self.hold_frees = False              # True while read streams may still use fresh pages
+        self.pending_count = 0               # pages marked pending (kept for the root slot)
         self.detached: dict[object, list[Run]] = {}   # pages of open write streams, by stream
         self._extra_dirty: set[int] = set()
         self._large_hint = 0
@@ -205,6 +206,7 @@ class Allocator:
                 self.free(p, 1)
             return
         self.pending.set_range(start, count)
+        self.pending_count += count
         self.txn_freed.append((start, count))
 
     def release(self, runs: list[Run]) -> None:
@@ -212,6 +214,7 @@ class Allocator:
         for start, count in runs:
             self.used.clear_range(start, count)
             self.pending.clear_range(start, count)
+            self.pending_count -= count
 
     # -- transaction boundaries -------------------------------------------------------------
     def end_transaction(self) -> list[Run]:
@@ -231,6 +234,7 @@ class Allocator:
                 self.fresh.clear_range(p0, n0)
         for start, count in self.txn_freed:
             self.pending.clear_range(start, count)
+            self.pending_count -= count
         self.txn_allocated = []
         self.txn_freed = []
 

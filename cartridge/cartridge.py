@@ -217,11 +217,19 @@ class Cartridge:
         if offset < 0:
             raise ValueError("offset must be >= 0")
         with self._lock:
-            eng = self._ready()
-            p = P.normalize_file(path)
-            rec = eng.get(P.to_key(p))
+            if self._closed:
+                raise ClosedError(f"{self.path}: archive is closed")
+            eng = self._eng
+            if not eng.writable:
+                eng.refresh()
+            p, key = P.file_key(path)
+            rec = eng.records.get(key) or eng.get(key)
             if rec is None or rec.kind != KIND_FILE:
                 rec = self._file_record(eng, p)
+            if rec.chunk_key and offset == 0 and (size < 0 or size >= rec.size):
+                data = eng.pager.cache.get(rec.chunk_key)       # the hot path: a cached chunk
+                if data is not None:
+                    return data
             if rec.storage == STORE_EMPTY:
                 return b""
             return eng.content.read(rec, offset, size, p)

@@ -7,6 +7,7 @@ import numpy as np
 from ._core.checksum import chunk_checksums, xxh3_64
 from .errors import CorruptionError
 from .format import (
+    CHUNK_ENTRY,
     CHUNK_PAGES,
     CHUNK_SIZE,
     META_PREFIX,
@@ -102,6 +103,12 @@ class ContentStore:
         if n <= max_inline:
             b = bytes(data)
             return STORE_INLINE, b, xxh3_64(b), None
+        if n <= CHUNK_SIZE:        # one chunk: the common small-file case, without numpy
+            view = memoryview(data).cast("B")
+            start = self.allocator.alloc_run(-(-n // PAGE_SIZE))
+            csum = xxh3_64(view)
+            self.pager.stage(start, view)
+            return STORE_CHUNKS, CHUNK_ENTRY.pack(start, csum), csum, None
         cmap = self.write_chunks(data)
         storage, payload = self.store_map(cmap, max_inline)
         return storage, payload, combine(cmap[:, 1]), cmap
@@ -174,11 +181,13 @@ class ContentStore:
     def _chunk(self, cmap: np.ndarray, i: int, size: int, where: str) -> bytes:
         start = int(cmap[i, 0])
         csum = int(cmap[i, 1])
+        return self._load_chunk(start, csum, chunk_len(size, i), i, where)
+
+    def _load_chunk(self, start: int, csum: int, ln: int, i: int, where: str) -> bytes:
         key = (start << 64) | csum
         data = self.cache.get(key)
         if data is not None:
             return data
-        ln = chunk_len(size, i)
         raw = self.pager.read_run(start, -(-ln // PAGE_SIZE))
         data = raw[:ln] if ln != len(raw) else raw
         if xxh3_64(data) != csum:
@@ -196,6 +205,10 @@ class ContentStore:
             if offset == 0 and end == rec.size:
                 return rec.payload
             return rec.payload[offset:end]
+        if rec.chunk_key:       # one chunk: no map to decode
+            data = self._load_chunk(rec.chunk_key >> 64, rec.chunk_key & 0xFFFFFFFFFFFFFFFF,
+                                    rec.size, 0, where)
+            return data if offset == 0 and end == rec.size else data[offset:end]
         if end - offset > _DIRECT_READ:
             buf = bytearray(end - offset)
             self.readinto(rec, offset, buf, where)

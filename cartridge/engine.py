@@ -29,9 +29,11 @@ from .format import (
 )
 from .nodestore import TreeStore
 from .pager import FileHeader, Pager, Root, parse_page0
-from .records import Record, decode
+from .records import Record, decode, with_chunk_key
 
 SCAN_BATCH = 256
+RELEASE_BATCH = 8           # release freed pages every few commits ...
+RELEASE_PAGES = 1024        # ... or as soon as this many wait
 RECORD_CACHE_MAX = 200_000
 
 
@@ -142,6 +144,7 @@ class Engine:
         if not a.used.get(0):
             raise CorruptionError(f"{self.name}: allocation map does not reserve page 0")
         pending = a.pending_runs()
+        a.pending_count = sum(n for _, n in pending)
         if pending:
             self.pending_queue.append((self.root.generation, pending))
 
@@ -185,7 +188,7 @@ class Engine:
         """Store a record; returns the one it replaced."""
         self._changed = True
         old = self.catalog.put(key, rec.encode())
-        self.records[key] = rec
+        self.records[key] = with_chunk_key(rec)
         old_rec = None if old is None else decode(old, self._where(key))
         self._count(old_rec, -1)
         self._count(rec, +1)
@@ -281,7 +284,7 @@ class Engine:
         root.allocmap_root, root.allocmap_height, root.allocmap_count = (
             self.allocmap.root, self.allocmap.height, self.allocmap.count)
         root.commit_time_ns = time.time_ns()
-        root.pending_pages = a.pending.count_used()
+        root.pending_pages = a.pending_count
         self.pager.grow(a.n_pages)
         self.pager.flush_staged({pno: node.seal() for pno, node in self.dirty.items()})
         self.pager.sync_data()
@@ -303,6 +306,8 @@ class Engine:
         """Free pages that no root slot and no reader can reach any more."""
         if not self.pending_queue or self.allocator.hold_frees:
             return
+        if len(self.pending_queue) < RELEASE_BATCH and self.allocator.pending_count < RELEASE_PAGES:
+            return   # release in batches: one lock query per batch, not per commit
         g = self.root.generation
         limit = g - 1                          # frees of commit f are safe once f <= g - 1 ...
         if self.pins:

@@ -60,6 +60,27 @@ def normalize(path: str) -> str:
     return _normalize(_check_type(path))[0]
 
 
+_FILE_KEYS: dict = {}
+_FILE_KEYS_MAX = 100_000
+
+
+def file_key(path: str) -> tuple[str, bytes]:
+    """(normalised file path, catalog key), memoised: the hot path of every read and write."""
+    try:
+        hit = _FILE_KEYS.get(path)
+    except TypeError:           # unhashable: not a path at all
+        hit = None
+    if hit is not None and type(path) is str:
+        return hit
+    norm = normalize_file(path)
+    hit = (norm, norm.encode("utf-8"))
+    if type(path) is str:
+        if len(_FILE_KEYS) >= _FILE_KEYS_MAX:
+            _FILE_KEYS.clear()
+        _FILE_KEYS[path] = hit
+    return hit
+
+
 def normalize_file(path: str) -> str:
     """Normalise a path that must name a file: the root and a trailing '/' are refused."""
     result, trailing = _normalize(_check_type(path))

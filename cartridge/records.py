@@ -30,6 +30,7 @@ class Record:
     mtime_ns: int
     checksum: int
     payload: bytes = b""
+    chunk_key: int = 0      # page-cache key of a one-chunk file's content (0: not one chunk)
 
     def encode(self) -> bytes:
         return RECORD.pack(self.kind, self.storage, 0, self.mode, self.size, self.ctime_ns,
@@ -69,7 +70,15 @@ def decode(value: bytes, where: str) -> Record:
     if not ok:
         raise CorruptionError(f"{where}: malformed catalog record (kind {kind}, storage {storage}, "
                               f"size {size})")
-    return Record(kind, storage, mode, size, ctime, mtime, csum, payload)
+    return with_chunk_key(Record(kind, storage, mode, size, ctime, mtime, csum, payload))
+
+
+def with_chunk_key(rec: Record) -> Record:
+    """Fill in chunk_key for a file stored as exactly one chunk."""
+    if rec.storage == STORE_CHUNKS and rec.size <= CHUNK_SIZE:
+        start, csum = CHUNK_ENTRY.unpack(rec.payload)
+        rec.chunk_key = (start << 64) | csum
+    return rec
 
 
 def max_payload(key_len: int) -> int:
