@@ -197,14 +197,16 @@ class Allocator:
         become pending (reusable after the next commits, once nothing can reach them)."""
         if count <= 0:
             return
-        if not self.hold_frees and self.fresh.is_range_used(start, count):
+        fresh = self.fresh.is_range_used(start, count)
+        if fresh and not self.hold_frees:
             self.used.clear_range(start, count)
             self.fresh.clear_range(start, count)
             return
-        if not self.fresh.is_range_free(start, count):
+        if not fresh and not self.fresh.is_range_free(start, count):
             for p in range(start, start + count):   # mixed run: rare, page by page
                 self.free(p, 1)
             return
+        # committed pages (or fresh ones a read stream may still be reading): pending
         self.pending.set_range(start, count)
         self.pending_count += count
         self.txn_freed.append((start, count))

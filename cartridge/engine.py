@@ -68,6 +68,7 @@ class Engine:
         self.in_txn = False
         self._changed = False
         self._pinned_gen: int | None = None
+        self._ofd_pins: set[int] = set()
         if writable and not locking.writer_lock(fd, lock_timeout):
             raise LockedError(f"{name}: another handle holds the write lock")
         if fresh:
@@ -150,10 +151,23 @@ class Engine:
 
     # -- reader side ------------------------------------------------------------------------
     def _pin(self, gen: int) -> None:
-        locking.pin(self.fd, gen)
-        if self._pinned_gen is not None and self._pinned_gen != gen:
-            locking.unpin(self.fd, self._pinned_gen)
+        """Read-only handles: pin `gen` and drop pins nothing needs any more."""
         self._pinned_gen = gen
+        self.sync_pins()
+
+    def sync_pins(self) -> None:
+        """Hold an OFD pin for the handle's current generation and for every generation an open
+        read stream of this handle still reads; release the rest."""
+        if self.writable:
+            return
+        want = set(self.pins)
+        if self._pinned_gen is not None:
+            want.add(self._pinned_gen)
+        for g in want - self._ofd_pins:
+            locking.pin(self.fd, g)
+        for g in self._ofd_pins - want:
+            locking.unpin(self.fd, g)
+        self._ofd_pins = want
 
     def refresh(self) -> None:
         """Read-only handles: move to the newest committed state if a writer committed."""

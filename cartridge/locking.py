@@ -70,10 +70,18 @@ def unpin(fd: int, generation: int) -> None:
 
 
 def oldest_pin_below(fd: int, generation: int) -> int | None:
-    """The lowest generation < `generation` some other handle pins, or None."""
+    """The lowest generation < `generation` that some other handle pins, or None.
+
+    F_OFD_GETLK reports *a* conflicting lock, not the lowest, so keep asking below the one found.
+    """
     if not _HAVE_OFD or generation <= 0:
         return None
-    t, start, _n = _ofd(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, READER_PIN_BASE, generation)
-    if t == fcntl.F_UNLCK:
-        return None
-    return start - READER_PIN_BASE
+    found = None
+    limit = generation
+    while limit > 0:
+        t, start, _n = _ofd(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, READER_PIN_BASE, limit)
+        if t == fcntl.F_UNLCK:
+            break
+        found = max(start - READER_PIN_BASE, 0)
+        limit = found
+    return found

@@ -56,6 +56,7 @@ class _Base(io.RawIOBase):
         self._gen = cart._eng.root.generation
         eng = cart._eng
         eng.pins[self._gen] += 1
+        eng.sync_pins()
         if eng.allocator is not None:
             eng.allocator.hold_frees = True
         cart._streams.add(self)
@@ -65,6 +66,8 @@ class _Base(io.RawIOBase):
         eng.pins[self._gen] -= 1
         if eng.pins[self._gen] <= 0:
             del eng.pins[self._gen]
+            if not self._cart.closed:
+                eng.sync_pins()
         self._cart._streams.discard(self)
         if eng.allocator is not None and not self._cart._streams:
             eng.allocator.hold_frees = False
@@ -184,11 +187,18 @@ class CartWriter(_Base):
         return self._size_
 
     # -- chunk access -----------------------------------------------------------------------
+    def _chunk_len(self, i: int) -> int:
+        """Length chunk i has in the current content (0 beyond the end)."""
+        return max(0, min(CHUNK_SIZE, self._size_ - i * CHUNK_SIZE))
+
     def _chunk_bytes(self, i: int) -> bytes:
         """Current content of chunk i (empty beyond the end)."""
+        ln = self._chunk_len(i)
         if i in self._dirty:
-            return bytes(self._dirty[i])
-        ln = max(0, min(CHUNK_SIZE, self._size_ - i * CHUNK_SIZE))
+            buf = self._dirty[i]
+            if len(buf) < ln:          # the file grew past a partly written chunk: zeros
+                buf.extend(bytes(ln - len(buf)))
+            return bytes(buf[:ln])
         if ln == 0:
             return b""
         eng = self._cart._eng
@@ -207,6 +217,13 @@ class CartWriter(_Base):
         """Put modified chunks on fresh pages, contiguous runs of indices in one write each."""
         eng = self._cart._eng
         indices = sorted(indices)
+        for i in indices:
+            buf = self._dirty[i]
+            ln = self._chunk_len(i)
+            if len(buf) < ln:
+                buf.extend(bytes(ln - len(buf)))
+            elif len(buf) > ln:
+                del buf[ln:]
         k = 0
         while k < len(indices):
             j = k
