@@ -131,7 +131,17 @@ class Engine:
 
     def _load_allocator(self) -> None:
         """Rebuild the in-memory bitmaps from the allocation map tree."""
+        self.allocator = self._read_allocator(self.allocator)
         a = self.allocator
+        pending = a.pending_runs()
+        a.pending_count = sum(n for _, n in pending)
+        if pending:
+            self.pending_queue.append((self.root.generation, pending))
+
+    def _read_allocator(self, a: Allocator | None = None) -> Allocator:
+        """The persisted allocation map as bitmaps (a fresh Allocator unless one is given)."""
+        if a is None:
+            a = Allocator(self.root.page_count, lambda n: None)
         n_chunks = -(-self.root.page_count // ALLOC_CHUNK_BITS)
         seen = 0
         for key, value in self.allocmap.items_from(b"", 1 << 62):
@@ -144,10 +154,7 @@ class Engine:
             raise CorruptionError(f"{self.name}: allocation map has {seen} of {n_chunks} entries")
         if not a.used.get(0):
             raise CorruptionError(f"{self.name}: allocation map does not reserve page 0")
-        pending = a.pending_runs()
-        a.pending_count = sum(n for _, n in pending)
-        if pending:
-            self.pending_queue.append((self.root.generation, pending))
+        return a
 
     # -- reader side ------------------------------------------------------------------------
     def _pin(self, gen: int) -> None:
@@ -353,8 +360,7 @@ class Engine:
             "format_version": f"{self.header.version_major}.{self.header.version_minor}",
             "cache": self.pager.cache.stats(),
         }
-        if self.allocator is not None:
-            out.update(self.allocator.stats())
+        out.update((self.allocator or self._read_allocator()).stats())
         return out
 
     def close(self) -> None:

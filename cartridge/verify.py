@@ -193,8 +193,10 @@ class _Verifier:
             self.files_checked += 1
             if rec.storage == STORE_CHUNKS or rec.storage == STORE_XMAP:
                 self.check_chunks(rec, where)
-            elif self.deep and rec.size and xxh3_64(rec.payload) != rec.checksum:
-                self.problem(f"{where}: inline content checksum mismatch")
+            elif self.deep and rec.size:
+                self.bytes_checked += rec.size
+                if xxh3_64(rec.payload) != rec.checksum:
+                    self.problem(f"{where}: inline content checksum mismatch")
         if count != root.catalog_count:
             self.problem(f"catalog holds {count} entries, the root says {root.catalog_count}")
         if (files, dirs, total) != (root.file_count, root.dir_count, root.total_bytes):
@@ -253,6 +255,6 @@ def verify_engine(eng, deep: bool = True) -> "VerifyReport":
         v.run()
     except CartridgeError as e:
         v.problem(str(e))
-    return VerifyReport(ok=not v.problems, problems=v.problems, pages_checked=v.pages_checked,
+    return VerifyReport(ok=not v.problems, problems=v.problems, pages_checked=len(v.owner),
                         files_checked=v.files_checked, bytes_checked=v.bytes_checked,
                         warnings=list(eng.warnings))
