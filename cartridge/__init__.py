@@ -5,7 +5,7 @@
         cart.write("/docs/a.txt", b"hello")
         cart.read("/docs/a.txt")
 """
-from .cartridge import Cartridge, FileInfo, VerifyReport, open  # noqa: A004
+from .cartridge import Cartridge, FileInfo, VerifyReport, open
 from .content import content_checksum
 from .errors import (
     AccessDeniedError,
@@ -29,9 +29,25 @@ from .paths import normalize as normalize_path
 __version__ = "0.1.0"
 
 __all__ = [
-    "open", "Cartridge", "FileInfo", "VerifyReport", "content_checksum", "normalize_path",
-    "CartridgeError", "NotACartridgeError", "UnsupportedVersionError", "CorruptionError",
-    "InvalidPathError", "NotFoundError", "AlreadyExistsError", "PathIsDirectoryError",
-    "PathNotDirectoryError", "DirectoryNotEmptyError", "ReadOnlyError", "AccessDeniedError",
-    "LockedError", "ClosedError", "TransactionAbortedError",
+    "AccessDeniedError",
+    "AlreadyExistsError",
+    "Cartridge",
+    "CartridgeError",
+    "ClosedError",
+    "CorruptionError",
+    "DirectoryNotEmptyError",
+    "FileInfo",
+    "InvalidPathError",
+    "LockedError",
+    "NotACartridgeError",
+    "NotFoundError",
+    "PathIsDirectoryError",
+    "PathNotDirectoryError",
+    "ReadOnlyError",
+    "TransactionAbortedError",
+    "UnsupportedVersionError",
+    "VerifyReport",
+    "content_checksum",
+    "normalize_path",
+    "open",
 ]

@@ -9,9 +9,9 @@ import os
 import stat as _stat
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 from . import paths as P
 from .engine import Engine
@@ -74,7 +74,7 @@ def _as_bytes(data) -> memoryview:
         raise TypeError(f"write() takes bytes-like data, not {type(data).__name__}") from None
 
 
-def open(path, mode: str = "a", **kwargs) -> "Cartridge":  # noqa: A001
+def open(path, mode: str = "a", **kwargs) -> Cartridge:
     """Open (or create) an archive; see Cartridge for the arguments."""
     return Cartridge(path, mode, **kwargs)
 
@@ -104,7 +104,7 @@ class Cartridge:
         self._txn_depth = 0
         self._txn_aborted = False
         self._streams: set = set()
-        from .create import open_engine   # creation needs the engine, kept in its own module
+        from .create import open_engine  # creation needs the engine, kept in its own module
 
         self._eng: Engine = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
                                         timeout=timeout)
@@ -545,7 +545,7 @@ class Cartridge:
                 self._closed = True
                 self._eng.close()
 
-    def __enter__(self) -> "Cartridge":
+    def __enter__(self) -> Cartridge:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,7 +10,6 @@ from .format import (
     CHUNK_ENTRY,
     CHUNK_PAGES,
     CHUNK_SIZE,
-    META_PREFIX,
     PAGE_SIZE,
     STORE_CHUNKS,
     STORE_EMPTY,

@@ -6,10 +6,10 @@ import errno
 import os
 import secrets
 
+from . import locking
 from .engine import Engine
 from .errors import AlreadyExistsError, CartridgeError, LockedError, NotACartridgeError, NotFoundError
 from .format import PAGE_SIZE
-from . import locking
 
 
 def _fsync_dir(path: str) -> None:

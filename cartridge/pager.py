@@ -57,7 +57,7 @@ class Root:
         return body[:ROOT_SLOT_CSUM_SPAN] + xxh3_64(body[:ROOT_SLOT_CSUM_SPAN]).to_bytes(8, "little")
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "Root | None":
+    def unpack(cls, raw: bytes) -> Root | None:
         """The root in a slot, or None when the slot is empty, torn or damaged."""
         if len(raw) < ROOT_SLOT.size:
             return None
@@ -66,7 +66,7 @@ class Root:
             return None
         return cls(*vals[1:-2])
 
-    def copy(self) -> "Root":
+    def copy(self) -> Root:
         return copy.copy(self)
 
 
@@ -84,11 +84,11 @@ class FileHeader:
         return body[:FILE_HEADER_CSUM_SPAN] + xxh3_64(body[:FILE_HEADER_CSUM_SPAN]).to_bytes(8, "little")
 
     @classmethod
-    def new(cls) -> "FileHeader":
+    def new(cls) -> FileHeader:
         return cls(VERSION_MAJOR, VERSION_MINOR, PAGE_SIZE, uuid.uuid4().bytes, time.time_ns())
 
 
-def parse_page0(page0: bytes, name: str) -> tuple[FileHeader, list["Root | None"]]:
+def parse_page0(page0: bytes, name: str) -> tuple[FileHeader, list[Root | None]]:
     """Validate the file header and decode both root slots (None for a bad slot)."""
     if len(page0) < FILE_HEADER.size or page0[:8] != MAGIC:
         raise NotACartridgeError(f"{name}: not a cartridge archive (bad magic or too short)")
@@ -154,10 +154,8 @@ class Pager:
         pages.update(range(pno, end))
         self._staged[pno] = data
         self._staged_bytes += len(data)
-        if pno < self._staged_lo:
-            self._staged_lo = pno
-        if end > self._staged_hi:
-            self._staged_hi = end
+        self._staged_lo = min(self._staged_lo, pno)
+        self._staged_hi = max(self._staged_hi, end)
         if self._staged_bytes >= STAGE_LIMIT:
             self.flush_staged()
 

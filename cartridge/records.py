@@ -5,9 +5,11 @@ from dataclasses import dataclass
 
 from .errors import CorruptionError
 from .format import (
+    CHUNK_ENTRY,
+    CHUNK_SIZE,
+    KEY_INLINE,
     KIND_DIR,
     KIND_FILE,
-    KEY_INLINE,
     MAX_CELL,
     RECORD,
     STORE_CHUNKS,
@@ -15,8 +17,6 @@ from .format import (
     STORE_INLINE,
     STORE_XMAP,
     XMAP_REF,
-    CHUNK_ENTRY,
-    CHUNK_SIZE,
 )
 
 

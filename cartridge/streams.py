@@ -412,7 +412,7 @@ class CartWriter(_Base):
         if exc_type is not None:
             self._discard()
             io.RawIOBase.close(self)
-            return None
+            return
         self.close()
-        return None
+        return
 

@@ -249,7 +249,7 @@ class _Verifier:
             self.problem(f"{where}: file checksum does not match its chunk checksums")
 
 
-def verify_engine(eng, deep: bool = True) -> "VerifyReport":
+def verify_engine(eng, deep: bool = True) -> VerifyReport:
     v = _Verifier(eng, deep)
     try:
         v.run()
