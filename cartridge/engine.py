@@ -280,21 +280,25 @@ class Engine:
                 self.pager.sync_now()
             return
         a = self.allocator
-        # 1. persist the allocation map; writing it allocates, so repeat until nothing changes
-        written: dict[int, bytes] = {}
+        # 1. persist the allocation map. Copying its nodes allocates pages, which changes more
+        #    entries, so first make every entry's path writable until no new entry turns up,
+        #    then write the final values in place (same size: no further allocation).
+        touched: set[int] = set()
         for _ in range(1000):
-            todo = []
-            for c in a.dirty_chunks():
-                v = a.chunk_value(c)
-                if written.get(c) != v:
-                    todo.append((c, v))
-            if not todo:
+            new = [c for c in a.dirty_chunks() if c not in touched]
+            if not new:
                 break
-            for c, v in todo:
-                self.allocmap.put(ALLOC_KEY.pack(c), v)
-                written[c] = v
+            for c in new:
+                key = ALLOC_KEY.pack(c)
+                if not self.allocmap.touch(key):
+                    self.allocmap.put(key, a.chunk_value(c))
+                touched.add(c)
         else:
             raise CorruptionError(f"{self.name}: allocation map did not settle")
+        for c in sorted(touched):
+            self.allocmap.put(ALLOC_KEY.pack(c), a.chunk_value(c))
+        if any(c not in touched for c in a.dirty_chunks()):
+            raise AssertionError("allocation map changed while being written")
         a.clear_dirty()
         # 2. new pages out, barrier, then the root flip
         root = self.root

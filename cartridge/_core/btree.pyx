@@ -414,11 +414,11 @@ cdef class Node:
             if not self.insert_raw(i, c, full_keys.get(ovp) if ovp else None):
                 raise AssertionError("reset: cells do not fit in one node")
 
-    def seal(self) -> bytes:
-        """Store the checksum and return the page bytes ready to write."""
+    def seal(self):
+        """Store the checksum and return the page (the node's own buffer) ready to write."""
         cdef NodeHeader* h = <NodeHeader*>self.p
         h.checksum = page_checksum(self.p, C_PAGE)
-        return bytes(self.data)
+        return self.data
 
     def copy_to(self, uint64_t page_no):
         """A dirty copy of this node for page `page_no`."""
@@ -673,6 +673,18 @@ cdef class BTree:
         parent.set_child(j, right.page_no)
         if not parent.insert_raw(j, sep_cell, sep_full):
             self._split_insert(path, d - 1, j, sep_cell, sep_full)
+
+    def touch(self, bytes key) -> bool:
+        """Copy-on-write the path to `key` without changing it; False when `key` is absent."""
+        cdef Node leaf
+        if self.root == 0:
+            return False
+        path = self._descend(key)
+        leaf = path[-1][0]
+        _, found = leaf.search(key)
+        if found:
+            self._make_path_writable(path)
+        return found
 
     def delete(self, bytes key):
         """Remove `key`; returns its value or None if absent."""
