@@ -90,10 +90,15 @@ class Engine:
         self.commit()
 
     def _read_state(self) -> tuple[Root, list[str]]:
-        page0 = self.pager.read_page0()
-        self.header, roots = parse_page0(page0, self.name)
-        raw = [page0[o:o + ROOT_SLOT.size] for o in SLOT_OFFSETS]
-        return pick_root(roots, raw, self.name)
+        for attempt in range(3):
+            page0 = self.pager.read_page0()
+            self.header, roots = parse_page0(page0, self.name)
+            raw = [page0[o:o + ROOT_SLOT.size] for o in SLOT_OFFSETS]
+            root, notes = pick_root(roots, raw, self.name)
+            if not notes or self.writable:
+                break
+            time.sleep(0.001 * (attempt + 1))   # a reader may catch a slot mid-write: look again
+        return root, notes
 
     def _settle_reader(self) -> tuple[Root, list[str]]:
         """Pin the newest committed state, re-reading the slots so that the writer cannot have
