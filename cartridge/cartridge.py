@@ -148,6 +148,26 @@ class Cartridge:
             raise
         eng.commit()
 
+    def _apply(self, fn, *args):
+        """_change() as a plain call, for the hot write path."""
+        eng = self._eng
+        if self._txn_depth:
+            try:
+                return fn(eng, *args)
+            except _CLEAN_ERRORS:
+                raise
+            except BaseException:
+                self._abort()
+                raise
+        eng.begin()
+        try:
+            result = fn(eng, *args)
+        except BaseException:
+            eng.rollback()
+            raise
+        eng.commit()
+        return result
+
     def _abort(self) -> None:
         self._eng.rollback()
         self._txn_aborted = True
@@ -191,8 +211,7 @@ class Cartridge:
         view = _as_bytes(data)
         with self._lock:
             eng = self._writer()
-            p = P.normalize_file(path)
-            key = P.to_key(p)
+            p, key = P.file_key(path)
             old = eng.get(key)
             if old is None:
                 self._check_parents(eng, p)
@@ -200,8 +219,7 @@ class Cartridge:
                     raise PathIsDirectoryError(f"{p} is a directory")
             elif old.kind == KIND_DIR:
                 raise PathIsDirectoryError(f"{p} is a directory")
-            with self._change():
-                self._store(eng, key, view, old)
+            self._apply(self._store, key, view, old)
 
     def _store(self, eng: Engine, key: bytes, view, old: Record | None) -> None:
         storage, payload, csum, _ = eng.content.store(view, max_payload(len(key)))

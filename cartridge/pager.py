@@ -2,7 +2,6 @@
 the page cache (docs/FORMAT.md §2-§3, §8)."""
 from __future__ import annotations
 
-import copy
 import os
 import time
 import uuid
@@ -67,7 +66,9 @@ class Root:
         return cls(*vals[1:-2])
 
     def copy(self) -> Root:
-        return copy.copy(self)
+        dup = Root.__new__(Root)
+        dup.__dict__.update(self.__dict__)
+        return dup
 
 
 @dataclass

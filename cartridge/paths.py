@@ -18,11 +18,15 @@ ROOT = "/"
 
 # C0 controls, DEL and C1 controls.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# An ASCII path that is already normal: '/name' segments of 1..255 characters, none '.' or '..'.
+_NORMAL_ASCII = re.compile(r"(?:/(?!\.\.?(?:/|$))[\x20-\x2e\x30-\x7e]{1,255})+")
 
 
 @lru_cache(maxsize=65536)
 def _normalize(path: str) -> tuple[str, bool]:
     """Return (normalised path, had a trailing slash)."""
+    if len(path) <= MAX_PATH_BYTES and path.isascii() and _NORMAL_ASCII.fullmatch(path):
+        return path, False
     if _CONTROL.search(path):
         raise InvalidPathError(f"path contains a control character: {path!r}")
     trailing = len(path) > 1 and path.endswith("/")
