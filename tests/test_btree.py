@@ -2,9 +2,9 @@
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from cartridge._core.btree import KEY_INLINE, BTree, Node, NodeFormatError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 class MemStore:
