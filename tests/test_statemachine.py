@@ -1,0 +1,366 @@
+"""A hypothesis state machine driving the whole API against a plain dict model (DESIGN.md §5)."""
+import random
+import shutil
+import tempfile
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import cartridge
+from cartridge import (
+    AlreadyExistsError,
+    CartridgeError,
+    DirectoryNotEmptyError,
+    InvalidPathError,
+    NotFoundError,
+    PathIsDirectoryError,
+    PathNotDirectoryError,
+    TransactionAbortedError,
+)
+
+# Small alphabet: collisions, file/dir conflicts and '.' < '/' ordering cases happen often.
+SEGMENTS = ["a", "b", "a.b"]
+ALL_PATHS = sorted({"/" + "/".join(x) for x in
+                    [(s,) for s in SEGMENTS]
+                    + [(s, t) for s in SEGMENTS for t in SEGMENTS]
+                    + [(s, t, u) for s in SEGMENTS for t in SEGMENTS for u in SEGMENTS]})
+paths = st.sampled_from(ALL_PATHS)
+SIZES = [0, 1, 17, 5 * 1024, 70 * 1024]
+datas = st.builds(lambda n, seed: random.Random(seed).randbytes(n),
+                  st.sampled_from(SIZES), st.integers(0, 2**16))
+
+
+def ancestors(p):
+    parts = p.strip("/").split("/")
+    return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def under(p, q):
+    return q.startswith(p + "/")
+
+
+class Model:
+    """{path: bytes} plus explicit directories, with the API's rules."""
+
+    def __init__(self, files=None, dirs=None):
+        self.files = dict(files or {})
+        self.dirs = set(dirs or ())
+
+    def copy(self):
+        return Model(self.files, self.dirs)
+
+    def is_file(self, p):
+        return p in self.files
+
+    def is_dir(self, p):
+        if p == "/":
+            return True
+        return p in self.dirs or any(under(p, q) for q in self.files) or \
+            any(under(p, q) for q in self.dirs)
+
+    def exists(self, p):
+        return self.is_file(p) or self.is_dir(p)
+
+    def children(self, d):
+        pre = "/" if d == "/" else d + "/"
+        out = set()
+        for q in list(self.files) + list(self.dirs):
+            if q.startswith(pre):
+                out.add(q[len(pre):].split("/")[0])
+        return sorted(out)
+
+    def check_parents(self, p):
+        for a in ancestors(p):
+            if a in self.files:
+                raise PathNotDirectoryError(a)
+
+    # -- operations: mutate self or raise the error the API must raise ----------------------
+    def write(self, p, data):
+        if p not in self.files:
+            self.check_parents(p)
+            if self.is_dir(p):
+                raise PathIsDirectoryError(p)
+        self.files[p] = data
+
+    def delete(self, p, recursive):
+        if not self.exists(p):
+            raise NotFoundError(p)
+        if p in self.files:
+            del self.files[p]
+            return
+        kids = [q for q in list(self.files) + list(self.dirs) if under(p, q)]
+        if kids and not recursive:
+            raise DirectoryNotEmptyError(p)
+        for q in kids:
+            self.files.pop(q, None)
+            self.dirs.discard(q)
+        self.dirs.discard(p)
+
+    def rename(self, s, d):
+        if not self.exists(s):
+            raise NotFoundError(s)
+        if s == d:
+            return
+        self.check_parents(d)
+        if s in self.files:
+            if self.is_dir(d):
+                raise PathIsDirectoryError(d)
+            self.files[d] = self.files.pop(s)
+            return
+        if under(s, d):
+            raise InvalidPathError(d)
+        if self.exists(d):
+            raise AlreadyExistsError(d)
+        files = {q: v for q, v in self.files.items() if under(s, q)}
+        dirs = {q for q in self.dirs if under(s, q)}
+        for q in files:
+            del self.files[q]
+        self.dirs -= dirs
+        for q, v in files.items():
+            self.files[d + q[len(s):]] = v
+        self.dirs |= {d + q[len(s):] for q in dirs}
+        if s in self.dirs:
+            self.dirs.discard(s)
+            self.dirs.add(d)
+
+    def mkdir(self, p, parents, exist_ok):
+        if p in self.files:
+            raise AlreadyExistsError(p)
+        if self.is_dir(p):
+            if exist_ok:
+                return
+            raise AlreadyExistsError(p)
+        self.check_parents(p)
+        missing = [a for a in ancestors(p) if not self.exists(a)]
+        if missing and not parents:
+            raise NotFoundError(missing[0])
+        self.dirs |= set(missing) | {p}
+
+
+ops = st.one_of(
+    st.tuples(st.just("write"), paths, datas),
+    st.tuples(st.just("delete"), paths, st.booleans()),
+    st.tuples(st.just("rename"), paths, paths),
+    st.tuples(st.just("mkdir"), paths, st.booleans(), st.booleans()),
+)
+
+
+def apply_real(cart, op):
+    name, *args = op
+    if name == "write":
+        cart.write(*args)
+    elif name == "delete":
+        cart.delete(args[0], recursive=args[1])
+    elif name == "rename":
+        cart.rename(*args)
+    elif name == "mkdir":
+        cart.mkdir(args[0], parents=args[1], exist_ok=args[2])
+    elif name == "stream":
+        with cart.open(args[0], "wb") as f:
+            data = args[1]
+            for i in range(0, len(data), 3000):
+                f.write(data[i:i + 3000])
+    else:  # pragma: no cover
+        raise AssertionError(name)
+
+
+def apply_model(model, op):
+    name, *args = op
+    if name in ("write", "stream"):
+        model.write(*args)
+    elif name == "delete":
+        model.delete(*args)
+    elif name == "rename":
+        model.rename(*args)
+    elif name == "mkdir":
+        model.mkdir(*args)
+
+
+def run_both(cart, model, op):
+    """Apply `op` to a copy of the model and to the archive; both must agree. Returns the new
+    model (unchanged on an expected error)."""
+    new = model.copy()
+    expected = None
+    try:
+        apply_model(new, op)
+    except CartridgeError as e:
+        expected = type(e)
+    try:
+        apply_real(cart, op)
+    except CartridgeError as e:
+        assert expected is not None, f"{op[:3]!r}: unexpected {type(e).__name__}: {e}"
+        assert type(e) is expected, f"{op[:3]!r}: expected {expected.__name__}, got {e!r}"
+        return model
+    assert expected is None, f"{op[:3]!r}: expected {expected.__name__}, nothing raised"
+    return new
+
+
+class ArchiveMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="cart-sm-")
+        self.path = self.dir + "/sm.cart"
+        self.cart = cartridge.open(self.path, "x", sync="off")
+        self.model = Model()
+        self.steps = 0
+
+    def teardown(self):
+        try:
+            if not self.cart.closed:
+                rep = self.cart.verify()
+                assert rep.ok, rep.problems
+                self.cart.close()
+            with cartridge.open(self.path, "r") as c:
+                self.check_all(c)
+                rep = c.verify()
+                assert rep.ok, rep.problems
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- rules ------------------------------------------------------------------------------
+    @rule(p=paths, data=datas)
+    def write(self, p, data):
+        self.model = run_both(self.cart, self.model, ("write", p, data))
+
+    @rule(p=paths, data=datas)
+    def stream_write(self, p, data):
+        self.model = run_both(self.cart, self.model, ("stream", p, data))
+
+    @rule(p=paths, recursive=st.booleans())
+    def delete(self, p, recursive):
+        self.model = run_both(self.cart, self.model, ("delete", p, recursive))
+
+    @rule(src=paths, dst=paths)
+    def rename(self, src, dst):
+        self.model = run_both(self.cart, self.model, ("rename", src, dst))
+
+    @rule(p=paths, parents=st.booleans(), exist_ok=st.booleans())
+    def mkdir(self, p, parents, exist_ok):
+        self.model = run_both(self.cart, self.model, ("mkdir", p, parents, exist_ok))
+
+    @rule(batch=st.lists(ops, min_size=1, max_size=6),
+          outcome=st.sampled_from(["commit", "rollback", "inner_fail", "inner_ok"]))
+    def transaction(self, batch, outcome):
+        start = self.model
+        model = start
+        half = len(batch) // 2
+
+        class Boom(Exception):
+            pass
+
+        try:
+            with self.cart.transaction():
+                for op in batch[:half]:
+                    model = run_both(self.cart, model, op)
+                if outcome in ("inner_fail", "inner_ok"):
+                    try:
+                        with self.cart.transaction():
+                            for op in batch[half:]:
+                                model = run_both(self.cart, model, op)
+                            if outcome == "inner_fail":
+                                raise Boom
+                    except Boom:
+                        pass
+                else:
+                    for op in batch[half:]:
+                        model = run_both(self.cart, model, op)
+                if outcome != "inner_fail":
+                    self.check_all(self.cart, model)     # the state is visible inside
+                if outcome == "rollback":
+                    raise Boom
+        except Boom:
+            assert outcome == "rollback"
+            self.model = start
+        except TransactionAbortedError:
+            assert outcome == "inner_fail"
+            self.model = start
+        else:
+            assert outcome in ("commit", "inner_ok")
+            self.model = model
+
+    @rule()
+    def commit(self):
+        self.cart.commit()
+
+    @rule(read_only_check=st.booleans())
+    def reopen(self, read_only_check):
+        self.cart.close()
+        if read_only_check:
+            with cartridge.open(self.path, "r") as r:
+                self.check_all(r)
+        self.cart = cartridge.open(self.path, "a", sync="off")
+
+    @precondition(lambda self: self.model.files)
+    @rule(data=st.data())
+    def ranged_read(self, data):
+        p = data.draw(st.sampled_from(sorted(self.model.files)))
+        content = self.model.files[p]
+        off = data.draw(st.integers(0, len(content) + 10))
+        size = data.draw(st.integers(-1, 70_000))
+        exp = content[off:] if size == -1 else content[off:off + size]
+        assert self.cart.read(p, offset=off, size=size) == exp
+
+    # -- invariants -------------------------------------------------------------------------
+    def check_all(self, cart, model=None):
+        model = model or self.model
+        for p, data in model.files.items():
+            assert cart.read(p) == data, p
+        for p in ALL_PATHS:
+            assert cart.isfile(p) == model.is_file(p), p
+            assert cart.isdir(p) == model.is_dir(p), p
+            assert cart.exists(p) == model.exists(p), p
+            if model.is_dir(p):
+                assert cart.listdir(p) == model.children(p), p
+        assert cart.listdir("/") == model.children("/")
+        assert [i.path for i in cart.scan("/")] == sorted(model.files, key=lambda s: s.encode())
+
+    @invariant()
+    def agrees_with_model(self):
+        self.steps += 1
+        model = self.model
+        for p, data in model.files.items():
+            assert self.cart.read(p) == data, p
+        assert self.cart.listdir("/") == model.children("/")
+        for p in ALL_PATHS:
+            assert self.cart.exists(p) == model.exists(p), p
+        if self.steps % 8 == 0:
+            self.check_all(self.cart)
+            rep = self.cart.verify()
+            assert rep.ok, rep.problems
+            assert self.cart.info()["files"] == len(model.files)
+
+
+ArchiveMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+TestArchive = ArchiveMachine.TestCase
+
+
+class SlowArchiveMachine(ArchiveMachine):
+    pass
+
+
+SlowArchiveMachine.TestCase.settings = settings(
+    max_examples=1000, stateful_step_count=100, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+TestArchiveSlow = pytest.mark.slow(SlowArchiveMachine.TestCase)
+
+
+def test_model_sanity():
+    m = Model()
+    m.write("/a/b", b"1")
+    assert m.is_dir("/a") and m.children("/") == ["a"]
+    with pytest.raises(PathNotDirectoryError):
+        m.write("/a/b/c", b"")
+    with pytest.raises(PathIsDirectoryError):
+        m.write("/a", b"")
+    m.mkdir("/x/y", True, False)
+    assert m.dirs == {"/x", "/x/y"}
+    m.rename("/x", "/a/x")
+    assert m.dirs == {"/a/x", "/a/x/y"}
+    with pytest.raises(DirectoryNotEmptyError):
+        m.delete("/a", False)
+    m.delete("/a", True)
+    assert not m.files and not m.dirs
