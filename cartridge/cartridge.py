@@ -311,10 +311,10 @@ class Cartridge:
                 rest = k[len(prefix):]
                 slash = rest.find(b"/")
                 if slash < 0:
-                    name = rest.decode("utf-8")
+                    name = P.from_key(rest)
                     out[name] = out.get(name, False) or v[0] == KIND_DIR
                     continue
-                name = rest[:slash].decode("utf-8")
+                name = P.from_key(rest[:slash])
                 out[name] = True
                 restart = prefix + rest[:slash] + b"0"     # '0' follows '/': skip the subtree
                 break

@@ -32,6 +32,7 @@ from .pager import FileHeader, Pager, Root, parse_page0
 from .records import Record, decode, with_chunk_key
 
 SCAN_BATCH = 256
+MAX_TREE_HEIGHT = 32        # 4-way fan-out at worst: far beyond any real archive
 RELEASE_BATCH = 8           # release freed pages every few commits ...
 RELEASE_PAGES = 1024        # ... or as soon as this many wait
 RECORD_CACHE_MAX = 200_000
@@ -116,6 +117,8 @@ class Engine:
         for n in notes:
             warnings.warn(n, RuntimeWarning, stacklevel=4)
         self.warnings.extend(notes)
+        if max(self.root.catalog_height, self.root.allocmap_height) > MAX_TREE_HEIGHT:
+            raise CorruptionError(f"{self.name}: root names an impossible tree height")
         size_pages = os.fstat(self.fd).st_size // PAGE_SIZE
         if size_pages < self.root.page_count:
             raise CorruptionError(f"{self.name}: file is truncated: {size_pages} pages, the archive "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from .errors import InvalidPathError
+from .errors import CorruptionError, InvalidPathError
 
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
@@ -101,7 +101,11 @@ def to_key(path: str) -> bytes:
 
 
 def from_key(key: bytes) -> str:
-    return key.decode("utf-8")
+    """Path of a catalog key; a key that is not UTF-8 means a damaged catalog."""
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptionError(f"catalog key is not UTF-8: {key[:60]!r}") from None
 
 
 def parent(path: str) -> str:

@@ -102,6 +102,9 @@ class _Verifier:
         leaf_depths = set()
 
         def visit(pno, lo, hi, depth):
+            if depth > max(height, 1):
+                self.problem(f"{name} tree: page {pno} lies deeper than the tree's height {height}")
+                return
             try:
                 node = store.load(pno)
             except CartridgeError as e:

@@ -22,6 +22,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 from cartridge._core.checksum cimport page_checksum
+from cartridge.errors import CorruptionError
 
 cdef extern from *:
     """
@@ -69,8 +70,8 @@ cdef enum:
     C_UNDERFLOW = 1014
 
 
-class NodeFormatError(Exception):
-    """A node page failed a structural check (the engine turns this into CorruptionError)."""
+class NodeFormatError(CorruptionError):
+    """A node page failed a structural check."""
 
 
 cdef inline uint16_t rd16(const unsigned char* p) noexcept nogil:
@@ -488,9 +489,13 @@ cdef class BTree:
         cdef Py_ssize_t kl = PyBytes_GET_SIZE(key)
         if self.root == 0:
             return None
+        cdef int depth = 1
         load = self.store.load
         node = load(self.root)
         while not node.is_leaf:
+            depth += 1
+            if depth > self.height:
+                raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
             node = load(node.child(node.upper_bound(k, kl)))
         i = node.lower_bound(k, kl)
         if i < node.n() and node.compare_at(i, k, kl) == 0:
@@ -512,6 +517,8 @@ cdef class BTree:
         while not node.is_leaf:
             i = node.child_index(start)
             stack.append((node, i))
+            if len(stack) >= self.height:
+                raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
             node = load(node.child(i))
         i, _ = node.search(start)
         while True:
@@ -531,6 +538,8 @@ cdef class BTree:
                     node = load(parent.child(ci + 1))
                     while not node.is_leaf:
                         stack.append((node, 0))
+                        if len(stack) >= self.height:
+                            raise NodeFormatError(f"tree {self.tree_id} is deeper than its height")
                         node = load(node.child(0))
                     i = 0
                     break
@@ -553,6 +562,8 @@ cdef class BTree:
         while not node.is_leaf:
             i = node.child_index(key)
             path.append([node, i])
+            if len(path) >= self.height:
+                raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
             node = load(node.child(i))
         path.append([node, -1])
         return path
