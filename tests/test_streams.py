@@ -233,7 +233,6 @@ def test_wb_sizes(cart, size):
     assert cart.verify().ok
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stream write leaving a gap past a partially written (dirty) chunk publishes a short chunk -> unreadable file")
 def test_wb_seek_and_sparse(cart):
     with cart.open("/f", "wb") as f:
         f.write(b"abc")
@@ -250,7 +249,6 @@ def test_wb_seek_and_sparse(cart):
     assert cart.stat("/f").checksum == csum(data)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stream write leaving a gap past a partially written (dirty) chunk publishes a short chunk -> unreadable file")
 def test_rplus_write_then_gap_past_chunk(cart):
     cart.write("/g", b"0123456789")
     with cart.open("/g", "r+b") as f:
@@ -260,7 +258,6 @@ def test_rplus_write_then_gap_past_chunk(cart):
     assert cart.read("/g") == b"AB23456789" + bytes(2 * CHUNK - 10) + b"Z"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stream write leaving a gap past a partially written (dirty) chunk publishes a short chunk -> unreadable file")
 def test_wb_truncate_extends_past_chunk(cart):
     with cart.open("/k", "wb") as f:
         f.write(b"abc")
@@ -568,7 +565,6 @@ def test_archive_close_with_open_write_stream(cart_path):
 # ----------------------------------------------------------------------------- snapshots
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: delete while a read stream is open -> RecursionError in Allocator.free (hold_frees + fresh page)")
 def test_reader_keeps_old_version(cart):
     v1 = rbytes(5 * CHUNK + 11, 21)
     cart.write("/f", v1)
@@ -596,7 +592,6 @@ def test_reader_keeps_old_version(cart):
     assert rep.ok, rep.problems
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: delete while a read stream is open -> RecursionError in Allocator.free (hold_frees + fresh page)")
 def test_reader_keeps_old_version_small_file(cart):
     cart.write("/s", b"version one")
     with cart.open("/s", "rb") as r:
@@ -605,7 +600,6 @@ def test_reader_keeps_old_version_small_file(cart):
         assert r.read() == b"version one"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: delete while a read stream is open -> RecursionError in Allocator.free (hold_frees + fresh page)")
 def test_delete_while_reader_open_minimal(cart):
     cart.write("/s", b"one")
     r = cart.open("/s", "rb")
@@ -616,7 +610,7 @@ def test_delete_while_reader_open_minimal(cart):
 
 
 def test_reader_keeps_old_version_replaced_only(cart):
-    """Same as test_reader_keeps_old_version, without deletes (which hit the free() bug)."""
+    """Same as test_reader_keeps_old_version, without deletes."""
     v1 = rbytes(5 * CHUNK + 11, 21)
     cart.write("/f", v1)
     r = cart.open("/f", "rb")
@@ -664,4 +658,23 @@ def test_pages_reused_after_reader_closes(cart):
         cart.write("/f", data)
     size2 = cart.info()["file_size"]
     assert size2 <= size1 * 1.5
+    assert cart.verify().ok
+
+
+def test_reader_handle_stream_keeps_old_version_across_handles(cart, cart_path):
+    """A stream on a separate read-only handle pins its version against the writer's reuse."""
+    v1 = rbytes(5 * CHUNK, 31)
+    cart.write("/f", v1)
+    with cartridge.open(cart_path, "r") as r:
+        s = r.open("/f", "rb")
+        assert s.read(10) == v1[:10]
+        cart.write("/f", rbytes(5 * CHUNK, 32))
+        for i in range(40):
+            cart.write(f"/c{i}", rbytes(3 * CHUNK, 40 + i))
+            if i % 2:
+                cart.write(f"/c{i}", b"")
+        assert s.read() == v1[10:]
+        s.close()
+        assert r.read("/f") == rbytes(5 * CHUNK, 32)
+        assert r.verify().ok
     assert cart.verify().ok
