@@ -476,6 +476,8 @@ def test_readers_survive_churn_long(tmp_path, seed):
 # -- reader pins and read streams (deterministic, in one process: OFD locks belong to the open
 #    file, so handles in one process coordinate exactly like processes) -------------------------
 def test_read_stream_keeps_its_version_after_handle_refreshes(tmp_path):
+    """Regression (fixed in e84f60f): refresh() moved the handle's OFD pin past the generation an
+    open read stream of the same handle still read, and the writer recycled its pages."""
     path = str(tmp_path / "a.cart")
     w = cartridge.open(path, "a", sync="off")
     old = b"\x07" * 100_000
@@ -495,6 +497,8 @@ def test_read_stream_keeps_its_version_after_handle_refreshes(tmp_path):
 
 
 def test_oldest_reader_pin_is_honoured_whatever_the_lock_order(tmp_path):
+    """Regression (fixed in e84f60f): F_OFD_GETLK reports the first conflicting lock in the
+    kernel's list, not the lowest generation; an older pin behind a newer one was ignored."""
     path = str(tmp_path / "a.cart")
     w = cartridge.open(path, "a", sync="off")
     old = b"\x07" * 100_000
