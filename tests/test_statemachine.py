@@ -205,9 +205,11 @@ class ArchiveMachine(RuleBasedStateMachine):
         self.cart = cartridge.open(self.path, "x", sync="off")
         self.model = Model()
         self.steps = 0
+        self.readers = []      # (open "rb" stream, the bytes it must keep reading)
 
     def teardown(self):
         try:
+            self.check_readers()
             if not self.cart.closed:
                 rep = self.cart.verify()
                 assert rep.ok, rep.problems
@@ -280,12 +282,30 @@ class ArchiveMachine(RuleBasedStateMachine):
             assert outcome in ("commit", "inner_ok")
             self.model = model
 
+    @precondition(lambda self: self.model.files and len(self.readers) < 3)
+    @rule(data=st.data())
+    def open_reader(self, data):
+        p = data.draw(st.sampled_from(sorted(self.model.files)))
+        self.readers.append((self.cart.open(p, "rb"), self.model.files[p]))
+
+    @precondition(lambda self: self.readers)
+    @rule(close=st.booleans())
+    def check_readers(self, close=False):
+        for f, expect in self.readers:
+            f.seek(0)
+            assert f.read() == expect, f.name
+        if close:
+            for f, _ in self.readers:
+                f.close()
+            self.readers = []
+
     @rule()
     def commit(self):
         self.cart.commit()
 
     @rule(read_only_check=st.booleans())
     def reopen(self, read_only_check):
+        self.check_readers(close=True)
         self.cart.close()
         if read_only_check:
             with cartridge.open(self.path, "r") as r:
