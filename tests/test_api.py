@@ -994,6 +994,19 @@ def test_transaction_not_visible_to_reader(cart, cart_path):
         reader.close()
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: close() inside transaction() commits the partial "
+                   "transaction, so a block that then raises is half-committed")
+def test_close_inside_transaction_is_not_half_committed(cart_path):
+    c = cartridge.open(cart_path, "w")
+    c.write("/a", b"1")
+    with pytest.raises(cartridge.ClosedError), c.transaction():
+        c.write("/b", b"2")
+        c.close()
+        c.write("/c", b"3")
+    with cartridge.open(cart_path, "r") as r:
+        assert r.listdir("/") == ["a"]
+
+
 def test_commit_inside_transaction(cart):
     with pytest.raises(RuntimeError), cart.transaction():
         cart.write("/a", b"1")
