@@ -1,0 +1,6 @@
+"""`python -m perf` == `python perf/run.py`."""
+import sys
+
+from perf.run import main
+
+sys.exit(main())

@@ -1,0 +1,597 @@
+"""The workloads and their peers. Each builder returns a list of harness.Peer set up in this
+process over data it creates under the run's temporary directory (or, for the big lookup
+archives, under perf/.data/ where they are cached across runs).
+
+Peers and their settings (the same for every workload unless a peer's note says otherwise):
+  cartridge       cartridge.open(path, "a", sync="off"), default 64 MiB page cache
+  cartridge-ro    cartridge.open(path, "r"): a read-only handle, which looks for a newer commit
+                  on every call
+  native          one file per entry in a directory; open()+read() / open("wb")+write()
+  sqlite          stdlib sqlite3, a sqlar table (name TEXT PRIMARY KEY, mode, mtime, sz, data),
+                  journal_mode=WAL, synchronous=OFF, autocommit (one transaction per statement)
+  lmdb            py-lmdb, sync=False, metasync=False, writemap=True; reads with one long-lived
+                  read transaction (the fastest way to call get)
+  lmdb-txn        as lmdb, but a read transaction per get
+  lmdb-nowritemap as lmdb without writemap (writes only)
+  zipfile         stdlib zipfile, ZIP_STORED members, one ZipFile object kept open
+"""
+from __future__ import annotations
+
+import itertools
+import random
+import shutil
+import sqlite3
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import cartridge
+from cartridge import format as cfmt
+
+from .harness import Peer, perf_counter
+
+# Bump when the layout of the cached lookup data (paths, values, peers' settings) changes.
+WORKLOAD_VERSION = 1
+DATA_DIR = Path(__file__).resolve().parent / ".data"
+LMDB_MAP = 8 << 30          # sparse on Linux; only what is written takes space
+SQLAR = "CREATE TABLE sqlar(name TEXT PRIMARY KEY, mode INT, mtime INT, sz INT, data BLOB)"
+SQLAR_INSERT = "INSERT OR REPLACE INTO sqlar(name, mode, mtime, sz, data) VALUES (?, ?, ?, ?, ?)"
+FILE_MODE = 0o100644
+MTIME = 1_700_000_000
+
+
+@dataclass
+class Config:
+    quick: bool
+    read_files: int          # files of 4 KiB in the read and write workloads
+    txn_writes: int          # writes in the one transaction
+    lookup_sizes: tuple      # (small, large) file counts
+    seq_bytes: int           # sequential read size
+    values: int              # measured values per peer
+    min_time: float          # seconds per value, at least
+    lookup_keys: int         # distinct random paths cycled through per lookup peer
+
+    @classmethod
+    def make(cls, quick: bool) -> Config:
+        if quick:
+            return cls(True, 2_000, 2_000, (1_000, 100_000), 64 << 20, 3, 0.02, 100_000)
+        return cls(False, 10_000, 10_000, (1_000, 1_000_000), 64 << 20, 15, 0.1, 1_000_000)
+
+
+def label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else (
+        f"{n // 1000}K" if n % 1000 == 0 else str(n))
+
+
+def _cycle_timer(fn, keys):
+    """time_func calling fn(key) once per loop over keys cycled in a fixed random order; the
+    keys for one value are taken from the cycle before the clock starts."""
+    it = itertools.cycle(keys)
+
+    def time_func(loops: int) -> float:
+        ks = list(itertools.islice(it, loops))
+        t0 = perf_counter()
+        for k in ks:
+            fn(k)
+        return perf_counter() - t0
+
+    return time_func
+
+
+def _sqlite(path, *, wal=True) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute(f"PRAGMA journal_mode={'WAL' if wal else 'DELETE'}")
+    db.execute("PRAGMA synchronous=OFF")
+    return db
+
+
+def _lmdb(path, *, writemap=True, readonly=False):
+    import lmdb
+
+    return lmdb.open(str(path), map_size=LMDB_MAP, sync=False, metasync=False, writemap=writemap,
+                     readonly=readonly, lock=not readonly, max_readers=16)
+
+
+def _check(name, got, want):
+    if bytes(got) != bytes(want):
+        raise AssertionError(f"{name}: read back wrong data ({len(got)} bytes, want {len(want)})")
+
+
+# -- populating each store with the same files ---------------------------------------------
+def _fill(tmp: Path, tag: str, names: list[str], payload, which) -> dict:
+    """Create one store per peer kind in `which` holding names -> payload (bytes or a list)."""
+    data = payload if isinstance(payload, list) else [payload] * len(names)
+    out = {}
+    if "cartridge" in which:
+        p = tmp / f"{tag}.cart"
+        with cartridge.open(p, "w", sync="off") as c, c.transaction():
+            for n, d in zip(names, data):
+                c.write(n, d)
+        out["cartridge"] = p
+    if "native" in which:
+        root = tmp / f"{tag}-native"
+        for n, d in zip(names, data):
+            fp = root / n.lstrip("/")
+            fp.parent.mkdir(parents=True, exist_ok=True)
+            fp.write_bytes(d)
+        out["native"] = root
+    if "sqlite" in which:
+        p = tmp / f"{tag}.sqlite"
+        db = _sqlite(p)
+        db.execute(SQLAR)
+        db.execute("BEGIN")
+        db.executemany(SQLAR_INSERT, ((n, FILE_MODE, MTIME, len(d), d) for n, d in zip(names, data)))
+        db.execute("COMMIT")
+        db.close()
+        out["sqlite"] = p
+    for kind, wm in (("lmdb", True), ("lmdb-nowritemap", False)):
+        if kind in which:
+            p = tmp / f"{tag}-{kind}"
+            env = _lmdb(p, writemap=wm)
+            with env.begin(write=True) as t:
+                for n, d in zip(names, data):
+                    t.put(n.encode(), d)
+            env.close()
+            out[kind] = p
+    if "zipfile" in which:
+        p = tmp / f"{tag}.zip"
+        with zipfile.ZipFile(p, "w", zipfile.ZIP_STORED) as z:
+            for n, d in zip(names, data):
+                z.writestr(n.lstrip("/"), d)
+        out["zipfile"] = p
+    return out
+
+
+# -- 1. cached random 4 KiB reads ----------------------------------------------------------
+def read4k(cfg: Config, tmp: Path, log=print) -> list[Peer]:
+    rng = random.Random(1)
+    names = [f"/r/d{i % 100:02d}/f{i:06d}.bin" for i in range(cfg.read_files)]
+    blobs = [rng.randbytes(4096) for _ in names]
+    st = _fill(tmp, "read", names, blobs, {"cartridge", "native", "sqlite", "lmdb", "zipfile"})
+    order = list(range(len(names)))
+    rng.shuffle(order)
+    keys = [names[i] for i in order]
+    i0 = order[0]
+    peers = []
+
+    c = cartridge.open(st["cartridge"], "a", sync="off")
+    _check("cartridge", c.read(names[i0]), blobs[i0])
+    peers.append(Peer("cartridge", _cycle_timer(c.read, keys), c.close))
+
+    cro = cartridge.open(st["cartridge"], "r")
+    _check("cartridge-ro", cro.read(names[i0]), blobs[i0])
+    peers.append(Peer("cartridge-ro", _cycle_timer(cro.read, keys), cro.close,
+                      note="read-only handle (checks for a newer commit on every call)"))
+
+    root = str(st["native"])
+    nkeys = [root + k for k in keys]
+
+    def native_read(p):
+        with open(p, "rb") as f:
+            return f.read()
+
+    _check("native", native_read(root + names[i0]), blobs[i0])
+    peers.append(Peer("native", _cycle_timer(native_read, nkeys), note="open()+read()"))
+
+    db = _sqlite(st["sqlite"])
+    cur = db.cursor()
+    sql = "SELECT data FROM sqlar WHERE name = ?"
+
+    def sqlite_read(n):
+        return cur.execute(sql, (n,)).fetchone()[0]
+
+    _check("sqlite", sqlite_read(names[i0]), blobs[i0])
+    peers.append(Peer("sqlite", _cycle_timer(sqlite_read, keys), db.close))
+
+    env = _lmdb(st["lmdb"])
+    rtxn = env.begin()
+    bkeys = [k.encode() for k in keys]
+    _check("lmdb", rtxn.get(names[i0].encode()), blobs[i0])
+    peers.append(Peer("lmdb", _cycle_timer(rtxn.get, bkeys), note="get() in one long read txn"))
+
+    def lmdb_txn_get(k):
+        with env.begin() as t:
+            return t.get(k)
+
+    def close_lmdb():
+        rtxn.abort()
+        env.close()
+
+    _check("lmdb-txn", lmdb_txn_get(names[i0].encode()), blobs[i0])
+    peers.append(Peer("lmdb-txn", _cycle_timer(lmdb_txn_get, bkeys), close_lmdb,
+                      note="a read txn per get()"))
+
+    zf = zipfile.ZipFile(st["zipfile"])
+    zkeys = [k.lstrip("/") for k in keys]
+    _check("zipfile", zf.read(names[i0].lstrip("/")), blobs[i0])
+    peers.append(Peer("zipfile", _cycle_timer(zf.read, zkeys), zf.close))
+
+    for p in peers:          # warm every cache: each peer reads every file once
+        p.time_func(len(keys))
+    return peers
+
+
+# -- 2. one 4 KiB write per commit, syncing off ----------------------------------------------
+def write_commit(cfg: Config, tmp: Path, log=print) -> list[Peer]:
+    rng = random.Random(2)
+    names = [f"/w/d{i % 100:02d}/f{i:06d}.bin" for i in range(cfg.read_files)]
+    payload = rng.randbytes(4096)
+    which = {"cartridge", "native", "sqlite", "lmdb", "lmdb-nowritemap"}
+    st = _fill(tmp, "write", names, payload, which)
+    order = [rng.randrange(len(names)) for _ in range(max(50_000, len(names)))]
+    keys = [names[i] for i in order]
+    peers = []
+
+    c = cartridge.open(st["cartridge"], "a", sync="off")
+    peers.append(Peer("cartridge", _cycle_timer(lambda k: c.write(k, payload), keys), c.close,
+                      note='replace a 4 KiB file, its own commit, sync="off"'))
+
+    root = str(st["native"])
+
+    def native_write(p):
+        with open(p, "wb") as f:
+            f.write(payload)
+
+    peers.append(Peer("native", _cycle_timer(native_write, [root + k for k in keys]),
+                      note='open("wb")+write(), no fsync, not atomic'))
+
+    db = _sqlite(st["sqlite"])
+
+    def sqlite_write(n):
+        db.execute(SQLAR_INSERT, (n, FILE_MODE, MTIME, 4096, payload))
+
+    peers.append(Peer("sqlite", _cycle_timer(sqlite_write, keys), db.close,
+                      note="INSERT OR REPLACE, autocommit, WAL, synchronous=OFF"))
+
+    bkeys = [k.encode() for k in keys]
+    for kind in ("lmdb", "lmdb-nowritemap"):
+        env = _lmdb(st[kind], writemap=(kind == "lmdb"))
+
+        def lmdb_write(k, env=env):
+            with env.begin(write=True) as t:
+                t.put(k, payload)
+
+        peers.append(Peer(kind, _cycle_timer(lmdb_write, bkeys), env.close,
+                          note="a write txn per put, sync=False, metasync=False"
+                          + (", writemap" if kind == "lmdb" else "")))
+    return peers
+
+
+# -- 3. N writes in one transaction ----------------------------------------------------------
+def write_txn(cfg: Config, tmp: Path, log=print) -> list[Peer]:
+    rng = random.Random(3)
+    n = cfg.txn_writes
+    names = [f"/t/d{i % 100:02d}/f{i:06d}.bin" for i in range(n)]
+    rng.shuffle(names)
+    payload = rng.randbytes(4096)
+    base = tmp / "txn"
+    base.mkdir()
+    counter = itertools.count()
+
+    def timer(fresh, work, cleanup):
+        def time_func(loops: int) -> float:
+            total = 0.0
+            for _ in range(loops):
+                state = fresh(base / f"t{next(counter)}")
+                t0 = perf_counter()
+                work(state)
+                total += perf_counter() - t0
+                cleanup(state)
+            return total
+        return time_func
+
+    def rm(path):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        for suffix in ("-wal", "-shm", "-journal"):
+            q = Path(str(path) + suffix)
+            if q.exists():
+                q.unlink()
+
+    peers = []
+
+    def cart_fresh(p):
+        return p, cartridge.open(p, "w", sync="off")
+
+    def cart_work(s):
+        c = s[1]
+        with c.transaction():
+            for k in names:
+                c.write(k, payload)
+
+    def cart_clean(s):
+        s[1].close()
+        rm(s[0])
+
+    peers.append(Peer("cartridge", timer(cart_fresh, cart_work, cart_clean), inner=n,
+                      fixed_loops=1, note=f'{n} writes in one transaction() into a new archive, '
+                      'sync="off", commit included'))
+
+    def native_fresh(p):
+        p.mkdir()
+        for d in range(100):
+            (p / "t" / f"d{d:02d}").mkdir(parents=True)
+        return p, str(p)
+
+    def native_work(s):
+        root = s[1]
+        for k in names:
+            with open(root + k, "wb") as f:
+                f.write(payload)
+
+    peers.append(Peer("native", timer(native_fresh, native_work, lambda s: rm(s[0])), inner=n,
+                      fixed_loops=1, note="new files, no fsync"))
+
+    def sqlite_fresh(p):
+        db = _sqlite(p)
+        db.execute(SQLAR)
+        return p, db
+
+    def sqlite_work(s):
+        db = s[1]
+        db.execute("BEGIN")
+        for k in names:
+            db.execute(SQLAR_INSERT, (k, FILE_MODE, MTIME, 4096, payload))
+        db.execute("COMMIT")
+
+    def sqlite_clean(s):
+        s[1].close()
+        rm(s[0])
+
+    peers.append(Peer("sqlite", timer(sqlite_fresh, sqlite_work, sqlite_clean), inner=n,
+                      fixed_loops=1, note="one execute() per row between BEGIN and COMMIT"))
+
+    bnames = [k.encode() for k in names]
+
+    def lmdb_fresh(p):
+        return p, _lmdb(p)
+
+    def lmdb_work(s):
+        with s[1].begin(write=True) as t:
+            put = t.put
+            for k in bnames:
+                put(k, payload)
+
+    def lmdb_clean(s):
+        s[1].close()
+        rm(s[0])
+
+    peers.append(Peer("lmdb", timer(lmdb_fresh, lmdb_work, lmdb_clean), inner=n, fixed_loops=1))
+
+    znames = [k.lstrip("/") for k in names]
+
+    def zip_fresh(p):
+        return p, zipfile.ZipFile(p, "w", zipfile.ZIP_STORED)
+
+    def zip_work(s):
+        z = s[1]
+        for k in znames:
+            z.writestr(k, payload)
+        z.close()
+
+    peers.append(Peer("zipfile", timer(zip_fresh, zip_work, lambda s: rm(s[0])), inner=n,
+                      fixed_loops=1, note="writestr() into a new zip, close() included"))
+    for p in peers:
+        p.time_func(1)     # first-touch costs (imports, page faults) out of calibration
+    return peers
+
+
+# -- 4. lookup at small vs large file counts ----------------------------------------------------
+def lookup_name(i: int) -> str:
+    return f"/l/d{i // 1000:04d}/f{i:07d}.dat"
+
+
+LOOKUP_VALUE = b"0123456789abcdef"
+
+
+def _lookup_store(n: int, log) -> dict:
+    """Cartridge, LMDB and SQLite stores holding n 16-byte files, built once and cached under
+    perf/.data/ keyed by the cartridge format version and WORKLOAD_VERSION."""
+    key = f"lookup-w{WORKLOAD_VERSION}-f{cfmt.VERSION_MAJOR}.{cfmt.VERSION_MINOR}-{n}"
+    d = DATA_DIR / key
+    done = d / "complete"
+    if done.exists():
+        try:
+            with cartridge.open(d / "lookup.cart", "r") as c:
+                if c.stat(lookup_name(n - 1)).size == len(LOOKUP_VALUE):
+                    return {"cartridge": d / "lookup.cart", "sqlite": d / "lookup.sqlite",
+                            "lmdb": d / "lookup-lmdb"}
+        except cartridge.CartridgeError as e:
+            log(f"  cached {d.name} unusable ({e}); rebuilding")
+    if d.exists():
+        shutil.rmtree(d)
+    tmp = DATA_DIR / (key + ".building")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    log(f"  building {n:,}-file lookup stores in {d} (cached for later runs)")
+    step = 100_000
+    t0 = perf_counter()
+    with cartridge.open(tmp / "lookup.cart", "w", sync="off") as c:
+        for lo in range(0, n, step):
+            with c.transaction():
+                for i in range(lo, min(n, lo + step)):
+                    c.write(lookup_name(i), LOOKUP_VALUE)
+    t1 = perf_counter()
+    db = _sqlite(tmp / "lookup.sqlite")
+    db.execute(SQLAR)
+    for lo in range(0, n, step):
+        db.execute("BEGIN")
+        db.executemany(SQLAR_INSERT, ((lookup_name(i), FILE_MODE, MTIME, 16, LOOKUP_VALUE)
+                                      for i in range(lo, min(n, lo + step))))
+        db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    t2 = perf_counter()
+    env = _lmdb(tmp / "lookup-lmdb")
+    for lo in range(0, n, step):
+        with env.begin(write=True) as t:
+            for i in range(lo, min(n, lo + step)):
+                t.put(lookup_name(i).encode(), LOOKUP_VALUE, append=True)
+    env.close()
+    t3 = perf_counter()
+    log(f"  built in {t1 - t0:.1f} s (cartridge), {t2 - t1:.1f} s (sqlite), "
+        f"{t3 - t2:.1f} s (lmdb)")
+    (tmp / "complete").write_text(f"{n}\n")
+    tmp.rename(d)
+    return {"cartridge": d / "lookup.cart", "sqlite": d / "lookup.sqlite",
+            "lmdb": d / "lookup-lmdb"}
+
+
+def lookup(cfg: Config, tmp: Path, log=print) -> list[Peer]:
+    peers = []
+    rng = random.Random(4)
+    for n in cfg.lookup_sizes:
+        st = _lookup_store(n, log)
+        lab = label(n)
+        keys = [lookup_name(rng.randrange(n)) for _ in range(min(cfg.lookup_keys, 20 * n))]
+        c = cartridge.open(st["cartridge"], "a", sync="off")
+        assert c.stat(keys[0]).size == 16
+        peers.append(Peer(f"cartridge@{lab}", _cycle_timer(c.stat, keys), c.close,
+                          note="stat(path) of an existing file"))
+        cro = cartridge.open(st["cartridge"], "r")
+        peers.append(Peer(f"cartridge-ro@{lab}", _cycle_timer(cro.stat, keys), cro.close,
+                          note="stat(path), read-only handle"))
+        peers.append(Peer(f"cartridge-exists@{lab}", _cycle_timer(c.exists, keys),
+                          note="exists(path)"))
+        db = _sqlite(st["sqlite"])
+        cur = db.cursor()
+        sql = "SELECT mode, mtime, sz FROM sqlar WHERE name = ?"
+
+        def sqlite_stat(k, cur=cur, sql=sql):
+            return cur.execute(sql, (k,)).fetchone()
+
+        assert sqlite_stat(keys[0])[2] == 16
+        peers.append(Peer(f"sqlite@{lab}", _cycle_timer(sqlite_stat, keys), db.close,
+                          note="SELECT mode, mtime, sz WHERE name = ?"))
+        env = _lmdb(st["lmdb"])
+        rtxn = env.begin()
+        bkeys = [k.encode() for k in keys]
+        assert rtxn.get(bkeys[0]) == LOOKUP_VALUE
+
+        def close(rtxn=rtxn, env=env):
+            rtxn.abort()
+            env.close()
+
+        peers.append(Peer(f"lmdb@{lab}", _cycle_timer(rtxn.get, bkeys), close,
+                          note="get() in one long read txn"))
+        for p in peers[-5:]:      # one pass over this size's keys: warm the caches
+            p.time_func(len(keys))
+    return peers
+
+
+# -- 5. large sequential read ----------------------------------------------------------------
+def seqread(cfg: Config, tmp: Path, log=print) -> list[Peer]:
+    import apsw
+
+    n = cfg.seq_bytes
+    src = np.frombuffer(np.random.default_rng(5).bytes(n), dtype=np.uint8).copy()
+    data = src.tobytes()
+    st = _fill(tmp, "seq", ["/big.bin"], data, {"cartridge", "native", "lmdb", "zipfile"})
+    peers = []
+    dst = np.empty(n, dtype=np.uint8)
+
+    def timer(fn):
+        def time_func(loops):
+            t0 = perf_counter()
+            for _ in range(loops):
+                fn()
+            return perf_counter() - t0
+        return time_func
+
+    def check(name, fn):
+        dst[:] = 0
+        fn()
+        if not np.array_equal(dst, src):
+            raise AssertionError(f"{name}: read back wrong data")
+
+    def memcpy():
+        np.copyto(dst, src)
+
+    peers.append(Peer("memcpy", timer(memcpy), note="np.copyto(dst, src), both 64 MiB arrays"
+                      if n == 64 << 20 else "np.copyto(dst, src)"))
+
+    c = cartridge.open(st["cartridge"], "a", sync="off")
+
+    def cart_readinto():
+        c.readinto("/big.bin", dst)
+
+    check("cartridge", cart_readinto)
+    peers.append(Peer("cartridge", timer(cart_readinto), c.close,
+                      note="Cartridge.readinto(path, numpy buffer)"))
+
+    try:
+        with c.open("/big.bin", "rb") as f:
+            f.readinto(dst)
+        have_streams = True
+    except (ImportError, AttributeError, NotImplementedError) as e:
+        log(f"  cartridge-stream skipped: cart.open() unavailable ({type(e).__name__}: {e})")
+        have_streams = False
+    if have_streams:
+        def cart_stream():
+            with c.open("/big.bin", "rb") as f:
+                f.readinto(dst)
+
+        check("cartridge-stream", cart_stream)
+        peers.append(Peer("cartridge-stream", timer(cart_stream),
+                          note='cart.open(path, "rb").readinto(buffer)'))
+
+    native_path = str(st["native"] / "big.bin")
+
+    def native():
+        with open(native_path, "rb", buffering=0) as f:
+            f.readinto(dst)
+
+    check("native", native)
+    peers.append(Peer("native", timer(native), note="open(path, 'rb', buffering=0).readinto()"))
+
+    env = _lmdb(st["lmdb"])
+    dmv = memoryview(dst)
+
+    def lmdb_read():
+        with env.begin(buffers=True) as t:
+            dmv[:] = t.get(b"/big.bin")
+
+    check("lmdb", lmdb_read)
+    peers.append(Peer("lmdb", timer(lmdb_read), env.close,
+                      note="get(buffers=True) (zero-copy view of the map) copied into the buffer"))
+
+    sp = tmp / "seq.sqlite"
+    db = apsw.Connection(str(sp))
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute(SQLAR)
+    db.execute(SQLAR_INSERT, ("/big.bin", FILE_MODE, MTIME, n, data))
+    rowid = db.last_insert_rowid()
+
+    def sqlite_read():
+        with db.blob_open("main", "sqlar", "data", rowid, False) as b:
+            b.readinto(dst)
+
+    check("sqlite", sqlite_read)
+    peers.append(Peer("sqlite", timer(sqlite_read), db.close,
+                      note="apsw blob_open().readinto() (stdlib sqlite3 has no readinto)"))
+
+    zf = zipfile.ZipFile(st["zipfile"])
+
+    def zip_read():
+        with zf.open("big.bin") as f:
+            f.readinto(dst)
+
+    check("zipfile", zip_read)
+    peers.append(Peer("zipfile", timer(zip_read), zf.close, note="ZipFile.open(name).readinto()"))
+    del data
+    return peers
+
+
+WORKLOADS = {
+    "read4k": (read4k, "Cached random 4 KiB reads"),
+    "write-commit": (write_commit, "4 KiB write, each its own commit, syncing off"),
+    "write-txn": (write_txn, "4 KiB writes inside one transaction (time per write)"),
+    "lookup": (lookup, "Lookup of a random existing path: small vs large archive"),
+    "seqread": (seqread, "Sequential read of one large file into a preallocated buffer"),
+}
