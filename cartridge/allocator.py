@@ -177,7 +177,8 @@ class Allocator:
         runs: list[Run] = []
         full_pages = n_pages - tail_pages
         got = 0
-        for s, length in self.used.largest_runs(full_pages, 4096):
+        # the largest holes first; each must hold at least one whole chunk
+        for s, length in self.used.largest_runs(self.used.n_bits, full_pages // CHUNK_PAGES + 1):
             take = min(length - length % CHUNK_PAGES, full_pages - got)
             if take <= 0:
                 continue

@@ -349,11 +349,6 @@ def test_fragmentation_fallback_uses_holes(tmp_path):
         assert c.verify(deep=True).ok
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Allocator.alloc_content's fragmentation fallback asks largest_runs() for runs whose RAW "
-    "lengths sum to the request, then cuts each to whole 64 KiB chunks; the shortfall is "
-    "allocated as ONE contiguous run, which fits no hole, so the file doubles although enough "
-    "whole-chunk holes remain (here 4 MiB file -> +32 MiB growth with ~3000 free hole pages)"))
 def test_fragmentation_fallback_does_not_grow_when_holes_suffice(tmp_path):
     with cartridge.open(str(tmp_path / "a.cart"), "x", sync="off") as c:
         before = _fragmented(c)
@@ -363,10 +358,6 @@ def test_fragmentation_fallback_does_not_grow_when_holes_suffice(tmp_path):
         assert grew < len(data) // 2, f"file grew by {grew} bytes"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: fragmentation fallback: largest_runs() stops once RAW run lengths cover the request; "
-    "after cutting runs to whole chunks the rest goes to alloc_run(rest) as one run and the "
-    "file grows although free whole-chunk holes remain"))
 def test_fragmented_fallback_takes_enough_holes_before_growing():
     a, f = make(4096)
     a.used.set_range(0, 4096)
