@@ -678,3 +678,34 @@ def test_reader_handle_stream_keeps_old_version_across_handles(cart, cart_path):
         assert r.read("/f") == rbytes(5 * CHUNK, 32)
         assert r.verify().ok
     assert cart.verify().ok
+
+
+def test_streams_from_threads(cart):
+    import threading
+
+    errors = []
+
+    def worker(t):
+        try:
+            rnd = random.Random(t)
+            for i in range(8):
+                data = rnd.randbytes(rnd.choice([10, 5000, CHUNK + 3, 3 * CHUNK]))
+                with cart.open(f"/t{t}/f{i}", "wb") as f:
+                    for j in range(0, len(data), 7000):
+                        f.write(data[j:j + 7000])
+                with cart.open(f"/t{t}/f{i}", "rb") as f:
+                    assert f.read() == data
+                cart.write(f"/t{t}/g{i}", data[:100])
+                if i % 3 == 0:
+                    cart.delete(f"/t{t}/g{i}")
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    rep = cart.verify()
+    assert rep.ok, rep.problems
