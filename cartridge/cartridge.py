@@ -5,6 +5,7 @@ directory rules, and runs as its own atomic commit unless a transaction() is ope
 """
 from __future__ import annotations
 
+import operator
 import os
 import stat as _stat
 import threading
@@ -63,6 +64,21 @@ def _info(path: str, rec: Record | None) -> FileInfo:
         return FileInfo(path, 0, DEFAULT_MODE_DIR, 0.0, 0.0, None)
     return FileInfo(path, rec.size, rec.mode, rec.ctime_ns / 1e9, rec.mtime_ns / 1e9,
                     None if rec.kind == KIND_DIR else f"{rec.checksum:016x}")
+
+
+def _range_args(offset, size) -> tuple[int, int]:
+    """Validate read()'s offset/size: ints, offset >= 0, size >= 0 or -1/None for 'to the end'."""
+    if size is None:
+        size = -1
+    try:
+        offset, size = operator.index(offset), operator.index(size)
+    except TypeError:
+        raise TypeError("offset and size must be integers") from None
+    if offset < 0:
+        raise ValueError("offset must be >= 0")
+    if size < -1:
+        raise ValueError("size must be >= 0, or -1 / None for the rest of the file")
+    return offset, size
 
 
 def _as_bytes(data) -> memoryview:
@@ -177,6 +193,14 @@ class Cartridge:
         nxt = eng.first_key(key + b"/")
         return nxt is not None and nxt.startswith(key + b"/")
 
+    def _kind_of(self, eng: Engine, path: str) -> tuple[str, str | None, Record | None]:
+        """(normalised path, kind, record) for a user path; 'name/' only names a directory."""
+        p, trailing = P.normalize_any(path)
+        kind, rec = self._kind(eng, p)
+        if trailing and kind == "file":
+            return p, None, None
+        return p, kind, rec
+
     def _kind(self, eng: Engine, path: str) -> tuple[str | None, Record | None]:
         """("file"|"dir"|None, record) for a normalised path; the root is always a dir."""
         if path == "/":
@@ -232,8 +256,8 @@ class Cartridge:
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         """A file's bytes; with offset/size a range (a range past the end comes back short)."""
-        if offset < 0:
-            raise ValueError("offset must be >= 0")
+        if type(offset) is not int or type(size) is not int or offset < 0 or size < -1:
+            offset, size = _range_args(offset, size)
         with self._lock:
             if self._closed:
                 raise ClosedError(f"{self.path}: archive is closed")
@@ -254,8 +278,7 @@ class Cartridge:
 
     def readinto(self, path: str, buffer, offset: int = 0) -> int:
         """Read into a writable buffer from `offset`; returns the number of bytes filled."""
-        if offset < 0:
-            raise ValueError("offset must be >= 0")
+        offset, _ = _range_args(offset, -1)
         with self._lock:
             eng = self._ready()
             p = P.normalize_file(path)
@@ -274,25 +297,26 @@ class Cartridge:
     def exists(self, path: str) -> bool:
         with self._lock:
             eng = self._ready()
-            return self._kind(eng, P.normalize(path))[0] is not None
+            return self._kind_of(eng, path)[1] is not None
 
     def isfile(self, path: str) -> bool:
         with self._lock:
             eng = self._ready()
-            return self._kind(eng, P.normalize(path))[0] == "file"
+            return self._kind_of(eng, path)[1] == "file"
 
     def isdir(self, path: str) -> bool:
         with self._lock:
             eng = self._ready()
-            return self._kind(eng, P.normalize(path))[0] == "dir"
+            return self._kind_of(eng, path)[1] == "dir"
 
     def stat(self, path: str) -> FileInfo:
         """FileInfo of a file or directory."""
         with self._lock:
             eng = self._ready()
-            p = P.normalize(path)
-            kind, rec = self._kind(eng, p)
+            p, kind, rec = self._kind_of(eng, path)
             if kind is None:
+                if P.normalize_any(path)[1] and self._kind(eng, p)[0] == "file":
+                    raise PathNotDirectoryError(f"{p} is a file, not a directory")
                 raise NotFoundError(f"no such file or directory: {p}")
             return _info(p, rec)
 
@@ -407,11 +431,13 @@ class Cartridge:
         """Delete a file, an empty directory, or (recursive=True) a whole tree."""
         with self._lock:
             eng = self._writer()
-            p = P.normalize(path)
+            p, trailing = P.normalize_any(path)
             kind, rec = self._kind(eng, p)
             if kind is None:
                 raise NotFoundError(f"no such file or directory: {p}")
             key = P.to_key(p)
+            if kind == "file" and trailing:
+                raise InvalidPathError(f"a file path cannot end with '/': {path!r}")
             if kind == "file":
                 with self._change():
                     eng.delete(key)
@@ -444,13 +470,15 @@ class Cartridge:
         a directory needs dst not to exist."""
         with self._lock:
             eng = self._writer()
-            s = P.normalize(src)
-            d = P.normalize(dst)
+            s, s_slash = P.normalize_any(src)
+            d, d_slash = P.normalize_any(dst)
             if s == "/" or d == "/":
                 raise InvalidPathError("the root cannot be renamed or replaced")
             kind, rec = self._kind(eng, s)
             if kind is None:
                 raise NotFoundError(f"no such file or directory: {s}")
+            if kind == "file" and (s_slash or d_slash):
+                raise InvalidPathError("a file path cannot end with '/'")
             if s == d:
                 return
             self._check_parents(eng, d)
@@ -500,12 +528,14 @@ class Cartridge:
                 yield self
             except BaseException:
                 self._txn_depth -= 1
-                if not self._txn_aborted:
+                if not self._txn_aborted and not self._closed:
                     self._abort()
                 if outer:
                     self._txn_aborted = False
                 raise
             self._txn_depth -= 1
+            if self._closed:
+                raise ClosedError(f"{self.path}: closed inside a transaction, which was rolled back")
             if not outer:
                 return
             if self._txn_aborted:
@@ -555,8 +585,8 @@ class Cartridge:
                     s.close()
                 eng = self._eng
                 if eng.writable:
-                    if self._txn_depth and not self._txn_aborted:
-                        eng.commit()
+                    if self._txn_depth:        # the block never finished: nothing of it lands
+                        eng.rollback()
                     if eng.pager.sync_mode == "normal":
                         eng.pager.sync_now()
             finally:

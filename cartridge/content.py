@@ -26,6 +26,7 @@ from .records import Record
 EMPTY_CHECKSUM = xxh3_64(b"")
 CACHE_CHUNK_MAX = CHUNK_SIZE      # whole chunks up to this size go through the page cache
 _DIRECT_READ = 4 * CHUNK_SIZE     # larger reads bypass the cache
+READINTO_SPAN = 16                # chunks read in one call, then verified while still in cache
 STAGE_MAX_RUN = 1 << 20           # smaller content runs wait in the pager's write-behind buffer
 
 
@@ -253,7 +254,7 @@ class ContentStore:
                 continue
             # a run of whole chunks that sit back to back on disk: one read, then verify
             j = i
-            while (j + 1 < len(cmap) and j - i < 255
+            while (j + 1 < len(cmap) and j - i < READINTO_SPAN - 1
                    and (j + 1) * CHUNK_SIZE + chunk_len(rec.size, j + 1) <= end
                    and int(cmap[j + 1, 0]) == int(cmap[j, 0]) + CHUNK_PAGES):
                 j += 1

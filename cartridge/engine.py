@@ -7,6 +7,7 @@ semantics and the public API live in cartridge.py.
 from __future__ import annotations
 
 import os
+import struct
 import time
 import warnings
 from collections import Counter
@@ -32,6 +33,8 @@ from .pager import FileHeader, Pager, Root, parse_page0
 from .records import Record, decode, with_chunk_key
 
 SCAN_BATCH = 256
+# the generation fields of both slots, in the bytes Pager.read_slots() returns
+SLOT_GENERATIONS = struct.Struct(f"<8xQ{SLOT_OFFSETS[1] - SLOT_OFFSETS[0] - 16}x8xQ")
 MAX_TREE_HEIGHT = 32        # 4-way fan-out at worst: far beyond any real archive
 RELEASE_BATCH = 8           # release freed pages every few commits ...
 RELEASE_PAGES = 1024        # ... or as soon as this many wait
@@ -188,10 +191,9 @@ class Engine:
         """Read-only handles: move to the newest committed state if a writer committed."""
         if self.writable:
             return
-        raw = self.pager.read_slots()
-        gens = [int.from_bytes(raw[o - SLOT_OFFSETS[0] + 8:o - SLOT_OFFSETS[0] + 16], "little")
-                for o in SLOT_OFFSETS]
-        if max(gens) == self.root.generation and self.root.generation in gens:
+        a, b = SLOT_GENERATIONS.unpack(self.pager.read_slots())
+        g = self.root.generation
+        if (a if a > b else b) == g:
             return
         root, _notes = self._settle_reader()
         if root.generation == self.root.generation:

@@ -133,8 +133,9 @@ class Pager:
         return os.pread(self.fd, PAGE_SIZE, 0)
 
     def read_slots(self) -> bytes:
-        """Both root slots in one read (what readers poll before each operation)."""
-        return os.pread(self.fd, SLOT_OFFSETS[1] + ROOT_SLOT.size - SLOT_OFFSETS[0], SLOT_OFFSETS[0])
+        """The first 16 bytes of slot B and everything before from slot A: enough for both
+        generation fields (what readers poll before each operation)."""
+        return os.pread(self.fd, SLOT_OFFSETS[1] + 16 - SLOT_OFFSETS[0], SLOT_OFFSETS[0])
 
     def write_root(self, root: Root) -> None:
         """Write `root` into the slot its generation owns (alternating), honouring sync."""

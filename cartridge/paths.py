@@ -85,6 +85,11 @@ def file_key(path: str) -> tuple[str, bytes]:
     return hit
 
 
+def normalize_any(path: str) -> tuple[str, bool]:
+    """(normalised path, whether it was written with a trailing '/', which names a directory)."""
+    return _normalize(_check_type(path))
+
+
 def normalize_file(path: str) -> str:
     """Normalise a path that must name a file: the root and a trailing '/' are refused."""
     result, trailing = _normalize(_check_type(path))

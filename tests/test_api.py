@@ -994,8 +994,6 @@ def test_transaction_not_visible_to_reader(cart, cart_path):
         reader.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: close() inside transaction() commits the partial "
-                   "transaction, so a block that then raises is half-committed")
 def test_close_inside_transaction_is_not_half_committed(cart_path):
     c = cartridge.open(cart_path, "w")
     c.write("/a", b"1")
@@ -1239,8 +1237,6 @@ def test_trailing_slash_on_file_path(cart):
         cart.read("/a/")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: rename/delete accept a trailing '/' on a file path "
-                   "(rename('/f', '/g/') creates file /g) although DESIGN §Paths makes it an error")
 def test_trailing_slash_on_file_path_mutations(cart):
     cart.write("/f", b"x")
     with pytest.raises(InvalidPathError):

@@ -472,6 +472,9 @@ cdef class BTree:
     cdef public int height
     cdef public uint64_t count
     cdef public int tree_id
+    cdef dict _dirty              # the store's dirty nodes, looked up without a Python call
+    cdef object _cache_get        # the store's page-cache get, likewise
+    cdef object _store_load
 
     def __init__(self, store, uint64_t root=0, int height=0, uint64_t count=0, int tree_id=1):
         self.store = store
@@ -479,6 +482,28 @@ cdef class BTree:
         self.height = height
         self.count = count
         self.tree_id = tree_id
+        self._dirty = getattr(store, "dirty", None)
+        cache = getattr(store, "cache", None)
+        self._cache_get = cache.get if cache is not None else None
+        self._store_load = store.load
+
+    cdef Node _load(self, uint64_t pno):
+        """A node: from the dirty set, then the page cache, then the store (disk)."""
+        cdef object n
+        if self._dirty is not None:
+            n = self._dirty.get(pno)
+            if n is not None:
+                return <Node>n
+        if self._cache_get is not None:
+            n = self._cache_get(pno)
+            if n is not None:
+                return <Node>n
+        return <Node>self._store_load(pno)
+
+    cdef Node _writable(self, Node node):
+        if self._dirty is not None and node.page_no in self._dirty:
+            return node
+        return <Node>self.store.writable(node)
 
     # -- lookup --------------------------------------------------------------------------
     cpdef object get(self, bytes key):
@@ -490,13 +515,12 @@ cdef class BTree:
         if self.root == 0:
             return None
         cdef int depth = 1
-        load = self.store.load
-        node = load(self.root)
+        node = self._load(self.root)
         while not node.is_leaf:
             depth += 1
             if depth > self.height:
                 raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
-            node = load(node.child(node.upper_bound(k, kl)))
+            node = self._load(node.child(node.upper_bound(k, kl)))
         i = node.lower_bound(k, kl)
         if i < node.n() and node.compare_at(i, k, kl) == 0:
             return node.value(i)
@@ -512,14 +536,13 @@ cdef class BTree:
         cdef bytes k
         if self.root == 0 or limit <= 0:
             return out
-        load = self.store.load
-        node = load(self.root)
+        node = self._load(self.root)
         while not node.is_leaf:
             i = node.child_index(start)
             stack.append((node, i))
             if len(stack) >= self.height:
                 raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
-            node = load(node.child(i))
+            node = self._load(node.child(i))
         i, _ = node.search(start)
         while True:
             while i < node.n():
@@ -535,12 +558,12 @@ cdef class BTree:
                 parent, ci = stack.pop()
                 if ci < (<Node>parent).n():
                     stack.append((parent, ci + 1))
-                    node = load(parent.child(ci + 1))
+                    node = self._load((<Node>parent).child(ci + 1))
                     while not node.is_leaf:
                         stack.append((node, 0))
                         if len(stack) >= self.height:
                             raise NodeFormatError(f"tree {self.tree_id} is deeper than its height")
-                        node = load(node.child(0))
+                        node = self._load(node.child(0))
                     i = 0
                     break
             else:
@@ -557,14 +580,13 @@ cdef class BTree:
         cdef list path = []
         cdef Node node
         cdef Py_ssize_t i
-        load = self.store.load
-        node = load(self.root)
+        node = self._load(self.root)
         while not node.is_leaf:
             i = node.child_index(key)
             path.append([node, i])
             if len(path) >= self.height:
                 raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
-            node = load(node.child(i))
+            node = self._load(node.child(i))
         path.append([node, -1])
         return path
 
@@ -572,10 +594,9 @@ cdef class BTree:
         """Copy-on-write every node on the path, fixing child pointers up to the root."""
         cdef Py_ssize_t d
         cdef Node node, w
-        writable = self.store.writable
         for d in range(len(path)):
             node = path[d][0]
-            w = writable(node)
+            w = self._writable(node)
             path[d][0] = w
             if d == 0:
                 self.root = w.page_no
@@ -744,15 +765,14 @@ cdef class BTree:
             return   # no sibling to merge with
         # merge the pair (child li, child li + 1) separated by parent cell li
         li = j - 1 if j == parent.n() else j
-        load = self.store.load
-        l0 = load(parent.child(li))
-        r0 = load(parent.child(li + 1))
+        l0 = self._load(parent.child(li))
+        r0 = self._load(parent.child(li + 1))
         need = l0.used_bytes() + r0.used_bytes()
         if not l0.is_leaf:
             need += len(parent.raw_cell(li)) + 2
         if need > C_USABLE:
             return
-        left = self.store.writable(l0)
+        left = self._writable(l0)
         parent.set_child(li, left.page_no)
         self._merge(parent, li, left, r0)
         if parent.n() == 0 and d - 1 == 0:
