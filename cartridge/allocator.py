@@ -69,9 +69,12 @@ class Allocator:
                 used = np.packbits(bits, bitorder="little").tobytes()
         return used + self.pending.chunk_bytes(index)
 
-    def dirty_chunks(self) -> list[int]:
-        return sorted(set(self.used.dirty_chunks()) | set(self.pending.dirty_chunks())
-                      | self._extra_dirty)
+    def dirty_chunks(self) -> set[int]:
+        """Allocation-map entries changed since the last clear_dirty()."""
+        out = set(self.used.dirty_chunks())
+        out.update(self.pending.dirty_chunks())
+        out |= self._extra_dirty
+        return out
 
     def clear_dirty(self) -> None:
         self.used.clear_dirty()

@@ -293,22 +293,26 @@ class Engine:
         # 1. persist the allocation map. Copying its nodes allocates pages, which changes more
         #    entries, so first make every entry's path writable until no new entry turns up,
         #    then write the final values in place (same size: no further allocation).
-        touched: set[int] = set()
+        touched: dict[int, tuple] = {}      # entry -> (writable leaf, index) once touched
+        grew = False
         for _ in range(1000):
             new = [c for c in a.dirty_chunks() if c not in touched]
             if not new:
                 break
             for c in new:
                 key = ALLOC_KEY.pack(c)
-                if not self.allocmap.touch(key):
+                spot = self.allocmap.touch(key)
+                if spot is None:            # a new entry: inserting may split leaves
                     self.allocmap.put(key, a.chunk_value(c))
-                touched.add(c)
+                    grew = True
+                touched[c] = spot
         else:
             raise CorruptionError(f"{self.name}: allocation map did not settle")
-        for c in sorted(touched):
-            self.allocmap.put(ALLOC_KEY.pack(c), a.chunk_value(c))
-        if any(c not in touched for c in a.dirty_chunks()):
-            raise AssertionError("allocation map changed while being written")
+        for c, spot in touched.items():
+            if spot is None or grew:
+                self.allocmap.put(ALLOC_KEY.pack(c), a.chunk_value(c))
+            else:
+                spot[0].set_value_same_size(spot[1], a.chunk_value(c))
         a.clear_dirty()
         # 2. new pages out, barrier, then the root flip
         root = self.root

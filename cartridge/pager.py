@@ -148,14 +148,22 @@ class Pager:
     def stage(self, pno: int, data) -> None:
         """Queue bytes for page `pno` onwards (whole pages, or a final partial page)."""
         data = bytes(data)
-        end = pno + -(-len(data) // PAGE_SIZE)
+        n = len(data)
         pages = self._staged_pages
-        if pages and any(p in pages for p in range(pno, end)):
-            self.flush_staged()     # the page was freed and reused: the older bytes must go first
-            pages = self._staged_pages
-        pages.update(range(pno, end))
+        if n <= PAGE_SIZE:
+            end = pno + 1
+            if pno in pages:
+                self.flush_staged()     # the page was freed and reused: older bytes go first
+                pages = self._staged_pages
+            pages.add(pno)
+        else:
+            end = pno + -(-n // PAGE_SIZE)
+            if pages and any(p in pages for p in range(pno, end)):
+                self.flush_staged()
+                pages = self._staged_pages
+            pages.update(range(pno, end))
         self._staged[pno] = data
-        self._staged_bytes += len(data)
+        self._staged_bytes += n
         self._staged_lo = min(self._staged_lo, pno)
         self._staged_hi = max(self._staged_hi, end)
         if self._staged_bytes >= STAGE_LIMIT:

@@ -706,17 +706,21 @@ cdef class BTree:
         if not parent.insert_raw(j, sep_cell, sep_full):
             self._split_insert(path, d - 1, j, sep_cell, sep_full)
 
-    def touch(self, bytes key) -> bool:
-        """Copy-on-write the path to `key` without changing it; False when `key` is absent."""
+    def touch(self, bytes key):
+        """Copy-on-write the path to `key` without changing it. Returns (leaf, index) so the
+        caller can overwrite the value in place (same size), or None when `key` is absent."""
         cdef Node leaf
+        cdef Py_ssize_t i
+        cdef bint found
         if self.root == 0:
-            return False
+            return None
         path = self._descend(key)
         leaf = path[-1][0]
-        _, found = leaf.search(key)
-        if found:
-            self._make_path_writable(path)
-        return found
+        i, found = leaf.search(key)
+        if not found:
+            return None
+        self._make_path_writable(path)
+        return path[-1][0], i
 
     def delete(self, bytes key):
         """Remove `key`; returns its value or None if absent."""
