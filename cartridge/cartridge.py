@@ -5,6 +5,7 @@ directory rules, and runs as its own atomic commit unless a transaction() is ope
 """
 from __future__ import annotations
 
+import io
 import operator
 import os
 import stat as _stat
@@ -287,7 +288,7 @@ class Cartridge:
                 return 0
             return eng.content.readinto(rec, offset, buffer, p)
 
-    def open(self, path: str, mode: str = "rb"):
+    def open(self, path: str, mode: str = "rb") -> io.RawIOBase:
         """A streaming binary file object: "rb", "wb", "ab" or "r+b"."""
         from .streams import open_stream
 
@@ -513,7 +514,7 @@ class Cartridge:
 
     # -- transactions and durability --------------------------------------------------------
     @contextmanager
-    def transaction(self):
+    def transaction(self) -> Iterator[Cartridge]:
         """Group calls into one atomic commit; an exception inside rolls everything back.
         Nested blocks join the outer one; if an inner block fails, the whole transaction is
         rolled back and the outer block's remaining calls raise TransactionAbortedError."""
