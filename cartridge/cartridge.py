@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import paths as P
 from .engine import Engine
@@ -40,9 +40,8 @@ _CLEAN_ERRORS = (InvalidPathError, NotFoundError, AlreadyExistsError, PathIsDire
                  PathNotDirectoryError, DirectoryNotEmptyError, ReadOnlyError, TypeError, ValueError)
 
 
-@dataclass(frozen=True)
-class FileInfo:
-    """What stat() and scan() report about a file or directory."""
+class FileInfo(NamedTuple):
+    """What stat() and scan() report about a file or directory (immutable)."""
 
     path: str
     size: int

@@ -6,6 +6,7 @@ semantics and the public API live in cartridge.py.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import time
@@ -210,9 +211,11 @@ class Engine:
             return rec
         value = self.catalog.get(key)
         rec = None if value is None else decode(value, self._where(key))
-        if len(self.records) >= RECORD_CACHE_MAX:
-            self.records.clear()
-        self.records[key] = rec
+        records = self.records
+        if len(records) >= RECORD_CACHE_MAX:      # forget the older half (insertion order)
+            for old in list(itertools.islice(records, RECORD_CACHE_MAX // 2)):
+                del records[old]
+        records[key] = rec
         return rec
 
     def put(self, key: bytes, rec: Record) -> Record | None:
