@@ -208,18 +208,20 @@ def _lookup_table(rs) -> list[str]:
             kinds.append(kind)
         val[kind, size] = r.median
         note[kind] = r.note
-    small, large = sizes[0], sizes[-1]
-    L = [f"| peer | @{small} | @{large} | {large} / {small} | cartridge / peer @{small} | "
-         f"cartridge / peer @{large} | how |",
-         "|---|---:|---:|---:|---:|---:|---|"]
+    small = sizes[0]
+    head = "| peer | " + " | ".join(f"@{z}" for z in sizes) + " | " + " | ".join(
+        f"{z} / {small}" for z in sizes[1:]) + " | " + " | ".join(
+        f"cartridge / peer @{z}" for z in sizes) + " | how |"
+    L = [head, "|---|" + "---:|" * (3 * len(sizes) - 1) + "---|"]
     for k in kinds:
-        a, b = val.get((k, small)), val.get((k, large))
-        ca, cb = val.get(("cartridge", small)), val.get(("cartridge", large))
-        ra = f"{ca / a:.2f}" if k != "cartridge" else "—"
-        rb = f"{cb / b:.2f}" if k != "cartridge" else "—"
+        vals = [val.get((k, z)) for z in sizes]
+        cells = [fmt_time(v) for v in vals]
+        cells += [f"{v / vals[0]:.2f}" if v and vals[0] else "—" for v in vals[1:]]
+        for z, v in zip(sizes, vals):
+            c = val.get(("cartridge", z))
+            cells.append(f"{c / v:.2f}" if k != "cartridge" and c and v else "—")
         name = f"**{k}**" if k == "cartridge" else k
-        L.append(f"| {name} | {fmt_time(a)} | {fmt_time(b)} | {b / a:.2f} | {ra} | {rb} | "
-                 f"{note[k]} |")
+        L.append(f"| {name} | " + " | ".join(cells) + f" | {note[k]} |")
     return L
 
 
