@@ -150,8 +150,9 @@ cdef class Node:
         """
         cdef Node n = Node(page)
         cdef NodeHeader* h = <NodeHeader*>n.p
-        cdef Py_ssize_t i, off, kl, vl, sz, slot_end
+        cdef Py_ssize_t i, off, kl, vl, sz, slot_end, prev_off = -1, pkl = 0
         cdef bint leaf
+        cdef bint long_keys = False
         cdef bytes prev = None, key
         if memcmp(h.tag, b"BTLF", 4) == 0:
             leaf = True
@@ -180,15 +181,24 @@ cdef class Node:
             if off + sz > C_PAGE:
                 raise NodeFormatError(f"page {page_no}: cell {i} runs past the page end")
             if kl > C_KEY_INLINE:
+                long_keys = True
                 ovp = rd64(n.p + off + 4 + C_KEY_INLINE)
                 rest = store.read_overflow(ovp, kl - C_KEY_INLINE)
                 if n.ovf is None:
                     n.ovf = {}
                 n.ovf[ovp] = PyBytes_FromStringAndSize(<char*>n.p + off + 4, C_KEY_INLINE) + rest
-            key = n.key(i)
-            if prev is not None and prev >= key:
-                raise NodeFormatError(f"page {page_no}: keys out of order at cell {i}")
-            prev = key
+            elif not long_keys:
+                # keys strictly increasing, compared in place while no key is long
+                if prev_off >= 0 and cmp_bytes(n.p + prev_off + 4, pkl, n.p + off + 4, kl) >= 0:
+                    raise NodeFormatError(f"page {page_no}: keys out of order at cell {i}")
+                prev_off = off
+                pkl = kl
+        if long_keys:
+            for i in range(h.nkeys):
+                key = n.key(i)
+                if prev is not None and prev >= key:
+                    raise NodeFormatError(f"page {page_no}: keys out of order at cell {i}")
+                prev = key
         return n
 
     # -- header --------------------------------------------------------------------------
