@@ -19,6 +19,7 @@ from . import paths as P
 from .engine import Engine
 from .errors import (
     AlreadyExistsError,
+    CartridgeError,
     ClosedError,
     DirectoryNotEmptyError,
     InvalidPathError,
@@ -131,6 +132,9 @@ class Cartridge:
         if self._closed:
             raise ClosedError(f"{self.path}: archive is closed")
         eng = self._eng
+        if eng.failed is not None:
+            raise CartridgeError(f"{self.path}: an I/O error interrupted a commit ({eng.failed}); "
+                                 "the file is consistent, reopen it to go on")
         if not eng.writable and not self._txn_depth:
             eng.refresh()
         return eng
@@ -259,8 +263,8 @@ class Cartridge:
         if type(offset) is not int or type(size) is not int or offset < 0 or size < -1:
             offset, size = _range_args(offset, size)
         with self._lock:
-            if self._closed:
-                raise ClosedError(f"{self.path}: archive is closed")
+            if self._closed or self._eng.failed is not None:
+                self._ready()
             eng = self._eng
             if not eng.writable:
                 eng.refresh()
@@ -581,10 +585,13 @@ class Cartridge:
             if self._closed:
                 return
             try:
-                for s in list(self._streams):
-                    s.close()
                 eng = self._eng
-                if eng.writable:
+                for s in list(self._streams):
+                    if eng.failed is None:
+                        s.close()
+                    else:
+                        s._discard()
+                if eng.writable and eng.failed is None:
                     if self._txn_depth:        # the block never finished: nothing of it lands
                         eng.rollback()
                     if eng.pager.sync_mode == "normal":

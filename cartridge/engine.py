@@ -73,6 +73,7 @@ class Engine:
         self.in_txn = False
         self._changed = False
         self._pinned_gen: int | None = None
+        self.failed: BaseException | None = None   # an I/O error left this handle unusable
         self._ofd_pins: set[int] = set()
         if writable and not locking.writer_lock(fd, lock_timeout):
             raise LockedError(f"{name}: another handle holds the write lock")
@@ -91,6 +92,7 @@ class Engine:
         self.allocator = Allocator(GROW_MIN_PAGES, self.pager.grow)
         self.allocator.used.set_range(0, 1)       # page 0: header and root slots
         self._build_trees()
+        self._saved = self.root.copy()
         self._changed = True
         self.commit()
 
@@ -278,7 +280,11 @@ class Engine:
         for pno in self.dirty:
             self.pager.cache.pop(pno)
         self.dirty.clear()
-        self.pager.flush_staged()     # may hold pages of open write streams
+        try:
+            self.pager.flush_staged()     # may hold pages of open write streams
+        except OSError as e:
+            self.pager.drop_staged()
+            self.failed = e
         self.allocator.rollback()
         self.root = self._saved.copy()
         self.records.clear()
@@ -286,16 +292,48 @@ class Engine:
         self._changed = False
 
     def commit(self, force_sync: bool = False) -> None:
-        """Make the open transaction the newest committed state (docs/FORMAT.md §8)."""
+        """Make the open transaction the newest committed state (docs/FORMAT.md §8).
+
+        An error before the root flip (a full disk, an I/O error) rolls the transaction back and
+        leaves the handle usable; an error during the flip leaves the root's fate unknown, so the
+        handle refuses further use (the file stays consistent either way)."""
         self.in_txn = False
         if not self._changed:
             if force_sync and self.writable:
                 self.pager.sync_now()
             return
+        try:
+            root = self._write_pages()
+        except BaseException:
+            self.in_txn = True
+            self.rollback()
+            raise
+        try:
+            self.pager.write_root(root)
+            if force_sync and self.pager.sync_mode != "full":
+                self.pager.sync_now()
+        except BaseException as e:
+            self.failed = e
+            raise
+        # the new pages are committed: cache them, queue this commit's frees
+        self.root = root
+        cache = self.pager.cache
+        for pno, node in self.dirty.items():
+            cache.put(pno, node, PAGE_SIZE)
+        self.dirty.clear()
+        freed = self.allocator.end_transaction()
+        if freed:
+            self.pending_queue.append((root.generation, freed))
+        self._changed = False
+        self._release()
+
+    def _write_pages(self) -> Root:
+        """Steps 2-4 of the commit: persist the allocation map, write every new page, barrier.
+        Returns the root to flip to."""
         a = self.allocator
-        # 1. persist the allocation map. Copying its nodes allocates pages, which changes more
-        #    entries, so first make every entry's path writable until no new entry turns up,
-        #    then write the final values in place (same size: no further allocation).
+        # Copying allocation-map nodes allocates pages, which changes more entries, so first
+        # make every changed entry's path writable until no new entry turns up, then write the
+        # final values in place (same size: no further allocation).
         touched: dict[int, tuple] = {}      # entry -> (writable leaf, index) once touched
         grew = False
         for _ in range(1000):
@@ -317,8 +355,7 @@ class Engine:
             else:
                 spot[0].set_value_same_size(spot[1], a.chunk_value(c))
         a.clear_dirty()
-        # 2. new pages out, barrier, then the root flip
-        root = self.root
+        root = self.root.copy()
         root.generation += 1
         root.page_count = a.n_pages
         root.catalog_root, root.catalog_height, root.catalog_count = (
@@ -330,19 +367,7 @@ class Engine:
         self.pager.grow(a.n_pages)
         self.pager.flush_staged({pno: node.seal() for pno, node in self.dirty.items()})
         self.pager.sync_data()
-        self.pager.write_root(root)
-        if force_sync and self.pager.sync_mode != "full":
-            self.pager.sync_now()
-        # 3. the new pages are committed: cache them, queue this commit's frees
-        cache = self.pager.cache
-        for pno, node in self.dirty.items():
-            cache.put(pno, node, PAGE_SIZE)
-        self.dirty.clear()
-        freed = a.end_transaction()
-        if freed:
-            self.pending_queue.append((root.generation, freed))
-        self._changed = False
-        self._release()
+        return root
 
     def _release(self) -> None:
         """Free pages that no root slot and no reader can reach any more."""

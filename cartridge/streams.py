@@ -357,6 +357,11 @@ class CartWriter(_Base):
             n_chunks = -(-size // CHUNK_SIZE)
             cmap = np.empty((n_chunks, 2), dtype=np.uint64)
             base_map = self._base_map
+            current = eng.get(self._key)
+            if base_map is not None and (current is None or current.encode() != self._base.encode()):
+                # the file was replaced, renamed or deleted meanwhile: its pages are no longer
+                # ours to share, so every untouched chunk is copied (our pin keeps them readable)
+                base_map = None
             keep_runs = []
             for i in range(n_chunks):
                 if i in self._placed:

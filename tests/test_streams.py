@@ -709,3 +709,30 @@ def test_streams_from_threads(cart):
     assert not errors, errors
     rep = cart.verify()
     assert rep.ok, rep.problems
+
+
+@pytest.mark.parametrize("mode", ["r+b", "ab"])
+@pytest.mark.parametrize("action", ["replace", "rename", "delete"])
+def test_writer_publishes_safely_after_the_file_changed_meanwhile(tmp_path, mode, action):
+    """An "r+b"/"ab" stream shares pages with the version it opened; if that version is
+    replaced, renamed or deleted before close(), the stream must copy instead of sharing."""
+    c = cartridge.open(str(tmp_path / "a.cart"), "w", sync="off")
+    base = rbytes(200_000, 3)
+    c.write("/f", base)
+    s = c.open("/f", mode)
+    s.write(b"XYZ")
+    if action == "replace":
+        c.write("/f", b"other" * 30_000)
+    elif action == "rename":
+        c.rename("/f", "/g")
+    else:
+        c.delete("/f")
+    s.close()
+    for i in range(60):                       # recycle whatever was freed
+        c.write(f"/x{i % 7}", rbytes(70_000, i))
+    report = c.verify()
+    assert report.ok, report.problems
+    assert c.read("/f") == (b"XYZ" + base[3:] if mode == "r+b" else base + b"XYZ")
+    if action == "rename":
+        assert c.read("/g") == base
+    c.close()

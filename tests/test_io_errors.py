@@ -1,0 +1,75 @@
+"""Operating-system errors during a commit (disk full, EIO): before the root flip the call
+rolls back and the handle stays usable; during the flip the handle refuses further use. The file
+on disk stays consistent either way."""
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+import cartridge
+import cartridge.pager as pager_mod
+
+
+class FailingOS:
+    """`os` for cartridge.pager that raises EIO on the n-th call of one function."""
+
+    def __init__(self, func: str, nth: int):
+        self.func = func
+        self.left = nth
+
+    def __getattr__(self, name):
+        real = getattr(os, name)
+        if name != self.func:
+            return real
+
+        def call(*args):
+            self.left -= 1
+            if self.left == 0:
+                raise OSError(errno.EIO, f"injected failure in {name}")
+            return real(*args)
+        return call
+
+
+def state(path):
+    with cartridge.open(path, "r") as c:
+        assert c.verify().ok
+        return {i.path: c.read(i.path) for i in c.scan("/")}
+
+
+@pytest.mark.parametrize("func", ["pwrite", "pwritev", "fdatasync"])
+def test_failure_before_the_root_flip_rolls_back(tmp_path, monkeypatch, func):
+    path = str(tmp_path / "a.cart")
+    c = cartridge.open(path, "w", sync="full")
+    c.write("/keep", b"k" * 10_000)
+    monkeypatch.setattr(pager_mod, "os", FailingOS(func, 1))
+    with pytest.raises(OSError, match="injected"):
+        # a transaction so that content pages, nodes and the barrier all happen in commit
+        with c.transaction():
+            c.write("/new", os.urandom(100_000))
+            c.delete("/keep")
+    monkeypatch.setattr(pager_mod, "os", os)
+    assert c.read("/keep") == b"k" * 10_000 and not c.exists("/new")
+    c.write("/after", b"a")                      # the handle goes on working
+    assert c.verify().ok
+    c.close()
+    assert state(path) == {"/keep": b"k" * 10_000, "/after": b"a"}
+
+
+def test_failure_during_the_root_flip_retires_the_handle(tmp_path, monkeypatch):
+    path = str(tmp_path / "a.cart")
+    c = cartridge.open(path, "w", sync="full")
+    c.write("/keep", b"k")
+    # the second fdatasync of a commit is the one after the root slot write
+    monkeypatch.setattr(pager_mod, "os", FailingOS("fdatasync", 2))
+    with pytest.raises(OSError, match="injected"):
+        c.write("/new", b"n")
+    monkeypatch.setattr(pager_mod, "os", os)
+    with pytest.raises(cartridge.CartridgeError, match="reopen"):
+        c.read("/keep")
+    with pytest.raises(cartridge.CartridgeError, match="reopen"):
+        c.write("/more", b"m")
+    c.close()
+    # the root write itself went through, so the commit is there; either way it is whole
+    assert state(path) in ({"/keep": b"k"}, {"/keep": b"k", "/new": b"n"})
