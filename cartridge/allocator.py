@@ -127,12 +127,12 @@ class Allocator:
     def _tail_free(self) -> int:
         """Free pages at the very end of the file (they extend a run after growth)."""
         n = self.used.n_bits
-        i = n
-        while i > 0 and not self.used.get(i - 1):
-            i -= 1
-            if n - i >= 1 << 20:
-                break
-        return n - i
+        words = np.asarray(self.used.words)
+        nz = np.flatnonzero(words)
+        if len(nz) == 0:
+            return n
+        last_used = int(nz[-1]) * 64 + int(words[nz[-1]]).bit_length() - 1
+        return n - last_used - 1
 
     # -- allocation -------------------------------------------------------------------------
     def _take(self, start: int, count: int) -> None:

@@ -91,7 +91,7 @@ def _as_bytes(data) -> memoryview:
         raise TypeError(f"write() takes bytes-like data, not {type(data).__name__}") from None
 
 
-def open(path, mode: str = "a", **kwargs) -> Cartridge:
+def open(path: str | os.PathLike, mode: str = "a", **kwargs) -> Cartridge:
     """Open (or create) an archive; see Cartridge for the arguments."""
     return Cartridge(path, mode, **kwargs)
 
@@ -106,15 +106,23 @@ class Cartridge:
     write lock (default: fail at once with LockedError).
     """
 
-    def __init__(self, path, mode: str = "a", *, sync: str = "full",
+    def __init__(self, path: str | os.PathLike, mode: str = "a", *, sync: str = "full",
                  cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if sync not in ("full", "normal", "off"):
             raise ValueError(f"sync must be 'full', 'normal' or 'off', not {sync!r}")
-        if cache_size < 0:
-            raise ValueError("cache_size must be >= 0")
-        self.path = os.fspath(path)
+        if not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f"cache_size must be an int >= 0 (bytes), not {cache_size!r}")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
+        try:
+            self.path = os.fspath(path)
+        except TypeError:
+            raise InvalidPathError(f"archive path must be str or os.PathLike, not "
+                                   f"{type(path).__name__}") from None
+        if not isinstance(self.path, str) or not self.path or "\0" in self.path:
+            raise InvalidPathError(f"not a usable archive path: {self.path!r}")
         self.mode = mode
         self._lock = threading.RLock()
         self._closed = True
@@ -234,7 +242,7 @@ class Cartridge:
         raise NotFoundError(f"no such file: {path}")
 
     # -- files ------------------------------------------------------------------------------
-    def write(self, path: str, data) -> None:
+    def write(self, path: str, data: bytes | bytearray | memoryview) -> None:
         """Create or replace a file with `data`, atomically."""
         view = _as_bytes(data)
         with self._lock:
@@ -280,7 +288,7 @@ class Cartridge:
                 return b""
             return eng.content.read(rec, offset, size, p)
 
-    def readinto(self, path: str, buffer, offset: int = 0) -> int:
+    def readinto(self, path: str, buffer: bytearray | memoryview, offset: int = 0) -> int:
         """Read into a writable buffer from `offset`; returns the number of bytes filled."""
         offset, _ = _range_args(offset, -1)
         with self._lock:
@@ -389,6 +397,8 @@ class Cartridge:
         """FileInfo of every file whose path starts with `prefix`, in path order."""
         if not isinstance(prefix, str):
             raise InvalidPathError("prefix must be a str")
+        if not prefix:
+            raise InvalidPathError("empty prefix (use '/' for everything)")
         norm = P.normalize(prefix) if prefix.strip("/") else "/"
         if prefix.endswith("/") and norm != "/":
             norm += "/"

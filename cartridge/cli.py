@@ -488,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "build a sample archive from generated data and exercise the API")
     p.add_argument("path", metavar="PATH", nargs="?", default=None,
-                   help="archive to create (default: demo.cart in a fresh temporary directory)")
+                   help="archive to create and keep (default: a temporary one, removed at the end)")
     p.add_argument("--force", action="store_true", help="replace PATH if it exists")
     return parser
 

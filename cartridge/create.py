@@ -47,7 +47,7 @@ def _create_exclusive(path: str, sync: str, cache_size: int) -> Engine:
             if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
                 raise
             if e.errno == errno.ENOENT:
-                raise NotFoundError(f"directory does not exist: {directory}") from None
+                raise NotFoundError(f"{path}: directory {directory} does not exist") from None
             fd = None
     if fd is not None:
         eng = _new_engine(fd, path, sync, cache_size)
@@ -124,31 +124,33 @@ def open_engine(path: str, mode: str, *, sync: str, cache_size: int, timeout) ->
         if mode == "x":
             return _create_exclusive(path, sync, cache_size)
         if mode == "w":
-            if os.path.exists(path):
-                _check_not_locked(path, timeout)
-            return _create_replacing(path, sync, cache_size)
+            return _replace_locked(path, sync, cache_size, timeout)
         # "a": open, or create when missing (or when the file is empty, e.g. a fresh temp file)
         try:
             if os.path.getsize(path) == 0:
-                _check_not_locked(path, timeout)
-                return _create_replacing(path, sync, cache_size)
+                return _replace_locked(path, sync, cache_size, timeout)
             return _open_existing(path, True, sync, cache_size, timeout)
         except FileNotFoundError:
             try:
                 return _create_exclusive(path, sync, cache_size)
             except AlreadyExistsError:   # another process created it first
                 return _open_existing(path, True, sync, cache_size, timeout)
-    except FileNotFoundError as e:
-        raise NotFoundError(f"{path}: {e.strerror}") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFoundError(f"{path}: no such file or directory") from None
     except IsADirectoryError:
         raise CartridgeError(f"{path} is a directory, not an archive file") from None
 
 
-def _check_not_locked(path: str, timeout) -> None:
-    """Refuse to replace an archive another handle is writing."""
-    fd = os.open(path, os.O_RDWR)
+def _replace_locked(path: str, sync: str, cache_size: int, timeout) -> Engine:
+    """Mode "w": a fresh archive replaces `path`. An existing archive's write lock is held
+    until the new file is in place, so no writer can slip into the file being replaced."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return _create_replacing(path, sync, cache_size)
     try:
         if not locking.writer_lock(fd, timeout):
             raise LockedError(f"{path}: another handle holds the write lock")
+        return _create_replacing(path, sync, cache_size)
     finally:
         os.close(fd)

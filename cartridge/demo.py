@@ -89,12 +89,16 @@ def _state(cart) -> list[tuple[str, int, str | None]]:
 
 
 def run_demo(path: str | os.PathLike | None = None, out=None, *, overwrite: bool = False) -> dict:
-    """Build a sample archive at `path` (default: demo.cart in a fresh temporary directory),
+    """Build a sample archive at `path` (default: in a temporary directory, removed afterwards),
     exercise the API on it and print a short summary to `out`. Returns the numbers shown.
     Refuses to replace an existing file unless overwrite=True."""
     out = sys.stdout if out is None else out
-    if path is None:
-        path = os.path.join(tempfile.mkdtemp(prefix="cartridge-demo-"), "demo.cart")
+    if path is None:      # a throwaway archive: built, checked, then removed
+        with tempfile.TemporaryDirectory(prefix="cartridge-demo-") as tmp:
+            result = run_demo(os.path.join(tmp, "demo.cart"), out)
+        print("(the archive lived in a temporary directory, now removed; "
+              "give a PATH to keep it: cartridge demo PATH)", file=out)
+        return result
     path = os.fspath(path)
     timings: dict[str, float] = {}
 

@@ -229,7 +229,13 @@ class Pager:
 
     def read_into(self, start: int, buf) -> None:
         """Fill `buf` (a writable buffer, page aligned in length or shorter) from page `start`."""
-        self._unstage_overlap(start, -(-len(buf) // PAGE_SIZE))
+        count = -(-len(buf) // PAGE_SIZE)
+        if start <= 0 or start + count > self.file_pages:
+            self.file_pages = os.fstat(self.fd).st_size // PAGE_SIZE
+            if start <= 0 or start + count > self.file_pages:
+                raise CorruptionError(f"{self.name}: pages {start}..{start + count - 1} are outside "
+                                      f"the file ({self.file_pages} pages)")
+        self._unstage_overlap(start, count)
         n = os.preadv(self.fd, [buf], start * PAGE_SIZE)
         if n != len(buf):
             raise CorruptionError(f"{self.name}: content at page {start} is cut short")

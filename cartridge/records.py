@@ -20,7 +20,7 @@ from .format import (
 )
 
 
-@dataclass(slots=True)
+@dataclass
 class Record:
     kind: int
     storage: int

@@ -62,6 +62,10 @@ class _Base(io.RawIOBase):
         cart._streams.add(self)
 
     def _unpin(self) -> None:
+        with self._cart._lock:
+            self._unpin_locked()
+
+    def _unpin_locked(self) -> None:
         eng = self._cart._eng
         eng.pins[self._gen] -= 1
         if eng.pins[self._gen] <= 0:
@@ -340,6 +344,10 @@ class CartWriter(_Base):
             super().close()
 
     def _discard(self) -> None:
+        with self._cart._lock:
+            self._discard_locked()
+
+    def _discard_locked(self) -> None:
         if not self._published and not self._cart.closed:
             alloc = self._cart._eng.allocator
             if alloc is not None:

@@ -88,6 +88,9 @@ class _Verifier:
             self.problems.append(msg)
 
     def own(self, start: int, count: int, what: str) -> None:
+        if start <= 0 or start + count > self.pager.file_pages:
+            self.problem(f"{what}: pages {start}..{start + count - 1} lie outside the file")
+            return
         for p in range(start, start + count):
             prev = self.owner.get(p)
             if prev is not None:
@@ -150,7 +153,7 @@ class _Verifier:
             if r is None and any(raw):
                 self.problem(f"root slot {'AB'[i]} (page 0 offset {SLOT_OFFSETS[i]}) is damaged")
         root: Root = eng._saved if eng.in_txn else eng.root
-        self.own(0, 1, "header")
+        self.owner[0] = "header"
         size_pages = self.pager.file_pages
         if size_pages < root.page_count:
             self.problem(f"file holds {size_pages} pages, the root says {root.page_count}")
