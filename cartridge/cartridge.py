@@ -469,15 +469,20 @@ class Cartridge:
                 if p != "/" and rec is not None:
                     eng.delete(key)
 
-    def _delete_tree(self, eng: Engine, prefix: bytes) -> None:
+    def _drain(self, eng: Engine, prefix: bytes) -> Iterator[tuple[bytes, Record]]:
+        """Every entry under `prefix`, for a caller that deletes each one it is given (so each
+        batch starts again at the prefix)."""
         while True:
             batch = eng.catalog.items_from(prefix, 256, prefix)
             if not batch:
                 return
             for k, v in batch:
-                rec = decode(v, k.decode("utf-8", "replace"))
-                eng.delete(k)
-                eng.content.free(rec, k.decode("utf-8", "replace"))
+                yield k, decode(v, k.decode("utf-8", "replace"))
+
+    def _delete_tree(self, eng: Engine, prefix: bytes) -> None:
+        for k, rec in self._drain(eng, prefix):
+            eng.delete(k)
+            eng.content.free(rec, k.decode("utf-8", "replace"))
 
     def rename(self, src: str, dst: str) -> None:
         """Move a file or a directory tree, atomically. A file replaces an existing file at dst;
@@ -516,14 +521,9 @@ class Cartridge:
                 if rec is not None:
                     eng.delete(skey)
                     eng.put(dkey, rec)
-                while True:
-                    batch = eng.catalog.items_from(sp, 256, sp)
-                    if not batch:
-                        break
-                    for k, v in batch:
-                        r = decode(v, k.decode("utf-8", "replace"))
-                        eng.delete(k)
-                        eng.put(dp + k[len(sp):], r)
+                for k, r in self._drain(eng, sp):
+                    eng.delete(k)
+                    eng.put(dp + k[len(sp):], r)
 
     # -- transactions and durability --------------------------------------------------------
     @contextmanager

@@ -716,9 +716,8 @@ cdef class BTree:
         if not parent.insert_raw(j, sep_cell, sep_full):
             self._split_insert(path, d - 1, j, sep_cell, sep_full)
 
-    def touch(self, bytes key):
-        """Copy-on-write the path to `key` without changing it. Returns (leaf, index) so the
-        caller can overwrite the value in place (same size), or None when `key` is absent."""
+    cdef tuple _writable_path_to(self, bytes key):
+        """Copy-on-write the path to an existing `key`: (path, index in the leaf), or None."""
         cdef Node leaf
         cdef Py_ssize_t i
         cdef bint found
@@ -730,21 +729,22 @@ cdef class BTree:
         if not found:
             return None
         self._make_path_writable(path)
-        return path[-1][0], i
+        return path, i
+
+    def touch(self, bytes key):
+        """Copy-on-write the path to `key` without changing it. Returns (leaf, index) so the
+        caller can overwrite the value in place (same size), or None when `key` is absent."""
+        found = self._writable_path_to(key)
+        return None if found is None else (found[0][-1][0], found[1])
 
     def delete(self, bytes key):
         """Remove `key`; returns its value or None if absent."""
         cdef Node leaf
         cdef Py_ssize_t i
-        cdef bint found
-        if self.root == 0:
+        found = self._writable_path_to(key)
+        if found is None:
             return None
-        path = self._descend(key)
-        leaf = path[-1][0]
-        i, found = leaf.search(key)
-        if not found:
-            return None
-        self._make_path_writable(path)
+        path, i = found
         leaf = path[-1][0]
         old = leaf.value(i)
         ovp = leaf.overflow_page(i)
