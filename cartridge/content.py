@@ -2,6 +2,9 @@
 (docs/FORMAT.md §5). Small files live inline in their catalog record."""
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ._core.checksum import chunk_checksums, xxh3_64
@@ -26,7 +29,8 @@ from .records import Record
 EMPTY_CHECKSUM = xxh3_64(b"")
 CACHE_CHUNK_MAX = CHUNK_SIZE      # whole chunks up to this size go through the page cache
 _DIRECT_READ = 4 * CHUNK_SIZE     # larger reads bypass the cache
-READINTO_SPAN = 16                # chunks read in one call, then verified while still in cache
+READINTO_SPAN = 32                # chunks (2 MiB) read in one call, then verified while still in cache
+PARALLEL_VERIFY_MIN = 4 << 20     # reads this large check checksums on a second thread
 STAGE_MAX_RUN = 1 << 20           # smaller content runs wait in the pager's write-behind buffer
 
 
@@ -46,6 +50,26 @@ def combine(sums: np.ndarray) -> int:
     if len(sums) == 1:
         return int(sums[0])
     return xxh3_64(np.ascontiguousarray(sums, dtype="<u8").view(np.uint8))
+
+
+def _bad_chunk(data, expected: np.ndarray) -> int:
+    """Index of the first chunk of `data` whose xxh3 differs from `expected`, or -1."""
+    sums = np.empty(len(expected), dtype=np.uint64)
+    chunk_checksums(data, CHUNK_SIZE, sums)
+    bad = np.flatnonzero(sums != expected)
+    return int(bad[0]) if len(bad) else -1
+
+
+_verifier: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def verifier() -> ThreadPoolExecutor:
+    """One background thread that checks large reads while the next span is read (both release
+    the GIL); made anew in a forked child, where the parent's thread does not exist."""
+    global _verifier
+    if _verifier is None or _verifier[0] != os.getpid():
+        _verifier = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="cartridge-verify"))
+    return _verifier[1]
 
 
 def chunk_len(size: int, i: int) -> int:
@@ -242,6 +266,7 @@ class ContentStore:
             return n
         cmap = self.chunk_map(rec, where)
         pos = offset
+        pending: list = []
         while pos < end:
             i = pos // CHUNK_SIZE
             lo = pos - i * CHUNK_SIZE
@@ -261,15 +286,27 @@ class ContentStore:
             span_end = j * CHUNK_SIZE + chunk_len(rec.size, j)
             dst = out[pos - offset:span_end - offset]
             self.pager.read_into(int(cmap[i, 0]), dst)
-            sums = np.empty(j - i + 1, dtype=np.uint64)
-            chunk_checksums(dst, CHUNK_SIZE, sums)
-            bad = np.flatnonzero(sums != cmap[i:j + 1, 1])
-            if len(bad):
-                k = i + int(bad[0])
-                raise CorruptionError(f"{where}: content checksum mismatch in chunk {k} "
-                                      f"(page {int(cmap[k, 0])})")
+            expected = cmap[i:j + 1, 1]
+            if n >= PARALLEL_VERIFY_MIN:      # check this span while the next one is read
+                pending.append((verifier().submit(_bad_chunk, dst, expected), i))
+                if len(pending) > 2:
+                    self._raise_bad(*pending.pop(0), cmap, where)
+            else:
+                self._raise_bad(_bad_chunk(dst, expected), i, cmap, where)
             pos = span_end
+        for bad, i in pending:
+            self._raise_bad(bad, i, cmap, where)
         return n
+
+    @staticmethod
+    def _raise_bad(bad, first: int, cmap, where: str) -> None:
+        """Raise CorruptionError for a span whose check found chunk `first + bad` wrong."""
+        if not isinstance(bad, int):
+            bad = bad.result()
+        if bad >= 0:
+            k = first + bad
+            raise CorruptionError(f"{where}: content checksum mismatch in chunk {k} "
+                                  f"(page {int(cmap[k, 0])})")
 
     # -- freeing ----------------------------------------------------------------------------
     def free(self, rec: Record, where: str, keep: set[int] | None = None) -> None:

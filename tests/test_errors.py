@@ -718,3 +718,27 @@ def test_failed_open_leaves_no_file_handle_leak(cart_path):
             cartridge.open(cart_path, "r")
     if fds_before is not None:
         assert len(os.listdir("/proc/self/fd")) <= fds_before + 1
+
+
+@pytest.mark.parametrize("where", [0, 37, 99])
+def test_large_readinto_detects_a_bad_chunk(tmp_path, where):
+    """Reads of 4 MiB and more check chunks on a second thread: a bad chunk still raises."""
+    import numpy as np
+
+    path = str(tmp_path / "big.cart")
+    data = np.random.default_rng(where).bytes(100 * 65536)
+    with cartridge.open(path, "w") as c:
+        c.write("/big", data)
+        rec = c._eng.get(b"/big")
+        start = int(c._eng.content.chunk_map(rec, "")[where, 0])
+    with open(path, "r+b") as f:
+        f.seek(start * 4096 + 100)
+        b = f.read(1)
+        f.seek(start * 4096 + 100)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with cartridge.open(path, "r") as c:
+        buf = bytearray(len(data))
+        with pytest.raises(cartridge.CorruptionError, match=f"chunk {where}"):
+            c.readinto("/big", buf)
+        if where:      # the chunks before the bad one are fine
+            assert c.read("/big", 0, where * 65536) == data[:where * 65536]
