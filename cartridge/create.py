@@ -9,7 +9,7 @@ import secrets
 from . import locking
 from .engine import Engine
 from .errors import AlreadyExistsError, CartridgeError, LockedError, NotACartridgeError, NotFoundError
-from .format import PAGE_SIZE
+from .format import MAGIC, PAGE_SIZE
 
 
 def _fsync_dir(path: str) -> None:
@@ -103,12 +103,10 @@ def _open_existing(path: str, writable: bool, sync: str, cache_size: int, timeou
     try:
         size = os.fstat(fd).st_size
         if size < PAGE_SIZE:
-            with os.fdopen(os.dup(fd), "rb") as f:
-                head = f.read(8)
-            raise NotACartridgeError(
-                f"{path}: not a cartridge archive" + (" (cut short before its header)"
-                                                      if head and b"CART".startswith(head[:4]) or
-                                                      head.startswith(b"CART") else ""))
+            head = os.pread(fd, len(MAGIC), 0)
+            cut = head and MAGIC.startswith(head)     # our magic, then the file ends
+            raise NotACartridgeError(f"{path}: not a cartridge archive"
+                                     + (" (cut short before its header)" if cut else ""))
         return Engine(fd, path, writable=writable, sync=sync, cache_size=cache_size,
                       lock_timeout=timeout)
     except BaseException:

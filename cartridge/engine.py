@@ -17,7 +17,7 @@ from . import locking
 from ._core.btree import BTree
 from .allocator import GROW_MIN_PAGES, Allocator
 from .content import ContentStore
-from .errors import CorruptionError, LockedError, NotACartridgeError
+from .errors import CorruptionError, LockedError
 from .format import (
     ALLOC_CHUNK_BITS,
     ALLOC_KEY,
@@ -415,8 +415,3 @@ class Engine:
         except OSError:
             pass
 
-
-def check_header_only(fd: int, name: str) -> None:
-    """Raise NotACartridgeError for files too short to hold a header."""
-    if os.fstat(fd).st_size < PAGE_SIZE:
-        raise NotACartridgeError(f"{name}: not a cartridge archive (cut short before its header)")

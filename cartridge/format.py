@@ -6,7 +6,7 @@ import struct
 from ._core import btree as _btree
 
 PAGE_SIZE = 4096
-SECTOR = 512
+SECTOR = 512                 # root slots sit in separate sectors of this size
 
 # -- page 0: file header (written once) and two root slots (alternately rewritten) ------------
 MAGIC = b"CART\x00\x01\x00\x00"

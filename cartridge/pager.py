@@ -241,8 +241,11 @@ class Pager:
             raise CorruptionError(f"{self.name}: content at page {start} is cut short")
 
     def write_at(self, pno: int, data) -> None:
-        """Write bytes starting at page `pno` (whole pages, or a final partial page)."""
-        view = memoryview(data)
+        """Write bytes starting at page `pno` (whole pages, or a final partial page) now.
+        Staged bytes for these pages are older (the pages were freed and reused), so they go
+        out first rather than land on top later."""
+        view = memoryview(data).cast("B")
+        self._unstage_overlap(pno, -(-len(view) // PAGE_SIZE))
         off = pno * PAGE_SIZE
         while len(view):
             n = os.pwrite(self.fd, view, off)

@@ -73,3 +73,17 @@ def test_failure_during_the_root_flip_retires_the_handle(tmp_path, monkeypatch):
     c.close()
     # the root write itself went through, so the commit is there; either way it is whole
     assert state(path) in ({"/keep": b"k"}, {"/keep": b"k", "/new": b"n"})
+
+
+def test_direct_write_is_not_overwritten_by_older_staged_bytes(tmp_path):
+    """A page staged for a file that the same transaction then freed may be reused by a large
+    write that goes to disk at once; the stale staged bytes must not land on top of it later."""
+    c = cartridge.open(str(tmp_path / "a.cart"), "w", sync="off")
+    pager = c._eng.pager
+    pager.grow(400)
+    pager.stage(250, b"stale" * 800)                # small content, not yet written
+    big = os.urandom(50 * 4096)
+    pager.write_at(240, big)                        # a large run over the same page, written now
+    pager.flush_staged()                            # the commit's flush
+    assert os.pread(c._eng.fd, len(big), 240 * 4096) == big
+    c.close()
