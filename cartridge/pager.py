@@ -119,6 +119,9 @@ class Pager:
         self.writable = writable
         self.sync_mode = sync
         self.cache = ARCCache(cache_size)
+        # the file layer: the os module itself, or a stand-in with the same functions
+        # (cartridge.testing.crash records every write and sync through it)
+        self.io = os
         self.file_pages = os.fstat(fd).st_size // PAGE_SIZE
         # Write-behind buffer for pages no committed root references yet (content, overflow
         # and chunk-map pages of the open transaction): written at commit, coalesced.
@@ -130,18 +133,18 @@ class Pager:
 
     # -- page 0 -----------------------------------------------------------------------------
     def read_page0(self) -> bytes:
-        return os.pread(self.fd, PAGE_SIZE, 0)
+        return self.io.pread(self.fd, PAGE_SIZE, 0)
 
     def read_slots(self) -> bytes:
         """The first 16 bytes of slot B and everything before from slot A: enough for both
         generation fields (what readers poll before each operation)."""
-        return os.pread(self.fd, SLOT_OFFSETS[1] + 16 - SLOT_OFFSETS[0], SLOT_OFFSETS[0])
+        return self.io.pread(self.fd, SLOT_OFFSETS[1] + 16 - SLOT_OFFSETS[0], SLOT_OFFSETS[0])
 
     def write_root(self, root: Root) -> None:
         """Write `root` into the slot its generation owns (alternating), honouring sync."""
-        os.pwrite(self.fd, root.pack(), SLOT_OFFSETS[root.generation % 2])
+        self.io.pwrite(self.fd, root.pack(), SLOT_OFFSETS[root.generation % 2])
         if self.sync_mode == "full":
-            os.fdatasync(self.fd)
+            self.io.fdatasync(self.fd)
 
     # -- pages ------------------------------------------------------------------------------
     # -- staged writes ----------------------------------------------------------------------
@@ -193,11 +196,11 @@ class Pager:
     def read_page(self, pno: int) -> bytes:
         self._unstage_overlap(pno, 1)
         if pno <= 0 or pno >= self.file_pages:
-            self.file_pages = os.fstat(self.fd).st_size // PAGE_SIZE
+            self.file_pages = self.io.fstat(self.fd).st_size // PAGE_SIZE
             if pno <= 0 or pno >= self.file_pages:
                 raise CorruptionError(f"{self.name}: page {pno} is outside the file "
                                       f"({self.file_pages} pages)")
-        data = os.pread(self.fd, PAGE_SIZE, pno * PAGE_SIZE)
+        data = self.io.pread(self.fd, PAGE_SIZE, pno * PAGE_SIZE)
         if len(data) != PAGE_SIZE:
             raise CorruptionError(f"{self.name}: page {pno} is cut short")
         return data
@@ -218,11 +221,11 @@ class Pager:
         """`count` consecutive pages (content)."""
         self._unstage_overlap(start, count)
         if start <= 0 or start + count > self.file_pages:
-            self.file_pages = os.fstat(self.fd).st_size // PAGE_SIZE
+            self.file_pages = self.io.fstat(self.fd).st_size // PAGE_SIZE
             if start <= 0 or start + count > self.file_pages:
                 raise CorruptionError(f"{self.name}: pages {start}..{start + count - 1} are outside "
                                       f"the file ({self.file_pages} pages)")
-        data = os.pread(self.fd, count * PAGE_SIZE, start * PAGE_SIZE)
+        data = self.io.pread(self.fd, count * PAGE_SIZE, start * PAGE_SIZE)
         if len(data) != count * PAGE_SIZE:
             raise CorruptionError(f"{self.name}: pages {start}..{start + count - 1} are cut short")
         return data
@@ -231,12 +234,12 @@ class Pager:
         """Fill `buf` (a writable buffer, page aligned in length or shorter) from page `start`."""
         count = -(-len(buf) // PAGE_SIZE)
         if start <= 0 or start + count > self.file_pages:
-            self.file_pages = os.fstat(self.fd).st_size // PAGE_SIZE
+            self.file_pages = self.io.fstat(self.fd).st_size // PAGE_SIZE
             if start <= 0 or start + count > self.file_pages:
                 raise CorruptionError(f"{self.name}: pages {start}..{start + count - 1} are outside "
                                       f"the file ({self.file_pages} pages)")
         self._unstage_overlap(start, count)
-        n = os.preadv(self.fd, [buf], start * PAGE_SIZE)
+        n = self.io.preadv(self.fd, [buf], start * PAGE_SIZE)
         if n != len(buf):
             raise CorruptionError(f"{self.name}: content at page {start} is cut short")
 
@@ -248,7 +251,7 @@ class Pager:
         self._unstage_overlap(pno, -(-len(view) // PAGE_SIZE))
         off = pno * PAGE_SIZE
         while len(view):
-            n = os.pwrite(self.fd, view, off)
+            n = self.io.pwrite(self.fd, view, off)
             view = view[n:]
             off += n
 
@@ -264,25 +267,25 @@ class Pager:
                    and len(pages[order[j]]) % PAGE_SIZE == 0):
                 j += 1
             if i == j:
-                os.pwrite(self.fd, pages[order[i]], order[i] * PAGE_SIZE)
+                self.io.pwrite(self.fd, pages[order[i]], order[i] * PAGE_SIZE)
             else:
-                os.pwritev(self.fd, [pages[p] for p in order[i:j + 1]], order[i] * PAGE_SIZE)
+                self.io.pwritev(self.fd, [pages[p] for p in order[i:j + 1]], order[i] * PAGE_SIZE)
             i = j + 1
 
     # -- size and durability ----------------------------------------------------------------
     def grow(self, n_pages: int) -> None:
         """Make the file at least `n_pages` long (new pages read as zeros)."""
         if n_pages > self.file_pages:
-            os.ftruncate(self.fd, n_pages * PAGE_SIZE)
+            self.io.ftruncate(self.fd, n_pages * PAGE_SIZE)
             self.file_pages = n_pages
 
     def sync_data(self) -> None:
         """The barrier before a root flip: in "full" and "normal" modes pages reach the disk."""
         if self.sync_mode != "off":
-            os.fdatasync(self.fd)
+            self.io.fdatasync(self.fd)
 
     def sync_now(self) -> None:
-        os.fsync(self.fd)
+        self.io.fsync(self.fd)
 
 
 def seal_meta(page: bytearray) -> bytes:

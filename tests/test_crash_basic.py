@@ -1,71 +1,18 @@
-"""Fault injection for the commit protocol: record every write and sync the pager makes, then
-rebuild the file as a power cut (only synced writes survive) or a killed process (every write up
-to the cut survives) would leave it, at every write/sync boundary. Each image must open, pass
-verify(), and hold exactly one committed state: the last durable one, or (where the mode
-allows) a later one whole, never a mix."""
+"""Fault injection for the commit protocol with cartridge.testing.crash: record every write and
+sync, then rebuild the file as a killed process (every write up to the cut survives) or a power
+cut (synced writes survive; later ones lost, kept or torn at 512-byte sectors, in any order)
+would leave it, at every write/sync boundary. Each image must open, pass verify(), and hold
+exactly one committed state: the last durable one, or (where the mode allows) a later one
+whole, never a mix."""
 from __future__ import annotations
 
-import os
 import random
 import warnings
 
 import pytest
 
 import cartridge
-import cartridge.pager as pager_mod
-
-
-class RecordingOS:
-    """Stands in for the `os` module inside cartridge.pager and logs what reaches the file."""
-
-    def __init__(self, real, fd: int):
-        self._real = real
-        self._fd = fd
-        self.log: list[tuple] = []
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def pwrite(self, fd, data, offset):
-        if fd == self._fd:
-            self.log.append(("w", offset, bytes(data)))
-        return self._real.pwrite(fd, data, offset)
-
-    def pwritev(self, fd, bufs, offset):
-        if fd == self._fd:
-            self.log.append(("w", offset, b"".join(bytes(b) for b in bufs)))
-        return self._real.pwritev(fd, bufs, offset)
-
-    def ftruncate(self, fd, length):
-        if fd == self._fd:
-            self.log.append(("t", length))
-        return self._real.ftruncate(fd, length)
-
-    def fdatasync(self, fd):
-        if fd == self._fd:
-            self.log.append(("s",))
-        return self._real.fdatasync(fd)
-
-    fsync = fdatasync
-
-
-def image(base: bytes, log: list[tuple], cut: int, keep_unsynced: bool) -> bytes:
-    """The file after the first `cut` operations, unsynced writes kept or dropped."""
-    last_sync = max((i for i in range(cut) if log[i][0] == "s"), default=-1)
-    img = bytearray(base)
-    for i in range(cut):
-        op = log[i]
-        if not keep_unsynced and i > last_sync and op[0] == "w":
-            continue
-        if op[0] == "t":
-            del img[op[1]:]
-            img.extend(bytes(op[1] - len(img)))
-        elif op[0] == "w":
-            off, data = op[1], op[2]
-            if len(img) < off + len(data):
-                img.extend(bytes(off + len(data) - len(img)))
-            img[off:off + len(data)] = data
-    return bytes(img)
+from cartridge.testing.crash import CrashRecorder
 
 
 def contents(path: str) -> dict:
@@ -77,7 +24,7 @@ def contents(path: str) -> dict:
             return {i.path: c.read(i.path) for i in c.scan("/")}
 
 
-def workload(c, rng: random.Random, states: list, marks: list, rec: RecordingOS) -> None:
+def workload(c, rng: random.Random, states: list, marks: list, rec: CrashRecorder) -> None:
     """A mix of commits: small and large writes, overwrites, deletes, a directory rename, a
     transaction, growth of the file and reuse of freed pages. After each commit returns, the
     expected state and the log position are recorded."""
@@ -120,18 +67,16 @@ def workload(c, rng: random.Random, states: list, marks: list, rec: RecordingOS)
 
 
 @pytest.mark.parametrize("sync", ["full", "normal", "off"])
-def test_every_cut_leaves_a_committed_state(tmp_path, monkeypatch, sync):
+def test_every_cut_leaves_a_committed_state(tmp_path, sync):
     path = str(tmp_path / "a.cart")
     with cartridge.open(path, "w") as c:
         c.write("/seed", b"seed")
-    base = open(path, "rb").read()
     states = [{"/seed": b"seed"}]
     c = cartridge.open(path, "a", sync=sync)
-    rec = RecordingOS(os, c._eng.fd)
-    monkeypatch.setattr(pager_mod, "os", rec)
+    rec = CrashRecorder(c)
     marks = [0]
     workload(c, random.Random(7), states, marks, rec)
-    monkeypatch.setattr(pager_mod, "os", os)
+    rec.detach()
     c.close()
     log = rec.log
     # the workload really recycles pages: some page (not page 0) is written by two commits
@@ -139,30 +84,47 @@ def test_every_cut_leaves_a_committed_state(tmp_path, monkeypatch, sync):
     reused = False
     for n in range(1, len(marks)):
         for op in log[marks[n - 1]:marks[n]]:
-            if op[0] == "w" and op[1] >= 4096:
-                for pg in range(op[1] // 4096, (op[1] + len(op[2]) - 1) // 4096 + 1):
+            if op.kind == "w" and op.offset >= 4096:
+                for pg in range(op.offset // 4096, (op.offset + len(op.data) - 1) // 4096 + 1):
                     reused |= owner.setdefault(pg, n) != n
     assert reused
-    # power cut (unsynced writes lost) only where the mode promises to survive one
-    models = [True] if sync == "off" else [True, False]
-    cuts = range(len(log) + 1)
+    # a killed process everywhere; a power cut only where the mode promises to survive one:
+    # once with every unsynced write lost, and (sampled) with them lost, kept or torn, reordered
+    models = [("killed", None)] if sync == "off" else [("killed", None), ("power", None)]
+    if sync != "off":
+        models += [("power", random.Random(seed)) for seed in range(3)]
     checked = 0
-    for keep in models:
-        for cut in cuts:
-            img = image(base, log, cut, keep)
+    for model, rng in models:
+        for cut in rec.cuts():
+            if rng is not None and rng.random() < 0.5:
+                continue
             p = str(tmp_path / "crash.cart")
             with open(p, "wb") as f:
-                f.write(img)
+                f.write(rec.image(cut, model, rng))
             got = contents(p)
             returned = max(i for i, m in enumerate(marks) if m <= cut)   # commits that returned
             ok = [j for j, st in enumerate(states) if st == got]
-            assert ok, f"cut {cut}: state matches no committed state"
+            assert ok, f"{model} cut {cut}: the state matches no committed state"
             j = ok[-1]
-            # never older than what the mode promises, never beyond the commit in flight
-            if sync == "full" or keep:
-                assert j >= returned, (cut, j, returned)
-            else:   # normal, power cut: the most recent commits may be lost, consistently
-                assert j >= returned - 1, (cut, j, returned)
-            assert j <= returned + 1, (cut, j, returned)
+            if sync == "full" or model == "killed":
+                assert j >= returned, (model, cut, j, returned)
+            else:   # normal, power cut: the latest commit may be lost, never half of one
+                assert j >= returned - 1, (model, cut, j, returned)
+            assert j <= returned + 1, (model, cut, j, returned)
             checked += 1
-    assert checked == len(models) * (len(log) + 1) and len(log) > 60
+    assert len(log) > 60 and checked > len(log)
+
+
+def test_power_model_really_tears_and_reorders():
+    """The simulator itself: unsynced writes are lost, kept or torn per sector."""
+    from cartridge.testing.crash import Op, _apply, _torn
+
+    rng = random.Random(1)
+    pieces = _torn(Op("w", 1000, bytes(range(256)) * 8), rng)
+    assert pieces and all(p.kind == "w" for p in pieces)
+    assert all((p.offset + len(p.data) - 1) // 512 == p.offset // 512 for p in pieces)
+    assert len(pieces) < 5                        # some sectors of the 2 KiB write are missing
+    img = bytearray(4096)
+    for p in pieces:
+        _apply(img, p)
+    assert any(img[1000:3048]) and not all(img[1000:3048])

@@ -9,7 +9,6 @@ import os
 import pytest
 
 import cartridge
-import cartridge.pager as pager_mod
 
 
 class FailingOS:
@@ -39,17 +38,17 @@ def state(path):
 
 
 @pytest.mark.parametrize("func", ["pwrite", "pwritev", "fdatasync"])
-def test_failure_before_the_root_flip_rolls_back(tmp_path, monkeypatch, func):
+def test_failure_before_the_root_flip_rolls_back(tmp_path, func):
     path = str(tmp_path / "a.cart")
     c = cartridge.open(path, "w", sync="full")
     c.write("/keep", b"k" * 10_000)
-    monkeypatch.setattr(pager_mod, "os", FailingOS(func, 1))
+    c._eng.pager.io = FailingOS(func, 1)
     with pytest.raises(OSError, match="injected"):
         # a transaction so that content pages, nodes and the barrier all happen in commit
         with c.transaction():
             c.write("/new", os.urandom(100_000))
             c.delete("/keep")
-    monkeypatch.setattr(pager_mod, "os", os)
+    c._eng.pager.io = os
     assert c.read("/keep") == b"k" * 10_000 and not c.exists("/new")
     c.write("/after", b"a")                      # the handle goes on working
     assert c.verify().ok
@@ -57,15 +56,15 @@ def test_failure_before_the_root_flip_rolls_back(tmp_path, monkeypatch, func):
     assert state(path) == {"/keep": b"k" * 10_000, "/after": b"a"}
 
 
-def test_failure_during_the_root_flip_retires_the_handle(tmp_path, monkeypatch):
+def test_failure_during_the_root_flip_retires_the_handle(tmp_path):
     path = str(tmp_path / "a.cart")
     c = cartridge.open(path, "w", sync="full")
     c.write("/keep", b"k")
     # the second fdatasync of a commit is the one after the root slot write
-    monkeypatch.setattr(pager_mod, "os", FailingOS("fdatasync", 2))
+    c._eng.pager.io = FailingOS("fdatasync", 2)
     with pytest.raises(OSError, match="injected"):
         c.write("/new", b"n")
-    monkeypatch.setattr(pager_mod, "os", os)
+    c._eng.pager.io = os
     with pytest.raises(cartridge.CartridgeError, match="reopen"):
         c.read("/keep")
     with pytest.raises(cartridge.CartridgeError, match="reopen"):

@@ -1,0 +1,1 @@
+"""Test support shipped with cartridge (used by its own tests and by later layers' tests)."""
