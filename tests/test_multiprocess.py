@@ -620,7 +620,7 @@ def test_killed_writer_repeatedly(tmp_path, sync):
     cartridge.open(path, "x").close()
     rnd = random.Random(sync)
     nxt = 0
-    rounds = 12
+    rounds = 70          # x 3 sync modes: over 200 SIGKILLs in the slow tier
     for _ in range(rounds):
         nxt = _kill_writer_and_check(path, sync, nxt, rnd.randrange(1, 30), rnd.random() * 0.3)
     with cartridge.open(path, "r") as c:
