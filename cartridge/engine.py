@@ -75,6 +75,7 @@ class Engine:
         self._pinned_gen: int | None = None
         self.failed: BaseException | None = None   # an I/O error left this handle unusable
         self._ofd_pins: set[int] = set()
+        self._slots_seen = b""                    # slot bytes the reader last settled on
         if writable and not locking.writer_lock(fd, lock_timeout):
             raise LockedError(f"{name}: another handle holds the write lock")
         if fresh:
@@ -194,11 +195,16 @@ class Engine:
         """Read-only handles: move to the newest committed state if a writer committed."""
         if self.writable:
             return
-        a, b = SLOT_GENERATIONS.unpack(self.pager.read_slots())
+        raw = self.pager.read_slots()
+        if raw == self._slots_seen:              # nothing changed since we last looked
+            return
+        a, b = SLOT_GENERATIONS.unpack(raw)
         g = self.root.generation
         if (a if a > b else b) == g:
+            self._slots_seen = raw
             return
         root, _notes = self._settle_reader()
+        self._slots_seen = raw   # a damaged newer slot is not re-examined until it changes
         if root.generation == self.root.generation:
             return
         self.root = root
