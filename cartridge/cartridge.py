@@ -347,10 +347,10 @@ class Cartridge:
                 rest = k[len(prefix):]
                 slash = rest.find(b"/")
                 if slash < 0:
-                    name = P.from_key(rest)
+                    name = P.stored_name(rest)
                     out[name] = out.get(name, False) or v[0] == KIND_DIR
                     continue
-                name = P.from_key(rest[:slash])
+                name = P.stored_name(rest[:slash])
                 out[name] = True
                 restart = prefix + rest[:slash] + b"0"     # '0' follows '/': skip the subtree
                 break
@@ -410,7 +410,7 @@ class Cartridge:
                 batch = list(eng.catalog.items_from(start, 256, kp))
             for k, v in batch:
                 if v[0] == KIND_FILE:
-                    yield _info(P.from_key(k), decode(v, k.decode("utf-8", "replace")))
+                    yield _info(P.stored_path(k), decode(v, k.decode("utf-8", "replace")))
             if len(batch) < 256:
                 return
             start = batch[-1][0] + b"\x00"

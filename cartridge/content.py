@@ -157,8 +157,18 @@ class ContentStore:
         return STORE_XMAP, XMAP_REF.pack(pages[0], n_pages, 0)
 
     # -- maps -------------------------------------------------------------------------------
+    def check_size(self, rec: Record, where: str) -> None:
+        """A file's content lives on the file's pages: a larger size is a damaged record."""
+        pager = self.pager
+        if rec.size > pager.file_pages * PAGE_SIZE:
+            pager.file_pages = pager.io.fstat(pager.fd).st_size // PAGE_SIZE
+            if rec.size > pager.file_pages * PAGE_SIZE:
+                raise CorruptionError(f"{where}: record claims {rec.size} bytes, more than the "
+                                      f"archive holds")
+
     def chunk_map(self, rec: Record, where: str) -> np.ndarray:
         """The (n, 2) map of a chunked file (cached for XMAP chains)."""
+        self.check_size(rec, where)
         if rec.storage == STORE_CHUNKS:
             return np.frombuffer(rec.payload, dtype="<u8").reshape(-1, 2)
         if rec.storage != STORE_XMAP:
@@ -229,6 +239,7 @@ class ContentStore:
             if offset == 0 and end == rec.size:
                 return rec.payload
             return rec.payload[offset:end]
+        self.check_size(rec, where)
         if rec.chunk_key:       # one chunk: no map to decode
             data = self._load_chunk(rec.chunk_key >> 64, rec.chunk_key & 0xFFFFFFFFFFFFFFFF,
                                     rec.size, 0, where)

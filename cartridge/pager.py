@@ -26,6 +26,7 @@ from .format import (
 
 SYNC_MODES = ("full", "normal", "off")
 STAGE_LIMIT = 8 << 20       # staged bytes that trigger an early write-out
+MAX_GENERATION = 1 << 48    # generations stay far below this (and below the lock-offset range)
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Root:
             return None
         vals = ROOT_SLOT.unpack(raw[:ROOT_SLOT.size])
         if vals[0] != SLOT_MAGIC or vals[-1] != xxh3_64(raw[:ROOT_SLOT_CSUM_SPAN]):
+            return None
+        if not 1 <= vals[1] < MAX_GENERATION:   # no archive commits 2^48 times: not a real root
             return None
         return cls(*vals[1:-2])
 

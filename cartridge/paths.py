@@ -113,6 +113,26 @@ def from_key(key: bytes) -> str:
         raise CorruptionError(f"catalog key is not UTF-8: {key[:60]!r}") from None
 
 
+def stored_name(raw: bytes) -> str:
+    """A name read from the catalog; one no path could have produced means a damaged catalog."""
+    name = from_key(raw)
+    if not name or name in (".", "..") or _CONTROL.search(name) or len(raw) > MAX_NAME_BYTES:
+        raise CorruptionError(f"catalog holds an impossible name: {name[:60]!r}")
+    return name
+
+
+def stored_path(raw: bytes) -> str:
+    """A whole catalog key as a path; a key that is not a normalised path means damage."""
+    path = from_key(raw)
+    try:
+        ok = path != "/" and normalize(path) == path
+    except InvalidPathError:
+        ok = False
+    if not ok:
+        raise CorruptionError(f"catalog holds an impossible path: {path[:60]!r}")
+    return path
+
+
 def parent(path: str) -> str:
     """Parent directory of a normalised path ('/' for top-level entries and the root)."""
     i = path.rfind("/")

@@ -525,12 +525,17 @@ cdef class BTree:
         if self.root == 0:
             return None
         cdef int depth = 1
+        cdef Node parent
+        cdef Py_ssize_t ci
         node = self._load(self.root)
         while not node.is_leaf:
             depth += 1
             if depth > self.height:
                 raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
-            node = self._load(node.child(node.upper_bound(k, kl)))
+            parent = node
+            ci = parent.upper_bound(k, kl)
+            node = self._load(parent.child(ci))
+            _check_child(parent, ci, node)
         i = node.lower_bound(k, kl)
         if i < node.n() and node.compare_at(i, k, kl) == 0:
             return node.value(i)
@@ -552,7 +557,9 @@ cdef class BTree:
             stack.append((node, i))
             if len(stack) >= self.height:
                 raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
-            node = self._load(node.child(i))
+            parent = node
+            node = self._load(parent.child(i))
+            _check_child(parent, i, node)
         i, _ = node.search(start)
         while True:
             while i < node.n():
@@ -569,11 +576,14 @@ cdef class BTree:
                 if ci < (<Node>parent).n():
                     stack.append((parent, ci + 1))
                     node = self._load((<Node>parent).child(ci + 1))
+                    _check_child(parent, ci + 1, node)
                     while not node.is_leaf:
                         stack.append((node, 0))
                         if len(stack) >= self.height:
                             raise NodeFormatError(f"tree {self.tree_id} is deeper than its height")
-                        node = self._load(node.child(0))
+                        parent = node
+                        node = self._load(parent.child(0))
+                        _check_child(parent, 0, node)
                     i = 0
                     break
             else:
@@ -835,6 +845,24 @@ cdef class BTree:
             if not node.is_leaf:
                 for i in range(node.nkeys, -1, -1):
                     stack.append(node.child(i))
+
+
+cdef int _check_child(Node parent, Py_ssize_t ci, Node child) except -1:
+    """The keys of child `ci` must lie between the parent's separators ci-1 and ci; a node
+    from elsewhere in the tree (a hostile page) would make lookups miss keys that exist."""
+    cdef Py_ssize_t n = child.n()
+    cdef bytes lo, hi
+    if n == 0:
+        return 0
+    if ci > 0:
+        lo = parent.key(ci - 1)
+        if child.compare_at(0, <unsigned char*>PyBytes_AS_STRING(lo), len(lo)) < 0:
+            raise NodeFormatError(f"page {child.page_no}: keys below its parent's range")
+    if ci < parent.n():
+        hi = parent.key(ci)
+        if child.compare_at(n - 1, <unsigned char*>PyBytes_AS_STRING(hi), len(hi)) >= 0:
+            raise NodeFormatError(f"page {child.page_no}: keys above its parent's range")
+    return 0
 
 
 cdef uint64_t ovp_of(bytes cell):
