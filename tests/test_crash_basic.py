@@ -128,3 +128,43 @@ def test_power_model_really_tears_and_reorders():
     for p in pieces:
         _apply(img, p)
     assert any(img[1000:3048]) and not all(img[1000:3048])
+
+
+@pytest.mark.parametrize("sync", ["full", "normal"])
+def test_thousand_operation_transaction_is_all_or_nothing(tmp_path, sync):
+    """A 1,000-operation transaction (writes, overwrites, deletes, a directory rename), cut at
+    every write/sync boundary of its commit: before the root flip the archive holds the old
+    state, after it the new one, never a mix."""
+    path = str(tmp_path / "a.cart")
+    rng = random.Random(11)
+    with cartridge.open(path, "w") as c:
+        for i in range(50):
+            c.write(f"/old/{i}", rng.randbytes(rng.choice([40, 5000])))
+        old = {i.path: c.read(i.path) for i in c.scan("/")}
+    c = cartridge.open(path, "a", sync=sync)
+    rec = CrashRecorder(c)
+    model = dict(old)
+    with c.transaction():
+        for op in range(1000):
+            k = f"/new/d{op % 10}/f{op % 300}"
+            if op % 7 == 0 and k in model:
+                c.delete(k)
+                del model[k]
+            else:
+                data = rng.randbytes(rng.choice([10, 300, 3000, 20_000]))
+                c.write(k, data)
+                model[k] = data
+        c.rename("/old", "/moved")
+        model = {("/moved" + p[4:] if p.startswith("/old/") else p): v for p, v in model.items()}
+    rec.detach()
+    c.close()
+    assert len(rec.log) > 5
+    for model_name, rng2 in (("killed", None), ("power", None), ("power", random.Random(1))):
+        for cut in rec.cuts():
+            p = str(tmp_path / "crash.cart")
+            with open(p, "wb") as f:
+                f.write(rec.image(cut, model_name, rng2))
+            assert contents(p) in (old, model), (model_name, cut)
+    with open(str(tmp_path / "end.cart"), "wb") as f:
+        f.write(rec.image(len(rec.log), "killed"))
+    assert contents(str(tmp_path / "end.cart")) == model
