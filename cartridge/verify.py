@@ -79,7 +79,6 @@ class _Verifier:
         self.pager = eng.pager
         self.problems: list[str] = []
         self.owner: dict[int, str] = {}
-        self.pages_checked = 0
         self.files_checked = 0
         self.bytes_checked = 0
 
@@ -113,7 +112,6 @@ class _Verifier:
             except CartridgeError as e:
                 self.problem(f"{name} tree: {e}")
                 return
-            self.pages_checked += 1
             self.own(pno, 1, f"{name} node")
             n = node.nkeys
             keys = [node.key(i) for i in range(n)]
@@ -137,7 +135,6 @@ class _Verifier:
             self.problem(f"{name} tree: leaves at depths {sorted(leaf_depths)}, height says {height}")
         for pno in store.overflow:
             self.own(pno, 1, f"{name} overflow")
-            self.pages_checked += 1
 
     # -- the whole archive ------------------------------------------------------------------
     def run(self):
@@ -233,7 +230,6 @@ class _Verifier:
                 content.cache.pop(-int.from_bytes(rec.payload[:8], "little"))
                 for pno in content.xmap_pages(rec):
                     self.own(pno, 1, f"{where} chunk map")
-                    self.pages_checked += 1
             cmap = content.chunk_map(rec, where)
         except CartridgeError as e:
             self.problem(str(e))
