@@ -6,26 +6,30 @@ directory rules, and runs as its own atomic commit unless a transaction() is ope
 from __future__ import annotations
 
 import io
+import json
 import operator
 import os
 import stat as _stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import paths as P
+from . import policystore
 from .engine import Engine
 from .errors import (
     AlreadyExistsError,
     CartridgeError,
     ClosedError,
+    CorruptionError,
     DirectoryNotEmptyError,
     InvalidPathError,
     NotFoundError,
     PathIsDirectoryError,
     PathNotDirectoryError,
+    PolicyError,
     ReadOnlyError,
     TransactionAbortedError,
 )
@@ -34,6 +38,8 @@ from .records import Record, decode, max_payload
 from .verify import VerifyReport, verify_engine
 
 MODES = ("r", "a", "w", "x")
+# condition keys whose value changes from call to call: policies naming one are never memoised
+DYNAMIC_KEYS = (b"currenttime", b"epochtime", b"objectsize")
 DEFAULT_CACHE_SIZE = 64 << 20
 # Errors raised while checking a call's arguments, before anything changes: inside a
 # transaction they leave it usable. Anything else raised mid-change aborts the transaction.
@@ -91,9 +97,26 @@ def _as_bytes(data) -> memoryview:
         raise TypeError(f"write() takes bytes-like data, not {type(data).__name__}") from None
 
 
-def open(path: str | os.PathLike, mode: str = "a", **kwargs) -> Cartridge:
-    """Open (or create) an archive; see Cartridge for the arguments."""
-    return Cartridge(path, mode, **kwargs)
+def open(path: str | os.PathLike, mode: str = "a", *, principal: str | None = None,
+         tags: Mapping[str, str] | None = None, context: Mapping[str, Any] | None = None,
+         **kwargs) -> Cartridge:
+    """Open (or create) an archive; see Cartridge for the arguments. With `principal`, the
+    handle acts as that principal (see Cartridge.as_principal) and closes the archive on close."""
+    if principal is None:
+        if tags is not None or context is not None:
+            raise ValueError("tags and context need a principal")
+        return Cartridge(path, mode, **kwargs)
+    from .guard import open_as
+
+    return open_as(path, mode, principal, tags, context, **kwargs)
+
+
+class PolicyState(NamedTuple):
+    """The archive's compiled policies at one moment; replaced, never mutated."""
+    epoch: int                # Engine.system_epoch it was checked against
+    fingerprint: tuple        # identity of the stored policy entries
+    policies: Any             # iam.PolicySet
+    static: bool              # no condition can change between calls (time, object size)
 
 
 class Cartridge:
@@ -129,6 +152,7 @@ class Cartridge:
         self._txn_depth = 0
         self._txn_aborted = False
         self._streams: set = set()
+        self._pstate: PolicyState | None = None
         from .create import open_engine  # creation needs the engine, kept in its own module
 
         self._eng: Engine = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
@@ -567,6 +591,109 @@ class Cartridge:
             eng.commit(force_sync=True)
             if self._txn_depth:
                 eng.begin()
+
+    # -- policies ---------------------------------------------------------------------------
+    def set_policy(self, name: str, document: Mapping[str, Any] | str | bytes) -> None:
+        """Store (or replace) an IAM policy inside the archive; validated first (PolicyError)."""
+        from .iam import Policy
+
+        policystore.check_name(name)
+        policy = Policy.parse(document)
+        text = json.dumps(policy.document, sort_keys=True, separators=(",", ":")).encode()
+        with self._lock:
+            eng = self._writer()
+            with self._change():
+                policystore.store(eng, name, text)
+
+    def get_policy(self, name: str) -> dict:
+        """A stored policy document; NotFoundError if there is none by that name."""
+        policystore.check_name(name)
+        with self._lock:
+            eng = self._ready()
+            docs = policystore.load_all(eng)
+        if name not in docs:
+            raise NotFoundError(f"no policy named {name!r}")
+        return self._parse_stored(name, docs[name])
+
+    def delete_policy(self, name: str) -> None:
+        """Remove a stored policy; NotFoundError if there is none by that name."""
+        policystore.check_name(name)
+        with self._lock:
+            eng = self._writer()
+            if eng.get(policystore.policy_key(name)) is None:
+                raise NotFoundError(f"no policy named {name!r}")
+            with self._change():
+                policystore.remove(eng, name)
+
+    def policies(self) -> dict[str, dict]:
+        """Every stored policy: name -> document, sorted by name."""
+        with self._lock:
+            eng = self._ready()
+            docs = policystore.load_all(eng)
+        return {name: self._parse_stored(name, text) for name, text in sorted(docs.items())}
+
+    def as_principal(self, name: str, tags: Mapping[str, str] | None = None,
+                     context: Mapping[str, Any] | None = None):
+        """A handle on this archive acting as principal `name`: the full API, with every call
+        checked against the stored policies first (AccessDeniedError). With no policies
+        stored, a principal may do everything; with any, only what they allow."""
+        from .guard import PrincipalCartridge
+
+        self._ready()
+        return PrincipalCartridge(self, name, tags, context)
+
+    def check_access(self, principal: str, action: str, resource: str,
+                     tags: Mapping[str, str] | None = None,
+                     context: Mapping[str, Any] | None = None):
+        """What the stored policies decide for `principal` doing `action` on `resource`, with
+        the keys a principal handle would supply: an iam.Explanation (decision + statements)."""
+        from .iam import Decision, Explanation
+
+        with self._lock:
+            view = self.as_principal(principal, tags, context)
+            state = self._policy_state(self._ready())
+            res = resource if resource in ("*", "/") else P.normalize_any(resource)[0]
+            if resource.endswith("/") and res != "/":
+                res += "/"
+            if state is None:
+                return Explanation(Decision.ALLOW, ())
+            extra = {"cart:prefix": res} if action.lower() == "cart:list" else None
+            return state.policies.explain(action, res, principal=principal, tags=view.tags,
+                                          context=view._context(extra))
+
+    def _parse_stored(self, name: str, text: bytes) -> dict:
+        try:
+            return json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise CorruptionError(f"{self.path}: stored policy {name!r} is not JSON") from None
+
+    def _policy_state(self, eng: Engine) -> PolicyState | None:
+        """The compiled policies of the engine's current state; None when there are none.
+        Recompiled only when the stored entries changed (cheap check once per new epoch)."""
+        state = self._pstate
+        if state is not None and state.epoch == eng.system_epoch:
+            return state if state.policies is not None else None
+        fp = policystore.fingerprint(eng)
+        if state is None or state.fingerprint != fp:
+            from .iam import Policy, PolicySet
+
+            docs = policystore.load_all(eng)
+            if docs:
+                try:
+                    compiled = PolicySet({n: Policy.parse(self._parse_stored(n, t))
+                                          for n, t in docs.items()})
+                except PolicyError as e:
+                    raise CorruptionError(f"{self.path}: a stored policy no longer parses: {e}") \
+                        from None
+                lowered = b" ".join(docs.values()).lower()
+                static = not any(k in lowered for k in DYNAMIC_KEYS)
+            else:
+                compiled, static = None, True
+            state = PolicyState(eng.system_epoch, fp, compiled, static)
+        else:
+            state = state._replace(epoch=eng.system_epoch)
+        self._pstate = state
+        return state if state.policies is not None else None
 
     # -- maintenance ------------------------------------------------------------------------
     def verify(self, deep: bool = True) -> VerifyReport:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import builtins
 import datetime as _dt
 import json
 import os
@@ -381,6 +382,67 @@ def cmd_verify(args) -> int:
     return 1
 
 
+# -- policies --------------------------------------------------------------------------------------
+def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"{what} must look like KEY=VALUE, not {item!r}")
+        out[key] = value
+    return out
+
+
+def cmd_policy_set(args) -> int:
+    if args.file == "-":
+        text = sys.stdin.read()
+    else:
+        with builtins.open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    with _open(args, "a") as cart:
+        cart.set_policy(args.name, text)
+    print(f"stored policy {args.name}")
+    return 0
+
+
+def cmd_policy_get(args) -> int:
+    with _open(args, "r") as cart:
+        print(json.dumps(cart.get_policy(args.name), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_policy_ls(args) -> int:
+    with _open(args, "r") as cart:
+        docs = cart.policies()
+    for name, doc in docs.items():
+        statements = doc.get("Statement", [])
+        n = len(statements) if isinstance(statements, list) else 1
+        print(f"{name}\t{_plural(n, 'statement')}")
+    return 0
+
+
+def cmd_policy_rm(args) -> int:
+    with _open(args, "a") as cart:
+        cart.delete_policy(args.name)
+    print(f"removed policy {args.name}")
+    return 0
+
+
+def cmd_policy_check(args) -> int:
+    tags, context = _pairs(args.tag, "--tag"), _pairs(args.context, "--context")
+    with _open(args, "r") as cart:
+        stored = bool(cart.policies())
+        result = cart.check_access(args.principal, args.action, args.resource, tags=tags,
+                                   context=context)
+    print(result.decision.value)
+    if not result.statements:
+        print("  (no policies stored: a principal may do everything)" if not stored
+              else "  (no statement matched)")
+    for ref in result.statements:
+        print(f"  {ref}")
+    return 0 if result.decision.value == "Allow" else 3
+
+
 # -- demo ------------------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import DemoError, run_demo
@@ -485,6 +547,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("verify", cmd_verify, "check the archive's pages and checksums; exit 1 on any problem")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("--quick", action="store_true", help="skip the content checksums (structure only)")
+
+    p = add("policy", None, "manage IAM policies stored in the archive and check decisions",
+            epilog="'policy check' exits 0 when the action is allowed and 3 when it is denied.")
+    psub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+
+    def padd(name, func, help, parents=()):
+        q = psub.add_parser(name, help=help, description=help, parents=list(parents))
+        q.set_defaults(func=func)
+        q.add_argument("archive", metavar="ARCHIVE")
+        return q
+
+    q = padd("set", cmd_policy_set, "store or replace a policy from a JSON file ('-': stdin)",
+             [sync_parent])
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("file", metavar="FILE")
+    q.set_defaults(must_exist=True)
+    q = padd("get", cmd_policy_get, "print a stored policy as JSON")
+    q.add_argument("name", metavar="NAME")
+    padd("ls", cmd_policy_ls, "list stored policies")
+    q = padd("rm", cmd_policy_rm, "remove a stored policy", [sync_parent])
+    q.add_argument("name", metavar="NAME")
+    q.set_defaults(must_exist=True)
+    q = padd("check", cmd_policy_check, "print the decision for one request and the statements "
+             "that decided it")
+    q.add_argument("--principal", required=True, metavar="P")
+    q.add_argument("--action", required=True, metavar="A", help="e.g. cart:GetObject")
+    q.add_argument("--resource", required=True, metavar="R", help="an archive path")
+    q.add_argument("--tag", action="append", metavar="KEY=VALUE", help="a principal tag")
+    q.add_argument("--context", action="append", metavar="KEY=VALUE",
+                   help="an extra condition key, e.g. cart:SourceIp=10.0.0.1")
 
     p = add("demo", cmd_demo, "build a sample archive from generated data and exercise the API")
     p.add_argument("path", metavar="PATH", nargs="?", default=None,

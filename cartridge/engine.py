@@ -26,6 +26,7 @@ from .format import (
     PAGE_SIZE,
     ROOT_SLOT,
     SLOT_OFFSETS,
+    SYSTEM_PREFIX,
     TREE_ALLOCMAP,
     TREE_CATALOG,
 )
@@ -76,6 +77,7 @@ class Engine:
         self.failed: BaseException | None = None   # an I/O error left this handle unusable
         self._ofd_pins: set[int] = set()
         self._slots_seen = b""                    # slot bytes the reader last settled on
+        self.system_epoch = 0      # bumped whenever internal state (policies) may have changed
         if writable and not locking.writer_lock(fd, lock_timeout):
             raise LockedError(f"{name}: another handle holds the write lock")
         if fresh:
@@ -208,6 +210,7 @@ class Engine:
         if root.generation == self.root.generation:
             return
         self.root = root
+        self.system_epoch += 1
         self.pager.cache.clear()
         self.records.clear()
         self._build_trees()
@@ -232,8 +235,11 @@ class Engine:
         old = self.catalog.put(key, rec.encode())
         self.records[key] = with_chunk_key(rec)
         old_rec = None if old is None else decode(old, self._where(key))
-        self._count(old_rec, -1)
-        self._count(rec, +1)
+        if key[:1] == SYSTEM_PREFIX:
+            self.system_epoch += 1
+        else:
+            self._count(old_rec, -1)
+            self._count(rec, +1)
         return old_rec
 
     def delete(self, key: bytes) -> Record | None:
@@ -243,7 +249,10 @@ class Engine:
             return None
         self._changed = True
         rec = decode(old, self._where(key))
-        self._count(rec, -1)
+        if key[:1] == SYSTEM_PREFIX:
+            self.system_epoch += 1
+        else:
+            self._count(rec, -1)
         return rec
 
     def _count(self, rec: Record | None, sign: int) -> None:
@@ -292,6 +301,7 @@ class Engine:
             self.pager.drop_staged()
             self.failed = e
         self.allocator.rollback()
+        self.system_epoch += 1
         self.root = self._saved.copy()
         self.records.clear()
         self._build_trees()

@@ -69,5 +69,9 @@ ALLOC_KEY = struct.Struct(">Q")             # big-endian so byte order equals nu
 WRITER_LOCK_OFFSET = 1 << 62
 READER_PIN_BASE = (1 << 62) + 4096         # a reader pinning generation g locks byte BASE + g
 
+# catalog keys of internal state (FORMAT §5.5): 0x00 sorts before '/', so no path can reach them
+SYSTEM_PREFIX = b"\x00"
+POLICY_PREFIX = b"\x00policy/"
+
 DEFAULT_MODE_FILE = 0o100644
 DEFAULT_MODE_DIR = 0o040755

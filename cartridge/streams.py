@@ -180,6 +180,7 @@ class CartWriter(_Base):
         if self._base is not None and self._base.storage not in (STORE_EMPTY, STORE_INLINE):
             self._base_map = eng.content.chunk_map(self._base, path)
         self._published = False
+        self.before_publish = None      # callable(size), e.g. a policy check; raising cancels
 
     def writable(self) -> bool:
         return True
@@ -386,6 +387,8 @@ class CartWriter(_Base):
                     if i < n_chunks:
                         cmap[i] = self._placed[i]
                 keep_runs = [self._runs[i] for i in sorted(self._placed) if i < n_chunks]
+            if self.before_publish is not None:
+                self.before_publish(size)
             # Every chunk now exists on pages; small results go inline instead.
             max_inline = max_payload(len(self._key))
             with cart._change():

@@ -27,10 +27,12 @@ from .format import (
     SLOT_OFFSETS,
     STORE_CHUNKS,
     STORE_XMAP,
+    SYSTEM_PREFIX,
     TREE_ALLOCMAP,
     TREE_CATALOG,
 )
 from .pager import Root, parse_page0
+from .policystore import is_system_key
 from .records import decode
 
 
@@ -177,16 +179,30 @@ class _Verifier:
         for key, value in self.walk(TREE_CATALOG, root.catalog_root, root.catalog_height, "catalog"):
             count += 1
             where = key.decode("utf-8", "replace")
-            try:
-                path = P.from_key(key)
-                if P.normalize(path) != path or path == "/":
-                    self.problem(f"{where}: catalog key is not a normalised path")
-            except (UnicodeDecodeError, InvalidPathError):
-                self.problem(f"{where}: catalog key is not a valid path")
+            system = key[:1] == SYSTEM_PREFIX
+            if system:
+                where = f"<system {where[1:]!r}>"
+                if not is_system_key(key):
+                    self.problem(f"{where}: unknown system entry in the catalog")
+            else:
+                try:
+                    path = P.from_key(key)
+                    if P.normalize(path) != path or path == "/":
+                        self.problem(f"{where}: catalog key is not a normalised path")
+                except (UnicodeDecodeError, InvalidPathError):
+                    self.problem(f"{where}: catalog key is not a valid path")
             try:
                 rec = decode(value, where)
             except CartridgeError as e:
                 self.problem(str(e))
+                continue
+            if system:
+                if rec.kind != KIND_FILE:
+                    self.problem(f"{where}: a system entry must be a file record")
+                elif rec.storage == STORE_CHUNKS or rec.storage == STORE_XMAP:
+                    self.check_chunks(rec, where)
+                elif self.deep and rec.size and xxh3_64(rec.payload) != rec.checksum:
+                    self.problem(f"{where}: inline content checksum mismatch")
                 continue
             if rec.kind != KIND_FILE:
                 dirs += 1

@@ -1,0 +1,339 @@
+"""Principal handles: the full Cartridge API with every call checked against the archive's IAM
+policies before it has any effect (docs/IAM.md, "Enforcement").
+
+A PrincipalCartridge wraps an owner Cartridge and lists every public method explicitly, so a
+method that is not guarded here does not exist on a principal handle at all. Each call takes
+the archive lock, checks every resource it will touch, then runs the owner's method under the
+same lock: no other call of this process can change the policies or the files in between.
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from . import paths as P
+from .errors import AccessDeniedError, ClosedError, InvalidPathError
+from .iam import Decision
+
+GET = "cart:GetObject"
+PUT = "cart:PutObject"
+DELETE = "cart:DeleteObject"
+LIST = "cart:List"
+GET_POLICY = "cart:GetPolicy"
+PUT_POLICY = "cart:PutPolicy"
+ARCHIVE = "/"            # the resource of archive-wide actions (policies, info, verify)
+FAST_CACHE_MAX = 65_536  # per-handle memo of allowed (action, user path) pairs
+
+
+def list_resource(directory: str) -> str:
+    """cart:List's resource for a normalised directory: its path ending in '/'."""
+    return "/" if directory == "/" else directory + "/"
+
+
+class PrincipalCartridge:
+    """An archive handle acting as a named principal; see Cartridge for each method."""
+
+    def __init__(self, cart, name: str, tags: Mapping[str, str] | None = None,
+                 context: Mapping[str, Any] | None = None, *, owns: bool = False):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"principal must be a non-empty str, not {name!r}")
+        tags = dict(tags or {})
+        for k, v in tags.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise ValueError(f"principal tags must map str to str, not {k!r}: {v!r}")
+        self._cart = cart
+        self._lock = cart._lock
+        self.principal = name
+        self.tags = tags
+        self.context = dict(context or {})
+        self._owns = owns
+        self._closed = False
+        self._state = None               # the owner's policy state the memo below belongs to
+        self._fast: dict = {}            # (action, user path) -> allowed, for static policies
+
+    # -- the check ----------------------------------------------------------------------------
+    def _context(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        now = time.time()
+        ctx = dict(self.context)
+        ctx["cart:username"] = self.principal
+        for k, v in self.tags.items():
+            ctx[f"cart:PrincipalTag/{k}"] = v
+        ctx["cart:CurrentTime"] = datetime.fromtimestamp(now, timezone.utc)
+        ctx["cart:EpochTime"] = int(now)
+        if extra:
+            ctx.update(extra)
+        return ctx
+
+    def _policy_state(self):
+        """The owner's current policy state (refreshing a reader first); None: no policies."""
+        if self._closed:
+            raise ClosedError(f"{self._cart.path}: principal handle is closed")
+        eng = self._cart._ready()
+        state = self._cart._policy_state(eng)
+        if state is not self._state:
+            self._state = state
+            self._fast.clear()
+        return state
+
+    def _deny(self, action: str, resource: str, decision: Decision) -> None:
+        cart = self._cart
+        if cart._txn_depth and not cart._txn_aborted:
+            cart._abort()          # a denied step rolls the whole transaction back
+        why = "explicitly denied" if decision == Decision.EXPLICIT_DENY else "not allowed"
+        raise AccessDeniedError(f"{self.principal!r} is {why} {action} on {resource!r}")
+
+    def _decide(self, state, action: str, resource: str, extra: Mapping[str, Any] | None) -> None:
+        decision = state.policies.decide(action, resource, principal=self.principal,
+                                         tags=self.tags, context=self._context(extra))
+        if decision != Decision.ALLOW:
+            self._deny(action, resource, decision)
+
+    def _check(self, action: str, resource: str, extra: Mapping[str, Any] | None = None) -> None:
+        state = self._policy_state()
+        if state is not None:
+            self._decide(state, action, resource, extra)
+
+    def _check_path(self, action: str, path: str) -> None:
+        """Check an object action on a user path; allowed answers are memoised per handle
+        while the policies stay the same and depend on nothing that changes per call."""
+        state = self._policy_state()
+        if state is None:
+            return
+        key = (action, path)
+        if key in self._fast:
+            return
+        if type(path) is not str:
+            raise InvalidPathError(f"path must be a str, not {type(path).__name__}")
+        resource = P.normalize_any(path)[0]
+        self._decide(state, action, resource, None)
+        if state.static:
+            if len(self._fast) >= FAST_CACHE_MAX:
+                self._fast.clear()
+            self._fast[key] = True
+
+    def _check_put(self, path: str, size: int | None) -> None:
+        state = self._policy_state()
+        if state is None:
+            return
+        extra = None if size is None else {"cart:ObjectSize": size}
+        self._decide(state, PUT, P.normalize_any(path)[0], extra)
+
+    def _check_list(self, directory: str, prefix: str | None = None) -> None:
+        resource = list_resource(directory)
+        self._check(LIST, resource, {"cart:prefix": resource if prefix is None else prefix})
+
+    def _check_tree(self, actions: tuple[str, ...], top: str, prefix: bytes,
+                    renamed_to: str | None = None) -> None:
+        """Check `actions` on a directory and every entry below it (and, for a rename, PUT
+        on where each one lands) before anything changes."""
+        state = self._policy_state()
+        if state is None:
+            return
+        targets = [top] + [P.stored_path(k) for k, _ in self._cart._eng.items(prefix, prefix)]
+        for path in targets:
+            for action in actions:
+                self._decide(state, action, path, None)
+            if renamed_to is not None:
+                self._decide(state, PUT, renamed_to + path[len(top):], None)
+
+    # -- files ----------------------------------------------------------------------------------
+    def write(self, path: str, data) -> None:
+        with self._lock:
+            self._check_put(path, memoryview(data).nbytes if not isinstance(data, str) else 0)
+            self._cart.write(path, data)
+
+    def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
+        with self._lock:
+            self._check_path(GET, path)
+            return self._cart.read(path, offset, size)
+
+    def readinto(self, path: str, buffer, offset: int = 0) -> int:
+        with self._lock:
+            self._check_path(GET, path)
+            return self._cart.readinto(path, buffer, offset)
+
+    def open(self, path: str, mode: str = "rb") -> io.RawIOBase:
+        with self._lock:
+            if mode == "rb" or mode == "r+b":
+                self._check_path(GET, path)
+            if mode != "rb":
+                self._check_put(path, None)
+            stream = self._cart.open(path, mode)
+            if mode != "rb":
+                stream.before_publish = lambda size: self._check_put(path, size)
+            return stream
+
+    # -- queries --------------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        with self._lock:
+            self._check_path(GET, path)
+            return self._cart.exists(path)
+
+    def isfile(self, path: str) -> bool:
+        with self._lock:
+            self._check_path(GET, path)
+            return self._cart.isfile(path)
+
+    def isdir(self, path: str) -> bool:
+        with self._lock:
+            self._check_path(GET, path)
+            return self._cart.isdir(path)
+
+    def stat(self, path: str):
+        with self._lock:
+            self._check_path(GET, path)
+            return self._cart.stat(path)
+
+    def listdir(self, path: str = "/") -> list[str]:
+        with self._lock:
+            self._check_list(P.normalize(path))
+            return self._cart.listdir(path)
+
+    def walk(self, top: str = "/") -> Iterator[tuple[str, list[str], list[str]]]:
+        with self._lock:
+            self._check_list(P.normalize(top))
+        for entry in self._cart.walk(top):
+            with self._lock:
+                self._check_list(entry[0])
+            yield entry
+
+    def scan(self, prefix: str = "/") -> Iterator:
+        if not isinstance(prefix, str) or not prefix:
+            raise InvalidPathError("prefix must be a non-empty str ('/' for everything)")
+        norm = P.normalize(prefix) if prefix.strip("/") else "/"
+        base = norm if prefix.endswith("/") or norm == "/" else P.parent(norm)
+        shown = list_resource(norm) if base == norm else norm
+        with self._lock:
+            self._check_list(base, shown)
+        allowed = {base}
+        for info in self._cart.scan(prefix):
+            parent = P.parent(info.path)
+            if parent not in allowed:
+                with self._lock:
+                    self._check_list(parent)
+                allowed.add(parent)
+            yield info
+
+    # -- namespace changes ----------------------------------------------------------------------
+    def mkdir(self, path: str, parents: bool = False, exist_ok: bool = False) -> None:
+        with self._lock:
+            p = P.normalize(path)
+            self._check_put(p, None)
+            if parents:
+                eng = self._cart._ready()
+                for anc in P.ancestors(p):
+                    if self._cart._kind(eng, anc)[0] is None:
+                        self._check_put(anc, None)
+            self._cart.mkdir(path, parents, exist_ok)
+
+    def delete(self, path: str, recursive: bool = False) -> None:
+        with self._lock:
+            p = P.normalize_any(path)[0]
+            eng = self._cart._ready()
+            if self._cart._kind(eng, p)[0] == "dir" and recursive:
+                self._check_tree((DELETE,), p, P.to_key(P.dir_prefix(p)))
+            else:
+                self._check_path(DELETE, path)
+            self._cart.delete(path, recursive)
+
+    def rename(self, src: str, dst: str) -> None:
+        with self._lock:
+            s = P.normalize_any(src)[0]
+            d = P.normalize_any(dst)[0]
+            eng = self._cart._ready()
+            if self._cart._kind(eng, s)[0] == "dir" and s != "/" and d != "/":
+                self._check_tree((GET, DELETE), s, P.to_key(P.dir_prefix(s)), renamed_to=d)
+            else:
+                self._check_path(GET, src)
+                self._check_path(DELETE, src)
+                self._check_put(dst, None)
+            self._cart.rename(src, dst)
+
+    # -- transactions and durability ------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[PrincipalCartridge]:
+        with self._cart.transaction():
+            yield self
+
+    def commit(self) -> None:
+        self._cart.commit()
+
+    # -- policies ---------------------------------------------------------------------------------
+    def set_policy(self, name: str, document) -> None:
+        with self._lock:
+            self._check(PUT_POLICY, ARCHIVE)
+            self._cart.set_policy(name, document)
+
+    def delete_policy(self, name: str) -> None:
+        with self._lock:
+            self._check(PUT_POLICY, ARCHIVE)
+            self._cart.delete_policy(name)
+
+    def get_policy(self, name: str) -> dict:
+        with self._lock:
+            self._check(GET_POLICY, ARCHIVE)
+            return self._cart.get_policy(name)
+
+    def policies(self) -> dict[str, dict]:
+        with self._lock:
+            self._check(GET_POLICY, ARCHIVE)
+            return self._cart.policies()
+
+    def as_principal(self, name: str, tags=None, context=None) -> PrincipalCartridge:
+        raise AccessDeniedError(f"{self.principal!r} cannot act as another principal; "
+                                "use the owner handle")
+
+    # -- maintenance ------------------------------------------------------------------------------
+    def verify(self, deep: bool = True):
+        with self._lock:
+            self._check_list("/")
+            return self._cart.verify(deep)
+
+    def info(self) -> dict:
+        with self._lock:
+            self._check_list("/")
+            return self._cart.info()
+
+    @property
+    def path(self) -> str:
+        return self._cart.path
+
+    @property
+    def mode(self) -> str:
+        return self._cart.mode
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._cart.closed
+
+    def close(self) -> None:
+        """Close this handle (and the archive too when open() created it for the principal)."""
+        self._closed = True
+        if self._owns:
+            self._cart.close()
+
+    def __enter__(self) -> PrincipalCartridge:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<cartridge.PrincipalCartridge {self._cart.path!r} as {self.principal!r}>"
+
+
+def open_as(path: str | os.PathLike, mode: str, principal: str, tags, context, **kwargs):
+    """cartridge.open(..., principal=...): an archive handle owned by a principal handle."""
+    from .cartridge import Cartridge
+
+    cart = Cartridge(path, mode, **kwargs)
+    try:
+        return PrincipalCartridge(cart, principal, tags, context, owns=True)
+    except BaseException:
+        cart.close()
+        raise
