@@ -1,0 +1,438 @@
+"""IAM policies persisted in the archive and enforced on every call of a principal handle."""
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+
+import cartridge
+from cartridge import AccessDeniedError, NotFoundError, PolicyError
+from cartridge.guard import PrincipalCartridge
+
+V = "2012-10-17"
+
+
+def allow(actions, resources, **extra):
+    return {"Effect": "Allow", "Action": actions, "Resource": resources, **extra}
+
+
+def deny(actions, resources, **extra):
+    return {"Effect": "Deny", "Action": actions, "Resource": resources, **extra}
+
+
+def doc(*statements):
+    return {"Version": V, "Statement": list(statements)}
+
+
+@pytest.fixture
+def cart(tmp_path):
+    with cartridge.open(tmp_path / "a.cart", "a", sync="off") as c:
+        c.write("/public/a.txt", b"public")
+        c.write("/secret/s.txt", b"secret")
+        c.write("/home/alice/notes", b"alice's")
+        c.write("/home/bob/notes", b"bob's")
+        yield c
+
+
+def test_no_policies_means_principals_may_do_everything(cart):
+    alice = cart.as_principal("alice")
+    assert alice.read("/secret/s.txt") == b"secret"
+    alice.write("/new", b"x")
+    assert cart.read("/new") == b"x"
+
+
+def test_with_policies_anything_not_allowed_is_denied(cart):
+    cart.set_policy("readers", doc(allow("cart:GetObject", "/public/*")))
+    alice = cart.as_principal("alice")
+    assert alice.read("/public/a.txt") == b"public"
+    with pytest.raises(AccessDeniedError, match="cart:GetObject.*/secret/s.txt"):
+        alice.read("/secret/s.txt")
+    with pytest.raises(AccessDeniedError, match="PutObject"):
+        alice.write("/public/b.txt", b"x")
+    assert not cart.exists("/public/b.txt")
+    # the owner is never restricted
+    assert cart.read("/secret/s.txt") == b"secret"
+
+
+def test_policies_persist_and_stay_out_of_the_user_namespace(tmp_path):
+    path = tmp_path / "p.cart"
+    with cartridge.open(path, "a") as c:
+        c.write("/f", b"1")
+        c.set_policy("readers", doc(allow("cart:GetObject", "/*")))
+        c.set_policy("Writers.v2", doc(allow("cart:PutObject", "/w/*")))
+        info = c.info()
+    assert (info["files"], info["directories"], info["total_bytes"]) == (1, 0, 1)
+    with cartridge.open(path, "r") as c:
+        assert sorted(c.policies()) == ["Writers.v2", "readers"]
+        assert c.get_policy("readers")["Statement"][0]["Effect"] == "Allow"
+        assert c.listdir("/") == ["f"]
+        assert [i.path for i in c.scan("/")] == ["/f"]
+        assert c.verify().ok
+        assert c.as_principal("x").read("/f") == b"1"
+        with pytest.raises(AccessDeniedError):
+            c.as_principal("x").write("/f", b"")       # checked before the read-only refusal
+    with cartridge.open(path, "a") as c:
+        c.delete_policy("readers")
+        with pytest.raises(NotFoundError):
+            c.get_policy("readers")
+        with pytest.raises(NotFoundError):
+            c.delete_policy("readers")
+        assert list(c.policies()) == ["Writers.v2"]
+        assert c.verify().ok
+
+
+def test_counts_ignore_policy_entries(tmp_path):
+    with cartridge.open(tmp_path / "c.cart", "a") as c:
+        c.write("/f", b"12345")
+        before = c.info()
+        c.set_policy("p", doc(allow("cart:*", "*")))
+        after = c.info()
+    for key in ("files", "total_bytes", "directories"):
+        assert before[key] == after[key], key
+    assert after["catalog_entries"] == before["catalog_entries"] + 1
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x/y", "é", "a" * 129, None, 3])
+def test_bad_policy_names(cart, name):
+    with pytest.raises(PolicyError):
+        cart.set_policy(name, doc(allow("cart:GetObject", "/*")))
+
+
+@pytest.mark.parametrize("bad", [
+    "not json", {"Statement": []}, {"Version": V, "Statement": [{"Effect": "Maybe",
+                                                                   "Action": "*",
+                                                                   "Resource": "*"}]},
+    {"Version": V, "Statement": [{"Effect": "Allow", "Action": "cart:GetObject",
+                                  "Resource": "/a", "Condition": {"NoSuchOp": {"k": "v"}}}]},
+])
+def test_malformed_documents_are_refused_and_nothing_is_stored(cart, bad):
+    with pytest.raises(PolicyError):
+        cart.set_policy("p", bad)
+    assert cart.policies() == {}
+
+
+def test_principal_handle_has_the_whole_api():
+    public = {n for n, v in inspect.getmembers(cartridge.Cartridge)
+              if not n.startswith("_") and (callable(v) or isinstance(v, property))}
+    missing = public - {n for n in dir(PrincipalCartridge) if not n.startswith("_")}
+    assert not missing
+
+
+# -- path spellings never reach bytes under different rules -----------------------------------
+SPELLINGS = ["/secret/s.txt", "secret/s.txt", "//secret//s.txt", "/./secret/./s.txt",
+             "/secret/x/../s.txt", "/public/../secret/s.txt"]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_path_spellings_cannot_bypass_a_deny(cart, spelling):
+    cart.set_policy("p", doc(allow("cart:*", "/*"), deny("cart:*", "/secret/*")))
+    alice = cart.as_principal("alice")
+    try:
+        cartridge.normalize_path(spelling)
+    except cartridge.InvalidPathError:
+        with pytest.raises(cartridge.InvalidPathError):
+            alice.read(spelling)
+        return
+    for call in (lambda: alice.read(spelling), lambda: alice.stat(spelling),
+                 lambda: alice.exists(spelling), lambda: alice.open(spelling).read(),
+                 lambda: alice.write(spelling, b"x"), lambda: alice.delete(spelling),
+                 lambda: alice.readinto(spelling, bytearray(10))):
+        with pytest.raises(AccessDeniedError):
+            call()
+    assert cart.read("/secret/s.txt") == b"secret"
+
+
+def test_case_and_lookalikes_are_different_resources(cart):
+    cart.set_policy("p", doc(allow("cart:*", "/*"), deny("cart:GetObject", "/secret/*")))
+    alice = cart.as_principal("alice")
+    cart.write("/SECRET/s.txt", b"other file")
+    cart.write("/s\u0435cret/s.txt", b"cyrillic e")     # a look-alike is another path
+    assert alice.read("/SECRET/s.txt") == b"other file"
+    assert alice.read("/s\u0435cret/s.txt") == b"cyrillic e"
+    with pytest.raises(AccessDeniedError):
+        alice.read("/secret/s.txt")
+
+
+def test_action_names_are_case_insensitive_resources_are_not(cart):
+    cart.set_policy("p", doc(allow("CART:getobject", "/Public/*")))
+    alice = cart.as_principal("alice")
+    cart.write("/Public/x", b"1")
+    assert alice.read("/Public/x") == b"1"
+    with pytest.raises(AccessDeniedError):
+        alice.read("/public/a.txt")
+
+
+# -- renames ----------------------------------------------------------------------------------------
+def test_rename_out_of_and_into_protected_trees(cart):
+    cart.set_policy("p", doc(allow("cart:*", "/*"), deny("cart:*", "/secret/*")))
+    alice = cart.as_principal("alice")
+    with pytest.raises(AccessDeniedError):
+        alice.rename("/secret/s.txt", "/public/stolen")
+    with pytest.raises(AccessDeniedError):
+        alice.rename("/public/a.txt", "/secret/planted")
+    with pytest.raises(AccessDeniedError):
+        alice.rename("/secret", "/public/dir")            # the directory as a whole
+    with pytest.raises(AccessDeniedError):
+        alice.rename("/public", "/secret/inner")
+    with pytest.raises(AccessDeniedError):
+        alice.delete("/secret", recursive=True)
+    assert cart.read("/secret/s.txt") == b"secret"
+    assert cart.read("/public/a.txt") == b"public"
+    alice.rename("/public", "/open")                       # allowed on both sides
+    assert cart.read("/open/a.txt") == b"public"
+
+
+def test_rename_needs_get_and_delete_on_source(cart):
+    cart.set_policy("p", doc(allow(["cart:GetObject", "cart:PutObject"], "/*")))
+    alice = cart.as_principal("alice")
+    with pytest.raises(AccessDeniedError, match="DeleteObject"):
+        alice.rename("/public/a.txt", "/public/b.txt")
+    cart.set_policy("p", doc(allow(["cart:DeleteObject", "cart:PutObject"], "/*")))
+    with pytest.raises(AccessDeniedError, match="GetObject"):
+        alice.rename("/public/a.txt", "/public/b.txt")
+    cart.set_policy("p", doc(allow(["cart:DeleteObject", "cart:GetObject"], "/*")))
+    with pytest.raises(AccessDeniedError, match="PutObject"):
+        alice.rename("/public/a.txt", "/public/b.txt")
+    cart.set_policy("p", doc(allow(["cart:DeleteObject", "cart:GetObject", "cart:PutObject"],
+                                   "/*")))
+    alice.rename("/public/a.txt", "/public/b.txt")
+    assert cart.read("/public/b.txt") == b"public"
+
+
+# -- listing ----------------------------------------------------------------------------------------
+def test_listing_a_protected_directory(cart):
+    cart.set_policy("p", doc(allow("cart:List", "/*"), deny("cart:List", "/secret/")))
+    alice = cart.as_principal("alice")
+    assert alice.listdir("/") == ["home", "public", "secret"]
+    with pytest.raises(AccessDeniedError, match="cart:List"):
+        alice.listdir("/secret")
+    with pytest.raises(AccessDeniedError):
+        alice.listdir("secret/")
+    with pytest.raises(AccessDeniedError):
+        list(alice.walk("/"))                 # walking reaches /secret
+    with pytest.raises(AccessDeniedError):
+        list(alice.scan("/"))                 # scanning would reveal /secret/s.txt
+    with pytest.raises(AccessDeniedError):
+        list(alice.scan("/secret/"))
+    assert [i.path for i in alice.scan("/public/")] == ["/public/a.txt"]
+
+
+def test_list_prefix_condition(cart):
+    cart.set_policy("p", doc(allow("cart:List", "/home/*",
+                                   Condition={"StringLike": {"cart:prefix": "/home/${cart:username}/*"}})))
+    alice = cart.as_principal("alice")
+    assert alice.listdir("/home/alice") == ["notes"]
+    with pytest.raises(AccessDeniedError):
+        alice.listdir("/home/bob")
+
+
+def test_listing_needs_list_not_get(cart):
+    cart.set_policy("p", doc(allow("cart:GetObject", "/*")))
+    alice = cart.as_principal("alice")
+    assert alice.read("/public/a.txt") == b"public"
+    with pytest.raises(AccessDeniedError):
+        alice.listdir("/public")
+
+
+# -- transactions -----------------------------------------------------------------------------------
+def test_transaction_with_a_denied_step_rolls_back_whole(cart):
+    cart.set_policy("p", doc(allow("cart:*", "/*"), deny("cart:PutObject", "/secret/*")))
+    alice = cart.as_principal("alice")
+    with pytest.raises(AccessDeniedError):
+        with alice.transaction():
+            alice.write("/public/one", b"1")
+            alice.delete("/public/a.txt")
+            alice.write("/secret/two", b"2")
+    assert not cart.exists("/public/one")
+    assert cart.read("/public/a.txt") == b"public"
+    assert not cart.exists("/secret/two")
+
+
+def test_a_caught_denial_still_aborts_the_transaction(cart):
+    cart.set_policy("p", doc(allow("cart:*", "/*"), deny("cart:PutObject", "/secret/*")))
+    alice = cart.as_principal("alice")
+    with pytest.raises(cartridge.TransactionAbortedError):
+        with alice.transaction():
+            alice.write("/public/one", b"1")
+            try:
+                alice.write("/secret/two", b"2")
+            except AccessDeniedError:
+                pass
+            alice.write("/public/three", b"3")
+    assert not cart.exists("/public/one")
+    assert not cart.exists("/public/three")
+
+
+# -- caching never outlives a change ----------------------------------------------------------------
+def test_policy_replaced_while_decisions_are_cached(cart):
+    cart.set_policy("p", doc(allow("cart:GetObject", "/*")))
+    alice = cart.as_principal("alice")
+    for _ in range(3):
+        assert alice.read("/secret/s.txt") == b"secret"
+    cart.set_policy("p", doc(allow("cart:GetObject", "/public/*")))
+    with pytest.raises(AccessDeniedError):
+        alice.read("/secret/s.txt")
+    cart.delete_policy("p")                       # no policies at all: everything allowed
+    assert alice.read("/secret/s.txt") == b"secret"
+    cart.set_policy("q", doc(deny("cart:GetObject", "/secret/*"), allow("cart:*", "*")))
+    with pytest.raises(AccessDeniedError):
+        alice.read("/secret/s.txt")
+
+
+def test_policy_change_inside_a_rolled_back_transaction_is_forgotten(cart):
+    cart.set_policy("p", doc(allow("cart:GetObject", "/*")))
+    alice = cart.as_principal("alice")
+    assert alice.read("/secret/s.txt") == b"secret"
+    with pytest.raises(RuntimeError):
+        with cart.transaction():
+            cart.set_policy("p", doc(allow("cart:GetObject", "/public/*")))
+            with pytest.raises(AccessDeniedError):
+                alice.read("/secret/s.txt")           # the transaction's own view applies
+            raise RuntimeError("roll back")
+    assert alice.read("/secret/s.txt") == b"secret"
+
+
+def test_another_process_policy_change_reaches_a_reader(tmp_path):
+    path = tmp_path / "r.cart"
+    with cartridge.open(path, "a") as w:
+        w.write("/f", b"data")
+        w.set_policy("p", doc(allow("cart:GetObject", "/*")))
+        with cartridge.open(path, "r", principal="alice") as r:
+            assert r.read("/f") == b"data"
+            w.set_policy("p", doc(deny("cart:GetObject", "/f"), allow("cart:*", "*")))
+            with pytest.raises(AccessDeniedError):
+                r.read("/f")
+
+
+def test_tags_and_context_are_part_of_the_decision(cart):
+    cart.set_policy("p", doc(allow("cart:GetObject", "/secret/*",
+                                   Condition={"StringEquals": {"cart:PrincipalTag/team": "red"}})))
+    assert cart.as_principal("a", tags={"team": "red"}).read("/secret/s.txt") == b"secret"
+    with pytest.raises(AccessDeniedError):
+        cart.as_principal("a", tags={"team": "blue"}).read("/secret/s.txt")
+    with pytest.raises(AccessDeniedError):
+        cart.as_principal("a").read("/secret/s.txt")
+
+
+def test_conditional_deny_denies(cart):
+    cart.set_policy("p", doc(
+        allow("cart:*", "*"),
+        deny("cart:GetObject", "/secret/*",
+             Condition={"NotIpAddress": {"cart:SourceIp": "10.0.0.0/8"}})))
+    inside = cart.as_principal("a", context={"cart:SourceIp": "10.1.2.3"})
+    outside = cart.as_principal("a", context={"cart:SourceIp": "192.168.0.1"})
+    assert inside.read("/secret/s.txt") == b"secret"
+    with pytest.raises(AccessDeniedError, match="explicitly denied"):
+        outside.read("/secret/s.txt")
+    # the key missing: a negated operator matches, so the Deny applies
+    with pytest.raises(AccessDeniedError):
+        cart.as_principal("a").read("/secret/s.txt")
+
+
+def test_object_size_condition_on_write_and_streams(cart):
+    cart.set_policy("p", doc(allow("cart:*", "*"),
+                             deny("cart:PutObject", "/*",
+                                  Condition={"NumericGreaterThan": {"cart:ObjectSize": "100"}})))
+    alice = cart.as_principal("alice")
+    alice.write("/small", b"x" * 100)
+    with pytest.raises(AccessDeniedError):
+        alice.write("/big", b"x" * 101)
+    with alice.open("/streamed", "wb") as f:
+        f.write(b"y" * 50)
+    assert cart.read("/streamed") == b"y" * 50
+    f = alice.open("/streamed-big", "wb")
+    f.write(b"z" * 500)
+    with pytest.raises(AccessDeniedError):
+        f.close()
+    assert not cart.exists("/streamed-big")
+    assert cart.verify().ok
+
+
+def test_home_directories_by_username_variable(cart):
+    cart.set_policy("p", doc(allow(["cart:GetObject", "cart:PutObject"],
+                                   "/home/${cart:username}/*")))
+    alice = cart.as_principal("alice")
+    assert alice.read("/home/alice/notes") == b"alice's"
+    alice.write("/home/alice/more", b"1")
+    with pytest.raises(AccessDeniedError):
+        alice.read("/home/bob/notes")
+
+
+def test_every_call_is_checked(cart):
+    """With only an unrelated Allow stored, every call on a principal handle is refused."""
+    cart.set_policy("p", doc(allow("cart:GetObject", "/nothing-here")))
+    a = cart.as_principal("a")
+    calls = {
+        "read": lambda: a.read("/public/a.txt"),
+        "readinto": lambda: a.readinto("/public/a.txt", bytearray(8)),
+        "open rb": lambda: a.open("/public/a.txt"),
+        "open wb": lambda: a.open("/public/n", "wb"),
+        "open ab": lambda: a.open("/public/a.txt", "ab"),
+        "open r+b": lambda: a.open("/public/a.txt", "r+b"),
+        "exists": lambda: a.exists("/public/a.txt"),
+        "exists missing": lambda: a.exists("/nope"),
+        "isfile": lambda: a.isfile("/public/a.txt"),
+        "isdir": lambda: a.isdir("/public"),
+        "stat": lambda: a.stat("/public/a.txt"),
+        "listdir": lambda: a.listdir("/"),
+        "walk": lambda: next(a.walk("/")),
+        "scan": lambda: next(a.scan("/")),
+        "mkdir": lambda: a.mkdir("/d"),
+        "write": lambda: a.write("/public/n", b""),
+        "delete": lambda: a.delete("/public/a.txt"),
+        "delete tree": lambda: a.delete("/public", recursive=True),
+        "rename": lambda: a.rename("/public/a.txt", "/public/b"),
+        "set_policy": lambda: a.set_policy("q", doc(allow("cart:*", "*"))),
+        "delete_policy": lambda: a.delete_policy("p"),
+        "get_policy": lambda: a.get_policy("p"),
+        "policies": lambda: a.policies(),
+        "info": lambda: a.info(),
+        "verify": lambda: a.verify(),
+        "as_principal": lambda: a.as_principal("root"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(AccessDeniedError):
+            call()
+            pytest.fail(f"{name} was not checked")
+    assert list(cart.policies()) == ["p"]
+    assert cart.read("/public/a.txt") == b"public"
+
+
+def test_open_with_principal(tmp_path):
+    path = tmp_path / "o.cart"
+    with cartridge.open(path, "a") as c:
+        c.write("/a", b"1")
+        c.set_policy("p", doc(allow("cart:GetObject", "/a")))
+    with cartridge.open(path, "a", principal="bob") as b:
+        assert b.read("/a") == b"1"
+        with pytest.raises(AccessDeniedError):
+            b.write("/b", b"2")
+    assert b.closed
+    with pytest.raises(ValueError):
+        cartridge.open(path, "r", tags={"a": "b"})
+
+
+def test_check_access_explains(cart):
+    cart.set_policy("p", doc({"Sid": "ReadPublic", **allow("cart:GetObject", "/public/*")},
+                             {"Sid": "NoSecret", **deny("cart:*", "/secret/*")}))
+    r = cart.check_access("alice", "cart:GetObject", "/public/a.txt")
+    assert r.decision == "Allow" and "ReadPublic" in str(r.statements)
+    r = cart.check_access("alice", "cart:GetObject", "secret//s.txt")
+    assert r.decision == "ExplicitDeny" and "NoSecret" in str(r.statements)
+    r = cart.check_access("alice", "cart:PutObject", "/public/a.txt")
+    assert r.decision == "ImplicitDeny"
+
+
+def test_stored_document_round_trips(cart):
+    d = doc({"Sid": "A", **allow(["cart:GetObject", "cart:List"], ["/a/*", "/b/"])})
+    cart.set_policy("p", json.dumps(d))
+    got = cart.get_policy("p")
+    assert got["Statement"][0]["Sid"] == "A"
+    cart.mkdir("/b")
+    cart.write("/a/f", b"1")
+    x = cart.as_principal("x")
+    assert x.listdir("/b") == [] and x.read("/a/f") == b"1"
+    assert x.listdir("/a") == ["f"]            # "/a/*" matches the resource "/a/"
+    with pytest.raises(AccessDeniedError):
+        x.listdir("/")
