@@ -57,6 +57,10 @@ class ClosedError(CartridgeError, ValueError):
     """The archive or stream was used after close()."""
 
 
+class PolicyError(CartridgeError, ValueError):
+    """A malformed IAM policy document or policy name; says which statement and field."""
+
+
 class TransactionAbortedError(CartridgeError):
     """A nested transaction failed, so the enclosing transaction was rolled back."""
 
@@ -74,6 +78,7 @@ __all__ = [
     "NotFoundError",
     "PathIsDirectoryError",
     "PathNotDirectoryError",
+    "PolicyError",
     "ReadOnlyError",
     "TransactionAbortedError",
     "UnsupportedVersionError",
