@@ -23,13 +23,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Union
 
 from .. import paths as P
-from .policy import Document, Policy
+from .policy import ACTIONS, Document, Policy
 from .values import canonical
 
 USERNAME = "cart:username"
 TAG_PREFIX = "cart:principaltag/"
 CACHE_MAX = 65_536          # cached decisions per PolicySet (cleared when full)
 ACTIONS_MAX = 4_096         # memoised candidate-statement lists per PolicySet
+SPELLINGS_MAX = 4_096       # remembered context-key spellings per PolicySet
 
 
 class Decision(str, enum.Enum):
@@ -65,19 +66,6 @@ class Explanation(NamedTuple):
     statements: tuple[StatementRef, ...]
 
 
-_FOLD: dict = {}
-
-
-def _fold(key: Any) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"context keys are str, not {key!r}")
-    folded = key.casefold()
-    if len(_FOLD) >= 65_536:
-        _FOLD.clear()
-    _FOLD[key] = folded
-    return folded
-
-
 def resource_path(resource: Any) -> str:
     """A request resource normalised by the archive's path rules, keeping a trailing '/'
     (the directory resources of cart:List); InvalidPathError if it is not a legal path."""
@@ -96,7 +84,7 @@ class PolicySet:
     "#0", "#1", ... by position)."""
 
     __slots__ = ("_policies", "_statements", "_refs", "_order", "_user", "_tags",
-                 "_cache", "_by_action")
+                 "_cache", "_by_action", "_spell", "_tag_spell")
 
     def __init__(self, policies: Mapping[str, PolicyLike] | Iterable[PolicyLike] = ()):
         if isinstance(policies, Mapping):
@@ -118,6 +106,10 @@ class PolicySet:
         self._tags = any(k.startswith(TAG_PREFIX) for k in refs)
         self._cache: dict = {}
         self._by_action: dict = {}
+        self._spell: dict = {}
+        self._tag_spell: dict = {}
+        for action in ACTIONS:          # precompute the candidate statements of every action
+            self._candidates(action)
 
     # -- introspection ----------------------------------------------------------------------------
     @property
@@ -145,10 +137,10 @@ class PolicySet:
         cart:PrincipalTag/<tag> and `principal` cart:username; both take precedence over the
         same keys in `context`. Cached; never stale (see the module docstring)."""
         if self._order:
-            vals = self._values(principal, tags, context)
-            key: tuple = (action, resource, principal, tuple(map(vals.get, self._order)))
+            inputs = self._inputs(principal, tags, context)
+            key: tuple = (action, resource, principal, inputs)
         else:
-            vals = None
+            inputs = ()
             key = (action, resource, principal)
         try:
             hit = self._cache.get(key)
@@ -157,7 +149,7 @@ class PolicySet:
                             f"{action!r}, {resource!r}, {principal!r}") from None
         if hit is not None:
             return hit
-        decision = self._evaluate(action, resource, principal, vals or {}, False)
+        decision = self._evaluate(action, resource, principal, dict(inputs), False)
         cache = self._cache
         if len(cache) >= CACHE_MAX:
             cache.clear()
@@ -168,30 +160,48 @@ class PolicySet:
                 tags: Mapping[str, Any] | None = None,
                 context: Mapping[str, Any] | None = None) -> Explanation:
         """The decision (as decide() gives it) and the statements that made it; not cached."""
-        vals = self._values(principal, tags, context) if self._order else {}
-        return self._evaluate(action, resource, principal, vals, True)
+        inputs = self._inputs(principal, tags, context) if self._order else ()
+        return self._evaluate(action, resource, principal, dict(inputs), True)
 
-    def _values(self, principal: Any, tags: Mapping[str, Any] | None,
-                context: Mapping[str, Any] | None) -> dict:
-        """Canonical values of the referenced keys: context, then tags, then the principal."""
-        refs = self._refs
-        vals: dict = {}
+    def _inputs(self, principal: Any, tags: Mapping[str, Any] | None,
+                context: Mapping[str, Any] | None) -> tuple:
+        """(casefolded key, canonical value) for every referenced key the request holds: from
+        the context, then the tags, then the principal, so later ones win (dict(inputs)).
+        Everything evaluation reads is in here, and it is the cache key's last part."""
+        out = []
         if context:
-            fold = _FOLD
+            spell = self._spell
             for k, v in context.items():
-                kc = fold.get(k)
+                kc = spell.get(k)
                 if kc is None:
-                    kc = _fold(k)
-                if kc in refs:
-                    vals[kc] = canonical(v)
+                    kc = self._classify(k, k)
+                if kc:
+                    t = type(v)
+                    out.append((kc, v if t is str or t is int else canonical(v)))
         if tags and self._tags:
+            spell = self._tag_spell
             for k, v in tags.items():
-                kc = TAG_PREFIX + _fold(k)
-                if kc in refs:
-                    vals[kc] = canonical(v)
+                kc = spell.get(k)
+                if kc is None:
+                    kc = self._classify(k, TAG_PREFIX + k if isinstance(k, str) else k, spell)
+                if kc:
+                    t = type(v)
+                    out.append((kc, v if t is str or t is int else canonical(v)))
         if principal is not None and self._user:
-            vals[USERNAME] = principal
-        return vals
+            out.append((USERNAME, principal))
+        return tuple(out)
+
+    def _classify(self, raw: Any, key: Any, spell: dict | None = None) -> str:
+        """The casefolded key if the set references it, else ''; remembered per spelling."""
+        if not isinstance(key, str):
+            raise TypeError(f"context keys and tag names are str, not {raw!r}")
+        folded = key.casefold()
+        kc = folded if folded in self._refs else ""
+        spell = self._spell if spell is None else spell
+        if len(spell) >= SPELLINGS_MAX:
+            spell.clear()
+        spell[raw] = kc
+        return kc
 
     def _candidates(self, action: str) -> tuple:
         """(deny statements, allow statements) whose Action/NotAction matches `action`."""

@@ -23,6 +23,10 @@ def canonical(v: Any) -> Any:
     t = type(v)
     if t is str or t is int:
         return v
+    if t is datetime and v.tzinfo is timezone.utc:
+        return v
+    if t is bool:
+        return "true" if v else "false"
     if v is None:
         return None
     if isinstance(v, (list, tuple, set, frozenset)):
