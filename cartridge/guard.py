@@ -284,6 +284,11 @@ class PrincipalCartridge:
             self._check(GET_POLICY, ARCHIVE)
             return self._cart.policies()
 
+    def check_access(self, principal: str, action: str, resource: str, tags=None, context=None):
+        with self._lock:
+            self._check(GET_POLICY, ARCHIVE)       # it reveals what the policies say
+            return self._cart.check_access(principal, action, resource, tags, context)
+
     def as_principal(self, name: str, tags=None, context=None) -> PrincipalCartridge:
         raise AccessDeniedError(f"{self.principal!r} cannot act as another principal; "
                                 "use the owner handle")

@@ -390,6 +390,7 @@ def test_every_call_is_checked(cart):
         "info": lambda: a.info(),
         "verify": lambda: a.verify(),
         "as_principal": lambda: a.as_principal("root"),
+        "check_access": lambda: a.check_access("a", "cart:GetObject", "/"),
     }
     for name, call in calls.items():
         with pytest.raises(AccessDeniedError):
