@@ -31,7 +31,7 @@ from .format import (
     TREE_CATALOG,
 )
 from .nodestore import TreeStore
-from .pager import FileHeader, Pager, Root, parse_page0
+from .pager import FileHeader, Pager, Root, parse_page0, slot_damaged
 from .records import Record, decode, with_chunk_key
 
 SCAN_BATCH = 256
@@ -51,7 +51,7 @@ def pick_root(roots: list[Root | None], raw_slots: list[bytes], name: str) -> tu
     best = max(valid, key=lambda r: r.generation)
     notes = []
     for i, (r, raw) in enumerate(zip(roots, raw_slots)):
-        if r is None and any(raw):
+        if slot_damaged(r, raw, best):
             notes.append(f"{name}: root slot {'AB'[i]} is damaged; opened generation "
                          f"{best.generation} from the other slot")
     return best, notes
@@ -205,8 +205,12 @@ class Engine:
         if (a if a > b else b) == g:
             self._slots_seen = raw
             return
-        root, _notes = self._settle_reader()
+        root, notes = self._settle_reader()
         self._slots_seen = raw   # a damaged newer slot is not re-examined until it changes
+        for n in notes:
+            if n not in self.warnings:
+                warnings.warn(n, RuntimeWarning, stacklevel=4)
+                self.warnings.append(n)
         if root.generation == self.root.generation:
             return
         self.root = root

@@ -111,6 +111,11 @@ def parse_page0(page0: bytes, name: str) -> tuple[FileHeader, list[Root | None]]
     return FileHeader(major, minor, page_size, aid, created), roots
 
 
+def slot_damaged(root: Root | None, raw: bytes, best: Root) -> bool:
+    """An invalid slot is damaged unless it is the never-written twin of generation 1."""
+    return root is None and (any(raw) or best.generation >= 2)
+
+
 class Pager:
     """Reads and writes whole pages of one archive file; owns the page cache."""
 

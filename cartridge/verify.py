@@ -31,7 +31,7 @@ from .format import (
     TREE_ALLOCMAP,
     TREE_CATALOG,
 )
-from .pager import Root, parse_page0
+from .pager import Root, parse_page0, slot_damaged
 from .policystore import is_system_key
 from .records import decode
 
@@ -100,12 +100,15 @@ class _Verifier:
                 self.owner[p] = what
 
     # -- trees ------------------------------------------------------------------------------
-    def walk(self, tree_id: int, root: int, height: int, name: str):
-        """Yield (key, value) of a tree in order while checking its structure."""
+    def walk(self, tree_id: int, root: int, height: int, name: str, skip=None):
+        """Yield (key, value) of a tree in order while checking its structure. Subtrees whose
+        root page is in `skip` (already checked as part of another tree) are not entered."""
         store = _DiskStore(self.pager, tree_id)
         leaf_depths = set()
 
         def visit(pno, lo, hi, depth):
+            if skip is not None and pno in skip:
+                return
             if depth > max(height, 1):
                 self.problem(f"{name} tree: page {pno} lies deeper than the tree's height {height}")
                 return
@@ -133,7 +136,7 @@ class _Verifier:
 
         if root:
             yield from visit(root, None, None, 1)
-        if root and leaf_depths and leaf_depths != {height}:
+        if skip is None and root and leaf_depths and leaf_depths != {height}:
             self.problem(f"{name} tree: leaves at depths {sorted(leaf_depths)}, height says {height}")
         for pno in store.overflow:
             self.own(pno, 1, f"{name} overflow")
@@ -147,11 +150,11 @@ class _Verifier:
         except CartridgeError as e:
             self.problem(str(e))
             return
+        root: Root = eng._saved if eng.in_txn else eng.root
         for i, r in enumerate(roots):
             raw = page0[SLOT_OFFSETS[i]:SLOT_OFFSETS[i] + ROOT_SLOT.size]
-            if r is None and any(raw):
+            if slot_damaged(r, raw, root):
                 self.problem(f"root slot {'AB'[i]} (page 0 offset {SLOT_OFFSETS[i]}) is damaged")
-        root: Root = eng._saved if eng.in_txn else eng.root
         self.owner[0] = "header"
         size_pages = self.pager.file_pages
         if size_pages < root.page_count:
@@ -222,6 +225,8 @@ class _Verifier:
             self.problem(f"root counts files={root.file_count} dirs={root.dir_count} "
                          f"bytes={root.total_bytes}, found {files}/{dirs}/{total}")
 
+        self.check_previous(root, roots, used)
+
         # ownership against the persisted allocation map
         for p, what in self.owner.items():
             if p >= used.n_bits or not used.get(p):
@@ -239,7 +244,39 @@ class _Verifier:
             self.problem(f"{len(leaked)} pages are marked used but nothing owns them "
                          f"(first: {int(leaked[0])})")
 
-    def check_chunks(self, rec, where: str) -> None:
+    def check_previous(self, root: Root, roots: list, used: Bitmap) -> None:
+        """The other slot's commit is what open falls back to if the newest slot is damaged:
+        walk what it does not share with the newest state and check that none of its pages is
+        marked free (free pages may be overwritten, which would break the fallback)."""
+        prev = next((r for r in roots if r is not None and r.generation == root.generation - 1),
+                    None)
+        if prev is None:
+            return
+        shared, self.owner = self.owner, {}
+        deep, self.deep = self.deep, False
+        try:
+            for _ in self.walk(TREE_ALLOCMAP, prev.allocmap_root, prev.allocmap_height,
+                               "previous allocation-map", skip=shared):
+                pass
+            for key, value in self.walk(TREE_CATALOG, prev.catalog_root, prev.catalog_height,
+                                        "previous catalog", skip=shared):
+                where = f"{key.decode('utf-8', 'replace')} (previous commit)"
+                try:
+                    rec = decode(value, where)
+                except CartridgeError as e:
+                    self.problem(str(e))
+                    continue
+                if rec.kind == KIND_FILE and rec.storage in (STORE_CHUNKS, STORE_XMAP):
+                    self.check_chunks(rec, where, skip=shared)
+            reached = self.owner
+        finally:
+            self.owner, self.deep = shared, deep
+        free = [p for p in reached if p not in shared and (p >= used.n_bits or not used.get(p))]
+        if free:
+            self.problem(f"{len(free)} pages of the previous commit (generation {prev.generation}, "
+                         f"which open falls back to) are marked free (first: {min(free)})")
+
+    def check_chunks(self, rec, where: str, skip=None) -> None:
         content = self.eng.content
         try:
             if rec.storage == STORE_XMAP:
@@ -256,6 +293,8 @@ class _Verifier:
             npages = -(-ln // PAGE_SIZE)
             if start <= 0 or start + npages > self.pager.file_pages:
                 self.problem(f"{where}: chunk {i} points outside the file (page {start})")
+                continue
+            if skip is not None and start in skip:
                 continue
             self.own(start, npages, f"{where} chunk {i}")
             if self.deep:

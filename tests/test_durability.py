@@ -264,22 +264,22 @@ def test_damaged_newest_slot_falls_back_to_previous_commit(tmp_path, how):
             c = cartridge.open(path, mode)
         try:
             msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-            if how != "zero":
-                assert any("damaged" in m for m in msgs), msgs
+            # a zeroed slot counts as damaged too: from generation 2 on both slots are written
+            assert any("damaged" in m for m in msgs), msgs
             assert c.info()["generation"] == prev_gen
             assert c.read("/a") == b"A" * 100_000
             assert c.read("/keep") == b"keep"
             assert not c.exists("/b")
             rep = c.verify()
-            # verify() may report the damaged slot itself, but nothing else
-            assert all("root slot" in p for p in rep.problems), rep.problems
+            # verify() reports the damaged slot itself, and nothing else
+            assert rep.problems and all("root slot" in p for p in rep.problems), rep.problems
+            assert any("damaged" in w for w in rep.warnings)
         finally:
             c.close()
 
 
 def test_damaged_newest_slot_warns_even_when_zeroed_garbage(tmp_path):
-    """A slot of zeros is 'empty' (e.g. a new archive); anything else that fails its checksum
-    is reported as damaged."""
+    """Bytes that fail the checksum are reported as damaged."""
     path = str(tmp_path / "a.cart")
     prev_gen, _ = _two_states(path)
     off = _newest_slot_offset(path)
@@ -288,6 +288,32 @@ def test_damaged_newest_slot_warns_even_when_zeroed_garbage(tmp_path):
         c = cartridge.open(path, "r")
     with c:
         assert c.info()["generation"] == prev_gen
+
+
+def test_zero_second_slot_of_a_new_archive_is_not_damage(tmp_path):
+    """Creation writes generation 1 into one slot; the other stays zero and is not reported."""
+    path = str(tmp_path / "new.cart")
+    cartridge.open(path, "x").close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with cartridge.open(path, "r") as c:
+            if c.info()["generation"] == 1:
+                assert c.verify().ok
+
+
+def test_reader_refresh_reports_a_fallback(tmp_path):
+    """A reader that moves on to a newer state and meets a damaged newest slot says so too."""
+    path = str(tmp_path / "a.cart")
+    with cartridge.open(path, "a") as w:
+        w.write("/x", b"1")
+        with cartridge.open(path, "r") as r:
+            assert r.read("/x") == b"1"
+            w.write("/x", b"2")
+            w.write("/x", b"3")
+            damage(path, _newest_slot_offset(path) + 40, b"\xff\xfe")
+            with pytest.warns(RuntimeWarning, match="damaged"):
+                assert r.read("/x") == b"2"
+            assert any("damaged" in m for m in r.verify().warnings)
 
 
 def test_writer_continues_after_fallback(tmp_path):
