@@ -124,7 +124,7 @@ class Cartridge:
 
     mode: "r" read-only, "a" read-write (create if missing), "w" create or truncate,
     "x" create and fail if it exists. sync: "full" (durable when a call returns), "normal"
-    (consistent after power loss, may lose the latest commits), "off" (survives a killed process,
+    (consistent after power loss, may lose the last commit), "off" (survives a killed process,
     not a power cut). cache_size: page cache budget in bytes. timeout: seconds to wait for the
     write lock (default: fail at once with LockedError).
     """

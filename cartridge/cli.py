@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync_help = ("durability of commits for commands that change the archive: full (durable when "
                  "the command returns, default), normal (consistent after power loss, may lose "
-                 "the latest commits), off (survives a killed process, not a power cut)")
+                 "the last commit), off (survives a killed process, not a power cut)")
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Create, fill, inspect and check cartridge (.cart) archives.",
