@@ -123,6 +123,9 @@ class _Verifier:
             for k in keys[:1] + keys[-1:]:
                 if (lo is not None and k < lo) or (hi is not None and k >= hi):
                     self.problem(f"page {pno}: {name} key {k[:60]!r} outside its parent's range")
+            if depth == 1 and n == 0 and skip is None:
+                self.problem(f"page {pno}: {name} root node without keys (an empty tree has "
+                             "no root; a one-child root collapses)")
             if node.is_leaf:
                 leaf_depths.add(depth)
                 if depth > 1 and n == 0:

@@ -785,8 +785,10 @@ cdef class BTree:
             return
         parent = path[d - 1][0]
         j = path[d - 1][1]
-        if parent.n() == 0:
-            return   # no sibling to merge with
+        if parent.n() == 0:      # no sibling to merge with
+            if node.n() == 0 and node.is_leaf:
+                self._unlink(path, d)
+            return
         # merge the pair (child li, child li + 1) separated by parent cell li
         li = j - 1 if j == parent.n() else j
         l0 = self._load(parent.child(li))
@@ -794,7 +796,9 @@ cdef class BTree:
         need = l0.used_bytes() + r0.used_bytes()
         if not l0.is_leaf:
             need += len(parent.raw_cell(li)) + 2
-        if need > C_USABLE:
+        if need > C_USABLE:     # the pair does not fit in one page
+            if node.n() == 0 and node.is_leaf:
+                self._unlink(path, d)
             return
         left = self._writable(l0)
         parent.set_child(li, left.page_no)
@@ -804,6 +808,38 @@ cdef class BTree:
             self.height -= 1
             self.store.free_node(parent)
             return
+        self._rebalance(path, d - 1)
+
+    cdef void _unlink(self, list path, Py_ssize_t d):
+        """Remove the empty leaf (or childless internal node) path[d] from its parent, so no
+        non-root node is ever left empty; then rebalance the parent."""
+        cdef Node node = path[d][0]
+        cdef Node parent = path[d - 1][0]
+        cdef Py_ssize_t j = path[d - 1][1]
+        cdef Py_ssize_t last
+        cdef uint64_t ovp, new_right
+        self.store.free_node(node)
+        if parent.n() == 0:          # its only child is gone: the parent is empty too
+            if d - 1 == 0:
+                self.store.free_node(parent)
+                self.root = 0
+                self.height = 0
+            else:
+                self._unlink(path, d - 1)
+            return
+        if j < parent.n():
+            # drop cell j: child j's key range joins child j + 1's (it held nothing anyway)
+            ovp = parent.overflow_page(j)
+            parent.remove(j)
+        else:
+            # the right child goes: child n - 1 becomes the right child
+            last = parent.n() - 1
+            new_right = parent.child(last)
+            ovp = parent.overflow_page(last)
+            parent.remove(last)
+            parent.set_child(parent.n(), new_right)
+        if ovp:
+            self.store.free_overflow(ovp)
         self._rebalance(path, d - 1)
 
     cdef void _merge(self, Node parent, Py_ssize_t li, Node left, Node right):
