@@ -261,3 +261,47 @@ def test_tags_and_principal_change_the_decision_between_calls():
     assert ps.decide("cart:GetObject", "/h/ann/x", "bob", tags={"team": "eng"}) == N
     assert ps.decide("cart:GetObject", "/h/ann/x", "ann") == N
     assert ps.decide("cart:GetObject", "/h/ann/x", "ann", tags={"team": "eng"}) == A
+
+
+# -- the wildcard matcher against a plain regex translation (safe on these short strings) -------
+def reference_glob(pattern: str, text: str) -> bool:
+    import re
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, text, re.DOTALL) is not None
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.text("ab/*?.", max_size=10), st.text("ab/.\n*?", max_size=12))
+def test_wildcard_matcher_agrees_with_a_regex_translation(pattern, text):
+    from cartridge.iam import patterns
+    assert patterns.compile_pattern(pattern)(text) == reference_glob(pattern, text)
+    assert patterns.PatternSet([patterns.tokens(pattern)]).match(text) == \
+        reference_glob(pattern, text)
+
+
+def test_concurrent_decisions_match_fresh_ones():
+    import threading
+    sts = [{"Effect": "Allow", "Action": "*", "Resource": "/h/${cart:username}/*",
+            "Condition": {"StringEquals": {"cart:PrincipalTag/team": "eng"}}},
+           {"Effect": "Deny", "Action": "cart:PutObject", "Resource": "*",
+            "Condition": {"NumericGreaterThan": {"cart:ObjectSize": "10"}}}]
+    ps = iam.PolicySet([doc(sts)])
+    errors = []
+
+    def worker(seed):
+        r = random.Random(seed)
+        for _ in range(2000):
+            who = r.choice(["ann", "bob"])
+            req = (r.choice(["cart:GetObject", "cart:PutObject"]), f"/h/{r.choice(['ann', 'bob'])}/x",
+                   who, {"team": r.choice(["eng", "ops"])}, {"cart:ObjectSize": r.randrange(20)})
+            got = ps.decide(*req[:3], tags=req[3], context=req[4])
+            want = iam.PolicySet([doc(sts)]).decide(*req[:3], tags=req[3], context=req[4])
+            if got != want:
+                errors.append((req, got, want))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
