@@ -165,6 +165,8 @@ def test_cached_decision_equals_fresh_evaluation(sts, reqs, seed):
             sequence.append((action, resource, principal, tags, ctx2))
         if r.random() < 0.3:
             sequence.append((action, resource, principal, {"team": r.choice(["eng", "ops"])}, ctx))
+        if r.random() < 0.5:
+            sequence.append((action, resource, r.choice(PRINCIPALS), tags, ctx))
     for req in sequence:
         action, resource, principal, tags, ctx = req
         cached = ps.decide(action, resource, principal, tags=tags, context=ctx)
@@ -251,6 +253,19 @@ def test_time_keys_change_the_decision_between_calls():
     assert ps.decide("cart:List", "/", "ann",
                      context={"cart:CurrentTime": T0 + timedelta(seconds=11)}) == N
     assert ps.decide("cart:List", "/", "ann", context={"cart:CurrentTime": T0}) == A
+
+
+def test_principal_element_changes_the_decision_of_a_static_set():
+    ps = iam.PolicySet([doc([{"Effect": "Allow", "Principal": {"CART": "ann"}, "Action": "*",
+                              "Resource": "/x"},
+                             {"Effect": "Deny", "NotPrincipal": {"CART": ["ann", "bob"]},
+                              "Action": "*", "Resource": "*"}])])
+    assert ps.referenced_keys == frozenset()
+    assert ps.decide("cart:GetObject", "/x", "ann") == A
+    assert ps.decide("cart:GetObject", "/x", "bob") == N
+    assert ps.decide("cart:GetObject", "/x", "eve") == D
+    assert ps.decide("cart:GetObject", "/x") == D
+    assert ps.decide("cart:GetObject", "/x", "ann") == A
 
 
 def test_tags_and_principal_change_the_decision_between_calls():
