@@ -246,6 +246,17 @@ def test_cache_tells_apart_values_python_considers_equal():
     assert ps3.decide("cart:List", "/", context={"cart:t": datetime(2026, 1, 1, 2)}) == N
 
 
+def test_decisions_that_read_current_time_are_not_cached_but_others_are():
+    ps = iam.PolicySet([doc([
+        {"Effect": "Allow", "Action": "cart:List", "Resource": "*",
+         "Condition": {"DateLessThan": {"cart:CurrentTime": "2026-01-01T00:00:10Z"}}},
+        {"Effect": "Allow", "Action": "cart:GetObject", "Resource": "*"}])])
+    ps.decide("cart:List", "/", "ann", context={"cart:CurrentTime": T0})
+    assert len(ps._cache) == 0
+    ps.decide("cart:GetObject", "/", "ann")
+    assert len(ps._cache) == 1
+
+
 def test_time_keys_change_the_decision_between_calls():
     ps = iam.PolicySet([doc([{"Effect": "Allow", "Action": "*", "Resource": "*",
                               "Condition": {"DateLessThan": {"cart:CurrentTime": "2026-01-01T00:00:10Z"}}}])])
