@@ -165,6 +165,8 @@ def test_cached_decision_equals_fresh_evaluation(sts, reqs, seed):
             sequence.append((action, resource, principal, tags, ctx2))
         if r.random() < 0.3:
             sequence.append((action, resource, principal, {"team": r.choice(["eng", "ops"])}, ctx))
+        if r.random() < 0.5:
+            sequence.append((action, resource, r.choice(PRINCIPALS), tags, ctx))
     for req in sequence:
         action, resource, principal, tags, ctx = req
         cached = ps.decide(action, resource, principal, tags=tags, context=ctx)
@@ -244,6 +246,17 @@ def test_cache_tells_apart_values_python_considers_equal():
     assert ps3.decide("cart:List", "/", context={"cart:t": datetime(2026, 1, 1, 2)}) == N
 
 
+def test_decisions_that_read_current_time_are_not_cached_but_others_are():
+    ps = iam.PolicySet([doc([
+        {"Effect": "Allow", "Action": "cart:List", "Resource": "*",
+         "Condition": {"DateLessThan": {"cart:CurrentTime": "2026-01-01T00:00:10Z"}}},
+        {"Effect": "Allow", "Action": "cart:GetObject", "Resource": "*"}])])
+    ps.decide("cart:List", "/", "ann", context={"cart:CurrentTime": T0})
+    assert len(ps._cache) == 0
+    ps.decide("cart:GetObject", "/", "ann")
+    assert len(ps._cache) == 1
+
+
 def test_time_keys_change_the_decision_between_calls():
     ps = iam.PolicySet([doc([{"Effect": "Allow", "Action": "*", "Resource": "*",
                               "Condition": {"DateLessThan": {"cart:CurrentTime": "2026-01-01T00:00:10Z"}}}])])
@@ -251,6 +264,19 @@ def test_time_keys_change_the_decision_between_calls():
     assert ps.decide("cart:List", "/", "ann",
                      context={"cart:CurrentTime": T0 + timedelta(seconds=11)}) == N
     assert ps.decide("cart:List", "/", "ann", context={"cart:CurrentTime": T0}) == A
+
+
+def test_principal_element_changes_the_decision_of_a_static_set():
+    ps = iam.PolicySet([doc([{"Effect": "Allow", "Principal": {"CART": "ann"}, "Action": "*",
+                              "Resource": "/x"},
+                             {"Effect": "Deny", "NotPrincipal": {"CART": ["ann", "bob"]},
+                              "Action": "*", "Resource": "*"}])])
+    assert ps.referenced_keys == frozenset()
+    assert ps.decide("cart:GetObject", "/x", "ann") == A
+    assert ps.decide("cart:GetObject", "/x", "bob") == N
+    assert ps.decide("cart:GetObject", "/x", "eve") == D
+    assert ps.decide("cart:GetObject", "/x") == D
+    assert ps.decide("cart:GetObject", "/x", "ann") == A
 
 
 def test_tags_and_principal_change_the_decision_between_calls():
@@ -261,3 +287,47 @@ def test_tags_and_principal_change_the_decision_between_calls():
     assert ps.decide("cart:GetObject", "/h/ann/x", "bob", tags={"team": "eng"}) == N
     assert ps.decide("cart:GetObject", "/h/ann/x", "ann") == N
     assert ps.decide("cart:GetObject", "/h/ann/x", "ann", tags={"team": "eng"}) == A
+
+
+# -- the wildcard matcher against a plain regex translation (safe on these short strings) -------
+def reference_glob(pattern: str, text: str) -> bool:
+    import re
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, text, re.DOTALL) is not None
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.text("ab/*?.", max_size=10), st.text("ab/.\n*?", max_size=12))
+def test_wildcard_matcher_agrees_with_a_regex_translation(pattern, text):
+    from cartridge.iam import patterns
+    assert patterns.compile_pattern(pattern)(text) == reference_glob(pattern, text)
+    assert patterns.PatternSet([patterns.tokens(pattern)]).match(text) == \
+        reference_glob(pattern, text)
+
+
+def test_concurrent_decisions_match_fresh_ones():
+    import threading
+    sts = [{"Effect": "Allow", "Action": "*", "Resource": "/h/${cart:username}/*",
+            "Condition": {"StringEquals": {"cart:PrincipalTag/team": "eng"}}},
+           {"Effect": "Deny", "Action": "cart:PutObject", "Resource": "*",
+            "Condition": {"NumericGreaterThan": {"cart:ObjectSize": "10"}}}]
+    ps = iam.PolicySet([doc(sts)])
+    errors = []
+
+    def worker(seed):
+        r = random.Random(seed)
+        for _ in range(2000):
+            who = r.choice(["ann", "bob"])
+            req = (r.choice(["cart:GetObject", "cart:PutObject"]), f"/h/{r.choice(['ann', 'bob'])}/x",
+                   who, {"team": r.choice(["eng", "ops"])}, {"cart:ObjectSize": r.randrange(20)})
+            got = ps.decide(*req[:3], tags=req[3], context=req[4])
+            want = iam.PolicySet([doc(sts)]).decide(*req[:3], tags=req[3], context=req[4])
+            if got != want:
+                errors.append((req, got, want))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

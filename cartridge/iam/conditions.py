@@ -345,8 +345,12 @@ def _dynamic_test(family: str, cmp: str, tpl: variables.Template) -> Callable[[A
             ms = arn_matchers(toks)
             return ms is not None and _arn_match(ms, cx)
     elif cmp == "like":
+        pat = variables.compile_pattern(tpl)
+
         def test(cx, ctx):
-            toks = variables.tokens(tpl, ctx)
+            if not cx.startswith(pat.prefix):
+                return False
+            toks = variables.pattern_tokens(pat, ctx)
             return toks is not None and patterns.compile_tokens(toks)(cx)
     elif cmp == "ieq":
         def test(cx, ctx):

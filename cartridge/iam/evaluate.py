@@ -28,7 +28,10 @@ from .values import canonical
 
 USERNAME = "cart:username"
 TAG_PREFIX = "cart:principaltag/"
-CACHE_MAX = 65_536          # cached decisions per PolicySet (cleared when full)
+CACHE_MAX = 16_384          # cached decisions per PolicySet (cleared when full)
+# Keys whose value differs on (nearly) every request: a decision that read one is not cached,
+# since it could never be hit and would only push useful entries out.
+VOLATILE = frozenset({"cart:currenttime"})
 ACTIONS_MAX = 4_096         # memoised candidate-statement lists per PolicySet
 SPELLINGS_MAX = 4_096       # remembered context-key spellings per PolicySet
 
@@ -84,7 +87,7 @@ class PolicySet:
     "#0", "#1", ... by position)."""
 
     __slots__ = ("_policies", "_statements", "_refs", "_order", "_user", "_tags",
-                 "_cache", "_by_action", "_spell", "_tag_spell")
+                 "_cache", "_by_action", "_spell", "_tag_spell", "_volatile")
 
     def __init__(self, policies: Mapping[str, PolicyLike] | Iterable[PolicyLike] = ()):
         if isinstance(policies, Mapping):
@@ -104,6 +107,7 @@ class PolicySet:
         self._order = tuple(sorted(refs))
         self._user = USERNAME in refs
         self._tags = any(k.startswith(TAG_PREFIX) for k in refs)
+        self._volatile = VOLATILE & self._refs
         self._cache: dict = {}
         self._by_action: dict = {}
         self._spell: dict = {}
@@ -149,7 +153,10 @@ class PolicySet:
                             f"{action!r}, {resource!r}, {principal!r}") from None
         if hit is not None:
             return hit
-        decision = self._evaluate(action, resource, principal, dict(inputs), False)
+        vals = dict(inputs)
+        decision = self._evaluate(action, resource, principal, vals, False)
+        if self._volatile and not self._volatile.isdisjoint(vals):
+            return decision
         cache = self._cache
         if len(cache) >= CACHE_MAX:
             cache.clear()

@@ -413,13 +413,15 @@ def _resource_test(templates: list) -> tuple[Callable[[str, Mapping], bool], set
             return match(resource)  # type: ignore[misc]
         test.static = match  # type: ignore[attr-defined]
         return test, refs
-    dyn = tuple(dynamic)
+    dyn = tuple(variables.compile_pattern(t) for t in dynamic)
 
     def dyn_test(resource: str, ctx: Mapping) -> bool:
         if sset is not None and sset(resource):
             return True
-        for tpl in dyn:
-            toks = variables.tokens(tpl, ctx)
+        for pat in dyn:
+            if not resource.startswith(pat.prefix):
+                continue
+            toks = variables.pattern_tokens(pat, ctx)
             if toks is not None and patterns.compile_tokens(toks)(resource):
                 return True
         return False

@@ -160,6 +160,49 @@ def tokens(template: Template, vals: Mapping[str, Any]) -> patterns.Tokens | Non
     return patterns.join_tokens(out)
 
 
+class Pattern(NamedTuple):
+    """A template compiled for wildcard matching: policy text pre-split into tokens, and the
+    literal text every match must start with (a cheap test before any substitution)."""
+    pieces: tuple            # token tuples and Vars
+    prefix: str
+
+
+def compile_pattern(template: Template) -> Pattern:
+    pieces: list = []
+    prefix: list = []
+    fixed = True
+    for p in template:
+        tp = type(p)
+        if tp is Var:
+            pieces.append(p)
+            fixed = False
+            continue
+        toks = patterns.tokens(p) if tp is str else (p.text,)  # type: ignore[union-attr]
+        pieces.append(toks)
+        for t in toks:
+            if not fixed:
+                break
+            if isinstance(t, str):
+                prefix.append(t)
+            else:
+                fixed = False
+    return Pattern(tuple(pieces), "".join(prefix))
+
+
+def pattern_tokens(pattern: Pattern, vals: Mapping[str, Any]) -> patterns.Tokens | None:
+    """Tokens of a compiled pattern with its variables substituted (as literal text)."""
+    out: list = []
+    for p in pattern.pieces:
+        if type(p) is tuple:
+            out.extend(p)
+        else:
+            v = lookup(p, vals)
+            if v is None:
+                return UNRESOLVED
+            out.append(v)
+    return patterns.join_tokens(out)
+
+
 def static_tokens(template: Template) -> patterns.Tokens:
     """Tokens of a template without variables (escapes allowed)."""
     return tokens(template, {})  # type: ignore[return-value]

@@ -1,0 +1,144 @@
+"""IAM decision benchmarks (issue 6 targets: cached decision <= 1 us; uncached evaluation of a
+50-statement policy with conditions <= 20 us).
+
+    python perf/iam_bench.py            # pyperf; add --fast for a quick look, -o FILE to save
+
+Workloads (each a pyperf time function, so perf/run.py can reuse them):
+  iam_cached_static   a cached decision of a set whose decisions depend only on principal,
+                      action and resource (the common case: Resource paths, ${cart:username})
+  iam_cached_context  a cached decision of the 50-statement set below, with a principal, one
+                      tag and three context keys that the set references
+  iam_uncached_50     the same request with the decision cache emptied before every call:
+                      a full evaluation of the 50-statement set (conditions included)
+  iam_uncached_time   the same request with a cart:CurrentTime (new on every call, as a
+                      principal handle supplies it): the set references it, so every call is
+                      a full evaluation, and such decisions are not cached at all
+"""
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pyperf
+
+from cartridge import iam
+
+TARGETS = {"iam_cached_static": 1e-6, "iam_cached_context": 1e-6, "iam_uncached_50": 20e-6,
+           "iam_uncached_time": 20e-6}
+
+
+def policy50() -> dict:
+    """50 statements (40 Allow, 10 Deny), every one with conditions, over ten team trees."""
+    sts = []
+    for i in range(50):
+        team = f"team{i % 10}"
+        kind = i % 5
+        if kind == 4:
+            sts.append({"Sid": f"Deny{i}", "Effect": "Deny",
+                        "Action": ["cart:DeleteObject", "cart:PutObject"],
+                        "Resource": f"/{team}/archive/*",
+                        "Condition": {"NotIpAddress": {"cart:SourceIp": ["10.0.0.0/8",
+                                                                         "192.168.0.0/16"]}}})
+        elif kind == 0:
+            sts.append({"Sid": f"Home{i}", "Effect": "Allow", "Action": ["cart:Get*", "cart:List"],
+                        "Resource": [f"/home/${{cart:username}}/p{i}/*", f"/shared/{team}/*"],
+                        "Condition": {"StringEquals": {"cart:PrincipalTag/team": team},
+                                      "DateLessThan": {"cart:CurrentTime": "2030-01-01T00:00:00Z"}}})
+        elif kind == 1:
+            sts.append({"Sid": f"Put{i}", "Effect": "Allow", "Action": "cart:PutObject",
+                        "Resource": f"/{team}/in/{i}/*",
+                        "Condition": {"NumericLessThanEquals": {"cart:ObjectSize": "1048576"},
+                                      "IpAddress": {"cart:SourceIp": "10.0.0.0/8"}}})
+        elif kind == 2:
+            sts.append({"Sid": f"Read{i}", "Effect": "Allow", "Action": "cart:GetObject",
+                        "Resource": [f"/{team}/data/{i}/*", f"/{team}/docs/*.md"],
+                        "Condition": {"StringEquals": {"cart:PrincipalTag/team": team},
+                                      "BoolIfExists": {"cart:SecureTransport": "true"}}})
+        else:
+            sts.append({"Sid": f"List{i}", "Effect": "Allow", "Action": "cart:List",
+                        "Resource": f"/{team}/*",
+                        "Condition": {"StringLike": {"cart:prefix": [f"/{team}/*"]},
+                                      "ForAnyValue:StringEquals": {"cart:Groups": ["admins", team]}}})
+    return {"Version": "2012-10-17", "Statement": sts}
+
+
+NOW = datetime(2026, 5, 1, tzinfo=timezone.utc)
+ACTION = "cart:GetObject"
+RESOURCE = "/team2/data/12/report.csv"
+PRINCIPAL = "ann"
+TAGS = {"team": "team2"}
+CONTEXT = {"cart:SourceIp": "10.1.2.3", "cart:SecureTransport": True,
+           "cart:EpochTime": int(NOW.timestamp())}
+
+BIG = iam.PolicySet({"teams": policy50()})
+STATIC = iam.PolicySet({"homes": {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["cart:GetObject", "cart:List"],
+     "Resource": ["/home/${cart:username}/*", "/team2/*"]},
+    {"Effect": "Deny", "Action": "cart:*", "Resource": "/team2/secret/*"}]}})
+assert BIG.decide(ACTION, RESOURCE, PRINCIPAL, TAGS, CONTEXT) == iam.Decision.ALLOW
+assert STATIC.decide(ACTION, RESOURCE, PRINCIPAL) == iam.Decision.ALLOW
+
+
+def iam_cached_static(loops: int) -> float:
+    decide = STATIC.decide
+    decide(ACTION, RESOURCE, PRINCIPAL)
+    t0 = pyperf.perf_counter()
+    for _ in range(loops):
+        decide(ACTION, RESOURCE, PRINCIPAL)
+    return pyperf.perf_counter() - t0
+
+
+def iam_cached_context(loops: int) -> float:
+    decide = BIG.decide
+    decide(ACTION, RESOURCE, PRINCIPAL, TAGS, CONTEXT)
+    t0 = pyperf.perf_counter()
+    for _ in range(loops):
+        decide(ACTION, RESOURCE, PRINCIPAL, TAGS, CONTEXT)
+    return pyperf.perf_counter() - t0
+
+
+def iam_uncached_50(loops: int) -> float:
+    decide = BIG.decide
+    clear = BIG._cache.clear
+    t0 = pyperf.perf_counter()
+    for _ in range(loops):
+        clear()
+        decide(ACTION, RESOURCE, PRINCIPAL, TAGS, CONTEXT)
+    return pyperf.perf_counter() - t0
+
+
+def iam_uncached_time(loops: int) -> float:
+    decide = BIG.decide
+    contexts = [dict(CONTEXT, **{"cart:CurrentTime": NOW + timedelta(microseconds=i)})
+                for i in range(min(loops, 10_000))]
+    n = len(contexts)
+    t0 = pyperf.perf_counter()
+    for i in range(loops):
+        decide(ACTION, RESOURCE, PRINCIPAL, TAGS, contexts[i % n])
+    return pyperf.perf_counter() - t0
+
+
+WORKLOADS = [iam_cached_static, iam_cached_context, iam_uncached_50, iam_uncached_time]
+
+
+def main() -> None:
+    runner = pyperf.Runner(values=5, processes=6)
+    runner.metadata["description"] = "cartridge IAM decisions"
+    results = {}
+    for func in WORKLOADS:
+        bench = runner.bench_time_func(func.__name__, func)
+        if bench is not None and not runner.args.worker and bench.get_nvalue():
+            results[func.__name__] = bench.mean()
+    if not results:
+        return
+    print()
+    print(f"{'workload':<22}{'mean':>12}{'target':>12}   ")
+    for name, mean in results.items():
+        target = TARGETS[name]
+        verdict = "ok" if mean <= target else "OVER TARGET"
+        print(f"{name:<22}{mean * 1e6:>10.3f} us{target * 1e6:>10.1f} us   {verdict}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
