@@ -5,6 +5,7 @@
         cart.write("/docs/a.txt", b"hello")
         cart.read("/docs/a.txt")
 """
+from . import iam
 from .cartridge import Cartridge, FileInfo, VerifyReport, open
 from .content import content_checksum
 from .errors import (
@@ -50,6 +51,7 @@ __all__ = [
     "UnsupportedVersionError",
     "VerifyReport",
     "content_checksum",
+    "iam",
     "normalize_path",
     "open",
 ]
