@@ -655,7 +655,7 @@ class Cartridge:
             res = resource if resource in ("*", "/") else P.normalize_any(resource)[0]
             if resource.endswith("/") and res != "/":
                 res += "/"
-            if state is None:
+            if state.policies is None:
                 return Explanation(Decision.ALLOW, ())
             extra = {"cart:prefix": res} if action.lower() == "cart:list" else None
             return state.policies.explain(action, res, principal=principal, tags=view.tags,
@@ -667,12 +667,12 @@ class Cartridge:
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise CorruptionError(f"{self.path}: stored policy {name!r} is not JSON") from None
 
-    def _policy_state(self, eng: Engine) -> PolicyState | None:
-        """The compiled policies of the engine's current state; None when there are none.
+    def _policy_state(self, eng: Engine) -> PolicyState:
+        """The compiled policies of the engine's current state (policies None: none stored).
         Recompiled only when the stored entries changed (cheap check once per new epoch)."""
         state = self._pstate
         if state is not None and state.epoch == eng.system_epoch:
-            return state if state.policies is not None else None
+            return state
         fp = policystore.fingerprint(eng)
         if state is None or state.fingerprint != fp:
             from .iam import Policy, PolicySet
@@ -693,7 +693,7 @@ class Cartridge:
         else:
             state = state._replace(epoch=eng.system_epoch)
         self._pstate = state
-        return state if state.policies is not None else None
+        return state
 
     # -- maintenance ------------------------------------------------------------------------
     def verify(self, deep: bool = True) -> VerifyReport:

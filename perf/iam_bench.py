@@ -13,14 +13,23 @@ Workloads (each a pyperf time function, so perf/run.py can reuse them):
   iam_uncached_time   the same request with a cart:CurrentTime (new on every call, as a
                       principal handle supplies it): the set references it, so every call is
                       a full evaluation, and such decisions are not cached at all
+  read4k_owner        a cached random 4 KiB read (1,000 files) on the owner handle
+  read4k_principal    the same reads through a principal handle with a stored policy
+                      (target: <= 1.3x read4k_owner, same run)
 """
 from __future__ import annotations
 
+import atexit
+import os
+import random
+import shutil
 import sys
+import tempfile
 from datetime import datetime, timedelta, timezone
 
 import pyperf
 
+import cartridge
 from cartridge import iam
 
 TARGETS = {"iam_cached_static": 1e-6, "iam_cached_context": 1e-6, "iam_uncached_50": 20e-6,
@@ -71,10 +80,11 @@ CONTEXT = {"cart:SourceIp": "10.1.2.3", "cart:SecureTransport": True,
            "cart:EpochTime": int(NOW.timestamp())}
 
 BIG = iam.PolicySet({"teams": policy50()})
-STATIC = iam.PolicySet({"homes": {"Version": "2012-10-17", "Statement": [
+STATIC_DOC = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": ["cart:GetObject", "cart:List"],
      "Resource": ["/home/${cart:username}/*", "/team2/*"]},
-    {"Effect": "Deny", "Action": "cart:*", "Resource": "/team2/secret/*"}]}})
+    {"Effect": "Deny", "Action": "cart:*", "Resource": "/team2/secret/*"}]}
+STATIC = iam.PolicySet({"homes": STATIC_DOC})
 assert BIG.decide(ACTION, RESOURCE, PRINCIPAL, TAGS, CONTEXT) == iam.Decision.ALLOW
 assert STATIC.decide(ACTION, RESOURCE, PRINCIPAL) == iam.Decision.ALLOW
 
@@ -118,7 +128,49 @@ def iam_uncached_time(loops: int) -> float:
     return pyperf.perf_counter() - t0
 
 
-WORKLOADS = [iam_cached_static, iam_cached_context, iam_uncached_50, iam_uncached_time]
+_ARCHIVE: dict = {}
+
+
+def _archive():
+    """An archive of 1,000 files of 4 KiB, an owner handle and a principal handle on it."""
+    if not _ARCHIVE:
+        d = tempfile.mkdtemp(prefix="cartridge-iam-bench-")
+        atexit.register(shutil.rmtree, d, True)
+        cart = cartridge.open(os.path.join(d, "b.cart"), "w", sync="off")
+        names = [f"/team2/data/{i % 10}/f{i:04d}" for i in range(1000)]
+        with cart.transaction():
+            for n in names:
+                cart.write(n, os.urandom(4096))
+        cart.set_policy("homes", STATIC_DOC)
+        rng = random.Random(1)
+        order = [rng.choice(names) for _ in range(10_000)]
+        _ARCHIVE.update(cart=cart, ann=cart.as_principal(PRINCIPAL, tags=TAGS), order=order)
+        for n in names:            # warm the caches
+            cart.read(n)
+            _ARCHIVE["ann"].read(n)
+    return _ARCHIVE
+
+
+def _reads(handle, loops: int) -> float:
+    order = _archive()["order"]
+    read = handle.read
+    n = len(order)
+    t0 = pyperf.perf_counter()
+    for i in range(loops):
+        read(order[i % n])
+    return pyperf.perf_counter() - t0
+
+
+def read4k_owner(loops: int) -> float:
+    return _reads(_archive()["cart"], loops)
+
+
+def read4k_principal(loops: int) -> float:
+    return _reads(_archive()["ann"], loops)
+
+
+WORKLOADS = [iam_cached_static, iam_cached_context, iam_uncached_50, iam_uncached_time,
+             read4k_owner, read4k_principal]
 
 
 def main() -> None:
@@ -134,9 +186,16 @@ def main() -> None:
     print()
     print(f"{'workload':<22}{'mean':>12}{'target':>12}   ")
     for name, mean in results.items():
-        target = TARGETS[name]
+        target = TARGETS.get(name)
+        if target is None:
+            print(f"{name:<22}{mean * 1e6:>10.3f} us")
+            continue
         verdict = "ok" if mean <= target else "OVER TARGET"
         print(f"{name:<22}{mean * 1e6:>10.3f} us{target * 1e6:>10.1f} us   {verdict}")
+    if "read4k_owner" in results and "read4k_principal" in results:
+        ratio = results["read4k_principal"] / results["read4k_owner"]
+        print(f"principal / owner 4 KiB read: {ratio:.2f}x (target <= 1.3x) "
+              f"{'ok' if ratio <= 1.3 else 'OVER TARGET'}")
     sys.stdout.flush()
 
 
