@@ -25,7 +25,6 @@ How it works (docs/SQLITE.md has the whole story):
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import threading
@@ -71,7 +70,6 @@ _MAIN_DB = apsw.SQLITE_OPEN_MAIN_DB
 _TEMP = (apsw.SQLITE_OPEN_TEMP_DB | apsw.SQLITE_OPEN_TEMP_JOURNAL | apsw.SQLITE_OPEN_SUBJOURNAL
          | apsw.SQLITE_OPEN_TRANSIENT_DB)
 # file controls (sqlite3.h)
-FCNTL_PRAGMA = 14
 FCNTL_SYNC = 21
 FCNTL_COMMIT_PHASETWO = 22
 FCNTL_CKPT_DONE = 37
@@ -410,7 +408,7 @@ class Member:
 
 
 # -- per-handle registry ---------------------------------------------------------------------
-_registries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_registries: weakref.WeakSet = weakref.WeakSet()
 _registries_lock = threading.Lock()
 _vfs_counter = 0
 
@@ -434,7 +432,9 @@ class Registry:
                 _vfs_counter += 1
                 name = f"{VFS_NAME}-{_vfs_counter}"
             self._vfs = HandleVFS(name, self)
-            weakref.finalize(self.cart, _unregister, self._vfs)
+            # unregistered once the handle is gone; open files keep the handle (and so the VFS)
+            # alive; never at interpreter exit, when connections may still close through it
+            weakref.finalize(self.cart, _unregister, self._vfs).atexit = False
         return self._vfs
 
     def member(self, key: bytes) -> Member:
@@ -491,13 +491,13 @@ class Registry:
 
 
 def registry(cart) -> Registry:
-    reg = _registries.get(cart)
+    reg = getattr(cart, "_sqlite_registry", None)
     if reg is None:
         with _registries_lock:
-            reg = _registries.get(cart)
+            reg = getattr(cart, "_sqlite_registry", None)
             if reg is None:
                 reg = Registry(cart)
-                _registries[cart] = reg
+                _registries.add(reg)
                 cart._sqlite_registry = reg
     return reg
 
@@ -538,7 +538,6 @@ class MemberFile(apsw.VFSFile):
         self.readonly = bool(flags[0] & apsw.SQLITE_OPEN_READONLY) or not reg.cart._eng.writable
         self.level = _NONE
         self.lock_id = reg.ident + (key,)
-        self.exclusive_mode = False
         self.pinned: int | None = None
         self.closed = False
         self.delete_on_close = bool(flags[0] & apsw.SQLITE_OPEN_DELETEONCLOSE)
@@ -622,28 +621,14 @@ class MemberFile(apsw.VFSFile):
             if self.is_db:
                 self._publish()
             return False
-        if op == FCNTL_PRAGMA and self.is_db:
-            return self._pragma(ptr)
-        return False
-
-    def _pragma(self, ptr: int) -> bool:
-        args = (ctypes.c_char_p * 3).from_address(ptr)
-        name = (args[1] or b"").decode("utf-8", "replace").lower()
-        value = (args[2] or b"").decode("utf-8", "replace").strip("'\" ").lower()
-        if name == "locking_mode" and value:
-            self.exclusive_mode = value == "exclusive"
-        elif name == "journal_mode" and value == "wal" and not self.exclusive_mode:
-            raise apsw.SQLError("cartridge: journal_mode=WAL needs PRAGMA locking_mode=EXCLUSIVE "
-                                "first (the cartridge VFS has no shared memory); connections "
-                                "made by cart.sqlite() or the cartridge VFS set it for you "
-                                "unless Connection.exec_trace was replaced")
         return False
 
     # locks ----------------------------------------------------------------------------------
     def xLock(self, level: int) -> None:
         if level <= self.level:
             return
-        with _locks_mutex:
+        # lock order everywhere: the handle's lock, then the lock table's
+        with self.cart._lock, _locks_mutex:
             st = _locks.get(self.lock_id)
             if st is None:
                 st = _locks[self.lock_id] = _LockState()
@@ -705,7 +690,7 @@ class MemberFile(apsw.VFSFile):
                     and not self.cart.closed:
                 self._publish()
         finally:
-            with _locks_mutex:
+            with self.cart._lock, _locks_mutex:
                 st = _locks.get(self.lock_id)
                 if st is not None:
                     if level <= _SHARED:
@@ -991,7 +976,7 @@ class GlobalVFS(_BaseVFS):
 
     @staticmethod
     def _by_ident(ident) -> Registry | None:
-        for reg in list(_owned.values()) + list(_registries.values()):
+        for reg in list(_owned.values()) + list(_registries):
             if reg.ident == ident and not reg.cart.closed:
                 return reg
         return None
@@ -1048,23 +1033,25 @@ def _wal_guard(cursor, sql: str, bindings) -> bool:
     return True
 
 
-def _is_ours(vfs_name: str | None) -> bool:
-    return bool(vfs_name) and (vfs_name == VFS_NAME or vfs_name.startswith(VFS_NAME + "-"))
-
-
 def _on_connection(conn: apsw.Connection) -> None:
     """apsw.connection_hooks: set up every connection on the cartridge VFS: WAL guard, exclusive
     locking for a database in WAL mode, and the default journal mode."""
-    if not _is_ours(getattr(conn, "open_vfs", None)):
-        return
-    f = getattr(_tls, "last_db", None)
+    f = getattr(_tls, "last_db", None)     # the database file this open just made, if ours
     _tls.last_db = None
+    if f is None:
+        return
     conn.exec_trace = _wal_guard
     if f is not None and f.wal_header():
         conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
         return
     if not conn.readonly("main"):
-        conn.execute(f"PRAGMA journal_mode={DEFAULT_JOURNAL_MODE}").fetchall()
+        conn.set_busy_timeout(60_000)     # another connection may be writing right now
+        try:
+            conn.execute(f"PRAGMA journal_mode={DEFAULT_JOURNAL_MODE}").fetchall()
+        except apsw.NotADBError:
+            pass              # not a database: the first statement says so, as natively
+        finally:
+            conn.set_busy_timeout(0)      # back to a new connection's default (no handler)
 
 
 def connect(cart, path: str, readonly: bool = False, **apsw_kwargs: Any) -> apsw.Connection:
