@@ -539,6 +539,7 @@ class MemberFile(apsw.VFSFile):
         self.level = _NONE
         self.lock_id = reg.ident + (key,)
         self.pinned: int | None = None
+        self.committed = True                # no write transaction left unpublished
         self.closed = False
         self.delete_on_close = bool(flags[0] & apsw.SQLITE_OPEN_DELETEONCLOSE)
         self.group_key = key if self.is_db else companion_of
@@ -619,6 +620,8 @@ class MemberFile(apsw.VFSFile):
     def xFileControl(self, op: int, ptr: int) -> bool:
         if op == FCNTL_SYNC or op == FCNTL_COMMIT_PHASETWO or op == FCNTL_CKPT_DONE:
             if self.is_db:
+                if op == FCNTL_COMMIT_PHASETWO:
+                    self.committed = True
                 self._publish()
             return False
         return False
@@ -643,6 +646,8 @@ class MemberFile(apsw.VFSFile):
                     st.shared -= 1
                     self.level = _NONE
                     raise
+            if self.level < _RESERVED:
+                self.committed = False           # a write transaction may begin
             if level == _RESERVED and self.level < _RESERVED:
                 if st.reserved is not None or st.pending is not None or st.exclusive is not None:
                     raise apsw.BusyError("cartridge: database is locked")
@@ -688,7 +693,7 @@ class MemberFile(apsw.VFSFile):
         try:
             if self.level >= _RESERVED and level <= _SHARED and not self.readonly \
                     and not self.cart.closed:
-                self._publish()
+                self._end_write()
         finally:
             with self.cart._lock, _locks_mutex:
                 st = _locks.get(self.lock_id)
@@ -706,6 +711,18 @@ class MemberFile(apsw.VFSFile):
                     if not st.shared and st.reserved is None and st.pending is None:
                         del _locks[self.lock_id]
                 self.level = level
+
+    def _end_write(self) -> None:
+        """The write lock is released. A committed transaction (or a recovery, which rewrites
+        the journal) is published; a rolled-back one is forgotten, so that even with
+        journal_mode=OFF a ROLLBACK leaves the committed database (SQLite re-reads it)."""
+        with self.cart._lock:
+            m = self.m
+            companions = [c for c in self._group_members() if c is not m and c.changed]
+            if self.committed or companions:
+                self._publish()
+            elif m.changed:
+                m._load(m.rec)
 
     def _end_read(self) -> None:
         if self.pinned is None:
