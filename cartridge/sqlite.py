@@ -548,14 +548,17 @@ class MemberFile(apsw.VFSFile):
             m = reg.member(key)
             m.revalidate()
             if not m.exists:
-                if not flags[0] & apsw.SQLITE_OPEN_CREATE or self.readonly:
+                transient = self.readonly and flags[0] & apsw.SQLITE_OPEN_WAL
+                if not transient and (not flags[0] & apsw.SQLITE_OPEN_CREATE or self.readonly):
                     reg.forget(m)
                     raise apsw.CantOpenError(f"cartridge: no such member {m.path} in "
                                              f"{self.cart.path}")
                 m.exists = True
                 m.size = 0
                 m.nbase = 0
-                m.changed = True
+                # a read-only reader of a WAL database without a WAL gets an empty one that
+                # is never stored
+                m.changed = not transient
             m.opens += 1
             reg.files += 1
             self.m = m
