@@ -151,7 +151,7 @@ def main(argv=None) -> int:
                 for kind in ("native", "cartridge"):
                     counter = [0]
 
-                    def fresh(kind=kind, counter=counter):
+                    def fresh(kind=kind, counter=counter, base=base, sync=sync):
                         counter[0] += 1
                         d = base / f"{kind}{counter[0]}"
                         d.mkdir()
