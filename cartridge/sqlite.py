@@ -524,6 +524,21 @@ _locks: dict[tuple, _LockState] = {}
 _locks_mutex = threading.Lock()
 
 
+def _writer_present(fd: int) -> bool:
+    """Does some handle (another process) hold the archive's writer lock? Asked, never taken."""
+    import fcntl
+
+    from . import locking
+    from .format import WRITER_LOCK_OFFSET
+    if not locking._HAVE_OFD:
+        return True
+    try:
+        t, _s, _n = locking._ofd(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, WRITER_LOCK_OFFSET, 1)
+    except OSError:
+        return True
+    return t != fcntl.F_UNLCK
+
+
 # -- files -----------------------------------------------------------------------------------
 class MemberFile(apsw.VFSFile):
     """A file SQLite opened on an archive member."""
@@ -748,14 +763,8 @@ class MemberFile(apsw.VFSFile):
                                    or st.exclusive is not None):
                 return True
         if not self.cart._eng.writable:
-            # another process may be writing: its journal is not ours to roll back
-            from . import locking
-            try:
-                if locking.try_writer_lock(os.dup(self.cart._eng.fd)):
-                    return False
-            except OSError:
-                return True
-            return True
+            # a writer in another process: its journal is not ours to roll back
+            return _writer_present(self.cart._eng.fd)
         return False
 
     def wal_header(self) -> bool:

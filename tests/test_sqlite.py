@@ -494,3 +494,17 @@ def test_copy_of_archive_keeps_database(tmp_path):
         assert rows(conn) == [(42,)]
         conn.close()
     assert os.path.getsize(path) > 0
+
+
+def test_reader_handle_asks_for_the_writer_lock_without_taking_it(tmp_path):
+    path = str(tmp_path / "a.cart")
+    with cartridge.open(path, "a") as cart:
+        cart.sqlite("/app.db").close()
+    r = cartridge.open(path, "r")
+    conn = r.sqlite("/app.db")
+    assert not csql._writer_present(r._eng.fd)
+    w = cartridge.open(path, "a")                 # a writer can still open
+    assert csql._writer_present(r._eng.fd)
+    w.close()
+    conn.close()
+    r.close()
