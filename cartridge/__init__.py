@@ -27,6 +27,9 @@ from .errors import (
     UnsupportedVersionError,
 )
 from .paths import normalize as normalize_path
+from .sqlite import register as _register_sqlite_vfs
+
+_register_sqlite_vfs()          # the "cartridge" apsw VFS, usable by URI
 
 __version__ = "0.1.0"
 

@@ -12,9 +12,10 @@ import os
 import stat as _stat
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import paths as P
 from . import policystore
@@ -37,9 +38,13 @@ from .format import DEFAULT_MODE_DIR, DEFAULT_MODE_FILE, KIND_DIR, KIND_FILE, ST
 from .records import Record, decode, max_payload
 from .verify import VerifyReport, verify_engine
 
+if TYPE_CHECKING:
+    import apsw
+
 MODES = ("r", "a", "w", "x")
 # condition keys whose value changes from call to call: policies naming one are never memoised
 DYNAMIC_KEYS = (b"currenttime", b"epochtime", b"objectsize")
+_open_handles: weakref.WeakSet = weakref.WeakSet()    # for the SQLite VFS to find by file
 DEFAULT_CACHE_SIZE = 64 << 20
 # Errors raised while checking a call's arguments, before anything changes: inside a
 # transaction they leave it usable. Anything else raised mid-change aborts the transaction.
@@ -158,6 +163,7 @@ class Cartridge:
         self._eng: Engine = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
                                         timeout=timeout)
         self._closed = False
+        _open_handles.add(self)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _ready(self) -> Engine:
@@ -476,6 +482,7 @@ class Cartridge:
             key = P.to_key(p)
             if kind == "file" and trailing:
                 raise InvalidPathError(f"a file path cannot end with '/': {path!r}")
+            self._refuse_open_db(p, tree=kind == "dir")
             if kind == "file":
                 with self._change():
                     eng.delete(key)
@@ -524,6 +531,8 @@ class Cartridge:
                 raise InvalidPathError("a file path cannot end with '/'")
             if s == d:
                 return
+            self._refuse_open_db(s, tree=kind == "dir")
+            self._refuse_open_db(d, tree=False)
             self._check_parents(eng, d)
             dkind, drec = self._kind(eng, d)
             skey, dkey = P.to_key(s), P.to_key(d)
@@ -548,6 +557,27 @@ class Cartridge:
                 for k, r in self._drain(eng, sp):
                     eng.delete(k)
                     eng.put(dp + k[len(sp):], r)
+
+    # -- SQLite ---------------------------------------------------------------------------
+    def sqlite(self, path: str, readonly: bool = False, **apsw_kwargs: Any) -> apsw.Connection:
+        """An apsw.Connection on the SQLite database stored as member `path` (created if missing
+        unless readonly; always read-only on a read-only handle). See docs/SQLITE.md."""
+        from .sqlite import connect
+
+        return connect(self, path, readonly, **apsw_kwargs)
+
+    def sqlite_export(self, path: str, dest: str | os.PathLike) -> None:
+        """Write the database at member `path` (its WAL checkpointed first) to the local file
+        `dest`, ready for the stdlib sqlite3 module."""
+        from .sqlite import export
+
+        export(self, path, dest)
+
+    def _refuse_open_db(self, path: str, tree: bool) -> None:
+        """LockedError when SQLite holds `path` (or, with tree, a file below it) open."""
+        reg = getattr(self, "_sqlite_registry", None)
+        if reg is not None:
+            reg.held(path, tree)
 
     # -- transactions and durability --------------------------------------------------------
     @contextmanager

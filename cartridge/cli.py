@@ -443,6 +443,78 @@ def cmd_policy_check(args) -> int:
     return 0 if result.decision.value == "Allow" else 3
 
 
+# -- sql -------------------------------------------------------------------------------------------
+def _sql_value(v, for_json: bool):
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex() if for_json else f"x'{bytes(v).hex()}'"
+    if v is None:
+        return None if for_json else "NULL"
+    return v if for_json else str(v)
+
+
+def _run_sql(cart, path: str, sql: str, readonly: bool):
+    import apsw
+
+    conn = cart.sqlite(path, readonly=readonly)
+    try:
+        cur = conn.cursor()
+        results = []                 # (columns, rows) of each statement that returns rows
+        cur.execute(sql)
+        columns, rows = None, []
+        for row in cur:
+            desc = [d[0] for d in cur.get_description()]
+            if desc != columns:
+                if columns is not None:
+                    results.append((columns, rows))
+                columns, rows = desc, []
+            rows.append(row)
+        if columns is not None:
+            results.append((columns, rows))
+        return results
+    except apsw.Error as e:
+        raise CLIError(f"SQL error: {e}") from None
+    finally:
+        conn.close()
+
+
+def _is_readonly_error(e: CLIError) -> bool:
+    msg = str(e).lower()
+    return "readonly" in msg or "read-only" in msg or "read only" in msg
+
+
+def cmd_sql(args) -> int:
+    results = None
+    with _open(args, "r") as cart:
+        if cart.exists(args.path):
+            try:
+                results = _run_sql(cart, args.path, args.sql, readonly=True)
+            except CLIError as e:
+                if not _is_readonly_error(e):
+                    raise
+        elif not args.create:
+            raise NotFoundError(f"no such database: {args.path}")
+    if results is None:        # the statement writes: again through a writable handle
+        with _open(args, "a") as cart:
+            results = _run_sql(cart, args.path, args.sql, readonly=False)
+    if args.json:
+        out = [[dict(zip(cols, (_sql_value(v, True) for v in row))) for row in rows]
+               for cols, rows in results]
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=None if args.compact else 2))
+        return 0
+    for n, (cols, rows) in enumerate(results):
+        if n:
+            print()
+        cells = [[_sql_value(v, False) for v in row] for row in rows]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+        print("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
+        print("  ".join("-" * w for w in widths))
+        for row, r in zip(rows, cells):
+            print("  ".join(v.rjust(w) if isinstance(x, (int, float)) else v.ljust(w)
+                            for x, v, w in zip(row, r, widths)).rstrip())
+        print(f"({_plural(len(rows), 'row')})")
+    return 0
+
+
 # -- demo ------------------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import DemoError, run_demo
@@ -465,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Create, fill, inspect and check cartridge (.cart) archives.",
         epilog="Read-only commands (get, cat, ls, stat, info, verify) open the archive read-only. "
-               "put creates the archive if it is missing; rm, mv and mkdir need an existing "
+               "put creates the archive if it is missing; rm, mv, mkdir and sql need an existing "
                "archive. Errors print one line on stderr and exit with status 1 (2 for usage "
                "errors).",
     )
@@ -577,6 +649,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tag", action="append", metavar="KEY=VALUE", help="a principal tag")
     q.add_argument("--context", action="append", metavar="KEY=VALUE",
                    help="an extra condition key, e.g. cart:SourceIp=10.0.0.1")
+    p = add("sql", cmd_sql, "run SQL against a SQLite database stored in the archive and print "
+            "the rows as a table (or JSON)", [sync_parent],
+            epilog="Read-only statements run through a read-only handle; a statement that writes "
+                   "runs again through a writable one (one atomic archive commit).")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("path", metavar="DB", help="database member, e.g. /app.db")
+    p.add_argument("sql", metavar="SQL", help="one or more SQL statements")
+    p.add_argument("--json", action="store_true",
+                   help="print the rows as a JSON list of objects (blobs as hex)")
+    p.add_argument("--compact", action="store_true", help="with --json: on one line")
+    p.add_argument("--create", action="store_true", help="create the database if it is missing")
+    p.set_defaults(must_exist=True)
 
     p = add("demo", cmd_demo, "build a sample archive from generated data and exercise the API")
     p.add_argument("path", metavar="PATH", nargs="?", default=None,

@@ -1,0 +1,1162 @@
+"""SQLite databases inside the archive: an apsw VFS whose files are archive members.
+
+    conn = cart.sqlite("/app.db")                       # an apsw.Connection on member /app.db
+    apsw.Connection("file:/app.db?vfs=cartridge&cartridge=/abs/data.cart",
+                    flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI)
+
+How it works (docs/SQLITE.md has the whole story):
+
+- Every member SQLite opens (the database, its rollback journal, its WAL) is a `Member`: the
+  committed record of the archive plus an in-memory overlay of modified 64 KiB chunks (the
+  archive's checksum unit; SQLite pages, 512 B..64 KiB, never straddle one). Reads come from the
+  overlay or from the archive's page cache; writes only touch the overlay. A large transaction
+  moves full overlay chunks to fresh archive pages that no committed state references.
+- The overlay is published as ONE atomic archive commit when SQLite makes the database durable:
+  on SQLITE_FCNTL_SYNC (sent at every commit, also with synchronous=OFF), xSync, commit phase two,
+  the end of a WAL checkpoint, the release of the write lock and close. The database and its
+  companions (`-journal`, `-wal`) are published together. Inside `with cart.transaction():` the
+  publish joins the archive transaction instead.
+- Locks: SHARED/RESERVED/PENDING/EXCLUSIVE between connections of this process, per
+  (archive file, member); busy raises SQLITE_BUSY, so busy timeouts work. Across processes the
+  archive's single-writer lock applies and readers see committed snapshots.
+- The default journal mode is MEMORY (set on each new connection): the archive commit is the
+  atomic step, so a journal on "disk" buys nothing. WAL needs locking_mode=EXCLUSIVE (no shared
+  memory in a Python VFS); asking for WAL sets it first.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import weakref
+from typing import Any
+
+import apsw
+import numpy as np
+
+from . import paths as P
+from .content import chunk_len, combine
+from .errors import (
+    CartridgeError,
+    ClosedError,
+    LockedError,
+    NotFoundError,
+    PathIsDirectoryError,
+)
+from .format import (
+    CHUNK_SIZE,
+    DEFAULT_MODE_FILE,
+    KIND_FILE,
+    PAGE_SIZE,
+    STORE_CHUNKS,
+    STORE_EMPTY,
+    STORE_INLINE,
+    STORE_XMAP,
+)
+from .records import Record, max_payload
+
+VFS_NAME = "cartridge"
+DEFAULT_JOURNAL_MODE = "MEMORY"
+SPILL_CHUNKS = 256          # modified chunks (16 MiB) kept in memory before full ones go to pages
+COMPANIONS = ("-journal", "-wal")
+
+_CHUNK_SHIFT = CHUNK_SIZE.bit_length() - 1
+_CHUNK_MASK = CHUNK_SIZE - 1
+assert 1 << _CHUNK_SHIFT == CHUNK_SIZE
+
+# open flags (sqlite3.h)
+_MAIN_DB = apsw.SQLITE_OPEN_MAIN_DB
+_TEMP = (apsw.SQLITE_OPEN_TEMP_DB | apsw.SQLITE_OPEN_TEMP_JOURNAL | apsw.SQLITE_OPEN_SUBJOURNAL
+         | apsw.SQLITE_OPEN_TRANSIENT_DB)
+# file controls (sqlite3.h)
+FCNTL_SYNC = 21
+FCNTL_COMMIT_PHASETWO = 22
+FCNTL_CKPT_DONE = 37
+_IOCAP = (apsw.SQLITE_IOCAP_POWERSAFE_OVERWRITE | apsw.SQLITE_IOCAP_SAFE_APPEND
+          | apsw.SQLITE_IOCAP_SEQUENTIAL)
+_NONE, _SHARED, _RESERVED, _PENDING, _EXCLUSIVE = (
+    apsw.SQLITE_LOCK_NONE, apsw.SQLITE_LOCK_SHARED, apsw.SQLITE_LOCK_RESERVED,
+    apsw.SQLITE_LOCK_PENDING, apsw.SQLITE_LOCK_EXCLUSIVE)
+
+
+# -- members ---------------------------------------------------------------------------------
+class Member:
+    """One archive member as SQLite sees it: the committed version plus unpublished changes.
+
+    Shared by every file SQLite has open on the member through one archive handle, like the OS
+    page cache is shared by every descriptor of a file; SQLite's locks keep writers apart.
+    """
+
+    def __init__(self, reg: Registry, key: bytes):
+        self.reg = reg
+        self.key = key
+        self.path = key.decode("utf-8")
+        self.opens = 0                       # SQLite files open on it
+        self.rec: Record | None = None       # the committed record the overlay applies to
+        self.exists = False                  # current state (overlay applied)
+        self.size = 0
+        self.nbase = 0                       # leading chunks of `rec` still valid (truncation)
+        self.base_size = 0
+        self.cmap: np.ndarray | None = None  # chunk map of `rec` (chunked storage)
+        self.ckeys: dict[int, int] = {}      # chunk index -> page-cache key, filled lazily
+        self.dirty: dict[int, bytearray] = {}          # chunk index -> current bytes
+        self.placed: dict[int, tuple[int, int, int]] = {}   # spilled: start page, csum, pages
+        self.changed = False
+        self._load(reg.cart._eng.get(key))
+
+    # -- base ------------------------------------------------------------------------------
+    def _load(self, rec: Record | None) -> None:
+        """Adopt `rec` as the committed base and forget every unpublished change."""
+        if rec is not None and rec.kind != KIND_FILE:
+            raise PathIsDirectoryError(f"{self.path} is a directory")
+        self._drop_overlay()
+        self.rec = rec
+        self.exists = rec is not None
+        self.size = self.base_size = rec.size if rec is not None else 0
+        self.ckeys = {}
+        self.cmap = None
+        if rec is None or rec.storage in (STORE_EMPTY, STORE_INLINE):
+            self.nbase = 1 if rec is not None and rec.storage == STORE_INLINE else 0
+        else:
+            eng = self.reg.cart._eng
+            self.cmap = eng.content.chunk_map(rec, eng._where(self.key))
+            self.nbase = len(self.cmap)
+        self.changed = False
+
+    def _drop_overlay(self) -> None:
+        self.dirty = {}
+        if self.placed:
+            self.placed = {}
+            eng = self.reg.cart._eng
+            if eng.allocator is not None and not self.reg.cart.closed:
+                eng.allocator.abandon(self)
+
+    def revalidate(self) -> None:
+        """Catch up with the archive when the committed record is no longer ours (a reader
+        handle moved on, an archive transaction rolled back, a rename...). Unpublished changes
+        survive only while the record they apply to is still the committed one."""
+        rec = self.reg.cart._eng.get(self.key)
+        if rec is self.rec:
+            return
+        if rec is not None and self.rec is not None and rec.encode() == self.rec.encode():
+            self.rec = rec
+            return
+        self._load(rec)
+
+    def _base_chunk(self, i: int) -> bytes:
+        """Chunk i of the committed content (shorter than a full chunk at its end)."""
+        rec = self.rec
+        if rec.storage == STORE_INLINE:
+            return rec.payload
+        ck = self.ckeys.get(i)
+        eng = self.reg.cart._eng
+        if ck is None:
+            start = int(self.cmap[i, 0])
+            csum = int(self.cmap[i, 1])
+            ck = (start << 64) | csum
+            self.ckeys[i] = ck
+        data = eng.pager.cache.get(ck)
+        if data is None:
+            data = eng.content._load_chunk(ck >> 64, ck & 0xFFFFFFFFFFFFFFFF,
+                                           chunk_len(self.base_size, i), i, eng._where(self.key))
+        return data
+
+    def _chunk(self, i: int):
+        """Current bytes of chunk i as stored (may be shorter than its length: zeros follow)."""
+        buf = self.dirty.get(i)
+        if buf is not None:
+            return buf
+        pl = self.placed.get(i)
+        if pl is not None:
+            start, _csum, n = pl
+            buf = bytearray(self.reg.cart._eng.pager.read_run(start, n))
+            del buf[chunk_len(self.size, i):]
+            return buf
+        if i < self.nbase:
+            return self._base_chunk(i)
+        return b""
+
+    # -- I/O -------------------------------------------------------------------------------
+    def read(self, amount: int, offset: int):
+        """Bytes [offset, offset+amount) clipped at the end (SQLite zero-fills short reads)."""
+        size = self.size
+        if offset >= size or not self.exists:
+            return b""
+        end = offset + amount
+        if end > size:
+            end = size
+        i = offset >> _CHUNK_SHIFT
+        lo = offset & _CHUNK_MASK
+        if lo + (end - offset) <= CHUNK_SIZE:            # one chunk: the hot path
+            buf = self.dirty.get(i)
+            if buf is None:
+                if i < self.nbase and i not in self.placed:
+                    data = self._base_chunk(i)
+                else:
+                    data = self._chunk(i)
+            else:
+                data = buf
+            hi = lo + end - offset
+            if hi <= len(data):
+                if lo == 0 and hi == len(data) and type(data) is bytes:
+                    return data
+                return data[lo:hi]
+            return bytes(data[lo:hi]) + bytes(hi - max(lo, len(data)))
+        out = bytearray(end - offset)
+        pos = offset
+        while pos < end:
+            i = pos >> _CHUNK_SHIFT
+            lo = pos & _CHUNK_MASK
+            take = min(CHUNK_SIZE - lo, end - pos)
+            data = self._chunk(i)
+            part = data[lo:lo + take]
+            out[pos - offset:pos - offset + len(part)] = part
+            pos += take
+        return out
+
+    def write(self, data, offset: int) -> None:
+        view = memoryview(data).cast("B")
+        n = len(view)
+        if not self.exists:
+            self.exists = True
+            self.size = 0
+            self.nbase = 0
+        end = offset + n
+        pos = offset
+        src = 0
+        dirty = self.dirty
+        while pos < end:
+            i = pos >> _CHUNK_SHIFT
+            lo = pos & _CHUNK_MASK
+            take = min(CHUNK_SIZE - lo, end - pos)
+            buf = dirty.get(i)
+            if buf is None:
+                if lo == 0 and take == CHUNK_SIZE:
+                    buf = bytearray(view[src:src + take])
+                    dirty[i] = buf
+                    self.placed.pop(i, None)
+                    pos += take
+                    src += take
+                    continue
+                buf = bytearray(self._chunk(i))
+                dirty[i] = buf
+                self.placed.pop(i, None)
+            have = len(buf)
+            if have < lo:
+                buf.extend(bytes(lo - have))
+            buf[lo:lo + take] = view[src:src + take]
+            pos += take
+            src += take
+        if end > self.size:
+            self.size = end
+        self.changed = True
+        if len(dirty) > SPILL_CHUNKS:
+            self._spill()
+
+    def truncate(self, size: int) -> None:
+        if not self.exists:
+            self.exists = True
+            self.size = 0
+            self.nbase = 0
+        if size < self.size:
+            last = (size - 1) >> _CHUNK_SHIFT if size else -1
+            for i in [i for i in self.dirty if i > last]:
+                del self.dirty[i]
+            for i in [i for i in self.placed if i > last]:
+                del self.placed[i]
+            if size & _CHUNK_MASK and last >= 0:
+                buf = self.dirty.get(last)
+                if buf is None:
+                    buf = bytearray(self._chunk(last))
+                    self.placed.pop(last, None)
+                    self.dirty[last] = buf
+                del buf[size - (last << _CHUNK_SHIFT):]
+            self.nbase = min(self.nbase, last + 1)
+        self.size = size
+        self.changed = True
+
+    def delete(self) -> None:
+        self._drop_overlay()
+        self.exists = False
+        self.size = 0
+        self.nbase = 0
+        self.changed = self.rec is not None
+
+    def _spill(self) -> None:
+        """Move full modified chunks to fresh pages no committed state references."""
+        eng = self.reg.cart._eng
+        full = sorted(i for i, b in self.dirty.items()
+                      if len(b) == CHUNK_SIZE and (i + 1) << _CHUNK_SHIFT <= self.size)
+        full = full[:len(full) - SPILL_CHUNKS // 4] if len(full) > SPILL_CHUNKS // 4 else full
+        if not full:
+            return
+        data = b"".join(self.dirty[i] for i in full)
+        cmap = eng.content.write_chunks(data, owner=self)
+        for n, i in enumerate(full):
+            self.placed[i] = (int(cmap[n, 0]), int(cmap[n, 1]), CHUNK_SIZE // PAGE_SIZE)
+            del self.dirty[i]
+
+    # -- publishing ------------------------------------------------------------------------
+    def stage(self, eng) -> tuple:
+        """Write this member's new state into the open archive transaction. Returns what
+        `adopt` needs once the transaction commits."""
+        key = self.key
+        old = self.rec
+        if not self.exists:
+            if old is not None:
+                eng.delete(key)
+                eng.content.free(old, eng._where(key))
+            eng.allocator.abandon(self)
+            return (None, None, [])
+        size = self.size
+        max_inline = max_payload(len(key))
+        replaced: list[int] = []
+        cmap = None
+        fresh: list = []
+        if size <= max_inline:
+            data = bytes(self.read(size, 0)) if size else b""
+            eng.allocator.abandon(self)
+            storage, payload, csum, _ = eng.content.store(data, max_inline)
+            if old is not None and old.storage in (STORE_CHUNKS, STORE_XMAP):
+                replaced = list(range(self.base_chunks()))
+        else:
+            n_chunks = -(-size // CHUNK_SIZE)
+            cmap = np.empty((n_chunks, 2), dtype=np.uint64)
+            chunked_base = old is not None and old.storage in (STORE_CHUNKS, STORE_XMAP)
+            m = min(self.nbase, n_chunks) if chunked_base else 0
+            if m:
+                cmap[:m] = self.cmap[:m]
+            todo = set(self.dirty)
+            keep_runs = []
+            for i, (start, csum, n) in self.placed.items():
+                cmap[i] = (start, csum)
+                keep_runs.append((start, n))
+            todo.update(i for i in range(m, n_chunks) if i not in self.placed)
+            if m and chunk_len(self.base_size, m - 1) != chunk_len(size, m - 1) \
+                    and m - 1 not in self.placed:
+                todo.add(m - 1)          # the base's short last chunk now has another length
+            todo = sorted(todo)
+            if todo:
+                parts = []
+                for i in todo:
+                    want = chunk_len(size, i)
+                    data = self._chunk(i)
+                    if len(data) < want:
+                        data = bytes(data) + bytes(want - len(data))
+                    elif len(data) > want:
+                        data = data[:want]
+                    parts.append(data)
+                placed = eng.content.write_chunks(b"".join(parts))
+                cmap[todo] = placed
+                fresh = [(int(placed[n, 0]) << 64 | int(placed[n, 1]), bytes(parts[n]))
+                         for n in range(min(len(todo), 4))]
+            eng.allocator.attach(self, keep_runs)
+            if chunked_base:
+                nb = self.base_chunks()
+                replaced = [i for i in todo if i < nb] + [i for i in self.placed if i < nb] + \
+                    list(range(max(m, min(n_chunks, nb)), nb)) + list(range(n_chunks, nb))
+                replaced = sorted(set(i for i in replaced if i >= m or i in self.placed or
+                                      i in self.dirty or i == m - 1))
+            storage, payload = eng.content.store_map(cmap, max_inline)
+            csum = combine(cmap[:, 1])
+        now = time.time_ns()
+        rec = Record(KIND_FILE, storage, old.mode if old else DEFAULT_MODE_FILE, size,
+                     old.ctime_ns if old else now, now, csum, payload)
+        eng.put(key, rec)
+        if old is not None:
+            self._free_old(eng, old, replaced)
+        return (rec, cmap, fresh)
+
+    def base_chunks(self) -> int:
+        return 0 if self.cmap is None else len(self.cmap)
+
+    def _free_old(self, eng, old: Record, replaced: list[int]) -> None:
+        """Give back the old version's chunks that the new one no longer uses."""
+        if old.storage not in (STORE_CHUNKS, STORE_XMAP):
+            return
+        free = eng.allocator.free
+        cm = self.cmap
+        for i in replaced:
+            free(int(cm[i, 0]), -(-chunk_len(old.size, i) // PAGE_SIZE))
+        if old.storage == STORE_XMAP:
+            from .format import XMAP_REF
+            for pno in eng.content.xmap_pages(old):
+                free(pno, 1)
+            eng.pager.cache.pop(-XMAP_REF.unpack(old.payload)[0])
+
+    def adopt(self, staged: tuple) -> None:
+        """The archive committed what stage() wrote: it is our new base."""
+        rec, cmap, fresh = staged
+        cache = self.reg.cart._eng.pager.cache
+        for ck, data in fresh:            # what the next transaction most likely reads again
+            cache.put(ck, data, len(data))
+        self.dirty = {}
+        self.placed = {}
+        self.rec = rec
+        self.exists = rec is not None
+        self.size = self.base_size = rec.size if rec is not None else 0
+        self.ckeys = {}
+        self.cmap = cmap
+        if rec is None or rec.storage == STORE_EMPTY:
+            self.nbase = 0
+        elif rec.storage == STORE_INLINE:
+            self.nbase = 1
+        else:
+            self.nbase = len(cmap)
+        self.changed = False
+
+
+# -- per-handle registry ---------------------------------------------------------------------
+_registries: weakref.WeakSet = weakref.WeakSet()
+_registries_lock = threading.Lock()
+_vfs_counter = 0
+
+
+class Registry:
+    """SQLite state of one Cartridge handle: its members and its private VFS."""
+
+    def __init__(self, cart):
+        self.cart = cart
+        self.members: dict[bytes, Member] = {}
+        st = os.fstat(cart._eng.fd)
+        self.ident = (st.st_dev, st.st_ino)
+        self._vfs: HandleVFS | None = None
+        self.owned = False          # opened by the global VFS for a URI: closed with its last file
+        self.files = 0
+
+    def vfs(self) -> HandleVFS:
+        global _vfs_counter
+        if self._vfs is None:
+            with _registries_lock:
+                _vfs_counter += 1
+                name = f"{VFS_NAME}-{_vfs_counter}"
+            self._vfs = HandleVFS(name, self)
+            # unregistered once the handle is gone; open files keep the handle (and so the VFS)
+            # alive; never at interpreter exit, when connections may still close through it
+            weakref.finalize(self.cart, _unregister, self._vfs).atexit = False
+        return self._vfs
+
+    def member(self, key: bytes) -> Member:
+        m = self.members.get(key)
+        if m is None:
+            m = Member(self, key)
+            self.members[key] = m
+        return m
+
+    def forget(self, m: Member) -> None:
+        if m.opens <= 0 and not m.changed and self.members.get(m.key) is m:
+            del self.members[m.key]
+
+    def group(self, key: bytes) -> list[Member]:
+        out = []
+        for k in (key, key + b"-journal", key + b"-wal"):
+            m = self.members.get(k)
+            if m is not None and m.changed:
+                out.append(m)
+        return out
+
+    def publish(self, members: list[Member]) -> None:
+        """One archive commit (or a step of the open archive transaction) for `members`."""
+        members = [m for m in members if m.changed]
+        if not members:
+            return
+        cart = self.cart
+        with cart._lock:
+            eng = cart._writer()
+            staged = []
+            try:
+                with cart._change():
+                    for m in members:
+                        staged.append(m.stage(eng))
+            except BaseException:
+                # the archive is back at its last commit; so are these members
+                for m in members:
+                    m.placed = {}
+                    m._load(eng.get(m.key) if not cart.closed and eng.failed is None else m.rec)
+                raise
+            for m, s in zip(members, staged):
+                m.adopt(s)
+                self.forget(m)
+
+    def held(self, path: str, tree: bool) -> None:
+        """Refuse to change a member SQLite holds open (delete, rename, replace)."""
+        key = P.to_key(path)
+        prefix = key + b"/"
+        for k, m in self.members.items():
+            if m.opens > 0 and (k == key or (tree and k.startswith(prefix))):
+                raise LockedError(f"{m.path} is open as a SQLite database or journal "
+                                  f"({m.opens} open file{'s' if m.opens != 1 else ''}); "
+                                  f"close its connections first")
+
+
+def registry(cart) -> Registry:
+    reg = getattr(cart, "_sqlite_registry", None)
+    if reg is None:
+        with _registries_lock:
+            reg = getattr(cart, "_sqlite_registry", None)
+            if reg is None:
+                reg = Registry(cart)
+                _registries.add(reg)
+                cart._sqlite_registry = reg
+    return reg
+
+
+def _unregister(vfs: apsw.VFS) -> None:
+    try:
+        vfs.unregister()
+    except Exception:
+        pass
+
+
+# -- locks -----------------------------------------------------------------------------------
+class _LockState:
+    __slots__ = ("shared", "reserved", "pending", "exclusive")
+
+    def __init__(self):
+        self.shared = 0
+        self.reserved = None
+        self.pending = None
+        self.exclusive = None
+
+
+_locks: dict[tuple, _LockState] = {}
+_locks_mutex = threading.Lock()
+
+
+def _writer_present(fd: int) -> bool:
+    """Does some handle (another process) hold the archive's writer lock? Asked, never taken."""
+    import fcntl
+
+    from . import locking
+    from .format import WRITER_LOCK_OFFSET
+    if not locking._HAVE_OFD:
+        return True
+    try:
+        t, _s, _n = locking._ofd(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, WRITER_LOCK_OFFSET, 1)
+    except OSError:
+        return True
+    return t != fcntl.F_UNLCK
+
+
+# -- files -----------------------------------------------------------------------------------
+class MemberFile(apsw.VFSFile):
+    """A file SQLite opened on an archive member."""
+
+    def __init__(self, reg: Registry, key: bytes, flags: list[int], companion_of: bytes | None):
+        # no super().__init__(): nothing is inherited, every method is ours
+        self.reg = reg
+        self.cart = reg.cart
+        self.key = key
+        self.flags = flags[0]
+        self.is_db = bool(flags[0] & _MAIN_DB)
+        self.readonly = bool(flags[0] & apsw.SQLITE_OPEN_READONLY) or not reg.cart._eng.writable
+        self.level = _NONE
+        self.lock_id = reg.ident + (key,)
+        self.pinned: int | None = None
+        self.committed = True                # no write transaction left unpublished
+        self.closed = False
+        self.delete_on_close = bool(flags[0] & apsw.SQLITE_OPEN_DELETEONCLOSE)
+        self.group_key = key if self.is_db else companion_of
+        with self.cart._lock:
+            self.cart._ready()
+            m = reg.member(key)
+            m.revalidate()
+            if not m.exists:
+                transient = self.readonly and flags[0] & apsw.SQLITE_OPEN_WAL
+                if not transient and (not flags[0] & apsw.SQLITE_OPEN_CREATE or self.readonly):
+                    reg.forget(m)
+                    raise apsw.CantOpenError(f"cartridge: no such member {m.path} in "
+                                             f"{self.cart.path}")
+                m.exists = True
+                m.size = 0
+                m.nbase = 0
+                # a read-only reader of a WAL database without a WAL gets an empty one that
+                # is never stored
+                m.changed = not transient
+            m.opens += 1
+            reg.files += 1
+            self.m = m
+            if self.is_db and m.changed:
+                try:
+                    reg.publish([m])       # a new database is an (empty) file at once
+                except BaseException:
+                    m.opens -= 1
+                    reg.files -= 1
+                    reg.forget(m)
+                    raise
+        if self.is_db:
+            _tls.last_db = self
+        if self.readonly:
+            flags[1] = (flags[0] & ~(apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)) | \
+                apsw.SQLITE_OPEN_READONLY
+        else:
+            flags[1] = flags[0]
+
+    # reads and writes -----------------------------------------------------------------------
+    def xRead(self, amount: int, offset: int):
+        cart = self.cart
+        with cart._lock:
+            if cart._closed:
+                raise ClosedError(f"{cart.path}: archive is closed")
+            return self.m.read(amount, offset)
+
+    def xWrite(self, data, offset: int) -> None:
+        cart = self.cart
+        with cart._lock:
+            if self.readonly:
+                raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
+            cart._writer()
+            self.m.write(data, offset)
+
+    def xTruncate(self, newsize: int) -> None:
+        with self.cart._lock:
+            if self.readonly:
+                raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
+            self.cart._writer()
+            self.m.truncate(newsize)
+
+    def xFileSize(self) -> int:
+        with self.cart._lock:
+            return self.m.size if self.m.exists else 0
+
+    def xSync(self, flags: int) -> None:
+        self._publish()
+
+    def _publish(self) -> None:
+        reg = self.reg
+        with self.cart._lock:
+            if self.readonly:
+                return
+            if self.group_key is None:
+                group = [self.m] if self.m.changed else []
+            else:
+                group = reg.group(self.group_key)
+            if group:
+                reg.publish(group)
+
+    def xFileControl(self, op: int, ptr: int) -> bool:
+        if op == FCNTL_SYNC or op == FCNTL_COMMIT_PHASETWO or op == FCNTL_CKPT_DONE:
+            if self.is_db:
+                if op == FCNTL_COMMIT_PHASETWO:
+                    self.committed = True
+                self._publish()
+            return False
+        return False
+
+    # locks ----------------------------------------------------------------------------------
+    def xLock(self, level: int) -> None:
+        if level <= self.level:
+            return
+        # lock order everywhere: the handle's lock, then the lock table's
+        with self.cart._lock, _locks_mutex:
+            st = _locks.get(self.lock_id)
+            if st is None:
+                st = _locks[self.lock_id] = _LockState()
+            if self.level == _NONE:
+                if st.pending is not None or st.exclusive is not None:
+                    raise apsw.BusyError("cartridge: database is locked")
+                st.shared += 1
+                self.level = _SHARED
+                try:
+                    self._begin_read()
+                except BaseException:
+                    st.shared -= 1
+                    self.level = _NONE
+                    raise
+            if self.level < _RESERVED:
+                self.committed = False           # a write transaction may begin
+            if level == _RESERVED and self.level < _RESERVED:
+                if st.reserved is not None or st.pending is not None or st.exclusive is not None:
+                    raise apsw.BusyError("cartridge: database is locked")
+                st.reserved = self
+                self.level = _RESERVED
+            elif level >= _PENDING and self.level < level:
+                if st.pending is not None and st.pending is not self:
+                    raise apsw.BusyError("cartridge: database is locked")
+                if st.exclusive is not None and st.exclusive is not self:
+                    raise apsw.BusyError("cartridge: database is locked")
+                st.pending = self
+                self.level = max(self.level, _PENDING)
+                if level == _EXCLUSIVE:
+                    if st.shared > 1:
+                        raise apsw.BusyError("cartridge: database is locked")
+                    st.exclusive = self
+                    self.level = _EXCLUSIVE
+
+    def _begin_read(self) -> None:
+        """A read transaction starts: see the newest committed state (read-only handles move
+        to it and pin it so that the writer does not reuse its pages meanwhile)."""
+        cart = self.cart
+        with cart._lock:
+            eng = cart._ready()
+            if not eng.writable:
+                self.pinned = eng.root.generation
+                eng.pins[self.pinned] += 1
+                eng.sync_pins()
+            for m in self._group_members():
+                m.revalidate()
+
+    def _group_members(self) -> list[Member]:
+        out = []
+        for k in (self.key, self.key + b"-journal", self.key + b"-wal"):
+            m = self.reg.members.get(k)
+            if m is not None:
+                out.append(m)
+        return out
+
+    def xUnlock(self, level: int) -> None:
+        if level >= self.level:
+            return
+        try:
+            if self.level >= _RESERVED and level <= _SHARED and not self.readonly \
+                    and not self.cart.closed:
+                self._end_write()
+        finally:
+            with self.cart._lock, _locks_mutex:
+                st = _locks.get(self.lock_id)
+                if st is not None:
+                    if level <= _SHARED:
+                        if st.reserved is self:
+                            st.reserved = None
+                        if st.pending is self:
+                            st.pending = None
+                        if st.exclusive is self:
+                            st.exclusive = None
+                    if level == _NONE and self.level >= _SHARED:
+                        st.shared -= 1
+                        self._end_read()
+                    if not st.shared and st.reserved is None and st.pending is None:
+                        del _locks[self.lock_id]
+                self.level = level
+
+    def _end_write(self) -> None:
+        """The write lock is released. A committed transaction (or a recovery, which rewrites
+        the journal) is published; a rolled-back one is forgotten, so that even with
+        journal_mode=OFF a ROLLBACK leaves the committed database (SQLite re-reads it)."""
+        with self.cart._lock:
+            m = self.m
+            companions = [c for c in self._group_members() if c is not m and c.changed]
+            if self.committed or companions:
+                self._publish()
+            elif m.changed:
+                m._load(m.rec)
+
+    def _end_read(self) -> None:
+        if self.pinned is None:
+            return
+        cart = self.cart
+        with cart._lock:
+            eng = cart._eng
+            g = self.pinned
+            self.pinned = None
+            eng.pins[g] -= 1
+            if eng.pins[g] <= 0:
+                del eng.pins[g]
+                if not cart.closed:
+                    eng.sync_pins()
+
+    def xCheckReservedLock(self) -> bool:
+        with _locks_mutex:
+            st = _locks.get(self.lock_id)
+            if st is not None and (st.reserved is not None or st.pending is not None
+                                   or st.exclusive is not None):
+                return True
+        if not self.cart._eng.writable:
+            # a writer in another process: its journal is not ours to roll back
+            return _writer_present(self.cart._eng.fd)
+        return False
+
+    def wal_header(self) -> bool:
+        """Does the database header say WAL (file format versions 2)?"""
+        with self.cart._lock:
+            head = bytes(self.m.read(20, 0))
+        return len(head) == 20 and head[:16] == b"SQLite format 3\x00" and head[18] == 2
+
+    def xSectorSize(self) -> int:
+        return 4096
+
+    def xDeviceCharacteristics(self) -> int:
+        return _IOCAP
+
+    def xClose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        cart = self.cart
+        reg = self.reg
+        try:
+            with cart._lock:
+                if not cart._closed and cart._eng.failed is None:
+                    if self.level > _NONE:
+                        self.xUnlock(_NONE)
+                    if self.delete_on_close and not self.readonly:
+                        self.m.delete()
+                    if not self.readonly and (self.m.changed or (self.is_db and
+                                                                  reg.group(self.key))):
+                        self._publish()
+                elif self.level > _NONE:
+                    self.xUnlock(_NONE)
+        finally:
+            self.m.opens -= 1
+            reg.files -= 1
+            if not cart._closed:
+                reg.forget(self.m)
+            else:
+                reg.members.pop(self.key, None)
+            if reg.owned and reg.files <= 0:
+                _close_owned(reg)
+
+    def __repr__(self) -> str:
+        return f"<cartridge.sqlite.MemberFile {self.key!r} of {self.cart.path!r}>"
+
+
+# -- VFSes -----------------------------------------------------------------------------------
+class _BaseVFS(apsw.VFS):
+    """What both VFS kinds share: temporary files go to the default VFS, member files to us."""
+
+    def resolve(self, name: str, uri: apsw.URIFilename | None) -> tuple[Registry, str]:
+        raise NotImplementedError
+
+    def xOpen(self, name, flags):
+        if name is None or flags[0] & _TEMP:
+            return apsw.VFSFile("", name, flags)       # private scratch: a native temp file
+        uri = name if isinstance(name, apsw.URIFilename) else None
+        fname = uri.filename() if uri is not None else name
+        reg, member = self.resolve(fname, uri)
+        key = P.to_key(member)
+        companion_of = None
+        if not flags[0] & _MAIN_DB:
+            for suffix in COMPANIONS:
+                if member.endswith(suffix):
+                    companion_of = key[:-len(suffix)]
+        return MemberFile(reg, key, flags, companion_of)
+
+    def xAccess(self, pathname: str, flags: int) -> bool:
+        try:
+            reg, member = self.resolve(pathname, None)
+        except (apsw.CantOpenError, CartridgeError):
+            return False
+        cart = reg.cart
+        with cart._lock:
+            eng = cart._ready()
+            key = P.to_key(member)
+            m = reg.members.get(key)
+            if m is not None:
+                m.revalidate()
+                exists, size = m.exists, m.size
+            else:
+                rec = eng.get(key)
+                exists = rec is not None and rec.kind == KIND_FILE
+                size = rec.size if exists else 0
+            if flags == apsw.SQLITE_ACCESS_EXISTS:
+                return exists and size > 0           # as the unix VFS: an empty file is absent
+            if flags == apsw.SQLITE_ACCESS_READWRITE:
+                return exists and eng.writable
+            return exists
+
+    def xDelete(self, filename: str, syncdir: bool) -> None:
+        reg, member = self.resolve(filename, None)
+        cart = reg.cart
+        with cart._lock:
+            cart._writer()
+            key = P.to_key(member)
+            m = reg.member(key)
+            m.revalidate()
+            m.delete()
+            companion_of = None
+            for suffix in COMPANIONS:
+                if member.endswith(suffix):
+                    companion_of = key[:-len(suffix)]
+            if companion_of is None or companion_of not in reg.members:
+                reg.publish([m])         # a file on its own (a super-journal): gone at once
+            reg.forget(m)
+
+    def xFullPathname(self, name: str) -> str:
+        return name
+
+    def xGetLastError(self):
+        return 0, ""
+
+
+class HandleVFS(_BaseVFS):
+    """The private VFS of one archive handle: file names are member paths."""
+
+    def __init__(self, name: str, reg: Registry):
+        super().__init__(name, "")
+        self.name = name
+        self._reg = weakref.ref(reg)
+
+    def resolve(self, name, uri):
+        reg = self._reg()
+        if reg is None or reg.cart.closed:
+            raise apsw.CantOpenError("cartridge: the archive handle is closed")
+        try:
+            return reg, P.normalize_file(name)
+        except CartridgeError as e:
+            raise apsw.CantOpenError(f"cartridge: {e}") from e
+
+    def xFullPathname(self, name: str) -> str:
+        try:
+            return P.normalize_file(name)
+        except CartridgeError as e:
+            raise apsw.CantOpenError(f"cartridge: {e}") from e
+
+
+_owned: dict[tuple, Registry] = {}          # archives the global VFS opened itself
+_owned_lock = threading.RLock()
+_uri_dbs: dict[str, set] = {}               # member path -> archive idents open by URI
+
+
+def _find_handle(archive: str, want_write: bool):
+    """An open Cartridge on `archive` in this process (a writable one if wanted), or None."""
+    from .cartridge import _open_handles
+    try:
+        st = os.stat(archive)
+    except OSError:
+        return None
+    best = None
+    for cart in list(_open_handles):
+        if cart.closed:
+            continue
+        try:
+            cst = os.fstat(cart._eng.fd)
+        except OSError:
+            continue
+        if (cst.st_dev, cst.st_ino) != (st.st_dev, st.st_ino):
+            continue
+        if cart._eng.writable or not want_write:
+            if best is None or cart._eng.writable:
+                best = cart
+    return best
+
+
+def _close_owned(reg: Registry) -> None:
+    with _owned_lock:
+        if reg.files > 0:
+            return
+        for k, r in list(_owned.items()):
+            if r is reg:
+                del _owned[k]
+        for s in _uri_dbs.values():
+            s.discard(reg.ident)
+        try:
+            reg.cart.close()
+        except CartridgeError:
+            pass
+
+
+class GlobalVFS(_BaseVFS):
+    """The registered "cartridge" VFS: names are `file:/member?cartridge=/abs/archive` URIs or
+    `/abs/archive::/member` paths; journals and WALs follow their database."""
+
+    def __init__(self):
+        super().__init__(VFS_NAME, "")
+
+    def xFullPathname(self, name: str) -> str:
+        if "::" in name:
+            arch, member = name.split("::", 1)
+            try:
+                return f"{os.path.abspath(arch)}::{P.normalize_file(member)}"
+            except CartridgeError as e:
+                raise apsw.CantOpenError(f"cartridge: {e}") from e
+        return name
+
+    def resolve(self, name, uri):
+        archive = None
+        member = name
+        if uri is not None:
+            archive = uri.uri_parameter("cartridge")
+        if "::" in name:
+            archive, member = name.split("::", 1)
+        try:
+            member = P.normalize_file(member)
+        except CartridgeError as e:
+            raise apsw.CantOpenError(f"cartridge: {e}") from e
+        with _owned_lock:
+            if archive is None:
+                base = member
+                for suffix in COMPANIONS:
+                    if member.endswith(suffix):
+                        base = member[:-len(suffix)]
+                if "-mj" in member:
+                    base = member[:member.rindex("-mj")]
+                idents = _uri_dbs.get(base, set())
+                if len(idents) != 1:
+                    owned = {r.ident for r in _owned.values()} | set().union(*_uri_dbs.values()) \
+                        if _uri_dbs else {r.ident for r in _owned.values()}
+                    idents = owned if len(owned) == 1 else set()
+                if len(idents) != 1:
+                    raise apsw.CantOpenError(
+                        f"cartridge: which archive holds {member}? name it: "
+                        f"file:{member}?vfs=cartridge&cartridge=/abs/path/data.cart or "
+                        f"/abs/path/data.cart::{member}")
+                ident = next(iter(idents))
+                reg = self._by_ident(ident)
+                if reg is None:
+                    raise apsw.CantOpenError(f"cartridge: the archive holding {member} is closed")
+                return reg, member
+            if not os.path.isabs(archive):
+                raise apsw.CantOpenError(f"cartridge: the archive path must be absolute: "
+                                         f"{archive!r}")
+            reg = self._open(archive, uri)
+            _uri_dbs.setdefault(member, set()).add(reg.ident)
+            return reg, member
+
+    @staticmethod
+    def _by_ident(ident) -> Registry | None:
+        for reg in list(_owned.values()) + list(_registries):
+            if reg.ident == ident and not reg.cart.closed:
+                return reg
+        return None
+
+    def _open(self, archive: str, uri) -> Registry:
+        want_write = True
+        if uri is not None:
+            mode = uri.uri_parameter("mode")
+            want_write = mode != "ro"
+        cart = _find_handle(archive, want_write)
+        if cart is not None:
+            return registry(cart)
+        try:
+            st = os.stat(archive)
+            reg = _owned.get((st.st_dev, st.st_ino))
+            if reg is not None and not reg.cart.closed:
+                return reg
+        except OSError:
+            pass
+        from .cartridge import Cartridge
+        try:
+            cart = Cartridge(archive, "a" if want_write else "r")
+        except CartridgeError as e:
+            raise apsw.CantOpenError(f"cartridge: {archive}: {e}") from e
+        reg = registry(cart)
+        reg.owned = True
+        _owned[reg.ident] = reg
+        return reg
+
+
+_global_vfs: GlobalVFS | None = None
+
+
+def register() -> None:
+    """Register the "cartridge" VFS (idempotent; importing cartridge.sqlite does it)."""
+    global _global_vfs
+    if _global_vfs is None:
+        _global_vfs = GlobalVFS()
+        apsw.connection_hooks.append(_on_connection)
+
+
+# -- connections -----------------------------------------------------------------------------
+_WAL_RE = re.compile(r"\bpragma\s+(?:(\"?\w+\"?)\s*\.\s*)?journal_mode\s*=\s*['\"]?wal\b",
+                     re.IGNORECASE)
+_tls = threading.local()
+
+
+def _wal_guard(cursor, sql: str, bindings) -> bool:
+    """exec_trace of our connections: a request for WAL first sets locking_mode=EXCLUSIVE."""
+    if "wal" in sql or "WAL" in sql or "Wal" in sql:
+        for mt in _WAL_RE.finditer(sql):
+            schema = f"{mt.group(1)}." if mt.group(1) else ""
+            cursor.connection.execute(f"PRAGMA {schema}locking_mode=EXCLUSIVE").fetchall()
+    return True
+
+
+def _on_connection(conn: apsw.Connection) -> None:
+    """apsw.connection_hooks: set up every connection on the cartridge VFS: WAL guard, exclusive
+    locking for a database in WAL mode, and the default journal mode."""
+    f = getattr(_tls, "last_db", None)     # the database file this open just made, if ours
+    _tls.last_db = None
+    if f is None:
+        return
+    conn.exec_trace = _wal_guard
+    if f is not None and f.wal_header():
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
+        return
+    if not conn.readonly("main"):
+        conn.set_busy_timeout(60_000)     # another connection may be writing right now
+        try:
+            conn.execute(f"PRAGMA journal_mode={DEFAULT_JOURNAL_MODE}").fetchall()
+        except apsw.NotADBError:
+            pass              # not a database: the first statement says so, as natively
+        finally:
+            conn.set_busy_timeout(0)      # back to a new connection's default (no handler)
+
+
+def connect(cart, path: str, readonly: bool = False, **apsw_kwargs: Any) -> apsw.Connection:
+    """cart.sqlite(): an apsw.Connection on member `path` of `cart`."""
+    for bad in ("vfs", "flags"):
+        if bad in apsw_kwargs:
+            raise TypeError(f"cart.sqlite() chooses {bad}= itself")
+    register()
+    with cart._lock:
+        eng = cart._ready()
+        p = P.normalize_file(path)
+        key = P.to_key(p)
+        rec = eng.get(key)
+        readonly = bool(readonly) or not eng.writable
+        if rec is None:
+            kind, _ = cart._kind(eng, p)
+            if kind == "dir":
+                raise PathIsDirectoryError(f"{p} is a directory")
+            if readonly:
+                raise NotFoundError(f"no such database: {p}")
+            cart._writer()
+            cart._check_parents(eng, p)
+        elif rec.kind != KIND_FILE:
+            raise PathIsDirectoryError(f"{p} is a directory")
+        vfs = registry(cart).vfs()
+    flags = apsw.SQLITE_OPEN_URI | (apsw.SQLITE_OPEN_READONLY if readonly else
+                                    apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    return apsw.Connection(p, flags=flags, vfs=vfs.name, **apsw_kwargs)
+
+
+def export(cart, path: str, dest: str | os.PathLike) -> None:
+    """cart.sqlite_export(): checkpoint a WAL, then copy the committed database to `dest`
+    (written beside it and renamed into place, so `dest` is never half a database)."""
+    register()
+    dest = os.fspath(dest)
+    with cart._lock:
+        eng = cart._ready()
+        p = P.normalize_file(path)
+        cart._file_record(eng, p)                     # NotFoundError / PathIsDirectoryError
+        wal = eng.get(P.to_key(p + "-wal"))
+        has_wal = wal is not None and wal.kind == KIND_FILE and wal.size > 0
+    if has_wal:
+        if eng.writable:
+            conn = connect(cart, p)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except apsw.BusyError:
+                raise LockedError(f"{p} is in use by another connection; close it to export") \
+                    from None
+            finally:
+                conn.close()
+        else:                  # cannot checkpoint through a read-only handle: copy via SQLite
+            src = connect(cart, p, readonly=True)
+            tmp = f"{dest}.cartridge-export"
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            try:
+                out = apsw.Connection(tmp)
+                with out.backup("main", src, "main") as b:
+                    b.step(-1)
+                out.execute("PRAGMA journal_mode=DELETE").fetchall()
+                out.close()
+            finally:
+                src.close()
+            os.replace(tmp, dest)
+            return
+    tmp = f"{dest}.cartridge-export"
+    with cart.open(p, "rb") as f, open(tmp, "wb") as out:
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                break
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, dest)
+
+
+register()
