@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 MODES = ("r", "a", "w", "x")
 # condition keys whose value changes from call to call: policies naming one are never memoised
-DYNAMIC_KEYS = (b"currenttime", b"epochtime", b"objectsize")
+DYNAMIC_KEYS = frozenset({"cart:currenttime", "cart:epochtime", "cart:objectsize"})
 _open_handles: weakref.WeakSet = weakref.WeakSet()    # for the SQLite VFS to find by file
 DEFAULT_CACHE_SIZE = 64 << 20
 # Errors raised while checking a call's arguments, before anything changes: inside a
@@ -715,8 +715,7 @@ class Cartridge:
                 except PolicyError as e:
                     raise CorruptionError(f"{self.path}: a stored policy no longer parses: {e}") \
                         from None
-                lowered = b" ".join(docs.values()).lower()
-                static = not any(k in lowered for k in DYNAMIC_KEYS)
+                static = not (DYNAMIC_KEYS & compiled.referenced_keys)
             else:
                 compiled, static = None, True
             state = PolicyState(eng.system_epoch, fp, compiled, static)

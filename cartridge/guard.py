@@ -30,6 +30,17 @@ ARCHIVE = "/"            # the resource of archive-wide actions (policies, info,
 FAST_CACHE_MAX = 65_536  # per-handle memo of allowed (action, user path) pairs
 
 
+SQLITE_COMPANIONS = ("-journal", "-wal")
+
+
+def _with_database(resource: str) -> tuple[str, ...]:
+    """A resource, plus its database when it is a SQLite journal or WAL member."""
+    for suffix in SQLITE_COMPANIONS:
+        if resource.endswith(suffix) and len(resource) > len(suffix) + 1:
+            return resource, resource[:-len(suffix)]
+    return (resource,)
+
+
 def list_resource(directory: str) -> str:
     """cart:List's resource for a normalised directory: its path ending in '/'."""
     return "/" if directory == "/" else directory + "/"
@@ -56,6 +67,7 @@ class PrincipalCartridge:
         self._state = None               # the owner's policy state the memo below belongs to
         self._fast: dict = {}            # (action, user path) -> allowed, for static policies
         self._fast_get: set = set()      # user paths in _fast for GET: read()'s one-lookup path
+        self._sqlite_vfs = None          # this principal's SQLite VFS, made on first use
 
     # -- the check ----------------------------------------------------------------------------
     def _context(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -89,11 +101,19 @@ class PrincipalCartridge:
         why = "explicitly denied" if decision == Decision.EXPLICIT_DENY else "not allowed"
         raise AccessDeniedError(f"{self.principal!r} is {why} {action} on {resource!r}")
 
+    def _decision(self, state, action: str, resource: str,
+                  extra: Mapping[str, Any] | None) -> Decision:
+        return state.policies.decide(action, resource, principal=self.principal,
+                                     tags=self.tags, context=self._context(extra))
+
     def _decide(self, state, action: str, resource: str, extra: Mapping[str, Any] | None) -> None:
-        decision = state.policies.decide(action, resource, principal=self.principal,
-                                         tags=self.tags, context=self._context(extra))
-        if decision != Decision.ALLOW:
-            self._deny(action, resource, decision)
+        """Raise AccessDeniedError unless `action` on `resource` is allowed. SQLite companion
+        members (X-journal, X-wal) hold the database's pages, so they also need the same
+        right on the database X itself."""
+        for res in _with_database(resource):
+            decision = self._decision(state, action, res, extra)
+            if decision != Decision.ALLOW:
+                self._deny(action, res, decision)
 
     def _check(self, action: str, resource: str, extra: Mapping[str, Any] | None = None) -> None:
         state = self._policy_state()
@@ -275,6 +295,43 @@ class PrincipalCartridge:
                 self._check_path(DELETE, src)
                 self._check_put(dst, None)
             self._cart.rename(src, dst)
+
+    # -- SQLite ---------------------------------------------------------------------------------
+    def sqlite(self, path: str, readonly: bool = False, **apsw_kwargs: Any):
+        """cart.sqlite() as this principal: needs cart:GetObject on the database; without
+        cart:PutObject the connection is read-only. Every member the connection opens later
+        (ATTACH, journals, WAL) is checked the same way by the principal's own VFS."""
+        from .sqlite import connect, registry
+
+        with self._lock:
+            self._check_path(GET, path)
+            state = self._policy_state()
+            if not readonly and state is not None:
+                resource = P.normalize_file(path)
+                readonly = any(self._decision(state, PUT, r, None) != Decision.ALLOW
+                               for r in _with_database(resource))
+            if self._sqlite_vfs is None:
+                self._sqlite_vfs = registry(self._cart).new_vfs(self, self._sqlite_authorize)
+            vfs = self._sqlite_vfs
+        return connect(self._cart, path, readonly, vfs=vfs, **apsw_kwargs)
+
+    def _sqlite_authorize(self, member: str, want_write: bool) -> bool:
+        """The principal VFS's check of a member SQLite opens: read rights or
+        AccessDeniedError; returns whether writing is allowed too."""
+        with self._lock:
+            state = self._policy_state()
+            if state is None:
+                return want_write
+            decision = self._decision(state, GET, member, None)
+            if decision != Decision.ALLOW:
+                why = "explicitly denied" if decision == Decision.EXPLICIT_DENY else "not allowed"
+                raise AccessDeniedError(f"{self.principal!r} is {why} {GET} on {member!r}")
+            return want_write and self._decision(state, PUT, member, None) == Decision.ALLOW
+
+    def sqlite_export(self, path: str, dest) -> None:
+        with self._lock:
+            self._check_path(GET, path)
+            self._cart.sqlite_export(path, dest)
 
     # -- transactions and durability ------------------------------------------------------------
     @contextmanager

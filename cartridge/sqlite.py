@@ -38,6 +38,7 @@ import numpy as np
 from . import paths as P
 from .content import chunk_len, combine
 from .errors import (
+    AccessDeniedError,
     CartridgeError,
     ClosedError,
     LockedError,
@@ -426,16 +427,21 @@ class Registry:
         self.files = 0
 
     def vfs(self) -> HandleVFS:
-        global _vfs_counter
         if self._vfs is None:
-            with _registries_lock:
-                _vfs_counter += 1
-                name = f"{VFS_NAME}-{_vfs_counter}"
-            self._vfs = HandleVFS(name, self)
-            # unregistered once the handle is gone; open files keep the handle (and so the VFS)
-            # alive; never at interpreter exit, when connections may still close through it
-            weakref.finalize(self.cart, _unregister, self._vfs).atexit = False
+            self._vfs = self.new_vfs(self.cart)
         return self._vfs
+
+    def new_vfs(self, owner, authorize=None) -> HandleVFS:
+        """A new private VFS over this handle's members, registered while `owner` lives."""
+        global _vfs_counter
+        with _registries_lock:
+            _vfs_counter += 1
+            name = f"{VFS_NAME}-{_vfs_counter}"
+        vfs = HandleVFS(name, self, authorize)
+        # unregistered once the owner is gone; open files keep the handle (and so the VFS)
+        # alive; never at interpreter exit, when connections may still close through it
+        weakref.finalize(owner, _unregister, vfs).atexit = False
+        return vfs
 
     def member(self, key: bytes) -> Member:
         m = self.members.get(key)
@@ -815,6 +821,10 @@ class MemberFile(apsw.VFSFile):
 class _BaseVFS(apsw.VFS):
     """What both VFS kinds share: temporary files go to the default VFS, member files to us."""
 
+    # A principal handle's VFS checks every member SQLite opens (ATTACH included):
+    # authorize(member path, wants write) -> write allowed; raises AccessDeniedError.
+    authorize = None
+
     def resolve(self, name: str, uri: apsw.URIFilename | None) -> tuple[Registry, str]:
         raise NotImplementedError
 
@@ -830,11 +840,21 @@ class _BaseVFS(apsw.VFS):
             for suffix in COMPANIONS:
                 if member.endswith(suffix):
                     companion_of = key[:-len(suffix)]
+        if self.authorize is not None:
+            # a principal's VFS: companions follow their database's rights; without write
+            # rights the file is opened read-only (AccessDeniedError without read rights)
+            target = member if companion_of is None else companion_of.decode("utf-8")
+            if not self.authorize(target, bool(flags[0] & apsw.SQLITE_OPEN_READWRITE)):
+                flags[0] = (flags[0] & ~(apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)) \
+                    | apsw.SQLITE_OPEN_READONLY
         return MemberFile(reg, key, flags, companion_of)
 
     def xAccess(self, pathname: str, flags: int) -> bool:
         try:
             reg, member = self.resolve(pathname, None)
+            if self.authorize is not None:
+                base = next((member[:-len(s)] for s in COMPANIONS if member.endswith(s)), member)
+                self.authorize(base, False)
         except (apsw.CantOpenError, CartridgeError):
             return False
         cart = reg.cart
@@ -857,6 +877,10 @@ class _BaseVFS(apsw.VFS):
 
     def xDelete(self, filename: str, syncdir: bool) -> None:
         reg, member = self.resolve(filename, None)
+        if self.authorize is not None:
+            base = next((member[:-len(s)] for s in COMPANIONS if member.endswith(s)), member)
+            if not self.authorize(base, True):
+                raise AccessDeniedError(f"no write access to {base}")
         cart = reg.cart
         with cart._lock:
             cart._writer()
@@ -882,10 +906,11 @@ class _BaseVFS(apsw.VFS):
 class HandleVFS(_BaseVFS):
     """The private VFS of one archive handle: file names are member paths."""
 
-    def __init__(self, name: str, reg: Registry):
+    def __init__(self, name: str, reg: Registry, authorize=None):
         super().__init__(name, "")
         self.name = name
         self._reg = weakref.ref(reg)
+        self.authorize = authorize
 
     def resolve(self, name, uri):
         reg = self._reg()
@@ -1083,8 +1108,10 @@ def _on_connection(conn: apsw.Connection) -> None:
             conn.set_busy_timeout(0)      # back to a new connection's default (no handler)
 
 
-def connect(cart, path: str, readonly: bool = False, **apsw_kwargs: Any) -> apsw.Connection:
-    """cart.sqlite(): an apsw.Connection on member `path` of `cart`."""
+def connect(cart, path: str, readonly: bool = False, *, vfs: HandleVFS | None = None,
+            **apsw_kwargs: Any) -> apsw.Connection:
+    """cart.sqlite(): an apsw.Connection on member `path` of `cart` (through `vfs`, a
+    principal's VFS, when given)."""
     for bad in ("vfs", "flags"):
         if bad in apsw_kwargs:
             raise TypeError(f"cart.sqlite() chooses {bad}= itself")
@@ -1105,7 +1132,8 @@ def connect(cart, path: str, readonly: bool = False, **apsw_kwargs: Any) -> apsw
             cart._check_parents(eng, p)
         elif rec.kind != KIND_FILE:
             raise PathIsDirectoryError(f"{p} is a directory")
-        vfs = registry(cart).vfs()
+        if vfs is None:
+            vfs = registry(cart).vfs()
     flags = apsw.SQLITE_OPEN_URI | (apsw.SQLITE_OPEN_READONLY if readonly else
                                     apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
     return apsw.Connection(p, flags=flags, vfs=vfs.name, **apsw_kwargs)

@@ -437,3 +437,95 @@ def test_stored_document_round_trips(cart):
     assert x.listdir("/a") == ["f"]            # "/a/*" matches the resource "/a/"
     with pytest.raises(AccessDeniedError):
         x.listdir("/")
+
+
+# -- SQLite ----------------------------------------------------------------------------------------
+def _db(cart, path="/app.db", rows=3, journal=None):
+    conn = cart.sqlite(path)
+    if journal:
+        conn.execute(f"PRAGMA journal_mode={journal}").fetchall()
+    conn.execute("CREATE TABLE t(a)")
+    with conn:
+        conn.executemany("INSERT INTO t VALUES(?)", [(i,) for i in range(rows)])
+    return conn
+
+
+def test_sqlite_read_only_when_put_is_denied(cart):
+    _db(cart).close()
+    cart.set_policy("p", doc(allow("cart:GetObject", "/app.db")))
+    conn = cart.as_principal("a").sqlite("/app.db")
+    assert conn.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
+    import apsw
+    with pytest.raises(apsw.ReadOnlyError):
+        conn.execute("INSERT INTO t VALUES(9)")
+    conn.close()
+    with cartridge.open(cart.path, "r") as r:     # nothing changed
+        c2 = r.sqlite("/app.db")
+        assert c2.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
+        c2.close()
+
+
+def test_sqlite_denied_without_get(cart):
+    _db(cart).close()
+    cart.set_policy("p", doc(allow("cart:*", "/public/*")))
+    with pytest.raises(AccessDeniedError):
+        cart.as_principal("a").sqlite("/app.db")
+
+
+def test_sqlite_write_allowed(cart):
+    _db(cart).close()
+    cart.set_policy("p", doc(allow(["cart:GetObject", "cart:PutObject"], "/app.db")))
+    conn = cart.as_principal("a").sqlite("/app.db")
+    with conn:
+        conn.execute("INSERT INTO t VALUES(9)")
+    conn.close()
+    c2 = cart.sqlite("/app.db")
+    assert c2.execute("SELECT count(*) FROM t").fetchall() == [(4,)]
+    c2.close()
+
+
+def test_sqlite_attach_of_a_protected_database_is_refused(cart):
+    _db(cart, "/app.db").close()
+    _db(cart, "/secret.db").close()
+    cart.set_policy("p", doc(allow(["cart:GetObject", "cart:PutObject"], "/app.db")))
+    conn = cart.as_principal("a").sqlite("/app.db")
+    with pytest.raises(AccessDeniedError, match="secret.db"):
+        conn.execute("ATTACH '/secret.db' AS s").fetchall()
+        conn.execute("SELECT count(*) FROM s.t").fetchall()
+    assert conn.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
+    conn.close()
+
+
+@pytest.mark.parametrize("journal", ["WAL", "DELETE", "PERSIST"])
+def test_sqlite_journal_and_wal_members_follow_their_database(cart, journal):
+    conn = _db(cart, journal=journal)
+    if journal == "WAL":
+        with conn:
+            conn.execute("INSERT INTO t VALUES(42)")      # left in the WAL member
+    companion = "/app.db-wal" if journal == "WAL" else "/app.db-journal"
+    # protect only the database by its exact name: its journal/WAL is protected with it
+    cart.set_policy("p", doc(allow("cart:*", "*"), deny("cart:*", "/app.db")))
+    a = cart.as_principal("a")
+    if journal == "WAL":
+        assert cart.exists(companion)
+    for call in (lambda: a.read(companion), lambda: a.stat(companion),
+                 lambda: a.write(companion, b"x"), lambda: a.delete(companion),
+                 lambda: a.rename(companion, "/stolen"), lambda: a.sqlite("/app.db")):
+        with pytest.raises(AccessDeniedError):
+            call()
+    conn.close()
+
+
+def test_sqlite_connection_in_a_transaction_with_a_denied_step(cart):
+    _db(cart).close()
+    cart.set_policy("p", doc(allow(["cart:GetObject", "cart:PutObject"], ["/app.db", "/ok/*"])))
+    a = cart.as_principal("a")
+    conn = a.sqlite("/app.db")
+    with pytest.raises(AccessDeniedError):
+        with a.transaction():
+            a.write("/ok/f", b"1")
+            conn.execute("INSERT INTO t VALUES(7)")
+            a.write("/denied/f", b"2")
+    assert not cart.exists("/ok/f")
+    assert conn.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
+    conn.close()
