@@ -313,7 +313,7 @@ class PrincipalCartridge:
             if self._sqlite_vfs is None:
                 self._sqlite_vfs = registry(self._cart).new_vfs(self, self._sqlite_authorize)
             vfs = self._sqlite_vfs
-        return connect(self._cart, path, readonly, vfs=vfs, **apsw_kwargs)
+        return connect(self._cart, path, readonly, principal_vfs=vfs, **apsw_kwargs)
 
     def _sqlite_authorize(self, member: str, want_write: bool) -> bool:
         """The principal VFS's check of a member SQLite opens: read rights or

@@ -1108,10 +1108,10 @@ def _on_connection(conn: apsw.Connection) -> None:
             conn.set_busy_timeout(0)      # back to a new connection's default (no handler)
 
 
-def connect(cart, path: str, readonly: bool = False, *, vfs: HandleVFS | None = None,
-            **apsw_kwargs: Any) -> apsw.Connection:
-    """cart.sqlite(): an apsw.Connection on member `path` of `cart` (through `vfs`, a
-    principal's VFS, when given)."""
+def connect(cart, path: str, readonly: bool = False, *,
+            principal_vfs: HandleVFS | None = None, **apsw_kwargs: Any) -> apsw.Connection:
+    """cart.sqlite(): an apsw.Connection on member `path` of `cart` (through a principal's
+    VFS, when given)."""
     for bad in ("vfs", "flags"):
         if bad in apsw_kwargs:
             raise TypeError(f"cart.sqlite() chooses {bad}= itself")
@@ -1132,8 +1132,7 @@ def connect(cart, path: str, readonly: bool = False, *, vfs: HandleVFS | None = 
             cart._check_parents(eng, p)
         elif rec.kind != KIND_FILE:
             raise PathIsDirectoryError(f"{p} is a directory")
-        if vfs is None:
-            vfs = registry(cart).vfs()
+        vfs = principal_vfs or registry(cart).vfs()
     flags = apsw.SQLITE_OPEN_URI | (apsw.SQLITE_OPEN_READONLY if readonly else
                                     apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
     return apsw.Connection(p, flags=flags, vfs=vfs.name, **apsw_kwargs)
