@@ -121,7 +121,7 @@ def test_principal_handle_has_the_whole_api():
 
 # -- path spellings never reach bytes under different rules -----------------------------------
 SPELLINGS = ["/secret/s.txt", "secret/s.txt", "//secret//s.txt", "/./secret/./s.txt",
-             "/secret/x/../s.txt", "/public/../secret/s.txt"]
+             "/secret/x/../s.txt", "/public/../secret/s.txt", "/secret/s.txt/", "secret//s.txt/."]
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
