@@ -158,6 +158,7 @@ class Cartridge:
         self._txn_aborted = False
         self._streams: set = set()
         self._pstate: PolicyState | None = None
+        self._snapshot_held = 0       # > 0: a reader stays on its state (a principal's check)
         from .create import open_engine  # creation needs the engine, kept in its own module
 
         self._eng: Engine = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
@@ -173,7 +174,7 @@ class Cartridge:
         if eng.failed is not None:
             raise CartridgeError(f"{self.path}: an I/O error interrupted a commit ({eng.failed}); "
                                  "the file is consistent, reopen it to go on")
-        if not eng.writable and not self._txn_depth:
+        if not eng.writable and not self._txn_depth and not self._snapshot_held:
             eng.refresh()
         return eng
 
@@ -304,7 +305,7 @@ class Cartridge:
             if self._closed or self._eng.failed is not None:
                 self._ready()
             eng = self._eng
-            if not eng.writable:
+            if not eng.writable and not self._snapshot_held:
                 eng.refresh()
             p, key = P.file_key(path)
             rec = eng.records.get(key) or eng.get(key)

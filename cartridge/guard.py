@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any
 
 from . import paths as P
@@ -46,6 +47,31 @@ def list_resource(directory: str) -> str:
     return "/" if directory == "/" else directory + "/"
 
 
+class _OneSnapshot:
+    """Holds the archive lock and keeps a read-only handle on one committed state (refreshed
+    once on entry), so a call's policy check and its effect see the same policies and data."""
+
+    __slots__ = ("cart",)
+
+    def __init__(self, cart):
+        self.cart = cart
+
+    def __enter__(self) -> None:
+        cart = self.cart
+        cart._lock.acquire()
+        try:
+            if not cart._closed:
+                cart._ready()
+        except BaseException:
+            cart._lock.release()
+            raise
+        cart._snapshot_held += 1
+
+    def __exit__(self, *exc) -> None:
+        self.cart._snapshot_held -= 1
+        self.cart._lock.release()
+
+
 class PrincipalCartridge:
     """An archive handle acting as a named principal; see Cartridge for each method."""
 
@@ -59,9 +85,11 @@ class PrincipalCartridge:
                 raise ValueError(f"principal tags must map str to str, not {k!r}: {v!r}")
         self._cart = cart
         self._lock = cart._lock
-        self.principal = name
-        self.tags = tags
-        self.context = dict(context or {})
+        self._snap = _OneSnapshot(cart)
+        # who the handle is never changes: the memo of allowed calls depends on it
+        self._principal = name
+        self._tags = MappingProxyType(tags)
+        self._ctx = MappingProxyType(dict(context or {}))
         self._owns = owns
         self._closed = False
         self._state = None               # the owner's policy state the memo below belongs to
@@ -69,12 +97,26 @@ class PrincipalCartridge:
         self._fast_get: set = set()      # user paths in _fast for GET: read()'s one-lookup path
         self._sqlite_vfs = None          # this principal's SQLite VFS, made on first use
 
+    @property
+    def principal(self) -> str:
+        return self._principal
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        """The principal's tags (read-only; make another handle for other tags)."""
+        return self._tags
+
+    @property
+    def context(self) -> Mapping[str, Any]:
+        """The handle's extra condition keys (read-only)."""
+        return self._ctx
+
     # -- the check ----------------------------------------------------------------------------
     def _context(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         now = time.time()
-        ctx = dict(self.context)
-        ctx["cart:username"] = self.principal
-        for k, v in self.tags.items():
+        ctx = dict(self._ctx)
+        ctx["cart:username"] = self._principal
+        for k, v in self._tags.items():
             ctx[f"cart:PrincipalTag/{k}"] = v
         ctx["cart:CurrentTime"] = datetime.fromtimestamp(now, timezone.utc)
         ctx["cart:EpochTime"] = int(now)
@@ -103,8 +145,8 @@ class PrincipalCartridge:
 
     def _decision(self, state, action: str, resource: str,
                   extra: Mapping[str, Any] | None) -> Decision:
-        return state.policies.decide(action, resource, principal=self.principal,
-                                     tags=self.tags, context=self._context(extra))
+        return state.policies.decide(action, resource, principal=self._principal,
+                                     tags=self._tags, context=self._context(extra))
 
     def _decide(self, state, action: str, resource: str, extra: Mapping[str, Any] | None) -> None:
         """Raise AccessDeniedError unless `action` on `resource` is allowed. SQLite companion
@@ -141,12 +183,13 @@ class PrincipalCartridge:
             if action == GET:
                 self._fast_get.add(path)
 
-    def _check_put(self, path: str, size: int | None) -> None:
+    def _check_put(self, path: str, size: int) -> None:
+        """PutObject with cart:ObjectSize = the size the object will have (0 for a directory
+        or a stream being opened; a write stream is checked again with its final size)."""
         state = self._policy_state()
         if state is None:
             return
-        extra = None if size is None else {"cart:ObjectSize": size}
-        self._decide(state, PUT, P.normalize_any(path)[0], extra)
+        self._decide(state, PUT, P.normalize_any(path)[0], {"cart:ObjectSize": size})
 
     def _check_list(self, directory: str, prefix: str | None = None) -> None:
         resource = list_resource(directory)
@@ -159,31 +202,39 @@ class PrincipalCartridge:
         state = self._policy_state()
         if state is None:
             return
-        targets = [top] + [P.stored_path(k) for k, _ in self._cart._eng.items(prefix, prefix)]
-        for path in targets:
+        targets = [(top, 0)] + [(P.stored_path(k), rec.size)
+                                for k, rec in self._cart._eng.items(prefix, prefix)]
+        for path, size in targets:
             for action in actions:
                 self._decide(state, action, path, None)
             if renamed_to is not None:
-                self._decide(state, PUT, renamed_to + path[len(top):], None)
+                self._decide(state, PUT, renamed_to + path[len(top):], {"cart:ObjectSize": size})
 
     # -- files ----------------------------------------------------------------------------------
     def write(self, path: str, data) -> None:
-        with self._lock:
-            self._check_put(path, memoryview(data).nbytes if not isinstance(data, str) else 0)
+        with self._snap:
+            try:
+                size = memoryview(data).nbytes
+            except TypeError:
+                size = 0                  # not bytes-like: Cartridge.write raises TypeError
+            self._check_put(path, size)
             self._cart.write(path, data)
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         cart = self._cart
         with self._lock:
             eng = cart._eng
+            if not eng.writable:
+                with self._snap:             # decide and read on one committed state
+                    self._check_path(GET, path)
+                    return cart.read(path, offset, size)
             state = cart._pstate
             # The hot path: a writer's policies change only through this process, so an
             # unchanged policy state and a memoised "allowed" need no further work; a whole
             # one-chunk file already in the page cache is then served as Cartridge.read does.
             if (state is self._state and type(path) is str and path in self._fast_get
-                    and state is not None and state.epoch == eng.system_epoch and eng.writable
-                    and not self._closed
-                    and not cart._closed and eng.failed is None):
+                    and state is not None and state.epoch == eng.system_epoch
+                    and not self._closed and not cart._closed and eng.failed is None):
                 if offset == 0 and size == -1:
                     rec = eng.records.get(P.file_key(path)[1])
                     if rec is not None and rec.chunk_key:
@@ -195,16 +246,21 @@ class PrincipalCartridge:
             return cart.read(path, offset, size)
 
     def readinto(self, path: str, buffer, offset: int = 0) -> int:
-        with self._lock:
+        with self._snap:
             self._check_path(GET, path)
             return self._cart.readinto(path, buffer, offset)
 
     def open(self, path: str, mode: str = "rb") -> io.RawIOBase:
-        with self._lock:
+        with self._snap:
             if mode == "rb" or mode == "r+b":
                 self._check_path(GET, path)
             if mode != "rb":
-                self._check_put(path, None)
+                size = 0
+                if mode != "wb":          # "ab"/"r+b" start from the current content
+                    eng = self._cart._ready()
+                    kind, rec = self._cart._kind(eng, P.normalize_any(path)[0])
+                    size = rec.size if kind == "file" and rec is not None else 0
+                self._check_put(path, size)
             stream = self._cart.open(path, mode)
             if mode != "rb":
                 stream.before_publish = lambda size: self._check_put(path, size)
@@ -212,35 +268,35 @@ class PrincipalCartridge:
 
     # -- queries --------------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
-        with self._lock:
+        with self._snap:
             self._check_path(GET, path)
             return self._cart.exists(path)
 
     def isfile(self, path: str) -> bool:
-        with self._lock:
+        with self._snap:
             self._check_path(GET, path)
             return self._cart.isfile(path)
 
     def isdir(self, path: str) -> bool:
-        with self._lock:
+        with self._snap:
             self._check_path(GET, path)
             return self._cart.isdir(path)
 
     def stat(self, path: str):
-        with self._lock:
+        with self._snap:
             self._check_path(GET, path)
             return self._cart.stat(path)
 
     def listdir(self, path: str = "/") -> list[str]:
-        with self._lock:
+        with self._snap:
             self._check_list(P.normalize(path))
             return self._cart.listdir(path)
 
     def walk(self, top: str = "/") -> Iterator[tuple[str, list[str], list[str]]]:
-        with self._lock:
+        with self._snap:
             self._check_list(P.normalize(top))
         for entry in self._cart.walk(top):
-            with self._lock:
+            with self._snap:
                 self._check_list(entry[0])
             yield entry
 
@@ -250,31 +306,31 @@ class PrincipalCartridge:
         norm = P.normalize(prefix) if prefix.strip("/") else "/"
         base = norm if prefix.endswith("/") or norm == "/" else P.parent(norm)
         shown = list_resource(norm) if base == norm else norm
-        with self._lock:
+        with self._snap:
             self._check_list(base, shown)
         allowed = {base}
         for info in self._cart.scan(prefix):
             parent = P.parent(info.path)
             if parent not in allowed:
-                with self._lock:
+                with self._snap:
                     self._check_list(parent)
                 allowed.add(parent)
             yield info
 
     # -- namespace changes ----------------------------------------------------------------------
     def mkdir(self, path: str, parents: bool = False, exist_ok: bool = False) -> None:
-        with self._lock:
+        with self._snap:
             p = P.normalize(path)
-            self._check_put(p, None)
+            self._check_put(p, 0)
             if parents:
                 eng = self._cart._ready()
                 for anc in P.ancestors(p):
                     if self._cart._kind(eng, anc)[0] is None:
-                        self._check_put(anc, None)
+                        self._check_put(anc, 0)
             self._cart.mkdir(path, parents, exist_ok)
 
     def delete(self, path: str, recursive: bool = False) -> None:
-        with self._lock:
+        with self._snap:
             p = P.normalize_any(path)[0]
             eng = self._cart._ready()
             if self._cart._kind(eng, p)[0] == "dir" and recursive:
@@ -284,16 +340,17 @@ class PrincipalCartridge:
             self._cart.delete(path, recursive)
 
     def rename(self, src: str, dst: str) -> None:
-        with self._lock:
+        with self._snap:
             s = P.normalize_any(src)[0]
             d = P.normalize_any(dst)[0]
             eng = self._cart._ready()
-            if self._cart._kind(eng, s)[0] == "dir" and s != "/" and d != "/":
+            kind, rec = self._cart._kind(eng, s)
+            if kind == "dir" and s != "/" and d != "/":
                 self._check_tree((GET, DELETE), s, P.to_key(P.dir_prefix(s)), renamed_to=d)
             else:
                 self._check_path(GET, src)
                 self._check_path(DELETE, src)
-                self._check_put(dst, None)
+                self._check_put(dst, rec.size if rec is not None else 0)
             self._cart.rename(src, dst)
 
     # -- SQLite ---------------------------------------------------------------------------------
@@ -303,7 +360,7 @@ class PrincipalCartridge:
         (ATTACH, journals, WAL) is checked the same way by the principal's own VFS."""
         from .sqlite import connect, registry
 
-        with self._lock:
+        with self._snap:
             self._check_path(GET, path)
             state = self._policy_state()
             if not readonly and state is not None:
@@ -311,14 +368,15 @@ class PrincipalCartridge:
                 readonly = any(self._decision(state, PUT, r, None) != Decision.ALLOW
                                for r in _with_database(resource))
             if self._sqlite_vfs is None:
-                self._sqlite_vfs = registry(self._cart).new_vfs(self, self._sqlite_authorize)
+                self._sqlite_vfs = registry(self._cart).new_vfs(self, self._sqlite_authorize,
+                                                                self._sqlite_check_publish)
             vfs = self._sqlite_vfs
         return connect(self._cart, path, readonly, principal_vfs=vfs, **apsw_kwargs)
 
     def _sqlite_authorize(self, member: str, want_write: bool) -> bool:
         """The principal VFS's check of a member SQLite opens: read rights or
         AccessDeniedError; returns whether writing is allowed too."""
-        with self._lock:
+        with self._snap:
             state = self._policy_state()
             if state is None:
                 return want_write
@@ -328,8 +386,20 @@ class PrincipalCartridge:
                 raise AccessDeniedError(f"{self.principal!r} is {why} {GET} on {member!r}")
             return want_write and self._decision(state, PUT, member, None) == Decision.ALLOW
 
+    def _sqlite_check_publish(self, member: str, size: int) -> None:
+        """Before a principal's SQLite changes become an archive commit: the rights are
+        checked again (a policy may have changed since the connection opened), with the
+        member's new size as cart:ObjectSize."""
+        with self._snap:
+            state = self._policy_state()
+            if state is not None:
+                for res in _with_database(member):
+                    decision = self._decision(state, PUT, res, {"cart:ObjectSize": size})
+                    if decision != Decision.ALLOW:
+                        self._deny(PUT, res, decision)
+
     def sqlite_export(self, path: str, dest) -> None:
-        with self._lock:
+        with self._snap:
             self._check_path(GET, path)
             self._cart.sqlite_export(path, dest)
 
@@ -344,27 +414,27 @@ class PrincipalCartridge:
 
     # -- policies ---------------------------------------------------------------------------------
     def set_policy(self, name: str, document) -> None:
-        with self._lock:
+        with self._snap:
             self._check(PUT_POLICY, ARCHIVE)
             self._cart.set_policy(name, document)
 
     def delete_policy(self, name: str) -> None:
-        with self._lock:
+        with self._snap:
             self._check(PUT_POLICY, ARCHIVE)
             self._cart.delete_policy(name)
 
     def get_policy(self, name: str) -> dict:
-        with self._lock:
+        with self._snap:
             self._check(GET_POLICY, ARCHIVE)
             return self._cart.get_policy(name)
 
     def policies(self) -> dict[str, dict]:
-        with self._lock:
+        with self._snap:
             self._check(GET_POLICY, ARCHIVE)
             return self._cart.policies()
 
     def check_access(self, principal: str, action: str, resource: str, tags=None, context=None):
-        with self._lock:
+        with self._snap:
             self._check(GET_POLICY, ARCHIVE)       # it reveals what the policies say
             return self._cart.check_access(principal, action, resource, tags, context)
 
@@ -374,12 +444,12 @@ class PrincipalCartridge:
 
     # -- maintenance ------------------------------------------------------------------------------
     def verify(self, deep: bool = True):
-        with self._lock:
+        with self._snap:
             self._check_list("/")
             return self._cart.verify(deep)
 
     def info(self) -> dict:
-        with self._lock:
+        with self._snap:
             self._check_list("/")
             return self._cart.info()
 

@@ -431,13 +431,13 @@ class Registry:
             self._vfs = self.new_vfs(self.cart)
         return self._vfs
 
-    def new_vfs(self, owner, authorize=None) -> HandleVFS:
+    def new_vfs(self, owner, authorize=None, check_publish=None) -> HandleVFS:
         """A new private VFS over this handle's members, registered while `owner` lives."""
         global _vfs_counter
         with _registries_lock:
             _vfs_counter += 1
             name = f"{VFS_NAME}-{_vfs_counter}"
-        vfs = HandleVFS(name, self, authorize)
+        vfs = HandleVFS(name, self, authorize, check_publish)
         # unregistered once the owner is gone; open files keep the handle (and so the VFS)
         # alive; never at interpreter exit, when connections may still close through it
         weakref.finalize(owner, _unregister, vfs).atexit = False
@@ -549,6 +549,8 @@ def _writer_present(fd: int) -> bool:
 class MemberFile(apsw.VFSFile):
     """A file SQLite opened on an archive member."""
 
+    check_publish = None      # set by a principal's VFS: re-checks its rights at each publish
+
     def __init__(self, reg: Registry, key: bytes, flags: list[int], companion_of: bytes | None):
         # no super().__init__(): nothing is inherited, every method is ours
         self.reg = reg
@@ -638,6 +640,14 @@ class MemberFile(apsw.VFSFile):
                 group = [self.m] if self.m.changed else []
             else:
                 group = reg.group(self.group_key)
+            if group and self.check_publish is not None:
+                try:
+                    for m in group:        # a principal's rights are checked again, with sizes
+                        self.check_publish(m.path, m.size)
+                except BaseException:
+                    for m in group:        # refused: the changes are dropped, not kept
+                        m._load(m.rec)
+                    raise
             if group:
                 reg.publish(group)
 
@@ -818,12 +828,22 @@ class MemberFile(apsw.VFSFile):
 
 
 # -- VFSes -----------------------------------------------------------------------------------
+def _database_of(member: str) -> str:
+    """The database a journal/WAL member belongs to (by name), or the member itself."""
+    for suffix in COMPANIONS:
+        if member.endswith(suffix) and len(member) > len(suffix) + 1:
+            return member[:-len(suffix)]
+    return member
+
+
 class _BaseVFS(apsw.VFS):
     """What both VFS kinds share: temporary files go to the default VFS, member files to us."""
 
     # A principal handle's VFS checks every member SQLite opens (ATTACH included):
     # authorize(member path, wants write) -> write allowed; raises AccessDeniedError.
+    # check_publish(member path, new size) runs again before each publish (raises to refuse).
     authorize = None
+    check_publish = None
 
     def resolve(self, name: str, uri: apsw.URIFilename | None) -> tuple[Registry, str]:
         raise NotImplementedError
@@ -841,20 +861,22 @@ class _BaseVFS(apsw.VFS):
                 if member.endswith(suffix):
                     companion_of = key[:-len(suffix)]
         if self.authorize is not None:
-            # a principal's VFS: companions follow their database's rights; without write
-            # rights the file is opened read-only (AccessDeniedError without read rights)
-            target = member if companion_of is None else companion_of.decode("utf-8")
+            # a principal's VFS: a journal/WAL name follows its database's rights however it
+            # is opened (even as a main database); without write rights the file is opened
+            # read-only (AccessDeniedError without read rights)
+            target = _database_of(member)
             if not self.authorize(target, bool(flags[0] & apsw.SQLITE_OPEN_READWRITE)):
                 flags[0] = (flags[0] & ~(apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)) \
                     | apsw.SQLITE_OPEN_READONLY
-        return MemberFile(reg, key, flags, companion_of)
+        f = MemberFile(reg, key, flags, companion_of)
+        f.check_publish = self.check_publish
+        return f
 
     def xAccess(self, pathname: str, flags: int) -> bool:
         try:
             reg, member = self.resolve(pathname, None)
             if self.authorize is not None:
-                base = next((member[:-len(s)] for s in COMPANIONS if member.endswith(s)), member)
-                self.authorize(base, False)
+                self.authorize(_database_of(member), False)
         except (apsw.CantOpenError, CartridgeError):
             return False
         cart = reg.cart
@@ -878,7 +900,7 @@ class _BaseVFS(apsw.VFS):
     def xDelete(self, filename: str, syncdir: bool) -> None:
         reg, member = self.resolve(filename, None)
         if self.authorize is not None:
-            base = next((member[:-len(s)] for s in COMPANIONS if member.endswith(s)), member)
+            base = _database_of(member)
             if not self.authorize(base, True):
                 raise AccessDeniedError(f"no write access to {base}")
         cart = reg.cart
@@ -906,11 +928,12 @@ class _BaseVFS(apsw.VFS):
 class HandleVFS(_BaseVFS):
     """The private VFS of one archive handle: file names are member paths."""
 
-    def __init__(self, name: str, reg: Registry, authorize=None):
+    def __init__(self, name: str, reg: Registry, authorize=None, check_publish=None):
         super().__init__(name, "")
         self.name = name
         self._reg = weakref.ref(reg)
         self.authorize = authorize
+        self.check_publish = check_publish
 
     def resolve(self, name, uri):
         reg = self._reg()
@@ -1133,8 +1156,11 @@ def connect(cart, path: str, readonly: bool = False, *,
         elif rec.kind != KIND_FILE:
             raise PathIsDirectoryError(f"{p} is a directory")
         vfs = principal_vfs or registry(cart).vfs()
-    flags = apsw.SQLITE_OPEN_URI | (apsw.SQLITE_OPEN_READONLY if readonly else
-                                    apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    # A principal's connection never interprets URI file names: a URI could name another VFS
+    # (ATTACH 'file:x?vfs=...'), which would step around the principal's checks.
+    flags = (0 if principal_vfs else apsw.SQLITE_OPEN_URI) | (
+        apsw.SQLITE_OPEN_READONLY if readonly else
+        apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
     return apsw.Connection(p, flags=flags, vfs=vfs.name, **apsw_kwargs)
 
 

@@ -529,3 +529,121 @@ def test_sqlite_connection_in_a_transaction_with_a_denied_step(cart):
     assert not cart.exists("/ok/f")
     assert conn.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
     conn.close()
+
+
+# -- found by review: each of these was a way around the checks --------------------------------
+def test_sqlite_uri_attach_cannot_name_another_vfs(cart, tmp_path):
+    _db(cart, "/pub.db").close()
+    _db(cart, "/secret/s.db").close()
+    cart.set_policy("p", doc(allow(["cart:GetObject", "cart:PutObject"], "/pub.db")))
+    conn = cart.as_principal("eve").sqlite("/pub.db")
+    host = tmp_path / "host.db"
+    for sql in (f"ATTACH 'file:/secret/s.db?vfs=cartridge&cartridge={cart.path}' AS s",
+                f"ATTACH 'file:{host}?vfs=unix' AS h",
+                f"VACUUM INTO 'file:{host}?vfs=unix'",
+                f"VACUUM INTO 'file:/secret/planted.db?vfs=cartridge&cartridge={cart.path}'"):
+        with pytest.raises(AccessDeniedError):
+            conn.execute(sql).fetchall()
+    assert not host.exists()
+    assert cart.listdir("/secret") == ["s.db", "s.txt"]
+    conn.close()
+
+
+def test_identity_of_a_handle_cannot_be_changed(cart):
+    cart.set_policy("p", doc(allow("cart:GetObject", "/home/${cart:username}/*")))
+    ann = cart.as_principal("ann", tags={"team": "red"}, context={"k": "v"})
+    with pytest.raises(AttributeError):
+        ann.principal = "bob"
+    with pytest.raises(TypeError):
+        ann.tags["team"] = "blue"
+    with pytest.raises(TypeError):
+        ann.context["k"] = "w"
+    with pytest.raises(AccessDeniedError):
+        ann.read("/home/bob/notes")
+
+
+def test_object_size_condition_holds_for_renames_and_sqlite(cart):
+    cart.set_policy("p", doc(allow("cart:*", "*"),
+                             deny("cart:PutObject", "/up/*",
+                                  Condition={"NumericGreaterThan": {"cart:ObjectSize": "10"}})))
+    a = cart.as_principal("a")
+    a.write("/stage/big", b"x" * 100)
+    with pytest.raises(AccessDeniedError):
+        a.rename("/stage/big", "/up/big")
+    a.mkdir("/stage/dir")
+    a.write("/stage/dir/big", b"x" * 100)
+    with pytest.raises(AccessDeniedError):
+        a.rename("/stage/dir", "/up/dir")
+    a.write("/up/small", b"x" * 10)                  # within the limit
+    with a.open("/up/stream", "wb") as f:            # opening is creating an empty file
+        f.write(b"y" * 5)
+    with pytest.raises(AccessDeniedError):
+        with a.open("/up/stream", "ab") as f:
+            f.write(b"z" * 50)
+    assert cart.read("/up/stream") == b"y" * 5
+    conn = a.sqlite("/up/db.sqlite")                 # grows past 10 bytes at its first commit
+    with pytest.raises(AccessDeniedError):
+        conn.execute("CREATE TABLE t(a)")
+    conn.close()
+    assert cart.exists("/stage/big") and not cart.exists("/up/big")
+
+
+def test_journal_names_opened_as_databases_follow_the_database(cart):
+    _db(cart, "/data/secret.db").close()
+    cart.set_policy("p", doc(allow("cart:*", "*"), deny("cart:PutObject", "/data/secret.db")))
+    conn = cart.as_principal("a").sqlite("/pub.db")
+    import apsw
+    for name in ("/data/secret.db-wal", "/data/secret.db-journal"):
+        with pytest.raises((apsw.ReadOnlyError, apsw.CantOpenError, AccessDeniedError)):
+            conn.execute(f"ATTACH '{name}' AS x")          # cannot be created: read-only
+            conn.execute("CREATE TABLE x.t(a)")
+        assert not cart.exists(name)
+    conn.close()
+    owner = cart.sqlite("/data/secret.db")
+    assert owner.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
+    owner.close()
+
+
+def test_sqlite_rights_are_checked_again_at_each_commit(cart):
+    _db(cart, "/app.db").close()
+    a = cart.as_principal("a")
+    cart.set_policy("p", doc(allow("cart:*", "*")))
+    conn = a.sqlite("/app.db")
+    with conn:
+        conn.execute("INSERT INTO t VALUES(10)")
+    cart.set_policy("p", doc(allow("cart:*", "*"), deny("cart:PutObject", "/app.db")))
+    with pytest.raises(AccessDeniedError):
+        conn.execute("INSERT INTO t VALUES(11)")              # autocommit
+    import apsw
+    with pytest.raises((AccessDeniedError, apsw.Error)) as e:
+        with conn:                                             # apsw's savepoint block
+            conn.execute("INSERT INTO t VALUES(12)")
+    assert isinstance(e.value, AccessDeniedError) or \
+        isinstance(e.value.__context__, AccessDeniedError)
+    assert conn.execute("SELECT count(*) FROM t").fetchall() == [(4,)]
+    conn.close()
+    owner = cart.sqlite("/app.db")
+    assert owner.execute("SELECT count(*) FROM t").fetchall() == [(4,)]
+    owner.close()
+
+
+def test_reader_decides_and_reads_on_one_state(tmp_path, monkeypatch):
+    """A read-only principal handle refreshes once per call: the policy check and the read
+    cannot see two different commits."""
+    path = tmp_path / "r.cart"
+    with cartridge.open(path, "a") as w:
+        w.write("/f", b"old")
+        w.set_policy("p", doc(allow("cart:GetObject", "/f")))
+        r = cartridge.open(path, "r", principal="a")
+        eng = r._cart._eng
+        calls = []
+        real = eng.refresh
+        monkeypatch.setattr(eng, "refresh", lambda: (calls.append(1), real())[1])
+        assert r.read("/f") == b"old"
+        assert r.stat("/f").size == 3
+        assert len(calls) == 2                   # one refresh per call, not one per step
+        w.write("/f", b"new!")
+        w.set_policy("p", doc(deny("cart:GetObject", "/f"), allow("cart:*", "*")))
+        with pytest.raises(AccessDeniedError):
+            r.read("/f")
+        r.close()
