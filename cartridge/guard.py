@@ -222,16 +222,14 @@ class PrincipalCartridge:
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         cart = self._cart
-        with self._lock:
-            eng = cart._eng
-            if not eng.writable:
-                with self._snap:             # decide and read on one committed state
-                    self._check_path(GET, path)
-                    return cart.read(path, offset, size)
+        eng = cart._eng
+        # a reader moves to the newest commit once, on entering its snapshot, and stays there
+        with self._lock if eng.writable else self._snap:
             state = cart._pstate
-            # The hot path: a writer's policies change only through this process, so an
-            # unchanged policy state and a memoised "allowed" need no further work; a whole
-            # one-chunk file already in the page cache is then served as Cartridge.read does.
+            # The hot path: the policy state is unchanged (the epoch moves with every policy
+            # change and every new commit a reader sees) and "allowed" is memoised, so no
+            # further work; a whole one-chunk file already in the page cache is then served
+            # as Cartridge.read does.
             if (state is self._state and type(path) is str and path in self._fast_get
                     and state is not None and state.epoch == eng.system_epoch
                     and not self._closed and not cart._closed and eng.failed is None):
