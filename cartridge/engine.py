@@ -396,7 +396,10 @@ class Engine:
         if len(self.pending_queue) < RELEASE_BATCH and self.allocator.pending_count < RELEASE_PAGES:
             return   # release in batches: one lock query per batch, not per commit
         g = self.root.generation
-        limit = g - 1                          # frees of commit f are safe once f <= g - 1 ...
+        # Frees of commit f are pages of root f-1: safe once no root slot can hold f-1, i.e.
+        # f <= g - 1. With sync="normal" root g is not durable until commit g+1's barrier, so
+        # after a power cut the slots may still be g-1 and g-2: then f <= g - 2 ...
+        limit = g - 2 if self.pager.sync_mode == "normal" else g - 1
         if self.pins:
             limit = min(limit, min(self.pins))  # ... and no stream of ours reads an older root
         if self.pending_queue[0][0] > limit:
