@@ -1,52 +1,95 @@
-"""Format stability: archives written by earlier builds (tests/fixtures/v*.cart, made by
-tests/fixtures/make_fixtures.py) must read back exactly as their manifests say, and stay
-writable."""
+"""Format stability: archives written by earlier builds (tests/fixtures/v*.cart and
+v*.cart.gz, made by tests/fixtures/make_fixtures.py) must read back exactly as their manifests
+say - every file's size, mode, FileInfo.checksum and bytes (whole, streamed and in ranges),
+every directory, explicit or implicit, and its listing - pass verify(), and stay writable."""
 from __future__ import annotations
 
 import glob
+import gzip
 import hashlib
 import json
 import os
-import shutil
+import re
 
 import pytest
 
 import cartridge
+from cartridge.content import content_checksum
 
-FIXTURES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "fixtures", "v*.cart")))
+HERE = os.path.join(os.path.dirname(__file__), "fixtures")
+FIXTURES = sorted(glob.glob(os.path.join(HERE, "v*.cart")) + glob.glob(os.path.join(HERE, "v*.cart.gz")))
 
 
-def test_there_is_a_fixture_for_this_format_version():
+def stem(path: str) -> str:
+    return re.sub(r"\.cart(\.gz)?$", "", path)
+
+
+def materialise(path: str, tmp_path) -> str:
+    """The fixture as a plain .cart file (a copy, so that tests may write to it)."""
+    out = str(tmp_path / "fixture.cart")
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f, open(out, "wb") as g:
+        g.write(f.read())
+    return out
+
+
+def test_there_are_fixtures_for_this_format_version():
     from cartridge import format as F
 
-    assert any(f.endswith(f"v{F.VERSION_MAJOR}_{F.VERSION_MINOR}.cart") for f in FIXTURES)
+    mine = [f for f in FIXTURES if os.path.basename(f).startswith(f"v{F.VERSION_MAJOR}_{F.VERSION_MINOR}")]
+    assert len(mine) >= 2
+    for f in mine:
+        assert os.path.exists(stem(f) + ".json")
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=os.path.basename)
-def test_fixture_reads_byte_exactly(path):
-    manifest = json.load(open(path[:-5] + ".json"))
-    with cartridge.open(path, "r") as c:
-        files = {i.path: hashlib.sha256(c.read(i.path)).hexdigest() for i in c.scan("/")}
-        assert files == manifest["files"]
-        assert sorted(d for d, _, _ in c.walk("/")) == manifest["dirs"]
-        for p, digest in manifest["files"].items():      # streams and ranged reads too
-            with c.open(p, "rb") as f:
-                assert hashlib.sha256(f.read()).hexdigest() == digest
+def test_fixture_reads_byte_exactly(path, tmp_path):
+    manifest = json.load(open(stem(path) + ".json"))
+    cart = materialise(path, tmp_path)
+    with cartridge.open(cart, "r") as c:
+        assert sorted(i.path for i in c.scan("/")) == sorted(manifest["files"])
+        for p, want in manifest["files"].items():
+            info = c.stat(p)
+            assert (info.size, info.mode, info.checksum) == (want["size"], want["mode"], want["checksum"]), p
+            data = c.read(p)
+            assert hashlib.sha256(data).hexdigest() == want["sha256"], p
+            assert len(data) == want["size"]
+            assert f"{content_checksum(data):016x}" == want["checksum"], p      # format §5.4
+            with c.open(p, "rb") as f:                                         # streamed
+                assert hashlib.sha256(f.read()).hexdigest() == want["sha256"], p
+            step = max(1, want["size"] // 3 + 1)                               # in ranges
+            parts = b"".join(c.read(p, offset=o, size=step) for o in range(0, want["size"], step))
+            assert hashlib.sha256(parts).hexdigest() == want["sha256"], p
+        walked = {d: sorted(dirs + files) for d, dirs, files in c.walk("/")}
+        assert walked == {d: v["listing"] for d, v in manifest["dirs"].items()}
+        for d, v in manifest["dirs"].items():
+            assert c.listdir(d) == v["listing"], d
+            assert c.isdir(d)
+            if d != "/":
+                # an explicit directory (made by mkdir) has a catalog entry, an implicit one not
+                assert (c.stat(d).ctime > 0) == v["explicit"], d
         report = c.verify()
         assert report.ok, report.problems
+    assert any(v["explicit"] for v in manifest["dirs"].values())
+    assert any(not v["explicit"] for d, v in manifest["dirs"].items() if d != "/")
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=os.path.basename)
 def test_fixture_stays_writable(path, tmp_path):
-    copy = str(tmp_path / "copy.cart")
-    shutil.copy(path, copy)
-    manifest = json.load(open(path[:-5] + ".json"))
+    copy = materialise(path, tmp_path)
+    manifest = json.load(open(stem(path) + ".json"))
+    some = sorted(manifest["files"])[0]
+    empty_dirs = [d for d, v in manifest["dirs"].items() if v["explicit"] and not v["listing"]]
     with cartridge.open(copy, "a") as c:
         c.write("/added/by/this/build.txt", b"new")
-        some = sorted(manifest["files"])[0]
         c.delete(some)
+        for d in empty_dirs:
+            c.write(d + "/child", b"c")
         assert c.verify().ok
     with cartridge.open(copy, "r") as c:
         assert c.read("/added/by/this/build.txt") == b"new"
         assert not c.exists(some)
-        assert len(list(c.scan("/"))) == len(manifest["files"])
+        assert len(list(c.scan("/"))) == len(manifest["files"]) + len(empty_dirs)
+        for p in sorted(manifest["files"])[1:]:
+            assert hashlib.sha256(c.read(p)).hexdigest() == manifest["files"][p]["sha256"]
+        assert c.verify().ok

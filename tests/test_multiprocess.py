@@ -554,29 +554,104 @@ def test_read_stream_in_other_process_keeps_its_version(tmp_path):
 
 
 # -- killed writers ---------------------------------------------------------------------------------
-SEQ_WRITER = """
-    import sys, cartridge
-    path, sync, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    c = cartridge.open(path, "a", sync=sync)
-    i = start
-    while True:
-        n = (i * 7919) % 9 * 9000        # 0 .. 72000 bytes: inline, one page, chunks
-        c.write(f"/n/{i}", (b"%d;" % i) * (n // 8 + 1))
-        print(i, flush=True)
-        i += 1
+# The killed writer churns: new files, overwrites, appends through "ab", deletes, file and
+# directory renames, so freed pages are recycled while it is killed. Every operation is a pure
+# function of its index and the current state, run in the child and replayed in the parent.
+# A state maps path -> pieces ((index, size), ...): the content is the pieces' bytes joined.
+KILL_OPS = r"""
+import random
+
+DIRS = ["/d0", "/d1", "/d2", "/d3", "/d4", "/d5"]
+
+
+def churn_bytes(pieces):
+    return b"".join(((b"%d:" % i) * (n // 2 + 1))[:n] for i, n in pieces)
+
+
+def churn_op(i, state):
+    r = random.Random(i * 7919 + 1)
+    names = sorted(state)
+    x = r.random()
+    size = r.choice([0, 100, 3000, 9000, 70_000, 300_000])
+    if not names or x < (0.15 if len(names) > 40 else 0.5):      # the state stays small
+        return ("write", f"{r.choice(DIRS[:4])}/f{i}", size)
+    victim = r.choice(names)
+    if x < 0.55:
+        return ("write", victim, size)                      # overwrite
+    if x < 0.65:
+        return ("append", victim, r.choice([10, 5000, 80_000]))
+    if x < 0.85:
+        return ("delete", victim)
+    if x < 0.95:
+        return ("rename", victim, f"{r.choice(DIRS)}/r{i}")
+    src = victim.rsplit("/", 1)[0]                          # the victim's directory
+    free = [d for d in DIRS if not any(n.startswith(d + "/") for n in names)]
+    return ("rename", src, r.choice(free)) if free else ("delete", victim)
+
+
+def churn_apply(state, op, i):
+    kind, p = op[0], op[1]
+    if kind == "write":
+        state[p] = ((i, op[2]),)
+    elif kind == "append":
+        state[p] = state[p] + ((i, op[2]),)
+    elif kind == "delete":
+        del state[p]
+    elif p in state:
+        state[op[2]] = state.pop(p)
+    else:
+        for n in [n for n in state if n.startswith(p + "/")]:
+            state[op[2] + n[len(p):]] = state.pop(n)
+
+
+def churn_do(c, op, i):
+    kind, p = op[0], op[1]
+    if kind == "write":
+        c.write(p, churn_bytes(((i, op[2]),)))
+    elif kind == "append":
+        with c.open(p, "ab") as f:
+            f.write(churn_bytes(((i, op[2]),)))
+    elif kind == "delete":
+        c.delete(p)
+    else:
+        c.rename(p, op[2])
+"""
+_ops: dict = {}
+exec(KILL_OPS, _ops)
+
+# The child prints each index after its commit returned: the parent then knows the last
+# commit that must be there, and that at most the next one (in flight) may be there too.
+KILLED_WRITER = KILL_OPS + """
+import json, sys, cartridge
+path, sync, start, state_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+state = {p: tuple(map(tuple, v)) for p, v in json.load(open(state_file)).items()}
+c = cartridge.open(path, "a", sync=sync)
+i = start
+while True:
+    op = churn_op(i, state)
+    churn_do(c, op, i)
+    churn_apply(state, op, i)
+    print(i, flush=True)
+    i += 1
 """
 
 
-def _expected(i: int) -> bytes:
-    n = (i * 7919) % 9 * 9000
-    return (b"%d;" % i) * (n // 8 + 1)
+def _archive_state(c) -> dict:
+    return {i.path: c.read(i.path) for i in c.scan("/")}
 
 
-def _kill_writer_and_check(path: str, sync: str, start: int, min_commits: int,
-                           delay: float = 0.0) -> int:
-    """Run SEQ_WRITER from `start`, SIGKILL it after it printed `min_commits` indices (plus a
-    random `delay`), then check the archive; returns the next index to write."""
-    child = spawn(SEQ_WRITER, path, sync, start)
+def _kill_writer_and_check(tmp_path, path: str, sync: str, start: int, state: dict,
+                           min_commits: int, delay: float = 0.0) -> int:
+    """Run KILLED_WRITER from operation `start` on `state`, SIGKILL it after it printed
+    `min_commits` indices (plus a random `delay`), then check the archive: it opens for
+    writing, verify() passes, and it holds exactly the state after the last printed operation
+    or after the one in flight. Updates `state`; returns the next operation index."""
+    import json
+
+    state_file = str(tmp_path / "state.json")
+    with open(state_file, "w") as f:
+        json.dump(state, f)
+    child = spawn(KILLED_WRITER, path, sync, start, state_file)
     printed = []
     try:
         while len(printed) < min_commits:
@@ -592,38 +667,54 @@ def _kill_writer_and_check(path: str, sync: str, start: int, min_commits: int,
     finally:
         kill(child)
     assert printed == list(range(start, start + len(printed)))
-    with cartridge.open(path, "a") as c:            # the dead writer's lock is gone
+    for i in printed:                                # the state the last printed commit made
+        _ops["churn_apply"](state, _ops["churn_op"](i, state), i)
+    nxt = start + len(printed)
+    with cartridge.open(path, "a") as c:             # the dead writer's lock is gone
         rep = c.verify()
         assert rep.ok, rep.problems
-        names = sorted(int(n) for n in c.listdir("/n")) if c.exists("/n") else []
-        top = printed[-1]
-        # a prefix of the commits: everything printed, at most the one in flight beyond it
-        assert names == list(range(0, len(names))), "not a prefix of the writes"
-        assert len(names) - 1 in (top, top + 1), (len(names), top)
-        for i in range(start, len(names)):
-            assert c.read(f"/n/{i}") == _expected(i)
-        return len(names)
+        got = _archive_state(c)
+    want = {p: _ops["churn_bytes"](v) for p, v in state.items()}
+    if got != want:                                  # then the commit in flight, whole
+        _ops["churn_apply"](state, _ops["churn_op"](nxt, state), nxt)
+        want = {p: _ops["churn_bytes"](v) for p, v in state.items()}
+        assert got == want, f"not the state after operation {nxt - 1} or {nxt}"
+        nxt += 1
+    return nxt
+
+
+def test_churn_operations_cover_every_kind():
+    state: dict = {}
+    kinds = set()
+    for i in range(400):
+        op = _ops["churn_op"](i, state)
+        kinds.add(op[0] if op[0] != "rename" or op[1] in state else "rename-dir")
+        _ops["churn_apply"](state, op, i)
+    assert kinds == {"write", "append", "delete", "rename", "rename-dir"}
+    assert 10 < len(state) < 80
 
 
 @pytest.mark.parametrize("sync", ["off", "full"])
-def test_killed_writer_leaves_prefix_of_commits(tmp_path, sync):
+def test_killed_writer_leaves_a_committed_state(tmp_path, sync):
     path = str(tmp_path / "a.cart")
     cartridge.open(path, "x").close()
-    _kill_writer_and_check(path, sync, 0, 40 if sync == "full" else 150)
+    _kill_writer_and_check(tmp_path, path, sync, 0, {}, 40 if sync == "full" else 150)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sync", ["off", "normal", "full"])
 def test_killed_writer_repeatedly(tmp_path, sync):
-    """Kill the writer at random moments, many times over, continuing the same archive."""
+    """Kill the churning writer at random moments, many times over, continuing the same
+    archive from whatever state each kill left."""
     path = str(tmp_path / "a.cart")
     cartridge.open(path, "x").close()
     rnd = random.Random(sync)
-    nxt = 0
+    nxt, state = 0, {}
     rounds = 70          # x 3 sync modes: over 200 SIGKILLs in the slow tier
     for _ in range(rounds):
-        nxt = _kill_writer_and_check(path, sync, nxt, rnd.randrange(1, 30), rnd.random() * 0.3)
+        nxt = _kill_writer_and_check(tmp_path, path, sync, nxt, state, rnd.randrange(1, 30),
+                                     rnd.random() * 0.3)
     with cartridge.open(path, "r") as c:
         assert c.verify(deep=True).ok
-        assert len(c.listdir("/n")) == nxt
-    print(f"\n{sync}: {nxt} commits survived {rounds} kills")
+        assert len(list(c.scan("/"))) == len(state)
+    print(f"\n{sync}: {nxt} operations, {len(state)} files after {rounds} kills")

@@ -76,6 +76,8 @@ class CrashRecorder:
         self.log: list[Op] = []
         self._saved_io = self.pager.io
         self.pager.io = _RecordingFile(self._saved_io, fd, self.log)
+        self._prefix_len = 0                      # image() cache: base + log[:_prefix_len]
+        self._prefix = bytearray(self.base)
 
     def detach(self) -> None:
         """Stop recording (the handle goes on with the real file layer)."""
@@ -85,19 +87,33 @@ class CrashRecorder:
         """Every crash point: after 0, 1, ..., len(log) operations."""
         return range(len(self.log) + 1)
 
+    def durable_point(self, cut: int, model: str = "killed") -> int:
+        """How many leading operations of the first `cut` surely reach the file: all of them
+        for "killed", up to and including the last sync for "power". Two power-cut images
+        with the same durable point and no rng are the same image."""
+        if model == "killed":
+            return cut
+        for i in range(min(cut, len(self.log)) - 1, -1, -1):
+            if self.log[i].kind == "s":
+                return i + 1
+        return 0
+
+    def _durable_image(self, n: int) -> bytearray:
+        """base + log[:n] (a fresh copy), built incrementally for ascending n."""
+        if n < self._prefix_len:
+            self._prefix_len, self._prefix = 0, bytearray(self.base)
+        for op in self.log[self._prefix_len:n]:
+            _apply(self._prefix, op)
+        self._prefix_len = n
+        return bytearray(self._prefix)
+
     def image(self, cut: int, model: str = "killed", rng: random.Random | None = None) -> bytes:
         """The file after a crash following the first `cut` operations."""
         if model not in ("killed", "power"):
             raise ValueError(f"model must be 'killed' or 'power', not {model!r}")
-        ops = self.log[:cut]
-        if model == "killed":
-            durable, loose = ops, []
-        else:
-            last_sync = max((i for i, op in enumerate(ops) if op.kind == "s"), default=-1)
-            durable, loose = ops[:last_sync + 1], [op for op in ops[last_sync + 1:] if op.kind != "s"]
-        img = bytearray(self.base)
-        for op in durable:
-            _apply(img, op)
+        n = self.durable_point(cut, model)
+        loose = [op for op in self.log[n:cut] if op.kind != "s"]
+        img = self._durable_image(n)
         if loose and rng is not None:
             survivors = []
             for op in loose:
