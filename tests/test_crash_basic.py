@@ -347,13 +347,6 @@ def test_early_reuse_happens_at_the_first_legal_commit(tmp_path, monkeypatch):
     assert freed & r.pages_written(3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: with sync='normal' the root of commit g is durable only at commit g+1's "
-    "barrier, but pages freed by commit g-1 (still reachable from root g-2, which the slot of "
-    "g keeps until root g is durable) are released after commit g and rewritten by commit "
-    "g+1 before that barrier; a power cut there leaves slots {g-1, g-2} with g-2's pages "
-    "overwritten, and verify() (which walks the previous commit) reports them damaged. "
-    "Releasing at limit = g - 2 under sync='normal' would keep the fallback intact."))
 def test_normal_power_cut_keeps_the_fallback_commit_intact(tmp_path, monkeypatch):
     """Under sync="normal" a power cut may lose the newest commit, but both commits left in the
     root slots must stay intact (docs/FORMAT.md 8: nothing reachable from the other slot is
