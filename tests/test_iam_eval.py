@@ -839,3 +839,15 @@ def test_hostile_patterns_do_not_backtrack():
     assert ps.decide("cart:GetObject", "/" + "a/" * 1500 + "b", context={"cart:k": "a" * 3000}) == N
     assert ps.decide("cart:GetObject", "/" + "a/" * 1500 + "b", context={"cart:k": "a" * 30 + "b"}) == A
     assert time.perf_counter() - t < 2.0
+
+
+def test_for_all_values_holds_for_an_empty_string():
+    """AWS: ForAllValues is true when the key resolves to a null data set, e.g. ''."""
+    pol = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "cart:GetObject", "Resource": "*",
+        "Condition": {"ForAllValues:StringEquals": {"cart:tags": ["a", "b"]}}}]}
+    for value, want in (("", "Allow"), ([], "Allow"), (["a"], "Allow"), (["c"], "ImplicitDeny"),
+                        ("c", "ImplicitDeny")):
+        got = iam.evaluate(pol, action="cart:GetObject", resource="/x",
+                           context={"cart:tags": value})
+        assert got == want, value

@@ -402,6 +402,8 @@ def compile_condition(operator: str, key: str, raws: list, variables_on: bool,
 
     def test(ctx: Context) -> bool:
         v = ctx.get(k)
+        if mode is ALL and v == "":
+            v = None        # AWS: an empty string is an empty set, for which ForAllValues holds
         if v is None:
             if if_exists or mode is ALL:
                 return True
