@@ -12,6 +12,7 @@ results are saved as one pyperf BenchmarkSuite JSON file.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -28,6 +29,7 @@ import pyperf
 
 from perf import harness, workloads
 from perf.harness import fmt_time
+from perf.measures import MEASURES
 from perf.workloads import WORKLOADS, Config, label
 
 HERE = Path(__file__).resolve().parent
@@ -53,10 +55,17 @@ def machine_meta(cfg: Config, argv: list[str]) -> dict:
     md["cpu_model"] = cpu_model()
     md["cores"] = os.cpu_count() or 1
     md["run_mode"] = "quick" if cfg.quick else "full"
-    md["run_command"] = " ".join(["python", "perf/run.py"] + [shlex.quote(a) for a in argv])
-    md["run_sizes"] = (f"{cfg.read_files} files of 4 KiB; {cfg.txn_writes} writes per transaction;"
-                       f" lookup at {', '.join(label(n) for n in cfg.lookup_sizes)}"
-                       f" files; {cfg.seq_bytes >> 20} MiB sequential read")
+    md["run_command"] = " ".join(["python", "-m", "perf"] + [shlex.quote(a) for a in argv])
+    md["seq_bytes"] = cfg.seq_bytes
+    md["run_sizes"] = (f"cached reads: up to {cfg.read_files:,} files and {_mib(cfg.read_bytes)} "
+                       f"per size; uncached reads: {cfg.uncached_ops} per value; commits: "
+                       f"{cfg.read_files:,} files; bulk load: {cfg.bulk_files:,} files of 1 KiB;"
+                       f" lookup and listing at {', '.join(label(n) for n in cfg.lookup_sizes)}"
+                       f" files; sequential: {_mib(cfg.seq_bytes)}; zipfian: "
+                       f"{_mib(cfg.zipf_cache)} cache, {cfg.zipf_requests:,} requests; space: "
+                       f"{cfg.space_files:,} files per size")
+    md["mem_total"] = mem_total()
+    md["storage"] = storage_desc(HERE)
     md["run_values"] = f"{cfg.values} values per peer, each at least {cfg.min_time * 1e3:g} ms"
     import sqlite3
 
@@ -77,6 +86,30 @@ def machine_meta(cfg: Config, argv: list[str]) -> dict:
     return md
 
 
+def mem_total() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / (1 << 20):.0f} GiB"
+    except (OSError, ValueError):
+        pass
+    return "?"
+
+
+def storage_desc(where: Path) -> str:
+    """Filesystem and device of the benchmark data (from /proc/mounts)."""
+    try:
+        best = ("", "?", "?")
+        real = str(where.resolve())
+        for line in Path("/proc/mounts").read_text().splitlines():
+            dev, mnt, fstype = line.split()[:3]
+            if real.startswith(mnt) and len(mnt) > len(best[0]):
+                best = (mnt, dev, fstype)
+        return f"{best[2]} on {best[1]} (mounted at {best[0]})"
+    except OSError:
+        return "?"
+
+
 def engine_revision() -> str:
     """git HEAD of the checkout, plus which engine files differ from it (others may be editing
     the working tree while the benchmarks run: the numbers belong to the tree as it was)."""
@@ -95,97 +128,170 @@ def engine_revision() -> str:
 
 
 # -- the report ----------------------------------------------------------------------------
-TARGETS = [
-    # (description, measured-ratio function, threshold, how to read)
-    ("cached random 4 KiB read: cartridge.read <= LMDB get (same run)",
-     lambda m: m["read4k", "cartridge"] / m["read4k", "lmdb"], 1.0),
-    ("cached random 4 KiB read: cartridge.read >= 5x faster than open()+read()",
-     lambda m: m["read4k", "cartridge"] / m["read4k", "native"], 0.2),
-    ('4 KiB write, own commit, sync="off": faster than LMDB txn per write (best LMDB variant)',
-     lambda m: m["write-commit", "cartridge"] / min(m["write-commit", "lmdb"],
-                                                    m["write-commit", "lmdb-nowritemap"]), 1.0),
-    ('4 KiB write, own commit, sync="off": faster than SQLite txn per write (WAL, sync OFF)',
-     lambda m: m["write-commit", "cartridge"] / m["write-commit", "sqlite"], 1.0),
-    ("4 KiB write inside one transaction: <= 3 us per write (absolute; value in us)",
-     lambda m: m["write-txn", "cartridge"] * 1e6, 3.0),
-    ("lookup (stat) at large size <= 1.3x lookup at 1K files",
-     lambda m: m["lookup", m["_large"]] / m["lookup", "cartridge@1K"], 1.3),
-    ("64 MiB readinto >= 50% of memcpy bandwidth (time ratio cartridge/memcpy <= 2)",
-     lambda m: m["seqread", "cartridge"] / m["seqread", "memcpy"], 2.0),
-]
+def _ratio(v: float, thr: float, le: bool = True) -> tuple[str, str, bool]:
+    return f"{v:.2f}", f"{'<=' if le else '>='} {thr:g}", (v <= thr) if le else (v >= thr)
 
 
-def render(results: list[harness.Result], md: dict) -> str:
+def _targets(m: dict, meas: dict, md: dict) -> list[tuple[str, object]]:
+    """(description, function returning (measured, threshold, met)) for every target of the
+    issue; a KeyError means the workload was not run."""
+    seq = int(md.get("seq_bytes", 64 << 20))
+
+    def best_lmdb_sqlite():
+        peers = [m["commit-off", p] for p in ("lmdb", "lmdb-nowritemap", "sqlite")
+                 if ("commit-off", p) in m]
+        if not peers:
+            raise KeyError("commit-off")
+        return m["commit-off", "cartridge"] / min(peers)
+
+    def lookup_growth(big):
+        return lambda: _ratio(m["lookup", f"cartridge@{big}"] / m["lookup", "cartridge@1K"], 1.5)
+
+    def listing():
+        worst = max(v for (w, p), v in m.items() if w == "listdir" and p.startswith("cartridge@"))
+        return f"{worst * 1e6:.0f} us", "<= 200 us", worst <= 200e-6
+
+    def zipf(variant, policy):
+        for r in meas["zipf"]["rows"]:
+            if r["variant"] == variant and r["policy"] == policy:
+                return r["hit_ratio"]
+        raise KeyError(variant)
+
+    def arc_vs_lru():
+        d = (zipf("scan-mixed", "ARC") - zipf("scan-mixed", "LRU")) * 100
+        return f"{d:+.1f} points", ">= +5 points", d >= 5
+
+    def arc_pure():
+        v = zipf("pure", "ARC") * 100
+        return f"{v:.1f}%", ">= 90%", v >= 90
+
+    def space10k():
+        rows = {r["store"]: r["overhead_per_file"] for r in meas["space"]["rows"]
+                if r["size"] == 10240}
+        c, q = rows["cartridge"], rows["sqlite"]
+        return f"{c:,.0f} B vs {q:,.0f} B", "cartridge <= SQLite", c <= q
+
+    def seqread():
+        v = m["seqread", "memcpy"] / m["seqread", "cartridge"] * 100
+        return f"{v:.0f}%", ">= 80%", v >= 80
+
+    def seqwrite():
+        v = seq / m["seqwrite", "cartridge"] / (1 << 30)
+        return f"{v:.2f} GiB/s", ">= 1 GiB/s", v >= 1
+
+    def bulk():
+        v = 1 / m["bulk", "cartridge"]
+        return f"{v:,.0f} files/s", ">= 300,000 files/s", v >= 300_000
+
+    out = [
+        ("cached random 4 KiB read: cartridge / LMDB get",
+         lambda: _ratio(m["read4k", "cartridge"] / m["read4k", "lmdb"], 1.0)),
+        ("cached random 4 KiB read: cartridge / native open()+read() (>= 5x faster)",
+         lambda: _ratio(m["read4k", "cartridge"] / m["read4k", "native"], 0.2)),
+        ('4 KiB write, own commit, sync="off": cartridge / best of LMDB and SQLite (syncing off)',
+         lambda: _ratio(best_lmdb_sqlite(), 0.7)),
+        ("bulk load of 1 KiB files in one transaction", bulk),
+    ]
+    sizes = sorted({p.split("@")[1] for (w, p) in m if w == "lookup" and "@" in p},
+                   key=_size_key)
+    for big in sizes:
+        if big != "1K":
+            out.append((f"lookup (stat) at {big} files / at 1K", lookup_growth(big)))
+    out += [
+        ("listing 1,000 children, slowest archive size", listing),
+        ("zipfian scan-mixed: ARC hit ratio - LRU hit ratio", arc_vs_lru),
+        ("zipfian pure: ARC hit ratio", arc_pure),
+        (f"sequential read of {_mib(seq)} (readinto) as % of memcpy bandwidth", seqread),
+        (f'sequential write of {_mib(seq)}, sync="off"', seqwrite),
+        ("space overhead per 10 KiB file", space10k),
+    ]
+    return out
+
+
+def _size_key(lab: str) -> int:
+    mult = {"K": 1000, "M": 1_000_000}
+    return int(lab[:-1]) * mult[lab[-1]] if lab[-1] in mult else int(lab)
+
+
+def _mib(n: int) -> str:
+    return f"{n >> 30} GiB" if n >= 1 << 30 and n % (1 << 30) == 0 else f"{n >> 20} MiB"
+
+
+def render(results: list[harness.Result], md: dict, meas: dict | None = None) -> str:
+    meas = meas or {}
     m = {(r.workload, r.peer): r.median for r in results}
     by_w: dict[str, list[harness.Result]] = {}
     for r in results:
         by_w.setdefault(r.workload, []).append(r)
     L = []
     L.append("# cartridge benchmarks\n")
-    L.append("Generated by `perf/run.py --write-readme` — do not edit by hand; rerun it. "
+    L.append("Generated by `python -m perf --write-readme` — do not edit by hand; rerun it. "
              "Absolute times are noise on a shared machine: the ratios between peers measured in "
              "the same run are what count. **ratio = cartridge / peer (median time per op): below "
              "1 means cartridge is faster.**\n")
     L.append("## Machine and run\n")
     L.append(f"- CPU: {md.get('cpu_model', '?')}, {md.get('cores', '?')} logical cores"
-             f" ({md.get('cpu_freq', '')})")
+             f" ({md.get('cpu_freq', '')}); memory {md.get('mem_total', '?')}")
     L.append(f"- Python {md.get('python_version', '?')} on {md.get('platform', '?')}")
+    L.append(f"- Storage: {md.get('storage', '?')}")
     L.append(f"- {md.get('versions', '')}")
     L.append(f"- Date: {md.get('date', '?')[:19]}; load average at start: "
              f"{md.get('load_avg_start', '?')}, at end: {md.get('load_avg_end', '?')} "
-             f"(on {md.get('cores', '?')} cores); whole run took {md.get('run_seconds', '?')} s")
+             f"(on {md.get('cores', '?')} cores, shared with other jobs); whole run took "
+             f"{md.get('run_seconds', '?')} s")
     L.append(f"- Engine: git {md.get('engine_revision', '?')}")
     L.append(f"- Command: `{md.get('run_command', '?')}` ({md.get('run_mode', '?')} mode)")
     L.append(f"- Sizes: {md.get('run_sizes', '?')}")
     L.append(f"- Sampling: {md.get('run_values', '?')}, after calibration and one warm-up value; "
              "peers interleaved round by round\n")
 
-    L.append("## Targets\n")
+    L.append("## Targets (issue 4)\n")
     L.append("| target | measured | threshold | met |")
     L.append("|---|---:|---:|:---:|")
-    large = [r.peer for r in by_w.get("lookup", []) if r.peer.startswith("cartridge@")
-             and r.peer != "cartridge@1K"]
-    for desc0, fn, thr in TARGETS:
-        for big in (large if "lookup" in desc0 and large else [None]):
-            m["_large"] = big
-            desc = desc0.replace("large size", big.split("@")[1] + " files") if big else desc0
-            try:
-                v = fn(m)
-            except (KeyError, ZeroDivisionError, TypeError):
-                L.append(f"| {desc} | not run | {thr:g} | — |")
-                continue
-            L.append(f"| {desc} | {v:.2f} | <= {thr:g} | {'yes' if v <= thr else '**no**'} |")
+    for desc, fn in _targets(m, meas, md):
+        try:
+            v, thr, ok = fn()
+        except (KeyError, ZeroDivisionError, TypeError, ValueError):
+            L.append(f"| {desc} | not run | | — |")
+            continue
+        L.append(f"| {desc} | {v} | {thr} | {'yes' if ok else '**no**'} |")
     L.append("")
 
     L.append("## Results\n")
+    seq = int(md.get("seq_bytes", 64 << 20))
     for w, (_, title) in WORKLOADS.items():
         rs = by_w.get(w)
         if not rs:
             continue
         L.append(f"### `{w}` — {title}\n")
-        if w == "lookup":
-            L.extend(_lookup_table(rs))
+        if w in ("lookup", "listdir"):
+            L.extend(_sized_table(rs))
+            if w == "lookup" and len(rs) > 5:
+                L.append("\n![lookup cost by archive size](scaling.png)")
         else:
-            L.extend(_table(w, rs, m))
+            L.extend(_table(w, rs, m, seq))
         L.append("")
-
+    if "zipf" in meas:
+        L.extend(_zipf_table(meas["zipf"]))
+    if "space" in meas:
+        L.extend(_space_table(meas["space"]))
     L.append(METHOD)
     return "\n".join(L) + "\n"
 
 
-def _table(w, rs, m) -> list[str]:
+def _table(w, rs, m, seq: int) -> list[str]:
     cart = m.get((w, "cartridge"))
-    seq = w == "seqread"
+    rate = w in ("seqread", "seqwrite")
     L = []
-    head = "| peer | median per op | stdev | " + ("GB/s | % of memcpy | " if seq else "ops/s | ")
+    head = "| peer | median per op | stdev | " + ("GiB/s | % of memcpy | " if rate else
+                                                    "files/s | " if w == "bulk" else "ops/s | ")
     L.append(head + "cartridge / peer | how |")
-    L.append("|---|---:|---:|" + ("---:|---:|" if seq else "---:|") + "---:|---|")
+    L.append("|---|---:|---:|" + ("---:|---:|" if rate else "---:|") + "---:|---|")
     memcpy = m.get((w, "memcpy"))
     for r in rs:
         ratio = f"{cart / r.median:.2f}" if cart and r.peer != "cartridge" else "—"
-        if seq:
-            nbytes = 64 << 20
-            extra = (f"{nbytes / r.median / 1e9:.2f} | "
+        if rate:
+            extra = (f"{seq / r.median / (1 << 30):.2f} | "
                      f"{(memcpy / r.median * 100 if memcpy else float('nan')):.0f}% | ")
         else:
             extra = f"{1 / r.median:,.0f} | "
@@ -195,7 +301,8 @@ def _table(w, rs, m) -> list[str]:
     return L
 
 
-def _lookup_table(rs) -> list[str]:
+def _sized_table(rs) -> list[str]:
+    """Peers named kind@size: one row per kind, one column per size."""
     sizes = []
     kinds = []
     val = {}
@@ -208,21 +315,114 @@ def _lookup_table(rs) -> list[str]:
             kinds.append(kind)
         val[kind, size] = r.median
         note[kind] = r.note
+    sizes.sort(key=_size_key)
     small = sizes[0]
     head = "| peer | " + " | ".join(f"@{z}" for z in sizes) + " | " + " | ".join(
-        f"{z} / {small}" for z in sizes[1:]) + " | " + " | ".join(
-        f"cartridge / peer @{z}" for z in sizes) + " | how |"
-    L = [head, "|---|" + "---:|" * (3 * len(sizes) - 1) + "---|"]
+        f"{z} / {small}" for z in sizes[1:]) + " | how |"
+    L = [head, "|---|" + "---:|" * (2 * len(sizes) - 1) + "---|"]
     for k in kinds:
         vals = [val.get((k, z)) for z in sizes]
-        cells = [fmt_time(v) for v in vals]
+        cells = [fmt_time(v) if v else "—" for v in vals]
         cells += [f"{v / vals[0]:.2f}" if v and vals[0] else "—" for v in vals[1:]]
-        for z, v in zip(sizes, vals):
-            c = val.get(("cartridge", z))
-            cells.append(f"{c / v:.2f}" if k != "cartridge" and c and v else "—")
         name = f"**{k}**" if k == "cartridge" else k
         L.append(f"| {name} | " + " | ".join(cells) + f" | {note[k]} |")
+    L.append("")
+    L.append("cartridge / peer at each size:\n")
+    L.append("| peer | " + " | ".join(f"@{z}" for z in sizes) + " |")
+    L.append("|---|" + "---:|" * len(sizes))
+    for k in kinds:
+        if k == "cartridge":
+            continue
+        cells = []
+        for z in sizes:
+            c, v = val.get(("cartridge", z)), val.get((k, z))
+            cells.append(f"{c / v:.2f}" if c and v else "—")
+        L.append(f"| {k} | " + " | ".join(cells) + " |")
     return L
+
+
+def _zipf_table(z: dict) -> list[str]:
+    L = ["### `zipf` — Zipfian reads over 10x more data than the cache: ARC against LRU\n",
+         f"{z['files']:,} files of {z['file_size']} bytes ({z['files'] * z['file_size'] >> 20} MiB)"
+         f" read through `Cartridge.read` with a {z['budget_bytes'] >> 20} MiB page cache, "
+         f"zipfian popularity (s = {z['s']}); {z['requests']:,} requests, the first "
+         f"{z['warmup']:,} warm up. The LRU is cartridge's `LRUCache` put in place of the ARC "
+         "with the same byte budget. Hit ratio = hits / lookups of the page cache.\n",
+         "| workload | ARC hit ratio | LRU hit ratio | ARC - LRU | ARC us/read | LRU us/read |",
+         "|---|---:|---:|---:|---:|---:|"]
+    rows = {(r["variant"], r["policy"]): r for r in z["rows"]}
+    for v in ("pure", "scan-mixed"):
+        a, b = rows.get((v, "ARC")), rows.get((v, "LRU"))
+        if a and b:
+            L.append(f"| {v} | {a['hit_ratio'] * 100:.1f}% | {b['hit_ratio'] * 100:.1f}% | "
+                     f"{(a['hit_ratio'] - b['hit_ratio']) * 100:+.1f} points | "
+                     f"{a['us_per_read']:.2f} | {b['us_per_read']:.2f} |")
+    L.append(f"\nNo policy can beat always keeping the most popular files resident: on these "
+             f"independent zipfian requests that gives **{z['static_bound'] * 100:.1f}%** "
+             "(the sum of the probabilities of the files that fit), the ceiling for the pure "
+             "workload.\n")
+    return L
+
+
+def _space_table(sp: dict) -> list[str]:
+    rows = sp["rows"]
+    stores = []
+    for r in rows:
+        if r["store"] not in stores:
+            stores.append(r["store"])
+    sizes = sorted({r["size"] for r in rows})
+    val = {(r["store"], r["size"]): r for r in rows}
+    L = ["### `space` — Space on disk per file\n",
+         f"{sp['files']:,} files of each size written into a new store; bytes allocated on disk "
+         "(st_blocks x 512: sparse, never-written parts of a file do not count) beyond the "
+         "files' own bytes, divided by the number of files. Native files count each file's "
+         "blocks and the directories' blocks (not inodes).\n",
+         "| store | " + " | ".join(f"{s:,} B files: overhead per file" for s in sizes) + " |",
+         "|---|" + "---:|" * len(sizes)]
+    for st in stores:
+        cells = []
+        for s in sizes:
+            r = val.get((st, s))
+            cells.append(f"{r['overhead_per_file']:,.0f} B ({r['allocated'] / (r['files'] * s):.2f}x)"
+                         if r else "—")
+        name = f"**{st}**" if st == "cartridge" else st
+        L.append(f"| {name} | " + " | ".join(cells) + " |")
+    L.append("\n(in parentheses: bytes on disk / bytes of content)\n")
+    return L
+
+
+def plot_scaling(results: list[harness.Result], path: Path) -> bool:
+    """perf/scaling.png: lookup time by archive size, one line per peer (needs matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install -e '.[perf]'): no scaling.png")
+        return False
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in results:
+        if r.workload == "lookup" and "@" in r.peer:
+            kind, size = r.peer.split("@")
+            series.setdefault(kind, []).append((_size_key(size), r.median * 1e6))
+    if not series or max(len(v) for v in series.values()) < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    for kind, pts in series.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                linewidth=2.5 if kind == "cartridge" else 1.2, label=kind)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("files in the archive / store")
+    ax.set_ylabel("median time per lookup (us)")
+    ax.set_title("Lookup of a random existing path by archive size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
 
 
 METHOD = """## How it is measured
@@ -277,31 +477,50 @@ functions for cartridge's cached read, single-write commit, write-in-a-transacti
 
 
 # -- main ----------------------------------------------------------------------------------
+ALL = list(WORKLOADS) + list(MEASURES)
+
+
+def _load(path: str) -> tuple[list[harness.Result], dict, dict]:
+    suite = pyperf.BenchmarkSuite.load(path)
+    results = harness.from_suite(suite)
+    md = suite.get_benchmarks()[0].get_metadata()
+    side = Path(path).with_suffix(".measures.json")
+    meas = json.loads(side.read_text()) if side.exists() else {}
+    return results, md, meas
+
+
+def _publish(text: str, results, write: bool) -> None:
+    if write:
+        README.write_text(text)
+        print(f"wrote {README}")
+        if plot_scaling(results, HERE / "scaling.png"):
+            print(f"wrote {HERE / 'scaling.png'}")
+    else:
+        start = text.index("## Targets")
+        print(text[start:text.index("## How it is measured")])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="perf/run.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes, under a minute")
-    ap.add_argument("--only", help="comma-separated workloads: " + ",".join(WORKLOADS))
-    ap.add_argument("--write-readme", action="store_true", help="rewrite perf/README.md")
+    ap = argparse.ArgumentParser(prog="python -m perf", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
+    ap.add_argument("--only", help="comma-separated workloads: " + ",".join(ALL))
+    ap.add_argument("--skip", help="comma-separated workloads to leave out")
+    ap.add_argument("--write-readme", action="store_true",
+                    help="rewrite perf/README.md and perf/scaling.png")
     ap.add_argument("-o", "--output", help="pyperf JSON output (default perf/.data/results-<mode>.json)")
     ap.add_argument("--from-json", help="do not run: render the README/summary from this JSON")
     ap.add_argument("--tmpdir", help="where to build the workload data (default: system temp)")
     ap.add_argument("--values", type=int, help="values per peer (override)")
-    ap.add_argument("--lookup-sizes", help="comma-separated file counts for the lookup workload, "
-                    "e.g. 1000,1000000,10000000 (the 10M stores take a few minutes to build once)")
+    ap.add_argument("--lookup-sizes", help="comma-separated file counts for the lookup and listing "
+                    "workloads, e.g. 1000,1000000 (a 10M store takes minutes to build, once)")
+    ap.add_argument("--seq-bytes", type=int, help="sequential read/write size in MiB (override)")
     ap.add_argument("--min-time", type=float, help="seconds per value, at least (override)")
     args = ap.parse_args(argv)
 
     if args.from_json:
-        suite = pyperf.BenchmarkSuite.load(args.from_json)
-        results = harness.from_suite(suite)
-        md = suite.get_benchmarks()[0].get_metadata()
-        text = render(results, md)
-        if args.write_readme:
-            README.write_text(text)
-            print(f"wrote {README}")
-        else:
-            print(text)
+        results, md, meas = _load(args.from_json)
+        _publish(render(results, md, meas), results, args.write_readme)
         return 0
 
     cfg = Config.make(args.quick)
@@ -311,29 +530,42 @@ def main(argv: list[str] | None = None) -> int:
         cfg.min_time = args.min_time
     if args.lookup_sizes:
         cfg.lookup_sizes = tuple(int(x) for x in args.lookup_sizes.split(","))
-    names = list(WORKLOADS) if not args.only else [w.strip() for w in args.only.split(",")]
-    unknown = [w for w in names if w not in WORKLOADS]
+    if args.seq_bytes:
+        cfg.seq_bytes = args.seq_bytes << 20
+    names = ALL if not args.only else [w.strip() for w in args.only.split(",")]
+    if args.skip:
+        names = [w for w in names if w not in {x.strip() for x in args.skip.split(",")}]
+    unknown = [w for w in names if w not in ALL]
     if unknown:
-        ap.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+        ap.error(f"unknown workload(s) {unknown}; choose from {ALL}")
     md = machine_meta(cfg, argv)
     print(f"cartridge perf ({md['run_mode']}): {md['cpu_model']}, {md['cores']} cores, "
           f"Python {md.get('python_version')}")
     t_start = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="cartridge-perf-", dir=args.tmpdir))
     results: list[harness.Result] = []
+    meas: dict = {}
     try:
         for w in names:
-            builder, title = WORKLOADS[w]
+            builder, title = WORKLOADS[w] if w in WORKLOADS else MEASURES[w]
             print(f"[{w}] {title}: setting up")
             t0 = time.monotonic()
             wdir = tmp / w
             wdir.mkdir()
+            if w in MEASURES:
+                try:
+                    meas[w] = builder(cfg, wdir, log=print)
+                finally:
+                    shutil.rmtree(wdir, ignore_errors=True)
+                print(f"  done in {time.monotonic() - t0:.1f} s")
+                continue
             peers = builder(cfg, wdir, log=print)
             print(f"  set up in {time.monotonic() - t0:.1f} s; measuring {len(peers)} peers")
             try:
-                # a write-txn value is a whole transaction into a fresh store (native files: 10,000
-                # file creations): fewer values keep the full run near 10 minutes
-                vals = max(3, cfg.values // 3) if w == "write-txn" else cfg.values
+                # a bulk value is a whole transaction into a fresh store, a sequential one a
+                # whole large file: fewer values keep the full run within bounds
+                vals = (max(3, cfg.values // 3) if w in ("bulk", "seqread", "seqwrite")
+                        else cfg.values)
                 results += harness.run_workload(w, peers, values=vals, min_time=cfg.min_time)
             finally:
                 for p in peers:
@@ -349,15 +581,11 @@ def main(argv: list[str] | None = None) -> int:
         pass
     out = Path(args.output) if args.output else workloads.DATA_DIR / f"results-{md['run_mode']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    harness.to_suite(results, md).dump(str(out), replace=True)
+    if results:
+        harness.to_suite(results, md).dump(str(out), replace=True)
+    out.with_suffix(".measures.json").write_text(json.dumps(meas, indent=1))
     print(f"results: {out} ({md['run_seconds']} s)")
-    text = render(results, md)
-    if args.write_readme:
-        README.write_text(text)
-        print(f"wrote {README}")
-    else:
-        start = text.index("## Targets")
-        print(text[start:text.index("## How it is measured")])
+    _publish(render(results, md, meas), results, args.write_readme)
     return 0
 
 
