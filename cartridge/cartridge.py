@@ -324,8 +324,9 @@ class Cartridge:
                 rec = self._file_record(eng, p)
             if rec.chunk_key and offset == 0 and (size < 0 or size >= rec.size):
                 data = eng.pager.cache.get(rec.chunk_key)       # the hot path: a cached chunk
-                if data is not None:
-                    return data
+                if data is None:
+                    data = eng.content.fetch_single(rec, p)
+                return data
             if rec.storage == STORE_EMPTY:
                 return b""
             return eng.content.read(rec, offset, size, p)
@@ -399,31 +400,7 @@ class Cartridge:
     def _children(self, eng: Engine, d: str) -> dict[str, bool]:
         """Immediate children of directory `d`: name -> is a directory. Skips whole subtrees
         with one seek each, so it costs O(children * log n)."""
-        prefix = P.to_key(P.dir_prefix(d))
-        out: dict[str, bool] = {}
-        start = prefix
-        while True:
-            batch = eng.catalog.items_from(start, 256, prefix)
-            if not batch:
-                return out
-            restart = None
-            for k, v in batch:
-                rest = k[len(prefix):]
-                slash = rest.find(b"/")
-                if slash < 0:
-                    name = P.stored_name(rest)
-                    out[name] = out.get(name, False) or v[0] == KIND_DIR
-                    continue
-                name = P.stored_name(rest[:slash])
-                out[name] = True
-                restart = prefix + rest[:slash] + b"0"     # '0' follows '/': skip the subtree
-                break
-            if restart is None:
-                if len(batch) < 256:
-                    return out
-                start = batch[-1][0] + b"\x00"
-            else:
-                start = restart
+        return eng.catalog.children(P.to_key(P.dir_prefix(d)), KIND_DIR)
 
     def _dir_or_raise(self, eng: Engine, path: str) -> str:
         p = P.normalize(path)

@@ -29,8 +29,8 @@ from .records import Record
 EMPTY_CHECKSUM = xxh3_64(b"")
 CACHE_CHUNK_MAX = CHUNK_SIZE      # whole chunks up to this size go through the page cache
 _DIRECT_READ = 4 * CHUNK_SIZE     # larger reads bypass the cache
-READINTO_SPAN = 32                # chunks (2 MiB) read in one call, then verified while still in cache
-PARALLEL_VERIFY_MIN = 4 << 20     # reads this large check checksums on a second thread
+READINTO_SPAN = 64                # chunks (4 MiB) read in one call, then verified while still in cache
+PARALLEL_VERIFY_MIN = 8 << 20     # reads this large check checksums on a second thread
 STAGE_MAX_RUN = 1 << 20           # smaller content runs wait in the pager's write-behind buffer
 
 
@@ -218,10 +218,20 @@ class ContentStore:
         return self._load_chunk(start, csum, chunk_len(size, i), i, where)
 
     def _load_chunk(self, start: int, csum: int, ln: int, i: int, where: str) -> bytes:
-        key = (start << 64) | csum
-        data = self.cache.get(key)
+        data = self.cache.get((start << 64) | csum)
         if data is not None:
             return data
+        return self._fetch_chunk(start, csum, ln, i, where)
+
+    def fetch_single(self, rec: Record, where: str) -> bytes:
+        """Content of a one-chunk file that the page cache just missed (read, verified, cached;
+        no second cache lookup)."""
+        self.check_size(rec, where)
+        k = rec.chunk_key
+        return self._fetch_chunk(k >> 64, k & 0xFFFFFFFFFFFFFFFF, rec.size, 0, where)
+
+    def _fetch_chunk(self, start: int, csum: int, ln: int, i: int, where: str) -> bytes:
+        key = (start << 64) | csum
         raw = self.pager.read_run(start, -(-ln // PAGE_SIZE))
         data = raw[:ln] if ln != len(raw) else raw
         if xxh3_64(data) != csum:

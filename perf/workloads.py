@@ -97,10 +97,11 @@ def _sqlite(path, *, wal=True, sync="OFF") -> sqlite3.Connection:
     return db
 
 
-def _lmdb(path, *, writemap=True, readonly=False, sync=False, metasync=False):
+def _lmdb(path, *, writemap=True, readonly=False, sync=False, metasync=False, readahead=True):
     import lmdb
 
     return lmdb.open(str(path), map_size=LMDB_MAP, sync=sync, metasync=metasync, writemap=writemap,
+                     readahead=readahead,
                      readonly=readonly, lock=not readonly, max_readers=16)
 
 
@@ -350,7 +351,7 @@ def uncached_read(size: int):
                 lm["txn"].abort()
                 lm["env"].close()
             _drop(lm_dir)
-            lm["env"] = _lmdb(lm_dir, readonly=True)
+            lm["env"] = _lmdb(lm_dir, readonly=True, readahead=False)
             lm["txn"] = lm["env"].begin()
 
         def lmdb_get(k):
@@ -362,7 +363,8 @@ def uncached_read(size: int):
                 lm["env"].close()
 
         peers.append(Peer("lmdb", _per_op_timer(lmdb_prep, lmdb_get, keys), lmdb_close,
-                          fixed_loops=ops, note="get(); the map is reopened (untimed) before each"))
+                          fixed_loops=ops,
+                          note="get(), readahead=False; the map is reopened (untimed) before each"))
 
         zf = zipfile.ZipFile(st["zipfile"])
         zp = st["zipfile"]
