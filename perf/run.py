@@ -1,9 +1,9 @@
 """Benchmarks: cartridge against native files, SQLite (sqlar table), LMDB and zipfile.
 
-    python perf/run.py --quick                  # small sizes, well under a minute
-    python perf/run.py --write-readme           # full run (about 10 minutes), rewrites perf/README.md
-    python perf/run.py --only read4k,lookup     # a subset
-    python perf/run.py --from-json FILE --write-readme   # re-render the README from saved results
+    python -m perf --write-readme           # the full report: perf/README.md + perf/scaling.png
+    python -m perf --quick                  # small sizes, a few minutes, prints the targets
+    python -m perf --only read4k,lookup     # a subset (--skip to leave some out)
+    python -m perf --from-json FILE --write-readme       # re-render the README from saved results
     python -m pyperf stats perf/.data/results-full.json  # pyperf's own view of the values
 
 Every workload runs all its peers in this one process (see perf/harness.py for why and how);
@@ -427,6 +427,14 @@ def plot_scaling(results: list[harness.Result], path: Path) -> bool:
 
 METHOD = """## How it is measured
 
+**One command.** `python -m perf --write-readme` (or `tox -e perf`) runs every workload and
+rewrites this file and `perf/scaling.png`; `--quick` uses small sizes (a few minutes),
+`--only`/`--skip` pick workloads, `--from-json perf/.data/results-full.json --write-readme`
+re-renders without running. Needs the perf extra: `pip install -e ".[perf]"` (pyperf, py-lmdb,
+and matplotlib for the plot). Large stores (the lookup and listing archives up to 10M files)
+are built once and cached under `perf/.data/` (gitignored), keyed by the format and workload
+versions.
+
 **Process model.** `perf/run.py` does not use `pyperf.Runner`'s worker processes. The Runner
 would spawn ~20 workers per benchmark, and each would have to rebuild (or reopen and re-warm) the
 workload's data, and the peers of one workload would be timed in different processes minutes
@@ -434,42 +442,69 @@ apart, mixing machine drift into the ratios we care about. Instead every workloa
 peers in this one process and `perf/harness.py` times them the way pyperf's
 `Runner.bench_time_func` does: a time function is called with a loop count and returns the
 elapsed `pyperf.perf_counter()` seconds (setup that must happen per loop, like a fresh store for
-the transaction workload, is excluded). Loops are calibrated per peer by doubling until one value
-lasts at least the minimum time, one warm-up value follows, then values are taken in rounds that
-visit every peer once, starting from a different peer each round. The results are saved as a
-`pyperf.BenchmarkSuite` (`perf/.data/results-<mode>.json`, or `-o FILE`), so
+the bulk load or dropping the OS cache for the uncached reads, is excluded). Loops are calibrated
+per peer by doubling until one value lasts at least the minimum time, one warm-up value follows,
+then values are taken in rounds that visit every peer once, starting from a different peer each
+round. The results are saved as a `pyperf.BenchmarkSuite` (`perf/.data/results-<mode>.json`, or
+`-o FILE`; the hit ratios and space figures beside it in `*.measures.json`), so
 `python -m pyperf stats` / `compare_to` / `hist` work on them. The tables show the median.
 
 **Workloads.**
-- `read4k`: N files of 4 KiB of random bytes in 100 directories, read in a fixed random order;
-  every peer reads every file once before timing (warm OS page cache and each store's cache).
-  With this many distinct paths every per-path memo stays hot (cartridge's path-to-key and
-  record caches, its content chunk cache); `lookup` at 1M shows what a miss costs.
-- `write-commit`: the same N files pre-created, then a random one is replaced with 4 KiB per
-  operation; every write is its own commit/transaction; no peer syncs.
-- `write-txn`: N new 4 KiB files in random order into a fresh, empty store inside one
-  transaction; the commit (and zipfile's `close()`) is inside the timed region; the time is
-  divided by N.
-- `lookup`: `stat()` of random existing paths `/l/dXXXX/fNNNNNNN.dat` (a fixed sequence of
-  uniform draws, as many as the larger store has files, at most 20 per file at 1K; cycled), so
-  at 1M most lookups miss any per-path memo a store keeps; stores of 16-byte files built once in
-  path order (100,000 per transaction, `sync="off"`) and cached under `perf/.data/`
-  keyed by cartridge's format version. Native files and zipfile are left out at 1M (a million
-  inodes; zipfile's lookup is a dict lookup after parsing the whole central directory).
-- `seqread`: one 64 MiB file read into a preallocated numpy buffer, against `np.copyto` of
-  two 64 MiB arrays as the memory-bandwidth baseline.
+- `read1k` / `read4k` / `read64k` / `read1m`: files of that size (random bytes) in 100
+  directories, at most 10,000 files and 48 MiB per size (so 48 files of 1 MiB), read whole in a
+  fixed random order; every peer reads every file once before timing, so the OS page cache and
+  each store's own cache are warm (cartridge's default cache is 64 MiB). For 64 KiB and 1 MiB,
+  `cartridge-buffer` is `read_buffer()` (a memoryview, no copy after the read) and
+  `cartridge-readinto` reads into a preallocated buffer.
+- `uncached4k` / `uncached1m`: random reads where the file's bytes are in no cache: before each
+  timed read, `posix_fadvise(POSIX_FADV_DONTNEED)` drops every store's files from the OS page
+  cache (untimed). Cartridge runs with a 2 MiB page cache and its content chunk is evicted from
+  it too; SQLite keeps its default 2 MB page cache; both keep the B-tree pages they hold. LMDB's
+  mapped pages cannot be dropped while mapped, so its environment is closed and reopened
+  (untimed, `readahead=False`) before each read: its B-tree pages come from disk as well. The
+  disk is a virtual disk: what "from disk" costs depends on the host.
+- `commit-off` / `commit-normal` / `commit-full`: a random one of N existing 4 KiB files is
+  replaced, each write its own commit, at each `sync` mode against the peers' equivalent:
+  SQLite WAL with `synchronous` OFF / NORMAL / FULL; LMDB `sync=False` / `sync=True,
+  metasync=False` (its data is flushed, the last commit may be lost on power loss, like
+  cartridge's "normal") / `sync=True, metasync=True`; native files without / with `fsync`
+  (never atomic; not run for "normal", which has no native equivalent).
+- `bulk`: 100,000 new 1 KiB files (1,000 directories, random order) into a fresh, empty store in
+  one transaction; the commit (and zipfile's `close()`) is inside the timed region; time per file.
+- `lookup`: `stat()` of random existing paths `/l/dXXXX/fNNNNNNN.dat` in stores of 1K, 10K, 100K,
+  1M and 10M files of 16 bytes (a fixed sequence of uniform draws, at most 1,000,000 distinct
+  and at most 20 per file; cycled), so at 1M and beyond most lookups miss any per-path memo a
+  store keeps and most B-tree pages miss the 64 MiB page cache; stores built once in path order
+  (100,000 per transaction, `sync="off"`). Plotted in `scaling.png`.
+- `listdir`: the sorted names of the 1,000 files of one directory (`/l/dXXXX`, in the middle of
+  the key space) of the same stores; SQLite is a range query on the primary key, LMDB a cursor
+  walk; `native@1K` is `sorted(os.listdir())` of a real directory of 1,000 files.
+- `seqread`: one 1 GiB file read into a preallocated numpy buffer, against `np.copyto` of two
+  1 GiB arrays as the memory-bandwidth baseline (every byte is checked once against the source
+  before timing).
+- `seqwrite`: one 1 GiB numpy array written as a file (replacing the previous version), syncing
+  off everywhere, against the same `np.copyto` baseline.
+- `zipf`: an archive of 4 KiB files holding 10x the page cache budget, read through
+  `Cartridge.read` with zipfian popularity (s = 0.99, popularity ranks shuffled over the files);
+  "scan-mixed" interleaves bursts of 3,000 zipfian reads with bursts of 1,000 reads that sweep
+  all files in path order (a backup beside the application). The same archive and trace run with
+  the page cache replaced by cartridge's `LRUCache` of the same byte budget. The hit ratio is the
+  page cache's own (hits / lookups after the warm-up fifth).
+- `space`: 10,000 files of 100 B, 4 KiB and 10 KiB written into a new store of each kind; bytes
+  allocated on disk beyond the content.
 
-**Peers.** cartridge uses `sync="off"` and the default 64 MiB cache; `cartridge-ro` is the same
-archive opened read-only (mode `"r"`), which re-checks the root slots for a newer commit on every
-call. SQLite is the stdlib `sqlite3` module on a `sqlar` table (`name TEXT PRIMARY KEY, mode,
-mtime, sz, data`) with `journal_mode=WAL` and `synchronous=OFF` — the fastest setting that still
-survives a killed process (WAL+OFF measured ~18 µs/commit here vs ~75 µs for DELETE; MEMORY
-journal is faster but not crash-safe); for `seqread` it is `apsw`'s `Blob.readinto`, since
-`sqlite3` has no readinto. LMDB is py-lmdb with `sync=False, metasync=False` and `writemap=True`
-(the faster variant; `lmdb-nowritemap` is shown too and the write target uses the better of
-the two); reads use one long-lived read transaction (`lmdb-txn` opens one per get). Native files
-are plain `open()` calls without fsync (and without the write-to-temp-and-rename that would make
-them atomic). zipfile is `ZIP_STORED` with the `ZipFile` object kept open.
+**Peers.** cartridge uses `sync="off"` (except in `commit-normal`/`commit-full`) and the default
+64 MiB cache; `cartridge-ro` is the same archive opened read-only (mode `"r"`), which re-checks
+the root slots for a newer commit on every call. SQLite is the stdlib `sqlite3` module on a
+`sqlar` table (`name TEXT PRIMARY KEY, mode, mtime, sz, data`) with `journal_mode=WAL` and
+`synchronous=OFF` (WAL+OFF still survives a killed process); for `seqread` it is `apsw`'s
+`Blob.readinto`, since `sqlite3` has no readinto. LMDB is py-lmdb with `sync=False,
+metasync=False` and `writemap=True` (the faster variant; `lmdb-nowritemap` is shown for
+`commit-off` and the target uses the best LMDB or SQLite figure); reads use one long-lived read
+transaction (`lmdb-txn` opens one per get). Native files are plain `open()` calls (and
+`os.open`+`os.pread`+`os.close` for `native-pread`) without fsync (and without the
+write-to-temp-and-rename that would make them atomic). zipfile is `ZIP_STORED` with the
+`ZipFile` object kept open. h5py is not a peer (not installed here).
 
 **Profiles.** `python perf/profile_paths.py [read|commit|txn|stat]` prints cProfile's top
 functions for cartridge's cached read, single-write commit, write-in-a-transaction and stat paths.

@@ -768,6 +768,15 @@ cdef class BTree:
             self._split_insert(path, len(path) - 1, i, cell, full)
         return None
 
+    cdef bint _rightmost(self, list path, Py_ssize_t d):
+        """Whether path[d] is the last node of its level (every ancestor descends to its right
+        child): splits there see ascending inserts, as in a load in key order."""
+        cdef Py_ssize_t k
+        for k in range(d):
+            if path[k][1] != (<Node>path[k][0]).n():
+                return False
+        return True
+
     cdef void _split_insert(self, list path, Py_ssize_t d, Py_ssize_t i, bytes cell, object full):
         """Node path[d] is full: split it around the new cell and push a separator up."""
         cdef Node node = path[d][0]
@@ -778,6 +787,7 @@ cdef class BTree:
         cdef bytes sep, sep_cell
         cdef object sep_full = None
         cdef uint64_t ovp
+        cdef bint append = i == len(cells) and self._rightmost(path, d)
         cells.insert(i, cell)
         if full is not None:
             keys[rd64(<unsigned char*>PyBytes_AS_STRING(cell) + 4 + C_KEY_INLINE)] = full
@@ -789,6 +799,8 @@ cdef class BTree:
                 acc += len(cells[m]) + 2
                 m += 1
             m = max(1, m)
+            if append:      # keys arrive in order: leave the left node full (SQLite's quick balance)
+                m = len(cells) - 1
             right = self.store.new_node(True, self.tree_id)
             node.reset(cells[:m], keys)
             right.reset(cells[m:], keys)
@@ -802,6 +814,8 @@ cdef class BTree:
                 acc += len(cells[m]) + 2
                 m += 1
             m = max(1, m)
+            if append and len(cells) >= 3:
+                m = len(cells) - 2
             right = self.store.new_node(False, self.tree_id)
             mid = cells[m]
             mid_kl = rd16(<unsigned char*>PyBytes_AS_STRING(mid))
