@@ -303,6 +303,7 @@ def uncached_read(size: int):
         blobs = [rng.randbytes(size) for _ in range(min(n, 64))]
         data = [blobs[i % len(blobs)] for i in range(n)]
         st = _fill(tmp, "unc", names, data, {"cartridge", "native", "sqlite", "lmdb", "zipfile"})
+        os.sync()       # DONTNEED drops only clean pages: write everything back first
         keys = [names[rng.randrange(n)] for _ in range(max(4 * cfg.uncached_ops, 1000))]
         ops = cfg.uncached_ops
         peers = []
@@ -334,6 +335,7 @@ def uncached_read(size: int):
 
         db = _sqlite(st["sqlite"])
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        os.sync()
         cur = db.cursor()
         sql = "SELECT data FROM sqlar WHERE name = ?"
         sq_file = st["sqlite"]
