@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 if __package__ in (None, ""):            # `python perf/run.py`: make `perf` importable
@@ -243,7 +244,10 @@ def render(results: list[harness.Result], md: dict, meas: dict | None = None) ->
     L.append(f"- Command: `{md.get('run_command', '?')}` ({md.get('run_mode', '?')} mode)")
     L.append(f"- Sizes: {md.get('run_sizes', '?')}")
     L.append(f"- Sampling: {md.get('run_values', '?')}, after calibration and one warm-up value; "
-             "peers interleaved round by round\n")
+             "peers interleaved round by round")
+    if md.get("failed_workloads"):
+        L.append(f"- **Failed (not in the tables)**: {md['failed_workloads']}")
+    L.append("")
 
     L.append("## Targets (issue 4)\n")
     L.append("| target | measured | threshold | met |")
@@ -535,6 +539,19 @@ def _publish(text: str, results, write: bool) -> None:
         print(text[start:text.index("## How it is measured")])
 
 
+def _measure(w: str, builder, cfg: Config, wdir: Path, t0: float) -> list[harness.Result]:
+    peers = builder(cfg, wdir, log=print)
+    print(f"  set up in {time.monotonic() - t0:.1f} s; measuring {len(peers)} peers")
+    try:
+        # a bulk value is a whole transaction into a fresh store, a sequential one a whole
+        # large file: fewer values keep the full run within bounds
+        vals = max(3, cfg.values // 3) if w in ("bulk", "seqread", "seqwrite") else cfg.values
+        return harness.run_workload(w, peers, values=vals, min_time=cfg.min_time)
+    finally:
+        for p in peers:
+            p.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="python -m perf", description=__doc__.split("\n\n")[0])
@@ -580,6 +597,22 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="cartridge-perf-", dir=args.tmpdir))
     results: list[harness.Result] = []
     meas: dict = {}
+    out = Path(args.output) if args.output else workloads.DATA_DIR / f"results-{md['run_mode']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    failed = []
+
+    def save() -> None:        # after every workload: a late failure loses nothing measured
+        md["run_seconds"] = round(time.monotonic() - t_start)
+        try:
+            md["load_avg_end"] = round(os.getloadavg()[0], 2)
+        except OSError:
+            pass
+        if failed:
+            md["failed_workloads"] = ", ".join(failed)
+        if results:
+            harness.to_suite(results, md).dump(str(out), replace=True)
+        out.with_suffix(".measures.json").write_text(json.dumps(meas, indent=1))
+
     try:
         for w in names:
             builder, title = WORKLOADS[w] if w in WORKLOADS else MEASURES[w]
@@ -587,41 +620,25 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             wdir = tmp / w
             wdir.mkdir()
-            if w in MEASURES:
-                try:
-                    meas[w] = builder(cfg, wdir, log=print)
-                finally:
-                    shutil.rmtree(wdir, ignore_errors=True)
-                print(f"  done in {time.monotonic() - t0:.1f} s")
-                continue
-            peers = builder(cfg, wdir, log=print)
-            print(f"  set up in {time.monotonic() - t0:.1f} s; measuring {len(peers)} peers")
             try:
-                # a bulk value is a whole transaction into a fresh store, a sequential one a
-                # whole large file: fewer values keep the full run within bounds
-                vals = (max(3, cfg.values // 3) if w in ("bulk", "seqread", "seqwrite")
-                        else cfg.values)
-                results += harness.run_workload(w, peers, values=vals, min_time=cfg.min_time)
+                if w in MEASURES:
+                    meas[w] = builder(cfg, wdir, log=print)
+                else:
+                    results += _measure(w, builder, cfg, wdir, t0)
+            except Exception:
+                traceback.print_exc()
+                print(f"  {w} FAILED; going on with the others")
+                failed.append(w)
             finally:
-                for p in peers:
-                    p.close()
                 shutil.rmtree(wdir, ignore_errors=True)
             print(f"  done in {time.monotonic() - t0:.1f} s")
+            save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    md["run_seconds"] = round(time.monotonic() - t_start)
-    try:
-        md["load_avg_end"] = round(os.getloadavg()[0], 2)
-    except OSError:
-        pass
-    out = Path(args.output) if args.output else workloads.DATA_DIR / f"results-{md['run_mode']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if results:
-        harness.to_suite(results, md).dump(str(out), replace=True)
-    out.with_suffix(".measures.json").write_text(json.dumps(meas, indent=1))
-    print(f"results: {out} ({md['run_seconds']} s)")
+    save()
+    print(f"results: {out} ({md['run_seconds']} s)" + (f"; FAILED: {failed}" if failed else ""))
     _publish(render(results, md, meas), results, args.write_readme)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
