@@ -692,8 +692,25 @@ cdef class BTree:
                     return out
 
     def first_key_from(self, bytes start):
-        """Smallest key >= start, or None."""
-        r = self.items_from(start, 1)
+        """Smallest key >= start, or None (one descent; no value copied)."""
+        cdef Node node, parent
+        cdef Py_ssize_t i
+        cdef int depth = 1
+        if self.root == 0:
+            return None
+        node = self._load(self.root)
+        while not node.is_leaf:
+            depth += 1
+            if depth > self.height:
+                raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
+            parent = node
+            i = parent.child_index(start)
+            node = self._load(parent.child(i))
+            _check_child(parent, i, node)
+        i = node.lower_bound(<unsigned char*>PyBytes_AS_STRING(start), PyBytes_GET_SIZE(start))
+        if i < node.n():
+            return node.key(i)
+        r = self.items_from(start, 1)      # it is in a later leaf: climb the general way
         return r[0][0] if r else None
 
     # -- mutation ------------------------------------------------------------------------
