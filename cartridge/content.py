@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._core.checksum import chunk_checksums, xxh3_64
+from ._core.checksum import chunk_checksums, uninit_bytes, xxh3_64
 from .errors import CorruptionError
 from .format import (
     CHUNK_ENTRY,
@@ -29,8 +29,8 @@ from .records import Record
 EMPTY_CHECKSUM = xxh3_64(b"")
 CACHE_CHUNK_MAX = CHUNK_SIZE      # whole chunks up to this size go through the page cache
 _DIRECT_READ = 4 * CHUNK_SIZE     # larger reads bypass the cache
-READINTO_SPAN = 32                # chunks (2 MiB) read in one call, then verified while still in cache
-PARALLEL_VERIFY_MIN = 4 << 20     # reads this large check checksums on a second thread
+READINTO_SPAN = 64                # chunks (4 MiB) read in one call, then verified while still in cache
+PARALLEL_VERIFY_MIN = 8 << 20     # reads this large check checksums on a second thread
 STAGE_MAX_RUN = 1 << 20           # smaller content runs wait in the pager's write-behind buffer
 
 
@@ -218,10 +218,20 @@ class ContentStore:
         return self._load_chunk(start, csum, chunk_len(size, i), i, where)
 
     def _load_chunk(self, start: int, csum: int, ln: int, i: int, where: str) -> bytes:
-        key = (start << 64) | csum
-        data = self.cache.get(key)
+        data = self.cache.get((start << 64) | csum)
         if data is not None:
             return data
+        return self._fetch_chunk(start, csum, ln, i, where)
+
+    def fetch_single(self, rec: Record, where: str) -> bytes:
+        """Content of a one-chunk file that the page cache just missed (read, verified, cached;
+        no second cache lookup)."""
+        self.check_size(rec, where)
+        k = rec.chunk_key
+        return self._fetch_chunk(k >> 64, k & 0xFFFFFFFFFFFFFFFF, rec.size, 0, where)
+
+    def _fetch_chunk(self, start: int, csum: int, ln: int, i: int, where: str) -> bytes:
+        key = (start << 64) | csum
         raw = self.pager.read_run(start, -(-ln // PAGE_SIZE))
         data = raw[:ln] if ln != len(raw) else raw
         if xxh3_64(data) != csum:
@@ -244,10 +254,11 @@ class ContentStore:
             data = self._load_chunk(rec.chunk_key >> 64, rec.chunk_key & 0xFFFFFFFFFFFFFFFF,
                                     rec.size, 0, where)
             return data if offset == 0 and end == rec.size else data[offset:end]
-        if end - offset > _DIRECT_READ:
-            buf = bytearray(end - offset)
-            self.readinto(rec, offset, buf, where)
-            return bytes(buf)
+        if end - offset > _DIRECT_READ:     # filled in place: no zeroing, no final copy
+            out, view = uninit_bytes(end - offset)
+            self.readinto(rec, offset, view, where)
+            view.release()
+            return out
         cmap = self.chunk_map(rec, where)
         first = offset // CHUNK_SIZE
         last = (end - 1) // CHUNK_SIZE
@@ -276,8 +287,20 @@ class ContentStore:
             out[:n] = rec.payload[offset:end]
             return n
         cmap = self.chunk_map(rec, where)
-        pos = offset
         pending: list = []
+        try:
+            self._readinto_spans(rec, cmap, offset, end, out, pending, where)
+        except BaseException:
+            for fut, _ in pending:         # no check may still be reading `buf` after we return
+                if not isinstance(fut, int):
+                    fut.exception()
+            raise
+        return n
+
+    def _readinto_spans(self, rec: Record, cmap, offset: int, end: int, out, pending: list,
+                        where: str) -> None:
+        n = end - offset
+        pos = offset
         while pos < end:
             i = pos // CHUNK_SIZE
             lo = pos - i * CHUNK_SIZE
@@ -301,13 +324,14 @@ class ContentStore:
             if n >= PARALLEL_VERIFY_MIN:      # check this span while the next one is read
                 pending.append((verifier().submit(_bad_chunk, dst, expected), i))
                 if len(pending) > 2:
-                    self._raise_bad(*pending.pop(0), cmap, where)
+                    self._raise_bad(*pending[0], cmap, where)
+                    pending.pop(0)
             else:
                 self._raise_bad(_bad_chunk(dst, expected), i, cmap, where)
             pos = span_end
-        for bad, i in pending:
-            self._raise_bad(bad, i, cmap, where)
-        return n
+        while pending:
+            self._raise_bad(*pending[0], cmap, where)
+            pending.pop(0)
 
     @staticmethod
     def _raise_bad(bad, first: int, cmap, where: str) -> None:

@@ -248,6 +248,11 @@ class PrincipalCartridge:
             self._check_path(GET, path)
             return self._cart.readinto(path, buffer, offset)
 
+    def read_buffer(self, path: str, offset: int = 0, size: int | None = -1) -> memoryview:
+        with self._snap:
+            self._check_path(GET, path)
+            return self._cart.read_buffer(path, offset, size)
+
     def open(self, path: str, mode: str = "rb") -> io.RawIOBase:
         with self._snap:
             if mode == "rb" or mode == "r+b":

@@ -116,6 +116,10 @@ def slot_damaged(root: Root | None, raw: bytes, best: Root) -> bool:
     return root is None and (any(raw) or best.generation >= 2)
 
 
+WRITEV_MAX = 512           # buffers per pwritev call (IOV_MAX is 1024 on Linux)
+_ZERO_PAGE = memoryview(bytes(PAGE_SIZE))
+
+
 class Pager:
     """Reads and writes whole pages of one archive file; owns the page cache."""
 
@@ -265,20 +269,29 @@ class Pager:
 
     def write_pages(self, pages: dict[int, bytes]) -> None:
         """Write page runs (each key a start page; a value may span pages), neighbours coalesced
-        into one call each."""
+        into one call each; a run ending in a partial page is padded with zeros to the page's
+        end when another run follows it (the rest of that page belongs to the same owner)."""
         order = sorted(pages)
+        n = len(order)
         i = 0
-        while i < len(order):
-            j = i
-            while (j + 1 < len(order) and j - i < 255
-                   and order[j + 1] == order[j] + -(-len(pages[order[j]]) // PAGE_SIZE)
-                   and len(pages[order[j]]) % PAGE_SIZE == 0):
+        while i < n:
+            start = order[i]
+            bufs = [pages[start]]
+            nxt = start + -(-len(bufs[0]) // PAGE_SIZE)
+            j = i + 1
+            while j < n and order[j] == nxt and len(bufs) < WRITEV_MAX:
+                rem = len(bufs[-1]) % PAGE_SIZE
+                if rem:
+                    bufs.append(_ZERO_PAGE[:PAGE_SIZE - rem])
+                data = pages[order[j]]
+                bufs.append(data)
+                nxt = order[j] + -(-len(data) // PAGE_SIZE)
                 j += 1
-            if i == j:
-                self.io.pwrite(self.fd, pages[order[i]], order[i] * PAGE_SIZE)
+            if len(bufs) == 1:
+                self.io.pwrite(self.fd, bufs[0], start * PAGE_SIZE)
             else:
-                self.io.pwritev(self.fd, [pages[p] for p in order[i:j + 1]], order[i] * PAGE_SIZE)
-            i = j + 1
+                self.io.pwritev(self.fd, bufs, start * PAGE_SIZE)
+            i = j
 
     # -- size and durability ----------------------------------------------------------------
     def grow(self, n_pages: int) -> None:

@@ -720,13 +720,16 @@ def test_failed_open_leaves_no_file_handle_leak(cart_path):
         assert len(os.listdir("/proc/self/fd")) <= fds_before + 1
 
 
-@pytest.mark.parametrize("where", [0, 37, 99])
+@pytest.mark.parametrize("where", [0, 37, 99, 199])
 def test_large_readinto_detects_a_bad_chunk(tmp_path, where):
-    """Reads of 4 MiB and more check chunks on a second thread: a bad chunk still raises."""
+    """Reads of 8 MiB and more check chunks on a second thread: a bad chunk still raises."""
     import numpy as np
 
+    from cartridge.content import PARALLEL_VERIFY_MIN
+
     path = str(tmp_path / "big.cart")
-    data = np.random.default_rng(where).bytes(100 * 65536)
+    data = np.random.default_rng(where).bytes(200 * 65536)
+    assert len(data) >= PARALLEL_VERIFY_MIN
     with cartridge.open(path, "w") as c:
         c.write("/big", data)
         rec = c._eng.get(b"/big")

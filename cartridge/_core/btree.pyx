@@ -19,7 +19,8 @@ Keys and values are bytes, ordered by unsigned byte comparison (memcmp, then len
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy, memmove, memset
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset
 
 from cartridge._core.checksum cimport page_checksum
 from cartridge.errors import CorruptionError
@@ -475,6 +476,26 @@ cdef bytes shortest_separator(bytes left, bytes right):
     return right[:i + 1]
 
 
+cdef object _stored_name(const unsigned char* p, Py_ssize_t n):
+    """A directory entry's name from catalog key bytes, as cartridge.paths.stored_name checks
+    it: UTF-8, not empty, '.' or '..', no C0/DEL/C1 control character, at most 255 bytes."""
+    cdef Py_ssize_t j
+    cdef bint bad = n == 0 or n > 255 or (p[0] == 46 and (n == 1 or (n == 2 and p[1] == 46)))
+    cdef object name
+    if not bad:
+        for j in range(n):
+            if p[j] < 0x20 or p[j] == 0x7f or (p[j] == 0xc2 and j + 1 < n and 0x80 <= p[j + 1] <= 0x9f):
+                bad = True
+                break
+    try:
+        name = PyUnicode_DecodeUTF8(<char*>p, n, "strict")
+    except UnicodeDecodeError:
+        raise CorruptionError(f"catalog key is not UTF-8: {PyBytes_FromStringAndSize(<char*>p, n)[:60]!r}") from None
+    if bad:
+        raise CorruptionError(f"catalog holds an impossible name: {name[:60]!r}")
+    return name
+
+
 cdef class BTree:
     """A copy-on-write B+tree: root page, height and entry count, nodes from `store`."""
     cdef public object store
@@ -589,9 +610,107 @@ cdef class BTree:
             else:
                 return out
 
+    def children(self, bytes prefix, int dir_kind):
+        """Immediate children of the directory whose keys start with `prefix` (which ends in
+        '/'): a dict name -> True for a directory (a record whose first value byte is
+        `dir_kind`, or any deeper key), False for a file. Skips each subdirectory's subtree with
+        one seek, so it costs O(children * log n). A name no path could have produced (not
+        UTF-8, empty, '.', '..', a control character, over 255 bytes) raises CorruptionError."""
+        cdef dict out = {}
+        cdef list stack
+        cdef Node node, parent
+        cdef Py_ssize_t i, ci, pl = PyBytes_GET_SIZE(prefix), kl, nl, vl
+        cdef bytes start = prefix
+        cdef bytes key
+        cdef object name
+        cdef const unsigned char* kp
+        cdef const unsigned char* pp = <unsigned char*>PyBytes_AS_STRING(prefix)
+        cdef const unsigned char* slash
+        cdef unsigned char* c
+        cdef unsigned char* v
+        cdef bint is_dir, seek
+        if self.root == 0:
+            return out
+        while True:
+            stack = []
+            node = self._load(self.root)
+            while not node.is_leaf:
+                i = node.child_index(start)
+                stack.append((node, i))
+                if len(stack) >= self.height:
+                    raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
+                parent = node
+                node = self._load(parent.child(i))
+                _check_child(parent, i, node)
+            i = node.lower_bound(<unsigned char*>PyBytes_AS_STRING(start), PyBytes_GET_SIZE(start))
+            seek = False
+            while not seek:
+                while i < node.n():
+                    c = node.cell(i)
+                    kl = rd16(c)
+                    if kl <= C_KEY_INLINE:
+                        kp = c + 4
+                    else:
+                        key = node.key(i)
+                        kp = <unsigned char*>PyBytes_AS_STRING(key)
+                    if kl < pl or memcmp(kp, pp, pl) != 0:
+                        return out
+                    slash = <const unsigned char*>memchr(kp + pl, 47, kl - pl)
+                    if slash == NULL:
+                        nl = kl - pl
+                        v = node.value_ptr(i, &vl)
+                        is_dir = vl > 0 and v[0] == dir_kind
+                    else:
+                        nl = slash - (kp + pl)
+                        is_dir = True
+                    name = _stored_name(kp + pl, nl)
+                    if is_dir or name not in out:
+                        out[name] = is_dir
+                    if slash != NULL:      # skip the subdirectory: '0' follows '/'
+                        start = PyBytes_FromStringAndSize(<char*>kp, pl + nl) + b"0"
+                        seek = True
+                        break
+                    i += 1
+                if seek:
+                    break
+                while stack:                # climb to the next subtree
+                    parent, ci = stack.pop()
+                    if ci < parent.n():
+                        stack.append((parent, ci + 1))
+                        node = self._load(parent.child(ci + 1))
+                        _check_child(parent, ci + 1, node)
+                        while not node.is_leaf:
+                            stack.append((node, 0))
+                            if len(stack) >= self.height:
+                                raise NodeFormatError(f"tree {self.tree_id} is deeper than its height")
+                            parent = node
+                            node = self._load(parent.child(0))
+                            _check_child(parent, 0, node)
+                        i = 0
+                        break
+                else:
+                    return out
+
     def first_key_from(self, bytes start):
-        """Smallest key >= start, or None."""
-        r = self.items_from(start, 1)
+        """Smallest key >= start, or None (one descent; no value copied)."""
+        cdef Node node, parent
+        cdef Py_ssize_t i
+        cdef int depth = 1
+        if self.root == 0:
+            return None
+        node = self._load(self.root)
+        while not node.is_leaf:
+            depth += 1
+            if depth > self.height:
+                raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
+            parent = node
+            i = parent.child_index(start)
+            node = self._load(parent.child(i))
+            _check_child(parent, i, node)
+        i = node.lower_bound(<unsigned char*>PyBytes_AS_STRING(start), PyBytes_GET_SIZE(start))
+        if i < node.n():
+            return node.key(i)
+        r = self.items_from(start, 1)      # it is in a later leaf: climb the general way
         return r[0][0] if r else None
 
     # -- mutation ------------------------------------------------------------------------
@@ -666,6 +785,15 @@ cdef class BTree:
             self._split_insert(path, len(path) - 1, i, cell, full)
         return None
 
+    cdef bint _rightmost(self, list path, Py_ssize_t d):
+        """Whether path[d] is the last node of its level (every ancestor descends to its right
+        child): splits there see ascending inserts, as in a load in key order."""
+        cdef Py_ssize_t k
+        for k in range(d):
+            if path[k][1] != (<Node>path[k][0]).n():
+                return False
+        return True
+
     cdef void _split_insert(self, list path, Py_ssize_t d, Py_ssize_t i, bytes cell, object full):
         """Node path[d] is full: split it around the new cell and push a separator up."""
         cdef Node node = path[d][0]
@@ -676,6 +804,7 @@ cdef class BTree:
         cdef bytes sep, sep_cell
         cdef object sep_full = None
         cdef uint64_t ovp
+        cdef bint append = i == len(cells) and self._rightmost(path, d)
         cells.insert(i, cell)
         if full is not None:
             keys[rd64(<unsigned char*>PyBytes_AS_STRING(cell) + 4 + C_KEY_INLINE)] = full
@@ -687,6 +816,8 @@ cdef class BTree:
                 acc += len(cells[m]) + 2
                 m += 1
             m = max(1, m)
+            if append:      # keys arrive in order: leave the left node full (SQLite's quick balance)
+                m = len(cells) - 1
             right = self.store.new_node(True, self.tree_id)
             node.reset(cells[:m], keys)
             right.reset(cells[m:], keys)
@@ -700,6 +831,8 @@ cdef class BTree:
                 acc += len(cells[m]) + 2
                 m += 1
             m = max(1, m)
+            if append and len(cells) >= 3:
+                m = len(cells) - 2
             right = self.store.new_node(False, self.tree_id)
             mid = cells[m]
             mid_kl = rd16(<unsigned char*>PyBytes_AS_STRING(mid))

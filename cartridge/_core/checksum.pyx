@@ -1,5 +1,7 @@
 # cython: language_level=3
 """xxh3-64 checksums over buffers and metadata pages (same function as the `xxhash` package)."""
+from cpython.buffer cimport PyBuffer_FillInfo
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
@@ -71,3 +73,25 @@ def chunk_checksums(const unsigned char[::1] data not None, Py_ssize_t chunk, ui
             off += ln
             i += 1
     return i
+
+
+cdef class _Filler:
+    """A writable buffer over a bytes object that is still being filled (keeps it alive)."""
+    cdef bytes b
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        PyBuffer_FillInfo(view, self, PyBytes_AS_STRING(self.b), PyBytes_GET_SIZE(self.b), 0, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+
+def uninit_bytes(Py_ssize_t n):
+    """(b, view): a new bytes object of n bytes, not yet filled, and a writable memoryview of
+    its memory, so that a read can fill it in place (one pass instead of a bytearray, a fill and
+    a bytes() copy). Only for the code that made it, before anyone else sees `b`; release the
+    view once filled."""
+    cdef bytes b = PyBytes_FromStringAndSize(NULL, n)
+    cdef _Filler f = _Filler.__new__(_Filler)
+    f.b = b
+    return b, memoryview(f)

@@ -1,0 +1,208 @@
+"""Performance smoke test: fails only on gross regressions of *ratios* to a peer measured in the
+same process moments apart (SQLite through the stdlib, native files, numpy, an LRU), never on
+absolute times. The thresholds leave several-fold headroom over the ratios perf/README.md
+reports, so a busy machine does not trip them; a change that makes a hot path several times
+slower does. Needs nothing beyond the test extra. The full benchmark is `python -m perf`.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+from cartridge._core.arc import ARCCache, LRUCache
+
+import cartridge
+
+pytestmark = pytest.mark.slow
+
+SQLAR = "CREATE TABLE sqlar(name TEXT PRIMARY KEY, mode INT, mtime INT, sz INT, data BLOB)"
+INSERT = "INSERT OR REPLACE INTO sqlar VALUES (?, 33188, 0, ?, ?)"
+N = 2000
+REPEATS = 7
+# Thresholds are multiplied by this (CARTRIDGE_PERF_SMOKE_FACTOR=0 makes every check fail and so
+# prints the measured ratios).
+FACTOR = float(os.environ.get("CARTRIDGE_PERF_SMOKE_FACTOR", "1"))
+
+
+def best_ratio(fa, fb, ops: int) -> float:
+    """min over interleaved repeats of time(fa) / time(fb); each runs `ops` operations."""
+    ra, rb = [], []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        t2 = time.perf_counter()
+        ra.append(t1 - t0)
+        rb.append(t2 - t1)
+    return min(ra) / min(rb)
+
+
+def sqlite_db(path):
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=OFF")
+    return db
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    rng = random.Random(1)
+    names = [f"/d{i % 20:02d}/f{i:05d}.bin" for i in range(N)]
+    blobs = [rng.randbytes(4096) for _ in range(64)]
+    cart = cartridge.open(tmp / "s.cart", "w", sync="off")
+    with cart.transaction():
+        for i, n in enumerate(names):
+            cart.write(n, blobs[i % 64])
+        for i in range(1000):
+            cart.write(f"/list/f{i:04d}", b"x")
+    db = sqlite_db(str(tmp / "s.sqlite"))
+    db.execute(SQLAR)
+    db.execute("BEGIN")
+    db.executemany(INSERT, ((n, 4096, blobs[i % 64]) for i, n in enumerate(names)))
+    db.executemany(INSERT, ((f"/list/f{i:04d}", 1, b"x") for i in range(1000)))
+    db.execute("COMMIT")
+    native = tmp / "native"
+    for i, n in enumerate(names[:500]):
+        p = native / n[1:]
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(blobs[i % 64])
+    keys = [names[rng.randrange(N)] for _ in range(5000)]
+    yield cart, db, str(native), names, keys, tmp
+    cart.close()
+    db.close()
+
+
+def test_cached_read_beats_sqlite_and_native(stores):
+    cart, db, native, names, keys, _ = stores
+    cur = db.cursor()
+    sql = "SELECT data FROM sqlar WHERE name = ?"
+    for k in keys:
+        cart.read(k)
+        cur.execute(sql, (k,)).fetchone()
+
+    def c():
+        for k in keys:
+            cart.read(k)
+
+    def s():
+        for k in keys:
+            cur.execute(sql, (k,)).fetchone()
+
+    nkeys = [native + k for k in keys if k in set(names[:500])][:1000]
+    ckeys = [k[len(native):] for k in nkeys]
+
+    def cn():
+        for k in ckeys:
+            cart.read(k)
+
+    def n():
+        for p in nkeys:
+            with open(p, "rb") as f:
+                f.read()
+
+    assert (r := best_ratio(c, s, len(keys))) < 1.0 * FACTOR, r       # reported: about 0.1
+    assert (r := best_ratio(cn, n, len(nkeys))) < 1.0 * FACTOR, r     # reported: about 0.06
+
+
+def test_lookup_and_listing_against_sqlite(stores):
+    cart, db, _, _, keys, _ = stores
+    cur = db.cursor()
+    sql = "SELECT mode, mtime, sz FROM sqlar WHERE name = ?"
+
+    def c():
+        for k in keys:
+            cart.stat(k)
+
+    def s():
+        for k in keys:
+            cur.execute(sql, (k,)).fetchone()
+
+    assert (r := best_ratio(c, s, len(keys))) < 2.0 * FACTOR, r       # reported: about 0.3
+    lsql = "SELECT name FROM sqlar WHERE name >= '/list/' AND name < '/list0'"
+    assert len(cart.listdir("/list")) == 1000
+
+    def cl():
+        for _ in range(20):
+            cart.listdir("/list")
+
+    def sl():
+        for _ in range(20):
+            [r[0][6:] for r in cur.execute(lsql)]
+
+    assert (r := best_ratio(cl, sl, 20))   < 2.0 * FACTOR, r            # reported: about 0.3
+
+
+def test_writes_against_sqlite(stores):
+    cart, db, _, names, keys, tmp = stores
+    payload = b"w" * 4096
+    wkeys = keys[:300]
+
+    def c():
+        for k in wkeys:
+            cart.write(k, payload)
+
+    def s():
+        for k in wkeys:
+            db.execute(INSERT, (k, 4096, payload))
+
+    assert (r := best_ratio(c, s, len(wkeys))) < 6.0 * FACTOR, r      # reported: about 1.2-1.7
+    count = iter(range(1000))
+
+    def cb():
+        with cartridge.open(tmp / f"b{next(count)}.cart", "w", sync="off") as b, b.transaction():
+            for k in names:
+                b.write(k, payload[:1024])
+
+    def sb():
+        d = sqlite_db(str(tmp / f"b{next(count)}.sqlite"))
+        d.execute(SQLAR)
+        d.execute("BEGIN")
+        for k in names:
+            d.execute(INSERT, (k, 1024, payload[:1024]))
+        d.execute("COMMIT")
+        d.close()
+
+    assert (r := best_ratio(cb, sb, len(names))) < 8.0 * FACTOR, r    # reported: about 2.5
+
+
+def test_sequential_read_against_memcpy(tmp_path):
+    n = 32 << 20
+    src = np.frombuffer(np.random.default_rng(2).bytes(n), dtype=np.uint8)
+    dst = np.empty(n, dtype=np.uint8)
+    with cartridge.open(tmp_path / "q.cart", "w", sync="off") as c:
+        c.write("/big", src)
+        c.readinto("/big", dst)
+        assert np.array_equal(src, dst)
+        ratio = best_ratio(lambda: c.readinto("/big", dst), lambda: np.copyto(dst, src), 1)
+    assert ratio < 8.0 * FACTOR, ratio                        # reported: about 1.5-2
+
+
+def test_arc_beats_lru_on_a_scan_mixed_trace():
+    """Not a timing: hit ratios on a fixed zipfian trace with sweeps (as the zipf workload)."""
+    rng = np.random.default_rng(7)
+    n, cap = 20_000, 2_000
+    p = np.arange(1, n + 1, dtype=np.float64) ** -0.99
+    draws = rng.permutation(n)[rng.choice(n, size=150_000, p=p / p.sum())]
+    parts, sweep = [], 0
+    for lo in range(0, len(draws), 3000):
+        parts += [draws[lo:lo + 3000], np.arange(sweep, sweep + 1000) % n]
+        sweep += 1000
+    trace = np.concatenate(parts).tolist()
+    ratios = {}
+    for cls in (ARCCache, LRUCache):
+        cache = cls(cap)
+        for i, k in enumerate(trace):
+            if i == len(trace) // 5:
+                cache.reset_stats()
+            if cache.get(k) is None:
+                cache.put(k, True, 1)
+        ratios[cls.__name__] = cache.stats()["hit_ratio"]
+    assert ratios["ARCCache"] >= ratios["LRUCache"] + 0.02 * FACTOR, ratios     # reported: +7 points
+
+
