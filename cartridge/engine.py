@@ -78,6 +78,7 @@ class Engine:
         self._ofd_pins: set[int] = set()
         self._slots_seen = b""                    # slot bytes the reader last settled on
         self.system_epoch = 0      # bumped whenever internal state (policies) may have changed
+        self.rollbacks = 0         # bumped by every rollback of a writable handle's transaction
         if writable and not locking.writer_lock(fd, lock_timeout):
             raise LockedError(f"{name}: another handle holds the write lock")
         if fresh:
@@ -306,6 +307,7 @@ class Engine:
             self.failed = e
         self.allocator.rollback()
         self.system_epoch += 1
+        self.rollbacks += 1
         self.root = self._saved.copy()
         self.records.clear()
         self._build_trees()

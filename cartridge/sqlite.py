@@ -104,6 +104,9 @@ class Member:
         self.dirty: dict[int, bytearray] = {}          # chunk index -> current bytes
         self.placed: dict[int, tuple[int, int, int]] = {}   # spilled: start page, csum, pages
         self.changed = False
+        self.reloads = 0                     # times the base changed behind SQLite's back
+        self.poisoned = False                # a WAL connection that cannot recover (see fresh)
+        self.epoch = reg.cart._eng.rollbacks     # the engine's rollback count last checked
         self._load(reg.cart._eng.get(key))
 
     # -- base ------------------------------------------------------------------------------
@@ -143,7 +146,16 @@ class Member:
         if rec is not None and self.rec is not None and rec.encode() == self.rec.encode():
             self.rec = rec
             return
+        self.reloads += 1
         self._load(rec)
+
+    def fresh(self) -> None:
+        """Revalidate if the archive rolled a transaction back since we last looked: a record
+        adopted inside it (and the pages it freed) is gone. Cheap when nothing happened."""
+        eng = self.reg.cart._eng
+        if self.epoch != eng.rollbacks:
+            self.epoch = eng.rollbacks
+            self.revalidate()
 
     def _base_chunk(self, i: int) -> bytes:
         """Chunk i of the committed content (shorter than a full chunk at its end)."""
@@ -217,6 +229,8 @@ class Member:
         return out
 
     def write(self, data, offset: int) -> None:
+        if self.poisoned:
+            return                  # a stale connection closing (its checkpoint): never kept
         view = memoryview(data).cast("B")
         n = len(view)
         if not self.exists:
@@ -256,6 +270,8 @@ class Member:
             self._spill()
 
     def truncate(self, size: int) -> None:
+        if self.poisoned:
+            return                  # a stale connection closing (its checkpoint): never kept
         if not self.exists:
             self.exists = True
             self.size = 0
@@ -406,6 +422,7 @@ class Member:
         else:
             self.nbase = len(cmap)
         self.changed = False
+        self.epoch = self.reg.cart._eng.rollbacks
 
 
 # -- per-handle registry ---------------------------------------------------------------------
@@ -562,6 +579,7 @@ class MemberFile(apsw.VFSFile):
         self.level = _NONE
         self.lock_id = reg.ident + (key,)
         self.pinned: int | None = None
+        self.seen = 0                        # _reloads() when SQLite last (re)read the database
         self.committed = True                # no write transaction left unpublished
         self.closed = False
         self.delete_on_close = bool(flags[0] & apsw.SQLITE_OPEN_DELETEONCLOSE)
@@ -607,7 +625,10 @@ class MemberFile(apsw.VFSFile):
         with cart._lock:
             if cart._closed:
                 raise ClosedError(f"{cart.path}: archive is closed")
-            return self.m.read(amount, offset)
+            m = self.m
+            if m.epoch != cart._eng.rollbacks:
+                m.fresh()
+            return m.read(amount, offset)
 
     def xWrite(self, data, offset: int) -> None:
         cart = self.cart
@@ -615,6 +636,7 @@ class MemberFile(apsw.VFSFile):
             if self.readonly:
                 raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
             cart._writer()
+            self.m.fresh()
             self.m.write(data, offset)
 
     def xTruncate(self, newsize: int) -> None:
@@ -622,10 +644,13 @@ class MemberFile(apsw.VFSFile):
             if self.readonly:
                 raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
             self.cart._writer()
+            self.m.fresh()
             self.m.truncate(newsize)
 
     def xFileSize(self) -> int:
         with self.cart._lock:
+            if not self.cart._closed:
+                self.m.fresh()
             return self.m.size if self.m.exists else 0
 
     def xSync(self, flags: int) -> None:
@@ -636,10 +661,16 @@ class MemberFile(apsw.VFSFile):
         with self.cart._lock:
             if self.readonly:
                 return
+            for m in self._group_members() if self.group_key is not None else [self.m]:
+                m.fresh()
             if self.group_key is None:
                 group = [self.m] if self.m.changed else []
             else:
                 group = reg.group(self.group_key)
+            if any(m.poisoned for m in group):
+                for m in group:
+                    m._load(m.rec)
+                return
             if group and self.check_publish is not None:
                 try:
                     for m in group:        # a principal's rights are checked again, with sizes
@@ -666,6 +697,9 @@ class MemberFile(apsw.VFSFile):
             return
         # lock order everywhere: the handle's lock, then the lock table's
         with self.cart._lock, _locks_mutex:
+            if not self.cart._closed:
+                for m in self._group_members():
+                    m.fresh()
             st = _locks.get(self.lock_id)
             if st is None:
                 st = _locks[self.lock_id] = _LockState()
@@ -712,6 +746,21 @@ class MemberFile(apsw.VFSFile):
                 eng.sync_pins()
             for m in self._group_members():
                 m.revalidate()
+            self.seen = self._reloads()
+
+    def _reloads(self) -> int:
+        """How often this database's files changed behind SQLite's back (see Member.fresh)."""
+        return sum(m.reloads for m in self._group_members())
+
+    def stale(self) -> bool:
+        """Does SQLite, holding its lock across transactions (locking_mode=EXCLUSIVE), cache
+        a state the archive rolled back?"""
+        with self.cart._lock:
+            if self.cart._closed or self.level == _NONE:
+                return False
+            for m in self._group_members():
+                m.fresh()
+            return self._reloads() != self.seen
 
     def _group_members(self) -> list[Member]:
         out = []
@@ -1101,13 +1150,37 @@ _WAL_RE = re.compile(r"\bpragma\s+(?:(\"?\w+\"?)\s*\.\s*)?journal_mode\s*=\s*['\
 _tls = threading.local()
 
 
+_conn_db: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # connection -> main db file
+
+
 def _wal_guard(cursor, sql: str, bindings) -> bool:
     """exec_trace of our connections: a request for WAL first sets locking_mode=EXCLUSIVE."""
+    f = _conn_db.get(cursor.connection)
+    if f is not None and not f.closed and (f.m.poisoned or f.stale()):
+        _reset_cache(cursor.connection, f)
     if "wal" in sql or "WAL" in sql or "Wal" in sql:
         for mt in _WAL_RE.finditer(sql):
             schema = f"{mt.group(1)}." if mt.group(1) else ""
             cursor.connection.execute(f"PRAGMA {schema}locking_mode=EXCLUSIVE").fetchall()
     return True
+
+
+def _reset_cache(conn: apsw.Connection, f: MemberFile) -> None:
+    """An archive transaction that held this connection's commit rolled back while SQLite kept
+    its lock (exclusive locking mode): SQLite's page cache is stale. Drop it."""
+    wal = f.reg.members.get(f.key + b"-wal")
+    if wal is not None and wal.opens > 0 and f.wal_header():
+        # SQLite keeps the WAL index of an exclusive-mode connection in its heap, where no
+        # VFS can reach it: this connection cannot be brought back. It refuses to write
+        # (nothing it holds is ever published) and every statement says so.
+        for m in f._group_members():
+            m.poisoned = True
+            m._load(m.rec)
+        raise CartridgeError(
+            f"{f.m.path}: an archive transaction holding this WAL connection's commit was "
+            f"rolled back; close the connection and open a new one (the database is intact)")
+    conn.release_memory()          # the pages SQLite cached: it re-reads them from the archive
+    f.seen = f._reloads()
 
 
 def _on_connection(conn: apsw.Connection) -> None:
@@ -1118,6 +1191,7 @@ def _on_connection(conn: apsw.Connection) -> None:
     if f is None:
         return
     conn.exec_trace = _wal_guard
+    _conn_db[conn] = f
     if f is not None and f.wal_header():
         conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
         return
