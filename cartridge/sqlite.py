@@ -970,6 +970,12 @@ class _BaseVFS(apsw.VFS):
     def xFullPathname(self, name: str) -> str:
         return name
 
+    def xSleep(self, microseconds: int) -> int:
+        # the inherited one sleeps in C holding the GIL: a busy wait would starve the thread
+        # that holds the lock (time.sleep releases it)
+        time.sleep(microseconds / 1e6)
+        return microseconds
+
     def xGetLastError(self):
         return 0, ""
 

@@ -1,6 +1,7 @@
 """Regressions found in review of the SQLite VFS (issue 5 follow-up)."""
 from __future__ import annotations
 
+import apsw
 import pytest
 
 import cartridge
@@ -61,3 +62,51 @@ def test_archive_rollback_reaches_exclusive_connections(tmp_path, mode, locking)
         k.close()
         assert c.verify().ok
 
+
+# -- 2. busy waiting sleeps without the GIL -------------------------------------------------
+def _work(n):
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+
+
+def test_busy_wait_does_not_starve_the_lock_holder(tmp_path):
+    import threading
+    import time
+    cart = cartridge.open(str(tmp_path / "a.cart"), "a", sync="off")
+    a, b = cart.sqlite("/x.db"), cart.sqlite("/x.db")
+    a.execute("CREATE TABLE t(x)")
+    n = 200_000
+    t0 = time.perf_counter()
+    _work(n)
+    unit = time.perf_counter() - t0
+    n = max(n, int(n * 0.3 / unit))                 # about 0.3 s of pure Python work alone
+    t0 = time.perf_counter()
+    _work(n)
+    alone = time.perf_counter() - t0
+    a.execute("BEGIN IMMEDIATE")
+    b.set_busy_timeout(1000)
+    waited = []
+
+    def waiter():
+        t = time.monotonic()
+        with pytest.raises(apsw.BusyError):
+            b.execute("BEGIN IMMEDIATE")
+        waited.append(time.monotonic() - t)
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    _work(n)                                         # the holder works while b busy-waits
+    busy = time.perf_counter() - t0
+    a.execute("INSERT INTO t VALUES(1)")
+    th.join(5)
+    a.execute("COMMIT")
+    assert waited and waited[0] < 2.0
+    assert busy < max(3 * alone, alone + 0.3), (alone, busy)
+    assert rows(b, "SELECT * FROM t") == [(1,)]
+    a.close()
+    b.close()
+    cart.close()
