@@ -1194,8 +1194,9 @@ def _on_connection(conn: apsw.Connection) -> None:
     locking for a database in WAL mode, and the default journal mode."""
     f = getattr(_tls, "last_db", None)     # the database file this open just made, if ours
     _tls.last_db = None
-    if f is None:
-        return
+    vfs = getattr(conn, "open_vfs", None)
+    if f is None or not (vfs == VFS_NAME or (vfs or "").startswith(VFS_NAME + "-")):
+        return      # not ours (last_db may be left over from an ATTACH on one of ours)
     conn.exec_trace = _wal_guard
     _conn_db[conn] = f
     if f is not None and f.wal_header():

@@ -110,3 +110,18 @@ def test_busy_wait_does_not_starve_the_lock_holder(tmp_path):
     a.close()
     b.close()
     cart.close()
+
+
+# -- 3. ATTACH does not configure the next native connection --------------------------------
+def test_attach_does_not_leak_into_native_connections(cart, tmp_path):
+    conn = cart.sqlite("/a.db")
+    conn.execute("ATTACH '/b.db' AS b")
+    conn.execute("CREATE TABLE b.t(x)")
+    native = apsw.Connection(str(tmp_path / "native.db"))
+    assert rows(native, "PRAGMA journal_mode") == [("delete",)]
+    assert native.exec_trace is None
+    native.close()
+    conn.close()
+    again = cart.sqlite("/c.db")                   # ours are still configured
+    assert rows(again, "PRAGMA journal_mode") == [("memory",)]
+    again.close()
