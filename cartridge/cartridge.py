@@ -10,6 +10,7 @@ import json
 import operator
 import os
 import stat as _stat
+import sys
 import threading
 import time
 import weakref
@@ -586,9 +587,9 @@ class Cartridge:
 
     def _refuse_open_db(self, path: str, tree: bool) -> None:
         """LockedError when SQLite holds `path` (or, with tree, a file below it) open."""
-        reg = getattr(self, "_sqlite_registry", None)
-        if reg is not None:
-            reg.held(path, tree)
+        sq = sys.modules.get("cartridge.sqlite")
+        if sq is not None:                  # every handle of this file in the process
+            sq.refuse_held(self, path, tree)
 
     # -- transactions and durability --------------------------------------------------------
     @contextmanager

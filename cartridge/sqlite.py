@@ -505,12 +505,24 @@ class Registry:
     def held(self, path: str, tree: bool) -> None:
         """Refuse to change a member SQLite holds open (delete, rename, replace)."""
         key = P.to_key(path)
-        prefix = key + b"/"
+        prefix = key if key.endswith(b"/") else key + b"/"      # the root's key is "/"
         for k, m in self.members.items():
             if m.opens > 0 and (k == key or (tree and k.startswith(prefix))):
                 raise LockedError(f"{m.path} is open as a SQLite database or journal "
                                   f"({m.opens} open file{'s' if m.opens != 1 else ''}); "
                                   f"close its connections first")
+
+
+def refuse_held(cart, path: str, tree: bool) -> None:
+    """Registry.held for every handle of this archive file in the process: a read-only
+    handle's connection blocks a writable handle's delete/rename too."""
+    if not _registries:
+        return
+    st = os.fstat(cart._eng.fd)
+    ident = (st.st_dev, st.st_ino)
+    for reg in list(_registries):
+        if reg.ident == ident and not reg.cart.closed:
+            reg.held(path, tree)
 
 
 def registry(cart) -> Registry:

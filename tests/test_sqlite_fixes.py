@@ -125,3 +125,35 @@ def test_attach_does_not_leak_into_native_connections(cart, tmp_path):
     again = cart.sqlite("/c.db")                   # ours are still configured
     assert rows(again, "PRAGMA journal_mode") == [("memory",)]
     again.close()
+
+
+# -- 4. open databases are protected from a recursive delete of "/" and across handles ------
+def test_open_database_survives_delete_of_root(cart):
+    conn = cart.sqlite("/d/app.db")
+    conn.execute("CREATE TABLE t(a); INSERT INTO t VALUES(1)")
+    with pytest.raises(cartridge.LockedError):
+        cart.delete("/", recursive=True)
+    assert cart.isfile("/d/app.db")
+    assert rows(conn) == [(1,)]
+    conn.close()
+    cart.delete("/", recursive=True)
+    assert not cart.exists("/d/app.db")
+
+
+def test_read_only_handles_connection_blocks_delete(tmp_path):
+    path = str(tmp_path / "a.cart")
+    cart = cartridge.open(path, "a")
+    conn = cart.sqlite("/r.db")
+    conn.execute("CREATE TABLE t(a); INSERT INTO t VALUES(5)")
+    conn.close()
+    reader = cartridge.open(path, "r")
+    rc = reader.sqlite("/r.db")
+    assert rows(rc) == [(5,)]
+    with pytest.raises(cartridge.LockedError):
+        cart.delete("/r.db")
+    with pytest.raises(cartridge.LockedError):
+        cart.rename("/r.db", "/s.db")
+    rc.close()
+    cart.rename("/r.db", "/s.db")
+    reader.close()
+    cart.close()
