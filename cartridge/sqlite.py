@@ -1163,8 +1163,10 @@ def register() -> None:
 
 
 # -- connections -----------------------------------------------------------------------------
-_WAL_RE = re.compile(r"\bpragma\s+(?:(\"?\w+\"?)\s*\.\s*)?journal_mode\s*=\s*['\"]?wal\b",
-                     re.IGNORECASE)
+# PRAGMA [schema.]journal_mode = wal, journal_mode(wal), "journal_mode"('wal') (apsw's
+# Connection.pragma), with the names quoted or not
+_WAL_RE = re.compile(r"\bpragma\s+(?:([\"`\[]?\w+[\"`\]]?)\s*\.\s*)?[\"`\[]?journal_mode[\"`\]]?"
+                     r"\s*(?:=|\()\s*['\"`]?wal\b", re.IGNORECASE)
 _tls = threading.local()
 
 

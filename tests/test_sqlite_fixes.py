@@ -157,3 +157,24 @@ def test_read_only_handles_connection_blocks_delete(tmp_path):
     cart.rename("/r.db", "/s.db")
     reader.close()
     cart.close()
+
+
+# -- 5. every spelling of "journal_mode WAL" gets exclusive locking first --------------------
+@pytest.mark.parametrize("how", [
+    lambda c: c.execute("PRAGMA journal_mode(wal)").fetchall(),
+    lambda c: c.execute("pragma \"journal_mode\" = 'WAL'").fetchall(),
+    lambda c: c.execute("PRAGMA main.journal_mode ( 'wal' )").fetchall(),
+    lambda c: c.pragma("journal_mode", "wal"),
+], ids=["parens", "quoted", "schema-parens", "apsw-pragma"])
+def test_wal_spellings_get_exclusive_locking(cart, how):
+    conn = cart.sqlite("/w.db")
+    conn.execute("CREATE TABLE t(a)")
+    how(conn)
+    assert rows(conn, "PRAGMA journal_mode") == [("wal",)]
+    assert rows(conn, "PRAGMA main.locking_mode") == [("exclusive",)]
+    conn.execute("INSERT INTO t VALUES(1)")
+    conn.close()
+    assert cart.isfile("/w.db-wal") or cart.isfile("/w.db")
+    again = cart.sqlite("/w.db")
+    assert rows(again) == [(1,)]
+    again.close()
