@@ -1175,13 +1175,14 @@ _conn_db: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # connection
 
 def _wal_guard(cursor, sql: str, bindings) -> bool:
     """exec_trace of our connections: a request for WAL first sets locking_mode=EXCLUSIVE."""
-    f = _conn_db.get(cursor.connection)
+    conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
+    f = _conn_db.get(conn)
     if f is not None and not f.closed and (f.m.poisoned or f.stale()):
-        _reset_cache(cursor.connection, f)
+        _reset_cache(conn, f)
     if "wal" in sql or "WAL" in sql or "Wal" in sql:
         for mt in _WAL_RE.finditer(sql):
             schema = f"{mt.group(1)}." if mt.group(1) else ""
-            cursor.connection.execute(f"PRAGMA {schema}locking_mode=EXCLUSIVE").fetchall()
+            conn.execute(f"PRAGMA {schema}locking_mode=EXCLUSIVE").fetchall()
     return True
 
 

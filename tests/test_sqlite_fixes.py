@@ -178,3 +178,20 @@ def test_wal_spellings_get_exclusive_locking(cart, how):
     again = cart.sqlite("/w.db")
     assert rows(again) == [(1,)]
     again.close()
+
+
+def test_archive_rollback_with_connection_as_context_manager(cart):
+    conn = cart.sqlite("/app.db")
+    conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
+    conn.execute("CREATE TABLE t(a)")
+    with pytest.raises(RuntimeError):
+        with cart.transaction():
+            with conn:                       # the exec_trace gets the connection here
+                conn.execute("INSERT INTO t VALUES(1)")
+            raise RuntimeError
+    with conn:
+        assert rows(conn) == []
+        conn.execute("INSERT INTO t VALUES(2)")
+    assert rows(conn) == [(2,)]
+    conn.close()
+    assert cart.verify().ok
