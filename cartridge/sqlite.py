@@ -1209,9 +1209,15 @@ def _on_connection(conn: apsw.Connection) -> None:
     locking for a database in WAL mode, and the default journal mode."""
     f = getattr(_tls, "last_db", None)     # the database file this open just made, if ours
     _tls.last_db = None
-    vfs = getattr(conn, "open_vfs", None)
-    if f is None or not (vfs == VFS_NAME or (vfs or "").startswith(VFS_NAME + "-")):
-        return      # not ours (last_db may be left over from an ATTACH on one of ours)
+    if f is None:
+        return
+    # last_db may be left over from an ATTACH on one of ours: is this connection's main
+    # database that file? (open_vfs is the default VFS for a URI naming vfs=cartridge)
+    vfs = getattr(conn, "open_vfs", None) or ""
+    name = conn.filename or ""
+    if not (vfs == VFS_NAME or vfs.startswith(VFS_NAME + "-")) and \
+            not (name == f.m.path or name.endswith("::" + f.m.path)):
+        return
     conn.exec_trace = _wal_guard
     _conn_db[conn] = f
     if f is not None and f.wal_header():
