@@ -1167,6 +1167,8 @@ def register() -> None:
 # Connection.pragma), with the names quoted or not
 _WAL_RE = re.compile(r"\bpragma\s+(?:([\"`\[]?\w+[\"`\]]?)\s*\.\s*)?[\"`\[]?journal_mode[\"`\]]?"
                      r"\s*(?:=|\()\s*['\"`]?wal\b", re.IGNORECASE)
+_JM_SET_RE = re.compile(r"journal_mode[\"`\]]?\s*(?:=|\()", re.IGNORECASE)
+_pending_jm: weakref.WeakSet = weakref.WeakSet()    # connections still to get the default mode
 _tls = threading.local()
 
 
@@ -1176,6 +1178,11 @@ _conn_db: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # connection
 def _wal_guard(cursor, sql: str, bindings) -> bool:
     """exec_trace of our connections: a request for WAL first sets locking_mode=EXCLUSIVE."""
     conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
+    if conn in _pending_jm:
+        if _JM_SET_RE.search(sql):
+            _pending_jm.discard(conn)            # the application chooses its journal mode
+        else:
+            _default_journal_mode(conn)
     f = _conn_db.get(conn)
     if f is not None and not f.closed and (f.m.poisoned or f.stale()):
         _reset_cache(conn, f)
@@ -1224,13 +1231,21 @@ def _on_connection(conn: apsw.Connection) -> None:
         conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
         return
     if not conn.readonly("main"):
-        conn.set_busy_timeout(60_000)     # another connection may be writing right now
-        try:
-            conn.execute(f"PRAGMA journal_mode={DEFAULT_JOURNAL_MODE}").fetchall()
-        except apsw.NotADBError:
-            pass              # not a database: the first statement says so, as natively
-        finally:
-            conn.set_busy_timeout(0)      # back to a new connection's default (no handler)
+        _pending_jm.add(conn)
+        _default_journal_mode(conn)
+
+
+def _default_journal_mode(conn: apsw.Connection) -> None:
+    """Set the default journal mode now if the database can be read without waiting (a new
+    connection has no busy timeout); otherwise before the connection's next statement, which
+    waits as its busy timeout says (so cart.sqlite() never blocks)."""
+    _pending_jm.discard(conn)
+    try:
+        conn.execute(f"PRAGMA journal_mode={DEFAULT_JOURNAL_MODE}").fetchall()
+    except apsw.BusyError:
+        _pending_jm.add(conn)             # another connection holds it: try again later
+    except apsw.NotADBError:
+        pass              # not a database: the first statement says so, as natively
 
 
 def connect(cart, path: str, readonly: bool = False, *,

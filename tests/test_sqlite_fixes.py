@@ -195,3 +195,27 @@ def test_archive_rollback_with_connection_as_context_manager(cart):
     assert rows(conn) == [(2,)]
     conn.close()
     assert cart.verify().ok
+
+
+# -- 6. connecting never waits for another connection's lock --------------------------------
+def test_connect_does_not_block_on_an_exclusive_lock(cart):
+    import time
+    a = cart.sqlite("/x.db")
+    a.execute("CREATE TABLE t(a)")
+    a.execute("BEGIN EXCLUSIVE")
+    a.execute("INSERT INTO t VALUES(1)")
+    t = time.monotonic()
+    b = cart.sqlite("/x.db")                      # used to wait 60 s, then BusyError
+    assert time.monotonic() - t < 2
+    with pytest.raises(apsw.BusyError):
+        b.execute("SELECT * FROM t").fetchall()   # its own busy timeout: none
+    a.execute("COMMIT")
+    assert rows(b) == [(1,)]
+    assert rows(b, "PRAGMA journal_mode") == [("memory",)]    # the default, set late
+    c = cart.sqlite("/x.db")
+    a.execute("BEGIN EXCLUSIVE")
+    a.execute("COMMIT")
+    c.execute("PRAGMA journal_mode=DELETE")       # the application's choice wins
+    assert rows(c, "PRAGMA journal_mode") == [("delete",)]
+    for conn in (a, b, c):
+        conn.close()
