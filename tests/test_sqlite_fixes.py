@@ -219,3 +219,53 @@ def test_connect_does_not_block_on_an_exclusive_lock(cart):
     assert rows(c, "PRAGMA journal_mode") == [("delete",)]
     for conn in (a, b, c):
         conn.close()
+
+
+# -- 8. export rolls a hot journal back first, and leaves no temp file behind ---------------
+def _hot_journal_archive(tmp_path):
+    native = tmp_path / "n.db"
+    c = apsw.Connection(str(native))
+    c.execute("PRAGMA journal_mode=DELETE").fetchall()
+    c.execute("PRAGMA cache_size=5")
+    c.execute("CREATE TABLE t(a INTEGER PRIMARY KEY, b)")
+    with c:
+        c.executemany("INSERT INTO t VALUES(?, randomblob(300))", [(i,) for i in range(3000)])
+    c.execute("BEGIN")
+    c.execute("UPDATE t SET b = randomblob(400)")            # spills: the file is half-changed
+    db_bytes = native.read_bytes()
+    journal = (tmp_path / "n.db-journal").read_bytes()
+    c.execute("ROLLBACK")
+    c.close()
+    path = str(tmp_path / "a.cart")
+    with cartridge.open(path, "a") as cart:
+        cart.write("/n.db", db_bytes)
+        cart.write("/n.db-journal", journal)
+    return path
+
+
+def test_export_rolls_a_hot_journal_back(tmp_path):
+    import sqlite3
+    path = _hot_journal_archive(tmp_path)
+    dest = tmp_path / "exp.db"
+    with cartridge.open(path, "r") as cart:
+        with pytest.raises(cartridge.ReadOnlyError, match="hot journal"):
+            cart.sqlite_export("/n.db", dest)
+    assert not dest.exists() and not (tmp_path / "exp.db.cartridge-export").exists()
+    with cartridge.open(path, "a") as cart:
+        cart.sqlite_export("/n.db", dest)
+        assert not cart.exists("/n.db-journal")
+    s = sqlite3.connect(dest)
+    assert s.execute("SELECT count(*), sum(length(b)) FROM t").fetchall() == [(3000, 900000)]
+    assert s.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    s.close()
+
+
+def test_export_failure_removes_the_temp_file(cart, tmp_path):
+    conn = cart.sqlite("/x.db")
+    conn.execute("CREATE TABLE t(a); INSERT INTO t VALUES(1)")
+    conn.close()
+    dest = tmp_path / "dir"
+    (dest / "sub").mkdir(parents=True)                      # os.replace onto it fails
+    with pytest.raises(OSError):
+        cart.sqlite_export("/x.db", dest)
+    assert sorted(p.name for p in tmp_path.iterdir() if "cartridge-export" in p.name) == []
