@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 import time
 import weakref
@@ -576,6 +577,25 @@ def _writer_present(fd: int) -> bool:
     return t != fcntl.F_UNLCK
 
 
+def _quiet() -> bool:
+    """Is SQLite closing a connection whose archive is already closed (conn.close() of ours,
+    or interpreter exit)? Then there is nothing to publish and nothing to complain about."""
+    return getattr(_tls, "closing", False) or sys.is_finalizing()
+
+
+class Connection(apsw.Connection):
+    """What cart.sqlite() returns: an apsw.Connection whose close() is quiet when the archive
+    was closed first (the archive's close already decided what is committed)."""
+
+    def close(self, force: bool = False) -> None:
+        prev = getattr(_tls, "closing", False)
+        _tls.closing = True
+        try:
+            super().close(force)
+        finally:
+            _tls.closing = prev
+
+
 # -- files -----------------------------------------------------------------------------------
 class MemberFile(apsw.VFSFile):
     """A file SQLite opened on an archive member."""
@@ -638,6 +658,8 @@ class MemberFile(apsw.VFSFile):
         cart = self.cart
         with cart._lock:
             if cart._closed:
+                if _quiet():
+                    return b""           # closing after the archive: nothing left to read
                 raise ClosedError(f"{cart.path}: archive is closed")
             m = self.m
             if m.epoch != cart._eng.rollbacks:
@@ -649,6 +671,8 @@ class MemberFile(apsw.VFSFile):
         with cart._lock:
             if self.readonly:
                 raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
+            if cart._closed and _quiet():
+                return                   # a checkpoint at close: the archive already decided
             cart._writer()
             self.m.fresh()
             self.m.write(data, offset)
@@ -657,6 +681,8 @@ class MemberFile(apsw.VFSFile):
         with self.cart._lock:
             if self.readonly:
                 raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
+            if self.cart._closed and _quiet():
+                return
             self.cart._writer()
             self.m.fresh()
             self.m.truncate(newsize)
@@ -673,7 +699,7 @@ class MemberFile(apsw.VFSFile):
     def _publish(self) -> None:
         reg = self.reg
         with self.cart._lock:
-            if self.readonly:
+            if self.readonly or (self.cart._closed and _quiet()):
                 return
             for m in self._group_members() if self.group_key is not None else [self.m]:
                 m.fresh()
@@ -723,7 +749,8 @@ class MemberFile(apsw.VFSFile):
                 st.shared += 1
                 self.level = _SHARED
                 try:
-                    self._begin_read()
+                    if not (self.cart._closed and _quiet()):   # else: closing, nothing to read
+                        self._begin_read()
                 except BaseException:
                     st.shared -= 1
                     self.level = _NONE
@@ -916,7 +943,14 @@ class _BaseVFS(apsw.VFS):
             return apsw.VFSFile("", name, flags)       # private scratch: a native temp file
         uri = name if isinstance(name, apsw.URIFilename) else None
         fname = uri.filename() if uri is not None else name
-        reg, member = self.resolve(fname, uri)
+        try:
+            reg, member = self.resolve(fname, uri)
+        except apsw.CantOpenError:
+            if not _quiet():
+                raise
+            # a connection closing after its archive (e.g. rolling back into a journal):
+            # an anonymous scratch file, so that nothing reaches the archive
+            return apsw.VFSFile("", None, flags)
         key = P.to_key(member)
         companion_of = None
         if not flags[0] & _MAIN_DB:
@@ -961,7 +995,12 @@ class _BaseVFS(apsw.VFS):
             return exists
 
     def xDelete(self, filename: str, syncdir: bool) -> None:
-        reg, member = self.resolve(filename, None)
+        try:
+            reg, member = self.resolve(filename, None)
+        except apsw.CantOpenError:
+            if _quiet():
+                return            # closing after the archive: nothing of it is changed now
+            raise
         if self.authorize is not None:
             base = _database_of(member)
             if not self.authorize(base, True):
@@ -1280,7 +1319,7 @@ def connect(cart, path: str, readonly: bool = False, *,
     flags = (0 if principal_vfs else apsw.SQLITE_OPEN_URI) | (
         apsw.SQLITE_OPEN_READONLY if readonly else
         apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-    return apsw.Connection(p, flags=flags, vfs=vfs.name, **apsw_kwargs)
+    return Connection(p, flags=flags, vfs=vfs.name, **apsw_kwargs)
 
 
 def export(cart, path: str, dest: str | os.PathLike) -> None:

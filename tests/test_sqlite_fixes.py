@@ -269,3 +269,52 @@ def test_export_failure_removes_the_temp_file(cart, tmp_path):
     with pytest.raises(OSError):
         cart.sqlite_export("/x.db", dest)
     assert sorted(p.name for p in tmp_path.iterdir() if "cartridge-export" in p.name) == []
+
+
+# -- 9. closing a connection after its archive is quiet ------------------------------------
+@pytest.mark.parametrize("mode", ["wal", "memory", "delete"])
+def test_close_after_the_archive_closed_is_quiet(tmp_path, mode):
+    path = str(tmp_path / "a.cart")
+    cart = cartridge.open(path, "a")
+    c = cart.sqlite("/a.db")
+    c.execute(f"PRAGMA journal_mode={mode}").fetchall()
+    c.execute("PRAGMA cache_size=2")
+    c.execute("CREATE TABLE t(a)")
+    c.executemany("INSERT INTO t VALUES(randomblob(3000))", [()] * 100)
+    d = cart.sqlite("/b.db")
+    d.execute("CREATE TABLE t(a)")
+    d.execute("PRAGMA cache_size=2")
+    d.execute("BEGIN")
+    d.executemany("INSERT INTO t VALUES(randomblob(3000))", [()] * 100)
+    cart.close()
+    c.close()
+    d.close()
+    with cartridge.open(path, "r") as again:
+        k = again.sqlite("/a.db")
+        assert rows(k, "SELECT count(*) FROM t") == [(100,)]
+        k.close()
+        k = again.sqlite("/b.db")
+        assert rows(k, "SELECT count(*) FROM t") == [(0,)]      # the open transaction: gone
+        k.close()
+
+
+def test_no_tracebacks_at_interpreter_exit(tmp_path):
+    import subprocess
+    import sys
+    script = f"""
+import cartridge
+cart = cartridge.open({str(tmp_path / "a.cart")!r}, "a")
+c = cart.sqlite("/a.db")
+c.execute("PRAGMA journal_mode=DELETE").fetchall()
+c.execute("CREATE TABLE t(a, b); INSERT INTO t VALUES(1, zeroblob(10))")
+blob = c.blob_open("main", "t", "b", 1, True)
+blob.write(b"zz")
+w = cart.sqlite("/w.db")
+w.execute("PRAGMA journal_mode=WAL")
+w.execute("CREATE TABLE t(a); INSERT INTO t VALUES(1)")
+cart.close()
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "Error" not in out.stderr, out.stderr
