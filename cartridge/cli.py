@@ -452,34 +452,68 @@ def _sql_value(v, for_json: bool):
     return v if for_json else str(v)
 
 
+def _json_value(v):
+    v = _sql_value(v, True)
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, float) and v in (float("inf"), float("-inf")):
+        return "Infinity" if v > 0 else "-Infinity"      # JSON has no infinities
+    return v
+
+
+def _json_columns(cols: list[str]) -> list[str]:
+    """Column names as JSON keys: a repeated name gets ':2', ':3'... (keys must differ)."""
+    seen: dict[str, int] = {}
+    out = []
+    for c in cols:
+        n = seen.get(c, 0) + 1
+        seen[c] = n
+        key = c if n == 1 else f"{c}:{n}"
+        while key in seen and key != c:
+            n += 1
+            key = f"{c}:{n}"
+        out.append(key)
+    return out
+
+
 def _run_sql(cart, path: str, sql: str, readonly: bool):
     import apsw
 
-    conn = cart.sqlite(path, readonly=readonly)
-    try:
-        cur = conn.cursor()
-        results = []                 # (columns, rows) of each statement that returns rows
-        cur.execute(sql)
-        columns, rows = None, []
-        for row in cur:
-            desc = [d[0] for d in cur.get_description()]
-            if desc != columns:
-                if columns is not None:
-                    results.append((columns, rows))
-                columns, rows = desc, []
-            rows.append(row)
-        if columns is not None:
-            results.append((columns, rows))
-        return results
-    except apsw.Error as e:
-        raise CLIError(f"SQL error: {e}") from None
-    finally:
-        conn.close()
+    def run():
+        conn = cart.sqlite(path, readonly=readonly)
+        try:
+            cur = conn.cursor()
+            results = []        # (columns, rows) of each statement that returns columns
+
+            def trace(cursor, stmt, bindings):
+                outer = conn.exec_trace          # the VFS's own trace comes first
+                if outer is not None and not outer(cursor, stmt, bindings):
+                    return False
+                desc = cursor.get_description()
+                if desc:
+                    results.append(([d[0] for d in desc], []))
+                return True
+
+            cur.exec_trace = trace
+            for row in cur.execute(sql):
+                results[-1][1].append(row)
+            return results
+        except apsw.Error as e:
+            raise CLIError(f"SQL error: {e}") from None
+        finally:
+            conn.close()
+
+    if readonly:
+        return run()
+    # every statement's SQLite commit is a step of one archive transaction: all or nothing
+    with cart.transaction():
+        return run()
 
 
 def _is_readonly_error(e: CLIError) -> bool:
     msg = str(e).lower()
-    return "readonly" in msg or "read-only" in msg or "read only" in msg
+    return "readonly" in msg or "read-only" in msg or "read only" in msg or \
+        "unable to open" in msg or "no such member" in msg   # ATTACH of a new member
 
 
 def cmd_sql(args) -> int:
@@ -497,9 +531,10 @@ def cmd_sql(args) -> int:
         with _open(args, "a") as cart:
             results = _run_sql(cart, args.path, args.sql, readonly=False)
     if args.json:
-        out = [[dict(zip(cols, (_sql_value(v, True) for v in row))) for row in rows]
+        out = [[dict(zip(_json_columns(cols), (_json_value(v) for v in row))) for row in rows]
                for cols, rows in results]
-        print(json.dumps(out[0] if len(out) == 1 else out, indent=None if args.compact else 2))
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=None if args.compact else 2,
+                         allow_nan=False))
         return 0
     for n, (cols, rows) in enumerate(results):
         if n:
@@ -651,13 +686,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an extra condition key, e.g. cart:SourceIp=10.0.0.1")
     p = add("sql", cmd_sql, "run SQL against a SQLite database stored in the archive and print "
             "the rows as a table (or JSON)", [sync_parent],
-            epilog="Read-only statements run through a read-only handle; a statement that writes "
-                   "runs again through a writable one (one atomic archive commit).")
+            epilog="Read-only statements run through a read-only handle; if one writes, all "
+                   "run again through a writable one, as one atomic archive commit (a failing "
+                   "statement leaves nothing of the earlier ones). Every statement that returns "
+                   "columns prints a table (with '(0 rows)' when empty). --json: one list of "
+                   "objects per such statement; a repeated column name gets ':2', ':3'...; "
+                   "blobs are hex, infinities the strings \"Infinity\"/\"-Infinity\".")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("path", metavar="DB", help="database member, e.g. /app.db")
     p.add_argument("sql", metavar="SQL", help="one or more SQL statements")
     p.add_argument("--json", action="store_true",
-                   help="print the rows as a JSON list of objects (blobs as hex)")
+                   help="print the rows as a JSON list of objects (blobs as hex, repeated "
+                        "column names get ':2'..., infinities as strings)")
     p.add_argument("--compact", action="store_true", help="with --json: on one line")
     p.add_argument("--create", action="store_true", help="create the database if it is missing")
     p.set_defaults(must_exist=True)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import cartridge
 from cartridge.cli import main
 
@@ -58,3 +60,47 @@ def test_errors(tmp_path, capsys):
     assert main(["sql", path, "/new.db", "CREATE TABLE u(a)", "--create"]) == 0
     with cartridge.open(path, "r") as c:
         assert c.exists("/new.db")
+
+
+def test_consecutive_selects_are_separate_tables(tmp_path, capsys):
+    path = _archive(tmp_path)
+    assert main(["sql", path, "/app.db", "SELECT id FROM t WHERE id=1; SELECT id FROM t"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(1 row)") == 1 and out.count("(2 rows)") == 1
+
+
+def test_select_without_rows_prints_its_header(tmp_path, capsys):
+    path = _archive(tmp_path)
+    assert main(["sql", path, "/app.db", "SELECT id, name FROM t WHERE 0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["id", "name"]
+    assert out[-1] == "(0 rows)"
+
+
+def test_json_duplicate_columns_and_infinity(tmp_path, capsys):
+    path = _archive(tmp_path)
+    assert main(["sql", path, "/app.db", "SELECT id, id, 1e999 AS big, -1e999 AS small "
+                 "FROM t WHERE id=1", "--json"]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert data == [{"id": 1, "id:2": 1, "big": "Infinity", "small": "-Infinity"}]
+
+
+def test_multi_statement_failure_commits_nothing(tmp_path, capsys):
+    path = _archive(tmp_path)
+    rc = main(["sql", path, "/app.db", "INSERT INTO t(id) VALUES(10); INSERT INTO nope VALUES(1)"])
+    assert rc == 1
+    capsys.readouterr()
+    with cartridge.open(path, "r") as c:
+        conn = c.sqlite("/app.db")
+        assert conn.execute("SELECT count(*) FROM t WHERE id=10").fetchall() == [(0,)]
+        conn.close()
+
+
+def test_attach_of_a_new_member(tmp_path, capsys):
+    path = _archive(tmp_path)
+    assert main(["sql", path, "/app.db", "ATTACH '/new.db' AS n; CREATE TABLE n.u(a); "
+                 "INSERT INTO n.u VALUES(7); SELECT a FROM n.u"]) == 0
+    assert "(1 row)" in capsys.readouterr().out
+    with cartridge.open(path, "r") as c:
+        assert c.isfile("/new.db")
