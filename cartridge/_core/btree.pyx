@@ -572,15 +572,7 @@ cdef class BTree:
         cdef bytes k
         if self.root == 0 or limit <= 0:
             return out
-        node = self._load(self.root)
-        while not node.is_leaf:
-            i = node.child_index(start)
-            stack.append((node, i))
-            if len(stack) >= self.height:
-                raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
-            parent = node
-            node = self._load(parent.child(i))
-            _check_child(parent, i, node)
+        node = self._seek_leaf(start, stack)
         i, _ = node.search(start)
         while True:
             while i < node.n():
@@ -591,24 +583,10 @@ cdef class BTree:
                 if len(out) >= limit:
                     return out
                 i += 1
-            # climb to the next subtree
-            while stack:
-                parent, ci = stack.pop()
-                if ci < (<Node>parent).n():
-                    stack.append((parent, ci + 1))
-                    node = self._load((<Node>parent).child(ci + 1))
-                    _check_child(parent, ci + 1, node)
-                    while not node.is_leaf:
-                        stack.append((node, 0))
-                        if len(stack) >= self.height:
-                            raise NodeFormatError(f"tree {self.tree_id} is deeper than its height")
-                        parent = node
-                        node = self._load(parent.child(0))
-                        _check_child(parent, 0, node)
-                    i = 0
-                    break
-            else:
+            node = self._next_leaf(stack)
+            if node is None:
                 return out
+            i = 0
 
     def children(self, bytes prefix, int dir_kind):
         """Immediate children of the directory whose keys start with `prefix` (which ends in
@@ -618,8 +596,8 @@ cdef class BTree:
         UTF-8, empty, '.', '..', a control character, over 255 bytes) raises CorruptionError."""
         cdef dict out = {}
         cdef list stack
-        cdef Node node, parent
-        cdef Py_ssize_t i, ci, pl = PyBytes_GET_SIZE(prefix), kl, nl, vl
+        cdef Node node
+        cdef Py_ssize_t i, pl = PyBytes_GET_SIZE(prefix), kl, nl, vl
         cdef bytes start = prefix
         cdef bytes key
         cdef object name
@@ -633,15 +611,7 @@ cdef class BTree:
             return out
         while True:
             stack = []
-            node = self._load(self.root)
-            while not node.is_leaf:
-                i = node.child_index(start)
-                stack.append((node, i))
-                if len(stack) >= self.height:
-                    raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
-                parent = node
-                node = self._load(parent.child(i))
-                _check_child(parent, i, node)
+            node = self._seek_leaf(start, stack)
             i = node.lower_bound(<unsigned char*>PyBytes_AS_STRING(start), PyBytes_GET_SIZE(start))
             seek = False
             while not seek:
@@ -673,23 +643,46 @@ cdef class BTree:
                     i += 1
                 if seek:
                     break
-                while stack:                # climb to the next subtree
-                    parent, ci = stack.pop()
-                    if ci < parent.n():
-                        stack.append((parent, ci + 1))
-                        node = self._load(parent.child(ci + 1))
-                        _check_child(parent, ci + 1, node)
-                        while not node.is_leaf:
-                            stack.append((node, 0))
-                            if len(stack) >= self.height:
-                                raise NodeFormatError(f"tree {self.tree_id} is deeper than its height")
-                            parent = node
-                            node = self._load(parent.child(0))
-                            _check_child(parent, 0, node)
-                        i = 0
-                        break
-                else:
+                node = self._next_leaf(stack)
+                if node is None:
                     return out
+                i = 0
+
+    cdef Node _seek_leaf(self, bytes key, list stack):
+        """The leaf that may hold `key`, pushing (node, child index) of each level onto
+        `stack`; every child is checked against its parent (hostile trees raise)."""
+        cdef Node node = self._load(self.root)
+        cdef Node parent
+        cdef Py_ssize_t i
+        while not node.is_leaf:
+            i = node.child_index(key)
+            stack.append((node, i))
+            if len(stack) >= self.height:
+                raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
+            parent = node
+            node = self._load(parent.child(i))
+            _check_child(parent, i, node)
+        return node
+
+    cdef Node _next_leaf(self, list stack):
+        """The leaf after the one `stack` leads to (None after the last), moving `stack` on."""
+        cdef Node parent, node
+        cdef Py_ssize_t ci
+        while stack:
+            parent, ci = stack.pop()
+            if ci < parent.n():
+                stack.append((parent, ci + 1))
+                node = self._load(parent.child(ci + 1))
+                _check_child(parent, ci + 1, node)
+                while not node.is_leaf:
+                    stack.append((node, 0))
+                    if len(stack) >= self.height:
+                        raise NodeFormatError(f"tree {self.tree_id} is deeper than its height")
+                    parent = node
+                    node = self._load(parent.child(0))
+                    _check_child(parent, 0, node)
+                return node
+        return None
 
     def first_key_from(self, bytes start):
         """Smallest key >= start, or None (one descent; no value copied)."""
