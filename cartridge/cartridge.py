@@ -649,13 +649,11 @@ class Cartridge:
 
     def get_policy(self, name: str) -> dict:
         """A stored policy document; NotFoundError if there is none by that name."""
-        policystore.check_name(name)
         with self._lock:
-            eng = self._ready()
-            docs = policystore.load_all(eng)
-        if name not in docs:
+            text = policystore.load(self._ready(), name)
+        if text is None:
             raise NotFoundError(f"no policy named {name!r}")
-        return self._parse_stored(name, docs[name])
+        return self._parse_stored(name, text)
 
     def delete_policy(self, name: str) -> None:
         """Remove a stored policy; NotFoundError if there is none by that name."""

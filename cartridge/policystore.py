@@ -48,33 +48,38 @@ def _text(eng, key: bytes, rec: Record) -> bytes:
     return eng.content.read(rec, 0, -1, where)
 
 
-def load_all(eng) -> dict[str, bytes]:
-    """name -> stored document bytes, for every policy in the engine's current state."""
-    out: dict[str, bytes] = {}
+def _entries(eng):
+    """(key, Record) of every stored policy, in name order."""
     start = POLICY_PREFIX
     while True:
         batch = eng.catalog.items_from(start, 256, POLICY_PREFIX)
         for k, v in batch:
-            if not is_system_key(k):
-                raise CorruptionError(f"{eng.name}: malformed policy key {k[:60]!r}")
-            out[k[len(POLICY_PREFIX):].decode("ascii")] = _text(eng, k, decode(v, eng._where(k)))
+            yield k, decode(v, eng._where(k))
         if len(batch) < 256:
-            return out
+            return
         start = batch[-1][0] + b"\x00"
+
+
+def load(eng, name: str) -> bytes | None:
+    """One stored document, or None."""
+    key = policy_key(name)
+    rec = eng.get(key)
+    return None if rec is None else _text(eng, key, rec)
+
+
+def load_all(eng) -> dict[str, bytes]:
+    """name -> stored document bytes, for every policy in the engine's current state."""
+    out: dict[str, bytes] = {}
+    for k, rec in _entries(eng):
+        if not is_system_key(k):
+            raise CorruptionError(f"{eng.name}: malformed policy key {k[:60]!r}")
+        out[k[len(POLICY_PREFIX):].decode("ascii")] = _text(eng, k, rec)
+    return out
 
 
 def fingerprint(eng) -> tuple:
     """A cheap identity of the stored policies: (name, size, checksum, mtime) per entry."""
-    out = []
-    start = POLICY_PREFIX
-    while True:
-        batch = eng.catalog.items_from(start, 256, POLICY_PREFIX)
-        for k, v in batch:
-            rec = decode(v, eng._where(k))
-            out.append((k, rec.size, rec.checksum, rec.mtime_ns))
-        if len(batch) < 256:
-            return tuple(out)
-        start = batch[-1][0] + b"\x00"
+    return tuple((k, rec.size, rec.checksum, rec.mtime_ns) for k, rec in _entries(eng))
 
 
 def store(eng, name: str, text: bytes) -> None:
