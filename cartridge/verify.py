@@ -205,10 +205,8 @@ class _Verifier:
             if system:
                 if rec.kind != KIND_FILE:
                     self.problem(f"{where}: a system entry must be a file record")
-                elif rec.storage == STORE_CHUNKS or rec.storage == STORE_XMAP:
-                    self.check_chunks(rec, where)
-                elif self.deep and rec.size and xxh3_64(rec.payload) != rec.checksum:
-                    self.problem(f"{where}: inline content checksum mismatch")
+                else:
+                    self.check_content(rec, where)
                 continue
             if rec.kind != KIND_FILE:
                 dirs += 1
@@ -216,12 +214,7 @@ class _Verifier:
             files += 1
             total += rec.size
             self.files_checked += 1
-            if rec.storage == STORE_CHUNKS or rec.storage == STORE_XMAP:
-                self.check_chunks(rec, where)
-            elif self.deep and rec.size:
-                self.bytes_checked += rec.size
-                if xxh3_64(rec.payload) != rec.checksum:
-                    self.problem(f"{where}: inline content checksum mismatch")
+            self.check_content(rec, where)
         if count != root.catalog_count:
             self.problem(f"catalog holds {count} entries, the root says {root.catalog_count}")
         if (files, dirs, total) != (root.file_count, root.dir_count, root.total_bytes):
@@ -246,6 +239,16 @@ class _Verifier:
         if len(leaked):
             self.problem(f"{len(leaked)} pages are marked used but nothing owns them "
                          f"(first: {int(leaked[0])})")
+
+    def check_content(self, rec, where: str) -> None:
+        """A file record's content: its chunks (owned, and checksummed when deep) or, inline,
+        its checksum when deep."""
+        if rec.storage == STORE_CHUNKS or rec.storage == STORE_XMAP:
+            self.check_chunks(rec, where)
+        elif self.deep and rec.size:
+            self.bytes_checked += rec.size
+            if xxh3_64(rec.payload) != rec.checksum:
+                self.problem(f"{where}: inline content checksum mismatch")
 
     def check_previous(self, root: Root, roots: list, used: Bitmap) -> None:
         """The other slot's commit is what open falls back to if the newest slot is damaged:
