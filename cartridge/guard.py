@@ -28,7 +28,7 @@ LIST = "cart:List"
 GET_POLICY = "cart:GetPolicy"
 PUT_POLICY = "cart:PutPolicy"
 ARCHIVE = "/"            # the resource of archive-wide actions (policies, info, verify)
-FAST_CACHE_MAX = 65_536  # per-handle memo of allowed (action, user path) pairs
+FAST_CACHE_MAX = 65_536  # per-handle memo of allowed (action, user path) pairs, in total
 
 
 SQLITE_COMPANIONS = ("-journal", "-wal")
@@ -93,8 +93,10 @@ class PrincipalCartridge:
         self._owns = owns
         self._closed = False
         self._state = None               # the owner's policy state the memo below belongs to
-        self._fast: dict = {}            # (action, user path) -> allowed, for static policies
-        self._fast_get: set = set()      # user paths in _fast for GET: read()'s one-lookup path
+        # action -> user paths memoised as allowed (static policies only); read() looks in
+        # the GET set directly
+        self._allowed: dict[str, set[str]] = {}
+        self._allowed_get = self._allowed.setdefault(GET, set())
         self._sqlite_vfs = None          # this principal's SQLite VFS, made on first use
 
     @property
@@ -132,16 +134,22 @@ class PrincipalCartridge:
         state = self._cart._policy_state(eng)
         if state is not self._state:
             self._state = state
-            self._fast.clear()
-            self._fast_get.clear()
+            self._forget_allowed()
         return state if state.policies is not None else None
+
+    def _forget_allowed(self) -> None:
+        for paths in self._allowed.values():
+            paths.clear()
+
+    def _denial(self, action: str, resource: str, decision: Decision) -> AccessDeniedError:
+        why = "explicitly denied" if decision == Decision.EXPLICIT_DENY else "not allowed"
+        return AccessDeniedError(f"{self._principal!r} is {why} {action} on {resource!r}")
 
     def _deny(self, action: str, resource: str, decision: Decision) -> None:
         cart = self._cart
         if cart._txn_depth and not cart._txn_aborted:
             cart._abort()          # a denied step rolls the whole transaction back
-        why = "explicitly denied" if decision == Decision.EXPLICIT_DENY else "not allowed"
-        raise AccessDeniedError(f"{self.principal!r} is {why} {action} on {resource!r}")
+        raise self._denial(action, resource, decision)
 
     def _decision(self, state, action: str, resource: str,
                   extra: Mapping[str, Any] | None) -> Decision:
@@ -168,20 +176,17 @@ class PrincipalCartridge:
         state = self._policy_state()
         if state is None:
             return
-        key = (action, path)
-        if key in self._fast:
+        paths = self._allowed.get(action)
+        if paths is not None and path in paths:
             return
         if type(path) is not str:
             raise InvalidPathError(f"path must be a str, not {type(path).__name__}")
         resource = P.normalize_any(path)[0]
         self._decide(state, action, resource, None)
         if state.static:
-            if len(self._fast) >= FAST_CACHE_MAX:
-                self._fast.clear()
-                self._fast_get.clear()
-            self._fast[key] = True
-            if action == GET:
-                self._fast_get.add(path)
+            if sum(map(len, self._allowed.values())) >= FAST_CACHE_MAX:
+                self._forget_allowed()
+            self._allowed.setdefault(action, set()).add(path)
 
     def _check_put(self, path: str, size: int) -> None:
         """PutObject with cart:ObjectSize = the size the object will have (0 for a directory
@@ -230,7 +235,7 @@ class PrincipalCartridge:
             # change and every new commit a reader sees) and "allowed" is memoised, so no
             # further work; a whole one-chunk file already in the page cache is then served
             # as Cartridge.read does.
-            if (state is self._state and type(path) is str and path in self._fast_get
+            if (state is self._state and type(path) is str and path in self._allowed_get
                     and state is not None and state.epoch == eng.system_epoch
                     and not self._closed and not cart._closed and eng.failed is None):
                 if offset == 0 and size == -1:
@@ -385,8 +390,7 @@ class PrincipalCartridge:
                 return want_write
             decision = self._decision(state, GET, member, None)
             if decision != Decision.ALLOW:
-                why = "explicitly denied" if decision == Decision.EXPLICIT_DENY else "not allowed"
-                raise AccessDeniedError(f"{self.principal!r} is {why} {GET} on {member!r}")
+                raise self._denial(GET, member, decision)
             return want_write and self._decision(state, PUT, member, None) == Decision.ALLOW
 
     def _sqlite_check_publish(self, member: str, size: int) -> None:
