@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -308,6 +308,96 @@ class Cartridge:
         eng.put(key, rec)
         if old is not None:
             eng.content.free(old, eng._where(key))
+
+    def write_many(self, items: Iterable[tuple[str, bytes | bytearray | memoryview]]) -> int:
+        """Create or replace many files, atomically: one commit for the whole batch (inside a
+        transaction() it joins it). Returns the number of files written.
+
+        Paths and data are checked as write() checks them, before anything changes (the same
+        errors; a batch naming both a file and a path below it raises PathNotDirectoryError).
+        A path given twice keeps its last data, as consecutive write() calls would. Much faster
+        than write() per file for many small files: the batch is written in key order, each
+        directory checked once, small files packed onto shared runs of pages."""
+        batch: dict[bytes, Any] = {}
+        file_key = P.file_key
+        for item in items:
+            try:
+                path, data = item
+            except (TypeError, ValueError):
+                raise TypeError("write_many() takes (path, data) pairs") from None
+            if type(data) is not bytes:
+                data = _as_bytes(data)
+            batch[file_key(path)[1]] = data
+        keys = list(batch)
+        keys.sort()
+        datas = list(map(batch.__getitem__, keys))
+        del batch
+        with self._lock:
+            eng = self._writer()
+            if not keys:
+                return 0
+            olds = self._check_many(eng, keys)
+            self._apply(self._store_many, keys, datas, olds)
+        return len(keys)
+
+    def _check_many(self, eng: Engine, keys: list[bytes]) -> dict[int, Record]:
+        """write()'s checks for a sorted batch of file keys, each directory once; returns the
+        existing records the batch replaces, by index."""
+        batch = set(keys)
+        exists: dict[bytes, bool] = {b"": True}     # directory key -> exists in the archive
+
+        def dir_exists(d: bytes) -> bool:
+            """Whether directory `d` exists; raises if it, or an ancestor, is a file."""
+            known = exists.get(d)
+            if known is not None:
+                return known
+            if d in batch:
+                raise PathNotDirectoryError(f"{d.decode()} is written as a file, so paths below "
+                                            "it cannot be")
+            rec = eng.get(d)
+            if rec is not None and rec.kind == KIND_FILE:
+                raise PathNotDirectoryError(f"{d.decode()} is a file, so paths below it cannot "
+                                            "exist")
+            found = rec is not None or self._implicit_dir(eng, d)
+            if not found:
+                dir_exists(d[:d.rfind(b"/")])          # no ancestor may be a file either
+            exists[d] = found
+            return found
+
+        olds: dict[int, Record] = {}
+        parent = None
+        new_dir = False
+        for i, key in enumerate(keys):
+            # sorted keys: the files of one directory mostly come one after another
+            if parent is None or not key.startswith(parent) or key.find(b"/", len(parent)) >= 0:
+                parent = key[:key.rfind(b"/") + 1]
+                new_dir = not dir_exists(parent[:-1])
+            if new_dir:
+                continue            # a new directory: nothing below it exists yet
+            old = eng.get(key)
+            if old is None:
+                if self._implicit_dir(eng, key):
+                    raise PathIsDirectoryError(f"{key.decode()} is a directory")
+            elif old.kind == KIND_DIR:
+                raise PathIsDirectoryError(f"{key.decode()} is a directory")
+            else:
+                olds[i] = old
+        return olds
+
+    def _store_many(self, eng: Engine, keys: list[bytes], datas: list,
+                    olds: dict[int, Record]) -> None:
+        now = time.time_ns()
+        modes = np.full(len(keys), DEFAULT_MODE_FILE, np.uint32)
+        ctimes = np.full(len(keys), now, np.int64)
+        for i, old in olds.items():
+            modes[i] = old.mode
+            ctimes[i] = old.ctime_ns
+        values, sizes = eng.content.store_many(keys, datas, modes, ctimes, now)
+        replaced = eng.put_many(keys, values, sizes)
+        if olds or any(replaced):
+            for key, old in zip(keys, replaced):
+                if old is not None:
+                    eng.content.free(old, eng._where(key))
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         """A file's bytes; with offset/size a range (a range past the end comes back short)."""

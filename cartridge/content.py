@@ -7,12 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ._core.batch import chunk_records, pack_pages
 from ._core.checksum import chunk_checksums, uninit_bytes, xxh3_64
 from .errors import CorruptionError
 from .format import (
     CHUNK_ENTRY,
     CHUNK_PAGES,
     CHUNK_SIZE,
+    KIND_FILE,
     PAGE_SIZE,
     STORE_CHUNKS,
     STORE_EMPTY,
@@ -24,7 +26,7 @@ from .format import (
     XMAP_REF,
 )
 from .pager import seal_meta
-from .records import Record
+from .records import Record, max_payload
 
 EMPTY_CHECKSUM = xxh3_64(b"")
 CACHE_CHUNK_MAX = CHUNK_SIZE      # whole chunks up to this size go through the page cache
@@ -32,6 +34,8 @@ _DIRECT_READ = 4 * CHUNK_SIZE     # larger reads bypass the cache
 READINTO_SPAN = 64                # chunks (4 MiB) read in one call, then verified while still in cache
 PARALLEL_VERIFY_MIN = 8 << 20     # reads this large check checksums on a second thread
 STAGE_MAX_RUN = 1 << 20           # smaller content runs wait in the pager's write-behind buffer
+BATCH_RUN_PAGES = 2048            # write_many packs small files onto runs of up to 8 MiB
+_INLINE_MAX = np.array([0] + [max_payload(n) for n in range(1, 4097)], dtype=np.int64)
 
 
 def content_checksum(data) -> int:
@@ -136,6 +140,46 @@ class ContentStore:
         cmap = self.write_chunks(data)
         storage, payload = self.store_map(cmap, max_inline)
         return storage, payload, combine(cmap[:, 1]), cmap
+
+    def store_many(self, keys: list[bytes], datas: list, modes: np.ndarray, ctimes: np.ndarray,
+                   mtime: int) -> tuple[list[bytes], np.ndarray]:
+        """Encoded catalog records for new content of many files (keys[i] gets datas[i], with
+        mode modes[i] and ctime ctimes[i]), and their sizes. One-chunk files are packed back to
+        back onto runs of fresh pages (each from a page boundary), checksummed and written with
+        one call per run; the rest go through store()."""
+        n = len(keys)
+        sizes = np.fromiter(map(len, datas), np.int64, n)
+        limits = _INLINE_MAX[np.fromiter(map(len, keys), np.int64, n)]
+        single = (sizes > limits) & (sizes <= CHUNK_SIZE)
+        values: list = [None] * n
+        for i in np.flatnonzero(~single).tolist():
+            storage, payload, csum, _ = self.store(datas[i], int(limits[i]))
+            values[i] = Record(KIND_FILE, storage, int(modes[i]), int(sizes[i]), int(ctimes[i]),
+                               mtime, csum, payload).encode()
+        which = np.flatnonzero(single).astype(np.intp)
+        if len(which):
+            pages = (sizes[which] + (PAGE_SIZE - 1)) // PAGE_SIZE
+            ends = np.cumsum(pages)
+            starts = np.empty(len(which), np.uint64)
+            sums = np.empty(len(which), np.uint64)
+            buf = np.empty(min(int(ends[-1]), BATCH_RUN_PAGES) * PAGE_SIZE, np.uint8)
+            lo = 0
+            base = 0
+            while lo < len(which):
+                # the files of this run: as many as fit in BATCH_RUN_PAGES (at least one)
+                hi = max(int(np.searchsorted(ends, base + BATCH_RUN_PAGES, "right")), lo + 1)
+                count = int(ends[hi - 1]) - base
+                start = self.allocator.alloc_run(count)
+                if count * PAGE_SIZE > len(buf):
+                    buf = np.empty(count * PAGE_SIZE, np.uint8)
+                pack_pages(datas, which[lo:hi], buf, sums[lo:hi])
+                starts[lo:hi] = start + (ends[lo:hi] - pages[lo:hi] - base).astype(np.uint64)
+                self.pager.write_at(start, memoryview(buf)[:count * PAGE_SIZE])
+                base = int(ends[hi - 1])
+                lo = hi
+            chunk_records(which, sizes[which], starts, sums, modes[which].astype(np.uint32),
+                          ctimes[which], mtime, KIND_FILE, STORE_CHUNKS, values)
+        return values, sizes
 
     def store_map(self, cmap: np.ndarray, max_inline: int) -> tuple[int, bytes]:
         """Keep a chunk map inline when it fits, else on a chain of XMAP pages."""

@@ -13,6 +13,8 @@ import time
 import warnings
 from collections import Counter
 
+import numpy as np
+
 from . import locking
 from ._core.btree import BTree
 from .allocator import GROW_MIN_PAGES, Allocator
@@ -246,6 +248,25 @@ class Engine:
             self._count(old_rec, -1)
             self._count(rec, +1)
         return old_rec
+
+    def put_many(self, keys: list[bytes], values: list[bytes], sizes) -> list[Record | None]:
+        """Store encoded file records under path keys (strictly ascending; `sizes` their
+        content sizes) in one pass over the catalog; returns the records they replaced."""
+        self._changed = True
+        olds = self.catalog.put_sorted(keys, values)
+        records = self.records
+        if records:
+            pop = records.pop
+            for key in keys:
+                pop(key, None)
+        if any(olds):
+            for i, old in enumerate(olds):
+                if old is not None:
+                    olds[i] = rec = decode(old, self._where(keys[i]))
+                    self._count(rec, -1)
+        self.root.file_count += len(keys)
+        self.root.total_bytes += int(np.sum(sizes))
+        return olds
 
     def delete(self, key: bytes) -> Record | None:
         old = self.catalog.delete(key)

@@ -181,7 +181,7 @@ def _targets(m: dict, meas: dict, md: dict) -> list[tuple[str, object]]:
         return f"{v:.2f} GiB/s", ">= 1 GiB/s", v >= 1
 
     def bulk():
-        v = 1 / m["bulk", "cartridge"]
+        v = 1 / m.get(("bulk", "cartridge-write_many"), m["bulk", "cartridge"])
         return f"{v:,.0f} files/s", ">= 300,000 files/s", v >= 300_000
 
     out = [
@@ -191,7 +191,7 @@ def _targets(m: dict, meas: dict, md: dict) -> list[tuple[str, object]]:
          lambda: _ratio(m["read4k", "cartridge"] / m["read4k", "native"], 0.2)),
         ('4 KiB write, own commit, sync="off": cartridge / best of LMDB and SQLite (syncing off)',
          lambda: _ratio(best_lmdb_sqlite(), 0.7)),
-        ("bulk load of 1 KiB files in one transaction", bulk),
+        ("bulk load of 1 KiB files in one transaction (write_many)", bulk),
     ]
     sizes = sorted({p.split("@")[1] for (w, p) in m if w == "lookup" and "@" in p},
                    key=_size_key)
@@ -514,6 +514,8 @@ round. The results are saved as a `pyperf.BenchmarkSuite` (`perf/.data/results-<
   (never atomic; not run for "normal", which has no native equivalent).
 - `bulk`: 100,000 new 1 KiB files (1,000 directories, random order) into a fresh, empty store in
   one transaction; the commit (and zipfile's `close()`) is inside the timed region; time per file.
+  cartridge runs twice: `write()` per file inside `transaction()`, and one `write_many()` of all
+  the (path, data) pairs (the target's figure).
 - `lookup`: `stat()` of random existing paths `/l/dXXXX/fNNNNNNN.dat` in stores of 1K, 10K, 100K,
   1M and 10M files of 16 bytes (a fixed sequence of uniform draws, at most 1,000,000 distinct
   and at most 20 per file; cycled), so at 1M and beyond most lookups miss any per-path memo a

@@ -499,6 +499,13 @@ def bulk_load(cfg: Config, tmp: Path, log=print) -> list[Peer]:
                       fixed_loops=1, note=f'{n:,} write() calls in one transaction() into a new '
                       'archive, sync="off", commit included'))
 
+    def cart_many(s):
+        s[1].write_many((k, payload) for k in names)
+
+    peers.append(Peer("cartridge-write_many", timer(cart_fresh, cart_many, cart_clean), inner=n,
+                      fixed_loops=1, note=f'one write_many() of {n:,} (path, data) pairs into a '
+                      'new archive, sync="off", commit included'))
+
     def sqlite_fresh(p):
         db = _sqlite(p)
         db.execute(SQLAR)

@@ -778,6 +778,70 @@ cdef class BTree:
             self._split_insert(path, len(path) - 1, i, cell, full)
         return None
 
+    def put_sorted(self, list keys, list values):
+        """Insert or replace many pairs, `keys` strictly ascending: one descent per leaf, not
+        per key (the batched write path). Returns the previous values (None for new keys)."""
+        cdef Py_ssize_t n = len(keys), i = 0, j, d, idx, kl
+        cdef list olds = [None] * n
+        cdef list path
+        cdef Node leaf, node
+        cdef bytes key, value, hi, prev = None, cell
+        cdef const unsigned char* k
+        cdef object full
+        cdef uint64_t ovp
+        if len(values) != n:
+            raise ValueError("keys and values differ in length")
+        for j in range(n):
+            key = keys[j]
+            value = values[j]
+            if len(key) == 0 or len(key) > C_MAX_KEY:
+                raise ValueError("key length out of range")
+            if cell_size_for(len(key), len(value)) > C_MAX_CELL:
+                raise ValueError("value too large for a cell")
+            if prev is not None and not prev < key:
+                raise ValueError("put_sorted: keys must be strictly ascending")
+            prev = key
+        while i < n:
+            if self.root == 0:
+                leaf = self.store.new_node(True, self.tree_id)
+                self.root = leaf.page_no
+                self.height = 1
+            path = self._descend(keys[i])
+            self._make_path_writable(path)
+            leaf = path[-1][0]
+            # keys of this leaf lie below the separator of its deepest ancestor that has one
+            hi = None
+            for d in range(len(path) - 2, -1, -1):
+                node = path[d][0]
+                if path[d][1] < node.n():
+                    hi = node.key(path[d][1])
+                    break
+            while i < n:
+                key = keys[i]
+                if hi is not None and key >= hi:
+                    break
+                value = values[i]
+                k = <unsigned char*>PyBytes_AS_STRING(key)
+                kl = PyBytes_GET_SIZE(key)
+                idx = leaf.lower_bound(k, kl)
+                i += 1
+                if idx < leaf.n() and leaf.compare_at(idx, k, kl) == 0:
+                    olds[i - 1] = leaf.value(idx)
+                    if leaf.set_value_same_size(idx, value):
+                        continue
+                    ovp = leaf.overflow_page(idx)
+                    full = leaf.key(idx) if ovp else None
+                    cell = make_cell(key, value, ovp)
+                    leaf.remove(idx)
+                else:
+                    cell = self._cell_for(key, value)
+                    full = key if kl > C_KEY_INLINE else None
+                    self.count += 1
+                if not leaf.insert_raw(idx, cell, full):
+                    self._split_insert(path, len(path) - 1, idx, cell, full)
+                    break      # the path changed: descend again for the next key
+        return olds
+
     cdef bint _rightmost(self, list path, Py_ssize_t d):
         """Whether path[d] is the last node of its level (every ancestor descends to its right
         child): splits there see ascending inserts, as in a load in key order."""

@@ -1,0 +1,95 @@
+# cython: language_level=3
+"""Kernels of the batched write path (Cartridge.write_many): many small files packed onto
+consecutive pages with their checksums, and their catalog records, in one C loop each."""
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+
+from cartridge._core.checksum cimport XXH3_64bits
+
+cdef extern from *:
+    """
+    #pragma pack(push, 1)
+    typedef struct {
+        uint8_t  kind;
+        uint8_t  storage;
+        uint16_t reserved;
+        uint32_t mode;
+        uint64_t size;
+        int64_t  ctime_ns;
+        int64_t  mtime_ns;
+        uint64_t checksum;
+        uint64_t start;         /* the one chunk-map entry of a one-chunk file */
+        uint64_t chunk_sum;
+    } ChunkRecord;              /* RECORD (40 bytes) + CHUNK_ENTRY (16 bytes), little-endian */
+    #pragma pack(pop)
+    """
+    ctypedef struct ChunkRecord:
+        uint8_t kind
+        uint8_t storage
+        uint16_t reserved
+        uint32_t mode
+        uint64_t size
+        int64_t ctime_ns
+        int64_t mtime_ns
+        uint64_t checksum
+        uint64_t start
+        uint64_t chunk_sum
+
+cdef enum:
+    C_PAGE = 4096
+
+
+def pack_pages(list datas, Py_ssize_t[::1] which, unsigned char[::1] out not None,
+               uint64_t[::1] sums not None) -> int:
+    """Copy datas[which[k]] (bytes-like, C-contiguous) into `out` one after another, each from
+    a page boundary with its last page zero-padded, and set sums[k] to its xxh3-64. Returns the
+    number of pages filled."""
+    cdef Py_ssize_t k, off = 0, n, pad
+    cdef Py_buffer buf
+    cdef object obj
+    for k in range(which.shape[0]):
+        obj = datas[which[k]]
+        PyObject_GetBuffer(obj, &buf, PyBUF_SIMPLE)
+        try:
+            n = buf.len
+            pad = (C_PAGE - n % C_PAGE) % C_PAGE
+            if off + n + pad > out.shape[0]:
+                raise ValueError("pack_pages: output buffer too small")
+            with nogil:
+                if n:
+                    memcpy(&out[off], buf.buf, n)
+                if pad:
+                    memset(&out[off + n], 0, pad)
+                sums[k] = XXH3_64bits(buf.buf, n)
+        finally:
+            PyBuffer_Release(&buf)
+        off += n + pad
+    return off // C_PAGE
+
+
+def chunk_records(Py_ssize_t[::1] which, int64_t[::1] sizes not None,
+                  uint64_t[::1] starts not None, uint64_t[::1] sums not None,
+                  uint32_t[::1] modes not None, int64_t[::1] ctimes not None,
+                  int64_t mtime, int kind, int storage, list out not None) -> None:
+    """out[which[k]] = the catalog record of a one-chunk file (docs/FORMAT.md §5: RECORD then
+    its single CHUNK_ENTRY) with size sizes[k], content at page starts[k], checksum sums[k];
+    mode and ctime from modes[k] and ctimes[k]."""
+    cdef Py_ssize_t k
+    cdef bytes b
+    cdef ChunkRecord* r
+    for k in range(which.shape[0]):
+        b = PyBytes_FromStringAndSize(NULL, sizeof(ChunkRecord))
+        r = <ChunkRecord*>PyBytes_AS_STRING(b)
+        r.kind = <uint8_t>kind
+        r.storage = <uint8_t>storage
+        r.reserved = 0
+        r.mode = modes[k]
+        r.size = <uint64_t>sizes[k]
+        r.ctime_ns = ctimes[k]
+        r.mtime_ns = mtime
+        r.checksum = sums[k]
+        r.start = starts[k]
+        r.chunk_sum = sums[k]
+        out[which[k]] = b
