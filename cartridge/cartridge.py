@@ -22,6 +22,7 @@ import numpy as np
 
 from . import paths as P
 from . import policystore
+from ._core.batch import collect, parent_groups
 from .engine import Engine
 from .errors import (
     AlreadyExistsError,
@@ -318,16 +319,7 @@ class Cartridge:
         A path given twice keeps its last data, as consecutive write() calls would. Much faster
         than write() per file for many small files: the batch is written in key order, each
         directory checked once, small files packed onto shared runs of pages."""
-        batch: dict[bytes, Any] = {}
-        file_key = P.file_key
-        for item in items:
-            try:
-                path, data = item
-            except (TypeError, ValueError):
-                raise TypeError("write_many() takes (path, data) pairs") from None
-            if type(data) is not bytes:
-                data = _as_bytes(data)
-            batch[file_key(path)[1]] = data
+        batch = collect(items, P.file_key, _as_bytes)
         keys = list(batch)
         keys.sort()
         datas = list(map(batch.__getitem__, keys))
@@ -365,23 +357,19 @@ class Cartridge:
             return found
 
         olds: dict[int, Record] = {}
-        parent = None
-        new_dir = False
-        for i, key in enumerate(keys):
-            # sorted keys: the files of one directory mostly come one after another
-            if parent is None or not key.startswith(parent) or key.find(b"/", len(parent)) >= 0:
-                parent = key[:key.rfind(b"/") + 1]
-                new_dir = not dir_exists(parent[:-1])
-            if new_dir:
+        for parent, first, end in parent_groups(keys):
+            if not dir_exists(parent[:-1]):
                 continue            # a new directory: nothing below it exists yet
-            old = eng.get(key)
-            if old is None:
-                if self._implicit_dir(eng, key):
+            for i in range(first, end):
+                key = keys[i]
+                old = eng.get(key)
+                if old is None:
+                    if self._implicit_dir(eng, key):
+                        raise PathIsDirectoryError(f"{key.decode()} is a directory")
+                elif old.kind == KIND_DIR:
                     raise PathIsDirectoryError(f"{key.decode()} is a directory")
-            elif old.kind == KIND_DIR:
-                raise PathIsDirectoryError(f"{key.decode()} is a directory")
-            else:
-                olds[i] = old
+                else:
+                    olds[i] = old
         return olds
 
     def _store_many(self, eng: Engine, keys: list[bytes], datas: list,

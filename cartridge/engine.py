@@ -6,6 +6,7 @@ semantics and the public API live in cartridge.py.
 """
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import struct
@@ -255,7 +256,12 @@ class Engine:
         self._changed = True
         olds = self.catalog.put_sorted(keys, values)
         records = self.records
-        if records:
+        if len(records) * 16 < len(keys):      # few cached: look each up among the keys
+            for key in list(records):
+                i = bisect.bisect_left(keys, key)
+                if i < len(keys) and keys[i] == key:
+                    del records[key]
+        else:
             pop = records.pop
             for key in keys:
                 pop(key, None)

@@ -4,7 +4,7 @@ consecutive pages with their checksums, and their catalog records, in one C loop
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from cartridge._core.checksum cimport XXH3_64bits
 
@@ -93,3 +93,54 @@ def chunk_records(Py_ssize_t[::1] which, int64_t[::1] sizes not None,
         r.start = starts[k]
         r.chunk_sum = sums[k]
         out[which[k]] = b
+
+
+cdef extern from "string.h":
+    void* memrchr(const void* s, int c, size_t n)
+
+
+def parent_groups(list keys) -> list:
+    """Runs of consecutive keys (path keys, sorted) that share a parent directory:
+    [(parent key with its trailing '/', first index, end index)], one C pass."""
+    cdef list out = []
+    cdef Py_ssize_t i, n = len(keys), first = 0, plen = -1, kl, pl
+    cdef const char* p = NULL
+    cdef const char* k
+    cdef const char* slash
+    cdef bytes key, parent = None
+    for i in range(n):
+        key = keys[i]
+        k = PyBytes_AS_STRING(key)
+        kl = len(key)
+        slash = <const char*>memrchr(k, 47, kl)
+        pl = 0 if slash == NULL else slash - k + 1
+        if pl != plen or memcmp(k, p, pl) != 0:
+            if parent is not None:
+                out.append((parent, first, i))
+            parent = key[:pl]
+            p = PyBytes_AS_STRING(parent)
+            plen = pl
+            first = i
+    if parent is not None:
+        out.append((parent, first, n))
+    return out
+
+
+def collect(items, file_key, as_bytes) -> dict:
+    """{catalog key: data} for write_many's (path, data) pairs, the last pair of a path
+    winning: file_key(path)[1] is the key, data other than bytes becomes as_bytes(data)."""
+    cdef dict batch = {}
+    cdef object item, path, data
+    for item in items:
+        if type(item) is tuple and len(<tuple>item) == 2:
+            path = (<tuple>item)[0]
+            data = (<tuple>item)[1]
+        else:
+            try:
+                path, data = item
+            except (TypeError, ValueError):
+                raise TypeError("write_many() takes (path, data) pairs") from None
+        if type(data) is not bytes:
+            data = as_bytes(data)
+        batch[file_key(path)[1]] = data
+    return batch
