@@ -149,6 +149,26 @@ class Allocator:
         self._take(p, 1)
         return p
 
+    def move_page(self, old: int) -> int:
+        """Copy-on-write of one page: a fresh page (as alloc_page()) for the new copy, and page
+        `old` freed (as free(old, 1)), in one call."""
+        used = self.used
+        p = used.find_free(1)
+        if p < 0:
+            self._grow(1)
+            p = used.find_free(1)
+        used.set_range(p, 1)
+        self.fresh.set_range(p, 1)
+        self.txn_allocated.append((p, 1))
+        if self.fresh.get(old) and not self.hold_frees:
+            used.clear_range(old, 1)
+            self.fresh.clear_range(old, 1)
+        else:
+            self.pending.set_range(old, 1)
+            self.pending_count += 1
+            self.txn_freed.append((old, 1))
+        return p
+
     def alloc_run(self, count: int) -> int:
         """`count` contiguous pages, growing the file if no run is free."""
         large = count >= LARGE_FILE_PAGES

@@ -306,7 +306,7 @@ class Cartridge:
         now = time.time_ns()
         rec = Record(KIND_FILE, storage, DEFAULT_MODE_FILE if old is None else old.mode, len(view),
                      now if old is None else old.ctime_ns, now, csum, payload)
-        eng.put(key, rec)
+        eng.put_file(key, rec, old)
         if old is not None:
             eng.content.free(old, eng._where(key))
 

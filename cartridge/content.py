@@ -393,6 +393,11 @@ class ContentStore:
         page in `keep` (still used by the file's next version)."""
         if rec.storage not in (STORE_CHUNKS, STORE_XMAP):
             return
+        if rec.chunk_key:               # one chunk: its start page is in the cache key
+            start = rec.chunk_key >> 64
+            if keep is None or start not in keep:
+                self.allocator.free(start, -(-rec.size // PAGE_SIZE))
+            return
         cmap = self.chunk_map(rec, where)
         free = self.allocator.free
         for i in range(len(cmap)):

@@ -250,6 +250,15 @@ class Engine:
             self._count(rec, +1)
         return old_rec
 
+    def put_file(self, key: bytes, rec: Record, old: Record | None) -> None:
+        """put() of a path key whose current record `old` the caller has just read with get()
+        under the handle's lock: the replaced value need not be decoded again."""
+        self._changed = True
+        self.catalog.put(key, rec.encode())
+        self.records[key] = with_chunk_key(rec)
+        self._count(old, -1)
+        self._count(rec, +1)
+
     def put_many(self, keys: list[bytes], values: list[bytes], sizes) -> list[Record | None]:
         """Store encoded file records under path keys (strictly ascending; `sizes` their
         content sizes) in one pass over the catalog; returns the records they replaced."""

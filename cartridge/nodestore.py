@@ -38,13 +38,13 @@ class TreeStore:
 
     def writable(self, node: Node) -> Node:
         pno = node.page_no
-        if pno in self.dirty:
+        dirty = self.dirty
+        if pno in dirty:
             return node
-        new = self.allocator.alloc_page()
+        new = self.allocator.move_page(pno)
         self.cache.pop(new)
         copy = node.copy_to(new)
-        self.dirty[new] = copy
-        self.allocator.free(pno, 1)
+        dirty[new] = copy
         return copy
 
     def new_node(self, leaf: bool, tree_id: int) -> Node:
