@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from ._core.batch import alloc_entry
 from ._core.bitmap import Bitmap
 from .format import ALLOC_CHUNK_BITS, ALLOC_CHUNK_BYTES, CHUNK_PAGES
 
@@ -53,6 +54,8 @@ class Allocator:
     def chunk_value(self, index: int) -> bytes:
         """Persisted form of one map entry. Pages held by open write streams are not reachable
         from any root, so they are saved as free: a crash never leaks them."""
+        if not self.detached:
+            return alloc_entry(self.used, self.pending, index)
         used = self.used.chunk_bytes(index)
         if self.detached:
             lo = index * ALLOC_CHUNK_BITS

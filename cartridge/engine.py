@@ -394,15 +394,15 @@ class Engine:
         # final values in place (same size: no further allocation).
         touched: dict[int, tuple] = {}      # entry -> (writable leaf, index) once touched
         grew = False
+        allocmap = self.allocmap
         for _ in range(1000):
             new = [c for c in a.dirty_chunks() if c not in touched]
             if not new:
                 break
-            for c in new:
-                key = ALLOC_KEY.pack(c)
-                spot = self.allocmap.touch(key)
+            keys = [ALLOC_KEY.pack(c) for c in new]
+            for c, key, spot in zip(new, keys, allocmap.touch_many(keys)):
                 if spot is None:            # a new entry: inserting may split leaves
-                    self.allocmap.put(key, a.chunk_value(c))
+                    allocmap.put(key, a.chunk_value(c))
                     grew = True
                 touched[c] = spot
         else:

@@ -6,7 +6,13 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
+from cartridge._core.bitmap cimport Bitmap
 from cartridge._core.checksum cimport XXH3_64bits
+
+import sys
+
+if sys.byteorder != "little":     # records and map entries are copied as native words
+    raise ImportError("cartridge needs a little-endian host")
 
 cdef extern from *:
     """
@@ -144,3 +150,17 @@ def collect(items, file_key, as_bytes) -> dict:
             data = as_bytes(data)
         batch[file_key(path)[1]] = data
     return batch
+
+
+def alloc_entry(Bitmap used not None, Bitmap pending not None, Py_ssize_t chunk) -> bytes:
+    """The persisted allocation-map entry of `chunk` (docs/FORMAT.md §6): its 256 bytes of
+    `used` bits, then its 256 bytes of `pending` bits (little-endian words), in one copy each."""
+    cdef Py_ssize_t w0 = chunk * 32
+    if (chunk < 0 or chunk >= (used._n_bits + 2047) // 2048
+            or chunk >= (pending._n_bits + 2047) // 2048):
+        raise ValueError(f"chunk {chunk} outside the bitmaps")
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 512)
+    cdef char* o = PyBytes_AS_STRING(out)
+    memcpy(o, used._w + w0, 256)
+    memcpy(o + 256, pending._w + w0, 256)
+    return out

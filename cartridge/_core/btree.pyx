@@ -937,6 +937,15 @@ cdef class BTree:
         found = self._writable_path_to(key)
         return None if found is None else (found[0][-1][0], found[1])
 
+    def touch_many(self, list keys):
+        """touch() for each key, in one call: [(leaf, index) or None per key]."""
+        cdef list out = []
+        cdef bytes key
+        for key in keys:
+            found = self._writable_path_to(key)
+            out.append(None if found is None else (found[0][-1][0], found[1]))
+        return out
+
     def delete(self, bytes key):
         """Remove `key`; returns its value or None if absent."""
         cdef Node leaf
