@@ -154,7 +154,11 @@ class Pager:
 
     def write_root(self, root: Root) -> None:
         """Write `root` into the slot its generation owns (alternating), honouring sync."""
-        self.io.pwrite(self.fd, root.pack(), SLOT_OFFSETS[root.generation % 2])
+        raw = root.pack()
+        off = SLOT_OFFSETS[root.generation % 2]
+        n = self.io.pwrite(self.fd, raw, off)
+        if n < len(raw):              # never seen for 256 bytes in one sector, but be exact
+            self.write_at(0, raw[n:], flush=False, skip=off + n)
         if self.sync_mode == "full":
             self.io.fdatasync(self.fd)
 
@@ -162,7 +166,10 @@ class Pager:
     # -- staged writes ----------------------------------------------------------------------
     def stage(self, pno: int, data) -> None:
         """Queue bytes for page `pno` onwards (whole pages, or a final partial page)."""
-        data = bytes(data)
+        if type(data) is memoryview and type(data.obj) is bytes and data.nbytes == len(data.obj):
+            data = data.obj            # a view of a whole bytes object: keep it, no copy
+        else:
+            data = bytes(data)
         n = len(data)
         pages = self._staged_pages
         if n <= PAGE_SIZE:
@@ -255,13 +262,15 @@ class Pager:
         if n != len(buf):
             raise CorruptionError(f"{self.name}: content at page {start} is cut short")
 
-    def write_at(self, pno: int, data) -> None:
-        """Write bytes starting at page `pno` (whole pages, or a final partial page) now.
-        Staged bytes for these pages are older (the pages were freed and reused), so they go
-        out first rather than land on top later."""
+    def write_at(self, pno: int, data, *, flush: bool = True, skip: int = 0) -> None:
+        """Write bytes starting at page `pno` (whole pages, or a final partial page; `skip`
+        bytes into it) now. Staged bytes for these pages are older (the pages were freed and
+        reused), so they go out first rather than land on top later (flush=False: the caller
+        is writing the staged pages themselves)."""
         view = memoryview(data).cast("B")
-        self._unstage_overlap(pno, -(-len(view) // PAGE_SIZE))
-        off = pno * PAGE_SIZE
+        if flush:
+            self._unstage_overlap(pno, -(-(skip + len(view)) // PAGE_SIZE))
+        off = pno * PAGE_SIZE + skip
         while len(view):
             n = self.io.pwrite(self.fd, view, off)
             view = view[n:]
@@ -288,9 +297,12 @@ class Pager:
                 nxt = order[j] + -(-len(data) // PAGE_SIZE)
                 j += 1
             if len(bufs) == 1:
-                self.io.pwrite(self.fd, bufs[0], start * PAGE_SIZE)
+                self.write_at(start, bufs[0], flush=False)
             else:
-                self.io.pwritev(self.fd, bufs, start * PAGE_SIZE)
+                done = self.io.pwritev(self.fd, bufs, start * PAGE_SIZE)
+                total = sum(map(len, bufs))
+                if done < total:           # a short write (rare): the rest, byte-exact
+                    self.write_at(start, b"".join(bufs)[done:], flush=False, skip=done)
             i = j
 
     # -- size and durability ----------------------------------------------------------------

@@ -440,6 +440,31 @@ cdef class Node:
         return n
 
 
+    cdef bint insert_kv(self, Py_ssize_t i, const unsigned char* k, Py_ssize_t kl,
+                        bytes value) noexcept:
+        """insert_raw() of the cell for a short key (kl <= KEY_INLINE) and `value`, written
+        straight into the page; False when it does not fit."""
+        cdef NodeHeader* h = <NodeHeader*>self.p
+        cdef Py_ssize_t vl = PyBytes_GET_SIZE(value)
+        cdef Py_ssize_t sz = 4 + kl + vl
+        cdef Py_ssize_t need = sz + 2
+        cdef unsigned char* c
+        if h.cell_start - (C_HDR + 2 * h.nkeys) < need:
+            if C_USABLE - ((C_PAGE - h.cell_start - h.frag) + 2 * h.nkeys) < need:
+                return False
+            self.compact()
+        h.cell_start -= sz
+        c = self.p + h.cell_start
+        wr16(c, <uint16_t>kl)
+        wr16(c + 2, <uint16_t>vl)
+        memcpy(c + 4, k, kl)
+        memcpy(c + 4 + kl, PyBytes_AS_STRING(value), vl)
+        memmove(self.p + C_HDR + 2 * (i + 1), self.p + C_HDR + 2 * i, 2 * (h.nkeys - i))
+        wr16(self.p + C_HDR + 2 * i, h.cell_start)
+        h.nkeys += 1
+        return True
+
+
 def make_cell(bytes key, bytes value, uint64_t ovf_page=0) -> bytes:
     """Encode a cell: u16 key_len, u16 val_len, key (inline part) [, u64 overflow page], value."""
     cdef Py_ssize_t kl = len(key), vl = len(value)
@@ -834,13 +859,55 @@ cdef class BTree:
                     cell = make_cell(key, value, ovp)
                     leaf.remove(idx)
                 else:
-                    cell = self._cell_for(key, value)
-                    full = key if kl > C_KEY_INLINE else None
                     self.count += 1
+                    if kl <= C_KEY_INLINE:
+                        if leaf.insert_kv(idx, k, kl, value):
+                            continue
+                        cell = make_cell(key, value)
+                        full = None
+                    else:
+                        cell = self._cell_for(key, value)
+                        full = key
+                        if leaf.insert_raw(idx, cell, full):
+                            continue
+                    # the leaf is full (so not empty)
+                    if idx == leaf.n() and self._rightmost(path, len(path) - 1):
+                        self._append_leaf(path, cell, full)
+                    else:
+                        self._split_insert(path, len(path) - 1, idx, cell, full)
+                    break      # the path changed: descend again for the next key
                 if not leaf.insert_raw(idx, cell, full):
                     self._split_insert(path, len(path) - 1, idx, cell, full)
                     break      # the path changed: descend again for the next key
         return olds
+
+    cdef void _append_leaf(self, list path, bytes cell, object full):
+        """The last leaf, path[-1], is full and `cell` sorts after all its keys: a new last
+        leaf holds it and the full one stays as it is (what _split_insert does for keys that
+        arrive in order, without rewriting the left node)."""
+        cdef Py_ssize_t d = len(path) - 1
+        cdef Node node = path[d][0]
+        cdef Node right, root, parent
+        cdef Py_ssize_t j
+        cdef bytes sep, sep_cell
+        cdef object sep_full
+        right = self.store.new_node(True, self.tree_id)
+        right.insert_raw(0, cell, full)
+        sep = shortest_separator(node.key(node.n() - 1), right.key(0))
+        sep_full = sep if len(sep) > C_KEY_INLINE else None
+        sep_cell = self._cell_for(sep, u64le(node.page_no))
+        if d == 0:
+            root = self.store.new_node(False, self.tree_id)
+            root.reset([sep_cell], {ovp_of(sep_cell): sep_full} if sep_full is not None else {},
+                       right.page_no)
+            self.root = root.page_no
+            self.height += 1
+            return
+        parent = <Node>path[d - 1][0]
+        j = path[d - 1][1]
+        parent.set_child(j, right.page_no)
+        if not parent.insert_raw(j, sep_cell, sep_full):
+            self._split_insert(path, d - 1, j, sep_cell, sep_full)
 
     cdef bint _rightmost(self, list path, Py_ssize_t d):
         """Whether path[d] is the last node of its level (every ancestor descends to its right
