@@ -297,7 +297,10 @@ class Pager:
                 nxt = order[j] + -(-len(data) // PAGE_SIZE)
                 j += 1
             if len(bufs) == 1:
-                self.write_at(start, bufs[0], flush=False)
+                data = bufs[0]
+                done = self.io.pwrite(self.fd, data, start * PAGE_SIZE)
+                if done < len(data):       # a short write (rare): the rest
+                    self.write_at(start, memoryview(data)[done:], flush=False, skip=done)
             else:
                 done = self.io.pwritev(self.fd, bufs, start * PAGE_SIZE)
                 total = sum(map(len, bufs))
