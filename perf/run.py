@@ -433,18 +433,24 @@ def plot_scaling(results: list[harness.Result], path: Path) -> bool:
 LIMITS = """### What limits the targets not met
 
 - **Single-write commit vs LMDB** (`commit-off`): LMDB with `writemap` commits by writing into
-  its shared mapping — no system call at all. A cartridge commit copies ~5-7 pages
-  (content, the catalog path, allocation-map entries) to fresh places and writes them plus the
-  root slot: about 7 `pwrite` calls, each a few microseconds, before any Python cost. Reaching
-  0.7x LMDB would need a write mapping of the archive, which the shadow-paging design does
-  not use (a stray write through a mapping is the corruption it rules out).
-  Against SQLite (same durability setting) the gap is about 1.5x.
-- **Bulk load** (`bulk`): per file, the B-tree insert (~1.3 us at 100,000 random keys), the
-  content placement (page allocation, checksum, staging ~2-3 us), the directory checks (parents
-  and the implicit-directory probe ~1.5 us) and the record encode/decode are each done from
-  Python; a tight loop over the engine's internals is no faster than `write()`, so the API
-  layer is not the cost. 300,000 files/s (3.3 us per file) needs the whole write path, and a
-  batched `write_many`, in Cython.
+  its shared mapping — no system call at all. A cartridge commit copies ~6 pages (the content
+  page, the catalog path, the allocation-map path) to fresh places and writes them plus the
+  root slot: about 7 `pwrite` calls (~9 us; first-fit pages of a steady stream of commits are
+  scattered one-page holes, so they rarely coalesce into one call), plus ~25 us of Python
+  (copy-on-write of each node, allocation-map entries, record encode, root slot) spread over
+  about a hundred calls. Reaching 0.7x LMDB would need a write mapping of the archive, which
+  the shadow-paging design does not use (a stray write through a mapping is the corruption it
+  rules out). Against SQLite (same durability setting) the gap is about 1.3-1.4x.
+- **Bulk load** (`bulk`): `write_many()` (the target's figure) costs about 1.5 us of CPU per
+  1 KiB file — collecting and sorting the pairs, one check per directory, packing and
+  checksumming the files onto shared page runs (Cython), filling the catalog leaf by leaf —
+  plus the kernel's copy of one 4 KiB page per file (each file starts on a page boundary, so
+  400 MB of page cache for 100 MB of data). Run back to back it loads about 400,000 files/s;
+  interleaved with the other peers, as here, every run's 400 MB of page cache is memory the
+  VM has just given back to its host, and faulting it in again (0.4-0.6 s per run on this
+  machine) dominates. Denser small files need tail packing, a format change. `write()` per
+  file stays at ~12 us: per call, the B-tree insert, content placement and directory checks
+  run from Python.
 - **Lookup growth** (`lookup`): at 1K files every lookup hits per-path memos and L1/L2
   caches; at 1M and 10M files the catalog (one B-tree leaf per ~48 files: ~210K leaves, ~850 MB
   at 10M) is far larger than the 64 MiB page cache, so most lookups read a leaf back from the
