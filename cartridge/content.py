@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._core.batch import chunk_records, pack_pages
+from ._core.batch import chunk_records, inline_records, pack_pages
 from ._core.checksum import chunk_checksums, uninit_bytes, xxh3_64
 from .errors import CorruptionError
 from .format import (
@@ -151,8 +151,13 @@ class ContentStore:
         sizes = np.fromiter(map(len, datas), np.int64, n)
         limits = _INLINE_MAX[np.fromiter(map(len, keys), np.int64, n)]
         single = (sizes > limits) & (sizes <= CHUNK_SIZE)
+        inline = sizes <= limits
         values: list = [None] * n
-        for i in np.flatnonzero(~single).tolist():
+        which = np.flatnonzero(inline).astype(np.intp)
+        if len(which):
+            inline_records(datas, which, modes[which].astype(np.uint32), ctimes[which], mtime,
+                           KIND_FILE, STORE_INLINE, values)
+        for i in np.flatnonzero(sizes > CHUNK_SIZE).tolist():
             storage, payload, csum, _ = self.store(datas[i], int(limits[i]))
             values[i] = Record(KIND_FILE, storage, int(modes[i]), int(sizes[i]), int(ctimes[i]),
                                mtime, csum, payload).encode()

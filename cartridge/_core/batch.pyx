@@ -164,3 +164,35 @@ def alloc_entry(Bitmap used not None, Bitmap pending not None, Py_ssize_t chunk)
     memcpy(o, used._w + w0, 256)
     memcpy(o + 256, pending._w + w0, 256)
     return out
+
+
+def inline_records(list datas, Py_ssize_t[::1] which, uint32_t[::1] modes not None,
+                   int64_t[::1] ctimes not None, int64_t mtime, int kind, int storage,
+                   list out not None) -> None:
+    """out[which[k]] = the catalog record of a file whose content datas[which[k]] (bytes-like)
+    is kept inline in the record (docs/FORMAT.md §5: RECORD, then the content), checksum its
+    xxh3-64; mode and ctime from modes[k] and ctimes[k]. `storage` is for a non-empty file;
+    an empty one is STORE_EMPTY (0)."""
+    cdef Py_ssize_t k, n
+    cdef Py_buffer buf
+    cdef bytes b
+    cdef ChunkRecord* r
+    for k in range(which.shape[0]):
+        PyObject_GetBuffer(datas[which[k]], &buf, PyBUF_SIMPLE)
+        try:
+            n = buf.len
+            b = PyBytes_FromStringAndSize(NULL, 40 + n)
+            r = <ChunkRecord*>PyBytes_AS_STRING(b)
+            r.kind = <uint8_t>kind
+            r.storage = <uint8_t>(storage if n else 0)
+            r.reserved = 0
+            r.mode = modes[k]
+            r.size = <uint64_t>n
+            r.ctime_ns = ctimes[k]
+            r.mtime_ns = mtime
+            r.checksum = XXH3_64bits(buf.buf, n)
+            if n:
+                memcpy(PyBytes_AS_STRING(b) + 40, buf.buf, n)
+        finally:
+            PyBuffer_Release(&buf)
+        out[which[k]] = b
