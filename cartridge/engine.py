@@ -395,16 +395,20 @@ class Engine:
         touched: dict[int, tuple] = {}      # entry -> (writable leaf, index) once touched
         grew = False
         allocmap = self.allocmap
+        new = a.dirty_chunks()
         for _ in range(1000):
-            new = [c for c in a.dirty_chunks() if c not in touched]
             if not new:
                 break
+            mark = len(a.txn_allocated)
             keys = [ALLOC_KEY.pack(c) for c in new]
             for c, key, spot in zip(new, keys, allocmap.touch_many(keys)):
                 if spot is None:            # a new entry: inserting may split leaves
                     allocmap.put(key, a.chunk_value(c))
                     grew = True
                 touched[c] = spot
+            # only allocating (copies of map nodes) changes more entries
+            new = [c for c in a.dirty_chunks() if c not in touched] if (
+                len(a.txn_allocated) != mark) else None
         else:
             raise CorruptionError(f"{self.name}: allocation map did not settle")
         for c, spot in touched.items():
