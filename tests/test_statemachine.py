@@ -144,6 +144,7 @@ ops = st.one_of(
     st.tuples(st.just("delete"), paths, st.booleans()),
     st.tuples(st.just("rename"), paths, paths),
     st.tuples(st.just("mkdir"), paths, st.booleans(), st.booleans()),
+    st.tuples(st.just("write_many"), st.lists(st.tuples(paths, datas), max_size=5)),
 )
 
 
@@ -157,6 +158,8 @@ def apply_real(cart, op):
         cart.rename(*args)
     elif name == "mkdir":
         cart.mkdir(args[0], parents=args[1], exist_ok=args[2])
+    elif name == "write_many":
+        cart.write_many(args[0])
     elif name == "stream":
         with cart.open(args[0], "wb") as f:
             data = args[1]
@@ -176,6 +179,13 @@ def apply_model(model, op):
         model.rename(*args)
     elif name == "mkdir":
         model.mkdir(*args)
+    elif name == "write_many":
+        # all or nothing; a path given twice keeps its last data; the batch goes in key order
+        # (so a file and a path below it fail on the path below, as the archive reports it)
+        trial = model.copy()
+        for p, data in sorted(dict(args[0]).items()):
+            trial.write(p, data)
+        model.files, model.dirs = trial.files, trial.dirs
 
 
 def run_both(cart, model, op):
@@ -225,6 +235,10 @@ class ArchiveMachine(RuleBasedStateMachine):
     @rule(p=paths, data=datas)
     def write(self, p, data):
         self.model = run_both(self.cart, self.model, ("write", p, data))
+
+    @rule(batch=st.lists(st.tuples(paths, datas), max_size=8))
+    def write_many(self, batch):
+        self.model = run_both(self.cart, self.model, ("write_many", batch))
 
     @rule(p=paths, data=datas)
     def stream_write(self, p, data):
