@@ -28,6 +28,7 @@ PROG = "cartridge"
 # Files up to this size move with one read()/write() call; larger ones are streamed.
 SMALL_FILE = 1 << 20
 CHUNK = 1 << 20
+PUT_BATCH_BYTES = 64 << 20      # small files held in memory before one write_many
 
 
 class CLIError(Exception):
@@ -127,12 +128,7 @@ def _plan_put(sources: list[str], dest: str | None) -> tuple[list[str], list[tup
     return dirs, files
 
 
-def _put_file(cart, local: str, dst: str, size: int) -> int:
-    if size <= SMALL_FILE:
-        with open(local, "rb") as f:
-            data = f.read()
-        cart.write(dst, data)
-        return len(data)
+def _put_file(cart, local: str, dst: str) -> int:
     with open(local, "rb") as src, cart.open(dst, "wb") as out:
         shutil.copyfileobj(src, out, CHUNK)
         return src.tell()
@@ -144,8 +140,21 @@ def cmd_put(args) -> int:
     with _open(args, "a") as cart, cart.transaction():
         for d in dirs:
             cart.mkdir(d, parents=True, exist_ok=True)
+        batch: list[tuple[str, bytes]] = []       # small files go in through write_many
+        held = 0
         for local, dst, size in files:
-            total += _put_file(cart, local, dst, size)
+            if size > SMALL_FILE:
+                total += _put_file(cart, local, dst)
+                continue
+            with open(local, "rb") as f:
+                data = f.read()
+            batch.append((dst, data))
+            held += len(data)
+            total += len(data)
+            if held >= PUT_BATCH_BYTES:
+                cart.write_many(batch)
+                batch, held = [], 0
+        cart.write_many(batch)
     extra = f", {len(dirs)} director{'y' if len(dirs) == 1 else 'ies'}" if dirs else ""
     print(f"put {_plural(len(files), 'file')}{extra}, {total} bytes ({_human(total)}) into {args.archive}")
     return 0

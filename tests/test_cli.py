@@ -104,6 +104,30 @@ def test_put_is_atomic(tmp_path, tree, capsys):
         assert cart.isdir("/dst/x.txt")
 
 
+def test_put_many_small_files_in_batches(tmp_path, monkeypatch, capsys):
+    """Small files go in through write_many in bounded batches; every file lands, and a
+    failure in a later batch takes the earlier batches back too."""
+    import cartridge.cli as cli
+    monkeypatch.setattr(cli, "PUT_BATCH_BYTES", 1000)        # a flush every few files
+    src = tmp_path / "many"
+    src.mkdir()
+    want = {f"f{i:03d}.bin": os.urandom(i * 7 % 600) for i in range(120)}
+    for name, data in want.items():
+        (src / name).write_bytes(data)
+    path = str(tmp_path / "many.cart")
+    assert main(["put", path, str(src), "--to", "/in"]) == 0
+    assert capsys.readouterr().out.startswith("put 120 files")
+    with cartridge.open(path, "r") as cart:
+        assert {i.path: cart.read(i.path) for i in cart.scan("/")} == {
+            f"/in/many/{n}": d for n, d in want.items()}
+    with cartridge.open(path, "a") as cart:
+        cart.mkdir("/again/many/f119.bin", parents=True)     # the last file will collide
+    assert main(["put", path, str(src), "--to", "/again"]) == 1
+    assert "directory" in _err_line(capsys)
+    with cartridge.open(path, "r") as cart:
+        assert [i.path for i in cart.scan("/again")] == []
+
+
 def test_sync_option(tmp_path, tree, capsys):
     path = str(tmp_path / "sync.cart")
     assert main(["--sync", "off", "put", path, str(tree / "x.txt")]) == 0
