@@ -37,6 +37,7 @@ import apsw
 import numpy as np
 
 from . import paths as P
+from ._core.pageio import Overlay
 from .content import chunk_len, combine
 from .errors import (
     AccessDeniedError,
@@ -85,7 +86,7 @@ _NONE, _SHARED, _RESERVED, _PENDING, _EXCLUSIVE = (
 
 
 # -- members ---------------------------------------------------------------------------------
-class Member:
+class Member(Overlay):
     """One archive member as SQLite sees it: the committed version plus unpublished changes.
 
     Shared by every file SQLite has open on the member through one archive handle, like the OS
@@ -98,17 +99,14 @@ class Member:
         self.path = key.decode("utf-8")
         self.opens = 0                       # SQLite files open on it
         self.rec: Record | None = None       # the committed record the overlay applies to
-        self.exists = False                  # current state (overlay applied)
-        self.size = 0
-        self.nbase = 0                       # leading chunks of `rec` still valid (truncation)
+        # Overlay's state: exists, size (current state, overlay applied), nbase (leading chunks
+        # of `rec` still valid after a truncation), dirty (chunk index -> current bytes),
+        # placed (spilled chunks: start page, csum, pages), changed, poisoned
+        self.spill_at = SPILL_CHUNKS
         self.base_size = 0
         self.cmap: np.ndarray | None = None  # chunk map of `rec` (chunked storage)
         self.ckeys: dict[int, int] = {}      # chunk index -> page-cache key, filled lazily
-        self.dirty: dict[int, bytearray] = {}          # chunk index -> current bytes
-        self.placed: dict[int, tuple[int, int, int]] = {}   # spilled: start page, csum, pages
-        self.changed = False
         self.reloads = 0                     # times the base changed behind SQLite's back
-        self.poisoned = False                # a WAL connection that cannot recover (see fresh)
         self.epoch = reg.cart._eng.rollbacks     # the engine's rollback count last checked
         self._load(reg.cart._eng.get(key))
 
@@ -194,83 +192,9 @@ class Member:
         return b""
 
     # -- I/O -------------------------------------------------------------------------------
-    def read(self, amount: int, offset: int):
-        """Bytes [offset, offset+amount) clipped at the end (SQLite zero-fills short reads)."""
-        size = self.size
-        if offset >= size or not self.exists:
-            return b""
-        end = offset + amount
-        if end > size:
-            end = size
-        i = offset >> _CHUNK_SHIFT
-        lo = offset & _CHUNK_MASK
-        if lo + (end - offset) <= CHUNK_SIZE:            # one chunk: the hot path
-            buf = self.dirty.get(i)
-            if buf is None:
-                if i < self.nbase and i not in self.placed:
-                    data = self._base_chunk(i)
-                else:
-                    data = self._chunk(i)
-            else:
-                data = buf
-            hi = lo + end - offset
-            if hi <= len(data):
-                if lo == 0 and hi == len(data) and type(data) is bytes:
-                    return data
-                return data[lo:hi]
-            return bytes(data[lo:hi]) + bytes(hi - max(lo, len(data)))
-        out = bytearray(end - offset)
-        pos = offset
-        while pos < end:
-            i = pos >> _CHUNK_SHIFT
-            lo = pos & _CHUNK_MASK
-            take = min(CHUNK_SIZE - lo, end - pos)
-            data = self._chunk(i)
-            part = data[lo:lo + take]
-            out[pos - offset:pos - offset + len(part)] = part
-            pos += take
-        return out
-
-    def write(self, data, offset: int) -> None:
-        if self.poisoned:
-            return                  # a stale connection closing (its checkpoint): never kept
-        view = memoryview(data).cast("B")
-        n = len(view)
-        if not self.exists:
-            self.exists = True
-            self.size = 0
-            self.nbase = 0
-        end = offset + n
-        pos = offset
-        src = 0
-        dirty = self.dirty
-        while pos < end:
-            i = pos >> _CHUNK_SHIFT
-            lo = pos & _CHUNK_MASK
-            take = min(CHUNK_SIZE - lo, end - pos)
-            buf = dirty.get(i)
-            if buf is None:
-                if lo == 0 and take == CHUNK_SIZE:
-                    buf = bytearray(view[src:src + take])
-                    dirty[i] = buf
-                    self.placed.pop(i, None)
-                    pos += take
-                    src += take
-                    continue
-                buf = bytearray(self._chunk(i))
-                dirty[i] = buf
-                self.placed.pop(i, None)
-            have = len(buf)
-            if have < lo:
-                buf.extend(bytes(lo - have))
-            buf[lo:lo + take] = view[src:src + take]
-            pos += take
-            src += take
-        if end > self.size:
-            self.size = end
-        self.changed = True
-        if len(dirty) > SPILL_CHUNKS:
-            self._spill()
+    # read(amount, offset) and write(data, offset) are Overlay's (cartridge/_core/pageio.pyx):
+    # memcpy between SQLite's pages and the overlay, calling back into _chunk/_base_chunk only
+    # for a chunk not in memory yet and into _spill when too many are dirty.
 
     def truncate(self, size: int) -> None:
         if self.poisoned:

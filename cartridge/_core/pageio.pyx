@@ -1,0 +1,166 @@
+# cython: language_level=3
+"""Page I/O of a SQLite member (cartridge/sqlite.py): an overlay of modified 64 KiB chunks over
+the member's committed chunks, read and written with memcpy.
+
+`Overlay` holds the hot state (size, dirty chunk buffers, spilled chunks); `cartridge.sqlite.Member`
+subclasses it and supplies, in Python, what is rare: `_base_chunk(i)` / `_chunk(i)` to fetch a
+chunk that is not in memory yet, and `_spill()` when too many chunks are dirty.
+"""
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAndSize,
+                                PyByteArray_GET_SIZE, PyByteArray_Resize)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.object cimport PyObject
+from libc.string cimport memcpy, memset
+
+cdef enum:
+    CHUNK_SHIFT = 16
+    CHUNK_SIZE = 1 << CHUNK_SHIFT
+    CHUNK_MASK = CHUNK_SIZE - 1
+
+
+
+cdef class Overlay:
+    """Current state of a member: `size`, `exists`, the first `nbase` committed chunks still
+    valid, `dirty` (chunk index -> bytearray, maybe shorter than the chunk: zeros follow) and
+    `placed` (chunk index -> spilled run). Subclasses define _base_chunk, _chunk and _spill."""
+
+    cdef public long long size
+    cdef public long long nbase
+    cdef public bint exists
+    cdef public bint changed
+    cdef public bint poisoned
+    cdef public dict dirty
+    cdef public dict placed
+    cdef public Py_ssize_t spill_at     # more dirty chunks than this: _spill()
+
+    def __cinit__(self, *args, **kwargs):
+        self.dirty = {}
+        self.placed = {}
+        self.spill_at = 256
+
+    cdef object _current(self, long long i):
+        """Chunk i as stored now (bytes-like; may be short: zeros follow)."""
+        cdef PyObject* p = PyDict_GetItem(self.dirty, i)
+        if p is not NULL:
+            return <object>p
+        if i < self.nbase and PyDict_GetItem(self.placed, i) is NULL:
+            return self._base_chunk(i)
+        return self._chunk(i)
+
+    def read(self, long long amount, long long offset):
+        """Bytes [offset, offset+amount) clipped at the end (SQLite zero-fills short reads)."""
+        cdef long long size = self.size
+        cdef long long end, pos, i, lo, take, have, got
+        cdef Py_buffer buf
+        cdef object data, out
+        cdef char* dst
+        if offset >= size or not self.exists or amount <= 0 or offset < 0:
+            return b""
+        end = offset + amount
+        if end > size:
+            end = size
+        i = offset >> CHUNK_SHIFT
+        lo = offset & CHUNK_MASK
+        if lo + (end - offset) <= CHUNK_SIZE:             # one chunk: the hot path
+            data = self._current(i)
+            if type(data) is bytes and lo == 0 and end - offset == len(data):
+                return data
+            out = PyBytes_FromStringAndSize(NULL, end - offset)
+            dst = PyBytes_AS_STRING(out)
+            PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
+            try:
+                have = buf.len - lo
+                if have > end - offset:
+                    have = end - offset
+                if have < 0:
+                    have = 0
+                if have:
+                    memcpy(dst, <char*>buf.buf + lo, have)
+                if have < end - offset:
+                    memset(dst + have, 0, end - offset - have)
+            finally:
+                PyBuffer_Release(&buf)
+            return out
+        out = PyBytes_FromStringAndSize(NULL, end - offset)
+        dst = PyBytes_AS_STRING(out)
+        pos = offset
+        while pos < end:
+            i = pos >> CHUNK_SHIFT
+            lo = pos & CHUNK_MASK
+            take = CHUNK_SIZE - lo
+            if take > end - pos:
+                take = end - pos
+            data = self._current(i)
+            PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
+            try:
+                got = buf.len - lo
+                if got > take:
+                    got = take
+                if got < 0:
+                    got = 0
+                if got:
+                    memcpy(dst + (pos - offset), <char*>buf.buf + lo, got)
+                if got < take:
+                    memset(dst + (pos - offset) + got, 0, take - got)
+            finally:
+                PyBuffer_Release(&buf)
+            pos += take
+        return out
+
+    def write(self, data, long long offset):
+        """Copy `data` into the overlay at `offset` (growing the member), chunk by chunk."""
+        cdef Py_buffer src
+        cdef long long n, end, pos, i, lo, take, have
+        cdef const char* sp
+        cdef PyObject* p
+        cdef object buf
+        cdef dict dirty = self.dirty
+        if self.poisoned:
+            return                  # a stale connection closing (its checkpoint): never kept
+        if offset < 0:
+            raise ValueError("negative offset")
+        PyObject_GetBuffer(data, &src, PyBUF_SIMPLE)
+        try:
+            n = src.len
+            sp = <const char*>src.buf
+            if not self.exists:
+                self.exists = True
+                self.size = 0
+                self.nbase = 0
+            end = offset + n
+            pos = offset
+            while pos < end:
+                i = pos >> CHUNK_SHIFT
+                lo = pos & CHUNK_MASK
+                take = CHUNK_SIZE - lo
+                if take > end - pos:
+                    take = end - pos
+                p = PyDict_GetItem(dirty, i)
+                if p is NULL:
+                    if lo == 0 and take == CHUNK_SIZE:
+                        PyDict_SetItem(dirty, i, PyByteArray_FromStringAndSize(sp + (pos - offset),
+                                                                              CHUNK_SIZE))
+                        self.placed.pop(i, None)
+                        pos += take
+                        continue
+                    buf = bytearray(self._chunk(i))
+                    PyDict_SetItem(dirty, i, buf)
+                    self.placed.pop(i, None)
+                else:
+                    buf = <object>p
+                have = PyByteArray_GET_SIZE(buf)
+                if have < lo + take:
+                    PyByteArray_Resize(buf, lo + take)
+                    if have < lo:
+                        memset(PyByteArray_AS_STRING(buf) + have, 0, lo - have)
+                memcpy(PyByteArray_AS_STRING(buf) + lo, sp + (pos - offset), take)
+                pos += take
+        finally:
+            PyBuffer_Release(&src)
+        if end > self.size:
+            self.size = end
+        self.changed = True
+        if len(dirty) > self.spill_at:
+            self._spill()
