@@ -542,6 +542,7 @@ class MemberFile(apsw.VFSFile):
         self.closed = False
         self.delete_on_close = bool(flags[0] & apsw.SQLITE_OPEN_DELETEONCLOSE)
         self.group_key = key if self.is_db else companion_of
+        self.group_keys = (key, key + b"-journal", key + b"-wal")
         with self.cart._lock:
             self.cart._ready()
             m = reg.member(key)
@@ -660,10 +661,14 @@ class MemberFile(apsw.VFSFile):
         if level <= self.level:
             return
         # lock order everywhere: the handle's lock, then the lock table's
-        with self.cart._lock, _locks_mutex:
-            if not self.cart._closed:
-                for m in self._group_members():
-                    m.fresh()
+        cart = self.cart
+        with cart._lock, _locks_mutex:
+            group = self._group_members()
+            if not cart._closed:
+                rollbacks = cart._eng.rollbacks
+                for m in group:
+                    if m.epoch != rollbacks:
+                        m.fresh()
             st = _locks.get(self.lock_id)
             if st is None:
                 st = _locks[self.lock_id] = _LockState()
@@ -673,8 +678,8 @@ class MemberFile(apsw.VFSFile):
                 st.shared += 1
                 self.level = _SHARED
                 try:
-                    if not (self.cart._closed and _quiet()):   # else: closing, nothing to read
-                        self._begin_read()
+                    if not (cart._closed and _quiet()):   # else: closing, nothing to read
+                        self._begin_read(group)
                 except BaseException:
                     st.shared -= 1
                     self.level = _NONE
@@ -699,7 +704,7 @@ class MemberFile(apsw.VFSFile):
                     st.exclusive = self
                     self.level = _EXCLUSIVE
 
-    def _begin_read(self) -> None:
+    def _begin_read(self, group: list[Member] | None = None) -> None:
         """A read transaction starts: see the newest committed state (read-only handles move
         to it and pin it so that the writer does not reuse its pages meanwhile)."""
         cart = self.cart
@@ -709,9 +714,11 @@ class MemberFile(apsw.VFSFile):
                 self.pinned = eng.root.generation
                 eng.pins[self.pinned] += 1
                 eng.sync_pins()
-            for m in self._group_members():
+            seen = 0
+            for m in self._group_members() if group is None else group:
                 m.revalidate()
-            self.seen = self._reloads()
+                seen += m.reloads
+            self.seen = seen
 
     def _reloads(self) -> int:
         """How often this database's files changed behind SQLite's back (see Member.fresh)."""
@@ -723,14 +730,19 @@ class MemberFile(apsw.VFSFile):
         with self.cart._lock:
             if self.cart._closed or self.level == _NONE:
                 return False
+            rollbacks = self.cart._eng.rollbacks
+            seen = 0
             for m in self._group_members():
-                m.fresh()
-            return self._reloads() != self.seen
+                if m.epoch != rollbacks:
+                    m.fresh()
+                seen += m.reloads
+            return seen != self.seen
 
     def _group_members(self) -> list[Member]:
+        get = self.reg.members.get
         out = []
-        for k in (self.key, self.key + b"-journal", self.key + b"-wal"):
-            m = self.reg.members.get(k)
+        for k in self.group_keys:
+            m = get(k)
             if m is not None:
                 out.append(m)
         return out
@@ -850,6 +862,9 @@ def _database_of(member: str) -> str:
     return member
 
 
+_keys: dict[str, bytes] = {}     # member path -> catalog key, for xAccess (asked at every lock)
+
+
 class _BaseVFS(apsw.VFS):
     """What both VFS kinds share: temporary files go to the default VFS, member files to us."""
 
@@ -901,9 +916,13 @@ class _BaseVFS(apsw.VFS):
         except (apsw.CantOpenError, CartridgeError):
             return False
         cart = reg.cart
+        key = _keys.get(member)
+        if key is None:
+            key = P.to_key(member)
+            if len(_keys) < 1024:
+                _keys[member] = key
         with cart._lock:
             eng = cart._ready()
-            key = P.to_key(member)
             m = reg.members.get(key)
             if m is not None:
                 m.revalidate()
@@ -964,6 +983,7 @@ class HandleVFS(_BaseVFS):
         super().__init__(name, "")
         self.name = name
         self._reg = weakref.ref(reg)
+        self._names: dict[str, str] = {}      # file name -> member path (normalize_file)
         self.authorize = authorize
         self.check_publish = check_publish
 
@@ -971,10 +991,15 @@ class HandleVFS(_BaseVFS):
         reg = self._reg()
         if reg is None or reg.cart.closed:
             raise apsw.CantOpenError("cartridge: the archive handle is closed")
-        try:
-            return reg, P.normalize_file(name)
-        except CartridgeError as e:
-            raise apsw.CantOpenError(f"cartridge: {e}") from e
+        member = self._names.get(name)
+        if member is None:
+            try:
+                member = P.normalize_file(name)
+            except CartridgeError as e:
+                raise apsw.CantOpenError(f"cartridge: {e}") from e
+            if len(self._names) < 256:        # SQLite asks about the same few names again and again
+                self._names[name] = member
+        return reg, member
 
     def xFullPathname(self, name: str) -> str:
         try:
