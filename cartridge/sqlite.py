@@ -148,6 +148,7 @@ class Member(Overlay):
             self.rec = rec
             return
         self.reloads += 1
+        self.reg.reloads += 1
         self._load(rec)
 
     def fresh(self) -> None:
@@ -364,6 +365,7 @@ class Registry:
     def __init__(self, cart):
         self.cart = cart
         self.members: dict[bytes, Member] = {}
+        self.reloads = 0            # reloads of all its members (see MemberFile.stale)
         st = os.fstat(cart._eng.fd)
         self.ident = (st.st_dev, st.st_ino)
         self._vfs: HandleVFS | None = None
@@ -543,6 +545,7 @@ class MemberFile(apsw.VFSFile):
         self.delete_on_close = bool(flags[0] & apsw.SQLITE_OPEN_DELETEONCLOSE)
         self.group_key = key if self.is_db else companion_of
         self.group_keys = (key, key + b"-journal", key + b"-wal")
+        self.quiet_rollbacks = self.quiet_reloads = -1    # see stale()
         with self.cart._lock:
             self.cart._ready()
             m = reg.member(key)
@@ -727,16 +730,26 @@ class MemberFile(apsw.VFSFile):
     def stale(self) -> bool:
         """Does SQLite, holding its lock across transactions (locking_mode=EXCLUSIVE), cache
         a state the archive rolled back?"""
-        with self.cart._lock:
-            if self.cart._closed or self.level == _NONE:
+        cart = self.cart
+        if cart._closed or self.level == _NONE:
+            return False
+        rollbacks = cart._eng.rollbacks
+        if self.quiet_rollbacks == rollbacks and self.quiet_reloads == self.reg.reloads:
+            return False            # no rollback and no reload since the last look said no
+        with cart._lock:
+            if cart._closed or self.level == _NONE:
                 return False
-            rollbacks = self.cart._eng.rollbacks
+            rollbacks = cart._eng.rollbacks
             seen = 0
             for m in self._group_members():
                 if m.epoch != rollbacks:
                     m.fresh()
                 seen += m.reloads
-            return seen != self.seen
+            if seen != self.seen:
+                return True
+            self.quiet_rollbacks = rollbacks
+            self.quiet_reloads = self.reg.reloads
+            return False
 
     def _group_members(self) -> list[Member]:
         get = self.reg.members.get
@@ -1158,29 +1171,47 @@ def register() -> None:
 _WAL_RE = re.compile(r"\bpragma\s+(?:([\"`\[]?\w+[\"`\]]?)\s*\.\s*)?[\"`\[]?journal_mode[\"`\]]?"
                      r"\s*(?:=|\()\s*['\"`]?wal\b", re.IGNORECASE)
 _JM_SET_RE = re.compile(r"journal_mode[\"`\]]?\s*(?:=|\()", re.IGNORECASE)
-_pending_jm: weakref.WeakSet = weakref.WeakSet()    # connections still to get the default mode
 _tls = threading.local()
 
 
-_conn_db: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # connection -> main db file
+class _Guard:
+    """exec_trace of our connections, with the connection's state at hand (it runs before
+    every statement, executemany rows included, so its common case is a few attribute reads):
+    the default journal mode still to set, a stale page cache to drop, and a request for WAL,
+    which first sets locking_mode=EXCLUSIVE."""
+
+    __slots__ = ("f", "pending", "__weakref__")
+
+    def __init__(self, f: MemberFile | None):
+        self.f = f                  # the connection's main database file
+        self.pending = False        # the default journal mode is still to be set
+
+    def __call__(self, cursor, sql: str, bindings) -> bool:
+        if self.pending:
+            conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
+            if _JM_SET_RE.search(sql):
+                self.pending = False             # the application chooses its journal mode
+            else:
+                _default_journal_mode(conn, self)
+        f = self.f
+        if f is not None and not f.closed and (f.m.poisoned or f.stale()):
+            _reset_cache(cursor if isinstance(cursor, apsw.Connection) else cursor.connection, f)
+        if "wal" in sql or "WAL" in sql or "Wal" in sql:
+            conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
+            for mt in _WAL_RE.finditer(sql):
+                schema = f"{mt.group(1)}." if mt.group(1) else ""
+                conn.execute(f"PRAGMA {schema}locking_mode=EXCLUSIVE").fetchall()
+        return True
+
+
+_guards: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # connection -> its _Guard
 
 
 def _wal_guard(cursor, sql: str, bindings) -> bool:
-    """exec_trace of our connections: a request for WAL first sets locking_mode=EXCLUSIVE."""
+    """The exec_trace of our connections as a function (each connection gets its _Guard)."""
     conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
-    if conn in _pending_jm:
-        if _JM_SET_RE.search(sql):
-            _pending_jm.discard(conn)            # the application chooses its journal mode
-        else:
-            _default_journal_mode(conn)
-    f = _conn_db.get(conn)
-    if f is not None and not f.closed and (f.m.poisoned or f.stale()):
-        _reset_cache(conn, f)
-    if "wal" in sql or "WAL" in sql or "Wal" in sql:
-        for mt in _WAL_RE.finditer(sql):
-            schema = f"{mt.group(1)}." if mt.group(1) else ""
-            conn.execute(f"PRAGMA {schema}locking_mode=EXCLUSIVE").fetchall()
-    return True
+    g = _guards.get(conn)
+    return (g if g is not None else _Guard(None))(cursor, sql, bindings)
 
 
 def _reset_cache(conn: apsw.Connection, f: MemberFile) -> None:
@@ -1215,25 +1246,25 @@ def _on_connection(conn: apsw.Connection) -> None:
     if not (vfs == VFS_NAME or vfs.startswith(VFS_NAME + "-")) and \
             not (name == f.m.path or name.endswith("::" + f.m.path)):
         return
-    conn.exec_trace = _wal_guard
-    _conn_db[conn] = f
+    guard = _Guard(f)
+    _guards[conn] = guard
+    conn.exec_trace = guard
     if f is not None and f.wal_header():
         conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
         return
     if not conn.readonly("main"):
-        _pending_jm.add(conn)
-        _default_journal_mode(conn)
+        _default_journal_mode(conn, guard)
 
 
-def _default_journal_mode(conn: apsw.Connection) -> None:
+def _default_journal_mode(conn: apsw.Connection, guard: _Guard) -> None:
     """Set the default journal mode now if the database can be read without waiting (a new
     connection has no busy timeout); otherwise before the connection's next statement, which
     waits as its busy timeout says (so cart.sqlite() never blocks)."""
-    _pending_jm.discard(conn)
+    guard.pending = False
     try:
         conn.execute(f"PRAGMA journal_mode={DEFAULT_JOURNAL_MODE}").fetchall()
     except apsw.BusyError:
-        _pending_jm.add(conn)             # another connection holds it: try again later
+        guard.pending = True              # another connection holds it: try again later
     except apsw.NotADBError:
         pass              # not a database: the first statement says so, as natively
 
