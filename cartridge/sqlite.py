@@ -37,7 +37,7 @@ import apsw
 import numpy as np
 
 from . import paths as P
-from ._core.pageio import Overlay
+from ._core.pageio import Overlay, StatementGuard
 from .content import chunk_len, combine
 from .errors import (
     AccessDeniedError,
@@ -1174,19 +1174,17 @@ _JM_SET_RE = re.compile(r"journal_mode[\"`\]]?\s*(?:=|\()", re.IGNORECASE)
 _tls = threading.local()
 
 
-class _Guard:
-    """exec_trace of our connections, with the connection's state at hand (it runs before
-    every statement, executemany rows included, so its common case is a few attribute reads):
-    the default journal mode still to set, a stale page cache to drop, and a request for WAL,
-    which first sets locking_mode=EXCLUSIVE."""
-
-    __slots__ = ("f", "pending", "__weakref__")
+class _Guard(StatementGuard):
+    """exec_trace of our connections. It runs before every statement (executemany rows too),
+    so its common case is StatementGuard's (Cython); slow() does the work: set the default
+    journal mode still pending, drop a stale page cache, and for a request for WAL first set
+    locking_mode=EXCLUSIVE."""
 
     def __init__(self, f: MemberFile | None):
         self.f = f                  # the connection's main database file
         self.pending = False        # the default journal mode is still to be set
 
-    def __call__(self, cursor, sql: str, bindings) -> bool:
+    def slow(self, cursor, sql: str, bindings) -> bool:
         if self.pending:
             conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
             if _JM_SET_RE.search(sql):
@@ -1211,7 +1209,7 @@ def _wal_guard(cursor, sql: str, bindings) -> bool:
     """The exec_trace of our connections as a function (each connection gets its _Guard)."""
     conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
     g = _guards.get(conn)
-    return (g if g is not None else _Guard(None))(cursor, sql, bindings)
+    return (g if g is not None else _Guard(None)).slow(cursor, sql, bindings)
 
 
 def _reset_cache(conn: apsw.Connection, f: MemberFile) -> None:

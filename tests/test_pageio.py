@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from cartridge._core.pageio import Overlay
+from cartridge._core.pageio import Overlay, StatementGuard
 
 CHUNK = 1 << 16
 
@@ -91,3 +91,25 @@ def test_poisoned_member_ignores_writes_and_bad_input_raises():
         m.write(b"x", -1)
     with pytest.raises(TypeError):
         m.write(12, 0)
+
+
+class Recording(StatementGuard):
+    def __init__(self):
+        self.f = None
+        self.seen = []
+
+    def slow(self, cursor, sql, bindings):
+        self.seen.append(sql)
+        return True
+
+
+def test_statement_guard_only_takes_the_slow_path_when_it_must():
+    g = Recording()
+    assert g(None, "INSERT INTO t VALUES(1)", None) is True
+    assert g.seen == []
+    g(None, "PRAGMA journal_mode=WAL", None)
+    g(None, "pragma journal_mode = wal", None)
+    assert len(g.seen) == 2
+    g.pending = True
+    g(None, "SELECT 1", None)
+    assert g.seen[-1] == "SELECT 1"

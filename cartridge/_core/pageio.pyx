@@ -164,3 +164,32 @@ cdef class Overlay:
         self.changed = True
         if len(dirty) > self.spill_at:
             self._spill()
+
+
+cdef class StatementGuard:
+    """The fast path of the exec_trace our connections get (cartridge.sqlite._Guard), run
+    before every statement and executemany row: True at once unless the default journal mode
+    is still to be set, the database file may be stale or poisoned (MemberFile.stale says for
+    sure) or the SQL mentions WAL; then the subclass's slow(cursor, sql, bindings) decides."""
+
+    cdef public object f            # the connection's main database file (MemberFile) or None
+    cdef public bint pending        # the default journal mode is still to be set
+
+    def __call__(self, cursor, sql, bindings):
+        if self.pending or (self.f is not None and self._maybe_stale()):
+            return self.slow(cursor, sql, bindings)
+        if type(sql) is str and ("wal" in sql or "WAL" in sql or "Wal" in sql):
+            return self.slow(cursor, sql, bindings)
+        return True
+
+    cdef bint _maybe_stale(self) except -1:
+        f = self.f
+        if f.closed:
+            return False
+        if (<Overlay?>f.m).poisoned:
+            return True
+        cart = f.cart
+        if cart._closed or f.level == 0:
+            return False
+        return not (f.quiet_rollbacks == cart._eng.rollbacks and
+                    f.quiet_reloads == f.reg.reloads)
