@@ -159,6 +159,18 @@ class Member(Overlay):
             self.epoch = eng.rollbacks
             self.revalidate()
 
+    @staticmethod
+    def _closed_read(cart) -> bytes:
+        """xRead after the archive closed (vfs_read)."""
+        if _quiet():
+            return b""           # closing after the archive: nothing left to read
+        raise ClosedError(f"{cart.path}: archive is closed")
+
+    @staticmethod
+    def _closed_write() -> bool:
+        """xWrite after the archive closed: ignore it (True) if the connection is closing."""
+        return _quiet()          # a checkpoint at close: the archive already decided
+
     def _base_chunk(self, i: int) -> bytes:
         """Chunk i of the committed content (shorter than a full chunk at its end)."""
         rec = self.rec
@@ -583,27 +595,12 @@ class MemberFile(apsw.VFSFile):
 
     # reads and writes -----------------------------------------------------------------------
     def xRead(self, amount: int, offset: int):
-        cart = self.cart
-        with cart._lock:
-            if cart._closed:
-                if _quiet():
-                    return b""           # closing after the archive: nothing left to read
-                raise ClosedError(f"{cart.path}: archive is closed")
-            m = self.m
-            if m.epoch != cart._eng.rollbacks:
-                m.fresh()
-            return m.read(amount, offset)
+        return self.m.vfs_read(self.cart, amount, offset)
 
     def xWrite(self, data, offset: int) -> None:
-        cart = self.cart
-        with cart._lock:
-            if self.readonly:
-                raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
-            if cart._closed and _quiet():
-                return                   # a checkpoint at close: the archive already decided
-            cart._writer()
-            self.m.fresh()
-            self.m.write(data, offset)
+        if self.readonly:
+            raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
+        self.m.vfs_write(self.cart, data, offset)
 
     def xTruncate(self, newsize: int) -> None:
         with self.cart._lock:

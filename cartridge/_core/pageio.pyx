@@ -34,11 +34,40 @@ cdef class Overlay:
     cdef public dict dirty
     cdef public dict placed
     cdef public Py_ssize_t spill_at     # more dirty chunks than this: _spill()
+    cdef public object epoch            # the engine's rollback count last checked (see fresh)
 
     def __cinit__(self, *args, **kwargs):
         self.dirty = {}
         self.placed = {}
         self.spill_at = 256
+
+    def vfs_read(self, cart, long long amount, long long offset):
+        """MemberFile.xRead: read() under the archive handle's lock, after catching up with a
+        rollback (fresh); a closed archive is _closed_read()'s business."""
+        lock = cart._lock
+        lock.acquire()
+        try:
+            if cart._closed:
+                return self._closed_read(cart)
+            if self.epoch != cart._eng.rollbacks:
+                self.fresh()
+            return self.read(amount, offset)
+        finally:
+            lock.release()
+
+    def vfs_write(self, cart, data, long long offset):
+        """MemberFile.xWrite (a writable file): write() under the handle's lock, as a writer."""
+        lock = cart._lock
+        lock.acquire()
+        try:
+            if cart._closed and self._closed_write():
+                return
+            cart._writer()
+            if self.epoch != cart._eng.rollbacks:
+                self.fresh()
+            self.write(data, offset)
+        finally:
+            lock.release()
 
     cdef object _current(self, long long i):
         """Chunk i as stored now (bytes-like; may be short: zeros follow)."""
