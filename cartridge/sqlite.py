@@ -37,6 +37,7 @@ import apsw
 import numpy as np
 
 from . import paths as P
+from ._core.checksum import xxh3_64
 from ._core.pageio import Overlay, StatementGuard
 from .content import chunk_len, combine
 from .errors import (
@@ -64,6 +65,7 @@ VFS_NAME = "cartridge"
 DEFAULT_JOURNAL_MODE = "MEMORY"
 SPILL_CHUNKS = 256          # modified chunks (16 MiB) kept in memory before full ones go to pages
 COMPANIONS = ("-journal", "-wal")
+FEW_CHUNKS = 4              # a publish with at most this many changed chunks places them one by one
 
 _CHUNK_SHIFT = CHUNK_SIZE.bit_length() - 1
 _CHUNK_MASK = CHUNK_SIZE - 1
@@ -299,15 +301,30 @@ class Member(Overlay):
                 for i in todo:
                     want = chunk_len(size, i)
                     data = self._chunk(i)
-                    if len(data) < want:
-                        data = bytes(data) + bytes(want - len(data))
-                    elif len(data) > want:
-                        data = data[:want]
+                    have = len(data)
+                    if have < want:
+                        data = bytes(data) + bytes(want - have)
+                    elif have > want:
+                        data = bytes(memoryview(data)[:want])
+                    elif type(data) is not bytes:
+                        data = bytes(data)      # immutable: it goes to the page cache as is
                     parts.append(data)
-                placed = eng.content.write_chunks(b"".join(parts))
-                cmap[todo] = placed
-                fresh = [(int(placed[n, 0]) << 64 | int(placed[n, 1]), bytes(parts[n]))
-                         for n in range(min(len(todo), 4))]
+                if len(todo) <= FEW_CHUNKS:
+                    # a small commit (an autocommit INSERT): each chunk on a run of its own, no
+                    # joined copy, no numpy (what ContentStore.store does for one chunk)
+                    alloc_run, stage = eng.allocator.alloc_run, eng.pager.stage
+                    for i, data in zip(todo, parts):
+                        start = alloc_run(-(-len(data) // PAGE_SIZE))
+                        csum = xxh3_64(data)
+                        stage(start, data)
+                        cmap[i, 0] = start
+                        cmap[i, 1] = csum
+                        fresh.append(((start << 64) | csum, data))
+                else:
+                    placed = eng.content.write_chunks(b"".join(parts))
+                    cmap[todo] = placed
+                    fresh = [(int(placed[n, 0]) << 64 | int(placed[n, 1]), parts[n])
+                             for n in range(min(len(todo), FEW_CHUNKS))]
             eng.allocator.attach(self, keep_runs)
             if chunked_base:
                 nb = self.base_chunks()
