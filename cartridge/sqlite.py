@@ -640,15 +640,23 @@ class MemberFile(apsw.VFSFile):
 
     def _publish(self) -> None:
         reg = self.reg
-        with self.cart._lock:
-            if self.readonly or (self.cart._closed and _quiet()):
+        cart = self.cart
+        with cart._lock:
+            if self.readonly or (cart._closed and _quiet()):
                 return
-            for m in self._group_members() if self.group_key is not None else [self.m]:
-                m.fresh()
+            members = self._group_members() if self.group_key is not None else [self.m]
+            rollbacks = cart._eng.rollbacks
+            for m in members:
+                if m.epoch != rollbacks:
+                    m.fresh()
             if self.group_key is None:
                 group = [self.m] if self.m.changed else []
+            elif self.is_db:              # the same three files: what reg.group would give
+                group = [m for m in members if m.changed]
             else:
                 group = reg.group(self.group_key)
+            if not group:
+                return                    # (SQLite asks two or three times per commit)
             if any(m.poisoned for m in group):
                 for m in group:
                     m._load(m.rec)
