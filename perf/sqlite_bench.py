@@ -142,14 +142,38 @@ def w_speedtest(side: Side, scale: int) -> float:
     return total
 
 
-def measure(fn, repeat: int, fresh) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        side = fresh()
-        try:
-            out.append(fn(side))
-        finally:
+def measure(w: str, base: Path, sync: str, pragmas: dict, sizes: dict, repeat: int) -> dict:
+    """{kind: [seconds per run]}: the two sides take turns (native first in even rounds,
+    cartridge first in odd ones), so that a slow spell of a shared machine hits both."""
+    sides = {}
+    for kind in ("native", "cartridge"):
+        if w == "lookups":                      # build once, then time lookups only
+            d = base / f"{kind}-lk"
+            d.mkdir()
+            side = Side(kind, d, sync, "bench", pragmas[kind])
+            w_bulk(side, sizes["rows"])
             side.close()
+            sides[kind] = side
+    out: dict[str, list[float]] = {"native": [], "cartridge": []}
+    for r in range(repeat):
+        for kind in ("native", "cartridge") if r % 2 == 0 else ("cartridge", "native"):
+            if w == "lookups":
+                side = sides[kind]
+            else:
+                d = base / f"{kind}{r}"
+                d.mkdir()
+                side = Side(kind, d, sync, "bench", pragmas[kind])
+            try:
+                if w == "lookups":
+                    out[kind].append(w_lookups(side, sizes["rows"], sizes["lookups"]))
+                elif w == "bulk":
+                    out[kind].append(w_bulk(side, sizes["bulk"]))
+                elif w == "autocommit":
+                    out[kind].append(w_autocommit(side, sizes["auto"]))
+                else:
+                    out[kind].append(w_speedtest(side, sizes["scale"]))
+            finally:
+                side.close()
     return out
 
 
@@ -168,8 +192,8 @@ def main(argv=None) -> int:
     syncs = args.sync or ["off", "normal", "full"]
     journals = args.journal or ["memory"]
     div = 10 if args.quick else 1
-    rows, lookups, bulk, auto = 1_000_000 // div, 200_000 // div, 1_000_000 // div, 1000
-    scale = 2 if args.quick else 5
+    sizes = {"rows": 1_000_000 // div, "lookups": 200_000 // div, "bulk": 1_000_000 // div,
+             "auto": 1000, "scale": 2 if args.quick else 5}
     results = []
     print(f"apsw {apsw.apsw_version()}, SQLite {apsw.sqlite_lib_version()}; "
           f"{'quick' if args.quick else 'full'} sizes, median of {args.repeat}")
@@ -182,31 +206,8 @@ def main(argv=None) -> int:
             for w in args.only.split(","):
                 base = Path(tempfile.mkdtemp(prefix="cart-sqlbench-"))
                 try:
-                    ratios = {}
-                    for kind in ("native", "cartridge"):
-                        pragmas = nat_pragmas if kind == "native" else car_pragmas
-                        counter = [0]
-
-                        def fresh(kind=kind, counter=counter, base=base, sync=sync, pragmas=pragmas):
-                            counter[0] += 1
-                            d = base / f"{kind}{counter[0]}"
-                            d.mkdir()
-                            return Side(kind, d, sync, "bench", pragmas)
-
-                        if w == "lookups":         # build once, then time lookups only
-                            d = base / f"{kind}-lk"
-                            d.mkdir()
-                            side = Side(kind, d, sync, "bench", pragmas)
-                            w_bulk(side, rows)
-                            side.close()
-                            vals = measure(lambda s, side=side: w_lookups(side, rows, lookups),
-                                           args.repeat, lambda side=side: side)
-                        else:
-                            fn = {"bulk": lambda s: w_bulk(s, bulk),
-                                  "autocommit": lambda s: w_autocommit(s, auto),
-                                  "speedtest": lambda s: w_speedtest(s, scale)}[w]
-                            vals = measure(fn, args.repeat, fresh)
-                        ratios[kind] = vals
+                    ratios = measure(w, base, sync, {"native": nat_pragmas, "cartridge": car_pragmas},
+                                     sizes, args.repeat)
                     nat = statistics.median(ratios["native"])
                     car = statistics.median(ratios["cartridge"])
                     results.append((w, sync, jm, ratios))
