@@ -105,6 +105,7 @@ class Member(Overlay):
         # of `rec` still valid after a truncation), dirty (chunk index -> current bytes),
         # placed (spilled chunks: start page, csum, pages), changed, poisoned
         self.spill_at = SPILL_CHUNKS
+        self.cart = reg.cart
         self.base_size = 0
         self.cmap: np.ndarray | None = None  # chunk map of `rec` (chunked storage)
         self.ckeys: dict[int, int] = {}      # chunk index -> page-cache key, filled lazily
@@ -594,6 +595,9 @@ class MemberFile(apsw.VFSFile):
             m.opens += 1
             reg.files += 1
             self.m = m
+            self.xRead = m.vfs_read
+            if not self.readonly:
+                self.xWrite = m.vfs_write
             if self.is_db and m.changed:
                 try:
                     reg.publish([m])       # a new database is an (empty) file at once
@@ -611,13 +615,15 @@ class MemberFile(apsw.VFSFile):
             flags[1] = flags[0]
 
     # reads and writes -----------------------------------------------------------------------
+    # (__init__ also binds xRead, and xWrite of a writable file, straight to the kernel's
+    # vfs_read/vfs_write on the instance: apsw then calls into C with no Python frame)
     def xRead(self, amount: int, offset: int):
-        return self.m.vfs_read(self.cart, amount, offset)
+        return self.m.vfs_read(amount, offset)
 
     def xWrite(self, data, offset: int) -> None:
         if self.readonly:
             raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
-        self.m.vfs_write(self.cart, data, offset)
+        self.m.vfs_write(data, offset)
 
     def xTruncate(self, newsize: int) -> None:
         with self.cart._lock:

@@ -35,15 +35,17 @@ cdef class Overlay:
     cdef public dict placed
     cdef public Py_ssize_t spill_at     # more dirty chunks than this: _spill()
     cdef public object epoch            # the engine's rollback count last checked (see fresh)
+    cdef public object cart             # the archive handle (Cartridge) the member belongs to
 
     def __cinit__(self, *args, **kwargs):
         self.dirty = {}
         self.placed = {}
         self.spill_at = 256
 
-    def vfs_read(self, cart, long long amount, long long offset):
+    def vfs_read(self, long long amount, long long offset):
         """MemberFile.xRead: read() under the archive handle's lock, after catching up with a
         rollback (fresh); a closed archive is _closed_read()'s business."""
+        cart = self.cart
         lock = cart._lock
         lock.acquire()
         try:
@@ -55,8 +57,9 @@ cdef class Overlay:
         finally:
             lock.release()
 
-    def vfs_write(self, cart, data, long long offset):
+    def vfs_write(self, data, long long offset):
         """MemberFile.xWrite (a writable file): write() under the handle's lock, as a writer."""
+        cart = self.cart
         lock = cart._lock
         lock.acquire()
         try:
