@@ -351,9 +351,14 @@ class Member(Overlay):
         if old.storage not in (STORE_CHUNKS, STORE_XMAP):
             return
         free = eng.allocator.free
+        uncache = eng.pager.cache.pop
         cm = self.cmap
         for i in replaced:
-            free(int(cm[i, 0]), -(-chunk_len(old.size, i) // PAGE_SIZE))
+            start = int(cm[i, 0])
+            free(start, -(-chunk_len(old.size, i) // PAGE_SIZE))
+            # out of the page cache now rather than when it ages out: the next commit's chunk
+            # reuses its memory (an autocommit INSERT replaces a 64 KiB chunk every time)
+            uncache((start << 64) | int(cm[i, 1]))
         if old.storage == STORE_XMAP:
             from .format import XMAP_REF
             for pno in eng.content.xmap_pages(old):
