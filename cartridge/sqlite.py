@@ -911,6 +911,26 @@ def _database_of(member: str) -> str:
 _keys: dict[str, bytes] = {}     # member path -> catalog key, for xAccess (asked at every lock)
 
 
+def _access(reg: Registry, key: bytes, flags: int) -> bool:
+    """xAccess once the name is resolved: the member as SQLite would see it now."""
+    cart = reg.cart
+    with cart._lock:
+        eng = cart._ready()
+        m = reg.members.get(key)
+        if m is not None:
+            m.revalidate()
+            exists, size = m.exists, m.size
+        else:
+            rec = eng.get(key)
+            exists = rec is not None and rec.kind == KIND_FILE
+            size = rec.size if exists else 0
+        if flags == apsw.SQLITE_ACCESS_EXISTS:
+            return exists and size > 0           # as the unix VFS: an empty file is absent
+        if flags == apsw.SQLITE_ACCESS_READWRITE:
+            return exists and eng.writable
+        return exists
+
+
 class _BaseVFS(apsw.VFS):
     """What both VFS kinds share: temporary files go to the default VFS, member files to us."""
 
@@ -961,27 +981,12 @@ class _BaseVFS(apsw.VFS):
                 self.authorize(_database_of(member), False)
         except (apsw.CantOpenError, CartridgeError):
             return False
-        cart = reg.cart
         key = _keys.get(member)
         if key is None:
             key = P.to_key(member)
             if len(_keys) < 1024:
                 _keys[member] = key
-        with cart._lock:
-            eng = cart._ready()
-            m = reg.members.get(key)
-            if m is not None:
-                m.revalidate()
-                exists, size = m.exists, m.size
-            else:
-                rec = eng.get(key)
-                exists = rec is not None and rec.kind == KIND_FILE
-                size = rec.size if exists else 0
-            if flags == apsw.SQLITE_ACCESS_EXISTS:
-                return exists and size > 0           # as the unix VFS: an empty file is absent
-            if flags == apsw.SQLITE_ACCESS_READWRITE:
-                return exists and eng.writable
-            return exists
+        return _access(reg, key, flags)
 
     def xDelete(self, filename: str, syncdir: bool) -> None:
         try:
@@ -1030,6 +1035,7 @@ class HandleVFS(_BaseVFS):
         self.name = name
         self._reg = weakref.ref(reg)
         self._names: dict[str, str] = {}      # file name -> member path (normalize_file)
+        self._access_keys: dict[str, bytes] = {}  # file name -> catalog key (xAccess)
         self.authorize = authorize
         self.check_publish = check_publish
 
@@ -1052,6 +1058,21 @@ class HandleVFS(_BaseVFS):
             return P.normalize_file(name)
         except CartridgeError as e:
             raise apsw.CantOpenError(f"cartridge: {e}") from e
+
+    def xAccess(self, pathname: str, flags: int) -> bool:
+        # SQLite asks about "-journal" and "-wal" at every read transaction: a name seen before
+        # skips resolution (a principal's VFS always checks its rights first)
+        key = self._access_keys.get(pathname)
+        if key is None or self.authorize is not None:
+            found = super().xAccess(pathname, flags)
+            member = self._names.get(pathname)
+            if member is not None and len(self._access_keys) < 256:
+                self._access_keys[pathname] = _keys.get(member) or P.to_key(member)
+            return found
+        reg = self._reg()
+        if reg is None or reg.cart._closed:
+            return False
+        return _access(reg, key, flags)
 
 
 _owned: dict[tuple, Registry] = {}          # archives the global VFS opened itself

@@ -36,10 +36,12 @@ cdef class Overlay:
     cdef public Py_ssize_t spill_at     # more dirty chunks than this: _spill()
     cdef public object epoch            # the engine's rollback count last checked (see fresh)
     cdef public object cart             # the archive handle (Cartridge) the member belongs to
+    cdef public dict ckeys              # committed chunk index -> page-cache key (_base_chunk)
 
     def __cinit__(self, *args, **kwargs):
         self.dirty = {}
         self.placed = {}
+        self.ckeys = {}
         self.spill_at = 256
 
     def vfs_read(self, long long amount, long long offset):
@@ -78,6 +80,11 @@ cdef class Overlay:
         if p is not NULL:
             return <object>p
         if i < self.nbase and PyDict_GetItem(self.placed, i) is NULL:
+            p = PyDict_GetItem(self.ckeys, i)
+            if p is not NULL:                 # a committed chunk in the page cache: no Python
+                data = self.cart._eng.pager.cache.get(<object>p)
+                if data is not None:
+                    return data
             return self._base_chunk(i)
         return self._chunk(i)
 
