@@ -21,6 +21,34 @@ cdef enum:
 
 
 
+cdef inline long long _step(long long pos, long long end, long long* i, long long* lo) noexcept:
+    """Chunk index (*i) and offset in it (*lo) of byte `pos`; how many bytes of that chunk lie
+    in [pos, end)."""
+    i[0] = pos >> CHUNK_SHIFT
+    lo[0] = pos & CHUNK_MASK
+    return CHUNK_SIZE - lo[0] if CHUNK_SIZE - lo[0] < end - pos else end - pos
+
+
+cdef int _copy_out(object data, char* dst, long long lo, long long take) except -1:
+    """dst[:take] = data[lo:lo+take], zeros past the end of data (a chunk stored short)."""
+    cdef Py_buffer buf
+    cdef long long got
+    PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
+    try:
+        got = buf.len - lo
+        if got > take:
+            got = take
+        if got < 0:
+            got = 0
+        if got:
+            memcpy(dst, <char*>buf.buf + lo, got)
+        if got < take:
+            memset(dst + got, 0, take - got)
+    finally:
+        PyBuffer_Release(&buf)
+    return 0
+
+
 cdef class Overlay:
     """Current state of a member: `size`, `exists`, the first `nbase` committed chunks still
     valid, `dirty` (chunk index -> bytearray, maybe shorter than the chunk: zeros follow) and
@@ -91,8 +119,7 @@ cdef class Overlay:
     def read(self, long long amount, long long offset):
         """Bytes [offset, offset+amount) clipped at the end (SQLite zero-fills short reads)."""
         cdef long long size = self.size
-        cdef long long end, pos, i, lo, take, have, got
-        cdef Py_buffer buf
+        cdef long long end, pos, i, lo, take
         cdef object data, out
         cdef char* dst
         if offset >= size or not self.exists or amount <= 0 or offset < 0:
@@ -107,44 +134,14 @@ cdef class Overlay:
             if type(data) is bytes and lo == 0 and end - offset == len(data):
                 return data
             out = PyBytes_FromStringAndSize(NULL, end - offset)
-            dst = PyBytes_AS_STRING(out)
-            PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
-            try:
-                have = buf.len - lo
-                if have > end - offset:
-                    have = end - offset
-                if have < 0:
-                    have = 0
-                if have:
-                    memcpy(dst, <char*>buf.buf + lo, have)
-                if have < end - offset:
-                    memset(dst + have, 0, end - offset - have)
-            finally:
-                PyBuffer_Release(&buf)
+            _copy_out(data, PyBytes_AS_STRING(out), lo, end - offset)
             return out
         out = PyBytes_FromStringAndSize(NULL, end - offset)
         dst = PyBytes_AS_STRING(out)
         pos = offset
         while pos < end:
-            i = pos >> CHUNK_SHIFT
-            lo = pos & CHUNK_MASK
-            take = CHUNK_SIZE - lo
-            if take > end - pos:
-                take = end - pos
-            data = self._current(i)
-            PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
-            try:
-                got = buf.len - lo
-                if got > take:
-                    got = take
-                if got < 0:
-                    got = 0
-                if got:
-                    memcpy(dst + (pos - offset), <char*>buf.buf + lo, got)
-                if got < take:
-                    memset(dst + (pos - offset) + got, 0, take - got)
-            finally:
-                PyBuffer_Release(&buf)
+            take = _step(pos, end, &i, &lo)
+            _copy_out(self._current(i), dst + (pos - offset), lo, take)
             pos += take
         return out
 
@@ -171,11 +168,7 @@ cdef class Overlay:
             end = offset + n
             pos = offset
             while pos < end:
-                i = pos >> CHUNK_SHIFT
-                lo = pos & CHUNK_MASK
-                take = CHUNK_SIZE - lo
-                if take > end - pos:
-                    take = end - pos
+                take = _step(pos, end, &i, &lo)
                 p = PyDict_GetItem(dirty, i)
                 if p is NULL:
                     if lo == 0 and take == CHUNK_SIZE:
