@@ -1235,7 +1235,7 @@ class _Guard(StatementGuard):
     locking_mode=EXCLUSIVE."""
 
     def __init__(self, f: MemberFile | None):
-        self.f = f                  # the connection's main database file
+        self.bind(f)                # the connection's main database file
         self.pending = False        # the default journal mode is still to be set
 
     def slow(self, cursor, sql: str, bindings) -> bool:
@@ -1246,8 +1246,15 @@ class _Guard(StatementGuard):
             else:
                 _default_journal_mode(conn, self)
         f = self.f
-        if f is not None and not f.closed and (f.m.poisoned or f.stale()):
-            _reset_cache(cursor if isinstance(cursor, apsw.Connection) else cursor.connection, f)
+        if f is not None and not f.closed:
+            cart = f.cart
+            # the counters before the check: a change after it shows at the next statement
+            before = None if cart._closed else (cart._eng.rollbacks, f.reg.reloads)
+            if f.m.poisoned or f.stale():
+                _reset_cache(cursor if isinstance(cursor, apsw.Connection) else cursor.connection,
+                             f)
+            elif before is not None:
+                self.quiet(*before)
         if "wal" in sql or "WAL" in sql or "Wal" in sql:
             conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
             for mt in _WAL_RE.finditer(sql):

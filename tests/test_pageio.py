@@ -113,3 +113,13 @@ def test_statement_guard_only_takes_the_slow_path_when_it_must():
     g.pending = True
     g(None, "SELECT 1", None)
     assert g.seen[-1] == "SELECT 1"
+
+
+def test_statement_guard_remembers_plain_sql_but_still_sees_wal():
+    g = Recording()
+    for _ in range(3):
+        g(None, "INSERT INTO t VALUES(?)", None)
+    g(None, "PRAGMA journal_mode=wal", None)
+    g(None, "INSERT INTO t VALUES(?)", None)
+    g(None, "PRAGMA journal_mode=wal", None)
+    assert g.seen == ["PRAGMA journal_mode=wal"] * 2

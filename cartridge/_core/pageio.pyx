@@ -206,22 +206,41 @@ cdef class StatementGuard:
 
     cdef public object f            # the connection's main database file (MemberFile) or None
     cdef public bint pending        # the default journal mode is still to be set
+    cdef Overlay m                  # f's member, archive handle and registry (bind)
+    cdef object cart, reg
+    cdef object q_rollbacks, q_reloads     # counters when f was last found not stale (quiet)
+    cdef object plain_sql           # the last SQL text seen without "wal" (executemany repeats it)
+
+    def bind(self, f) -> None:
+        """Guard the connection whose main database file is `f` (a MemberFile, or None)."""
+        self.f = f
+        if f is not None:
+            self.m = f.m
+            self.cart = f.cart
+            self.reg = f.reg
+
+    def quiet(self, rollbacks, reloads) -> None:
+        """f was not stale with these counters (the engine's rollbacks, the registry's
+        reloads): until one of them moves, it still is not."""
+        self.q_rollbacks = rollbacks
+        self.q_reloads = reloads
 
     def __call__(self, cursor, sql, bindings):
         if self.pending or (self.f is not None and self._maybe_stale()):
             return self.slow(cursor, sql, bindings)
-        if type(sql) is str and ("wal" in sql or "WAL" in sql or "Wal" in sql):
-            return self.slow(cursor, sql, bindings)
+        if type(sql) is str and sql != self.plain_sql:
+            if "wal" in sql or "WAL" in sql or "Wal" in sql:
+                return self.slow(cursor, sql, bindings)
+            self.plain_sql = sql
         return True
 
     cdef bint _maybe_stale(self) except -1:
         f = self.f
         if f.closed:
             return False
-        if (<Overlay?>f.m).poisoned:
+        if self.m.poisoned:
             return True
-        cart = f.cart
+        cart = self.cart
         if cart._closed or f.level == 0:
             return False
-        return not (f.quiet_rollbacks == cart._eng.rollbacks and
-                    f.quiet_reloads == f.reg.reloads)
+        return not (self.q_rollbacks == cart._eng.rollbacks and self.q_reloads == self.reg.reloads)
