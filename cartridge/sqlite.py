@@ -37,6 +37,8 @@ import apsw
 import numpy as np
 
 from . import paths as P
+from ._core.checksum import xxh3_64
+from ._core.pageio import Overlay, StatementGuard
 from .content import chunk_len, combine
 from .errors import (
     AccessDeniedError,
@@ -63,6 +65,7 @@ VFS_NAME = "cartridge"
 DEFAULT_JOURNAL_MODE = "MEMORY"
 SPILL_CHUNKS = 256          # modified chunks (16 MiB) kept in memory before full ones go to pages
 COMPANIONS = ("-journal", "-wal")
+FEW_CHUNKS = 4              # a publish with at most this many changed chunks places them one by one
 
 _CHUNK_SHIFT = CHUNK_SIZE.bit_length() - 1
 _CHUNK_MASK = CHUNK_SIZE - 1
@@ -85,7 +88,7 @@ _NONE, _SHARED, _RESERVED, _PENDING, _EXCLUSIVE = (
 
 
 # -- members ---------------------------------------------------------------------------------
-class Member:
+class Member(Overlay):
     """One archive member as SQLite sees it: the committed version plus unpublished changes.
 
     Shared by every file SQLite has open on the member through one archive handle, like the OS
@@ -98,17 +101,15 @@ class Member:
         self.path = key.decode("utf-8")
         self.opens = 0                       # SQLite files open on it
         self.rec: Record | None = None       # the committed record the overlay applies to
-        self.exists = False                  # current state (overlay applied)
-        self.size = 0
-        self.nbase = 0                       # leading chunks of `rec` still valid (truncation)
+        # Overlay's state: exists, size (current state, overlay applied), nbase (leading chunks
+        # of `rec` still valid after a truncation), dirty (chunk index -> current bytes),
+        # placed (spilled chunks: start page, csum, pages), changed, poisoned
+        self.spill_at = SPILL_CHUNKS
+        self.cart = reg.cart
         self.base_size = 0
         self.cmap: np.ndarray | None = None  # chunk map of `rec` (chunked storage)
         self.ckeys: dict[int, int] = {}      # chunk index -> page-cache key, filled lazily
-        self.dirty: dict[int, bytearray] = {}          # chunk index -> current bytes
-        self.placed: dict[int, tuple[int, int, int]] = {}   # spilled: start page, csum, pages
-        self.changed = False
         self.reloads = 0                     # times the base changed behind SQLite's back
-        self.poisoned = False                # a WAL connection that cannot recover (see fresh)
         self.epoch = reg.cart._eng.rollbacks     # the engine's rollback count last checked
         self._load(reg.cart._eng.get(key))
 
@@ -150,6 +151,7 @@ class Member:
             self.rec = rec
             return
         self.reloads += 1
+        self.reg.reloads += 1
         self._load(rec)
 
     def fresh(self) -> None:
@@ -159,6 +161,18 @@ class Member:
         if self.epoch != eng.rollbacks:
             self.epoch = eng.rollbacks
             self.revalidate()
+
+    @staticmethod
+    def _closed_read(cart) -> bytes:
+        """xRead after the archive closed (vfs_read)."""
+        if _quiet():
+            return b""           # closing after the archive: nothing left to read
+        raise ClosedError(f"{cart.path}: archive is closed")
+
+    @staticmethod
+    def _closed_write() -> bool:
+        """xWrite after the archive closed: ignore it (True) if the connection is closing."""
+        return _quiet()          # a checkpoint at close: the archive already decided
 
     def _base_chunk(self, i: int) -> bytes:
         """Chunk i of the committed content (shorter than a full chunk at its end)."""
@@ -194,83 +208,9 @@ class Member:
         return b""
 
     # -- I/O -------------------------------------------------------------------------------
-    def read(self, amount: int, offset: int):
-        """Bytes [offset, offset+amount) clipped at the end (SQLite zero-fills short reads)."""
-        size = self.size
-        if offset >= size or not self.exists:
-            return b""
-        end = offset + amount
-        if end > size:
-            end = size
-        i = offset >> _CHUNK_SHIFT
-        lo = offset & _CHUNK_MASK
-        if lo + (end - offset) <= CHUNK_SIZE:            # one chunk: the hot path
-            buf = self.dirty.get(i)
-            if buf is None:
-                if i < self.nbase and i not in self.placed:
-                    data = self._base_chunk(i)
-                else:
-                    data = self._chunk(i)
-            else:
-                data = buf
-            hi = lo + end - offset
-            if hi <= len(data):
-                if lo == 0 and hi == len(data) and type(data) is bytes:
-                    return data
-                return data[lo:hi]
-            return bytes(data[lo:hi]) + bytes(hi - max(lo, len(data)))
-        out = bytearray(end - offset)
-        pos = offset
-        while pos < end:
-            i = pos >> _CHUNK_SHIFT
-            lo = pos & _CHUNK_MASK
-            take = min(CHUNK_SIZE - lo, end - pos)
-            data = self._chunk(i)
-            part = data[lo:lo + take]
-            out[pos - offset:pos - offset + len(part)] = part
-            pos += take
-        return out
-
-    def write(self, data, offset: int) -> None:
-        if self.poisoned:
-            return                  # a stale connection closing (its checkpoint): never kept
-        view = memoryview(data).cast("B")
-        n = len(view)
-        if not self.exists:
-            self.exists = True
-            self.size = 0
-            self.nbase = 0
-        end = offset + n
-        pos = offset
-        src = 0
-        dirty = self.dirty
-        while pos < end:
-            i = pos >> _CHUNK_SHIFT
-            lo = pos & _CHUNK_MASK
-            take = min(CHUNK_SIZE - lo, end - pos)
-            buf = dirty.get(i)
-            if buf is None:
-                if lo == 0 and take == CHUNK_SIZE:
-                    buf = bytearray(view[src:src + take])
-                    dirty[i] = buf
-                    self.placed.pop(i, None)
-                    pos += take
-                    src += take
-                    continue
-                buf = bytearray(self._chunk(i))
-                dirty[i] = buf
-                self.placed.pop(i, None)
-            have = len(buf)
-            if have < lo:
-                buf.extend(bytes(lo - have))
-            buf[lo:lo + take] = view[src:src + take]
-            pos += take
-            src += take
-        if end > self.size:
-            self.size = end
-        self.changed = True
-        if len(dirty) > SPILL_CHUNKS:
-            self._spill()
+    # read(amount, offset) and write(data, offset) are Overlay's (cartridge/_core/pageio.pyx):
+    # memcpy between SQLite's pages and the overlay, calling back into _chunk/_base_chunk only
+    # for a chunk not in memory yet and into _spill when too many are dirty.
 
     def truncate(self, size: int) -> None:
         if self.poisoned:
@@ -362,15 +302,30 @@ class Member:
                 for i in todo:
                     want = chunk_len(size, i)
                     data = self._chunk(i)
-                    if len(data) < want:
-                        data = bytes(data) + bytes(want - len(data))
-                    elif len(data) > want:
-                        data = data[:want]
+                    have = len(data)
+                    if have < want:
+                        data = bytes(data) + bytes(want - have)
+                    elif have > want:
+                        data = bytes(memoryview(data)[:want])
+                    elif type(data) is not bytes:
+                        data = bytes(data)      # immutable: it goes to the page cache as is
                     parts.append(data)
-                placed = eng.content.write_chunks(b"".join(parts))
-                cmap[todo] = placed
-                fresh = [(int(placed[n, 0]) << 64 | int(placed[n, 1]), bytes(parts[n]))
-                         for n in range(min(len(todo), 4))]
+                if len(todo) <= FEW_CHUNKS:
+                    # a small commit (an autocommit INSERT): each chunk on a run of its own, no
+                    # joined copy, no numpy (what ContentStore.store does for one chunk)
+                    alloc_run, stage = eng.allocator.alloc_run, eng.pager.stage
+                    for i, data in zip(todo, parts):
+                        start = alloc_run(-(-len(data) // PAGE_SIZE))
+                        csum = xxh3_64(data)
+                        stage(start, data)
+                        cmap[i, 0] = start
+                        cmap[i, 1] = csum
+                        fresh.append(((start << 64) | csum, data))
+                else:
+                    placed = eng.content.write_chunks(b"".join(parts))
+                    cmap[todo] = placed
+                    fresh = [(int(placed[n, 0]) << 64 | int(placed[n, 1]), parts[n])
+                             for n in range(min(len(todo), FEW_CHUNKS))]
             eng.allocator.attach(self, keep_runs)
             if chunked_base:
                 nb = self.base_chunks()
@@ -396,9 +351,14 @@ class Member:
         if old.storage not in (STORE_CHUNKS, STORE_XMAP):
             return
         free = eng.allocator.free
+        uncache = eng.pager.cache.pop
         cm = self.cmap
         for i in replaced:
-            free(int(cm[i, 0]), -(-chunk_len(old.size, i) // PAGE_SIZE))
+            start = int(cm[i, 0])
+            free(start, -(-chunk_len(old.size, i) // PAGE_SIZE))
+            # out of the page cache now rather than when it ages out: the next commit's chunk
+            # reuses its memory (an autocommit INSERT replaces a 64 KiB chunk every time)
+            uncache((start << 64) | int(cm[i, 1]))
         if old.storage == STORE_XMAP:
             from .format import XMAP_REF
             for pno in eng.content.xmap_pages(old):
@@ -440,6 +400,7 @@ class Registry:
     def __init__(self, cart):
         self.cart = cart
         self.members: dict[bytes, Member] = {}
+        self.reloads = 0            # reloads of all its members (see MemberFile.stale)
         st = os.fstat(cart._eng.fd)
         self.ident = (st.st_dev, st.st_ino)
         self._vfs: HandleVFS | None = None
@@ -618,6 +579,8 @@ class MemberFile(apsw.VFSFile):
         self.closed = False
         self.delete_on_close = bool(flags[0] & apsw.SQLITE_OPEN_DELETEONCLOSE)
         self.group_key = key if self.is_db else companion_of
+        self.group_keys = (key, key + b"-journal", key + b"-wal")
+        self.quiet_rollbacks = self.quiet_reloads = -1    # see stale()
         with self.cart._lock:
             self.cart._ready()
             m = reg.member(key)
@@ -637,6 +600,9 @@ class MemberFile(apsw.VFSFile):
             m.opens += 1
             reg.files += 1
             self.m = m
+            self.xRead = m.vfs_read
+            if not self.readonly:
+                self.xWrite = m.vfs_write
             if self.is_db and m.changed:
                 try:
                     reg.publish([m])       # a new database is an (empty) file at once
@@ -654,28 +620,15 @@ class MemberFile(apsw.VFSFile):
             flags[1] = flags[0]
 
     # reads and writes -----------------------------------------------------------------------
+    # (__init__ also binds xRead, and xWrite of a writable file, straight to the kernel's
+    # vfs_read/vfs_write on the instance: apsw then calls into C with no Python frame)
     def xRead(self, amount: int, offset: int):
-        cart = self.cart
-        with cart._lock:
-            if cart._closed:
-                if _quiet():
-                    return b""           # closing after the archive: nothing left to read
-                raise ClosedError(f"{cart.path}: archive is closed")
-            m = self.m
-            if m.epoch != cart._eng.rollbacks:
-                m.fresh()
-            return m.read(amount, offset)
+        return self.m.vfs_read(amount, offset)
 
     def xWrite(self, data, offset: int) -> None:
-        cart = self.cart
-        with cart._lock:
-            if self.readonly:
-                raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
-            if cart._closed and _quiet():
-                return                   # a checkpoint at close: the archive already decided
-            cart._writer()
-            self.m.fresh()
-            self.m.write(data, offset)
+        if self.readonly:
+            raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
+        self.m.vfs_write(data, offset)
 
     def xTruncate(self, newsize: int) -> None:
         with self.cart._lock:
@@ -698,15 +651,23 @@ class MemberFile(apsw.VFSFile):
 
     def _publish(self) -> None:
         reg = self.reg
-        with self.cart._lock:
-            if self.readonly or (self.cart._closed and _quiet()):
+        cart = self.cart
+        with cart._lock:
+            if self.readonly or (cart._closed and _quiet()):
                 return
-            for m in self._group_members() if self.group_key is not None else [self.m]:
-                m.fresh()
+            members = self._group_members() if self.group_key is not None else [self.m]
+            rollbacks = cart._eng.rollbacks
+            for m in members:
+                if m.epoch != rollbacks:
+                    m.fresh()
             if self.group_key is None:
                 group = [self.m] if self.m.changed else []
+            elif self.is_db:              # the same three files: what reg.group would give
+                group = [m for m in members if m.changed]
             else:
                 group = reg.group(self.group_key)
+            if not group:
+                return                    # (SQLite asks two or three times per commit)
             if any(m.poisoned for m in group):
                 for m in group:
                     m._load(m.rec)
@@ -736,10 +697,14 @@ class MemberFile(apsw.VFSFile):
         if level <= self.level:
             return
         # lock order everywhere: the handle's lock, then the lock table's
-        with self.cart._lock, _locks_mutex:
-            if not self.cart._closed:
-                for m in self._group_members():
-                    m.fresh()
+        cart = self.cart
+        with cart._lock, _locks_mutex:
+            group = self._group_members()
+            if not cart._closed:
+                rollbacks = cart._eng.rollbacks
+                for m in group:
+                    if m.epoch != rollbacks:
+                        m.fresh()
             st = _locks.get(self.lock_id)
             if st is None:
                 st = _locks[self.lock_id] = _LockState()
@@ -749,8 +714,8 @@ class MemberFile(apsw.VFSFile):
                 st.shared += 1
                 self.level = _SHARED
                 try:
-                    if not (self.cart._closed and _quiet()):   # else: closing, nothing to read
-                        self._begin_read()
+                    if not (cart._closed and _quiet()):   # else: closing, nothing to read
+                        self._begin_read(group)
                 except BaseException:
                     st.shared -= 1
                     self.level = _NONE
@@ -775,7 +740,7 @@ class MemberFile(apsw.VFSFile):
                     st.exclusive = self
                     self.level = _EXCLUSIVE
 
-    def _begin_read(self) -> None:
+    def _begin_read(self, group: list[Member] | None = None) -> None:
         """A read transaction starts: see the newest committed state (read-only handles move
         to it and pin it so that the writer does not reuse its pages meanwhile)."""
         cart = self.cart
@@ -785,9 +750,11 @@ class MemberFile(apsw.VFSFile):
                 self.pinned = eng.root.generation
                 eng.pins[self.pinned] += 1
                 eng.sync_pins()
-            for m in self._group_members():
+            seen = 0
+            for m in self._group_members() if group is None else group:
                 m.revalidate()
-            self.seen = self._reloads()
+                seen += m.reloads
+            self.seen = seen
 
     def _reloads(self) -> int:
         """How often this database's files changed behind SQLite's back (see Member.fresh)."""
@@ -796,17 +763,32 @@ class MemberFile(apsw.VFSFile):
     def stale(self) -> bool:
         """Does SQLite, holding its lock across transactions (locking_mode=EXCLUSIVE), cache
         a state the archive rolled back?"""
-        with self.cart._lock:
-            if self.cart._closed or self.level == _NONE:
+        cart = self.cart
+        if cart._closed or self.level == _NONE:
+            return False
+        rollbacks = cart._eng.rollbacks
+        if self.quiet_rollbacks == rollbacks and self.quiet_reloads == self.reg.reloads:
+            return False            # no rollback and no reload since the last look said no
+        with cart._lock:
+            if cart._closed or self.level == _NONE:
                 return False
+            rollbacks = cart._eng.rollbacks
+            seen = 0
             for m in self._group_members():
-                m.fresh()
-            return self._reloads() != self.seen
+                if m.epoch != rollbacks:
+                    m.fresh()
+                seen += m.reloads
+            if seen != self.seen:
+                return True
+            self.quiet_rollbacks = rollbacks
+            self.quiet_reloads = self.reg.reloads
+            return False
 
     def _group_members(self) -> list[Member]:
+        get = self.reg.members.get
         out = []
-        for k in (self.key, self.key + b"-journal", self.key + b"-wal"):
-            m = self.reg.members.get(k)
+        for k in self.group_keys:
+            m = get(k)
             if m is not None:
                 out.append(m)
         return out
@@ -926,6 +908,29 @@ def _database_of(member: str) -> str:
     return member
 
 
+_keys: dict[str, bytes] = {}     # member path -> catalog key, for xAccess (asked at every lock)
+
+
+def _access(reg: Registry, key: bytes, flags: int) -> bool:
+    """xAccess once the name is resolved: the member as SQLite would see it now."""
+    cart = reg.cart
+    with cart._lock:
+        eng = cart._ready()
+        m = reg.members.get(key)
+        if m is not None:
+            m.revalidate()
+            exists, size = m.exists, m.size
+        else:
+            rec = eng.get(key)
+            exists = rec is not None and rec.kind == KIND_FILE
+            size = rec.size if exists else 0
+        if flags == apsw.SQLITE_ACCESS_EXISTS:
+            return exists and size > 0           # as the unix VFS: an empty file is absent
+        if flags == apsw.SQLITE_ACCESS_READWRITE:
+            return exists and eng.writable
+        return exists
+
+
 class _BaseVFS(apsw.VFS):
     """What both VFS kinds share: temporary files go to the default VFS, member files to us."""
 
@@ -976,23 +981,12 @@ class _BaseVFS(apsw.VFS):
                 self.authorize(_database_of(member), False)
         except (apsw.CantOpenError, CartridgeError):
             return False
-        cart = reg.cart
-        with cart._lock:
-            eng = cart._ready()
+        key = _keys.get(member)
+        if key is None:
             key = P.to_key(member)
-            m = reg.members.get(key)
-            if m is not None:
-                m.revalidate()
-                exists, size = m.exists, m.size
-            else:
-                rec = eng.get(key)
-                exists = rec is not None and rec.kind == KIND_FILE
-                size = rec.size if exists else 0
-            if flags == apsw.SQLITE_ACCESS_EXISTS:
-                return exists and size > 0           # as the unix VFS: an empty file is absent
-            if flags == apsw.SQLITE_ACCESS_READWRITE:
-                return exists and eng.writable
-            return exists
+            if len(_keys) < 1024:
+                _keys[member] = key
+        return _access(reg, key, flags)
 
     def xDelete(self, filename: str, syncdir: bool) -> None:
         try:
@@ -1040,6 +1034,8 @@ class HandleVFS(_BaseVFS):
         super().__init__(name, "")
         self.name = name
         self._reg = weakref.ref(reg)
+        self._names: dict[str, str] = {}      # file name -> member path (normalize_file)
+        self._access_keys: dict[str, bytes] = {}  # file name -> catalog key (xAccess)
         self.authorize = authorize
         self.check_publish = check_publish
 
@@ -1047,16 +1043,36 @@ class HandleVFS(_BaseVFS):
         reg = self._reg()
         if reg is None or reg.cart.closed:
             raise apsw.CantOpenError("cartridge: the archive handle is closed")
-        try:
-            return reg, P.normalize_file(name)
-        except CartridgeError as e:
-            raise apsw.CantOpenError(f"cartridge: {e}") from e
+        member = self._names.get(name)
+        if member is None:
+            try:
+                member = P.normalize_file(name)
+            except CartridgeError as e:
+                raise apsw.CantOpenError(f"cartridge: {e}") from e
+            if len(self._names) < 256:        # SQLite asks about the same few names again and again
+                self._names[name] = member
+        return reg, member
 
     def xFullPathname(self, name: str) -> str:
         try:
             return P.normalize_file(name)
         except CartridgeError as e:
             raise apsw.CantOpenError(f"cartridge: {e}") from e
+
+    def xAccess(self, pathname: str, flags: int) -> bool:
+        # SQLite asks about "-journal" and "-wal" at every read transaction: a name seen before
+        # skips resolution (a principal's VFS always checks its rights first)
+        key = self._access_keys.get(pathname)
+        if key is None or self.authorize is not None:
+            found = super().xAccess(pathname, flags)
+            member = self._names.get(pathname)
+            if member is not None and len(self._access_keys) < 256:
+                self._access_keys[pathname] = _keys.get(member) or P.to_key(member)
+            return found
+        reg = self._reg()
+        if reg is None or reg.cart._closed:
+            return False
+        return _access(reg, key, flags)
 
 
 _owned: dict[tuple, Registry] = {}          # archives the global VFS opened itself
@@ -1209,29 +1225,52 @@ def register() -> None:
 _WAL_RE = re.compile(r"\bpragma\s+(?:([\"`\[]?\w+[\"`\]]?)\s*\.\s*)?[\"`\[]?journal_mode[\"`\]]?"
                      r"\s*(?:=|\()\s*['\"`]?wal\b", re.IGNORECASE)
 _JM_SET_RE = re.compile(r"journal_mode[\"`\]]?\s*(?:=|\()", re.IGNORECASE)
-_pending_jm: weakref.WeakSet = weakref.WeakSet()    # connections still to get the default mode
 _tls = threading.local()
 
 
-_conn_db: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # connection -> main db file
+class _Guard(StatementGuard):
+    """exec_trace of our connections. It runs before every statement (executemany rows too),
+    so its common case is StatementGuard's (Cython); slow() does the work: set the default
+    journal mode still pending, drop a stale page cache, and for a request for WAL first set
+    locking_mode=EXCLUSIVE."""
+
+    def __init__(self, f: MemberFile | None):
+        self.bind(f)                # the connection's main database file
+        self.pending = False        # the default journal mode is still to be set
+
+    def slow(self, cursor, sql: str, bindings) -> bool:
+        if self.pending:
+            conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
+            if _JM_SET_RE.search(sql):
+                self.pending = False             # the application chooses its journal mode
+            else:
+                _default_journal_mode(conn, self)
+        f = self.f
+        if f is not None and not f.closed:
+            cart = f.cart
+            # the counters before the check: a change after it shows at the next statement
+            before = None if cart._closed else (cart._eng.rollbacks, f.reg.reloads)
+            if f.m.poisoned or f.stale():
+                _reset_cache(cursor if isinstance(cursor, apsw.Connection) else cursor.connection,
+                             f)
+            elif before is not None:
+                self.quiet(*before)
+        if "wal" in sql or "WAL" in sql or "Wal" in sql:
+            conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
+            for mt in _WAL_RE.finditer(sql):
+                schema = f"{mt.group(1)}." if mt.group(1) else ""
+                conn.execute(f"PRAGMA {schema}locking_mode=EXCLUSIVE").fetchall()
+        return True
+
+
+_guards: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # connection -> its _Guard
 
 
 def _wal_guard(cursor, sql: str, bindings) -> bool:
-    """exec_trace of our connections: a request for WAL first sets locking_mode=EXCLUSIVE."""
+    """The exec_trace of our connections as a function (each connection gets its _Guard)."""
     conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
-    if conn in _pending_jm:
-        if _JM_SET_RE.search(sql):
-            _pending_jm.discard(conn)            # the application chooses its journal mode
-        else:
-            _default_journal_mode(conn)
-    f = _conn_db.get(conn)
-    if f is not None and not f.closed and (f.m.poisoned or f.stale()):
-        _reset_cache(conn, f)
-    if "wal" in sql or "WAL" in sql or "Wal" in sql:
-        for mt in _WAL_RE.finditer(sql):
-            schema = f"{mt.group(1)}." if mt.group(1) else ""
-            conn.execute(f"PRAGMA {schema}locking_mode=EXCLUSIVE").fetchall()
-    return True
+    g = _guards.get(conn)
+    return (g if g is not None else _Guard(None)).slow(cursor, sql, bindings)
 
 
 def _reset_cache(conn: apsw.Connection, f: MemberFile) -> None:
@@ -1266,25 +1305,25 @@ def _on_connection(conn: apsw.Connection) -> None:
     if not (vfs == VFS_NAME or vfs.startswith(VFS_NAME + "-")) and \
             not (name == f.m.path or name.endswith("::" + f.m.path)):
         return
-    conn.exec_trace = _wal_guard
-    _conn_db[conn] = f
+    guard = _Guard(f)
+    _guards[conn] = guard
+    conn.exec_trace = guard
     if f is not None and f.wal_header():
         conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
         return
     if not conn.readonly("main"):
-        _pending_jm.add(conn)
-        _default_journal_mode(conn)
+        _default_journal_mode(conn, guard)
 
 
-def _default_journal_mode(conn: apsw.Connection) -> None:
+def _default_journal_mode(conn: apsw.Connection, guard: _Guard) -> None:
     """Set the default journal mode now if the database can be read without waiting (a new
     connection has no busy timeout); otherwise before the connection's next statement, which
     waits as its busy timeout says (so cart.sqlite() never blocks)."""
-    _pending_jm.discard(conn)
+    guard.pending = False
     try:
         conn.execute(f"PRAGMA journal_mode={DEFAULT_JOURNAL_MODE}").fetchall()
     except apsw.BusyError:
-        _pending_jm.add(conn)             # another connection holds it: try again later
+        guard.pending = True              # another connection holds it: try again later
     except apsw.NotADBError:
         pass              # not a database: the first statement says so, as natively
 

@@ -166,3 +166,13 @@ def test_multi_database_transactions_are_atomic_at_every_cut(tmp_path, mode):
             assert 0 <= ta <= n_txn
             checked += 1
     assert checked > 50
+
+
+@pytest.mark.parametrize("few", [0, 1000])
+def test_every_cut_with_either_chunk_placement(tmp_path, monkeypatch, few):
+    """A publish places its changed chunks one by one (up to FEW_CHUNKS of them) or as one
+    joined run: both hold at every cut."""
+    from cartridge import sqlite as csql
+    monkeypatch.setattr(csql, "FEW_CHUNKS", few)
+    n_ops, checked = check_every_cut(tmp_path, "memory", n_txn=12, seeds=1)
+    assert n_ops > 30 and checked > 2 * n_ops
