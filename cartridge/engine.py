@@ -35,7 +35,7 @@ from .format import (
 )
 from .nodestore import TreeStore
 from .pager import FileHeader, Pager, Root, parse_page0, slot_damaged
-from .records import Record, decode, get_record, with_chunk_key
+from .records import Memo, Record, decode, get_record, with_chunk_key
 
 SCAN_BATCH = 256
 # the generation fields of both slots, in the bytes Pager.read_slots() returns
@@ -70,7 +70,7 @@ class Engine:
         self.writable = writable
         self.pager = Pager(fd, name, writable=writable, sync=sync, cache_size=cache_size)
         self.dirty: dict = {}
-        self.records: dict[bytes, Record | None] = {}
+        self.records: Memo = Memo(RECORD_CACHE_MAX)   # key -> Record | None
         self.pins: Counter = Counter()
         self.pending_queue: list[tuple[int, list]] = []
         self.warnings: list[str] = []
@@ -226,7 +226,7 @@ class Engine:
     # -- records ----------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
         """The record under `key` (None if absent), through the per-path memo."""
-        return get_record(self.records, self.catalog, key, self.name, RECORD_CACHE_MAX)
+        return get_record(self.records, self.catalog, key, self.name)
 
     def put(self, key: bytes, rec: Record) -> Record | None:
         """Store a record; returns the one it replaced."""

@@ -95,6 +95,7 @@ normalize_any = _C.normalize_any      # (normalised path, written with a trailin
 normalize = _C.normalize            # a path that may name a file or a directory ('/' allowed)
 normalize_file = _C.normalize_file  # a path that must name a file: the root and 'x/' are refused
 file_key = _C.file_key              # (normalised file path, catalog key), memoised
+path_key = _C.path_key              # (normalised path, catalog key, written with a trailing '/')
 
 
 def to_key(path: str) -> bytes:

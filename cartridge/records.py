@@ -5,10 +5,10 @@ straight from the cell bytes, with no struct or dataclass work per lookup.
 """
 from __future__ import annotations
 
-from ._core.readpath import Record, decode, get_record, with_chunk_key
+from ._core.readpath import Memo, Record, decode, get_record, with_chunk_key
 from .format import KEY_INLINE, MAX_CELL, RECORD
 
-__all__ = ["Record", "decode", "get_record", "max_payload", "with_chunk_key"]
+__all__ = ["Memo", "Record", "decode", "get_record", "max_payload", "with_chunk_key"]
 
 assert RECORD.format == "<BBHIQqqQ" and RECORD.size == 40      # the layout the C code reads
 

@@ -47,11 +47,80 @@ cdef enum:
 
 _RECORD = _struct.Struct("<BBHIQqqQ")      # cartridge.format.RECORD (checked at import there)
 
+# -- memos ---------------------------------------------------------------------------------
+cdef enum:
+    MEMO_SMALL = 4096       # entries a memo keeps while its lookups mostly miss
+    MEMO_RETRY = 1024       # small fills before the full size is tried again
+
+
+cdef class Memo(dict):
+    """A dict of per-path results bounded at `limit` entries, which forgets its older half when
+    full. When under a third of the lookups since the last fill hit, a memo this large only
+    costs (it evicts the CPU caches the B-tree descent needs; a uniform spread over millions of
+    paths), so it shrinks to a few thousand entries, and tries its full size again later."""
+    cdef public Py_ssize_t limit
+    cdef public Py_ssize_t max_limit
+    cdef public Py_ssize_t hits
+    cdef public Py_ssize_t misses
+    cdef Py_ssize_t small_fills
+
+    def __init__(self, Py_ssize_t limit):
+        dict.__init__(self)
+        self.limit = self.max_limit = max(limit, 2)
+        self.hits = self.misses = self.small_fills = 0
+
+    cdef inline object lookup(self, object key):
+        """The memoised value, or _MISSING (counted as a hit or a miss)."""
+        cdef PyObject* hit = PyDict_GetItem(self, key)
+        if hit == NULL:
+            self.misses += 1
+            return _MISSING
+        self.hits += 1
+        return <object>hit
+
+    cdef int admit(self, object key, object value) except -1:
+        if len(self) >= self.limit:
+            self._full()
+        PyDict_SetItem(self, key, value)
+        return 0
+
+    cdef int _full(self) except -1:
+        cdef bint poor = self.hits * 2 < self.misses
+        if self.limit == self.max_limit and poor and self.max_limit > MEMO_SMALL:
+            self.limit = MEMO_SMALL
+            self.small_fills = 0
+            self.clear()
+        elif self.limit < self.max_limit:
+            self.small_fills += 1
+            if not poor or self.small_fills >= MEMO_RETRY:
+                self.limit = self.max_limit
+            _forget_half(self, len(self) // 2)
+        else:
+            _forget_half(self, self.limit // 2)
+        self.hits = self.misses = 0
+        return 0
+
+
+cdef object _MISSING = object()
+
+
+cdef int _forget_half(dict d, Py_ssize_t n) except -1:
+    """Drop the n oldest entries (insertion order)."""
+    cdef list old = []
+    for k in d:
+        if len(old) >= n:
+            break
+        old.append(k)
+    for k in old:
+        del d[k]
+    return 0
+
+
 # -- paths ---------------------------------------------------------------------------------
 cdef object _reference = None       # paths._normalize_ref: str -> (normalised, trailing)
 cdef object _check_type = None      # paths._check_type: the argument checks and os.PathLike
 cdef object _root_error = None      # paths._file_errors: raises for '/' and trailing '/'
-cdef dict _FILE_KEYS = {}
+cdef Memo _FILE_KEYS = Memo(FILE_KEYS_MAX)
 
 
 def use_reference(reference, check_type, file_errors) -> None:
@@ -121,14 +190,14 @@ def normalize_any(path) -> tuple:
     return _reference(_check_type(path))
 
 
-def normalize(path) -> str:
+def normalize(path):
     """Normalise a path that may name a file or a directory."""
     if _fast(path):
         return path
     return _reference(_check_type(path))[0]
 
 
-def normalize_file(path) -> str:
+def normalize_file(path):
     """Normalise a path that must name a file: the root and a trailing '/' are refused."""
     if _fast(path):
         return path
@@ -144,26 +213,34 @@ cdef object _file_slow(object path):
 cpdef tuple file_key(object path):
     """(normalised file path, catalog key), memoised for str paths: the hot path of every read
     and write."""
-    cdef PyObject* hit
+    cdef object hit_
     cdef Py_ssize_t n = 0
     cdef const unsigned char* s
     cdef tuple out
     if type(path) is not str:
         norm = normalize_file(path)
         return (norm, (<str>norm).encode("utf-8"))
-    hit = PyDict_GetItem(_FILE_KEYS, path)
-    if hit != NULL:
-        return <tuple>hit
+    hit_ = _FILE_KEYS.lookup(path)
+    if hit_ is not _MISSING:
+        return <tuple>hit_
     s = _utf8(path, &n)
     if s != NULL and _is_normal(s, n):
         out = (path, PyBytes_FromStringAndSize(<const char*>s, n))
     else:
         norm = _file_slow(path)
         out = (norm, (<str>norm).encode("utf-8"))
-    if len(_FILE_KEYS) >= FILE_KEYS_MAX:
-        _FILE_KEYS.clear()
-    PyDict_SetItem(_FILE_KEYS, path, out)
+    _FILE_KEYS.admit(path, out)
     return out
+
+
+def path_key(path) -> tuple:
+    """(normalised path, catalog key, written with a trailing '/') of a file or directory path;
+    already-normal str paths share file_key's memo."""
+    if _fast(path):
+        norm, key = file_key(path)
+        return norm, key, False
+    norm, trailing = _reference(_check_type(path))
+    return norm, (<str>norm).encode("utf-8"), trailing
 
 
 # -- records -------------------------------------------------------------------------------
@@ -175,26 +252,90 @@ cdef inline uint64_t _rd64(const unsigned char* p) noexcept nogil:
 
 cdef class Record:
     """A catalog record (docs/FORMAT.md §5): what the B+tree stores for each path."""
-    cdef public int kind
-    cdef public int storage
-    cdef public unsigned int mode
-    cdef public unsigned long long size
-    cdef public long long ctime_ns
-    cdef public long long mtime_ns
-    cdef public unsigned long long checksum
+    cdef int _kind
+    cdef int _storage
+    cdef unsigned int _mode
+    cdef unsigned long long _size
+    cdef long long _ctime_ns
+    cdef long long _mtime_ns
+    cdef unsigned long long _checksum
     cdef public object payload
     cdef public object chunk_key    # page-cache key of a one-chunk file's content (0: not one)
+    cdef public object info         # what stat() made of it (FileInfo), dropped on any change
+
+    @property
+    def kind(self):
+        return self._kind
+
+    @kind.setter
+    def kind(self, int v):
+        self._kind = v
+        self.info = None
+
+    @property
+    def storage(self):
+        return self._storage
+
+    @storage.setter
+    def storage(self, int v):
+        self._storage = v
+        self.info = None
+
+    @property
+    def mode(self):
+        return self._mode
+
+    @mode.setter
+    def mode(self, unsigned int v):
+        self._mode = v
+        self.info = None
+
+    @property
+    def size(self):
+        return self._size
+
+    @size.setter
+    def size(self, unsigned long long v):
+        self._size = v
+        self.info = None
+
+    @property
+    def ctime_ns(self):
+        return self._ctime_ns
+
+    @ctime_ns.setter
+    def ctime_ns(self, long long v):
+        self._ctime_ns = v
+        self.info = None
+
+    @property
+    def mtime_ns(self):
+        return self._mtime_ns
+
+    @mtime_ns.setter
+    def mtime_ns(self, long long v):
+        self._mtime_ns = v
+        self.info = None
+
+    @property
+    def checksum(self):
+        return self._checksum
+
+    @checksum.setter
+    def checksum(self, unsigned long long v):
+        self._checksum = v
+        self.info = None
 
     def __init__(self, int kind, int storage, unsigned int mode, unsigned long long size,
                  long long ctime_ns, long long mtime_ns, unsigned long long checksum,
                  payload=b"", chunk_key=0):
-        self.kind = kind
-        self.storage = storage
-        self.mode = mode
-        self.size = size
-        self.ctime_ns = ctime_ns
-        self.mtime_ns = mtime_ns
-        self.checksum = checksum
+        self._kind = kind
+        self._storage = storage
+        self._mode = mode
+        self._size = size
+        self._ctime_ns = ctime_ns
+        self._mtime_ns = mtime_ns
+        self._checksum = checksum
         self.payload = payload
         self.chunk_key = chunk_key
 
@@ -207,22 +348,22 @@ cdef class Record:
         cdef uint16_t zero = 0
         cdef uint64_t u
         cdef int64_t t
-        if not (0 <= self.kind <= 255 and 0 <= self.storage <= 255):
+        if not (0 <= self._kind <= 255 and 0 <= self._storage <= 255):
             return _RECORD.pack(self.kind, self.storage, 0, self.mode, self.size, self.ctime_ns,
                                 self.mtime_ns, self.checksum) + pl     # raises struct.error
         out = PyBytes_FromStringAndSize(NULL, REC_SIZE + n)
         o = <unsigned char*>PyBytes_AS_STRING(out)
-        o[0] = <uint8_t>self.kind
-        o[1] = <uint8_t>self.storage
+        o[0] = <uint8_t>self._kind
+        o[1] = <uint8_t>self._storage
         memcpy(o + 2, &zero, 2)
-        memcpy(o + 4, &self.mode, 4)
-        u = self.size
+        memcpy(o + 4, &self._mode, 4)
+        u = self._size
         memcpy(o + 8, &u, 8)
-        t = self.ctime_ns
+        t = self._ctime_ns
         memcpy(o + 16, &t, 8)
-        t = self.mtime_ns
+        t = self._mtime_ns
         memcpy(o + 24, &t, 8)
-        u = self.checksum
+        u = self._checksum
         memcpy(o + 32, &u, 8)
         if n:
             memcpy(o + REC_SIZE, PyBytes_AS_STRING(pl), n)
@@ -230,15 +371,15 @@ cdef class Record:
 
     @property
     def is_dir(self) -> bool:
-        return self.kind == K_DIR
+        return self._kind == K_DIR
 
     @property
     def n_chunks(self) -> int:
-        return (self.size + CHUNK - 1) // CHUNK
+        return (self._size + CHUNK - 1) // CHUNK
 
     def _fields(self) -> tuple:
-        return (self.kind, self.storage, self.mode, self.size, self.ctime_ns, self.mtime_ns,
-                self.checksum, self.payload, self.chunk_key)
+        return (self._kind, self._storage, self._mode, self._size, self._ctime_ns, self._mtime_ns,
+                self._checksum, self.payload, self.chunk_key)
 
     def __eq__(self, other):
         if type(other) is not Record:
@@ -257,7 +398,7 @@ cdef class Record:
 
 cdef inline void _fill_chunk_key(Record rec):
     cdef const unsigned char* p
-    if rec.storage == S_CHUNKS and rec.size <= CHUNK and type(rec.payload) is bytes \
+    if rec._storage == S_CHUNKS and rec._size <= CHUNK and type(rec.payload) is bytes \
             and PyBytes_GET_SIZE(rec.payload) == 16:
         p = <const unsigned char*>PyBytes_AS_STRING(rec.payload)
         rec.chunk_key = (<object>_rd64(p) << 64) | <object>_rd64(p + 8)
@@ -265,7 +406,7 @@ cdef inline void _fill_chunk_key(Record rec):
 
 def with_chunk_key(Record rec) -> Record:
     """Fill in chunk_key for a file stored as exactly one chunk."""
-    if rec.storage == S_CHUNKS and rec.size <= CHUNK:
+    if rec._storage == S_CHUNKS and rec._size <= CHUNK:
         if type(rec.payload) is not bytes or PyBytes_GET_SIZE(rec.payload) != 16:
             raise _struct.error("unpack requires a buffer of 16 bytes")
         _fill_chunk_key(rec)
@@ -310,13 +451,13 @@ cdef Record _decode(const unsigned char* v, Py_ssize_t n, object value, object w
         raise CorruptionError(f"{_where(where)}: malformed catalog record (kind {kind}, "
                               f"storage {storage}, size {size})")
     rec = Record.__new__(Record)
-    rec.kind = kind
-    rec.storage = storage
-    rec.mode = mode
-    rec.size = size
-    rec.ctime_ns = ctime
-    rec.mtime_ns = mtime
-    rec.checksum = csum
+    rec._kind = kind
+    rec._storage = storage
+    rec._mode = mode
+    rec._size = size
+    rec._ctime_ns = ctime
+    rec._mtime_ns = mtime
+    rec._checksum = csum
     rec.payload = b"" if pl == 0 else PyBytes_FromStringAndSize(<const char*>v + REC_SIZE, pl)
     rec.chunk_key = 0
     if storage == S_CHUNKS and size <= CHUNK:
@@ -334,34 +475,26 @@ def decode(value, where) -> Record:
     return _decode(<const unsigned char*>PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), b, where)
 
 
-cpdef object get_record(dict records, object catalog, bytes key, object name, Py_ssize_t limit):
-    """The record under `key` (None if absent), through the per-path memo `records` (bounded
-    by `limit`: the older half is forgotten when it fills); `name` prefixes errors."""
-    cdef PyObject* hit = PyDict_GetItem(records, key)
-    cdef object value
+cpdef object get_record(Memo records, object catalog, bytes key, object name):
+    """The record under `key` (None if absent), through the per-path memo `records`; `name`
+    prefixes errors."""
+    cdef object rec = records.lookup(key)
+    if rec is not _MISSING:
+        return rec
+    return _fetch_record(records, catalog, key, name)
+
+
+cdef object _fetch_record(Memo records, object catalog, bytes key, object name):
+    """A memo miss: the record from the catalog, decoded and memoised."""
     cdef object rec
-    if hit != NULL:
-        return <object>hit
-    value = catalog.get(key)
+    cdef object value = catalog.get(key)
     if value is None:
         rec = None
     else:
         rec = _decode(<const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
                       value, _Where(name, key))
-    if len(records) >= limit:
-        _forget_half(records, limit // 2)
-    PyDict_SetItem(records, key, rec)
+    records.admit(key, rec)
     return rec
-
-
-cdef void _forget_half(dict records, Py_ssize_t n) except *:
-    cdef list old = []
-    for k in records:
-        if len(old) >= n:
-            break
-        old.append(k)
-    for k in old:
-        del records[k]
 
 
 cdef class _Where:
@@ -422,3 +555,32 @@ def checked_chunk(int fd, long long offset, Py_ssize_t n, uint64_t csum) -> obje
     with nogil:
         h = XXH3_64bits(p, n)
     return out if h == csum else None
+
+
+# -- the cached whole-file read --------------------------------------------------------------
+def read_whole(Memo records, object catalog, object name, object cache, object path,
+               long long size=-1):
+    """read(path)'s hot path, for a whole file (size -1, or at least the file's size): its
+    bytes when the record is memoised or found (catalog None: memo only) and the content is
+    inline, empty, or one chunk already in the page cache `cache`; None for everything else,
+    which the caller takes the general way (errors included)."""
+    cdef tuple fk = file_key(path)
+    cdef bytes key = <bytes>fk[1]
+    cdef object rec = records.lookup(key)
+    cdef Record r
+    if rec is _MISSING:
+        if catalog is None:
+            return None
+        rec = _fetch_record(records, catalog, key, name)
+    if rec is None:
+        return None
+    r = <Record>rec
+    if r._kind != K_FILE or (size >= 0 and <unsigned long long>size < r._size):
+        return None
+    if r._storage == S_INLINE:
+        return r.payload
+    if r._storage == S_EMPTY:
+        return b""
+    if r.chunk_key:
+        return cache.get(r.chunk_key)
+    return None
