@@ -131,6 +131,9 @@ cdef class Node:
     cdef public dict ovf          # overflow page -> full key, for cells whose key is long
     cdef list kids                # nodes read from disk (never changed): internal children
                                   # already checked against this node, by child index
+    cdef bint committed           # read from disk: never changes while this object lives
+    cdef Node checked_by          # a committed leaf: the committed parent it was checked under
+    cdef Py_ssize_t checked_ci    # ... as child number checked_ci
 
     def __cinit__(self, data=None):
         if data is None:
@@ -198,6 +201,7 @@ cdef class Node:
         """A committed node, read from disk: it never changes, so an internal node may keep
         its checked internal children (the upper levels stay decoded while it lives)."""
         cdef NodeHeader* h = <NodeHeader*>self.p
+        self.committed = True
         if memcmp(h.tag, b"BTIN", 4) == 0:
             self.kids = [None] * (h.nkeys + 1)
 
@@ -611,8 +615,9 @@ cdef class BTree:
         return <Node>self._store_load(pno)
 
     cdef inline Node _child(self, Node parent, Py_ssize_t ci):
-        """Child `ci` of `parent`, checked against its range; a committed internal child is
-        kept by its committed parent, so later descents skip the cache and the check."""
+        """Child `ci` of `parent`, checked against its range. Under a committed parent, a
+        committed internal child is kept by the parent (later descents skip the cache and the
+        check) and a committed leaf remembers the check (both pages can no longer change)."""
         cdef Node child
         cdef object kid
         if parent.kids is not None:
@@ -620,9 +625,15 @@ cdef class BTree:
             if kid is not None:
                 return <Node>kid
         child = self._load(parent.child(ci))
+        if child.checked_by is parent and child.checked_ci == ci and child.committed:
+            return child            # a committed leaf checked under this committed parent
         _check_child(parent, ci, child)
-        if parent.kids is not None and child.kids is not None:
-            parent.kids[ci] = child
+        if parent.kids is not None and child.committed:
+            if child.kids is not None:
+                parent.kids[ci] = child
+            else:
+                child.checked_by = parent
+                child.checked_ci = ci
         return child
 
     cdef Node _writable(self, Node node):

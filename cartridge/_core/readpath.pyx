@@ -545,16 +545,16 @@ def pread_into(int fd, unsigned char[::1] buf not None, long long offset) -> int
 
 
 def checked_chunk(int fd, long long offset, Py_ssize_t n, uint64_t csum) -> object:
-    """n bytes of content at `offset` whose xxh3-64 must be `csum`: the bytes, or None when
-    the checksum does not match; OSError on a short read is the caller's (None, too)."""
+    """n bytes of content at `offset` whose xxh3-64 must be `csum`, read into the bytes object
+    returned (no staging copy); 1 when the file ends first, 2 when the checksum differs."""
     cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
     cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
     cdef uint64_t h
     if _pread_full(fd, p, n, offset) != n:
-        return None
+        return 1
     with nogil:
         h = XXH3_64bits(p, n)
-    return out if h == csum else None
+    return out if h == csum else 2
 
 
 # -- the cached whole-file read --------------------------------------------------------------
