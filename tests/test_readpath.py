@@ -222,3 +222,36 @@ def test_read_whole_serves_only_whole_known_files(tmp_path):
         assert C.read_whole(eng.records, None, eng.name, eng.pager.cache, "/chunk") is None
         with pytest.raises(InvalidPathError):
             C.read_whole(*args, "/in/")
+
+
+# -- the key index of committed nodes ---------------------------------------------------
+class _NoOverflow:
+    def read_overflow(self, pno, length):
+        raise CorruptionError("no overflow pages here")
+
+
+KEY_BYTES = st.binary(min_size=0, max_size=12).map(lambda b: b"/p" + b)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sets(KEY_BYTES, min_size=1, max_size=60), st.lists(st.binary(max_size=14), max_size=30),
+       st.binary(max_size=3))
+def test_committed_node_search_matches_bisect(keys, probes, stem):
+    """A node read back from its page searches through its key index (when it has 8+ cells):
+    the answers must equal a plain sorted-list search, for probes inside, between, before and
+    after its keys, and sharing or not its keys' common prefix."""
+    import bisect
+
+    from cartridge._core.btree import Node, make_cell
+
+    keys = sorted(stem + k for k in keys)
+    node = Node.empty(3, True, 1)
+    for i, k in enumerate(keys):
+        assert node.insert_raw(i, make_cell(k, b"v"))
+    back = Node.decode(bytes(node.seal()), 3, 1, _NoOverflow())
+    for p in probes + keys + [k + b"\x00" for k in keys] + [k[:-1] for k in keys if k]:
+        p = p or b"\x00"
+        i, found = back.search(p)
+        assert i == bisect.bisect_left(keys, p)
+        assert found == (p in keys)
+        assert back.child_index(p) == bisect.bisect_right(keys, p)

@@ -20,6 +20,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memmove, memset
 
 from cartridge._core.checksum cimport page_checksum
@@ -134,6 +135,13 @@ cdef class Node:
     cdef bint committed           # read from disk: never changes while this object lives
     cdef Node checked_by          # a committed leaf: the committed parent it was checked under
     cdef Py_ssize_t checked_ci    # ... as child number checked_ci
+    cdef uint32_t* pref           # committed nodes: the 4 key bytes after the keys' common
+    cdef Py_ssize_t cp            # prefix (big-endian, zero padded), one per cell: a search
+                                  # probes this array, not cells spread over the page
+
+    def __dealloc__(self):
+        if self.pref != NULL:
+            free(self.pref)
 
     def __cinit__(self, data=None):
         if data is None:
@@ -204,6 +212,35 @@ cdef class Node:
         self.committed = True
         if memcmp(h.tag, b"BTIN", 4) == 0:
             self.kids = [None] * (h.nkeys + 1)
+        self._index()
+
+    cdef void _index(self) noexcept:
+        """Build `pref` (committed nodes of 8+ cells whose keys are all inline: their order was
+        checked, so the array is sorted too)."""
+        cdef Py_ssize_t n = self.n(), i, j, kl, cp, l0, l1
+        cdef unsigned char* k0
+        cdef unsigned char* k
+        cdef uint32_t v
+        if n < 8 or self.ovf is not None or self.pref != NULL:
+            return
+        k0 = self.cell(0)
+        k = self.cell(n - 1)
+        l0 = rd16(k0)
+        l1 = rd16(k)
+        cp = 0
+        while cp < l0 and cp < l1 and k0[4 + cp] == k[4 + cp]:
+            cp += 1
+        self.pref = <uint32_t*>malloc(n * sizeof(uint32_t))
+        if self.pref == NULL:
+            return
+        self.cp = cp
+        for i in range(n):
+            k = self.cell(i)
+            kl = rd16(k)
+            v = 0
+            for j in range(cp, cp + 4):
+                v = (v << 8) | (k[4 + j] if j < kl else 0)
+            self.pref[i] = v
 
     cdef int _validate(self, uint64_t page_no, int tree_id, store) except -1:
         """Structural checks of a page read from disk (see decode)."""
@@ -323,6 +360,8 @@ cdef class Node:
     cdef Py_ssize_t lower_bound(self, const unsigned char* k, Py_ssize_t kl) except -1:
         """First index whose key is >= k."""
         cdef Py_ssize_t lo = 0, hi = self.n(), mid
+        if self.pref != NULL and self._pref_range(k, kl, &lo, &hi):
+            return lo
         while lo < hi:
             mid = (lo + hi) >> 1
             if self.compare_at(mid, k, kl) < 0:
@@ -331,9 +370,48 @@ cdef class Node:
                 hi = mid
         return lo
 
+    cdef bint _pref_range(self, const unsigned char* k, Py_ssize_t kl, Py_ssize_t* lo,
+                          Py_ssize_t* hi) noexcept:
+        """Narrow [lo, hi) to the cells whose `pref` equals the probe's; True when that
+        settles the answer (the probe sorts before or after every cell: lo is it)."""
+        cdef Py_ssize_t cp = self.cp, n = self.n(), a, b, mid, j
+        cdef const unsigned char* c0 = self.cell(0) + 4
+        cdef int r = memcmp(k, c0, cp if kl > cp else kl) if (cp if kl > cp else kl) > 0 else 0
+        cdef uint32_t v = 0
+        if r < 0 or (r == 0 and kl < cp):
+            lo[0] = 0
+            return True
+        if r > 0:
+            lo[0] = n
+            return True
+        for j in range(cp, cp + 4):
+            v = (v << 8) | (k[j] if j < kl else 0)
+        a = 0
+        b = n
+        while a < b:                   # first cell with pref >= v
+            mid = (a + b) >> 1
+            if self.pref[mid] < v:
+                a = mid + 1
+            else:
+                b = mid
+        lo[0] = a
+        b = n
+        while a < b:                   # first cell with pref > v
+            mid = (a + b) >> 1
+            if self.pref[mid] <= v:
+                a = mid + 1
+            else:
+                b = mid
+        hi[0] = a
+        if lo[0] == hi[0]:
+            return True
+        return False
+
     cdef Py_ssize_t upper_bound(self, const unsigned char* k, Py_ssize_t kl) except -1:
         """First index whose key is > k."""
         cdef Py_ssize_t lo = 0, hi = self.n(), mid
+        if self.pref != NULL and self._pref_range(k, kl, &lo, &hi):
+            return lo
         while lo < hi:
             mid = (lo + hi) >> 1
             if self.compare_at(mid, k, kl) <= 0:
