@@ -7,7 +7,6 @@ semantics and the public API live in cartridge.py.
 from __future__ import annotations
 
 import bisect
-import itertools
 import os
 import struct
 import time
