@@ -23,6 +23,7 @@ import numpy as np
 from . import paths as P
 from . import policystore
 from ._core.batch import collect, parent_groups
+from ._core.readpath import read_whole
 from .engine import Engine
 from .errors import (
     AlreadyExistsError,
@@ -87,8 +88,13 @@ class FileInfo(NamedTuple):
 def _info(path: str, rec: Record | None) -> FileInfo:
     if rec is None:   # an implicit directory
         return FileInfo(path, 0, DEFAULT_MODE_DIR, 0.0, 0.0, None)
-    return FileInfo(path, rec.size, rec.mode, rec.ctime_ns / 1e9, rec.mtime_ns / 1e9,
+    info = rec.info          # kept on the record (any change to it drops this)
+    if info is not None and info[0] == path:
+        return info
+    info = FileInfo(path, rec.size, rec.mode, rec.ctime_ns / 1e9, rec.mtime_ns / 1e9,
                     None if rec.kind == KIND_DIR else f"{rec.checksum:016x}")
+    rec.info = info
+    return info
 
 
 def _range_args(offset, size) -> tuple[int, int]:
@@ -251,11 +257,17 @@ class Cartridge:
 
     def _kind_of(self, eng: Engine, path: str) -> tuple[str, str | None, Record | None]:
         """(normalised path, kind, record) for a user path; 'name/' only names a directory."""
-        p, trailing = P.normalize_any(path)
-        kind, rec = self._kind(eng, p)
-        if trailing and kind == "file":
-            return p, None, None
-        return p, kind, rec
+        p, key, trailing = P.path_key(path)
+        if p == "/":
+            return p, "dir", None
+        rec = eng.get(key)
+        if rec is not None:
+            if rec.kind == KIND_DIR:
+                return p, "dir", rec
+            return (p, None, None) if trailing else (p, "file", rec)
+        if self._implicit_dir(eng, key):
+            return p, "dir", None
+        return p, None, None
 
     def _kind(self, eng: Engine, path: str) -> tuple[str | None, Record | None]:
         """("file"|"dir"|None, record) for a normalised path; the root is always a dir."""
@@ -276,8 +288,8 @@ class Cartridge:
             if rec is not None and rec.kind == KIND_FILE:
                 raise PathNotDirectoryError(f"{anc} is a file, so {path} cannot exist")
 
-    def _file_record(self, eng: Engine, path: str) -> Record:
-        rec = eng.get(P.to_key(path))
+    def _file_record(self, eng: Engine, path: str, key: bytes | None = None) -> Record:
+        rec = eng.get(P.to_key(path) if key is None else key)
         if rec is not None and rec.kind == KIND_FILE:
             return rec
         kind, _ = self._kind(eng, path)
@@ -397,15 +409,16 @@ class Cartridge:
             eng = self._eng
             if not eng.writable and not self._snapshot_held:
                 eng.refresh()
+            if offset == 0:     # the hot path, in C: a whole inline or cached one-chunk file
+                data = read_whole(eng.records, eng.catalog, eng.name, eng.pager.cache, path, size)
+                if data is not None:
+                    return data
             p, key = P.file_key(path)
-            rec = eng.records.get(key) or eng.get(key)
+            rec = eng.get(key)
             if rec is None or rec.kind != KIND_FILE:
                 rec = self._file_record(eng, p)
             if rec.chunk_key and offset == 0 and (size < 0 or size >= rec.size):
-                data = eng.pager.cache.get(rec.chunk_key)       # the hot path: a cached chunk
-                if data is None:
-                    data = eng.content.fetch_single(rec, p)
-                return data
+                return eng.content.fetch_single(rec, p)       # one chunk, not cached
             if rec.storage == STORE_EMPTY:
                 return b""
             return eng.content.read(rec, offset, size, p)
@@ -415,8 +428,8 @@ class Cartridge:
         offset, _ = _range_args(offset, -1)
         with self._lock:
             eng = self._ready()
-            p = P.normalize_file(path)
-            rec = self._file_record(eng, p)
+            p, key = P.file_key(path)
+            rec = self._file_record(eng, p, key)
             if rec.storage == STORE_EMPTY:
                 return 0
             return eng.content.readinto(rec, offset, buffer, p)
@@ -431,8 +444,8 @@ class Cartridge:
         offset, size = _range_args(offset, size)
         with self._lock:
             eng = self._ready()
-            p = P.normalize_file(path)
-            rec = self._file_record(eng, p)
+            p, key = P.file_key(path)
+            rec = self._file_record(eng, p, key)
             end = rec.size if size < 0 else min(rec.size, offset + size)
             n = end - offset
             if n <= 0 or rec.storage == STORE_EMPTY:
@@ -471,7 +484,7 @@ class Cartridge:
             eng = self._ready()
             p, kind, rec = self._kind_of(eng, path)
             if kind is None:
-                if P.normalize_any(path)[1] and self._kind(eng, p)[0] == "file":
+                if P.path_key(path)[2] and self._kind(eng, p)[0] == "file":
                     raise PathNotDirectoryError(f"{p} is a file, not a directory")
                 raise NotFoundError(f"no such file or directory: {p}")
             return _info(p, rec)

@@ -281,9 +281,8 @@ class ContentStore:
 
     def _fetch_chunk(self, start: int, csum: int, ln: int, i: int, where: str) -> bytes:
         key = (start << 64) | csum
-        raw = self.pager.read_run(start, -(-ln // PAGE_SIZE))
-        data = raw[:ln] if ln != len(raw) else raw
-        if xxh3_64(data) != csum:
+        data = self.pager.read_checked(start, ln, csum)
+        if data is None:
             raise CorruptionError(f"{where}: content checksum mismatch in chunk {i} "
                                   f"(pages {start}..{start + -(-ln // PAGE_SIZE) - 1})")
         self.cache.put(key, data, ln)

@@ -7,7 +7,6 @@ semantics and the public API live in cartridge.py.
 from __future__ import annotations
 
 import bisect
-import itertools
 import os
 import struct
 import time
@@ -35,7 +34,7 @@ from .format import (
 )
 from .nodestore import TreeStore
 from .pager import FileHeader, Pager, Root, parse_page0, slot_damaged
-from .records import Record, decode, with_chunk_key
+from .records import Memo, Record, decode, get_record, with_chunk_key
 
 SCAN_BATCH = 256
 # the generation fields of both slots, in the bytes Pager.read_slots() returns
@@ -70,7 +69,7 @@ class Engine:
         self.writable = writable
         self.pager = Pager(fd, name, writable=writable, sync=sync, cache_size=cache_size)
         self.dirty: dict = {}
-        self.records: dict[bytes, Record | None] = {}
+        self.records: Memo = Memo(RECORD_CACHE_MAX)   # key -> Record | None
         self.pins: Counter = Counter()
         self.pending_queue: list[tuple[int, list]] = []
         self.warnings: list[str] = []
@@ -225,17 +224,8 @@ class Engine:
 
     # -- records ----------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
-        rec = self.records.get(key, False)
-        if rec is not False:
-            return rec
-        value = self.catalog.get(key)
-        rec = None if value is None else decode(value, self._where(key))
-        records = self.records
-        if len(records) >= RECORD_CACHE_MAX:      # forget the older half (insertion order)
-            for old in list(itertools.islice(records, RECORD_CACHE_MAX // 2)):
-                del records[old]
-        records[key] = rec
-        return rec
+        """The record under `key` (None if absent), through the per-path memo."""
+        return get_record(self.records, self.catalog, key, self.name)
 
     def put(self, key: bytes, rec: Record) -> Record | None:
         """Store a record; returns the one it replaced."""

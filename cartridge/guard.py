@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import paths as P
+from ._core.readpath import read_whole
 from .errors import AccessDeniedError, ClosedError, InvalidPathError
 from .iam import Decision
 
@@ -257,11 +258,9 @@ class PrincipalCartridge:
                     and state is not None and state.epoch == eng.system_epoch
                     and not self._closed and not cart._closed and eng.failed is None):
                 if offset == 0 and size == -1:
-                    rec = eng.records.get(P.file_key(path)[1])
-                    if rec is not None and rec.chunk_key:
-                        data = eng.pager.cache.get(rec.chunk_key)
-                        if data is not None:
-                            return data
+                    data = read_whole(eng.records, None, eng.name, eng.pager.cache, path)
+                    if data is not None:
+                        return data
             else:
                 self._check_path(GET, path)
             return cart.read(path, offset, size)

@@ -2,6 +2,8 @@
 committed nodes onto fresh pages, and overflow pages for long keys."""
 from __future__ import annotations
 
+import os
+
 from ._core.btree import Node, NodeFormatError
 from ._core.checksum import page_ok
 from .errors import CorruptionError
@@ -26,13 +28,31 @@ class TreeStore:
         node = self.cache.get(pno)
         if node is not None:
             return node
-        page = self.pager.read_page(pno)
-        if not page_ok(page):
-            raise CorruptionError(f"{self.pager.name}: checksum mismatch in B-tree page {pno}")
-        try:
-            node = Node.decode(page, pno, self.tree_id, self)
-        except NodeFormatError as e:
-            raise CorruptionError(f"{self.pager.name}: {e}") from None
+        return self.load_missing(pno)
+
+    def load_missing(self, pno: int) -> Node:
+        """A committed node that is neither dirty nor cached (BTree has looked): read, checked
+        and cached. Read straight into the node when the pager uses the real file layer."""
+        pager = self.pager
+        if pager.io is os and 0 < pno < pager.file_pages:
+            if pager._staged:
+                pager._unstage_overlap(pno, 1)
+            try:
+                node = Node.read(pager.fd, pno, self.tree_id, self)
+            except NodeFormatError as e:
+                raise CorruptionError(f"{pager.name}: {e}") from None
+            if node == 1:
+                raise CorruptionError(f"{pager.name}: page {pno} is cut short")
+            if node == 2:
+                raise CorruptionError(f"{pager.name}: checksum mismatch in B-tree page {pno}")
+        else:
+            page = pager.read_page(pno)
+            if not page_ok(page):
+                raise CorruptionError(f"{pager.name}: checksum mismatch in B-tree page {pno}")
+            try:
+                node = Node.decode(page, pno, self.tree_id, self)
+            except NodeFormatError as e:
+                raise CorruptionError(f"{pager.name}: {e}") from None
         self.cache.put(pno, node, PAGE_SIZE)
         return node
 

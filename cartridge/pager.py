@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ._core.arc import ARCCache
 from ._core.checksum import page_ok, seal_page, xxh3_64
+from ._core.readpath import checked_chunk
 from .errors import CorruptionError, NotACartridgeError, UnsupportedVersionError
 from .format import (
     FILE_HEADER,
@@ -235,6 +236,20 @@ class Pager:
         if ptag != tag:
             raise CorruptionError(f"{self.name}: page {pno} is {ptag!r}, expected {tag!r}")
         return data
+
+    def read_checked(self, start: int, length: int, csum: int) -> bytes | None:
+        """`length` bytes of content from page `start`, read once into the bytes returned, or
+        None when their xxh3-64 is not `csum` (the caller names the damage)."""
+        count = -(-length // PAGE_SIZE)
+        if self.io is not os or start <= 0 or start + count > self.file_pages:
+            raw = self.read_run(start, count)       # checks the range, stand-in file layers
+            data = raw[:length] if length != len(raw) else raw
+            return data if xxh3_64(data) == csum else None
+        self._unstage_overlap(start, count)
+        data = checked_chunk(self.fd, start * PAGE_SIZE, length, csum)
+        if data == 1:
+            raise CorruptionError(f"{self.name}: pages {start}..{start + count - 1} are cut short")
+        return None if data == 2 else data
 
     def read_run(self, start: int, count: int) -> bytes:
         """`count` consecutive pages (content)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from ._core import readpath as _C
 from .errors import CorruptionError, InvalidPathError
 
 MAX_PATH_BYTES = 4096
@@ -24,7 +25,7 @@ _NORMAL_ASCII = re.compile(r"(?:/(?!\.\.?(?:/|$))[\x20-\x2e\x30-\x7e]{1,255})+")
 
 @lru_cache(maxsize=65536)
 def _normalize(path: str) -> tuple[str, bool]:
-    """Return (normalised path, had a trailing slash)."""
+    """The reference normaliser (every rule and error): (normalised path, had a trailing '/')."""
     if len(path) <= MAX_PATH_BYTES and path.isascii() and _NORMAL_ASCII.fullmatch(path):
         return path, False
     if _CONTROL.search(path):
@@ -59,45 +60,42 @@ def _check_type(path: object) -> str:
     raise InvalidPathError(f"paths are str, not {type(path).__name__}")
 
 
-def normalize(path: str) -> str:
-    """Normalise a path that may name a file or a directory (a trailing '/' is allowed)."""
-    return _normalize(_check_type(path))[0]
-
-
-_FILE_KEYS: dict = {}
-_FILE_KEYS_MAX = 100_000
-
-
-def file_key(path: str) -> tuple[str, bytes]:
-    """(normalised file path, catalog key), memoised: the hot path of every read and write."""
-    try:
-        hit = _FILE_KEYS.get(path)
-    except TypeError:           # unhashable: not a path at all
-        hit = None
-    if hit is not None and type(path) is str:
-        return hit
-    norm = normalize_file(path)
-    hit = (norm, norm.encode("utf-8"))
-    if type(path) is str:
-        if len(_FILE_KEYS) >= _FILE_KEYS_MAX:
-            _FILE_KEYS.clear()
-        _FILE_KEYS[path] = hit
-    return hit
-
-
-def normalize_any(path: str) -> tuple[str, bool]:
-    """(normalised path, whether it was written with a trailing '/', which names a directory)."""
-    return _normalize(_check_type(path))
-
-
-def normalize_file(path: str) -> str:
-    """Normalise a path that must name a file: the root and a trailing '/' are refused."""
-    result, trailing = _normalize(_check_type(path))
+def _file_errors(path: object, result: str, trailing: bool) -> None:
+    """What a file path may not be: written with a trailing '/', or the root."""
     if trailing:
         raise InvalidPathError(f"a file path cannot end with '/': {path!r}")
     if result == ROOT:
         raise InvalidPathError("the root '/' is a directory, not a file")
+
+
+# -- the reference API (pure Python): what the C versions below must match exactly ---------
+def ref_normalize_any(path: str) -> tuple[str, bool]:
+    return _normalize(_check_type(path))
+
+
+def ref_normalize(path: str) -> str:
+    return _normalize(_check_type(path))[0]
+
+
+def ref_normalize_file(path: str) -> str:
+    result, trailing = _normalize(_check_type(path))
+    _file_errors(path, result, trailing)
     return result
+
+
+def ref_file_key(path: str) -> tuple[str, bytes]:
+    norm = ref_normalize_file(path)
+    return norm, norm.encode("utf-8")
+
+
+# -- the API: a C scan accepts paths that are already normal, the reference does the rest ----
+_C.use_reference(_normalize, _check_type, _file_errors)
+
+normalize_any = _C.normalize_any      # (normalised path, written with a trailing '/')
+normalize = _C.normalize            # a path that may name a file or a directory ('/' allowed)
+normalize_file = _C.normalize_file  # a path that must name a file: the root and 'x/' are refused
+file_key = _C.file_key              # (normalised file path, catalog key), memoised
+path_key = _C.path_key              # (normalised path, catalog key, written with a trailing '/')
 
 
 def to_key(path: str) -> bytes:

@@ -20,10 +20,20 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memmove, memset
 
 from cartridge._core.checksum cimport page_checksum
 from cartridge.errors import CorruptionError
+
+import os
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t pread(int fd, void* buf, size_t count, long long offset)
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EINTR
 
 cdef extern from *:
     """
@@ -120,6 +130,18 @@ cdef class Node:
     cdef public bytearray data
     cdef unsigned char* p
     cdef public dict ovf          # overflow page -> full key, for cells whose key is long
+    cdef list kids                # nodes read from disk (never changed): internal children
+                                  # already checked against this node, by child index
+    cdef bint committed           # read from disk: never changes while this object lives
+    cdef Node checked_by          # a committed leaf: the committed parent it was checked under
+    cdef Py_ssize_t checked_ci    # ... as child number checked_ci
+    cdef uint32_t* pref           # committed nodes: the 4 key bytes after the keys' common
+    cdef Py_ssize_t cp            # prefix (big-endian, zero padded), one per cell: a search
+                                  # probes this array, not cells spread over the page
+
+    def __dealloc__(self):
+        if self.pref != NULL:
+            free(self.pref)
 
     def __cinit__(self, data=None):
         if data is None:
@@ -150,6 +172,79 @@ cdef class Node:
         never make the kernel read outside the page.
         """
         cdef Node n = Node(page)
+        n._validate(page_no, tree_id, store)
+        n._from_disk()
+        return n
+
+    @staticmethod
+    def read(int fd, uint64_t page_no, int tree_id, store):
+        """Node page `page_no` read straight from file descriptor `fd` into a new node, its
+        checksum and structure checked: the node, or 1 when the page is cut short, 2 when its
+        checksum does not match (the caller names the error)."""
+        cdef Node n = Node.__new__(Node)
+        cdef uint64_t stored
+        cdef Py_ssize_t got = 0
+        cdef ssize_t r = 0
+        cdef long long off = <long long>page_no * C_PAGE
+        with nogil:
+            while got < C_PAGE:
+                r = pread(fd, n.p + got, C_PAGE - got, off + got)
+                if r <= 0:
+                    if r < 0 and errno == EINTR:
+                        continue
+                    break
+                got += r
+        if r < 0:
+            raise OSError(errno, os.strerror(errno))
+        if got != C_PAGE:
+            return 1
+        stored = (<NodeHeader*>n.p).checksum
+        if page_checksum(n.p, C_PAGE) != stored:
+            return 2
+        n._validate(page_no, tree_id, store)
+        n._from_disk()
+        return n
+
+    cdef inline void _from_disk(self):
+        """A committed node, read from disk: it never changes, so an internal node may keep
+        its checked internal children (the upper levels stay decoded while it lives)."""
+        cdef NodeHeader* h = <NodeHeader*>self.p
+        self.committed = True
+        if memcmp(h.tag, b"BTIN", 4) == 0:
+            self.kids = [None] * (h.nkeys + 1)
+        self._index()
+
+    cdef void _index(self) noexcept:
+        """Build `pref` (committed nodes of 8+ cells whose keys are all inline: their order was
+        checked, so the array is sorted too)."""
+        cdef Py_ssize_t n = self.n(), i, j, kl, cp, l0, l1
+        cdef unsigned char* k0
+        cdef unsigned char* k
+        cdef uint32_t v
+        if n < 8 or self.ovf is not None or self.pref != NULL:
+            return
+        k0 = self.cell(0)
+        k = self.cell(n - 1)
+        l0 = rd16(k0)
+        l1 = rd16(k)
+        cp = 0
+        while cp < l0 and cp < l1 and k0[4 + cp] == k[4 + cp]:
+            cp += 1
+        self.pref = <uint32_t*>malloc(n * sizeof(uint32_t))
+        if self.pref == NULL:
+            return
+        self.cp = cp
+        for i in range(n):
+            k = self.cell(i)
+            kl = rd16(k)
+            v = 0
+            for j in range(cp, cp + 4):
+                v = (v << 8) | (k[4 + j] if j < kl else 0)
+            self.pref[i] = v
+
+    cdef int _validate(self, uint64_t page_no, int tree_id, store) except -1:
+        """Structural checks of a page read from disk (see decode)."""
+        cdef Node n = self
         cdef NodeHeader* h = <NodeHeader*>n.p
         cdef Py_ssize_t i, off, kl, vl, sz, slot_end, prev_off = -1, pkl = 0
         cdef bint leaf
@@ -200,7 +295,7 @@ cdef class Node:
                 if prev is not None and prev >= key:
                     raise NodeFormatError(f"page {page_no}: keys out of order at cell {i}")
                 prev = key
-        return n
+        return 0
 
     # -- header --------------------------------------------------------------------------
     @property
@@ -265,6 +360,8 @@ cdef class Node:
     cdef Py_ssize_t lower_bound(self, const unsigned char* k, Py_ssize_t kl) except -1:
         """First index whose key is >= k."""
         cdef Py_ssize_t lo = 0, hi = self.n(), mid
+        if self.pref != NULL and self._pref_range(k, kl, &lo, &hi):
+            return lo
         while lo < hi:
             mid = (lo + hi) >> 1
             if self.compare_at(mid, k, kl) < 0:
@@ -273,9 +370,48 @@ cdef class Node:
                 hi = mid
         return lo
 
+    cdef bint _pref_range(self, const unsigned char* k, Py_ssize_t kl, Py_ssize_t* lo,
+                          Py_ssize_t* hi) noexcept:
+        """Narrow [lo, hi) to the cells whose `pref` equals the probe's; True when that
+        settles the answer (the probe sorts before or after every cell: lo is it)."""
+        cdef Py_ssize_t cp = self.cp, n = self.n(), a, b, mid, j
+        cdef const unsigned char* c0 = self.cell(0) + 4
+        cdef int r = memcmp(k, c0, cp if kl > cp else kl) if (cp if kl > cp else kl) > 0 else 0
+        cdef uint32_t v = 0
+        if r < 0 or (r == 0 and kl < cp):
+            lo[0] = 0
+            return True
+        if r > 0:
+            lo[0] = n
+            return True
+        for j in range(cp, cp + 4):
+            v = (v << 8) | (k[j] if j < kl else 0)
+        a = 0
+        b = n
+        while a < b:                   # first cell with pref >= v
+            mid = (a + b) >> 1
+            if self.pref[mid] < v:
+                a = mid + 1
+            else:
+                b = mid
+        lo[0] = a
+        b = n
+        while a < b:                   # first cell with pref > v
+            mid = (a + b) >> 1
+            if self.pref[mid] <= v:
+                a = mid + 1
+            else:
+                b = mid
+        hi[0] = a
+        if lo[0] == hi[0]:
+            return True
+        return False
+
     cdef Py_ssize_t upper_bound(self, const unsigned char* k, Py_ssize_t kl) except -1:
         """First index whose key is > k."""
         cdef Py_ssize_t lo = 0, hi = self.n(), mid
+        if self.pref != NULL and self._pref_range(k, kl, &lo, &hi):
+            return lo
         while lo < hi:
             mid = (lo + hi) >> 1
             if self.compare_at(mid, k, kl) <= 0:
@@ -541,7 +677,7 @@ cdef class BTree:
         self._dirty = getattr(store, "dirty", None)
         cache = getattr(store, "cache", None)
         self._cache_get = cache.get if cache is not None else None
-        self._store_load = store.load
+        self._store_load = getattr(store, "load_missing", store.load)
 
     cdef Node _load(self, uint64_t pno):
         """A node: from the dirty set, then the page cache, then the store (disk)."""
@@ -555,6 +691,28 @@ cdef class BTree:
             if n is not None:
                 return <Node>n
         return <Node>self._store_load(pno)
+
+    cdef inline Node _child(self, Node parent, Py_ssize_t ci):
+        """Child `ci` of `parent`, checked against its range. Under a committed parent, a
+        committed internal child is kept by the parent (later descents skip the cache and the
+        check) and a committed leaf remembers the check (both pages can no longer change)."""
+        cdef Node child
+        cdef object kid
+        if parent.kids is not None:
+            kid = parent.kids[ci]
+            if kid is not None:
+                return <Node>kid
+        child = self._load(parent.child(ci))
+        if child.checked_by is parent and child.checked_ci == ci and child.committed:
+            return child            # a committed leaf checked under this committed parent
+        _check_child(parent, ci, child)
+        if parent.kids is not None and child.committed:
+            if child.kids is not None:
+                parent.kids[ci] = child
+            else:
+                child.checked_by = parent
+                child.checked_ci = ci
+        return child
 
     cdef Node _writable(self, Node node):
         if self._dirty is not None and node.page_no in self._dirty:
@@ -579,9 +737,7 @@ cdef class BTree:
             if depth > self.height:
                 raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
             parent = node
-            ci = parent.upper_bound(k, kl)
-            node = self._load(parent.child(ci))
-            _check_child(parent, ci, node)
+            node = self._child(parent, parent.upper_bound(k, kl))
         i = node.lower_bound(k, kl)
         if i < node.n() and node.compare_at(i, k, kl) == 0:
             return node.value(i)
@@ -684,9 +840,7 @@ cdef class BTree:
             stack.append((node, i))
             if len(stack) >= self.height:
                 raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
-            parent = node
-            node = self._load(parent.child(i))
-            _check_child(parent, i, node)
+            node = self._child(node, i)
         return node
 
     cdef Node _next_leaf(self, list stack):
@@ -722,9 +876,7 @@ cdef class BTree:
             if depth > self.height:
                 raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
             parent = node
-            i = parent.child_index(start)
-            node = self._load(parent.child(i))
-            _check_child(parent, i, node)
+            node = self._child(parent, parent.child_index(start))
         i = node.lower_bound(<unsigned char*>PyBytes_AS_STRING(start), PyBytes_GET_SIZE(start))
         if i < node.n():
             return node.key(i)
@@ -1153,18 +1305,24 @@ cdef int _check_child(Node parent, Py_ssize_t ci, Node child) except -1:
     """The keys of child `ci` must lie between the parent's separators ci-1 and ci; a node
     from elsewhere in the tree (a hostile page) would make lookups miss keys that exist."""
     cdef Py_ssize_t n = child.n()
-    cdef bytes lo, hi
     if n == 0:
         return 0
-    if ci > 0:
-        lo = parent.key(ci - 1)
-        if child.compare_at(0, <unsigned char*>PyBytes_AS_STRING(lo), len(lo)) < 0:
-            raise NodeFormatError(f"page {child.page_no}: keys below its parent's range")
-    if ci < parent.n():
-        hi = parent.key(ci)
-        if child.compare_at(n - 1, <unsigned char*>PyBytes_AS_STRING(hi), len(hi)) >= 0:
-            raise NodeFormatError(f"page {child.page_no}: keys above its parent's range")
+    if ci > 0 and _cmp_cells(child, 0, parent, ci - 1) < 0:
+        raise NodeFormatError(f"page {child.page_no}: keys below its parent's range")
+    if ci < parent.n() and _cmp_cells(child, n - 1, parent, ci) >= 0:
+        raise NodeFormatError(f"page {child.page_no}: keys above its parent's range")
     return 0
+
+
+cdef int _cmp_cells(Node a, Py_ssize_t i, Node b, Py_ssize_t j) except? -2:
+    """Key i of `a` against key j of `b`, compared in place unless b's key is long."""
+    cdef unsigned char* c = b.cell(j)
+    cdef Py_ssize_t kl = rd16(c)
+    cdef bytes full
+    if kl <= C_KEY_INLINE:
+        return a.compare_at(i, c + 4, kl)
+    full = b.key(j)
+    return a.compare_at(i, <unsigned char*>PyBytes_AS_STRING(full), kl)
 
 
 cdef uint64_t ovp_of(bytes cell):
