@@ -637,15 +637,22 @@ def lookup(cfg: Config, tmp: Path, log=print) -> list[Peer]:
     for n in cfg.lookup_sizes:
         st = _lookup_store(n, log)
         lab = label(n)
-        keys = [lookup_name(rng.randrange(n)) for _ in range(min(cfg.lookup_keys, 20 * n))]
+        count = min(cfg.lookup_keys, 20 * n)
+
+        def draw(count=count, n=n) -> list[str]:
+            """Each peer its own random keys: peers cycling one sequence in step would find
+            the leaves the peer before them just loaded."""
+            return [lookup_name(rng.randrange(n)) for _ in range(count)]
+
+        keys = draw()
         c = cartridge.open(st["cartridge"], "a", sync="off")
         assert c.stat(keys[0]).size == 16
         peers.append(Peer(f"cartridge@{lab}", _cycle_timer(c.stat, keys), c.close,
                           note="stat(path) of an existing file"))
         cro = cartridge.open(st["cartridge"], "r")
-        peers.append(Peer(f"cartridge-ro@{lab}", _cycle_timer(cro.stat, keys), cro.close,
+        peers.append(Peer(f"cartridge-ro@{lab}", _cycle_timer(cro.stat, draw()), cro.close,
                           note="stat(path), read-only handle"))
-        peers.append(Peer(f"cartridge-exists@{lab}", _cycle_timer(c.exists, keys),
+        peers.append(Peer(f"cartridge-exists@{lab}", _cycle_timer(c.exists, draw()),
                           note="exists(path)"))
         db = _sqlite(st["sqlite"])
         cur = db.cursor()
@@ -655,11 +662,11 @@ def lookup(cfg: Config, tmp: Path, log=print) -> list[Peer]:
             return cur.execute(sql, (k,)).fetchone()
 
         assert sqlite_stat(keys[0])[2] == 16
-        peers.append(Peer(f"sqlite@{lab}", _cycle_timer(sqlite_stat, keys), db.close,
+        peers.append(Peer(f"sqlite@{lab}", _cycle_timer(sqlite_stat, draw()), db.close,
                           note="SELECT mode, mtime, sz WHERE name = ?"))
         env = _lmdb(st["lmdb"])
         rtxn = env.begin()
-        bkeys = [k.encode() for k in keys]
+        bkeys = [k.encode() for k in draw()]
         assert rtxn.get(bkeys[0]) == LOOKUP_VALUE
 
         def close(rtxn=rtxn, env=env):
