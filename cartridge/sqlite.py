@@ -1255,7 +1255,7 @@ class _Guard(StatementGuard):
                              f)
             elif before is not None:
                 self.quiet(*before)
-        if "wal" in sql or "WAL" in sql or "Wal" in sql:
+        if "wal" in sql.lower():
             conn = cursor if isinstance(cursor, apsw.Connection) else cursor.connection
             for mt in _WAL_RE.finditer(sql):
                 schema = f"{mt.group(1)}." if mt.group(1) else ""

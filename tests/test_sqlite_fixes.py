@@ -165,7 +165,8 @@ def test_read_only_handles_connection_blocks_delete(tmp_path):
     lambda c: c.execute("pragma \"journal_mode\" = 'WAL'").fetchall(),
     lambda c: c.execute("PRAGMA main.journal_mode ( 'wal' )").fetchall(),
     lambda c: c.pragma("journal_mode", "wal"),
-], ids=["parens", "quoted", "schema-parens", "apsw-pragma"])
+    lambda c: c.execute("PRAGMA journal_mode=wAl").fetchall(),
+], ids=["parens", "quoted", "schema-parens", "apsw-pragma", "mixed-case"])
 def test_wal_spellings_get_exclusive_locking(cart, how):
     conn = cart.sqlite("/w.db")
     conn.execute("CREATE TABLE t(a)")

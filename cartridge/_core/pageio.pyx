@@ -229,7 +229,7 @@ cdef class StatementGuard:
         if self.pending or (self.f is not None and self._maybe_stale()):
             return self.slow(cursor, sql, bindings)
         if type(sql) is str and sql != self.plain_sql:
-            if "wal" in sql or "WAL" in sql or "Wal" in sql:
+            if "wal" in sql.lower():           # any spelling: PRAGMA journal_mode=wAl
                 return self.slow(cursor, sql, bindings)
             self.plain_sql = sql
         return True
