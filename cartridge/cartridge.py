@@ -114,11 +114,11 @@ def _range_args(offset, size) -> tuple[int, int]:
 
 def _as_bytes(data) -> memoryview:
     if isinstance(data, str):
-        raise TypeError("write() takes bytes-like data, not str (encode it first)")
+        raise TypeError("file data must be bytes-like, not str (encode it first)")
     try:
         return memoryview(data).cast("B")
     except TypeError:
-        raise TypeError(f"write() takes bytes-like data, not {type(data).__name__}") from None
+        raise TypeError(f"file data must be bytes-like, not {type(data).__name__}") from None
 
 
 def open(path: str | os.PathLike, mode: str = "a", *, principal: str | None = None,
@@ -351,22 +351,26 @@ class Cartridge:
         exists: dict[bytes, bool] = {b"": True}     # directory key -> exists in the archive
 
         def dir_exists(d: bytes) -> bool:
-            """Whether directory `d` exists; raises if it, or an ancestor, is a file."""
-            known = exists.get(d)
-            if known is not None:
-                return known
-            if d in batch:
-                raise PathNotDirectoryError(f"{d.decode()} is written as a file, so paths below "
-                                            "it cannot be")
-            rec = eng.get(d)
-            if rec is not None and rec.kind == KIND_FILE:
-                raise PathNotDirectoryError(f"{d.decode()} is a file, so paths below it cannot "
-                                            "exist")
-            found = rec is not None or self._implicit_dir(eng, d)
-            if not found:
-                dir_exists(d[:d.rfind(b"/")])          # no ancestor may be a file either
-            exists[d] = found
-            return found
+            """Whether directory `d` exists; raises if it, or an ancestor, is a file. Walks up
+            (a loop, not recursion: paths may be thousands of levels deep) until an ancestor is
+            known or found, since no ancestor of a missing directory may be a file either."""
+            found_now: list[tuple[bytes, bool]] = []
+            cur = d
+            while exists.get(cur) is None:
+                if cur in batch:
+                    raise PathNotDirectoryError(f"{cur.decode()} is written as a file, so paths "
+                                                "below it cannot be")
+                rec = eng.get(cur)
+                if rec is not None and rec.kind == KIND_FILE:
+                    raise PathNotDirectoryError(f"{cur.decode()} is a file, so paths below it "
+                                                "cannot exist")
+                found = rec is not None or self._implicit_dir(eng, cur)
+                found_now.append((cur, found))
+                if found:
+                    break
+                cur = cur[:cur.rfind(b"/")]
+            exists.update(found_now)
+            return exists[d]
 
         olds: dict[int, Record] = {}
         for parent, first, end in parent_groups(keys):
@@ -452,6 +456,7 @@ class Cartridge:
                 return memoryview(b"")
             if rec.storage == STORE_INLINE or n <= BUFFER_COPY_MAX:
                 return memoryview(eng.content.read(rec, offset, size, p))
+            eng.content.check_size(rec, p)       # a damaged size: CorruptionError, no huge buffer
             buf = np.empty(n, dtype=np.uint8)
             eng.content.readinto(rec, offset, buf, p)
             return memoryview(buf)

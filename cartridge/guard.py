@@ -236,11 +236,12 @@ class PrincipalCartridge:
                     path, data = item
                 except (TypeError, ValueError):
                     raise TypeError("write_many() takes (path, data) pairs") from None
-                try:
-                    size = memoryview(data).nbytes
-                except TypeError:
-                    size = 0              # not bytes-like: Cartridge.write_many raises TypeError
-                self._check_put(path, size)
+                if type(data) is not bytes and not isinstance(data, str):
+                    try:                  # a copy: the size checked is the size written
+                        data = bytes(memoryview(data).cast("B"))
+                    except TypeError:
+                        pass              # not bytes-like: Cartridge.write_many raises TypeError
+                self._check_put(path, len(data) if type(data) is bytes else 0)
                 batch.append((path, data))
             return self._cart.write_many(batch)
 

@@ -91,6 +91,10 @@ def test_poisoned_member_ignores_writes_and_bad_input_raises():
         m.write(b"x", -1)
     with pytest.raises(TypeError):
         m.write(12, 0)
+    with pytest.raises(ValueError):             # past the largest offset: refused, not wrapped
+        m.write(b"x" * 100, 2**63 - 50)
+    assert m.read(3, 0) == b"abc" and m.size == 3
+    assert m.read(2**63 - 1, 1) == b"bc"        # a huge amount is clipped at the end
 
 
 class Recording(StatementGuard):

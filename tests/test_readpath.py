@@ -145,6 +145,8 @@ BAD = [
     RECORD.pack(KIND_FILE, STORE_CHUNKS, 0, 0, 70000, 0, 0, 0) + bytes(16),
     RECORD.pack(KIND_FILE, STORE_XMAP, 0, 0, 9, 0, 0, 0) + bytes(15),
     RECORD.pack(KIND_FILE, 9, 0, 0, 9, 0, 0, 0),
+    RECORD.pack(KIND_FILE, STORE_CHUNKS, 0, 0, 2**64 - 1, 0, 0, 0),   # chunk count overflows
+    RECORD.pack(KIND_FILE, STORE_CHUNKS, 0, 0, 2**64 - 65535, 0, 0, 0) + bytes(16),
 ]
 
 

@@ -284,6 +284,52 @@ def test_principal_needs_put_for_every_item(tmp_path):
         assert c.read("/up/b") == b"b" * 1000
 
 
+def test_principal_size_is_checked_on_the_bytes_written(tmp_path):
+    """A generator that grows a buffer it already yielded cannot slip past cart:ObjectSize:
+    what was checked is what is written (a copy taken at yield time)."""
+    with cartridge.open(tmp_path / "a.cart", "w") as c:
+        c.set_policy("w", {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["cart:PutObject", "cart:GetObject"], "Resource": "/*"},
+            {"Effect": "Deny", "Action": "cart:PutObject", "Resource": "/*",
+             "Condition": {"NumericGreaterThan": {"cart:ObjectSize": "10"}}}]})
+        alice = c.as_principal("alice")
+
+        def grow():
+            buf = bytearray(b"x")
+            yield "/one", buf
+            buf.extend(bytes(100_000))
+            yield "/two", b"y"
+
+        assert alice.write_many(grow()) == 2
+        assert c.read("/one") == b"x" and c.stat("/one").size == 1
+
+
+def test_a_reused_buffer_gives_what_write_would(cart):
+    """Data is taken when each pair is yielded: one bytearray reused (and resized) between
+    pairs gives each file the bytes it held then, as consecutive write() calls would."""
+    def reuse():
+        buf = bytearray()
+        for i in range(5):
+            buf[:] = str(i).encode() * (i + 1)
+            yield f"/r{i}", buf
+
+    assert cart.write_many(reuse()) == 5
+    assert [cart.read(f"/r{i}") for i in range(5)] == [str(i).encode() * (i + 1)
+                                                        for i in range(5)]
+
+
+def test_deep_paths_are_checked_without_recursion(cart):
+    """A path thousands of levels deep (valid for write()) is accepted, and a file far up
+    its chain of missing directories is still found."""
+    deep = "/b" * 2000 + "/f"
+    assert cart.write_many([(deep, b"deep")]) == 1
+    assert cart.read(deep) == b"deep"
+    cart.write("/top", b"file")
+    with pytest.raises(PathNotDirectoryError):
+        cart.write_many([("/top" + "/c" * 2000 + "/f", b"x")])
+    assert not cart.exists("/top/c")
+
+
 class ShortWrites:
     """A file layer whose writes stop early (as the OS may): pwritev writes only its first
     buffer, pwrite at most 1,000 bytes."""

@@ -134,7 +134,8 @@ def parent_groups(list keys) -> list:
 
 def collect(items, file_key, as_bytes) -> dict:
     """{catalog key: data} for write_many's (path, data) pairs, the last pair of a path
-    winning: file_key(path)[1] is the key, data other than bytes becomes as_bytes(data)."""
+    winning: file_key(path)[1] is the key; data other than bytes is checked by as_bytes(data)
+    and copied, so a caller reusing one buffer between pairs gets what write() would."""
     cdef dict batch = {}
     cdef object item, path, data
     for item in items:
@@ -147,7 +148,7 @@ def collect(items, file_key, as_bytes) -> dict:
             except (TypeError, ValueError):
                 raise TypeError("write_many() takes (path, data) pairs") from None
         if type(data) is not bytes:
-            data = as_bytes(data)
+            data = bytes(as_bytes(data))   # a copy now: the caller may reuse its buffer
         batch[file_key(path)[1]] = data
     return batch
 

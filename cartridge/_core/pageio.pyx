@@ -12,6 +12,7 @@ from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAnd
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.object cimport PyObject
+from libc.limits cimport LLONG_MAX
 from libc.string cimport memcpy, memset
 
 cdef enum:
@@ -124,9 +125,7 @@ cdef class Overlay:
         cdef char* dst
         if offset >= size or not self.exists or amount <= 0 or offset < 0:
             return b""
-        end = offset + amount
-        if end > size:
-            end = size
+        end = size if amount > size - offset else offset + amount     # no overflow
         i = offset >> CHUNK_SHIFT
         lo = offset & CHUNK_MASK
         if lo + (end - offset) <= CHUNK_SIZE:             # one chunk: the hot path
@@ -161,6 +160,8 @@ cdef class Overlay:
         try:
             n = src.len
             sp = <const char*>src.buf
+            if offset > LLONG_MAX - n:
+                raise ValueError("write past the largest file offset")
             if not self.exists:
                 self.exists = True
                 self.size = 0

@@ -375,7 +375,7 @@ cdef class Record:
 
     @property
     def n_chunks(self) -> int:
-        return (self._size + CHUNK - 1) // CHUNK
+        return self._size // CHUNK + (self._size % CHUNK != 0)     # no overflow near 2**64
 
     def _fields(self) -> tuple:
         return (self._kind, self._storage, self._mode, self._size, self._ctime_ns, self._mtime_ns,
@@ -440,7 +440,7 @@ cdef Record _decode(const unsigned char* v, Py_ssize_t n, object value, object w
         elif storage == S_INLINE:
             ok = <uint64_t>pl == size
         elif storage == S_CHUNKS:
-            ok = size > 0 and <uint64_t>pl == 16 * ((size + CHUNK - 1) // CHUNK)
+            ok = size > 0 and <uint64_t>pl == 16 * (size // CHUNK + (size % CHUNK != 0))
         elif storage == S_XMAP:
             ok = size > 0 and pl == XMAP_REF_SIZE
         else:
