@@ -868,6 +868,7 @@ class Cartridge:
                         eng.rollback()
                     if eng.pager.sync_mode == "normal":
                         eng.pager.sync_now()
+                    eng.unseal()
             finally:
                 self._closed = True
                 self._eng.close()

@@ -79,6 +79,8 @@ class Engine:
         self.failed: BaseException | None = None   # an I/O error left this handle unusable
         self._ofd_pins: set[int] = set()
         self._slots_seen = b""                    # slot bytes the reader last settled on
+        self._seal_checked: tuple | None = None   # the sealed root whose pages were last checked
+        self._seal_synced = False                 # this handle's own sealed commit is durable
         self.system_epoch = 0      # bumped whenever internal state (policies) may have changed
         self.rollbacks = 0         # bumped by every rollback of a writable handle's transaction
         if writable and not locking.writer_lock(fd, lock_timeout):
@@ -108,10 +110,38 @@ class Engine:
             self.header, roots = parse_page0(page0, self.name)
             raw = [page0[o:o + ROOT_SLOT.size] for o in SLOT_OFFSETS]
             root, notes = pick_root(roots, raw, self.name)
+            if root.seal and not self._seal_holds(root):
+                if attempt < 2 and self.pager.read_page0() != page0:
+                    continue        # a writer committed meanwhile and may have reused the pages
+                root, note = self._before_torn(root, roots)
+                notes.append(note)
             if not notes or self.writable:
                 break
             time.sleep(0.001 * (attempt + 1))   # a reader may catch a slot mid-write: look again
         return root, notes
+
+    def _seal_holds(self, root: Root) -> bool:
+        """Whether a sealed root's pages are on disk (checked once per root seen)."""
+        key = (root.generation, root.seal_checksum, root.seal)
+        if key == self._seal_checked:
+            return True
+        if not self.pager.seal_holds(root):
+            return False
+        self._seal_checked = key
+        return True
+
+    def _before_torn(self, torn: Root, roots: list[Root | None]) -> tuple[Root, str]:
+        """The root to open when the newest one's seal does not hold: the commit was cut off
+        before it returned (its pages never all reached the disk), so the one before it."""
+        older = [r for r in roots if r is not None and r.generation < torn.generation]
+        if not older:
+            raise CorruptionError(f"{self.name}: the only root (generation {torn.generation}) is "
+                                  f"sealed over pages that do not match its seal")
+        prev = max(older, key=lambda r: r.generation)
+        return prev, (f"{self.name}: the newest commit (generation {torn.generation}) is "
+                      f"incomplete: its pages do not match the seal in root slot "
+                      f"{'AB'[torn.generation % 2]} (a crash cut it off before it returned, or "
+                      f"its pages were damaged later); opened generation {prev.generation}")
 
     def _settle_reader(self) -> tuple[Root, list[str]]:
         """Pin the newest committed state, re-reading the slots so that the writer cannot have
@@ -365,6 +395,7 @@ class Engine:
             raise
         # the new pages are committed: cache them, queue this commit's frees
         self.root = root
+        self._seal_synced = bool(root.seal) and self.pager.sync_mode == "full"
         cache = self.pager.cache
         for pno, node in self.dirty.items():
             cache.put(pno, node, PAGE_SIZE)
@@ -374,6 +405,22 @@ class Engine:
             self.pending_queue.append((root.generation, freed))
         self._changed = False
         self._release()
+
+    def unseal(self) -> None:
+        """Writers, at close: once a sealed commit is durable, rewrite its root slot without
+        the seal (same generation), so that pages damaged later are reported as damage by
+        verify() rather than taken for a commit a crash cut off (docs/FORMAT.md §8)."""
+        if not (self.writable and self.root.seal) or self.in_txn or self.failed is not None:
+            return
+        if not self._seal_synced:
+            self.pager.sync_now()      # e.g. a sealed root found at open: make it durable first
+        root = self.root.copy()
+        root.seal, root.seal_checksum = (), 0
+        self.pager.write_root(root)
+        if self.pager.sync_mode != "full":
+            self.pager.sync_now()
+        self.root = root
+        self._seal_synced = False
 
     def _write_pages(self) -> Root:
         """Steps 2-4 of the commit: persist the allocation map, write every new page, barrier.
@@ -417,8 +464,12 @@ class Engine:
         root.commit_time_ns = time.time_ns()
         root.pending_pages = a.pending_count
         self.pager.grow(a.n_pages)
-        self.pager.flush_staged({pno: node.seal() for pno, node in self.dirty.items()})
-        self.pager.sync_data()
+        # sync="full" seals a commit that fits a seal rather than syncing before the root flip
+        root.seal = self.pager.write_commit(
+            {pno: node.seal() for pno, node in self.dirty.items()},
+            a.used.is_range_used if self.pager.sync_mode == "full" else None) or ()
+        if root.seal:
+            root.seal, root.seal_checksum = root.seal
         return root
 
     def _release(self) -> None:

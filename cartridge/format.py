@@ -11,7 +11,7 @@ SECTOR = 512                 # root slots sit in separate sectors of this size
 # -- page 0: file header (written once) and two root slots (alternately rewritten) ------------
 MAGIC = b"CART\x00\x01\x00\x00"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1             # 1.1 adds sealed root slots (§2.3); 1.0 files stay readable
 # magic, major, minor, page size, archive id, created ns, flags, reserved, checksum
 FILE_HEADER = struct.Struct("<8sHHI16sqI12sQ")
 FILE_HEADER_CSUM_SPAN = FILE_HEADER.size - 8          # checksum covers bytes [0, 56)
@@ -24,6 +24,17 @@ SLOT_MAGIC = b"CARTROOT"
 ROOT_SLOT = struct.Struct("<8sQQQQIIQQQQQqQ144sQ")
 ROOT_SLOT_CSUM_SPAN = ROOT_SLOT.size - 8
 assert ROOT_SLOT.size == 256
+# A sealed slot (one-sync commit, docs/FORMAT.md §2.3) has its own magic, so that a 1.0 reader,
+# which would trust the root without checking the seal, sees an invalid slot instead. Its
+# reserved bytes hold the seal: extent count, reserved, xxh3 of the extents' pages, then up to
+# SEAL_MAX_EXTENTS extents, each a u64: start page in bits 0-47, page count in bits 48-63.
+SLOT_MAGIC_SEALED = b"CARTSEAL"
+SEAL_HEAD = struct.Struct("<IIQ")
+SEAL_EXTENT = struct.Struct("<Q")
+SEAL_START_BITS = 48
+SEAL_MAX_EXTENTS = 16
+SEAL_MAX_PAGES = 256                     # a sealed commit writes at most 1 MiB
+assert SEAL_HEAD.size + SEAL_MAX_EXTENTS * SEAL_EXTENT.size == 144
 
 # -- metadata pages: all share the 24-byte prefix tag, u16, u16, page_no, checksum ----------
 META_PREFIX = struct.Struct("<4sHHQQ")

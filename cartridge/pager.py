@@ -7,6 +7,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import xxhash
+
 from ._core.arc import ARCCache
 from ._core.checksum import page_ok, seal_page, xxh3_64
 from ._core.readpath import checked_chunk
@@ -19,7 +21,13 @@ from .format import (
     PAGE_SIZE,
     ROOT_SLOT,
     ROOT_SLOT_CSUM_SPAN,
+    SEAL_EXTENT,
+    SEAL_HEAD,
+    SEAL_MAX_EXTENTS,
+    SEAL_MAX_PAGES,
+    SEAL_START_BITS,
     SLOT_MAGIC,
+    SLOT_MAGIC_SEALED,
     SLOT_OFFSETS,
     VERSION_MAJOR,
     VERSION_MINOR,
@@ -28,6 +36,8 @@ from .format import (
 SYNC_MODES = ("full", "normal", "off")
 STAGE_LIMIT = 8 << 20       # staged bytes that trigger an early write-out
 MAX_GENERATION = 1 << 48    # generations stay far below this (and below the lock-offset range)
+WRITEV_MAX = 512           # buffers per pwritev call (IOV_MAX is 1024 on Linux)
+_ZERO_PAGE = memoryview(bytes(PAGE_SIZE))
 
 
 @dataclass
@@ -48,12 +58,23 @@ class Root:
     commit_time_ns: int = 0
     pending_pages: int = 0
 
+    # A sealed root (docs/FORMAT.md §2.3): the page extents its commit wrote, as
+    # ((start, count), ...), and the xxh3 of those pages; () for a root written after a barrier.
+    seal: tuple = ()
+    seal_checksum: int = 0
+
     def pack(self) -> bytes:
+        if self.seal:
+            magic = SLOT_MAGIC_SEALED
+            reserved = SEAL_HEAD.pack(len(self.seal), 0, self.seal_checksum) + b"".join(
+                SEAL_EXTENT.pack(start | count << SEAL_START_BITS) for start, count in self.seal)
+        else:
+            magic, reserved = SLOT_MAGIC, b""
         body = ROOT_SLOT.pack(
-            SLOT_MAGIC, self.generation, self.page_count, self.catalog_root, self.catalog_count,
+            magic, self.generation, self.page_count, self.catalog_root, self.catalog_count,
             self.catalog_height, self.allocmap_height, self.allocmap_root, self.allocmap_count,
             self.file_count, self.dir_count, self.total_bytes, self.commit_time_ns,
-            self.pending_pages, b"", 0,
+            self.pending_pages, reserved, 0,
         )
         return body[:ROOT_SLOT_CSUM_SPAN] + xxh3_64(body[:ROOT_SLOT_CSUM_SPAN]).to_bytes(8, "little")
 
@@ -63,11 +84,19 @@ class Root:
         if len(raw) < ROOT_SLOT.size:
             return None
         vals = ROOT_SLOT.unpack(raw[:ROOT_SLOT.size])
-        if vals[0] != SLOT_MAGIC or vals[-1] != xxh3_64(raw[:ROOT_SLOT_CSUM_SPAN]):
+        magic = vals[0]
+        if magic not in (SLOT_MAGIC, SLOT_MAGIC_SEALED) or vals[-1] != xxh3_64(
+                raw[:ROOT_SLOT_CSUM_SPAN]):
             return None
         if not 1 <= vals[1] < MAX_GENERATION:   # no archive commits 2^48 times: not a real root
             return None
-        return cls(*vals[1:-2])
+        root = cls(*vals[1:-2])
+        if magic == SLOT_MAGIC_SEALED:
+            seal = unpack_seal(vals[-2], root.page_count)
+            if seal is None:
+                return None
+            root.seal, root.seal_checksum = seal
+        return root
 
     def copy(self) -> Root:
         dup = Root.__new__(Root)
@@ -112,13 +141,80 @@ def parse_page0(page0: bytes, name: str) -> tuple[FileHeader, list[Root | None]]
     return FileHeader(major, minor, page_size, aid, created), roots
 
 
+def unpack_seal(reserved: bytes, page_count: int) -> tuple[tuple, int] | None:
+    """The extents and checksum of a sealed slot, or None when they are malformed (1 to
+    SEAL_MAX_EXTENTS extents of pages 1.. inside page_count, at most SEAL_MAX_PAGES in all)."""
+    n, zero, csum = SEAL_HEAD.unpack_from(reserved)
+    if not 1 <= n <= SEAL_MAX_EXTENTS or zero:
+        return None
+    extents = []
+    total = 0
+    for i in range(n):
+        (v,) = SEAL_EXTENT.unpack_from(reserved, SEAL_HEAD.size + i * SEAL_EXTENT.size)
+        start, count = v & ((1 << SEAL_START_BITS) - 1), v >> SEAL_START_BITS
+        total += count
+        if start < 1 or count < 1 or start + count > page_count:
+            return None
+        extents.append((start, count))
+    if total > SEAL_MAX_PAGES or any(reserved[SEAL_HEAD.size + n * SEAL_EXTENT.size:]):
+        return None
+    return tuple(extents), csum
+
+
+def plan_runs(pages: dict[int, bytes], pad: bool = False) -> list[tuple[int, list]]:
+    """Page runs to write, (start page, buffers) each: neighbours coalesced into one run (up to
+    WRITEV_MAX buffers); a partial page is padded with zeros to its end when another buffer
+    follows it in the run, or always when `pad` (the rest of that page belongs to the same
+    owner)."""
+    order = sorted(pages)
+    n = len(order)
+    runs = []
+    i = 0
+    while i < n:
+        start = order[i]
+        bufs = [pages[start]]
+        nxt = start + -(-len(bufs[0]) // PAGE_SIZE)
+        j = i + 1
+        while j < n and order[j] == nxt and len(bufs) < WRITEV_MAX:
+            rem = len(bufs[-1]) % PAGE_SIZE
+            if rem:
+                bufs.append(_ZERO_PAGE[:PAGE_SIZE - rem])
+            data = pages[order[j]]
+            bufs.append(data)
+            nxt = order[j] + -(-len(data) // PAGE_SIZE)
+            j += 1
+        if pad and len(bufs[-1]) % PAGE_SIZE:
+            bufs.append(_ZERO_PAGE[:PAGE_SIZE - len(bufs[-1]) % PAGE_SIZE])
+        runs.append((start, bufs))
+        i = j
+    return runs
+
+
+def make_seal(runs: list[tuple[int, list]], in_use) -> tuple[tuple, int] | None:
+    """The seal of a commit that writes exactly `runs` (padded to whole pages), or None when it
+    cannot be sealed: too many extents or pages, or a page that is not in use after the commit
+    (freed again in the same transaction: a later commit may overwrite it while this root is
+    still the newest)."""
+    if len(runs) > SEAL_MAX_EXTENTS:
+        return None
+    h = xxhash.xxh3_64()
+    extents = []
+    total = 0
+    for start, bufs in runs:
+        count = sum(map(len, bufs)) // PAGE_SIZE
+        total += count
+        if total > SEAL_MAX_PAGES or start >= 1 << SEAL_START_BITS or not in_use(start, count):
+            return None
+        extents.append((start, count))
+        for b in bufs:
+            h.update(b)
+    return tuple(extents), h.intdigest()
+
+
 def slot_damaged(root: Root | None, raw: bytes, best: Root) -> bool:
     """An invalid slot is damaged unless it is the never-written twin of generation 1."""
     return root is None and (any(raw) or best.generation >= 2)
 
-
-WRITEV_MAX = 512           # buffers per pwritev call (IOV_MAX is 1024 on Linux)
-_ZERO_PAGE = memoryview(bytes(PAGE_SIZE))
 
 
 class Pager:
@@ -143,6 +239,7 @@ class Pager:
         self._staged_bytes = 0
         self._staged_lo = 1 << 62
         self._staged_hi = 0
+        self.wrote = False       # the file changed since the last root flip (then no seal)
 
     # -- page 0 -----------------------------------------------------------------------------
     def read_page0(self) -> bytes:
@@ -160,6 +257,7 @@ class Pager:
         n = self.io.pwrite(self.fd, raw, off)
         if n < len(raw):              # never seen for 256 bytes in one sector, but be exact
             self.write_at(0, raw[n:], flush=False, skip=off + n)
+        self.wrote = False
         if self.sync_mode == "full":
             self.io.fdatasync(self.fd)
 
@@ -283,6 +381,7 @@ class Pager:
         reused), so they go out first rather than land on top later (flush=False: the caller
         is writing the staged pages themselves)."""
         view = memoryview(data).cast("B")
+        self.wrote = True
         if flush:
             self._unstage_overlap(pno, -(-(skip + len(view)) // PAGE_SIZE))
         off = pno * PAGE_SIZE + skip
@@ -293,24 +392,12 @@ class Pager:
 
     def write_pages(self, pages: dict[int, bytes]) -> None:
         """Write page runs (each key a start page; a value may span pages), neighbours coalesced
-        into one call each; a run ending in a partial page is padded with zeros to the page's
-        end when another run follows it (the rest of that page belongs to the same owner)."""
-        order = sorted(pages)
-        n = len(order)
-        i = 0
-        while i < n:
-            start = order[i]
-            bufs = [pages[start]]
-            nxt = start + -(-len(bufs[0]) // PAGE_SIZE)
-            j = i + 1
-            while j < n and order[j] == nxt and len(bufs) < WRITEV_MAX:
-                rem = len(bufs[-1]) % PAGE_SIZE
-                if rem:
-                    bufs.append(_ZERO_PAGE[:PAGE_SIZE - rem])
-                data = pages[order[j]]
-                bufs.append(data)
-                nxt = order[j] + -(-len(data) // PAGE_SIZE)
-                j += 1
+        into one call each (plan_runs)."""
+        self.write_runs(plan_runs(pages))
+
+    def write_runs(self, runs: list[tuple[int, list]]) -> None:
+        self.wrote = True
+        for start, bufs in runs:
             if len(bufs) == 1:
                 data = bufs[0]
                 done = self.io.pwrite(self.fd, data, start * PAGE_SIZE)
@@ -321,7 +408,34 @@ class Pager:
                 total = sum(map(len, bufs))
                 if done < total:           # a short write (rare): the rest, byte-exact
                     self.write_at(start, b"".join(bufs)[done:], flush=False, skip=done)
-            i = j
+
+    def write_commit(self, extra: dict[int, bytes], in_use=None) -> tuple[tuple, int] | None:
+        """Steps 3-4 of a commit: write the staged pages and `extra` (sealed B+tree nodes).
+        With `in_use` (sync="full") a commit that wrote nothing before and fits a seal is
+        written padded and returned sealed, with no barrier: its root's single sync makes both
+        durable (docs/FORMAT.md §8). Otherwise the pages are written and the barrier follows."""
+        if in_use is not None and not self.wrote:
+            pages = dict(self._staged)
+            pages.update(extra)
+            runs = plan_runs(pages, pad=True)
+            seal = make_seal(runs, in_use)
+            if seal is not None:
+                self.write_runs(runs)
+                self.drop_staged()
+                return seal
+        self.flush_staged(extra)
+        self.sync_data()
+        return None
+
+    def seal_holds(self, root: Root) -> bool:
+        """Whether the pages a sealed root's commit wrote are all on disk as written."""
+        h = xxhash.xxh3_64()
+        for start, count in root.seal:
+            data = self.io.pread(self.fd, count * PAGE_SIZE, start * PAGE_SIZE)
+            if len(data) != count * PAGE_SIZE:
+                return False
+            h.update(data)
+        return h.intdigest() == root.seal_checksum
 
     # -- size and durability ----------------------------------------------------------------
     def grow(self, n_pages: int) -> None:
@@ -329,6 +443,9 @@ class Pager:
         if n_pages > self.file_pages:
             self.io.ftruncate(self.fd, n_pages * PAGE_SIZE)
             self.file_pages = n_pages
+            # no seal for this commit: a lost growth would leave the file shorter than the
+            # sealed root's page_count, with every page the seal covers intact
+            self.wrote = True
 
     def sync_data(self) -> None:
         """The barrier before a root flip: in "full" and "normal" modes pages reach the disk."""
