@@ -191,20 +191,23 @@ def plan_runs(pages: dict[int, bytes], pad: bool = False) -> list[tuple[int, lis
 
 
 def make_seal(runs: list[tuple[int, list]], in_use) -> tuple[tuple, int] | None:
-    """The seal of a commit that writes exactly `runs` (padded to whole pages), or None when it
-    cannot be sealed: too many extents or pages, or a page that is not in use after the commit
-    (freed again in the same transaction: a later commit may overwrite it while this root is
-    still the newest)."""
+    """The seal of a commit that writes exactly `runs` (sorted, padded to whole pages), or None
+    when it cannot be sealed: too many extents or pages, runs that overlap, or a page that is
+    not in use after the commit (freed again in the same transaction: a later commit may
+    overwrite it while this root is still the newest)."""
     if len(runs) > SEAL_MAX_EXTENTS:
         return None
     h = xxhash.xxh3_64()
     extents = []
     total = 0
+    end = 0
     for start, bufs in runs:
         count = sum(map(len, bufs)) // PAGE_SIZE
         total += count
-        if total > SEAL_MAX_PAGES or start >= 1 << SEAL_START_BITS or not in_use(start, count):
-            return None
+        if (total > SEAL_MAX_PAGES or start < end or start + count >= 1 << SEAL_START_BITS
+                or not in_use(start, count)):
+            return None     # (overlapping runs: a stale staged run under a node's page)
+        end = start + count
         extents.append((start, count))
         for b in bufs:
             h.update(b)

@@ -1,7 +1,8 @@
 """verify(): an fsck over the committed state, read straight from disk (not the page cache).
 
-Checks both root slots, every B+tree page (checksum, self-reference, ordering inside the node
-and against its parent's separators, equal leaf depth), every record, every chunk map, that
+Checks both root slots (and the newest one's seal), every B+tree page (checksum,
+self-reference, ordering inside the node and against its parent's separators, equal leaf
+depth), every record, every chunk map, that
 each reachable page has exactly one owner and is marked used (and not pending) in the persisted
 allocation map, that no used page is unowned, and (deep=True) every content checksum.
 """
@@ -158,6 +159,11 @@ class _Verifier:
             raw = page0[SLOT_OFFSETS[i]:SLOT_OFFSETS[i] + ROOT_SLOT.size]
             if slot_damaged(r, raw, root):
                 self.problem(f"root slot {'AB'[i]} (page 0 offset {SLOT_OFFSETS[i]}) is damaged")
+        newest = max((r for r in roots if r is not None), key=lambda r: r.generation, default=None)
+        if (root.seal and newest is not None and newest.generation == root.generation
+                and not self.pager.seal_holds(root)):
+            self.problem(f"the pages of the newest commit (generation {root.generation}) do not "
+                         f"match the seal in its root slot")
         self.owner[0] = "header"
         size_pages = self.pager.file_pages
         if size_pages < root.page_count:

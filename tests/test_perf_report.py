@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("pyperf", reason="the perf extra (pyperf) is not installed")
-from perf import harness, run  # noqa: E402
+from perf import harness, run
 
 
 def _result(workload: str, peer: str, seconds: float) -> harness.Result:

@@ -1,0 +1,301 @@
+"""Sealed commits (docs/FORMAT.md §2.3, §8): with sync="full" a small commit writes its pages
+and a root slot that names them and their xxh3, then syncs once. Open checks the newest seal
+and falls back to the commit before a torn one; a writer unseals its root at close. The crash
+simulator runs (test_crash_basic, test_sqlite_crash) cut sealed commits at every write."""
+from __future__ import annotations
+
+import gzip
+import os
+import warnings
+
+import pytest
+from cartridge._core.checksum import xxh3_64
+
+import cartridge
+from cartridge import format as F
+from cartridge.pager import Root, make_seal, parse_page0, plan_runs
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+class CountingOS:
+    """The os module, counting fdatasync and fsync calls."""
+
+    def __init__(self):
+        self.syncs = 0
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def fdatasync(self, fd):
+        self.syncs += 1
+        return os.fdatasync(fd)
+
+    def fsync(self, fd):
+        self.syncs += 1
+        return os.fsync(fd)
+
+
+def slots(path: str) -> list[Root | None]:
+    with open(path, "rb") as f:
+        return parse_page0(f.read(4096), path)[1]
+
+
+def newest(path: str) -> Root:
+    return max((r for r in slots(path) if r is not None), key=lambda r: r.generation)
+
+
+def patch_slot(path: str, root: Root, raw_reserved: bytes | None = None) -> None:
+    """Write `root` into its slot; with `raw_reserved`, those seal bytes instead (re-checksummed)."""
+    body = bytearray(root.pack())
+    if raw_reserved is not None:
+        body[104:248] = raw_reserved.ljust(144, b"\0")
+        body[248:256] = xxh3_64(bytes(body[:248])).to_bytes(8, "little")
+    with open(path, "r+b") as f:
+        f.seek(F.SLOT_OFFSETS[root.generation % 2])
+        f.write(body)
+
+
+def damage_page(path: str, pno: int, at: int = 100) -> None:
+    with open(path, "r+b") as f:
+        f.seek(pno * F.PAGE_SIZE + at)
+        b = f.read(1)
+        f.seek(pno * F.PAGE_SIZE + at)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def left_sealed(path: str, writes: dict[str, bytes]) -> Root:
+    """Commit `writes` one by one with sync="full" and leave the newest root sealed, as a
+    writer that never closed (a crash after the last commit returned) leaves it."""
+    c = cartridge.open(path, "a", sync="full")
+    for p, data in writes.items():
+        c.write(p, data)
+    root = c._eng.root
+    assert root.seal
+    c._eng.failed = RuntimeError("abandoned")     # close() skips unsealing
+    c.close()
+    return root
+
+
+@pytest.fixture
+def path(tmp_path) -> str:
+    p = str(tmp_path / "s.cart")
+    with cartridge.open(p, "x") as c:
+        c.write("/base", b"base" * 1000)
+    return p
+
+
+def test_a_small_full_commit_is_sealed_and_syncs_once(path):
+    c = cartridge.open(path, "a", sync="full")
+    io = c._eng.pager.io = CountingOS()
+    c.write("/a", b"a" * 5000)
+    assert io.syncs == 1
+    root = newest(path)
+    assert root.seal and root.generation == c._eng.root.generation
+    with open(path, "rb") as f:
+        f.seek(F.SLOT_OFFSETS[root.generation % 2])
+        assert f.read(8) == F.SLOT_MAGIC_SEALED
+    c._eng.pager.io = os
+    c.close()
+
+
+@pytest.mark.parametrize("sync", ["normal", "off"])
+def test_other_sync_modes_do_not_seal(path, sync):
+    with cartridge.open(path, "a", sync=sync) as c:
+        c.write("/a", b"a")
+        assert not newest(path).seal
+
+
+def test_what_cannot_be_sealed_is_synced_first(path):
+    c = cartridge.open(path, "a", sync="full")
+    io = c._eng.pager.io = CountingOS()
+    c.write("/big", os.urandom(F.SEAL_MAX_PAGES * F.PAGE_SIZE + 1))      # too many pages
+    assert not newest(path).seal and io.syncs == 2
+    io.syncs = 0
+    c.write("/small", b"s")
+    assert newest(path).seal and io.syncs == 1
+    c._eng.pager.io = os
+    c.close()
+    with cartridge.open(path, "r") as r:
+        assert r.verify().ok and r.read("/small") == b"s"
+
+
+def test_a_commit_that_grows_the_file_is_not_sealed(tmp_path):
+    p = str(tmp_path / "g.cart")
+    c = cartridge.open(p, "x", sync="full")
+    pages = c._eng.pager.file_pages
+    io = c._eng.pager.io = CountingOS()
+    c.write("/grow", os.urandom(pages * F.PAGE_SIZE))     # well under a seal's limit
+    assert c._eng.pager.file_pages > pages
+    assert not newest(p).seal and io.syncs == 2
+    c._eng.pager.io = os
+    c.close()
+
+
+def test_close_unseals_the_same_generation(path):
+    c = cartridge.open(path, "a", sync="full")
+    c.write("/a", b"a")
+    sealed = newest(path)
+    assert sealed.seal
+    c.close()
+    after = newest(path)
+    assert not after.seal and after.generation == sealed.generation
+    assert after.catalog_root == sealed.catalog_root and after.page_count == sealed.page_count
+
+
+def test_a_torn_sealed_commit_opens_the_one_before(path):
+    root = left_sealed(path, {"/first": b"1" * 3000, "/second": b"2" * 3000})
+    page = root.seal[0][0]
+    damage_page(path, page)
+    for mode in ("r", "a"):
+        with pytest.warns(RuntimeWarning, match="incomplete"):
+            c = cartridge.open(path, mode)
+        assert c._eng.root.generation == root.generation - 1
+        assert c.read("/first") == b"1" * 3000 and not c.exists("/second")
+        assert any("incomplete" in w for w in c._eng.warnings)
+        rep = c.verify()
+        assert rep.ok and any("incomplete" in w for w in rep.warnings)
+        if mode == "a":
+            c.write("/third", b"3")         # overwrites the torn slot: the archive is whole again
+        c.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with cartridge.open(path, "r") as c:
+            assert sorted(i.path for i in c.scan("/")) == ["/base", "/first", "/third"]
+            rep = c.verify()
+            assert rep.ok and not rep.warnings
+
+
+def test_a_seal_past_the_end_of_the_file_does_not_hold(path):
+    root = left_sealed(path, {"/x": b"x" * 3000})
+    with cartridge.open(path, "r") as c:
+        pager = c._eng.pager
+        assert pager.seal_holds(root)
+        past = Root(generation=root.generation, page_count=pager.file_pages + 1,
+                    seal=((pager.file_pages, 1),), seal_checksum=xxh3_64(bytes(F.PAGE_SIZE)))
+        assert not pager.seal_holds(past)
+
+
+def test_the_only_root_torn_is_corruption(path):
+    root = left_sealed(path, {"/x": b"x" * 3000})
+    with open(path, "r+b") as f:          # the other slot gone
+        f.seek(F.SLOT_OFFSETS[(root.generation + 1) % 2])
+        f.write(bytes(F.ROOT_SLOT.size))
+    damage_page(path, root.seal[0][0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(cartridge.CorruptionError, match="do not match its seal"):
+            cartridge.open(path, "r")
+
+
+def _seal_bytes(n, zero, csum, extents) -> bytes:
+    return F.SEAL_HEAD.pack(n, zero, csum) + b"".join(
+        F.SEAL_EXTENT.pack(s | c << F.SEAL_START_BITS) for s, c in extents)
+
+
+@pytest.mark.parametrize("case", ["no extents", "too many", "start 0", "count 0", "past the end",
+                                  "too many pages", "reserved set", "tail set"])
+def test_a_malformed_seal_makes_the_slot_damaged(path, case):
+    root = left_sealed(path, {"/x": b"x" * 3000})
+    ext = list(root.seal)
+    csum = root.seal_checksum
+    raw = {
+        "no extents": _seal_bytes(0, 0, csum, []),
+        "too many": _seal_bytes(F.SEAL_MAX_EXTENTS + 1, 0, csum, ext),
+        "start 0": _seal_bytes(1, 0, csum, [(0, 1)]),
+        "count 0": _seal_bytes(1, 0, csum, [(ext[0][0], 0)]),
+        "past the end": _seal_bytes(1, 0, csum, [(root.page_count - 1, 2)]),
+        "too many pages": _seal_bytes(1, 0, csum, [(1, F.SEAL_MAX_PAGES + 1)]),
+        "reserved set": _seal_bytes(len(ext), 7, csum, ext),
+        "tail set": _seal_bytes(len(ext), 0, csum, ext).ljust(143, b"\0") + b"\1",
+    }[case]
+    if case == "too many pages":
+        root.page_count = max(root.page_count, F.SEAL_MAX_PAGES + 2)
+    patch_slot(path, root, raw)
+    assert slots(path)[root.generation % 2] is None
+    with pytest.warns(RuntimeWarning, match="damaged"):
+        with cartridge.open(path, "r") as c:
+            assert c._eng.root.generation == root.generation - 1
+            assert not c.verify().ok           # a damaged slot is a problem, as before
+
+
+def test_seal_round_trip_and_checksum():
+    pages = {5: b"a" * 4096, 6: b"b" * 100, 9: b"c" * 8192}
+    runs = plan_runs(pages, pad=True)
+    assert [(s, sum(map(len, b))) for s, b in runs] == [(5, 8192), (9, 8192)]
+    extents, csum = make_seal(runs, lambda s, n: True)
+    assert extents == ((5, 2), (9, 2))
+    assert csum == xxh3_64(b"a" * 4096 + b"b" * 100 + bytes(3996) + b"c" * 8192)
+    assert make_seal(runs, lambda s, n: s != 9) is None            # a page not in use
+    root = Root(generation=7, page_count=20, seal=extents, seal_checksum=csum)
+    raw = root.pack()
+    assert raw[:8] == F.SLOT_MAGIC_SEALED
+    back = Root.unpack(raw)
+    assert back.seal == extents and back.seal_checksum == csum and back.generation == 7
+    root.seal = ()
+    assert Root.unpack(root.pack()).seal == ()
+
+
+def test_a_reader_follows_sealed_commits(path):
+    w = cartridge.open(path, "a", sync="full")
+    with cartridge.open(path, "r") as r:
+        sealed = 0
+        for i in range(20):
+            w.write(f"/f{i}", b"%d" % i * 500)
+            sealed += bool(newest(path).seal)   # (not the ones that grow the file)
+            assert r.read(f"/f{i}") == b"%d" % i * 500
+        assert sealed >= 15 and not r._eng.warnings
+    w.close()
+
+
+def test_a_reader_looks_again_when_a_seal_fails_while_a_writer_moves_on(path, monkeypatch):
+    """A reader that catches a seal mismatch re-reads page 0; if the slots changed meanwhile
+    (a writer committed and may have reused the pages), it settles again instead of falling
+    back."""
+    w = cartridge.open(path, "a", sync="full")
+    w.write("/one", b"1")
+    r = cartridge.open(path, "r")
+    w.write("/two", b"2")
+    pager = r._eng.pager
+    real = pager.seal_holds
+    calls = []
+
+    def flaky(root):
+        calls.append(root.generation)
+        if len(calls) == 1:
+            w.write("/three", b"3")         # the writer moves on between the reads
+            return False
+        return real(root)
+
+    monkeypatch.setattr(pager, "seal_holds", flaky)
+    assert r.read("/two") == b"2" and r.read("/three") == b"3"
+    assert not r._eng.warnings and len(calls) >= 2
+    r.close()
+    w.close()
+
+
+def test_the_sealed_fixture_reads_and_takes_commits(tmp_path):
+    src = os.path.join(FIXTURES, "v1_1_small.cart.gz")
+    p = str(tmp_path / "f.cart")
+    with gzip.open(src) as f, open(p, "wb") as g:
+        g.write(f.read())
+    assert newest(p).seal
+    with cartridge.open(p, "r") as c:
+        assert c.read("/sealed.txt").startswith(b"the newest commit")
+        assert c.verify().ok
+    with cartridge.open(p, "a") as c:          # a writer that finds a sealed root unseals it
+        assert c.verify().ok
+    assert not newest(p).seal
+    with cartridge.open(p, "r") as c:
+        assert c.verify().ok and c.exists("/sealed.txt")
+
+
+def test_verify_reports_a_seal_broken_under_an_open_handle(path):
+    c = cartridge.open(path, "a", sync="full")
+    c.write("/x", b"x" * 3000)
+    root = c._eng.root
+    damage_page(path, root.seal[-1][0], at=4000)
+    rep = c.verify(deep=False)
+    assert not rep.ok and any("seal" in p for p in rep.problems)
+    c._eng.failed = RuntimeError("abandoned")
+    c.close()
