@@ -111,9 +111,14 @@ class Engine:
             raw = [page0[o:o + ROOT_SLOT.size] for o in SLOT_OFFSETS]
             root, notes = pick_root(roots, raw, self.name)
             if root.seal and not self._seal_holds(root):
+                try:
+                    root, note = self._before_torn(root, roots)
+                except CorruptionError:
+                    if attempt < 2 and self.pager.read_page0() != page0:
+                        continue
+                    raise
                 if attempt < 2 and self.pager.read_page0() != page0:
                     continue        # a writer committed meanwhile and may have reused the pages
-                root, note = self._before_torn(root, roots)
                 notes.append(note)
             if not notes or self.writable:
                 break
@@ -138,6 +143,10 @@ class Engine:
             raise CorruptionError(f"{self.name}: the only root (generation {torn.generation}) is "
                                   f"sealed over pages that do not match its seal")
         prev = max(older, key=lambda r: r.generation)
+        if prev.seal and not self.pager.seal_holds(prev):
+            raise CorruptionError(f"{self.name}: the pages of both commits (generations "
+                                  f"{prev.generation} and {torn.generation}) do not match their "
+                                  f"seals")
         return prev, (f"{self.name}: the newest commit (generation {torn.generation}) is "
                       f"incomplete: its pages do not match the seal in root slot "
                       f"{'AB'[torn.generation % 2]} (a crash cut it off before it returned, or "
@@ -169,6 +178,8 @@ class Engine:
         self._build_trees()
         if self.writable:
             self._load_allocator()
+            if self.root.seal:
+                self.unseal()       # durable before anything is committed on top of it
 
     def _build_trees(self) -> None:
         r = self.root
@@ -407,7 +418,7 @@ class Engine:
         self._release()
 
     def unseal(self) -> None:
-        """Writers, at close: once a sealed commit is durable, rewrite its root slot without
+        """Writers, at open and close: once a sealed commit is durable, rewrite its root slot without
         the seal (same generation), so that pages damaged later are reported as damage by
         verify() rather than taken for a commit a crash cut off (docs/FORMAT.md §8)."""
         if not (self.writable and self.root.seal) or self.in_txn or self.failed is not None:

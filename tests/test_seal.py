@@ -299,3 +299,32 @@ def test_verify_reports_a_seal_broken_under_an_open_handle(path):
     assert not rep.ok and any("seal" in p for p in rep.problems)
     c._eng.failed = RuntimeError("abandoned")
     c.close()
+
+
+def test_a_writer_unseals_at_open(path):
+    root = left_sealed(path, {"/x": b"x" * 3000})
+    c = cartridge.open(path, "a")
+    now = newest(path)                        # before any commit of this handle
+    assert not now.seal and now.generation == root.generation
+    c.close()
+
+
+def test_both_seals_broken_is_corruption(path):
+    c = cartridge.open(path, "a", sync="full")
+    c.write("/one", b"1" * 3000)
+    older = c._eng.root
+    c.write("/two", b"2" * 3000)
+    newer = c._eng.root
+    assert older.seal and newer.seal
+    c._eng.failed = RuntimeError("abandoned")
+    c.close()
+    damage_page(path, newer.seal[0][0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with cartridge.open(path, "r") as r:   # the older seal still holds
+            assert r._eng.root.generation == older.generation and r.read("/one") == b"1" * 3000
+    damage_page(path, older.seal[-1][0], at=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(cartridge.CorruptionError, match="both commits"):
+            cartridge.open(path, "r")
