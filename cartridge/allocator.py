@@ -72,6 +72,18 @@ class Allocator:
                 used = np.packbits(bits, bitorder="little").tobytes()
         return used + self.pending.chunk_bytes(index)
 
+    def persisted_in_use(self, start: int, count: int) -> bool:
+        """Whether pages start.. are all used in the map as the next commit saves it (used and
+        not held by an open write stream, whose pages are saved as free; chunk_value)."""
+        if not self.used.is_range_used(start, count):
+            return False
+        end = start + count
+        for runs in self.detached.values():
+            for s, n in runs:
+                if s < end and start < s + n:
+                    return False
+        return True
+
     def dirty_chunks(self) -> set[int]:
         """Allocation-map entries changed since the last clear_dirty()."""
         out = set(self.used.dirty_chunks())

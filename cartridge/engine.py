@@ -104,25 +104,24 @@ class Engine:
         self._changed = True
         self.commit()
 
-    def _read_state(self) -> tuple[Root, list[str]]:
+    def _pick(self) -> tuple[bytes, list[Root | None], Root, list[str]]:
+        """Page 0, both slots, the newest valid root and notes on damaged slots (seal unchecked)."""
         for attempt in range(3):
             page0 = self.pager.read_page0()
             self.header, roots = parse_page0(page0, self.name)
             raw = [page0[o:o + ROOT_SLOT.size] for o in SLOT_OFFSETS]
             root, notes = pick_root(roots, raw, self.name)
-            if root.seal and not self._seal_holds(root):
-                try:
-                    root, note = self._before_torn(root, roots)
-                except CorruptionError:
-                    if attempt < 2 and self.pager.read_page0() != page0:
-                        continue
-                    raise
-                if attempt < 2 and self.pager.read_page0() != page0:
-                    continue        # a writer committed meanwhile and may have reused the pages
-                notes.append(note)
             if not notes or self.writable:
                 break
             time.sleep(0.001 * (attempt + 1))   # a reader may catch a slot mid-write: look again
+        return page0, roots, root, notes
+
+    def _read_state(self) -> tuple[Root, list[str]]:
+        """Writers (no other process changes the file): the root to open, seal checked."""
+        _page0, roots, root, notes = self._pick()
+        if root.seal and not self._seal_holds(root):
+            root, note = self._before_torn(root, roots)
+            notes.append(note)
         return root, notes
 
     def _seal_holds(self, root: Root) -> bool:
@@ -154,13 +153,27 @@ class Engine:
 
     def _settle_reader(self) -> tuple[Root, list[str]]:
         """Pin the newest committed state, re-reading the slots so that the writer cannot have
-        recycled its pages between our read and our pin."""
+        recycled its pages between our read and our pin. A seal is checked only once pinned
+        (its pages cannot be recycled then), and a fallback is taken only if page 0 did not
+        change meanwhile (no writer moved on: the newest commit really is incomplete)."""
         for _ in range(100):
-            root, notes = self._read_state()
+            page0, roots, root, notes = self._pick()
             self._pin(root.generation)
-            again, _ = self._read_state()
-            if again.generation in (root.generation, root.generation + 1):
-                return root, notes
+            _, _, again, _ = self._pick()
+            if again.generation not in (root.generation, root.generation + 1):
+                continue
+            if root.seal and not self._seal_holds(root):
+                try:
+                    prev, note = self._before_torn(root, roots)
+                except CorruptionError:
+                    if self.pager.read_page0() != page0:
+                        continue
+                    raise
+                self._pin(prev.generation)
+                if self.pager.read_page0() != page0:
+                    continue        # a writer committed meanwhile: look again
+                root, notes = prev, notes + [note]
+            return root, notes
         raise CorruptionError(f"{self.name}: could not settle on a committed state")
 
     def _load(self) -> None:
@@ -418,18 +431,22 @@ class Engine:
         self._release()
 
     def unseal(self) -> None:
-        """Writers, at open and close: once a sealed commit is durable, rewrite its root slot without
-        the seal (same generation), so that pages damaged later are reported as damage by
-        verify() rather than taken for a commit a crash cut off (docs/FORMAT.md §8)."""
+        """Writers, at open and close: once a sealed commit is durable, rewrite its root slot
+        without the seal (same generation, same slot), so that pages damaged later are reported
+        as damage by verify() rather than taken for a commit a crash cut off (FORMAT.md §8)."""
         if not (self.writable and self.root.seal) or self.in_txn or self.failed is not None:
             return
         if not self._seal_synced:
             self.pager.sync_now()      # e.g. a sealed root found at open: make it durable first
         root = self.root.copy()
         root.seal, root.seal_checksum = (), 0
-        self.pager.write_root(root)
-        if self.pager.sync_mode != "full":
-            self.pager.sync_now()
+        try:
+            self.pager.write_root(root)
+            if self.pager.sync_mode != "full":
+                self.pager.sync_now()
+        except BaseException as e:
+            self.failed = e
+            raise
         self.root = root
         self._seal_synced = False
 
@@ -478,7 +495,7 @@ class Engine:
         # sync="full" seals a commit that fits a seal rather than syncing before the root flip
         root.seal = self.pager.write_commit(
             {pno: node.seal() for pno, node in self.dirty.items()},
-            a.used.is_range_used if self.pager.sync_mode == "full" else None) or ()
+            a.persisted_in_use if self.pager.sync_mode == "full" else None) or ()
         if root.seal:
             root.seal, root.seal_checksum = root.seal
         return root

@@ -143,19 +143,22 @@ def parse_page0(page0: bytes, name: str) -> tuple[FileHeader, list[Root | None]]
 
 def unpack_seal(reserved: bytes, page_count: int) -> tuple[tuple, int] | None:
     """The extents and checksum of a sealed slot, or None when they are malformed (1 to
-    SEAL_MAX_EXTENTS extents of pages 1.. inside page_count, at most SEAL_MAX_PAGES in all)."""
+    SEAL_MAX_EXTENTS ascending, non-overlapping extents of pages 1.. inside page_count, at most
+    SEAL_MAX_PAGES in all)."""
     n, zero, csum = SEAL_HEAD.unpack_from(reserved)
     if not 1 <= n <= SEAL_MAX_EXTENTS or zero:
         return None
     extents = []
     total = 0
+    end = 1
     for i in range(n):
         (v,) = SEAL_EXTENT.unpack_from(reserved, SEAL_HEAD.size + i * SEAL_EXTENT.size)
         start, count = v & ((1 << SEAL_START_BITS) - 1), v >> SEAL_START_BITS
         total += count
-        if start < 1 or count < 1 or start + count > page_count:
-            return None
+        if start < end or count < 1 or start + count > page_count:
+            return None     # page 0, empty, past page_count, out of order or overlapping
         extents.append((start, count))
+        end = start + count
     if total > SEAL_MAX_PAGES or any(reserved[SEAL_HEAD.size + n * SEAL_EXTENT.size:]):
         return None
     return tuple(extents), csum

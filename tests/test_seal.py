@@ -140,7 +140,10 @@ def test_close_unseals_the_same_generation(path):
     c.close()
     after = newest(path)
     assert not after.seal and after.generation == sealed.generation
-    assert after.catalog_root == sealed.catalog_root and after.page_count == sealed.page_count
+    assert (after.catalog_root, after.allocmap_root, after.page_count, after.file_count) == (
+        sealed.catalog_root, sealed.allocmap_root, sealed.page_count, sealed.file_count)
+    with cartridge.open(path, "r") as r:
+        assert r.read("/a") == b"a" and r.verify().ok
 
 
 def test_a_torn_sealed_commit_opens_the_one_before(path):
@@ -151,6 +154,7 @@ def test_a_torn_sealed_commit_opens_the_one_before(path):
         with pytest.warns(RuntimeWarning, match="incomplete"):
             c = cartridge.open(path, mode)
         assert c._eng.root.generation == root.generation - 1
+        assert not c._eng.root.seal or mode == "r"      # a writer unseals what it opened
         assert c.read("/first") == b"1" * 3000 and not c.exists("/second")
         assert any("incomplete" in w for w in c._eng.warnings)
         rep = c.verify()
@@ -306,6 +310,7 @@ def test_a_writer_unseals_at_open(path):
     c = cartridge.open(path, "a")
     now = newest(path)                        # before any commit of this handle
     assert not now.seal and now.generation == root.generation
+    assert now.catalog_root == root.catalog_root
     c.close()
 
 
@@ -328,3 +333,65 @@ def test_both_seals_broken_is_corruption(path):
         warnings.simplefilter("ignore")
         with pytest.raises(cartridge.CorruptionError, match="both commits"):
             cartridge.open(path, "r")
+
+
+def test_pages_of_an_open_write_stream_are_never_sealed(tmp_path):
+    """A write stream's staged pages are saved as free (a crash never leaks them) and are free
+    at once if the stream is discarded, so a commit made while a stream is open must not seal
+    them: the next commit may reuse them while the sealed root is still the newest. Every cut
+    of the commit after the discard (killed process, power cut) opens the commit before it or
+    that commit, never an older one, never a CorruptionError."""
+    import random
+
+    from cartridge.testing.crash import CrashRecorder
+
+    p = str(tmp_path / "st.cart")
+    with cartridge.open(p, "x") as c:
+        c.write("/pad", os.urandom(4 << 20))   # grow the file once: later commits do not
+        c.delete("/pad")
+        for i in range(10):
+            c.write(f"/n{i}", b"n")             # the frees are released
+    c = cartridge.open(p, "a", sync="full")
+    s = c.open("/stream", "wb")
+    for _ in range(17):
+        s.write(os.urandom(64 * 1024))         # chunks staged as detached pages
+    held = c._eng.allocator.detached[s]
+    c.write("/small", b"x" * 100)
+    small = c._eng.root
+    assert not any(a < st + n and st < a + m for a, m in small.seal for st, n in held)
+    s._discard()
+    rec = CrashRecorder(c)
+    c.write("/big", os.urandom(40 * 1024))
+    rec.detach()
+    c._eng.failed = RuntimeError("abandoned")
+    c.close()
+    q = str(tmp_path / "img.cart")
+    images = [rec.image(cut, "killed") for cut in rec.cuts()]
+    images += [rec.image(len(rec.log) - 1, "power", random.Random(i)) for i in range(60)]
+    for img in images:
+        with open(q, "wb") as f:
+            f.write(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with cartridge.open(q, "r") as r:
+                assert r._eng.root.generation >= small.generation
+                assert r.read("/small") == b"x" * 100 and r.verify().ok
+
+
+def test_write_many_under_full_is_synced_or_sealed_whole(path):
+    """write_many writes packed runs straight to the file (not staged), so its commit is not
+    sealed; a later small commit is."""
+    c = cartridge.open(path, "a", sync="full")
+    c.write("/pad", os.urandom(4 << 20))       # grow the file once: the batch does not
+    c.delete("/pad")
+    for i in range(10):
+        c.write(f"/n{i}", b"n")                 # the frees are released
+    pages = c._eng.pager.file_pages
+    c.write_many((f"/m/{i}", bytes([i]) * 3000) for i in range(40))   # not inline
+    assert c._eng.pager.file_pages == pages
+    assert not newest(path).seal
+    c.write("/after", b"a")
+    assert newest(path).seal
+    c.close()
+    with cartridge.open(path, "r") as r:
+        assert r.read("/m/7") == bytes([7]) * 3000 and r.verify().ok
