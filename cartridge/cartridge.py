@@ -868,7 +868,7 @@ class Cartridge:
                         eng.rollback()
                     if eng.pager.sync_mode == "normal":
                         eng.pager.sync_now()
-                    eng.unseal()
+                    eng.unseal(both=True)
             finally:
                 self._closed = True
                 self._eng.close()

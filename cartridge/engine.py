@@ -38,7 +38,8 @@ from .records import Memo, Record, decode, get_record, with_chunk_key
 
 SCAN_BATCH = 256
 # the generation fields of both slots, in the bytes Pager.read_slots() returns
-SLOT_GENERATIONS = struct.Struct(f"<8xQ{SLOT_OFFSETS[1] - SLOT_OFFSETS[0] - 16}x8xQ")
+SLOT_GENERATIONS = struct.Struct(
+    f"<8xQ{SLOT_OFFSETS[1] - SLOT_OFFSETS[0] - 16}x8xQ{ROOT_SLOT.size - 16}x")
 MAX_TREE_HEIGHT = 32        # 4-way fan-out at worst: far beyond any real archive
 RELEASE_BATCH = 8           # release freed pages every few commits ...
 RELEASE_PAGES = 1024        # ... or as soon as this many wait
@@ -430,24 +431,44 @@ class Engine:
         self._changed = False
         self._release()
 
-    def unseal(self) -> None:
-        """Writers, at open and close: once a sealed commit is durable, rewrite its root slot
-        without the seal (same generation, same slot), so that pages damaged later are reported
-        as damage by verify() rather than taken for a commit a crash cut off (FORMAT.md §8)."""
-        if not (self.writable and self.root.seal) or self.in_txn or self.failed is not None:
+    def unseal(self, both: bool = False) -> None:
+        """Writers, at open and close: once a sealed commit is durable, rewrite its root without
+        the seal, so that pages damaged later are reported as damage by verify() rather than
+        taken for a commit a crash cut off (FORMAT.md §8, Unsealing). In place (same
+        generation and slot) when the other slot holds an older commit; otherwise (it is
+        damaged, or holds a torn newer commit) as generation + 1 into that other slot, so that
+        a torn write never costs the only good root. `both` (at close): the older slot too, so
+        that a closed archive holds no seal at all."""
+        if not self.writable or self.in_txn or self.failed is not None:
             return
-        if not self._seal_synced:
-            self.pager.sync_now()      # e.g. a sealed root found at open: make it durable first
-        root = self.root.copy()
-        root.seal, root.seal_checksum = (), 0
+        _hdr, roots = parse_page0(self.pager.read_page0(), self.name)
+        g = self.root.generation
+        other = roots[(g + 1) % 2]
+        todo = []
+        if self.root.seal:
+            root = self.root.copy()
+            root.seal, root.seal_checksum = (), 0
+            if other is None or other.generation > g:
+                root.generation += 1
+                other = None
+            todo.append(root)
+        if both and other is not None and other.seal and other.generation < g:
+            other.seal, other.seal_checksum = (), 0
+            todo.append(other)
+        if not todo:
+            return
         try:
-            self.pager.write_root(root)
-            if self.pager.sync_mode != "full":
-                self.pager.sync_now()
+            if not self._seal_synced:
+                self.pager.sync_now()  # e.g. a sealed root found at open: make it durable first
+            for root in todo:
+                self.pager.write_root(root)
+                if self.pager.sync_mode != "full":
+                    self.pager.sync_now()
         except BaseException as e:
             self.failed = e
             raise
-        self.root = root
+        if self.root.seal:
+            self.root = todo[0]
         self._seal_synced = False
 
     def _write_pages(self) -> Root:

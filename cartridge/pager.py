@@ -252,9 +252,10 @@ class Pager:
         return self.io.pread(self.fd, PAGE_SIZE, 0)
 
     def read_slots(self) -> bytes:
-        """The first 16 bytes of slot B and everything before from slot A: enough for both
-        generation fields (what readers poll before each operation)."""
-        return self.io.pread(self.fd, SLOT_OFFSETS[1] + 16 - SLOT_OFFSETS[0], SLOT_OFFSETS[0])
+        """Both root slots and the bytes between them (what readers poll before each
+        operation: any change to either slot, not only its generation, is seen)."""
+        return self.io.pread(self.fd, SLOT_OFFSETS[1] + ROOT_SLOT.size - SLOT_OFFSETS[0],
+                             SLOT_OFFSETS[0])
 
     def write_root(self, root: Root) -> None:
         """Write `root` into the slot its generation owns (alternating), honouring sync."""

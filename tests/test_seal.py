@@ -135,15 +135,75 @@ def test_a_commit_that_grows_the_file_is_not_sealed(tmp_path):
 def test_close_unseals_the_same_generation(path):
     c = cartridge.open(path, "a", sync="full")
     c.write("/a", b"a")
+    c.write("/b", b"b")
     sealed = newest(path)
-    assert sealed.seal
+    assert sealed.seal and all(r.seal for r in slots(path))
     c.close()
+    assert not any(r.seal for r in slots(path))         # a closed archive holds no seal
     after = newest(path)
     assert not after.seal and after.generation == sealed.generation
     assert (after.catalog_root, after.allocmap_root, after.page_count, after.file_count) == (
         sealed.catalog_root, sealed.allocmap_root, sealed.page_count, sealed.file_count)
     with cartridge.open(path, "r") as r:
         assert r.read("/a") == b"a" and r.verify().ok
+
+
+def test_a_torn_unseal_after_a_fallback_still_opens(path):
+    """Sealed g and g+1, g+1 torn: the writer that falls back to g unseals it into g+1's slot,
+    so even if that write tears, g (sealed, intact) still opens."""
+    left_sealed(path, {"/one": b"1" * 3000})
+    c = cartridge.open(path, "a", sync="full")
+    c.write("/two", b"2" * 3000)
+    g = c._eng.root
+    c.write("/three", b"3" * 3000)
+    torn = c._eng.root
+    c._eng.failed = RuntimeError("abandoned")
+    c.close()
+    damage_page(path, torn.seal[0][0])
+    with open(path, "rb") as f:
+        before = f.read(4096)
+    with pytest.warns(RuntimeWarning, match="incomplete"):
+        w = cartridge.open(path, "a")
+    assert w._eng.root.generation == torn.generation and not w._eng.root.seal
+    w._eng.failed = RuntimeError("abandoned")
+    w.close()
+    with open(path, "rb") as f:
+        after = f.read(4096)
+    off = F.SLOT_OFFSETS[torn.generation % 2]
+    assert after[F.SLOT_OFFSETS[g.generation % 2]:][:256] == before[F.SLOT_OFFSETS[g.generation % 2]:][:256]
+    with open(path, "r+b") as f:                # that unseal write torn: only its magic landed
+        f.seek(off)
+        f.write(after[off:off + 8])
+        f.write(before[off + 8:off + 256])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with cartridge.open(path, "r") as r:
+            assert r._eng.root.generation == g.generation
+            assert r.read("/two") == b"2" * 3000 and not r.exists("/three")
+
+
+def test_a_reader_sees_a_commit_that_reuses_a_torn_generation(path):
+    """A reader that fell back from a torn g+1 must notice the writer's new g+1 in the same
+    slot, even though its generation field is the same as the torn one's."""
+    c = cartridge.open(path, "a", sync="normal")   # unsealed commits
+    c.write("/one", b"1")
+    if c._eng.root.generation % 2 == 1:
+        c.write("/one", b"1")                       # the torn one (next) goes to slot B (odd)
+    c.close()
+    left_sealed(path, {"/two": b"2" * 3000})
+    torn = newest(path)
+    assert torn.generation % 2 == 1
+    damage_page(path, torn.seal[0][0])
+    with pytest.warns(RuntimeWarning, match="incomplete"):
+        r = cartridge.open(path, "r")
+    assert not r.exists("/two")
+    with pytest.warns(RuntimeWarning, match="incomplete"):
+        w = cartridge.open(path, "a", sync="full")
+    w.write("/new", b"n")                            # sealed too: the same magic
+    assert newest(path).generation == torn.generation and newest(path).seal    # same slot
+    assert r.read("/new") == b"n"
+    r.close()
+    w.close()
 
 
 def test_a_torn_sealed_commit_opens_the_one_before(path):
@@ -153,8 +213,11 @@ def test_a_torn_sealed_commit_opens_the_one_before(path):
     for mode in ("r", "a"):
         with pytest.warns(RuntimeWarning, match="incomplete"):
             c = cartridge.open(path, mode)
-        assert c._eng.root.generation == root.generation - 1
-        assert not c._eng.root.seal or mode == "r"      # a writer unseals what it opened
+        # "a": the commit before was sealed too; the writer unseals it by writing an unsealed
+        # copy into the torn commit's slot (generation + 1), never in place over the only
+        # good root
+        assert c._eng.root.generation == root.generation - (mode == "r")
+        assert not c._eng.root.seal or mode == "r"
         assert c.read("/first") == b"1" * 3000 and not c.exists("/second")
         assert any("incomplete" in w for w in c._eng.warnings)
         rep = c.verify()
@@ -198,7 +261,8 @@ def _seal_bytes(n, zero, csum, extents) -> bytes:
 
 
 @pytest.mark.parametrize("case", ["no extents", "too many", "start 0", "count 0", "past the end",
-                                  "too many pages", "reserved set", "tail set"])
+                                  "too many pages", "reserved set", "tail set", "out of order",
+                                  "overlapping"])
 def test_a_malformed_seal_makes_the_slot_damaged(path, case):
     root = left_sealed(path, {"/x": b"x" * 3000})
     ext = list(root.seal)
@@ -212,6 +276,8 @@ def test_a_malformed_seal_makes_the_slot_damaged(path, case):
         "too many pages": _seal_bytes(1, 0, csum, [(1, F.SEAL_MAX_PAGES + 1)]),
         "reserved set": _seal_bytes(len(ext), 7, csum, ext),
         "tail set": _seal_bytes(len(ext), 0, csum, ext).ljust(143, b"\0") + b"\1",
+        "out of order": _seal_bytes(2, 0, csum, [(5, 1), (3, 1)]),
+        "overlapping": _seal_bytes(2, 0, csum, [(3, 3), (5, 1)]),
     }[case]
     if case == "too many pages":
         root.page_count = max(root.page_count, F.SEAL_MAX_PAGES + 2)
