@@ -192,8 +192,8 @@ class Engine:
         self._build_trees()
         if self.writable:
             self._load_allocator()
-            if self.root.seal:
-                self.unseal()       # durable before anything is committed on top of it
+            self.unseal()   # a sealed root is made durable before anything goes on top of it,
+            #                 and a torn newer commit we fell back from is replaced
 
     def _build_trees(self) -> None:
         r = self.root
@@ -437,18 +437,20 @@ class Engine:
         taken for a commit a crash cut off (FORMAT.md §8, Unsealing). In place (same
         generation and slot) when the other slot holds an older commit; otherwise (it is
         damaged, or holds a torn newer commit) as generation + 1 into that other slot, so that
-        a torn write never costs the only good root. `both` (at close): the older slot too, so
-        that a closed archive holds no seal at all."""
+        a torn write never costs the only good root; that copy is also written when the root is
+        not sealed but the other slot holds a torn newer commit, which it replaces. `both` (at
+        close): the older slot too, so that a closed archive holds no seal at all."""
         if not self.writable or self.in_txn or self.failed is not None:
             return
         _hdr, roots = parse_page0(self.pager.read_page0(), self.name)
         g = self.root.generation
         other = roots[(g + 1) % 2]
         todo = []
-        if self.root.seal:
+        newer = other is not None and other.generation > g     # a torn commit we fell back from
+        if self.root.seal or newer:
             root = self.root.copy()
             root.seal, root.seal_checksum = (), 0
-            if other is None or other.generation > g:
+            if other is None or newer:
                 root.generation += 1
                 other = None
             todo.append(root)
@@ -467,7 +469,7 @@ class Engine:
         except BaseException as e:
             self.failed = e
             raise
-        if self.root.seal:
+        if self.root.seal or newer:
             self.root = todo[0]
         self._seal_synced = False
 
