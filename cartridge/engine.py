@@ -447,13 +447,14 @@ class Engine:
         other = roots[(g + 1) % 2]
         todo = []
         newer = other is not None and other.generation > g     # a torn commit we fell back from
+        unsealed = None                                         # our root, rewritten
         if self.root.seal or newer:
-            root = self.root.copy()
-            root.seal, root.seal_checksum = (), 0
+            unsealed = self.root.copy()
+            unsealed.seal, unsealed.seal_checksum = (), 0
             if other is None or newer:
-                root.generation += 1
+                unsealed.generation += 1
                 other = None
-            todo.append(root)
+            todo.append(unsealed)
         if both and other is not None and other.seal and other.generation < g:
             other.seal, other.seal_checksum = (), 0
             todo.append(other)
@@ -469,8 +470,8 @@ class Engine:
         except BaseException as e:
             self.failed = e
             raise
-        if self.root.seal or newer:
-            self.root = todo[0]
+        if unsealed is not None:
+            self.root = unsealed
         self._seal_synced = False
 
     def _write_pages(self) -> Root:
@@ -516,11 +517,10 @@ class Engine:
         root.pending_pages = a.pending_count
         self.pager.grow(a.n_pages)
         # sync="full" seals a commit that fits a seal rather than syncing before the root flip
-        root.seal = self.pager.write_commit(
+        seal = self.pager.write_commit(
             {pno: node.seal() for pno, node in self.dirty.items()},
-            a.persisted_in_use if self.pager.sync_mode == "full" else None) or ()
-        if root.seal:
-            root.seal, root.seal_checksum = root.seal
+            a.persisted_in_use if self.pager.sync_mode == "full" else None)
+        root.seal, root.seal_checksum = seal if seal is not None else ((), 0)
         return root
 
     def _release(self) -> None:

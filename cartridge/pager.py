@@ -200,7 +200,6 @@ def make_seal(runs: list[tuple[int, list]], in_use) -> tuple[tuple, int] | None:
     overwrite it while this root is still the newest)."""
     if len(runs) > SEAL_MAX_EXTENTS:
         return None
-    h = xxhash.xxh3_64()
     extents = []
     total = 0
     end = 0
@@ -212,6 +211,8 @@ def make_seal(runs: list[tuple[int, list]], in_use) -> tuple[tuple, int] | None:
             return None     # (overlapping runs: a stale staged run under a node's page)
         end = start + count
         extents.append((start, count))
+    h = xxhash.xxh3_64()     # only once the commit is known to fit: large commits hash nothing
+    for _start, bufs in runs:
         for b in bufs:
             h.update(b)
     return tuple(extents), h.intdigest()
