@@ -1039,8 +1039,7 @@ cdef class BTree:
         arrive in order, without rewriting the left node)."""
         cdef Py_ssize_t d = len(path) - 1
         cdef Node node = path[d][0]
-        cdef Node right, root, parent
-        cdef Py_ssize_t j
+        cdef Node right
         cdef bytes sep, sep_cell
         cdef object sep_full
         right = self.store.new_node(True, self.tree_id)
@@ -1048,6 +1047,13 @@ cdef class BTree:
         sep = shortest_separator(node.key(node.n() - 1), right.key(0))
         sep_full = sep if len(sep) > C_KEY_INLINE else None
         sep_cell = self._cell_for(sep, u64le(node.page_no))
+        self._push_up(path, d, right, sep_cell, sep_full)
+
+    cdef void _push_up(self, list path, Py_ssize_t d, Node right, bytes sep_cell, object sep_full):
+        """path[d] was split and `right` holds its upper part: put the separator (pointing
+        left) into the parent, or into a new root when path[d] was the root."""
+        cdef Node root, parent
+        cdef Py_ssize_t j
         if d == 0:
             root = self.store.new_node(False, self.tree_id)
             root.reset([sep_cell], {ovp_of(sep_cell): sep_full} if sep_full is not None else {},
@@ -1057,6 +1063,7 @@ cdef class BTree:
             return
         parent = <Node>path[d - 1][0]
         j = path[d - 1][1]
+        # the slot that pointed at path[d] now points at `right`; the new cell points left
         parent.set_child(j, right.page_no)
         if not parent.insert_raw(j, sep_cell, sep_full):
             self._split_insert(path, d - 1, j, sep_cell, sep_full)
@@ -1073,10 +1080,10 @@ cdef class BTree:
     cdef void _split_insert(self, list path, Py_ssize_t d, Py_ssize_t i, bytes cell, object full):
         """Node path[d] is full: split it around the new cell and push a separator up."""
         cdef Node node = path[d][0]
-        cdef Node right, root
+        cdef Node right
         cdef list cells = node.cells()
         cdef dict keys = dict(node.ovf) if node.ovf else {}
-        cdef Py_ssize_t total, acc, m, j
+        cdef Py_ssize_t total, acc, m
         cdef bytes sep, sep_cell
         cdef object sep_full = None
         cdef uint64_t ovp
@@ -1121,19 +1128,7 @@ cdef class BTree:
                 ovp = rd64(<unsigned char*>PyBytes_AS_STRING(mid) + 4 + C_KEY_INLINE)
                 sep_full = keys[ovp]
             sep_cell = mid[:len(mid) - 8] + u64le(node.page_no)
-        if d == 0:
-            root = self.store.new_node(False, self.tree_id)
-            root.reset([sep_cell], {ovp_of(sep_cell): sep_full} if sep_full is not None else {},
-                       right.page_no)
-            self.root = root.page_no
-            self.height += 1
-            return
-        parent = <Node>path[d - 1][0]
-        j = path[d - 1][1]
-        # the slot that pointed at `node` now points at `right`; the new cell points left
-        parent.set_child(j, right.page_no)
-        if not parent.insert_raw(j, sep_cell, sep_full):
-            self._split_insert(path, d - 1, j, sep_cell, sep_full)
+        self._push_up(path, d, right, sep_cell, sep_full)
 
     cdef tuple _writable_path_to(self, bytes key):
         """Copy-on-write the path to an existing `key`: (path, index in the leaf), or None."""
