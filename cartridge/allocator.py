@@ -57,19 +57,18 @@ class Allocator:
         if not self.detached:
             return alloc_entry(self.used, self.pending, index)
         used = self.used.chunk_bytes(index)
-        if self.detached:
-            lo = index * ALLOC_CHUNK_BITS
-            hi = lo + ALLOC_CHUNK_BITS
-            bits = None
-            for runs in self.detached.values():
-                for start, count in runs:
-                    a, b = max(start, lo), min(start + count, hi)
-                    if a < b:
-                        if bits is None:
-                            bits = np.unpackbits(np.frombuffer(used, np.uint8), bitorder="little")
-                        bits[a - lo:b - lo] = 0
-            if bits is not None:
-                used = np.packbits(bits, bitorder="little").tobytes()
+        lo = index * ALLOC_CHUNK_BITS
+        hi = lo + ALLOC_CHUNK_BITS
+        bits = None
+        for runs in self.detached.values():
+            for start, count in runs:
+                a, b = max(start, lo), min(start + count, hi)
+                if a < b:
+                    if bits is None:
+                        bits = np.unpackbits(np.frombuffer(used, np.uint8), bitorder="little")
+                    bits[a - lo:b - lo] = 0
+        if bits is not None:
+            used = np.packbits(bits, bitorder="little").tobytes()
         return used + self.pending.chunk_bytes(index)
 
     def persisted_in_use(self, start: int, count: int) -> bool:
