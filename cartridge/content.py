@@ -38,15 +38,18 @@ BATCH_RUN_PAGES = 2048            # write_many packs small files onto runs of up
 _INLINE_MAX = np.array([0] + [max_payload(n) for n in range(1, 4097)], dtype=np.int64)
 
 
-def content_checksum(data) -> int:
-    """FileInfo.checksum of these bytes: xxh3-64 of the content when it is one chunk (64 KiB or
-    less), else xxh3-64 of the little-endian list of the per-chunk xxh3-64 checksums."""
-    n = len(data)
+def content_checksum(data) -> str:
+    """FileInfo.checksum of these bytes, as 16 hex digits: xxh3-64 of the content when it is one
+    chunk (64 KiB or less), else xxh3-64 of the little-endian list of the per-chunk checksums."""
+    view = memoryview(data).cast("B")
+    n = len(view)
     if n <= CHUNK_SIZE:
-        return xxh3_64(memoryview(data).cast("B")) if n else EMPTY_CHECKSUM
-    sums = np.empty(-(-n // CHUNK_SIZE), dtype="<u8")
-    chunk_checksums(memoryview(data).cast("B"), CHUNK_SIZE, sums)
-    return xxh3_64(sums.view(np.uint8))
+        value = xxh3_64(view) if n else EMPTY_CHECKSUM
+    else:
+        sums = np.empty(-(-n // CHUNK_SIZE), dtype="<u8")
+        chunk_checksums(view, CHUNK_SIZE, sums)
+        value = xxh3_64(sums.view(np.uint8))
+    return f"{value:016x}"
 
 
 def combine(sums: np.ndarray) -> int:

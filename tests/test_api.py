@@ -24,7 +24,7 @@ CHUNK = 64 * KIB
 
 
 def csum(data) -> str:
-    return f"{cartridge.content_checksum(data):016x}"
+    return cartridge.content_checksum(data)
 
 
 # ----------------------------------------------------------------------------- open modes
@@ -384,6 +384,22 @@ def test_stat_checksum(cart, size):
     cart.write("/f", data)
     assert cart.stat("/f").checksum == csum(data)
     assert [i.checksum for i in cart.scan("/")] == [csum(data)]
+
+
+@pytest.mark.parametrize("size", [0, 100, CHUNK, CHUNK + 1, MIB + 5])   # empty, inline, 1 chunk, many
+def test_stat_checksum_is_content_checksum(cart, size):
+    """FileInfo.checksum and cartridge.content_checksum() give the same value of the same type:
+    16 hex digits, like hashlib's hexdigest (for one chunk, xxh3-64's own hexdigest)."""
+    import xxhash
+
+    data = random.Random(size + 2).randbytes(size)
+    cart.write("/f", data)
+    want = cartridge.content_checksum(data)
+    assert isinstance(want, str) and len(want) == 16 and int(want, 16) >= 0
+    assert cart.stat("/f").checksum == want
+    assert cartridge.content_checksum(memoryview(data)) == want
+    if size <= CHUNK:
+        assert want == xxhash.xxh3_64_hexdigest(data)
 
 
 def test_stat_survives_rename(cart):

@@ -14,7 +14,7 @@ CHUNK = 64 * KIB
 
 
 def csum(data) -> str:
-    return f"{cartridge.content_checksum(data):016x}"
+    return cartridge.content_checksum(data)
 
 
 def rbytes(n, seed=0):
