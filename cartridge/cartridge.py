@@ -121,11 +121,11 @@ def _as_bytes(data) -> memoryview:
         raise TypeError(f"file data must be bytes-like, not {type(data).__name__}") from None
 
 
-def open(path: str | os.PathLike, mode: str = "a", *, principal: str | None = None,
+def open(path: str | os.PathLike, mode: str = "r", *, principal: str | None = None,
          tags: Mapping[str, str] | None = None, context: Mapping[str, Any] | None = None,
          **kwargs) -> Cartridge:
-    """Open (or create) an archive; see Cartridge for the arguments. With `principal`, the
-    handle acts as that principal (see Cartridge.as_principal) and closes the archive on close."""
+    """Open an archive, read-only unless `mode` says otherwise (see Cartridge). With `principal`,
+    the handle acts as that principal (see Cartridge.as_principal) and closes the archive on close."""
     if principal is None:
         if tags is not None or context is not None:
             raise ValueError("tags and context need a principal")
@@ -146,14 +146,15 @@ class PolicyState(NamedTuple):
 class Cartridge:
     """An open .cart archive.
 
-    mode: "r" read-only, "a" read-write (create if missing), "w" create or truncate,
-    "x" create and fail if it exists. sync: "full" (durable when a call returns), "normal"
+    mode: "r" read-only (the default, as in zipfile: a missing archive is NotFoundError, never
+    a new one), "a" read-write (create if missing), "w" create or truncate, "x" create and fail
+    if it exists. sync: "full" (durable when a call returns), "normal"
     (consistent after power loss, may lose the last commit), "off" (survives a killed process,
     not a power cut). cache_size: page cache budget in bytes. timeout: seconds to wait for the
     write lock (default: fail at once with LockedError).
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "a", *, sync: str = "full",
+    def __init__(self, path: str | os.PathLike, mode: str = "r", *, sync: str = "full",
                  cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")

@@ -580,10 +580,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Create, fill, inspect and check cartridge (.cart) archives.",
-        epilog="Read-only commands (get, cat, ls, stat, info, verify) open the archive read-only. "
-               "put creates the archive if it is missing; rm, mv, mkdir and sql need an existing "
-               "archive. Errors print one line on stderr and exit with status 1 (2 for usage "
-               "errors).",
+        epilog="Each command opens the archive in the mode it needs: readers (get, cat, ls, stat, "
+               "info, verify, policy get/ls/check) read-only, as cartridge.open() does by default, "
+               "so a mistyped name is an error; create makes a new archive (an error if the file "
+               "exists); put creates the archive if it is missing; rm, mv, mkdir, policy set/rm and "
+               "sql need an existing archive. Errors print one line on stderr and exit with "
+               "status 1 (2 for usage errors).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--sync", choices=("full", "normal", "off"), default="full", help=sync_help)

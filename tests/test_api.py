@@ -74,8 +74,29 @@ class TestOpenModes:
         with cartridge.open(cart_path, "a") as c:
             assert c.read("/a") == b"1"
             c.write("/b", b"2")
-        with cartridge.open(cart_path) as c:   # default mode is "a"
+        with cartridge.open(cart_path, "r") as c:
             assert c.listdir("/") == ["a", "b"]
+
+    def test_default_mode_is_r(self, cart_path):
+        """As in zipfile, tarfile and h5py: no mode means read-only, and a mistyped name is an
+        error rather than a new empty archive."""
+        for make in (cartridge.open, cartridge.Cartridge):
+            with pytest.raises(NotFoundError):
+                make(cart_path)
+            assert not os.path.exists(cart_path)
+        with cartridge.open(cart_path, "x") as c:
+            c.write("/a", b"1")
+        for make in (cartridge.open, cartridge.Cartridge):
+            with make(cart_path) as c:
+                assert c.mode == "r"
+                assert c.read("/a") == b"1"
+                with pytest.raises(cartridge.ReadOnlyError):
+                    c.write("/b", b"2")
+                with pytest.raises(cartridge.ReadOnlyError):
+                    c.delete("/a")
+        with cartridge.open(cart_path, "r") as c:
+            assert c.listdir("/") == ["a"]
+        assert os.listdir(os.path.dirname(cart_path)) == ["test.cart"]
 
     def test_r_missing(self, cart_path):
         with pytest.raises(NotFoundError):

@@ -313,6 +313,29 @@ def test_missing_archive(tmp_path, capsys):
     assert not (tmp_path / "missing.cart").exists()
 
 
+def test_only_put_and_create_make_an_archive(tmp_path, capsys):
+    """Every command but put and create opens an existing archive ("r" or "a" after a check):
+    a mistyped name is an error and leaves no file behind."""
+    policy = tmp_path / "p.json"
+    policy.write_text('{"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}')
+    missing = str(tmp_path / "missing.cart")
+    argvs = [["get", missing, "/a", "--to", str(tmp_path / "out")], ["cat", missing, "/a"],
+             ["ls", missing], ["stat", missing, "/a"], ["info", missing], ["verify", missing],
+             ["rm", missing, "/a"], ["mv", missing, "/a", "/b"], ["mkdir", missing, "/d"],
+             ["sql", missing, "/a.db", "SELECT 1"], ["policy", "ls", missing],
+             ["policy", "get", missing, "p"], ["policy", "rm", missing, "p"],
+             ["policy", "set", missing, "p", str(policy)],
+             ["policy", "check", missing, "--principal", "ann", "--action", "cart:GetObject",
+              "--resource", "/a"]]
+    for argv in argvs:
+        assert main(argv) == 1, argv
+        assert "missing.cart" in _err_line(capsys), argv
+        assert not os.path.exists(missing), argv
+    assert main(["create", missing]) == 0
+    assert main(["create", missing]) == 1
+    assert "exists" in _err_line(capsys)
+
+
 def test_not_a_cartridge(tmp_path, capsys):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(os.urandom(20_000))
