@@ -1,4 +1,4 @@
-"""Cartridge: the public API of one open archive (DESIGN.md §2).
+"""Cartridge: the public API of one open archive (see the README).
 
 Every call takes the handle's lock, normalises its paths with cartridge.paths, checks the
 directory rules, and runs as its own atomic commit unless a transaction() is open.

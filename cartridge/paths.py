@@ -1,6 +1,7 @@
-"""The one path normaliser: every layer (catalog, IAM, audit, VFS, export) goes through it.
+"""The one path normaliser: the API, the catalog check in verify, IAM, streams, the SQLite VFS
+and the CLI all go through it, so one file never has two names.
 
-Rules (docs/FORMAT.md §Paths): absolute, '/'-separated, case-sensitive UTF-8 str. A missing
+Rules (docs/FORMAT.md §7, README "Paths"): absolute, '/'-separated, case-sensitive UTF-8 str. A missing
 leading '/' is added, repeated '/' and '.' segments collapse; a trailing '/' on a file path is
 an error. Empty names, '..', NUL and other control characters, segments over 255 UTF-8 bytes
 and paths over 4096 bytes raise InvalidPathError.

@@ -1,4 +1,4 @@
-"""Round trips through every public API call of cartridge.Cartridge (DESIGN.md §2)."""
+"""Round trips through every public API call of cartridge.Cartridge (see the README)."""
 import os
 import random
 import stat as statmod

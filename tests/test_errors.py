@@ -1,4 +1,4 @@
-"""Every error of the hierarchy (DESIGN.md §2 Errors) is raised where it should be, and is both a
+"""Every error of the hierarchy (cartridge/errors.py) is raised where it should be, and is both a
 CartridgeError and the builtin it mirrors; damaged files never yield wrong bytes or foreign errors."""
 import os
 import random

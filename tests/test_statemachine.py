@@ -1,4 +1,4 @@
-"""A hypothesis state machine driving the whole API against a plain dict model (DESIGN.md §5)."""
+"""A hypothesis state machine driving the whole API against a plain dict model."""
 import random
 import shutil
 import tempfile
