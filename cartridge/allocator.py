@@ -28,7 +28,7 @@ Run = tuple[int, int]
 class Allocator:
     """Hands out page runs, tracks what the open transaction allocated and freed."""
 
-    def __init__(self, n_pages: int, grow: Callable[[int], None]):
+    def __init__(self, n_pages: int, grow: Callable[[int], None]) -> None:
         self.used = Bitmap(n_pages)
         self.pending = Bitmap(n_pages)
         self.fresh = Bitmap(n_pages)         # allocated by the open transaction (not persisted)

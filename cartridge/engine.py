@@ -12,6 +12,7 @@ import struct
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class Engine:
     """One handle's view of an archive file; a writer when `writable`."""
 
     def __init__(self, fd: int, name: str, *, writable: bool, sync: str, cache_size: int,
-                 lock_timeout: float | None = None, fresh: bool = False):
+                 lock_timeout: float | None = None, fresh: bool = False) -> None:
         self.fd = fd
         self.name = name
         self.writable = writable
@@ -350,7 +351,7 @@ class Engine:
             self.root.file_count += sign
             self.root.total_bytes += sign * rec.size
 
-    def items(self, start: bytes, prefix: bytes | None = None):
+    def items(self, start: bytes, prefix: bytes | None = None) -> Iterator[tuple[bytes, Record]]:
         """(key, Record) for keys >= start (and starting with prefix), in order; re-seeks per
         batch so the catalog may change between batches."""
         while True:

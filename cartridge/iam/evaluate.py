@@ -89,7 +89,7 @@ class PolicySet:
     __slots__ = ("_policies", "_statements", "_refs", "_order", "_user", "_tags",
                  "_cache", "_by_action", "_spell", "_tag_spell", "_volatile")
 
-    def __init__(self, policies: Mapping[str, PolicyLike] | Iterable[PolicyLike] = ()):
+    def __init__(self, policies: Mapping[str, PolicyLike] | Iterable[PolicyLike] = ()) -> None:
         if isinstance(policies, Mapping):
             named = [(str(n), Policy.parse(p)) for n, p in policies.items()]
         else:

@@ -166,7 +166,7 @@ class PatternSet:
 
     __slots__ = ("matches_all", "exact", "prefixes", "general", "match")
 
-    def __init__(self, patterns: Iterable[Tokens]):
+    def __init__(self, patterns: Iterable[Tokens]) -> None:
         exact = set()
         prefixes = []
         general = []

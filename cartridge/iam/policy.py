@@ -57,7 +57,7 @@ class Statement:
     __slots__ = ("_index", "_sid", "_effect", "_doc", "_compiled")
 
     def __init__(self, index: int, sid: str | None, effect: str, doc: dict,
-                 compiled: CompiledStatement):
+                 compiled: CompiledStatement) -> None:
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_sid", sid)
         object.__setattr__(self, "_effect", effect)
@@ -92,7 +92,7 @@ class Policy:
 
     __slots__ = ("_doc", "_statements", "_version", "_id", "_text")
 
-    def __init__(self, *a: Any, **k: Any):
+    def __init__(self, *a: Any, **k: Any) -> None:
         raise TypeError("use Policy.parse(document)")
 
     @classmethod

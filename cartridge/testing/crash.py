@@ -17,6 +17,10 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .. import Cartridge
 
 SECTOR = 512
 
@@ -67,7 +71,7 @@ class _RecordingFile:
 class CrashRecorder:
     """Records the I/O of one open writable Cartridge and builds crash images from it."""
 
-    def __init__(self, cart):
+    def __init__(self, cart: Cartridge) -> None:
         self.pager = cart._eng.pager
         fd = self.pager.fd
         self.pager.flush_staged()
