@@ -8,7 +8,13 @@ import secrets
 
 from . import locking
 from .engine import Engine
-from .errors import AlreadyExistsError, CartridgeError, LockedError, NotACartridgeError, NotFoundError
+from .errors import (
+    AlreadyExistsError,
+    LockedError,
+    NotACartridgeError,
+    NotFoundError,
+    PathIsDirectoryError,
+)
 from .format import MAGIC, PAGE_SIZE
 
 
@@ -136,7 +142,7 @@ def open_engine(path: str, mode: str, *, sync: str, cache_size: int, timeout) ->
     except (FileNotFoundError, NotADirectoryError):
         raise NotFoundError(f"{path}: no such file or directory") from None
     except IsADirectoryError:
-        raise CartridgeError(f"{path} is a directory, not an archive file") from None
+        raise PathIsDirectoryError(f"{path} is a directory, not an archive file") from None
 
 
 def _replace_locked(path: str, sync: str, cache_size: int, timeout) -> Engine:

@@ -870,10 +870,11 @@ def test_rename_dir_into_itself(cart):
 
 def test_rename_root(cart):
     cart.write("/a/x", b"1")
-    with pytest.raises(CartridgeError):
+    with pytest.raises(InvalidPathError, match="root"):
         cart.rename("/", "/z")
-    with pytest.raises(CartridgeError):
+    with pytest.raises(InvalidPathError, match="root"):
         cart.rename("/a", "/")
+    assert cart.read("/a/x") == b"1" and cart.listdir("/") == ["a"]
 
 
 # ----------------------------------------------------------------------------- transactions

@@ -179,9 +179,13 @@ def test_missing_archive(tmp_path):
 
 
 def test_archive_path_is_directory(tmp_path):
-    for mode in ("r", "a"):
-        with pytest.raises(CartridgeError):
+    for mode in ("r", "a", "w"):
+        with pytest.raises(cartridge.PathIsDirectoryError) as ei:
             cartridge.open(str(tmp_path), mode)
+        both(ei.value, cartridge.PathIsDirectoryError, IsADirectoryError)
+    with pytest.raises(AlreadyExistsError):
+        cartridge.open(str(tmp_path), "x")
+    assert os.listdir(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------- exists / dirs
@@ -460,11 +464,31 @@ def test_second_writer_timeout(cart, cart_path):
     assert 0.15 <= elapsed < 2.0
 
 
+def _write_from_another_process(path: str) -> str:
+    """Open `path` for writing in a child process: 'ok' or the name of the error it got."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cartridge\n"
+            "try:\n"
+            "    with cartridge.open(sys.argv[1], 'a') as c: c.write('/child', b'1')\n"
+            "except cartridge.CartridgeError as e: print(type(e).__name__)\n"
+            "else: print('ok')\n")
+    return subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                          check=True, timeout=60).stdout.strip()
+
+
 def test_lock_released_on_close(cart_path):
     c = cartridge.open(cart_path, "w")
+    with pytest.raises(LockedError):          # held while the writer is open...
+        cartridge.open(cart_path, "a")
+    assert _write_from_another_process(cart_path) == "LockedError"
     c.close()
-    with cartridge.open(cart_path, "a") as c2:
+    with cartridge.open(cart_path, "a") as c2:   # ...and free once it is closed
         c2.write("/a", b"1")
+    assert _write_from_another_process(cart_path) == "ok"
+    with cartridge.open(cart_path, "r") as c3:
+        assert c3.listdir("/") == ["a", "child"]
 
 
 def test_lock_acquired_within_timeout(cart_path):

@@ -255,10 +255,30 @@ def test_variables_in_2008_policies_are_literal_text_so_malformed_ones_parse():
     iam.Policy.parse(doc(st(Condition={"StringEquals": {"k": "${"}}), version=None))
 
 
-@pytest.mark.parametrize("action", ["*", "cart:*", "cart:Get*", "cart:?etObject", "Cart:getobject",
-                                    "other-service:AnyThing", "cart:List", "*:GetObject"])
-def test_action_patterns_accepted(action):
-    iam.Policy.parse(doc(st(Action=action)))
+@pytest.mark.parametrize("action, matched, unmatched", [
+    ("*", "other:Thing", None),
+    ("cart:*", "cart:PutObject", "other:GetObject"),
+    ("cart:Get*", "cart:GetPolicy", "cart:PutObject"),
+    ("cart:?etObject", "cart:SetObject", "cart:PutObject"),
+    ("Cart:getobject", "cart:GETOBJECT", "cart:GetObjects"),
+    ("other-service:AnyThing", "Other-Service:anything", "cart:GetObject"),
+    ("cart:List", "cart:list", "cart:GetObject"),
+    ("*:GetObject", "s3:GetObject", "cart:PutObject"),
+])
+def test_action_patterns_accepted(action, matched, unmatched):
+    """Each pattern parses, is kept as written, and is what decides (not the helper's default
+    cart:GetObject): an action it matches is allowed, one it does not is implicitly denied."""
+    policy = iam.Policy.parse(doc(st(Action=action)))
+    assert policy.statements[0].document["Action"] == action
+    assert policy.document["Statement"][0]["Action"] == action
+    allow, deny = iam.Decision.ALLOW, iam.Decision.IMPLICIT_DENY
+    assert iam.evaluate(policy, action=matched, resource="/a") == allow
+    if unmatched is not None:
+        assert iam.evaluate(policy, action=unmatched, resource="/a") == deny
+    listed = iam.Policy.parse(doc(st(Action=[action, "cart:DeleteObject"])))
+    assert listed.statements[0].document["Action"] == [action, "cart:DeleteObject"]
+    assert iam.evaluate(listed, action=matched, resource="/a") == allow
+    assert iam.evaluate(listed, action="cart:DeleteObject", resource="/a") == allow
 
 
 @pytest.mark.parametrize("op", [
