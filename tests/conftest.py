@@ -14,8 +14,9 @@ def cart_path(tmp_path):
 
 @pytest.fixture
 def cart(cart_path):
-    """A fresh read-write archive, closed after the test."""
-    c = cartridge.open(cart_path, "w")
+    """A fresh read-write archive (mode "a", at cart_path), closed after the test; the one
+    every test file uses unless it needs a special one (a sync mode, prepared contents)."""
+    c = cartridge.open(cart_path, "a")
     try:
         yield c
     finally:

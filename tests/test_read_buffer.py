@@ -129,7 +129,6 @@ def test_corrupted_small_file_raises(tmp_path):
 
 
 def test_principal_handle_checks_get(cart):
-    pytest.importorskip("cartridge.iam")
     cart.write("/public/a", b"a" * 100_000)
     cart.write("/secret/b", b"b" * 100_000)
     cart.set_policy("p", {"Version": "2012-10-17", "Statement": [

@@ -21,13 +21,6 @@ def rows(conn, sql="SELECT * FROM t ORDER BY 1"):
     return conn.execute(sql).fetchall()
 
 
-@pytest.fixture
-def cart(tmp_path):
-    c = cartridge.open(str(tmp_path / "a.cart"), "a")
-    yield c
-    c.close()
-
-
 def test_create_write_reopen(tmp_path):
     path = str(tmp_path / "a.cart")
     with cartridge.open(path, "a") as cart:

@@ -1,4 +1,6 @@
-"""Regressions found in review of the SQLite VFS (issue 5 follow-up)."""
+"""SQLite connections living alongside their archive: archive rollbacks reaching open connections,
+lock waits, ATTACH, delete protection of open databases, WAL's exclusive locking, export of a
+hot journal, and closing after the archive (or the interpreter) has gone."""
 from __future__ import annotations
 
 import apsw
@@ -14,14 +16,7 @@ def rows(conn, sql="SELECT * FROM t ORDER BY 1"):
     return conn.execute(sql).fetchall()
 
 
-@pytest.fixture
-def cart(tmp_path):
-    c = cartridge.open(str(tmp_path / "a.cart"), "a")
-    yield c
-    c.close()
-
-
-# -- 1. an archive rollback in exclusive locking mode ---------------------------------------
+# -- an archive rollback in exclusive locking mode ---------------------------------------
 @pytest.mark.parametrize("locking", ["normal", "exclusive"])
 @pytest.mark.parametrize("mode", MODES)
 def test_archive_rollback_reaches_exclusive_connections(tmp_path, mode, locking):
@@ -63,7 +58,7 @@ def test_archive_rollback_reaches_exclusive_connections(tmp_path, mode, locking)
         assert c.verify().ok
 
 
-# -- 2. busy waiting sleeps without the GIL -------------------------------------------------
+# -- busy waiting sleeps without the GIL -------------------------------------------------
 def _work(n):
     x = 0
     for i in range(n):
@@ -112,7 +107,7 @@ def test_busy_wait_does_not_starve_the_lock_holder(tmp_path):
     cart.close()
 
 
-# -- 3. ATTACH does not configure the next native connection --------------------------------
+# -- ATTACH does not configure the next native connection --------------------------------
 def test_attach_does_not_leak_into_native_connections(cart, tmp_path):
     conn = cart.sqlite("/a.db")
     conn.execute("ATTACH '/b.db' AS b")
@@ -127,7 +122,7 @@ def test_attach_does_not_leak_into_native_connections(cart, tmp_path):
     again.close()
 
 
-# -- 4. open databases are protected from a recursive delete of "/" and across handles ------
+# -- open databases are protected from a recursive delete of "/" and across handles ------
 def test_open_database_survives_delete_of_root(cart):
     conn = cart.sqlite("/d/app.db")
     conn.execute("CREATE TABLE t(a); INSERT INTO t VALUES(1)")
@@ -159,7 +154,7 @@ def test_read_only_handles_connection_blocks_delete(tmp_path):
     cart.close()
 
 
-# -- 5. every spelling of "journal_mode WAL" gets exclusive locking first --------------------
+# -- every spelling of "journal_mode WAL" gets exclusive locking first --------------------
 @pytest.mark.parametrize("how", [
     lambda c: c.execute("PRAGMA journal_mode(wal)").fetchall(),
     lambda c: c.execute("pragma \"journal_mode\" = 'WAL'").fetchall(),
@@ -198,7 +193,7 @@ def test_archive_rollback_with_connection_as_context_manager(cart):
     assert cart.verify().ok
 
 
-# -- 6. connecting never waits for another connection's lock --------------------------------
+# -- connecting never waits for another connection's lock --------------------------------
 def test_connect_does_not_block_on_an_exclusive_lock(cart):
     import time
     a = cart.sqlite("/x.db")
@@ -222,7 +217,7 @@ def test_connect_does_not_block_on_an_exclusive_lock(cart):
         conn.close()
 
 
-# -- 8. export rolls a hot journal back first, and leaves no temp file behind ---------------
+# -- export rolls a hot journal back first, and leaves no temp file behind ---------------
 def _hot_journal_archive(tmp_path):
     native = tmp_path / "n.db"
     c = apsw.Connection(str(native))
@@ -272,7 +267,7 @@ def test_export_failure_removes_the_temp_file(cart, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if "cartridge-export" in p.name) == []
 
 
-# -- 9. closing a connection after its archive is quiet ------------------------------------
+# -- closing a connection after its archive is quiet ------------------------------------
 @pytest.mark.parametrize("mode", ["wal", "memory", "delete"])
 def test_close_after_the_archive_closed_is_quiet(tmp_path, mode):
     path = str(tmp_path / "a.cart")
