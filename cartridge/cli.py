@@ -9,7 +9,7 @@
 no traceback), 2 a usage error, 3 `policy check` denied, 130 interrupted. The console script and
 `python -m cartridge` exit with it. Options may come anywhere among a command's arguments
 (`ls A -l /p`). Every string the CLI prints that came from an archive or the command line goes
-through `_safe()`, so a hostile name cannot drive the terminal.
+through `_safe()` (cartridge.terminal), so a hostile name cannot drive the terminal.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import apsw
 from . import open as _open_archive
 from . import paths as P
 from .errors import CartridgeError, DirectoryNotEmptyError, NotFoundError
+from .terminal import safe as _safe
 
 PROG = "cartridge"
 # Files up to this size move with one read()/write() call; larger ones are streamed.
@@ -45,19 +46,6 @@ class CLIError(Exception):
 
 
 # -- small helpers ---------------------------------------------------------------------------------
-def _safe(text: object) -> str:
-    """`text` fit for a terminal or a log: each character that is not printable (controls and
-    escape sequences, bidi overrides, zero-width and other format characters, the lone
-    surrogates of undecodable names) shown as its repr escape (\\x1b, \\n, \\u202e...).
-    Printable non-ASCII stays readable; backslashes stay as they are, so text already escaped
-    (a repr in a message) is unchanged. Everything from an archive or the command line that the
-    CLI prints goes through here, so a hostile name cannot draw on the terminal."""
-    s = str(text)
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
-
-
 def _human(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
