@@ -5,8 +5,11 @@
     cartridge get data.cart /data/docs --to ./out
     cartridge verify data.cart
 
-`main(argv)` returns the exit code: 0 success, 1 an error (one line on stderr, no traceback),
-2 a usage error, 130 interrupted. The console script and `python -m cartridge` exit with it.
+`main(argv)` returns the exit code (EXIT_CODES): 0 success, 1 an error (one line on stderr,
+no traceback), 2 a usage error, 3 `policy check` denied, 130 interrupted. The console script and
+`python -m cartridge` exit with it. Options may come anywhere among a command's arguments
+(`ls A -l /p`). Every string the CLI prints that came from an archive or the command line goes
+through `_safe()` (cartridge.terminal), so a hostile name cannot drive the terminal.
 """
 from __future__ import annotations
 
@@ -20,15 +23,22 @@ import stat as _stat
 import sys
 import tempfile
 
+import apsw
+
+from . import open as _open_archive
 from . import paths as P
-from .cartridge import open as _open_archive
 from .errors import CartridgeError, DirectoryNotEmptyError, NotFoundError
+from .terminal import safe as _safe
 
 PROG = "cartridge"
 # Files up to this size move with one read()/write() call; larger ones are streamed.
 SMALL_FILE = 1 << 20
 CHUNK = 1 << 20
 PUT_BATCH_BYTES = 64 << 20      # small files held in memory before one write_many
+
+
+EXIT_CODES = ("Exit status: 0 success; 1 an error, or problems found by verify; 2 a usage "
+              "error; 3 denied by 'policy check'; 130 interrupted.")
 
 
 class CLIError(Exception):
@@ -64,7 +74,7 @@ def _error_message(exc: BaseException) -> str:
             msg += f" -> {exc.filename2}"
     else:
         msg = str(exc) or type(exc).__name__
-    return " ".join(msg.split())       # always one line
+    return " ".join(_safe(msg).split())       # one line: a newline in a name shows as \\n
 
 
 def _open(args, mode: str):
@@ -86,7 +96,7 @@ def _stdout_binary():
 def cmd_create(args) -> int:
     with _open(args, "x"):
         pass
-    print(f"created {args.archive}")
+    print(f"created {_safe(args.archive)}")
     return 0
 
 
@@ -114,10 +124,11 @@ def _plan_put(sources: list[str], dest: str | None) -> tuple[list[str], list[tup
                     try:
                         fst = os.stat(local)
                     except OSError as e:
-                        print(f"{PROG}: warning: skipping {local}: {e.strerror}", file=sys.stderr)
+                        print(f"{PROG}: warning: skipping {_safe(local)}: {e.strerror}", file=sys.stderr)
                         continue
                     if not _stat.S_ISREG(fst.st_mode):
-                        print(f"{PROG}: warning: skipping {local}: not a regular file", file=sys.stderr)
+                        print(f"{PROG}: warning: skipping {_safe(local)}: not a regular file",
+                              file=sys.stderr)
                         continue
                     files.append((local, P.normalize_file(P.join(adir, fn)), fst.st_size))
         elif _stat.S_ISREG(st.st_mode):
@@ -156,7 +167,8 @@ def cmd_put(args) -> int:
                 batch, held = [], 0
         cart.write_many(batch)
     extra = f", {len(dirs)} director{'y' if len(dirs) == 1 else 'ies'}" if dirs else ""
-    print(f"put {_plural(len(files), 'file')}{extra}, {total} bytes ({_human(total)}) into {args.archive}")
+    print(f"put {_plural(len(files), 'file')}{extra}, {total} bytes ({_human(total)}) "
+          f"into {_safe(args.archive)}")
     return 0
 
 
@@ -237,7 +249,7 @@ def cmd_get(args) -> int:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 total += _get_file(cart, info.path, target, info.size, info.mtime)
                 nfiles += 1
-    print(f"got {_plural(nfiles, 'file')}, {total} bytes ({_human(total)}) into {root}")
+    print(f"got {_plural(nfiles, 'file')}, {total} bytes ({_human(total)}) into {_safe(root)}")
     return 0
 
 
@@ -253,7 +265,7 @@ def cmd_cat(args) -> int:
 
 # -- ls --------------------------------------------------------------------------------------------
 def _ls_line(cart, path: str, shown: str, long: bool, is_dir: bool) -> str:
-    shown = shown + "/" if is_dir and not shown.endswith("/") else shown
+    shown = _safe(shown + "/" if is_dir and not shown.endswith("/") else shown)
     if not long:
         return shown
     st = cart.stat(path)
@@ -336,13 +348,13 @@ def cmd_stat(args) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     rows = [
-        ("path", st.path),
+        ("path", _safe(st.path)),
         ("type", doc["type"]),
         ("size", f"{st.size} ({_human(st.size)})" if st.is_file else str(st.size)),
         ("mode", f"{_stat.filemode(st.mode)} ({st.mode:o})"),
         ("ctime", f"{_iso(st.ctime)} ({st.ctime:.6f})" if st.ctime else "-"),
         ("mtime", f"{_iso(st.mtime)} ({st.mtime:.6f})" if st.mtime else "-"),
-        ("checksum", st.checksum or "-"),
+        ("checksum", _safe(st.checksum or "-")),
     ]
     for k, v in rows:
         print(f"{k + ':':10}{v}")
@@ -357,13 +369,14 @@ def _print_mapping(d: dict, indent: int = 0) -> None:
     width = max((len(str(k)) for k in d), default=0) + 1
     for k, v in d.items():
         pad = " " * indent
+        k = _safe(k)
         if isinstance(v, dict):
             print(f"{pad}{k}:")
             _print_mapping(v, indent + 2)
         elif k in _SIZE_KEYS and isinstance(v, int):
             print(f"{pad}{k + ':':{width}} {v} ({_human(v)})")
         else:
-            print(f"{pad}{k + ':':{width}} {v}")
+            print(f"{pad}{k + ':':{width}} {_safe(v)}")
 
 
 def cmd_info(args) -> int:
@@ -380,14 +393,14 @@ def cmd_verify(args) -> int:
     with _open(args, "r") as cart:
         report = cart.verify(deep=not args.quick)
     for w in getattr(report, "warnings", None) or []:
-        print(f"warning: {w}")
+        print(f"warning: {_safe(w)}")
     if report.ok:
         print(f"OK ({'quick' if args.quick else 'deep'}: {report.pages_checked} pages, "
               f"{report.files_checked} files, {report.bytes_checked} bytes checked)")
         return 0
     for p in report.problems:
-        print(f"problem: {p}")
-    print(f"FAILED: {_plural(len(report.problems), 'problem')} in {args.archive}")
+        print(f"problem: {_safe(p)}")
+    print(f"FAILED: {_plural(len(report.problems), 'problem')} in {_safe(args.archive)}")
     return 1
 
 
@@ -402,15 +415,28 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
-def cmd_policy_set(args) -> int:
-    if args.file == "-":
-        text = sys.stdin.read()
+def _read_policy_file(name: str) -> str:
+    """The text of a policy file ('-': standard input); CLIError if it is not UTF-8."""
+    if name == "-":
+        stdin = getattr(sys.stdin, "buffer", None)
+        if stdin is None:                   # a text stream that is not over bytes
+            return sys.stdin.read()
+        data, name = stdin.read(), "standard input"
     else:
-        with builtins.open(args.file, encoding="utf-8") as f:
-            text = f.read()
+        with builtins.open(name, "rb") as f:
+            data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CLIError(f"{name}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                       "a policy is a JSON document in UTF-8") from None
+
+
+def cmd_policy_set(args) -> int:
+    text = _read_policy_file(args.file)
     with _open(args, "a") as cart:
         cart.set_policy(args.name, text)
-    print(f"stored policy {args.name}")
+    print(f"stored policy {_safe(args.name)}")
     return 0
 
 
@@ -426,14 +452,14 @@ def cmd_policy_ls(args) -> int:
     for name, doc in docs.items():
         statements = doc.get("Statement", [])
         n = len(statements) if isinstance(statements, list) else 1
-        print(f"{name}\t{_plural(n, 'statement')}")
+        print(f"{_safe(name)}\t{_plural(n, 'statement')}")
     return 0
 
 
 def cmd_policy_rm(args) -> int:
     with _open(args, "a") as cart:
         cart.delete_policy(args.name)
-    print(f"removed policy {args.name}")
+    print(f"removed policy {_safe(args.name)}")
     return 0
 
 
@@ -448,7 +474,7 @@ def cmd_policy_check(args) -> int:
         print("  (no policies stored: a principal may do everything)" if not stored
               else "  (no statement matched)")
     for ref in result.statements:
-        print(f"  {ref}")
+        print(f"  {_safe(ref)}")
     return 0 if result.decision.value == "Allow" else 3
 
 
@@ -458,7 +484,7 @@ def _sql_value(v, for_json: bool):
         return bytes(v).hex() if for_json else f"x'{bytes(v).hex()}'"
     if v is None:
         return None if for_json else "NULL"
-    return v if for_json else str(v)
+    return v if for_json else _safe(v)
 
 
 def _json_value(v):
@@ -486,8 +512,6 @@ def _json_columns(cols: list[str]) -> list[str]:
 
 
 def _run_sql(cart, path: str, sql: str, readonly: bool):
-    import apsw
-
     def run():
         conn = cart.sqlite(path, readonly=readonly)
         try:
@@ -509,6 +533,10 @@ def _run_sql(cart, path: str, sql: str, readonly: bool):
             return results
         except apsw.Error as e:
             raise CLIError(f"SQL error: {e}") from None
+        except UnicodeDecodeError as e:     # apsw decodes TEXT strictly, and cannot be told not to
+            raise CLIError(f"SQL: a TEXT value or column name is not valid UTF-8 ({e.reason} at "
+                           f"byte {e.start}); select hex(column) or CAST(column AS BLOB) to see "
+                           "its bytes") from None
         finally:
             conn.close()
 
@@ -549,6 +577,7 @@ def cmd_sql(args) -> int:
         if n:
             print()
         cells = [[_sql_value(v, False) for v in row] for row in rows]
+        cols = [_safe(c) for c in cols]
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
         print("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
         print("  ".join("-" * w for w in widths))
@@ -571,26 +600,47 @@ def cmd_demo(args) -> int:
 
 
 # -- the parser ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a command's options accepted anywhere among its positionals, as users
+    type them (`ls A -l /p`, `ls -l A /p`, `ls A /p -l`), and usage errors escaped."""
+
+    _intermixed = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        has_commands = any(a.nargs == argparse.PARSER for a in self._get_positional_actions())
+        if has_commands or self._intermixed:     # intermixed parsing calls back in here
+            return super().parse_known_args(args, namespace)
+        self._intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixed = False
+
+    def error(self, message):
+        super().error(_safe(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     sync_help = ("durability of commits for commands that change the archive: full (durable when "
                  "the command returns, default), normal (consistent after power loss, may lose "
                  "the last commit), off (survives a killed process, not a power cut)")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Create, fill, inspect and check cartridge (.cart) archives.",
         epilog="Each command opens the archive in the mode it needs: readers (get, cat, ls, stat, "
                "info, verify, policy get/ls/check) read-only, as cartridge.open() does by default, "
                "so a mistyped name is an error; create makes a new archive (an error if the file "
                "exists); put creates the archive if it is missing; rm, mv, mkdir, policy set/rm and "
-               "sql need an existing archive. Errors print one line on stderr and exit with "
-               "status 1 (2 for usage errors).",
+               "sql need an existing archive. Options may come before, between or after the "
+               "arguments. Names from an archive are printed with control and invisible characters "
+               "escaped (\x1b, \u202e...). Errors print one line on stderr. " + EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--sync", choices=("full", "normal", "off"), default="full", help=sync_help)
     # Mutating subcommands also accept --sync after their name; SUPPRESS keeps the global value.
-    sync_parent = argparse.ArgumentParser(add_help=False)
+    sync_parent = _Parser(add_help=False)
     sync_parent.add_argument("--sync", choices=("full", "normal", "off"), default=argparse.SUPPRESS,
                              help="see the global --sync")
 
@@ -741,8 +791,14 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return 1
-    except (CartridgeError, OSError, CLIError) as e:
+    except (CartridgeError, OSError, CLIError, UnicodeError, apsw.Error) as e:
         print(f"{PROG}: error: {_error_message(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:              # a bug: still one line, with the way to the traceback
+        if os.environ.get("CARTRIDGE_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(e).__name__}: {_error_message(e)}; run with "
+              "CARTRIDGE_DEBUG=1 for a traceback", file=sys.stderr)
         return 1
 
 

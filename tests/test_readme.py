@@ -1,0 +1,119 @@
+"""The README's Python examples run as pasted (issue 19, item 11).
+
+Every ```python block of README.md runs, in order, in one namespace and one fresh directory, as
+a user pasting them into one session would. A line `expr  # comment` states a claim: when the
+comment is a Python literal (`# b'hello'`) the expression must equal it; when it names an
+exception (`# AccessDeniedError`) the expression must raise it. Other comments are prose.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import io
+import os
+import re
+import tokenize
+
+import pytest
+
+import cartridge
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+def python_blocks(text: str) -> list[tuple[int, str]]:
+    """(first line number in the README, source) of every ```python block."""
+    return [(text.count("\n", 0, m.start(1)) + 1, m.group(1)) for m in BLOCK.finditer(text)]
+
+
+def _comments(src: str) -> dict[int, str]:
+    """line number -> the text of the comment ending that line."""
+    return {tok.start[0]: tok.string[1:].strip()
+            for tok in tokenize.generate_tokens(io.StringIO(src).readline)
+            if tok.type == tokenize.COMMENT}
+
+
+def _claim(comment: str):
+    """("equals", value) for a literal, ("raises", class) for an exception name, else None."""
+    try:
+        return "equals", ast.literal_eval(comment)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    word = re.match(r"[A-Za-z_]\w*", comment)
+    if word:
+        exc = getattr(cartridge, word.group(), None) or getattr(builtins, word.group(), None)
+        if isinstance(exc, type) and issubclass(exc, BaseException):
+            return "raises", exc
+    return None
+
+
+class _Claims(ast.NodeTransformer):
+    """Turn each one-line expression statement that carries a claim into a checked call."""
+
+    def __init__(self, comments: dict[int, str], first_line: int):
+        self.comments, self.first_line, self.claims = comments, first_line, []
+
+    def visit_Expr(self, node: ast.Expr):
+        if node.lineno != node.end_lineno or node.lineno not in self.comments:
+            return node
+        claim = _claim(self.comments[node.lineno])
+        if claim is None:
+            return node
+        self.claims.append((self.first_line + node.lineno - 1, claim))
+        call = ast.Call(func=ast.Name("__readme_check__", ast.Load()),
+                        args=[ast.Constant(len(self.claims) - 1),
+                              ast.Lambda(ast.arguments([], [], None, [], [], None, []), node.value)],
+                        keywords=[])
+        return ast.copy_location(ast.Expr(call), node)
+
+
+def run_blocks(text: str, namespace: dict) -> int:
+    """Run every block of `text` in `namespace`; returns how many claims were checked."""
+    checked = 0
+    for first_line, src in python_blocks(text):
+        tree = ast.parse(src)
+        claims = _Claims(_comments(src), first_line)
+        tree = ast.fix_missing_locations(claims.visit(tree))
+
+        def check(i, thunk, claims=claims.claims):
+            nonlocal checked
+            line, (kind, want) = claims[i]
+            checked += 1
+            if kind == "raises":
+                with pytest.raises(want):
+                    thunk()
+                return
+            got = thunk()
+            assert got == want, f"README.md line {line}: {got!r}, the comment says {want!r}"
+
+        namespace["__readme_check__"] = check
+        exec(compile(tree, f"README.md:{first_line}", "exec"), namespace)
+    return checked
+
+
+def test_readme_python_blocks_run_as_pasted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    assert len(python_blocks(text)) >= 3
+    namespace: dict = {"__name__": "__readme__"}
+    try:
+        checked = run_blocks(text, namespace)
+    finally:
+        for name in ("conn", "cart"):
+            obj = namespace.get(name)
+            if obj is not None:
+                obj.close()
+    assert checked >= 4          # b'hello', b'ell', the listdir, the AccessDeniedError
+    assert set(os.listdir(tmp_path)) >= {"data.cart", "app.db"}
+
+
+def test_claims_are_checked():
+    """The checker itself: a wrong literal, a missing raise and a broken block all fail."""
+    for bad in ('```python\n1 + 1   # 3\n```\n', '```python\nint("5")   # ValueError\n```\n',
+                '```python\nundefined_name\n```\n'):
+        with pytest.raises((AssertionError, pytest.fail.Exception, NameError)):
+            run_blocks(bad, {})
+    assert run_blocks('```python\nx = [1]\nx + [2]   # [1, 2]\nx[5]   # IndexError\n'
+                      'len(x)   # prose, not a claim\n```\n', {}) == 2
