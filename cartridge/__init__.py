@@ -6,7 +6,7 @@
         cart.read("/docs/a.txt")
 """
 from . import iam
-from .cartridge import Cartridge, FileInfo, VerifyReport, open
+from .archive import Cartridge, FileInfo, VerifyReport, open
 from .content import content_checksum
 from .errors import (
     AccessDeniedError,

@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 from . import paths as P
-from .cartridge import open as _open_archive
+from .archive import open as _open_archive
 from .errors import CartridgeError, DirectoryNotEmptyError, NotFoundError
 
 PROG = "cartridge"

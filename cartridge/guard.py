@@ -508,7 +508,7 @@ class PrincipalCartridge:
 
 def open_as(path: str | os.PathLike, mode: str, principal: str, tags, context, **kwargs):
     """cartridge.open(..., principal=...): an archive handle owned by a principal handle."""
-    from .cartridge import Cartridge
+    from .archive import Cartridge
 
     cart = Cartridge(path, mode, **kwargs)
     try:

@@ -1082,7 +1082,7 @@ _uri_dbs: dict[str, set] = {}               # member path -> archive idents open
 
 def _find_handle(archive: str, want_write: bool):
     """An open Cartridge on `archive` in this process (a writable one if wanted), or None."""
-    from .cartridge import _open_handles
+    from .archive import _open_handles
     try:
         st = os.stat(archive)
     except OSError:
@@ -1197,7 +1197,7 @@ class GlobalVFS(_BaseVFS):
                 return reg
         except OSError:
             pass
-        from .cartridge import Cartridge
+        from .archive import Cartridge
         try:
             cart = Cartridge(archive, "a" if want_write else "r")
         except CartridgeError as e:
