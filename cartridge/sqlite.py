@@ -36,6 +36,9 @@ from typing import Any
 import apsw
 import numpy as np
 
+from . import _handle as H
+from . import locking
+from . import namespace as N
 from . import paths as P
 from ._core.checksum import xxh3_64
 from ._core.pageio import Overlay, StatementGuard
@@ -64,7 +67,7 @@ from .records import Record, max_payload
 VFS_NAME = "cartridge"
 DEFAULT_JOURNAL_MODE = "MEMORY"
 SPILL_CHUNKS = 256          # modified chunks (16 MiB) kept in memory before full ones go to pages
-COMPANIONS = ("-journal", "-wal")
+COMPANIONS = P.SQLITE_COMPANIONS
 FEW_CHUNKS = 4              # a publish with at most this many changed chunks places them one by one
 
 _CHUNK_SHIFT = CHUNK_SIZE.bit_length() - 1
@@ -105,13 +108,13 @@ class Member(Overlay):
         # of `rec` still valid after a truncation), dirty (chunk index -> current bytes),
         # placed (spilled chunks: start page, csum, pages), changed, poisoned
         self.spill_at = SPILL_CHUNKS
-        self.cart = reg.cart
+        self.bind(reg.lock, reg.eng, reg.writer)
         self.base_size = 0
         self.cmap: np.ndarray | None = None  # chunk map of `rec` (chunked storage)
         self.ckeys: dict[int, int] = {}      # chunk index -> page-cache key, filled lazily
         self.reloads = 0                     # times the base changed behind SQLite's back
-        self.epoch = reg.cart._eng.rollbacks     # the engine's rollback count last checked
-        self._load(reg.cart._eng.get(key))
+        self.epoch = reg.eng.rollbacks     # the engine's rollback count last checked
+        self._load(reg.eng.get(key))
 
     # -- base ------------------------------------------------------------------------------
     def _load(self, rec: Record | None) -> None:
@@ -127,7 +130,7 @@ class Member(Overlay):
         if rec is None or rec.storage in (STORE_EMPTY, STORE_INLINE):
             self.nbase = 1 if rec is not None and rec.storage == STORE_INLINE else 0
         else:
-            eng = self.reg.cart._eng
+            eng = self.reg.eng
             self.cmap = eng.content.chunk_map(rec, eng._where(self.key))
             self.nbase = len(self.cmap)
         self.changed = False
@@ -136,7 +139,7 @@ class Member(Overlay):
         self.dirty = {}
         if self.placed:
             self.placed = {}
-            eng = self.reg.cart._eng
+            eng = self.reg.eng
             if eng.allocator is not None and not self.reg.cart.closed:
                 eng.allocator.abandon(self)
 
@@ -144,7 +147,7 @@ class Member(Overlay):
         """Catch up with the archive when the committed record is no longer ours (a reader
         handle moved on, an archive transaction rolled back, a rename...). Unpublished changes
         survive only while the record they apply to is still the committed one."""
-        rec = self.reg.cart._eng.get(self.key)
+        rec = self.reg.eng.get(self.key)
         if rec is self.rec:
             return
         if rec is not None and self.rec is not None and rec.encode() == self.rec.encode():
@@ -157,17 +160,16 @@ class Member(Overlay):
     def fresh(self) -> None:
         """Revalidate if the archive rolled a transaction back since we last looked: a record
         adopted inside it (and the pages it freed) is gone. Cheap when nothing happened."""
-        eng = self.reg.cart._eng
+        eng = self.reg.eng
         if self.epoch != eng.rollbacks:
             self.epoch = eng.rollbacks
             self.revalidate()
 
-    @staticmethod
-    def _closed_read(cart) -> bytes:
+    def _closed_read(self) -> bytes:
         """xRead after the archive closed (vfs_read)."""
         if _quiet():
             return b""           # closing after the archive: nothing left to read
-        raise ClosedError(f"{cart.path}: archive is closed")
+        raise ClosedError(f"{self.reg.cart.path}: archive is closed")
 
     @staticmethod
     def _closed_write() -> bool:
@@ -180,7 +182,7 @@ class Member(Overlay):
         if rec.storage == STORE_INLINE:
             return rec.payload
         ck = self.ckeys.get(i)
-        eng = self.reg.cart._eng
+        eng = self.reg.eng
         if ck is None:
             start = int(self.cmap[i, 0])
             csum = int(self.cmap[i, 1])
@@ -200,7 +202,7 @@ class Member(Overlay):
         pl = self.placed.get(i)
         if pl is not None:
             start, _csum, n = pl
-            buf = bytearray(self.reg.cart._eng.pager.read_run(start, n))
+            buf = bytearray(self.reg.eng.pager.read_run(start, n))
             del buf[chunk_len(self.size, i):]
             return buf
         if i < self.nbase:
@@ -245,7 +247,7 @@ class Member(Overlay):
 
     def _spill(self) -> None:
         """Move full modified chunks to fresh pages no committed state references."""
-        eng = self.reg.cart._eng
+        eng = self.reg.eng
         full = sorted(i for i, b in self.dirty.items()
                       if len(b) == CHUNK_SIZE and (i + 1) << _CHUNK_SHIFT <= self.size)
         full = full[:len(full) - SPILL_CHUNKS // 4] if len(full) > SPILL_CHUNKS // 4 else full
@@ -368,7 +370,7 @@ class Member(Overlay):
     def adopt(self, staged: tuple) -> None:
         """The archive committed what stage() wrote: it is our new base."""
         rec, cmap, fresh = staged
-        cache = self.reg.cart._eng.pager.cache
+        cache = self.reg.eng.pager.cache
         for ck, data in fresh:            # what the next transaction most likely reads again
             cache.put(ck, data, len(data))
         self.dirty = {}
@@ -385,7 +387,7 @@ class Member(Overlay):
         else:
             self.nbase = len(cmap)
         self.changed = False
-        self.epoch = self.reg.cart._eng.rollbacks
+        self.epoch = self.reg.eng.rollbacks
 
 
 # -- per-handle registry ---------------------------------------------------------------------
@@ -399,9 +401,13 @@ class Registry:
 
     def __init__(self, cart):
         self.cart = cart
+        self.lock = H.lock(cart)
+        self.eng = H.engine(cart)
+        self.writer = H.writer_check(cart)
         self.members: dict[bytes, Member] = {}
         self.reloads = 0            # reloads of all its members (see MemberFile.stale)
-        st = os.fstat(cart._eng.fd)
+        self._principal_vfs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        st = os.fstat(self.eng.fd)
         self.ident = (st.st_dev, st.st_ino)
         self._vfs: HandleVFS | None = None
         self.owned = False          # opened by the global VFS for a URI: closed with its last file
@@ -412,13 +418,26 @@ class Registry:
             self._vfs = self.new_vfs(self.cart)
         return self._vfs
 
-    def new_vfs(self, owner, authorize=None, check_publish=None) -> HandleVFS:
+    def principal_vfs(self, principal) -> HandleVFS:
+        """The private VFS of a principal handle over this handle's members: every member it
+        opens is checked by principal.sqlite_authorize, every publish by
+        principal.sqlite_check_publish (made once per principal handle)."""
+        vfs = self._principal_vfs.get(principal)
+        if vfs is None:
+            vfs = self.new_vfs(principal, principal.sqlite_authorize,
+                               principal.sqlite_check_publish, principal.principal)
+            self._principal_vfs[principal] = vfs
+        return vfs
+
+    def new_vfs(self, owner, authorize=None, check_publish=None,
+                principal: str | None = None) -> HandleVFS:
         """A new private VFS over this handle's members, registered while `owner` lives."""
         global _vfs_counter
         with _registries_lock:
             _vfs_counter += 1
             name = f"{VFS_NAME}-{_vfs_counter}"
         vfs = HandleVFS(name, self, authorize, check_publish)
+        vfs.principal = principal
         # unregistered once the owner is gone; open files keep the handle (and so the VFS)
         # alive; never at interpreter exit, when connections may still close through it
         weakref.finalize(owner, _unregister, vfs).atexit = False
@@ -443,28 +462,37 @@ class Registry:
                 out.append(m)
         return out
 
-    def publish(self, members: list[Member]) -> None:
-        """One archive commit (or a step of the open archive transaction) for `members`."""
+    def publish(self, members: list[Member], principal: str | None = None) -> None:
+        """One archive commit (or a step of the open archive transaction) for `members`,
+        reported to the operation hook as one "sqlite_commit" per member (by `principal`)."""
         members = [m for m in members if m.changed]
         if not members:
             return
         cart = self.cart
-        with cart._lock:
-            eng = cart._writer()
-            staged = []
+        reported = [(m.path, m.size if m.exists else 0) for m in members] if H.hooks else None
+        with self.lock:
             try:
-                with cart._change():
+                eng = H.writer(cart)
+                staged = []
+                try:
+                    with H.change(cart):
+                        for m in members:
+                            staged.append(m.stage(eng))
+                except BaseException:
+                    # the archive is back at its last commit; so are these members
                     for m in members:
-                        staged.append(m.stage(eng))
-            except BaseException:
-                # the archive is back at its last commit; so are these members
-                for m in members:
-                    m.placed = {}
-                    m._load(eng.get(m.key) if not cart.closed and eng.failed is None else m.rec)
+                        m.placed = {}
+                        m._load(eng.get(m.key) if not cart.closed and eng.failed is None else m.rec)
+                    raise
+            except BaseException as e:
+                if reported:
+                    _report(principal, reported, e)
                 raise
             for m, s in zip(members, staged):
                 m.adopt(s)
                 self.forget(m)
+        if reported:
+            _report(principal, reported, None)
 
     def held(self, path: str, tree: bool) -> None:
         """Refuse to change a member SQLite holds open (delete, rename, replace)."""
@@ -477,12 +505,20 @@ class Registry:
                                   f"close its connections first")
 
 
+def _report(principal: str | None, members: list[tuple[str, int]],
+            exc: BaseException | None) -> None:
+    """Tell the operation hook about the publish of `members` ((path, size) pairs)."""
+    result = H.outcome(exc)
+    for path, size in members:
+        H.emit(principal, "sqlite_commit", path, result, size)
+
+
 def refuse_held(cart, path: str, tree: bool) -> None:
     """Registry.held for every handle of this archive file in the process: a read-only
     handle's connection blocks a writable handle's delete/rename too."""
     if not _registries:
         return
-    st = os.fstat(cart._eng.fd)
+    st = os.fstat(H.engine(cart).fd)
     ident = (st.st_dev, st.st_ino)
     for reg in list(_registries):
         if reg.ident == ident and not reg.cart.closed:
@@ -490,14 +526,14 @@ def refuse_held(cart, path: str, tree: bool) -> None:
 
 
 def registry(cart) -> Registry:
-    reg = getattr(cart, "_sqlite_registry", None)
-    if reg is None:
-        with _registries_lock:
-            reg = getattr(cart, "_sqlite_registry", None)
-            if reg is None:
-                reg = Registry(cart)
-                _registries.add(reg)
-                cart._sqlite_registry = reg
+    """The SQLite state of handle `cart` (made on first use)."""
+    return H.feature(cart, "sqlite", _new_registry)
+
+
+def _new_registry(cart) -> Registry:
+    reg = Registry(cart)
+    with _registries_lock:
+        _registries.add(reg)
     return reg
 
 
@@ -523,19 +559,7 @@ _locks: dict[tuple, _LockState] = {}
 _locks_mutex = threading.Lock()
 
 
-def _writer_present(fd: int) -> bool:
-    """Does some handle (another process) hold the archive's writer lock? Asked, never taken."""
-    import fcntl
-
-    from . import locking
-    from .format import WRITER_LOCK_OFFSET
-    if not locking._HAVE_OFD:
-        return True
-    try:
-        t, _s, _n = locking._ofd(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, WRITER_LOCK_OFFSET, 1)
-    except OSError:
-        return True
-    return t != fcntl.F_UNLCK
+_writer_present = locking.writer_present
 
 
 def _quiet() -> bool:
@@ -563,14 +587,18 @@ class MemberFile(apsw.VFSFile):
 
     check_publish = None      # set by a principal's VFS: re-checks its rights at each publish
 
-    def __init__(self, reg: Registry, key: bytes, flags: list[int], companion_of: bytes | None):
+    def __init__(self, reg: Registry, key: bytes, flags: list[int], companion_of: bytes | None,
+                 principal: str | None = None):
         # no super().__init__(): nothing is inherited, every method is ours
         self.reg = reg
         self.cart = reg.cart
+        self.lock = reg.lock
+        self.eng = reg.eng
+        self.principal = principal           # the principal handle whose VFS opened it
         self.key = key
         self.flags = flags[0]
         self.is_db = bool(flags[0] & _MAIN_DB)
-        self.readonly = bool(flags[0] & apsw.SQLITE_OPEN_READONLY) or not reg.cart._eng.writable
+        self.readonly = bool(flags[0] & apsw.SQLITE_OPEN_READONLY) or not reg.eng.writable
         self.level = _NONE
         self.lock_id = reg.ident + (key,)
         self.pinned: int | None = None
@@ -581,8 +609,8 @@ class MemberFile(apsw.VFSFile):
         self.group_key = key if self.is_db else companion_of
         self.group_keys = (key, key + b"-journal", key + b"-wal")
         self.quiet_rollbacks = self.quiet_reloads = -1    # see stale()
-        with self.cart._lock:
-            self.cart._ready()
+        with self.lock:
+            H.ready(self.cart)
             m = reg.member(key)
             m.revalidate()
             if not m.exists:
@@ -605,7 +633,7 @@ class MemberFile(apsw.VFSFile):
                 self.xWrite = m.vfs_write
             if self.is_db and m.changed:
                 try:
-                    reg.publish([m])       # a new database is an (empty) file at once
+                    reg.publish([m], principal)    # a new database is an (empty) file at once
                 except BaseException:
                     m.opens -= 1
                     reg.files -= 1
@@ -631,18 +659,18 @@ class MemberFile(apsw.VFSFile):
         self.m.vfs_write(data, offset)
 
     def xTruncate(self, newsize: int) -> None:
-        with self.cart._lock:
+        with self.lock:
             if self.readonly:
                 raise apsw.ReadOnlyError(f"cartridge: {self.m.path} is open read-only")
-            if self.cart._closed and _quiet():
+            if self.eng.closed and _quiet():
                 return
-            self.cart._writer()
+            H.writer(self.cart)
             self.m.fresh()
             self.m.truncate(newsize)
 
     def xFileSize(self) -> int:
-        with self.cart._lock:
-            if not self.cart._closed:
+        with self.lock:
+            if not self.eng.closed:
                 self.m.fresh()
             return self.m.size if self.m.exists else 0
 
@@ -651,12 +679,11 @@ class MemberFile(apsw.VFSFile):
 
     def _publish(self) -> None:
         reg = self.reg
-        cart = self.cart
-        with cart._lock:
-            if self.readonly or (cart._closed and _quiet()):
+        with self.lock:
+            if self.readonly or (self.eng.closed and _quiet()):
                 return
             members = self._group_members() if self.group_key is not None else [self.m]
-            rollbacks = cart._eng.rollbacks
+            rollbacks = self.eng.rollbacks
             for m in members:
                 if m.epoch != rollbacks:
                     m.fresh()
@@ -676,12 +703,14 @@ class MemberFile(apsw.VFSFile):
                 try:
                     for m in group:        # a principal's rights are checked again, with sizes
                         self.check_publish(m.path, m.size)
-                except BaseException:
+                except BaseException as e:
+                    if H.hooks:
+                        _report(self.principal, [(m.path, m.size) for m in group], e)
                     for m in group:        # refused: the changes are dropped, not kept
                         m._load(m.rec)
                     raise
             if group:
-                reg.publish(group)
+                reg.publish(group, self.principal)
 
     def xFileControl(self, op: int, ptr: int) -> bool:
         if op == FCNTL_SYNC or op == FCNTL_COMMIT_PHASETWO or op == FCNTL_CKPT_DONE:
@@ -697,11 +726,10 @@ class MemberFile(apsw.VFSFile):
         if level <= self.level:
             return
         # lock order everywhere: the handle's lock, then the lock table's
-        cart = self.cart
-        with cart._lock, _locks_mutex:
+        with self.lock, _locks_mutex:
             group = self._group_members()
-            if not cart._closed:
-                rollbacks = cart._eng.rollbacks
+            if not self.eng.closed:
+                rollbacks = self.eng.rollbacks
                 for m in group:
                     if m.epoch != rollbacks:
                         m.fresh()
@@ -714,7 +742,7 @@ class MemberFile(apsw.VFSFile):
                 st.shared += 1
                 self.level = _SHARED
                 try:
-                    if not (cart._closed and _quiet()):   # else: closing, nothing to read
+                    if not (self.eng.closed and _quiet()):   # else: closing, nothing to read
                         self._begin_read(group)
                 except BaseException:
                     st.shared -= 1
@@ -744,8 +772,8 @@ class MemberFile(apsw.VFSFile):
         """A read transaction starts: see the newest committed state (read-only handles move
         to it and pin it so that the writer does not reuse its pages meanwhile)."""
         cart = self.cart
-        with cart._lock:
-            eng = cart._ready()
+        with self.lock:
+            eng = H.ready(cart)
             if not eng.writable:
                 self.pinned = eng.root.generation
                 eng.pins[self.pinned] += 1
@@ -763,16 +791,15 @@ class MemberFile(apsw.VFSFile):
     def stale(self) -> bool:
         """Does SQLite, holding its lock across transactions (locking_mode=EXCLUSIVE), cache
         a state the archive rolled back?"""
-        cart = self.cart
-        if cart._closed or self.level == _NONE:
+        if self.eng.closed or self.level == _NONE:
             return False
-        rollbacks = cart._eng.rollbacks
+        rollbacks = self.eng.rollbacks
         if self.quiet_rollbacks == rollbacks and self.quiet_reloads == self.reg.reloads:
             return False            # no rollback and no reload since the last look said no
-        with cart._lock:
-            if cart._closed or self.level == _NONE:
+        with self.lock:
+            if self.eng.closed or self.level == _NONE:
                 return False
-            rollbacks = cart._eng.rollbacks
+            rollbacks = self.eng.rollbacks
             seen = 0
             for m in self._group_members():
                 if m.epoch != rollbacks:
@@ -801,7 +828,7 @@ class MemberFile(apsw.VFSFile):
                     and not self.cart.closed:
                 self._end_write()
         finally:
-            with self.cart._lock, _locks_mutex:
+            with self.lock, _locks_mutex:
                 st = _locks.get(self.lock_id)
                 if st is not None:
                     if level <= _SHARED:
@@ -822,7 +849,7 @@ class MemberFile(apsw.VFSFile):
         """The write lock is released. A committed transaction (or a recovery, which rewrites
         the journal) is published; a rolled-back one is forgotten, so that even with
         journal_mode=OFF a ROLLBACK leaves the committed database (SQLite re-reads it)."""
-        with self.cart._lock:
+        with self.lock:
             m = self.m
             companions = [c for c in self._group_members() if c is not m and c.changed]
             if self.committed or companions:
@@ -834,8 +861,8 @@ class MemberFile(apsw.VFSFile):
         if self.pinned is None:
             return
         cart = self.cart
-        with cart._lock:
-            eng = cart._eng
+        with self.lock:
+            eng = self.eng
             g = self.pinned
             self.pinned = None
             eng.pins[g] -= 1
@@ -850,14 +877,14 @@ class MemberFile(apsw.VFSFile):
             if st is not None and (st.reserved is not None or st.pending is not None
                                    or st.exclusive is not None):
                 return True
-        if not self.cart._eng.writable:
+        if not self.eng.writable:
             # a writer in another process: its journal is not ours to roll back
-            return _writer_present(self.cart._eng.fd)
+            return _writer_present(self.eng.fd)
         return False
 
     def wal_header(self) -> bool:
         """Does the database header say WAL (file format versions 2)?"""
-        with self.cart._lock:
+        with self.lock:
             head = bytes(self.m.read(20, 0))
         return len(head) == 20 and head[:16] == b"SQLite format 3\x00" and head[18] == 2
 
@@ -871,11 +898,10 @@ class MemberFile(apsw.VFSFile):
         if self.closed:
             return
         self.closed = True
-        cart = self.cart
         reg = self.reg
         try:
-            with cart._lock:
-                if not cart._closed and cart._eng.failed is None:
+            with self.lock:
+                if not self.eng.closed and self.eng.failed is None:
                     if self.level > _NONE:
                         self.xUnlock(_NONE)
                     if self.delete_on_close and not self.readonly:
@@ -888,7 +914,7 @@ class MemberFile(apsw.VFSFile):
         finally:
             self.m.opens -= 1
             reg.files -= 1
-            if not cart._closed:
+            if not self.eng.closed:
                 reg.forget(self.m)
             else:
                 reg.members.pop(self.key, None)
@@ -914,8 +940,8 @@ _keys: dict[str, bytes] = {}     # member path -> catalog key, for xAccess (aske
 def _access(reg: Registry, key: bytes, flags: int) -> bool:
     """xAccess once the name is resolved: the member as SQLite would see it now."""
     cart = reg.cart
-    with cart._lock:
-        eng = cart._ready()
+    with H.lock(cart):
+        eng = H.ready(cart)
         m = reg.members.get(key)
         if m is not None:
             m.revalidate()
@@ -939,6 +965,7 @@ class _BaseVFS(apsw.VFS):
     # check_publish(member path, new size) runs again before each publish (raises to refuse).
     authorize = None
     check_publish = None
+    principal: str | None = None     # the principal a principal's VFS acts for (operation hook)
 
     def resolve(self, name: str, uri: apsw.URIFilename | None) -> tuple[Registry, str]:
         raise NotImplementedError
@@ -970,7 +997,7 @@ class _BaseVFS(apsw.VFS):
             if not self.authorize(target, bool(flags[0] & apsw.SQLITE_OPEN_READWRITE)):
                 flags[0] = (flags[0] & ~(apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)) \
                     | apsw.SQLITE_OPEN_READONLY
-        f = MemberFile(reg, key, flags, companion_of)
+        f = MemberFile(reg, key, flags, companion_of, self.principal)
         f.check_publish = self.check_publish
         return f
 
@@ -1000,8 +1027,8 @@ class _BaseVFS(apsw.VFS):
             if not self.authorize(base, True):
                 raise AccessDeniedError(f"no write access to {base}")
         cart = reg.cart
-        with cart._lock:
-            cart._writer()
+        with H.lock(cart):
+            H.writer(cart)
             key = P.to_key(member)
             m = reg.member(key)
             m.revalidate()
@@ -1011,7 +1038,7 @@ class _BaseVFS(apsw.VFS):
                 if member.endswith(suffix):
                     companion_of = key[:-len(suffix)]
             if companion_of is None or companion_of not in reg.members:
-                reg.publish([m])         # a file on its own (a super-journal): gone at once
+                reg.publish([m], self.principal)   # a file on its own (a super-journal): gone now
             reg.forget(m)
 
     def xFullPathname(self, name: str) -> str:
@@ -1070,7 +1097,7 @@ class HandleVFS(_BaseVFS):
                 self._access_keys[pathname] = _keys.get(member) or P.to_key(member)
             return found
         reg = self._reg()
-        if reg is None or reg.cart._closed:
+        if reg is None or reg.eng.closed:
             return False
         return _access(reg, key, flags)
 
@@ -1082,23 +1109,21 @@ _uri_dbs: dict[str, set] = {}               # member path -> archive idents open
 
 def _find_handle(archive: str, want_write: bool):
     """An open Cartridge on `archive` in this process (a writable one if wanted), or None."""
-    from .archive import _open_handles
     try:
         st = os.stat(archive)
     except OSError:
         return None
     best = None
-    for cart in list(_open_handles):
-        if cart.closed:
-            continue
+    for cart in H.open_handles():
+        eng = H.engine(cart)
         try:
-            cst = os.fstat(cart._eng.fd)
+            cst = os.fstat(eng.fd)
         except OSError:
             continue
         if (cst.st_dev, cst.st_ino) != (st.st_dev, st.st_ino):
             continue
-        if cart._eng.writable or not want_write:
-            if best is None or cart._eng.writable:
+        if eng.writable or not want_write:
+            if best is None or eng.writable:
                 best = cart
     return best
 
@@ -1197,9 +1222,8 @@ class GlobalVFS(_BaseVFS):
                 return reg
         except OSError:
             pass
-        from .archive import Cartridge
         try:
-            cart = Cartridge(archive, "a" if want_write else "r")
+            cart = H.open_archive(archive, "a" if want_write else "r")
         except CartridgeError as e:
             raise apsw.CantOpenError(f"cartridge: {archive}: {e}") from e
         reg = registry(cart)
@@ -1249,7 +1273,7 @@ class _Guard(StatementGuard):
         if f is not None and not f.closed:
             cart = f.cart
             # the counters before the check: a change after it shows at the next statement
-            before = None if cart._closed else (cart._eng.rollbacks, f.reg.reloads)
+            before = None if H.is_closed(cart) else (H.engine(cart).rollbacks, f.reg.reloads)
             if f.m.poisoned or f.stale():
                 _reset_cache(cursor if isinstance(cursor, apsw.Connection) else cursor.connection,
                              f)
@@ -1328,34 +1352,36 @@ def _default_journal_mode(conn: apsw.Connection, guard: _Guard) -> None:
         pass              # not a database: the first statement says so, as natively
 
 
-def connect(cart, path: str, readonly: bool = False, *,
-            principal_vfs: HandleVFS | None = None, **apsw_kwargs: Any) -> apsw.Connection:
-    """cart.sqlite(): an apsw.Connection on member `path` of `cart` (through a principal's
-    VFS, when given)."""
+def connect(cart, path: str, readonly: bool = False, *, as_principal=None,
+            **apsw_kwargs: Any) -> apsw.Connection:
+    """cart.sqlite(): an apsw.Connection on member `path` of `cart`; with as_principal (a
+    PrincipalCartridge), through that principal's own VFS, which checks every member it opens
+    and every publish."""
     for bad in ("vfs", "flags"):
         if bad in apsw_kwargs:
             raise TypeError(f"cart.sqlite() chooses {bad}= itself")
     register()
-    with cart._lock:
-        eng = cart._ready()
+    with H.lock(cart):
+        eng = H.ready(cart)
         p = P.normalize_file(path)
         key = P.to_key(p)
         rec = eng.get(key)
         readonly = bool(readonly) or not eng.writable
         if rec is None:
-            kind, _ = cart._kind(eng, p)
+            kind, _ = N.kind(eng, p)
             if kind == "dir":
                 raise PathIsDirectoryError(f"{p} is a directory")
             if readonly:
                 raise NotFoundError(f"no such database: {p}")
-            cart._writer()
-            cart._check_parents(eng, p)
+            H.writer(cart)
+            N.check_parents(eng, p)
         elif rec.kind != KIND_FILE:
             raise PathIsDirectoryError(f"{p} is a directory")
-        vfs = principal_vfs or registry(cart).vfs()
+        reg = registry(cart)
+        vfs = reg.vfs() if as_principal is None else reg.principal_vfs(as_principal)
     # A principal's connection never interprets URI file names: a URI could name another VFS
     # (ATTACH 'file:x?vfs=...'), which would step around the principal's checks.
-    flags = (0 if principal_vfs else apsw.SQLITE_OPEN_URI) | (
+    flags = (0 if as_principal is not None else apsw.SQLITE_OPEN_URI) | (
         apsw.SQLITE_OPEN_READONLY if readonly else
         apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
     return Connection(p, flags=flags, vfs=vfs.name, **apsw_kwargs)
@@ -1366,10 +1392,10 @@ def export(cart, path: str, dest: str | os.PathLike) -> None:
     (written beside it and renamed into place, so `dest` is never half a database)."""
     register()
     dest = os.fspath(dest)
-    with cart._lock:
-        eng = cart._ready()
+    with H.lock(cart):
+        eng = H.ready(cart)
         p = P.normalize_file(path)
-        cart._file_record(eng, p)                     # NotFoundError / PathIsDirectoryError
+        N.file_record(eng, p)                     # NotFoundError / PathIsDirectoryError
         wal = eng.get(P.to_key(p + "-wal"))
         has_wal = wal is not None and wal.kind == KIND_FILE and wal.size > 0
         journal = eng.get(P.to_key(p + "-journal"))
@@ -1443,4 +1469,5 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
+H.change_guards.append(refuse_held)   # delete/rename of a member SQLite holds open: LockedError
 register()
