@@ -285,7 +285,8 @@ def _wrap(raw: Callable, action: str, principal_of: Callable, size_of: Callable 
             result = raw(self, *args, **kwargs)
         except BaseException as e:
             _leave()
-            emit(principal_of(self), action, path_of(self, args, kwargs), outcome(e), None)
+            size = size_of(self, args, kwargs, None) if size_of is not None else None
+            emit(principal_of(self), action, path_of(self, args, kwargs), outcome(e), size)
             raise
         _leave()
         size = size_of(self, args, kwargs, result) if size_of is not None else None
@@ -328,7 +329,8 @@ def instrument(cls: type, principal_of: Callable[[Any], str | None],
                ops: dict[str, tuple[str, Callable | None]],
                path_of: Callable | None = None) -> None:
     """Report the calls of cls's methods: ops maps method name -> (action, size_of), where
-    size_of(self, args, kwargs, result) gives the size (None: no size)."""
+    size_of(self, args, kwargs, result) gives the size (None: no size; result None when the
+    call raised)."""
     with _hooks_lock:
         for name, (action, size_of) in ops.items():
             raw = cls.__dict__[name]
@@ -349,7 +351,8 @@ def size_of_data(self, args: tuple, kwargs: dict, result) -> int | None:
 
 
 def size_of_result(self, args: tuple, kwargs: dict, result) -> int | None:
-    """len() of what the call returned (read), or the int it returned (readinto)."""
+    """len() of what the call returned (read), or the int it returned (readinto); None when
+    it raised."""
     if isinstance(result, int):
         return result
     try:
