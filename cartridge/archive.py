@@ -26,6 +26,7 @@ from . import policies as PL
 from . import policystore
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
+from .content import file_record
 from .create import open_engine
 from .engine import Engine
 from .errors import (
@@ -263,9 +264,7 @@ class Cartridge:
 
     def _store(self, eng: Engine, key: bytes, view, old: Record | None) -> None:
         storage, payload, csum, _ = eng.content.store(view, max_payload(len(key)))
-        now = time.time_ns()
-        rec = Record(KIND_FILE, storage, DEFAULT_MODE_FILE if old is None else old.mode, len(view),
-                     now if old is None else old.ctime_ns, now, csum, payload)
+        rec = file_record(old, storage, len(view), csum, payload)
         eng.put_file(key, rec, old)
         if old is not None:
             eng.content.free(old, eng._where(key))

@@ -42,7 +42,7 @@ from . import namespace as N
 from . import paths as P
 from ._core.checksum import xxh3_64
 from ._core.pageio import Overlay, StatementGuard
-from .content import chunk_len, combine
+from .content import chunk_len, publish_file
 from .errors import (
     AccessDeniedError,
     CartridgeError,
@@ -54,7 +54,6 @@ from .errors import (
 )
 from .format import (
     CHUNK_SIZE,
-    DEFAULT_MODE_FILE,
     KIND_FILE,
     PAGE_SIZE,
     STORE_CHUNKS,
@@ -279,7 +278,6 @@ class Member(Overlay):
         if size <= max_inline:
             data = bytes(self.read(size, 0)) if size else b""
             eng.allocator.abandon(self)
-            storage, payload, csum, _ = eng.content.store(data, max_inline)
             if old is not None and old.storage in (STORE_CHUNKS, STORE_XMAP):
                 replaced = list(range(self.base_chunks()))
         else:
@@ -335,14 +333,8 @@ class Member(Overlay):
                     list(range(max(m, min(n_chunks, nb)), nb)) + list(range(n_chunks, nb))
                 replaced = sorted(set(i for i in replaced if i >= m or i in self.placed or
                                       i in self.dirty or i == m - 1))
-            storage, payload = eng.content.store_map(cmap, max_inline)
-            csum = combine(cmap[:, 1])
-        now = time.time_ns()
-        rec = Record(KIND_FILE, storage, old.mode if old else DEFAULT_MODE_FILE, size,
-                     old.ctime_ns if old else now, now, csum, payload)
-        eng.put(key, rec)
-        if old is not None:
-            self._free_old(eng, old, replaced)
+        rec = publish_file(eng, key, old, size, data=data if cmap is None else None, cmap=cmap,
+                           free_old=lambda old, _storage: self._free_old(eng, old, replaced))
         return (rec, cmap, fresh)
 
     def base_chunks(self) -> int:

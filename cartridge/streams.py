@@ -9,16 +9,15 @@ exception inside `with`) discards what was written.
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 
 from . import _handle as H
 from . import namespace as N
 from . import paths as P
-from .content import chunk_len, combine
+from .content import chunk_len, publish_file
 from .errors import ClosedError, PathIsDirectoryError
-from .format import CHUNK_SIZE, DEFAULT_MODE_FILE, KIND_FILE, PAGE_SIZE, STORE_EMPTY, STORE_INLINE
+from .format import CHUNK_SIZE, KIND_FILE, PAGE_SIZE, STORE_EMPTY, STORE_INLINE
 from .records import Record, max_payload
 
 STREAM_MODES = ("rb", "wb", "ab", "r+b")
@@ -396,26 +395,21 @@ class CartWriter(_Base):
             if self.before_publish is not None:
                 self.before_publish(size)
             # Every chunk now exists on pages; small results go inline instead.
-            max_inline = max_payload(len(self._key))
+            def free_old(old: Record, storage: int) -> None:
+                keep = {int(s) for s in cmap[:, 0]} if storage not in (STORE_EMPTY, STORE_INLINE) \
+                    else set()
+                eng.content.free(old, self.name, keep)
+
             with H.change(cart):
                 old = eng.get(self._key)
-                now = time.time_ns()
-                if size <= max_inline:
+                if size <= max_payload(len(self._key)):
                     data = b"".join(self._chunk_bytes_final(cmap, i, size) for i in range(n_chunks))
                     eng.allocator.attach(self, [])
-                    storage, payload, csum, _ = eng.content.store(data, max_inline)
+                    publish_file(eng, self._key, old, size, data=data, free_old=free_old)
                 else:
                     eng.allocator.attach(self, keep_runs)
-                    storage, payload = eng.content.store_map(cmap, max_inline)
-                    csum = combine(cmap[:, 1])
+                    publish_file(eng, self._key, old, size, cmap=cmap, free_old=free_old)
                 self._published = True
-                rec = Record(KIND_FILE, storage, old.mode if old else DEFAULT_MODE_FILE, size,
-                             old.ctime_ns if old else now, now, csum, payload)
-                eng.put(self._key, rec)
-                if old is not None:
-                    keep = {int(s) for s in cmap[:, 0]} if storage not in (STORE_EMPTY, STORE_INLINE) \
-                        else set()
-                    eng.content.free(old, self.name, keep)
 
     def _chunk_bytes_final(self, cmap, i: int, size: int) -> bytes:
         ln = chunk_len(size, i)
