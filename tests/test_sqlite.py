@@ -433,7 +433,7 @@ def test_cross_process_reader_sees_committed_snapshots(tmp_path):
 
 
 def test_big_transaction_spills_to_pages(cart, monkeypatch):
-    monkeypatch.setattr(csql, "SPILL_CHUNKS", 8)
+    monkeypatch.setattr(csql.member, "SPILL_CHUNKS", 8)
     conn = cart.sqlite("/big.db")
     conn.execute("PRAGMA cache_size=20")
     conn.execute("CREATE TABLE t(a INTEGER PRIMARY KEY, b)")

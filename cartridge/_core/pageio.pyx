@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Page I/O of a SQLite member (cartridge/sqlite.py): an overlay of modified 64 KiB chunks over
+"""Page I/O of a SQLite member (cartridge/sqlite/member.py): an overlay of modified 64 KiB chunks over
 the member's committed chunks, read and written with memcpy.
 
 `Overlay` holds the hot state (size, dirty chunk buffers, spilled chunks); `cartridge.sqlite.Member`
