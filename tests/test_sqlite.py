@@ -13,6 +13,7 @@ import pytest
 
 import cartridge
 from cartridge import sqlite as csql
+from cartridge._handle import engine
 
 MODES = ["delete", "truncate", "persist", "memory", "off", "wal"]
 
@@ -502,9 +503,9 @@ def test_reader_handle_asks_for_the_writer_lock_without_taking_it(tmp_path):
         cart.sqlite("/app.db").close()
     r = cartridge.open(path, "r")
     conn = r.sqlite("/app.db")
-    assert not csql._writer_present(r._eng.fd)
+    assert not csql._writer_present(engine(r).fd)
     w = cartridge.open(path, "a")                 # a writer can still open
-    assert csql._writer_present(r._eng.fd)
+    assert csql._writer_present(engine(r).fd)
     w.close()
     conn.close()
     r.close()

@@ -18,6 +18,8 @@ import os
 import random
 from dataclasses import dataclass
 
+from .. import _handle as H
+
 SECTOR = 512
 
 
@@ -68,7 +70,7 @@ class CrashRecorder:
     """Records the I/O of one open writable Cartridge and builds crash images from it."""
 
     def __init__(self, cart):
-        self.pager = cart._eng.pager
+        self.pager = H.engine(cart).pager
         fd = self.pager.fd
         self.pager.flush_staged()
         size = os.fstat(fd).st_size
