@@ -750,7 +750,7 @@ class Cartridge:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             if not self._closed:
                 self.close()

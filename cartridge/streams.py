@@ -415,7 +415,7 @@ class CartWriter(_Base):
         ln = chunk_len(size, i)
         return self._eng.pager.read_run(int(cmap[i, 0]), -(-ln // PAGE_SIZE))[:ln]
 
-    def __del__(self):
+    def __del__(self) -> None:
         # Never publish from the garbage collector: only an explicit close() does.
         try:
             if not self.closed:
@@ -424,7 +424,7 @@ class CartWriter(_Base):
         except Exception:
             pass
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self._discard()
             io.RawIOBase.close(self)

@@ -127,7 +127,7 @@ class MemberFile(apsw.VFSFile):
     # reads and writes -----------------------------------------------------------------------
     # (__init__ also binds xRead, and xWrite of a writable file, straight to the kernel's
     # vfs_read/vfs_write on the instance: apsw then calls into C with no Python frame)
-    def xRead(self, amount: int, offset: int):
+    def xRead(self, amount: int, offset: int) -> bytes:
         return self.m.vfs_read(amount, offset)
 
     def xWrite(self, data, offset: int) -> None:
@@ -447,7 +447,7 @@ class _BaseVFS(apsw.VFS):
     def resolve(self, name: str, uri: apsw.URIFilename | None) -> tuple[Registry, str]:
         raise NotImplementedError
 
-    def xOpen(self, name, flags):
+    def xOpen(self, name, flags) -> apsw.VFSFile:
         if name is None or flags[0] & _TEMP:
             return apsw.VFSFile("", name, flags)       # private scratch: a native temp file
         uri = name if isinstance(name, apsw.URIFilename) else None
@@ -527,7 +527,7 @@ class _BaseVFS(apsw.VFS):
         time.sleep(microseconds / 1e6)
         return microseconds
 
-    def xGetLastError(self):
+    def xGetLastError(self) -> tuple[int, str]:
         return 0, ""
 
 
@@ -543,7 +543,7 @@ class HandleVFS(_BaseVFS):
         self.authorize = authorize
         self.check_publish = check_publish
 
-    def resolve(self, name, uri):
+    def resolve(self, name, uri) -> tuple[Registry, str]:
         reg = self._reg()
         if reg is None or reg.cart.closed:
             raise apsw.CantOpenError("cartridge: the archive handle is closed")
@@ -636,7 +636,7 @@ class GlobalVFS(_BaseVFS):
                 raise apsw.CantOpenError(f"cartridge: {e}") from e
         return name
 
-    def resolve(self, name, uri):
+    def resolve(self, name, uri) -> tuple[Registry, str]:
         archive = None
         member = name
         if uri is not None:
