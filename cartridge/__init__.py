@@ -6,7 +6,7 @@
         cart.read("/docs/a.txt")
 """
 from . import iam
-from .cartridge import Cartridge, FileInfo, VerifyReport, open
+from .archive import Cartridge, FileInfo, VerifyReport, open
 from .content import content_checksum
 from .errors import (
     AccessDeniedError,
@@ -27,9 +27,9 @@ from .errors import (
     UnsupportedVersionError,
 )
 from .paths import normalize as normalize_path
-from .sqlite import register as _register_sqlite_vfs
 
-_register_sqlite_vfs()          # the "cartridge" apsw VFS, usable by URI
+# The SQLite layer (apsw, and the "cartridge" VFS for URIs) loads on first use: cart.sqlite(),
+# cart.sqlite_export(), or `import cartridge.sqlite` / cartridge.sqlite.register().
 
 __version__ = "0.1.0"
 

@@ -25,8 +25,8 @@ import tempfile
 
 import apsw
 
-from . import open as _open_archive
 from . import paths as P
+from .archive import open as _open_archive
 from .errors import CartridgeError, DirectoryNotEmptyError, NotFoundError
 from .terminal import safe as _safe
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,6 +16,7 @@ from .format import (
     CHUNK_ENTRY,
     CHUNK_PAGES,
     CHUNK_SIZE,
+    DEFAULT_MODE_FILE,
     KIND_FILE,
     PAGE_SIZE,
     STORE_CHUNKS,
@@ -81,6 +84,38 @@ def verifier() -> ThreadPoolExecutor:
 
 def chunk_len(size: int, i: int) -> int:
     return min(CHUNK_SIZE, size - i * CHUNK_SIZE)
+
+
+def file_record(old: Record | None, storage: int, size: int, checksum: int, payload: bytes,
+                now: int | None = None) -> Record:
+    """The record of a file's new version: `old`'s mode and ctime kept (the defaults for a new
+    file), mtime now."""
+    if now is None:
+        now = time.time_ns()
+    if old is None:
+        return Record(KIND_FILE, storage, DEFAULT_MODE_FILE, size, now, now, checksum, payload)
+    return Record(KIND_FILE, storage, old.mode, size, old.ctime_ns, now, checksum, payload)
+
+
+def publish_file(eng, key: bytes, old: Record | None, size: int, *, data=None,
+                 cmap: np.ndarray | None = None,
+                 free_old: Callable[[Record, int], None] | None = None) -> Record:
+    """Make a file's new content its committed record, inside the open transaction: either
+    `data` (small: stored inline or as one run by ContentStore.store) or `cmap`, the chunk map
+    of chunks already written to pages (streams and SQLite members put them there as they go).
+    free_old(old, new storage) gives back what the new version no longer uses. One publisher
+    for every writer that builds a file's content over time (cartridge.streams, cartridge.sqlite)."""
+    max_inline = max_payload(len(key))
+    if cmap is None:
+        storage, payload, csum, _ = eng.content.store(data, max_inline)
+    else:
+        storage, payload = eng.content.store_map(cmap, max_inline)
+        csum = combine(cmap[:, 1])
+    rec = file_record(old, storage, size, csum, payload)
+    eng.put(key, rec)
+    if old is not None and free_old is not None:
+        free_old(old, storage)
+    return rec
 
 
 class ContentStore:

@@ -85,6 +85,7 @@ class Engine:
         self._seal_synced = False                 # this handle's own sealed commit is durable
         self.system_epoch = 0      # bumped whenever internal state (policies) may have changed
         self.rollbacks = 0         # bumped by every rollback of a writable handle's transaction
+        self.closed = False        # close() ran: the file is released
         if writable and not locking.writer_lock(fd, lock_timeout):
             raise LockedError(f"{name}: another handle holds the write lock")
         if fresh:
@@ -568,6 +569,7 @@ class Engine:
         return out
 
     def close(self) -> None:
+        self.closed = True
         try:
             os.close(self.fd)
         except OSError:

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import io
 import os
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import _handle as H
+from . import namespace as N
 from . import paths as P
+from . import policies as PL
 from ._core.readpath import read_whole
 from .errors import AccessDeniedError, ClosedError, InvalidPathError
-from .iam import Decision
+from .iam import Decision, Explanation
+
+if TYPE_CHECKING:
+    import apsw
+
+    from .archive import Cartridge, FileInfo
+    from .verify import VerifyReport
 
 GET = "cart:GetObject"
 PUT = "cart:PutObject"
@@ -32,15 +39,10 @@ ARCHIVE = "/"            # the resource of archive-wide actions (policies, info,
 FAST_CACHE_MAX = 65_536  # per-handle memo of allowed (action, user path) pairs, in total
 
 
-SQLITE_COMPANIONS = ("-journal", "-wal")
-
-
 def _with_database(resource: str) -> tuple[str, ...]:
     """A resource, plus its database when it is a SQLite journal or WAL member."""
-    for suffix in SQLITE_COMPANIONS:
-        if resource.endswith(suffix) and len(resource) > len(suffix) + 1:
-            return resource, resource[:-len(suffix)]
-    return (resource,)
+    db = P.database_of(resource)
+    return (resource,) if db == resource else (resource, db)
 
 
 def list_resource(directory: str) -> str:
@@ -59,24 +61,25 @@ class _OneSnapshot:
 
     def __enter__(self) -> None:
         cart = self.cart
-        cart._lock.acquire()
+        lock = H.lock(cart)
+        lock.acquire()
         try:
-            if not cart._closed:
-                cart._ready()
+            if not H.is_closed(cart):
+                H.ready(cart)
         except BaseException:
-            cart._lock.release()
+            lock.release()
             raise
-        cart._snapshot_held += 1
+        H.hold_snapshot(cart)
 
     def __exit__(self, *exc) -> None:
-        self.cart._snapshot_held -= 1
-        self.cart._lock.release()
+        H.release_snapshot(self.cart)
+        H.lock(self.cart).release()
 
 
 class PrincipalCartridge:
     """An archive handle acting as a named principal; see Cartridge for each method."""
 
-    def __init__(self, cart, name: str, tags: Mapping[str, str] | None = None,
+    def __init__(self, cart: Cartridge, name: str, tags: Mapping[str, str] | None = None,
                  context: Mapping[str, Any] | None = None, *, owns: bool = False):
         if not isinstance(name, str) or not name:
             raise ValueError(f"principal must be a non-empty str, not {name!r}")
@@ -85,7 +88,9 @@ class PrincipalCartridge:
             if not isinstance(k, str) or not isinstance(v, str):
                 raise ValueError(f"principal tags must map str to str, not {k!r}: {v!r}")
         self._cart = cart
-        self._lock = cart._lock
+        self._lock = H.lock(cart)
+        self._eng = H.engine(cart)
+        self._policies = PL.cache(cart)      # the owner's compiled policies
         self._snap = _OneSnapshot(cart)
         # who the handle is never changes: the memo of allowed calls depends on it
         self._principal = name
@@ -98,7 +103,6 @@ class PrincipalCartridge:
         # the GET set directly
         self._allowed: dict[str, set[str]] = {}
         self._allowed_get = self._allowed.setdefault(GET, set())
-        self._sqlite_vfs = None          # this principal's SQLite VFS, made on first use
 
     @property
     def principal(self) -> str:
@@ -116,23 +120,13 @@ class PrincipalCartridge:
 
     # -- the check ----------------------------------------------------------------------------
     def _context(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
-        now = time.time()
-        ctx = dict(self._ctx)
-        ctx["cart:username"] = self._principal
-        for k, v in self._tags.items():
-            ctx[f"cart:PrincipalTag/{k}"] = v
-        ctx["cart:CurrentTime"] = datetime.fromtimestamp(now, timezone.utc)
-        ctx["cart:EpochTime"] = int(now)
-        if extra:
-            ctx.update(extra)
-        return ctx
+        return PL.request_context(self._principal, self._tags, self._ctx, extra)
 
     def _policy_state(self):
         """The owner's current policy state (refreshing a reader first); None: no policies."""
         if self._closed:
             raise ClosedError(f"{self._cart.path}: principal handle is closed")
-        eng = self._cart._ready()
-        state = self._cart._policy_state(eng)
+        state = self._policies.current(H.ready(self._cart))
         if state is not self._state:
             self._state = state
             self._forget_allowed()
@@ -147,9 +141,7 @@ class PrincipalCartridge:
         return AccessDeniedError(f"{self._principal!r} is {why} {action} on {resource!r}")
 
     def _deny(self, action: str, resource: str, decision: Decision) -> None:
-        cart = self._cart
-        if cart._txn_depth and not cart._txn_aborted:
-            cart._abort()          # a denied step rolls the whole transaction back
+        H.abort(self._cart)          # a denied step rolls the whole transaction back
         raise self._denial(action, resource, decision)
 
     def _decision(self, state, action: str, resource: str,
@@ -209,7 +201,7 @@ class PrincipalCartridge:
         if state is None:
             return
         targets = [(top, 0)] + [(P.stored_path(k), rec.size)
-                                for k, rec in self._cart._eng.items(prefix, prefix)]
+                                for k, rec in self._eng.items(prefix, prefix)]
         for path, size in targets:
             for action in actions:
                 self._decide(state, action, path, None)
@@ -217,7 +209,7 @@ class PrincipalCartridge:
                 self._decide(state, PUT, renamed_to + path[len(top):], {"cart:ObjectSize": size})
 
     # -- files ----------------------------------------------------------------------------------
-    def write(self, path: str, data) -> None:
+    def write(self, path: str, data: bytes | bytearray | memoryview) -> None:
         with self._snap:
             try:
                 size = memoryview(data).nbytes
@@ -247,17 +239,17 @@ class PrincipalCartridge:
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         cart = self._cart
-        eng = cart._eng
+        eng = self._eng
         # a reader moves to the newest commit once, on entering its snapshot, and stays there
         with self._lock if eng.writable else self._snap:
-            state = cart._pstate
+            state = self._policies.state
             # The hot path: the policy state is unchanged (the epoch moves with every policy
             # change and every new commit a reader sees) and "allowed" is memoised, so no
             # further work; a whole one-chunk file already in the page cache is then served
             # as Cartridge.read does.
             if (state is self._state and type(path) is str and path in self._allowed_get
                     and state is not None and state.epoch == eng.system_epoch
-                    and not self._closed and not cart._closed and eng.failed is None):
+                    and not self._closed and not eng.closed and eng.failed is None):
                 if offset == 0 and size == -1:
                     data = read_whole(eng.records, None, eng.name, eng.pager.cache, path)
                     if data is not None:
@@ -266,7 +258,7 @@ class PrincipalCartridge:
                 self._check_path(GET, path)
             return cart.read(path, offset, size)
 
-    def readinto(self, path: str, buffer, offset: int = 0) -> int:
+    def readinto(self, path: str, buffer: bytearray | memoryview, offset: int = 0) -> int:
         with self._snap:
             self._check_path(GET, path)
             return self._cart.readinto(path, buffer, offset)
@@ -283,13 +275,13 @@ class PrincipalCartridge:
             if mode != "rb":
                 size = 0
                 if mode != "wb":          # "ab"/"r+b" start from the current content
-                    eng = self._cart._ready()
-                    kind, rec = self._cart._kind(eng, P.normalize_any(path)[0])
+                    kind, rec = N.kind(H.ready(self._cart), P.normalize_any(path)[0])
                     size = rec.size if kind == "file" and rec is not None else 0
                 self._check_put(path, size)
             stream = self._cart.open(path, mode)
             if mode != "rb":
                 stream.before_publish = lambda size: self._check_put(path, size)
+            stream.principal = self._principal
             return stream
 
     # -- queries --------------------------------------------------------------------------------
@@ -308,7 +300,7 @@ class PrincipalCartridge:
             self._check_path(GET, path)
             return self._cart.isdir(path)
 
-    def stat(self, path: str):
+    def stat(self, path: str) -> FileInfo:
         with self._snap:
             self._check_path(GET, path)
             return self._cart.stat(path)
@@ -326,7 +318,7 @@ class PrincipalCartridge:
                 self._check_list(entry[0])
             yield entry
 
-    def scan(self, prefix: str = "/") -> Iterator:
+    def scan(self, prefix: str = "/") -> Iterator[FileInfo]:
         if not isinstance(prefix, str) or not prefix:
             raise InvalidPathError("prefix must be a non-empty str ('/' for everything)")
         norm = P.normalize(prefix) if prefix.strip("/") else "/"
@@ -349,17 +341,16 @@ class PrincipalCartridge:
             p = P.normalize(path)
             self._check_put(p, 0)
             if parents:
-                eng = self._cart._ready()
+                eng = H.ready(self._cart)
                 for anc in P.ancestors(p):
-                    if self._cart._kind(eng, anc)[0] is None:
+                    if N.kind(eng, anc)[0] is None:
                         self._check_put(anc, 0)
             self._cart.mkdir(path, parents, exist_ok)
 
     def delete(self, path: str, recursive: bool = False) -> None:
         with self._snap:
             p = P.normalize_any(path)[0]
-            eng = self._cart._ready()
-            if self._cart._kind(eng, p)[0] == "dir" and recursive:
+            if N.kind(H.ready(self._cart), p)[0] == "dir" and recursive:
                 self._check_tree((DELETE,), p, P.to_key(P.dir_prefix(p)))
             else:
                 self._check_path(DELETE, path)
@@ -369,8 +360,7 @@ class PrincipalCartridge:
         with self._snap:
             s = P.normalize_any(src)[0]
             d = P.normalize_any(dst)[0]
-            eng = self._cart._ready()
-            kind, rec = self._cart._kind(eng, s)
+            kind, rec = N.kind(H.ready(self._cart), s)
             if kind == "dir" and s != "/" and d != "/":
                 self._check_tree((GET, DELETE), s, P.to_key(P.dir_prefix(s)), renamed_to=d)
             else:
@@ -380,12 +370,11 @@ class PrincipalCartridge:
             self._cart.rename(src, dst)
 
     # -- SQLite ---------------------------------------------------------------------------------
-    def sqlite(self, path: str, readonly: bool = False, **apsw_kwargs: Any):
+    def sqlite(self, path: str, readonly: bool = False, **apsw_kwargs: Any) -> apsw.Connection:
         """cart.sqlite() as this principal: needs cart:GetObject on the database; without
         cart:PutObject the connection is read-only. Every member the connection opens later
-        (ATTACH, journals, WAL) is checked the same way by the principal's own VFS."""
-        from .sqlite import connect, registry
-
+        (ATTACH, journals, WAL) is checked the same way by the principal's own VFS (made by
+        the SQLite layer from sqlite_authorize and sqlite_check_publish)."""
         with self._snap:
             self._check_path(GET, path)
             state = self._policy_state()
@@ -393,13 +382,9 @@ class PrincipalCartridge:
                 resource = P.normalize_file(path)
                 readonly = any(self._decision(state, PUT, r, None) != Decision.ALLOW
                                for r in _with_database(resource))
-            if self._sqlite_vfs is None:
-                self._sqlite_vfs = registry(self._cart).new_vfs(self, self._sqlite_authorize,
-                                                                self._sqlite_check_publish)
-            vfs = self._sqlite_vfs
-        return connect(self._cart, path, readonly, principal_vfs=vfs, **apsw_kwargs)
+        return H.sqlite_connect(self._cart, path, readonly, as_principal=self, **apsw_kwargs)
 
-    def _sqlite_authorize(self, member: str, want_write: bool) -> bool:
+    def sqlite_authorize(self, member: str, want_write: bool) -> bool:
         """The principal VFS's check of a member SQLite opens: read rights or
         AccessDeniedError; returns whether writing is allowed too."""
         with self._snap:
@@ -411,7 +396,7 @@ class PrincipalCartridge:
                 raise self._denial(GET, member, decision)
             return want_write and self._decision(state, PUT, member, None) == Decision.ALLOW
 
-    def _sqlite_check_publish(self, member: str, size: int) -> None:
+    def sqlite_check_publish(self, member: str, size: int) -> None:
         """Before a principal's SQLite changes become an archive commit: the rights are
         checked again (a policy may have changed since the connection opened), with the
         member's new size as cart:ObjectSize."""
@@ -423,7 +408,7 @@ class PrincipalCartridge:
                     if decision != Decision.ALLOW:
                         self._deny(PUT, res, decision)
 
-    def sqlite_export(self, path: str, dest) -> None:
+    def sqlite_export(self, path: str, dest: str | os.PathLike) -> None:
         with self._snap:
             self._check_path(GET, path)
             self._cart.sqlite_export(path, dest)
@@ -438,7 +423,7 @@ class PrincipalCartridge:
         self._cart.commit()
 
     # -- policies ---------------------------------------------------------------------------------
-    def set_policy(self, name: str, document) -> None:
+    def set_policy(self, name: str, document: Mapping[str, Any] | str | bytes) -> None:
         with self._snap:
             self._check(PUT_POLICY, ARCHIVE)
             self._cart.set_policy(name, document)
@@ -458,17 +443,20 @@ class PrincipalCartridge:
             self._check(GET_POLICY, ARCHIVE)
             return self._cart.policies()
 
-    def check_access(self, principal: str, action: str, resource: str, tags=None, context=None):
+    def check_access(self, principal: str, action: str, resource: str,
+                     tags: Mapping[str, str] | None = None,
+                     context: Mapping[str, Any] | None = None) -> Explanation:
         with self._snap:
             self._check(GET_POLICY, ARCHIVE)       # it reveals what the policies say
             return self._cart.check_access(principal, action, resource, tags, context)
 
-    def as_principal(self, name: str, tags=None, context=None) -> PrincipalCartridge:
+    def as_principal(self, name: str, tags: Mapping[str, str] | None = None,
+                     context: Mapping[str, Any] | None = None) -> PrincipalCartridge:
         raise AccessDeniedError(f"{self.principal!r} cannot act as another principal; "
                                 "use the owner handle")
 
     # -- maintenance ------------------------------------------------------------------------------
-    def verify(self, deep: bool = True):
+    def verify(self, deep: bool = True) -> VerifyReport:
         with self._snap:
             self._check_list("/")
             return self._cart.verify(deep)
@@ -506,13 +494,18 @@ class PrincipalCartridge:
         return f"<cartridge.PrincipalCartridge {self._cart.path!r} as {self.principal!r}>"
 
 
-def open_as(path: str | os.PathLike, mode: str, principal: str, tags, context, **kwargs):
-    """cartridge.open(..., principal=...): an archive handle owned by a principal handle."""
-    from .cartridge import Cartridge
 
-    cart = Cartridge(path, mode, **kwargs)
-    try:
-        return PrincipalCartridge(cart, principal, tags, context, owns=True)
-    except BaseException:
-        cart.close()
-        raise
+_R, _D = H.size_of_result, H.size_of_data
+H.instrument(PrincipalCartridge, lambda h: h._principal, {
+    "write": ("write", _D), "write_many": ("write_many", _R), "read": ("read", _R),
+    "readinto": ("readinto", _R), "read_buffer": ("read_buffer", _R), "open": ("open", None),
+    "exists": ("exists", None), "isfile": ("isfile", None), "isdir": ("isdir", None),
+    "stat": ("stat", None), "listdir": ("listdir", None), "walk": ("walk", None),
+    "scan": ("scan", None), "mkdir": ("mkdir", None), "delete": ("delete", None),
+    "rename": ("rename", None), "sqlite": ("sqlite", None), "sqlite_export": ("sqlite_export", None),
+    "commit": ("commit", None), "set_policy": ("set_policy", None),
+    "get_policy": ("get_policy", None), "delete_policy": ("delete_policy", None),
+    "policies": ("policies", None), "as_principal": ("as_principal", None),
+    "check_access": ("check_access", None), "verify": ("verify", None), "info": ("info", None),
+    "close": ("close", None),
+})

@@ -42,6 +42,18 @@ def try_writer_lock(fd: int) -> bool:
         raise
 
 
+def writer_present(fd: int) -> bool:
+    """Does some handle (another process) hold the archive's writer lock? Asked, never taken;
+    True when it cannot be asked (no OFD locks, an error)."""
+    if not _HAVE_OFD:
+        return True
+    try:
+        t, _s, _n = _ofd(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, WRITER_LOCK_OFFSET, 1)
+    except OSError:
+        return True
+    return t != fcntl.F_UNLCK
+
+
 def writer_lock(fd: int, timeout: float | None) -> bool:
     """Take the writer lock, polling up to `timeout` seconds (None or 0: do not wait)."""
     if try_writer_lock(fd):

@@ -159,3 +159,16 @@ def join(directory: str, name: str) -> str:
 def dir_prefix(path: str) -> str:
     """Key prefix shared by everything below a directory: '/' for the root, else path + '/'."""
     return "/" if path == "/" else path + "/"
+
+
+# A SQLite database X keeps its rollback journal and WAL as members X-journal and X-wal: they
+# hold the database's pages, so they follow its locks and its access rights.
+SQLITE_COMPANIONS = ("-journal", "-wal")
+
+
+def database_of(member: str) -> str:
+    """The database a journal/WAL member belongs to (by name), or the member itself."""
+    for suffix in SQLITE_COMPANIONS:
+        if member.endswith(suffix) and len(member) > len(suffix) + 1:
+            return member[:-len(suffix)]
+    return member

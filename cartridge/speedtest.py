@@ -41,7 +41,7 @@ def _pragmas_hook(journal_mode: str | None, synchronous: str | None):
 
 def main(argv: list[str] | None = None) -> None:
     _sqlite.register()
-    from .cartridge import open as _open
+    from .archive import open as _open
 
     ours = argparse.ArgumentParser(add_help=False)
     ours.add_argument("--journal-mode", default=None)

@@ -9,71 +9,76 @@ exception inside `with`) discards what was written.
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 
+from . import _handle as H
+from . import namespace as N
 from . import paths as P
-from .content import chunk_len, combine
+from .content import chunk_len, publish_file
 from .errors import ClosedError, PathIsDirectoryError
-from .format import CHUNK_SIZE, DEFAULT_MODE_FILE, KIND_FILE, PAGE_SIZE, STORE_EMPTY, STORE_INLINE
+from .format import CHUNK_SIZE, KIND_FILE, PAGE_SIZE, STORE_EMPTY, STORE_INLINE
 from .records import Record, max_payload
 
 STREAM_MODES = ("rb", "wb", "ab", "r+b")
 DIRTY_BUDGET = 16          # chunks (1 MiB) held in memory before they go to pages
 
 
-def open_stream(cart, path: str, mode: str):
+def open_stream(cart, path: str, mode: str) -> CartReader | CartWriter:
+    """Cartridge.open(): a stream on member `path` of handle `cart`."""
     if mode not in STREAM_MODES:
         raise ValueError(f"stream mode must be one of {STREAM_MODES} (binary only), not {mode!r}")
-    with cart._lock:
+    with H.lock(cart):
         if mode == "rb":
-            eng = cart._ready()
+            eng = H.ready(cart)
             p = P.normalize_file(path)
-            rec = cart._file_record(eng, p)
+            rec = N.file_record(eng, p)
             return CartReader(cart, p, rec)
-        eng = cart._writer()
+        eng = H.writer(cart)
         p = P.normalize_file(path)
         key = P.to_key(p)
         old = eng.get(key)
         if old is None:
-            cart._check_parents(eng, p)
-            if cart._implicit_dir(eng, key):
+            N.check_parents(eng, p)
+            if N.implicit_dir(eng, key):
                 raise PathIsDirectoryError(f"{p} is a directory")
             if mode == "r+b":
-                cart._file_record(eng, p)     # raises NotFoundError
+                N.file_record(eng, p)     # raises NotFoundError
         elif old.kind != KIND_FILE:
             raise PathIsDirectoryError(f"{p} is a directory")
         return CartWriter(cart, p, old, mode)
 
 
 class _Base(io.RawIOBase):
+    principal: str | None = None     # the principal handle that opened it (the operation hook)
+
     def __init__(self, cart, path: str):
         super().__init__()
         self._cart = cart
+        self._lock = H.lock(cart)
+        self._eng = eng = H.engine(cart)
         self.name = path
         self._pos = 0
-        self._gen = cart._eng.root.generation
-        eng = cart._eng
+        self._gen = eng.root.generation
         eng.pins[self._gen] += 1
         eng.sync_pins()
         if eng.allocator is not None:
             eng.allocator.hold_frees = True
-        cart._streams.add(self)
+        H.add_stream(cart, self)
 
     def _unpin(self) -> None:
-        with self._cart._lock:
+        with self._lock:
             self._unpin_locked()
 
     def _unpin_locked(self) -> None:
-        eng = self._cart._eng
+        eng = self._eng
         eng.pins[self._gen] -= 1
         if eng.pins[self._gen] <= 0:
             del eng.pins[self._gen]
             if not self._cart.closed:
                 eng.sync_pins()
-        self._cart._streams.discard(self)
-        if eng.allocator is not None and not self._cart._streams:
+        H.discard_stream(self._cart, self)
+        if eng.allocator is not None and not H.streams(self._cart):
             eng.allocator.hold_frees = False
 
     def _check(self) -> None:
@@ -128,21 +133,21 @@ class CartReader(_Base):
 
     def readinto(self, buffer) -> int:
         self._check()
-        with self._cart._lock:
+        with self._lock:
             rec = self._rec
             if rec.storage == STORE_EMPTY or self._pos >= rec.size:
                 return 0
-            n = self._cart._eng.content.readinto(rec, self._pos, buffer, self.name)
+            n = self._eng.content.readinto(rec, self._pos, buffer, self.name)
         self._pos += n
         return n
 
     def read(self, size: int = -1) -> bytes:
         self._check()
-        with self._cart._lock:
+        with self._lock:
             rec = self._rec
             if rec.storage == STORE_EMPTY or self._pos >= rec.size:
                 return b""
-            data = self._cart._eng.content.read(rec, self._pos, size if size is not None else -1,
+            data = self._eng.content.read(rec, self._pos, size if size is not None else -1,
                                                 self.name)
         self._pos += len(data)
         return data
@@ -164,7 +169,7 @@ class CartWriter(_Base):
         self.mode = mode
         self._old = old
         self._key = P.to_key(path)
-        eng = cart._eng
+        eng = self._eng
         if mode == "wb" or old is None:
             self._base = None
             self._size_ = 0
@@ -206,7 +211,7 @@ class CartWriter(_Base):
             return bytes(buf[:ln])
         if ln == 0:
             return b""
-        eng = self._cart._eng
+        eng = self._eng
         if i in self._placed:
             start, csum = self._placed[i]
             raw = eng.pager.read_run(start, -(-ln // PAGE_SIZE))[:ln]
@@ -220,7 +225,7 @@ class CartWriter(_Base):
 
     def _flush_chunks(self, indices: list[int]) -> None:
         """Put modified chunks on fresh pages, contiguous runs of indices in one write each."""
-        eng = self._cart._eng
+        eng = self._eng
         indices = sorted(indices)
         for i in indices:
             buf = self._dirty[i]
@@ -251,7 +256,7 @@ class CartWriter(_Base):
         n = len(view)
         if n == 0:
             return 0
-        with self._cart._lock:
+        with self._lock:
             if self.mode == "ab":
                 self._pos = self._size_
             pos = self._pos
@@ -295,7 +300,7 @@ class CartWriter(_Base):
         if self.mode != "r+b":
             raise io.UnsupportedOperation("stream not opened for reading")
         out = memoryview(buffer).cast("B")
-        with self._cart._lock:
+        with self._lock:
             got = 0
             while got < len(out) and self._pos < self._size_:
                 i = self._pos // CHUNK_SIZE
@@ -314,7 +319,7 @@ class CartWriter(_Base):
         size = self._pos if size is None else size
         if size < 0:
             raise ValueError("negative size")
-        with self._cart._lock:
+        with self._lock:
             if size > self._size_:
                 self._pos, keep = size - 1, self._pos
                 self.write(b"\0")
@@ -345,12 +350,12 @@ class CartWriter(_Base):
             super().close()
 
     def _discard(self) -> None:
-        with self._cart._lock:
+        with self._lock:
             self._discard_locked()
 
     def _discard_locked(self) -> None:
         if not self._published and not self._cart.closed:
-            alloc = self._cart._eng.allocator
+            alloc = self._eng.allocator
             if alloc is not None:
                 alloc.abandon(self)
         if not self.closed:
@@ -358,8 +363,8 @@ class CartWriter(_Base):
 
     def _publish(self) -> None:
         cart = self._cart
-        with cart._lock:
-            eng = cart._writer()
+        with self._lock:
+            eng = H.writer(cart)
             if self._dirty:
                 self._flush_chunks(list(self._dirty))
             size = self._size_
@@ -390,32 +395,27 @@ class CartWriter(_Base):
             if self.before_publish is not None:
                 self.before_publish(size)
             # Every chunk now exists on pages; small results go inline instead.
-            max_inline = max_payload(len(self._key))
-            with cart._change():
+            def free_old(old: Record, storage: int) -> None:
+                keep = {int(s) for s in cmap[:, 0]} if storage not in (STORE_EMPTY, STORE_INLINE) \
+                    else set()
+                eng.content.free(old, self.name, keep)
+
+            with H.change(cart):
                 old = eng.get(self._key)
-                now = time.time_ns()
-                if size <= max_inline:
+                if size <= max_payload(len(self._key)):
                     data = b"".join(self._chunk_bytes_final(cmap, i, size) for i in range(n_chunks))
                     eng.allocator.attach(self, [])
-                    storage, payload, csum, _ = eng.content.store(data, max_inline)
+                    publish_file(eng, self._key, old, size, data=data, free_old=free_old)
                 else:
                     eng.allocator.attach(self, keep_runs)
-                    storage, payload = eng.content.store_map(cmap, max_inline)
-                    csum = combine(cmap[:, 1])
+                    publish_file(eng, self._key, old, size, cmap=cmap, free_old=free_old)
                 self._published = True
-                rec = Record(KIND_FILE, storage, old.mode if old else DEFAULT_MODE_FILE, size,
-                             old.ctime_ns if old else now, now, csum, payload)
-                eng.put(self._key, rec)
-                if old is not None:
-                    keep = {int(s) for s in cmap[:, 0]} if storage not in (STORE_EMPTY, STORE_INLINE) \
-                        else set()
-                    eng.content.free(old, self.name, keep)
 
     def _chunk_bytes_final(self, cmap, i: int, size: int) -> bytes:
         ln = chunk_len(size, i)
-        return self._cart._eng.pager.read_run(int(cmap[i, 0]), -(-ln // PAGE_SIZE))[:ln]
+        return self._eng.pager.read_run(int(cmap[i, 0]), -(-ln // PAGE_SIZE))[:ln]
 
-    def __del__(self):
+    def __del__(self) -> None:
         # Never publish from the garbage collector: only an explicit close() does.
         try:
             if not self.closed:
@@ -424,7 +424,7 @@ class CartWriter(_Base):
         except Exception:
             pass
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self._discard()
             io.RawIOBase.close(self)
@@ -432,3 +432,13 @@ class CartWriter(_Base):
         self.close()
         return
 
+
+
+def _stream_size(s, args: tuple, kwargs: dict, result) -> int:
+    return s._size()
+
+
+H.instrument(CartReader, lambda s: s.principal, {"close": ("stream_close", _stream_size)},
+             path_of=lambda s, args, kwargs: s.name)
+H.instrument(CartWriter, lambda s: s.principal, {"close": ("stream_close", _stream_size)},
+             path_of=lambda s, args, kwargs: s.name)

@@ -15,6 +15,7 @@ import numpy as np
 from cartridge._core.arc import ARCCache, LRUCache
 
 import cartridge
+from cartridge._handle import engine
 
 from .harness import perf_counter
 from .workloads import FILE_MODE, MTIME, SQLAR, SQLAR_INSERT, Config, _lmdb, _sqlite
@@ -62,7 +63,7 @@ def static_bound(n_files: int, cache_files: int) -> float:
 def _use_cache(cart, cache) -> None:
     """Give an open handle a different page cache (same budget): the B-trees and the content
     store take the pager's cache when they are built."""
-    eng = cart._eng
+    eng = engine(cart)
     eng.pager.cache = cache
     eng.records.clear()
     eng._build_trees()

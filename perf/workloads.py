@@ -30,6 +30,7 @@ import numpy as np
 
 import cartridge
 from cartridge import format as cfmt
+from cartridge._handle import engine
 
 from .harness import Peer, perf_counter
 
@@ -314,9 +315,9 @@ def uncached_read(size: int):
 
         def cart_prep(k):
             _drop(cart_file)
-            rec = c._eng.get(k.encode())        # the content chunk leaves cartridge's own cache
+            rec = engine(c).get(k.encode())        # the content chunk leaves cartridge's own cache
             if rec is not None and rec.chunk_key:
-                c._eng.pager.cache.pop(rec.chunk_key)
+                engine(c).pager.cache.pop(rec.chunk_key)
 
         _check("cartridge", c.read(names[3]), data[3])
         peers.append(Peer("cartridge", _per_op_timer(cart_prep, c.read, keys), c.close,

@@ -28,6 +28,8 @@ import sys
 import tempfile
 import warnings
 
+from cartridge._handle import engine
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
@@ -69,7 +71,7 @@ def base() -> tuple[bytes, list[int], list[int], str]:
             f.write(img)
         meta, content = set(), set()
         with cartridge.open(path, "r") as c:
-            eng = c._eng
+            eng = engine(c)
             for tree in (eng.catalog, eng.allocmap):
                 for pno, node in tree.pages():
                     meta.add(pno)

@@ -11,6 +11,7 @@ import pytest
 
 import cartridge
 from cartridge import paths as P
+from cartridge._handle import engine
 from cartridge.allocator import GROW_MAX_STEP, GROW_MIN_PAGES, LARGE_FILE_PAGES, Allocator
 from cartridge.format import CHUNK_PAGES, CHUNK_SIZE, PAGE_SIZE
 
@@ -211,14 +212,14 @@ def test_free_runs_coalesce():
 
 # -- through the archive ----------------------------------------------------------------------------
 def chunk_starts(c, path: str) -> list[int]:
-    rec = c._eng.get(P.to_key(P.normalize_file(path)))
-    return [int(x) for x in c._eng.content.chunk_map(rec, path)[:, 0]]
+    rec = engine(c).get(P.to_key(P.normalize_file(path)))
+    return [int(x) for x in engine(c).content.chunk_map(rec, path)[:, 0]]
 
 
 def file_pages(c, path: str) -> set[int]:
     """Every content page of a chunked file."""
-    rec = c._eng.get(P.to_key(P.normalize_file(path)))
-    cmap = c._eng.content.chunk_map(rec, path)
+    rec = engine(c).get(P.to_key(P.normalize_file(path)))
+    cmap = engine(c).content.chunk_map(rec, path)
     out = set()
     for i, start in enumerate(cmap[:, 0]):
         ln = min(CHUNK_SIZE, rec.size - i * CHUNK_SIZE)
@@ -256,8 +257,8 @@ def test_freed_pages_not_reused_by_next_commit(tmp_path):
         c.write("/B", b"3" * 100_000)            # commit f+1: v1 may still be read (root f-1)
         assert not v1 & file_pages(c, "/B")
         for p in v1:                             # ... and they are still reserved
-            assert c._eng.allocator.used.get(p)
-        alloc = c._eng.allocator
+            assert engine(c).allocator.used.get(p)
+        alloc = engine(c).allocator
         for k in range(40):                      # released after some later commits (batched)
             if not any(alloc.pending.get(p) for p in v1):
                 break
@@ -377,7 +378,7 @@ def test_coalescing_through_archive(tmp_path):
         pages = {n: file_pages(c, f"/{n}") for n in "ABCDE"}
         for x, y in ("AB", "BC"):                # neighbours, at most a few metadata pages apart
             assert 0 <= min(pages[y]) - max(pages[x]) - 1 <= 4, (extents(pages[x]), extents(pages[y]))
-        alloc = c._eng.allocator
+        alloc = engine(c).allocator
 
         def free_run_at(p: int) -> tuple[int, int]:
             """(first, last) page of the free run containing p; (0, -1) if p is not free."""

@@ -19,6 +19,7 @@ from cartridge._core.btree import Node
 
 import cartridge
 from cartridge import format as F
+from cartridge._handle import engine
 from cartridge.content import chunk_len
 
 pytestmark = pytest.mark.timeout(600)
@@ -68,10 +69,10 @@ def archive(tmp_path_factory) -> Archive:
         long_dir = "/" + "x" * 200 + "/" + "y" * 200 + "/" + "z" * 200
         c.write(long_dir + "/big", rng.randbytes(30 * 65536))        # overflow key, XMAP pages
         c.mkdir("/empty")
-        states = {c._eng.root.generation: _state(c)}
+        states = {engine(c).root.generation: _state(c)}
         c.write("/last", b"the newest commit")
-        states[c._eng.root.generation] = _state(c)
-        eng = c._eng
+        states[engine(c).root.generation] = _state(c)
+        eng = engine(c)
         pages = {"node": [], "overflow": [], "allocmap": [], "xmap": [], "content": []}
         covered = [(0, F.FILE_HEADER.size)] + [(o, o + F.ROOT_SLOT.size) for o in F.SLOT_OFFSETS]
         for tree, kind in ((eng.catalog, "node"), (eng.allocmap, "allocmap")):
@@ -120,7 +121,7 @@ def check(path: str, arc: Archive, mode: str = "r", covered: bool = False) -> st
         except ALLOWED as e:
             return f"open:{type(e).__name__}"
         with c:
-            gen = c._eng.root.generation
+            gen = engine(c).root.generation
             assert gen in arc.states, f"opened generation {gen}, which was never committed"
             files, listings = arc.states[gen]
             for d in sorted(arc.all_dirs):

@@ -20,6 +20,7 @@ import pytest
 import cartridge
 from cartridge import engine
 from cartridge import paths as P
+from cartridge._handle import engine as engine_of
 from cartridge.format import KIND_DIR, PAGE_SIZE, STORE_CHUNKS, STORE_XMAP
 from cartridge.testing.crash import CrashRecorder
 
@@ -50,7 +51,7 @@ def contents(path: str, mode: str = "r", allow_fallback_damage: bool = False) ->
 
 def state_of(c) -> dict:
     out = {i.path: c.read(i.path) for i in c.scan("/")}
-    for key, rec in c._eng.items(b""):
+    for key, rec in engine_of(c).items(b""):
         if rec.kind == KIND_DIR:
             out[P.stored_path(key) + "/"] = None
     return out
@@ -63,7 +64,7 @@ def eager_release(monkeypatch) -> None:
 
 
 def content_pages(c, path: str) -> set[int]:
-    eng = c._eng
+    eng = engine_of(c)
     rec = eng.get(P.to_key(path))
     assert rec.storage in (STORE_CHUNKS, STORE_XMAP)
     out = set()

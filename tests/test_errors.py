@@ -24,6 +24,7 @@ from cartridge import (
     ReadOnlyError,
     UnsupportedVersionError,
 )
+from cartridge._handle import engine
 
 PAGE = 4096
 
@@ -756,8 +757,8 @@ def test_large_readinto_detects_a_bad_chunk(tmp_path, where):
     assert len(data) >= PARALLEL_VERIFY_MIN
     with cartridge.open(path, "w") as c:
         c.write("/big", data)
-        rec = c._eng.get(b"/big")
-        start = int(c._eng.content.chunk_map(rec, "")[where, 0])
+        rec = engine(c).get(b"/big")
+        start = int(engine(c).content.chunk_map(rec, "")[where, 0])
     with open(path, "r+b") as f:
         f.seek(start * 4096 + 100)
         b = f.read(1)

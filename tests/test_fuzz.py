@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from cartridge._handle import engine
+
 sys.path.insert(0, os.path.dirname(__file__))
 import fuzz_archive
 
@@ -30,7 +32,7 @@ def test_base_is_committed_and_has_every_kind_of_page():
     assert img == img2 and len(meta) >= 8 and len(content) >= 30
     with cartridge.open(fuzz_archive.base()[3], "r") as c:
         assert c.verify().ok
-        assert c._eng.catalog.height >= 2
+        assert engine(c).catalog.height >= 2
 
 
 @pytest.mark.parametrize("path", FOUND, ids=lambda p: os.path.basename(p)[:-5])

@@ -10,6 +10,7 @@ from cartridge._core.checksum import chunk_checksums, uninit_bytes, xxh3_64
 from test_btree import MemStore, check
 
 import cartridge
+from cartridge._handle import engine
 from cartridge.format import KIND_DIR, KIND_FILE
 
 
@@ -96,12 +97,12 @@ def test_bulk_commit_coalesces_writes(tmp_path):
 
     data = {f"/s/f{i:04d}": os.urandom(1000 + i) for i in range(500)}
     with cartridge.open(tmp_path / "c.cart", "w", sync="off") as c:
-        c._eng.pager.io = CountingOS()
+        engine(c).pager.io = CountingOS()
         with c.transaction():
             for p, d in data.items():
                 c.write(p, d)
         assert len(calls) < 30, len(calls)
-        c._eng.pager.io = os
+        engine(c).pager.io = os
     with cartridge.open(tmp_path / "c.cart", "r") as c:
         assert c.verify().ok
         assert all(c.read(p) == d for p, d in data.items())

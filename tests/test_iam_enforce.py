@@ -8,6 +8,7 @@ import pytest
 
 import cartridge
 from cartridge import AccessDeniedError, NotFoundError, PolicyError
+from cartridge._handle import engine
 from cartridge.guard import PrincipalCartridge
 
 V = "2012-10-17"
@@ -635,7 +636,7 @@ def test_reader_decides_and_reads_on_one_state(tmp_path, monkeypatch):
         w.write("/f", b"old")
         w.set_policy("p", doc(allow("cart:GetObject", "/f")))
         r = cartridge.open(path, "r", principal="a")
-        eng = r._cart._eng
+        eng = engine(r)
         calls = []
         real = eng.refresh
         monkeypatch.setattr(eng, "refresh", lambda: (calls.append(1), real())[1])

@@ -9,6 +9,7 @@ import os
 import pytest
 
 import cartridge
+from cartridge._handle import engine
 
 
 class FailingOS:
@@ -42,7 +43,7 @@ def test_failure_before_the_root_flip_rolls_back(tmp_path, func):
     path = str(tmp_path / "a.cart")
     c = cartridge.open(path, "w", sync="full")
     c.write("/keep", b"k" * 10_000)
-    c._eng.pager.io = FailingOS(func, 1)
+    engine(c).pager.io = FailingOS(func, 1)
     # staged pages of a commit go out coalesced (pwritev); content runs over 1 MiB are written
     # at once with pwrite: each size makes the first call of its kind a data write
     # (and with 2 MB the commit is too large to seal, so its barrier fdatasync comes first)
@@ -52,7 +53,7 @@ def test_failure_before_the_root_flip_rolls_back(tmp_path, func):
         with c.transaction():
             c.write("/new", os.urandom(size))
             c.delete("/keep")
-    c._eng.pager.io = os
+    engine(c).pager.io = os
     assert c.read("/keep") == b"k" * 10_000 and not c.exists("/new")
     c.write("/after", b"a")                      # the handle goes on working
     assert c.verify().ok
@@ -67,10 +68,10 @@ def test_failure_during_the_root_flip_retires_the_handle(tmp_path, size):
     c.write("/keep", b"k")
     # a small commit is sealed: its only fdatasync follows the root slot write; a large one
     # syncs its pages first, so there it is the second
-    c._eng.pager.io = FailingOS("fdatasync", 1 if size == 1 else 2)
+    engine(c).pager.io = FailingOS("fdatasync", 1 if size == 1 else 2)
     with pytest.raises(OSError, match="injected"):
         c.write("/new", b"n" * size)
-    c._eng.pager.io = os
+    engine(c).pager.io = os
     with pytest.raises(cartridge.CartridgeError, match="reopen"):
         c.read("/keep")
     with pytest.raises(cartridge.CartridgeError, match="reopen"):
@@ -84,11 +85,11 @@ def test_direct_write_is_not_overwritten_by_older_staged_bytes(tmp_path):
     """A page staged for a file that the same transaction then freed may be reused by a large
     write that goes to disk at once; the stale staged bytes must not land on top of it later."""
     c = cartridge.open(str(tmp_path / "a.cart"), "w", sync="off")
-    pager = c._eng.pager
+    pager = engine(c).pager
     pager.grow(400)
     pager.stage(250, b"stale" * 800)                # small content, not yet written
     big = os.urandom(50 * 4096)
     pager.write_at(240, big)                        # a large run over the same page, written now
     pager.flush_staged()                            # the commit's flush
-    assert os.pread(c._eng.fd, len(big), 240 * 4096) == big
+    assert os.pread(engine(c).fd, len(big), 240 * 4096) == big
     c.close()

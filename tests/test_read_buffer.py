@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import cartridge
+from cartridge._handle import engine
 from cartridge.format import CHUNK_SIZE
 
 SIZES = [0, 1, 100, 4096, 5000, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 17,
@@ -102,8 +103,8 @@ def test_corrupted_chunk_raises(tmp_path, chunk):
     data = np.random.default_rng(chunk).bytes(40 * CHUNK_SIZE + 5)
     with cartridge.open(path, "w") as c:
         c.write("/big", data)
-        rec = c._eng.get(b"/big")
-        start = int(c._eng.content.chunk_map(rec, "")[chunk, 0])
+        rec = engine(c).get(b"/big")
+        start = int(engine(c).content.chunk_map(rec, "")[chunk, 0])
     _flip(path, start * 4096 + 3)
     with cartridge.open(path, "r") as c:
         with pytest.raises(cartridge.CorruptionError, match=f"chunk {chunk}"):
@@ -121,7 +122,7 @@ def test_corrupted_small_file_raises(tmp_path):
     path = str(tmp_path / "s.cart")
     with cartridge.open(path, "w") as c:
         c.write("/s", b"x" * 5000)
-        rec = c._eng.get(b"/s")
+        rec = engine(c).get(b"/s")
         start = rec.chunk_key >> 64
     _flip(path, start * 4096 + 10)
     with cartridge.open(path, "r") as c, pytest.raises(cartridge.CorruptionError):

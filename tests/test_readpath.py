@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import cartridge
 from cartridge import paths as P
 from cartridge._core import readpath as C
+from cartridge._handle import engine
 from cartridge.errors import CorruptionError, InvalidPathError
 from cartridge.format import (
     KIND_DIR,
@@ -207,7 +208,7 @@ def test_read_whole_serves_only_whole_known_files(tmp_path):
         c.write("/chunk", os.urandom(5000))
         c.write("/big", os.urandom(200_000))
         c.mkdir("/d")
-        eng = c._eng
+        eng = engine(c)
         args = (eng.records, eng.catalog, eng.name, eng.pager.cache)
         assert C.read_whole(*args, "/in") == b"inline"
         assert C.read_whole(*args, "in") == b"inline"

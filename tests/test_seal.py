@@ -13,6 +13,7 @@ from cartridge._core.checksum import xxh3_64
 
 import cartridge
 from cartridge import format as F
+from cartridge._handle import engine
 from cartridge.pager import Root, make_seal, parse_page0, plan_runs
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -70,9 +71,9 @@ def left_sealed(path: str, writes: dict[str, bytes]) -> Root:
     c = cartridge.open(path, "a", sync="full")
     for p, data in writes.items():
         c.write(p, data)
-    root = c._eng.root
+    root = engine(c).root
     assert root.seal
-    c._eng.failed = RuntimeError("abandoned")     # close() skips unsealing
+    engine(c).failed = RuntimeError("abandoned")     # close() skips unsealing
     c.close()
     return root
 
@@ -87,15 +88,15 @@ def path(tmp_path) -> str:
 
 def test_a_small_full_commit_is_sealed_and_syncs_once(path):
     c = cartridge.open(path, "a", sync="full")
-    io = c._eng.pager.io = CountingOS()
+    io = engine(c).pager.io = CountingOS()
     c.write("/a", b"a" * 5000)
     assert io.syncs == 1
     root = newest(path)
-    assert root.seal and root.generation == c._eng.root.generation
+    assert root.seal and root.generation == engine(c).root.generation
     with open(path, "rb") as f:
         f.seek(F.SLOT_OFFSETS[root.generation % 2])
         assert f.read(8) == F.SLOT_MAGIC_SEALED
-    c._eng.pager.io = os
+    engine(c).pager.io = os
     c.close()
 
 
@@ -108,13 +109,13 @@ def test_other_sync_modes_do_not_seal(path, sync):
 
 def test_what_cannot_be_sealed_is_synced_first(path):
     c = cartridge.open(path, "a", sync="full")
-    io = c._eng.pager.io = CountingOS()
+    io = engine(c).pager.io = CountingOS()
     c.write("/big", os.urandom(F.SEAL_MAX_PAGES * F.PAGE_SIZE + 1))      # too many pages
     assert not newest(path).seal and io.syncs == 2
     io.syncs = 0
     c.write("/small", b"s")
     assert newest(path).seal and io.syncs == 1
-    c._eng.pager.io = os
+    engine(c).pager.io = os
     c.close()
     with cartridge.open(path, "r") as r:
         assert r.verify().ok and r.read("/small") == b"s"
@@ -123,12 +124,12 @@ def test_what_cannot_be_sealed_is_synced_first(path):
 def test_a_commit_that_grows_the_file_is_not_sealed(tmp_path):
     p = str(tmp_path / "g.cart")
     c = cartridge.open(p, "x", sync="full")
-    pages = c._eng.pager.file_pages
-    io = c._eng.pager.io = CountingOS()
+    pages = engine(c).pager.file_pages
+    io = engine(c).pager.io = CountingOS()
     c.write("/grow", os.urandom(pages * F.PAGE_SIZE))     # well under a seal's limit
-    assert c._eng.pager.file_pages > pages
+    assert engine(c).pager.file_pages > pages
     assert not newest(p).seal and io.syncs == 2
-    c._eng.pager.io = os
+    engine(c).pager.io = os
     c.close()
 
 
@@ -154,18 +155,18 @@ def test_a_torn_unseal_after_a_fallback_still_opens(path):
     left_sealed(path, {"/one": b"1" * 3000})
     c = cartridge.open(path, "a", sync="full")
     c.write("/two", b"2" * 3000)
-    g = c._eng.root
+    g = engine(c).root
     c.write("/three", b"3" * 3000)
-    torn = c._eng.root
-    c._eng.failed = RuntimeError("abandoned")
+    torn = engine(c).root
+    engine(c).failed = RuntimeError("abandoned")
     c.close()
     damage_page(path, torn.seal[0][0])
     with open(path, "rb") as f:
         before = f.read(4096)
     with pytest.warns(RuntimeWarning, match="incomplete"):
         w = cartridge.open(path, "a")
-    assert w._eng.root.generation == torn.generation and not w._eng.root.seal
-    w._eng.failed = RuntimeError("abandoned")
+    assert engine(w).root.generation == torn.generation and not engine(w).root.seal
+    engine(w).failed = RuntimeError("abandoned")
     w.close()
     with open(path, "rb") as f:
         after = f.read(4096)
@@ -178,7 +179,7 @@ def test_a_torn_unseal_after_a_fallback_still_opens(path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with cartridge.open(path, "r") as r:
-            assert r._eng.root.generation == g.generation
+            assert engine(r).root.generation == g.generation
             assert r.read("/two") == b"2" * 3000 and not r.exists("/three")
 
 
@@ -186,7 +187,7 @@ def test_a_reader_sees_commits_after_a_torn_one(path):
     """A reader that fell back from a torn g+1 (slot B) sees what a writer commits after it."""
     c = cartridge.open(path, "a", sync="normal")   # unsealed commits
     c.write("/one", b"1")
-    if c._eng.root.generation % 2 == 1:
+    if engine(c).root.generation % 2 == 1:
         c.write("/one", b"1")                       # the torn one (next) goes to slot B (odd)
     c.close()
     left_sealed(path, {"/two": b"2" * 3000})
@@ -202,7 +203,7 @@ def test_a_reader_sees_commits_after_a_torn_one(path):
     assert r.read("/new") == b"n"
     # readers poll both whole slots, so even a change that kept a slot's magic and generation
     # would be seen
-    assert len(r._eng.pager.read_slots()) == F.SLOT_OFFSETS[1] + F.ROOT_SLOT.size - F.SLOT_OFFSETS[0]
+    assert len(engine(r).pager.read_slots()) == F.SLOT_OFFSETS[1] + F.ROOT_SLOT.size - F.SLOT_OFFSETS[0]
     r.close()
     w.close()
 
@@ -217,10 +218,10 @@ def test_a_torn_sealed_commit_opens_the_one_before(path):
         # "a": the commit before was sealed too; the writer unseals it by writing an unsealed
         # copy into the torn commit's slot (generation + 1), never in place over the only
         # good root
-        assert c._eng.root.generation == root.generation - (mode == "r")
-        assert not c._eng.root.seal or mode == "r"
+        assert engine(c).root.generation == root.generation - (mode == "r")
+        assert not engine(c).root.seal or mode == "r"
         assert c.read("/first") == b"1" * 3000 and not c.exists("/second")
-        assert any("incomplete" in w for w in c._eng.warnings)
+        assert any("incomplete" in w for w in engine(c).warnings)
         rep = c.verify()
         assert rep.ok and any("incomplete" in w for w in rep.warnings)
         if mode == "a":
@@ -237,7 +238,7 @@ def test_a_torn_sealed_commit_opens_the_one_before(path):
 def test_a_seal_past_the_end_of_the_file_does_not_hold(path):
     root = left_sealed(path, {"/x": b"x" * 3000})
     with cartridge.open(path, "r") as c:
-        pager = c._eng.pager
+        pager = engine(c).pager
         assert pager.seal_holds(root)
         past = Root(generation=root.generation, page_count=pager.file_pages + 1,
                     seal=((pager.file_pages, 1),), seal_checksum=xxh3_64(bytes(F.PAGE_SIZE)))
@@ -286,7 +287,7 @@ def test_a_malformed_seal_makes_the_slot_damaged(path, case):
     assert slots(path)[root.generation % 2] is None
     with pytest.warns(RuntimeWarning, match="damaged"):
         with cartridge.open(path, "r") as c:
-            assert c._eng.root.generation == root.generation - 1
+            assert engine(c).root.generation == root.generation - 1
             assert not c.verify().ok           # a damaged slot is a problem, as before
 
 
@@ -315,7 +316,7 @@ def test_a_reader_follows_sealed_commits(path):
             w.write(f"/f{i}", b"%d" % i * 500)
             sealed += bool(newest(path).seal)   # (not the ones that grow the file)
             assert r.read(f"/f{i}") == b"%d" % i * 500
-        assert sealed >= 15 and not r._eng.warnings
+        assert sealed >= 15 and not engine(r).warnings
     w.close()
 
 
@@ -327,7 +328,7 @@ def test_a_reader_looks_again_when_a_seal_fails_while_a_writer_moves_on(path, mo
     w.write("/one", b"1")
     r = cartridge.open(path, "r")
     w.write("/two", b"2")
-    pager = r._eng.pager
+    pager = engine(r).pager
     real = pager.seal_holds
     calls = []
 
@@ -340,7 +341,7 @@ def test_a_reader_looks_again_when_a_seal_fails_while_a_writer_moves_on(path, mo
 
     monkeypatch.setattr(pager, "seal_holds", flaky)
     assert r.read("/two") == b"2" and r.read("/three") == b"3"
-    assert not r._eng.warnings and len(calls) >= 2
+    assert not engine(r).warnings and len(calls) >= 2
     r.close()
     w.close()
 
@@ -364,11 +365,11 @@ def test_the_sealed_fixture_reads_and_takes_commits(tmp_path):
 def test_verify_reports_a_seal_broken_under_an_open_handle(path):
     c = cartridge.open(path, "a", sync="full")
     c.write("/x", b"x" * 3000)
-    root = c._eng.root
+    root = engine(c).root
     damage_page(path, root.seal[-1][0], at=4000)
     rep = c.verify(deep=False)
     assert not rep.ok and any("seal" in p for p in rep.problems)
-    c._eng.failed = RuntimeError("abandoned")
+    engine(c).failed = RuntimeError("abandoned")
     c.close()
 
 
@@ -384,17 +385,17 @@ def test_a_writer_unseals_at_open(path):
 def test_both_seals_broken_is_corruption(path):
     c = cartridge.open(path, "a", sync="full")
     c.write("/one", b"1" * 3000)
-    older = c._eng.root
+    older = engine(c).root
     c.write("/two", b"2" * 3000)
-    newer = c._eng.root
+    newer = engine(c).root
     assert older.seal and newer.seal
-    c._eng.failed = RuntimeError("abandoned")
+    engine(c).failed = RuntimeError("abandoned")
     c.close()
     damage_page(path, newer.seal[0][0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with cartridge.open(path, "r") as r:   # the older seal still holds
-            assert r._eng.root.generation == older.generation and r.read("/one") == b"1" * 3000
+            assert engine(r).root.generation == older.generation and r.read("/one") == b"1" * 3000
     damage_page(path, older.seal[-1][0], at=200)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -422,15 +423,15 @@ def test_pages_of_an_open_write_stream_are_never_sealed(tmp_path):
     s = c.open("/stream", "wb")
     for _ in range(17):
         s.write(os.urandom(64 * 1024))         # chunks staged as detached pages
-    held = c._eng.allocator.detached[s]
+    held = engine(c).allocator.detached[s]
     c.write("/small", b"x" * 100)
-    small = c._eng.root
+    small = engine(c).root
     assert not any(a < st + n and st < a + m for a, m in small.seal for st, n in held)
     s._discard()
     rec = CrashRecorder(c)
     c.write("/big", os.urandom(40 * 1024))
     rec.detach()
-    c._eng.failed = RuntimeError("abandoned")
+    engine(c).failed = RuntimeError("abandoned")
     c.close()
     q = str(tmp_path / "img.cart")
     images = [rec.image(cut, "killed") for cut in rec.cuts()]
@@ -441,7 +442,7 @@ def test_pages_of_an_open_write_stream_are_never_sealed(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with cartridge.open(q, "r") as r:
-                assert r._eng.root.generation >= small.generation
+                assert engine(r).root.generation >= small.generation
                 assert r.read("/small") == b"x" * 100 and r.verify().ok
 
 
@@ -453,9 +454,9 @@ def test_write_many_under_full_is_synced_or_sealed_whole(path):
     c.delete("/pad")
     for i in range(10):
         c.write(f"/n{i}", b"n")                 # the frees are released
-    pages = c._eng.pager.file_pages
+    pages = engine(c).pager.file_pages
     c.write_many((f"/m/{i}", bytes([i]) * 3000) for i in range(40))   # not inline
-    assert c._eng.pager.file_pages == pages
+    assert engine(c).pager.file_pages == pages
     assert not newest(path).seal
     c.write("/after", b"a")
     assert newest(path).seal
@@ -476,7 +477,7 @@ def test_a_writer_replaces_a_torn_commit_even_over_an_unsealed_root(path):
     damage_page(path, torn.seal[0][0])
     with pytest.warns(RuntimeWarning, match="incomplete"):
         w = cartridge.open(path, "a")
-    assert w._eng.root.generation == torn.generation and not w.exists("/two")
+    assert engine(w).root.generation == torn.generation and not w.exists("/two")
     w.close()
     assert not any(r is None or r.seal for r in slots(path))
     with warnings.catch_warnings():

@@ -13,6 +13,7 @@ import pytest
 
 import cartridge
 from cartridge import sqlite as csql
+from cartridge._handle import engine
 
 MODES = ["delete", "truncate", "persist", "memory", "off", "wal"]
 
@@ -426,7 +427,7 @@ def test_cross_process_reader_sees_committed_snapshots(tmp_path):
 
 
 def test_big_transaction_spills_to_pages(cart, monkeypatch):
-    monkeypatch.setattr(csql, "SPILL_CHUNKS", 8)
+    monkeypatch.setattr(csql.member, "SPILL_CHUNKS", 8)
     conn = cart.sqlite("/big.db")
     conn.execute("PRAGMA cache_size=20")
     conn.execute("CREATE TABLE t(a INTEGER PRIMARY KEY, b)")
@@ -495,9 +496,9 @@ def test_reader_handle_asks_for_the_writer_lock_without_taking_it(tmp_path):
         cart.sqlite("/app.db").close()
     r = cartridge.open(path, "r")
     conn = r.sqlite("/app.db")
-    assert not csql._writer_present(r._eng.fd)
+    assert not csql._writer_present(engine(r).fd)
     w = cartridge.open(path, "a")                 # a writer can still open
-    assert csql._writer_present(r._eng.fd)
+    assert csql._writer_present(engine(r).fd)
     w.close()
     conn.close()
     r.close()

@@ -173,6 +173,6 @@ def test_every_cut_with_either_chunk_placement(tmp_path, monkeypatch, few):
     """A publish places its changed chunks one by one (up to FEW_CHUNKS of them) or as one
     joined run: both hold at every cut."""
     from cartridge import sqlite as csql
-    monkeypatch.setattr(csql, "FEW_CHUNKS", few)
+    monkeypatch.setattr(csql.member, "FEW_CHUNKS", few)
     n_ops, checked = check_every_cut(tmp_path, "memory", n_txn=12, seeds=1)
     assert n_ops > 30 and checked > 2 * n_ops

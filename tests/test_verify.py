@@ -12,6 +12,7 @@ from cartridge._core.checksum import seal_page, xxh3_64
 
 import cartridge
 from cartridge import format as F
+from cartridge._handle import engine
 from cartridge.pager import Root
 
 
@@ -47,7 +48,7 @@ def test_healthy_archive_is_ok(path):
 
 def test_page_used_twice(path):
     with cartridge.open(path, "a") as c:
-        eng = c._eng
+        eng = engine(c)
         a, b = eng.get(b"/big/a"), eng.get(b"/big/b")
         with c.transaction():
             eng.put(b"/big/a", b)          # /big/a now points at /big/b's chunks
@@ -61,14 +62,14 @@ def test_leaked_page(path):
     with cartridge.open(path, "a") as c:
         with c.transaction():
             c.write("/x", b"x")
-            c._eng.allocator.alloc_page()   # allocated, never referenced
+            engine(c).allocator.alloc_page()   # allocated, never referenced
     found = problems(path)
     assert any("nothing owns them" in p for p in found), found
 
 
 def test_reachable_page_marked_free(path):
     with cartridge.open(path, "r") as c:
-        eng = c._eng
+        eng = engine(c)
         start = int(eng.content.chunk_map(eng.get(b"/big/b"), "/big/b")[0, 0])
         chunk = start // F.ALLOC_CHUNK_BITS
         leaf = value = None
@@ -92,7 +93,7 @@ def test_reachable_page_marked_free(path):
 def test_previous_commit_pages_marked_free(path):
     """Releasing freed pages one commit too early breaks the fallback to the other slot."""
     with cartridge.open(path, "a") as c:
-        eng = c._eng
+        eng = engine(c)
         rec = eng.get(b"/big/a")
         runs = [(int(s), 16) for s in eng.content.chunk_map(rec, "/big/a")[:, 0]]
         with c.transaction():
@@ -104,7 +105,7 @@ def test_previous_commit_pages_marked_free(path):
 
 def _leaf_with_keys(path) -> int:
     with cartridge.open(path, "r") as c:
-        for pno, node in c._eng.catalog.pages():
+        for pno, node in engine(c).catalog.pages():
             if node.is_leaf and node.nkeys >= 3:
                 return pno
     raise AssertionError("no leaf")
@@ -173,7 +174,7 @@ def test_root_counts(path):
 
 def test_content_checksum_only_when_deep(path):
     with cartridge.open(path, "r") as c:
-        eng = c._eng
+        eng = engine(c)
         start = int(eng.content.chunk_map(eng.get(b"/big/b"), "/big/b")[1, 0])
     with open(path, "r+b") as f:
         f.seek(start * F.PAGE_SIZE + 10)
@@ -189,7 +190,7 @@ def test_content_checksum_only_when_deep(path):
 
 def test_file_size_against_extents(path):
     with cartridge.open(path, "a") as c:
-        eng = c._eng
+        eng = engine(c)
         rec = eng.get(b"/big/b")
         rec.size += 70_000                  # one more chunk than the map holds
         with c.transaction():
@@ -200,7 +201,7 @@ def test_file_size_against_extents(path):
 
 def test_problem_names_the_path(path):
     with cartridge.open(path, "r") as c:
-        eng = c._eng
+        eng = engine(c)
         start = int(eng.content.chunk_map(eng.get(b"/big/a"), "/big/a")[0, 0])
     with open(path, "r+b") as f:
         f.seek(start * F.PAGE_SIZE)

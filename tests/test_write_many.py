@@ -12,6 +12,7 @@ from test_crash_basic import Recording, check_cuts, contents, models_for, state_
 
 import cartridge
 from cartridge import content as content_mod
+from cartridge._handle import engine
 from cartridge.errors import (
     AccessDeniedError,
     InvalidPathError,
@@ -184,7 +185,7 @@ def test_failure_mid_store_rolls_back(cart, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(cart._eng.pager, "write_at", boom)
+    monkeypatch.setattr(engine(cart).pager, "write_at", boom)
     with pytest.raises(OSError):
         cart.write_many([("/n/a", b"a" * 3000), ("/n/b", b"b" * 3000)])
     assert state_of(cart) == before
@@ -357,8 +358,8 @@ def test_short_writes_are_completed(tmp_path):
     rng = random.Random(9)
     path = tmp_path / "a.cart"
     with cartridge.open(path, "w") as c:
-        io = ShortWrites(c._eng.pager.io)
-        c._eng.pager.io = io
+        io = ShortWrites(engine(c).pager.io)
+        engine(c).pager.io = io
         items = batch(rng, 120)
         c.write_many(items)
         with c.transaction():
@@ -366,7 +367,7 @@ def test_short_writes_are_completed(tmp_path):
                 c.write(f"/t/{i}", rng.randbytes(5000))
         c.write("/big", rng.randbytes(300_000))
         want = state_of(c)
-        c._eng.pager.io = io.real
+        engine(c).pager.io = io.real
         assert io.short > 3
     assert contents(str(path)) == want
 

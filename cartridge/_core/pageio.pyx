@@ -1,10 +1,12 @@
 # cython: language_level=3
-"""Page I/O of a SQLite member (cartridge/sqlite.py): an overlay of modified 64 KiB chunks over
+"""Page I/O of a SQLite member (cartridge/sqlite/member.py): an overlay of modified 64 KiB chunks over
 the member's committed chunks, read and written with memcpy.
 
 `Overlay` holds the hot state (size, dirty chunk buffers, spilled chunks); `cartridge.sqlite.Member`
 subclasses it and supplies, in Python, what is rare: `_base_chunk(i)` / `_chunk(i)` to fetch a
-chunk that is not in memory yet, and `_spill()` when too many chunks are dirty.
+chunk that is not in memory yet, `_spill()` when too many chunks are dirty, `_closed_read()` /
+`_closed_write()` for a call after the archive closed. The kernel knows no archive handle: bind()
+gives it the lock, the engine and the writer check it needs.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAndSize,
@@ -64,8 +66,11 @@ cdef class Overlay:
     cdef public dict placed
     cdef public Py_ssize_t spill_at     # more dirty chunks than this: _spill()
     cdef public object epoch            # the engine's rollback count last checked (see fresh)
-    cdef public object cart             # the archive handle (Cartridge) the member belongs to
     cdef public dict ckeys              # committed chunk index -> page-cache key (_base_chunk)
+    cdef public object lock             # the archive handle's lock (bind)
+    cdef public object eng              # the archive's engine (bind)
+    cdef object writer                  # () -> engine, raising unless writing is allowed (bind)
+    cdef object cache                   # the engine's page cache
 
     def __cinit__(self, *args, **kwargs):
         self.dirty = {}
@@ -73,16 +78,24 @@ cdef class Overlay:
         self.ckeys = {}
         self.spill_at = 256
 
+    def bind(self, lock, eng, writer) -> None:
+        """Serve vfs_read/vfs_write under `lock` over engine `eng`; writer() checks (raising)
+        that the archive may be written, before each vfs_write."""
+        self.lock = lock
+        self.eng = eng
+        self.writer = writer
+        self.cache = eng.pager.cache
+
     def vfs_read(self, long long amount, long long offset):
         """MemberFile.xRead: read() under the archive handle's lock, after catching up with a
         rollback (fresh); a closed archive is _closed_read()'s business."""
-        cart = self.cart
-        lock = cart._lock
+        lock = self.lock
+        eng = self.eng
         lock.acquire()
         try:
-            if cart._closed:
-                return self._closed_read(cart)
-            if self.epoch != cart._eng.rollbacks:
+            if eng.closed:
+                return self._closed_read()
+            if self.epoch != eng.rollbacks:
                 self.fresh()
             return self.read(amount, offset)
         finally:
@@ -90,14 +103,14 @@ cdef class Overlay:
 
     def vfs_write(self, data, long long offset):
         """MemberFile.xWrite (a writable file): write() under the handle's lock, as a writer."""
-        cart = self.cart
-        lock = cart._lock
+        lock = self.lock
+        eng = self.eng
         lock.acquire()
         try:
-            if cart._closed and self._closed_write():
+            if eng.closed and self._closed_write():
                 return
-            cart._writer()
-            if self.epoch != cart._eng.rollbacks:
+            self.writer()
+            if self.epoch != eng.rollbacks:
                 self.fresh()
             self.write(data, offset)
         finally:
@@ -111,7 +124,7 @@ cdef class Overlay:
         if i < self.nbase and PyDict_GetItem(self.placed, i) is NULL:
             p = PyDict_GetItem(self.ckeys, i)
             if p is not NULL:                 # a committed chunk in the page cache: no Python
-                data = self.cart._eng.pager.cache.get(<object>p)
+                data = self.cache.get(<object>p)
                 if data is not None:
                     return data
             return self._base_chunk(i)
@@ -207,8 +220,8 @@ cdef class StatementGuard:
 
     cdef public object f            # the connection's main database file (MemberFile) or None
     cdef public bint pending        # the default journal mode is still to be set
-    cdef Overlay m                  # f's member, archive handle and registry (bind)
-    cdef object cart, reg
+    cdef Overlay m                  # f's member, engine and registry (bind)
+    cdef object eng, reg
     cdef object q_rollbacks, q_reloads     # counters when f was last found not stale (quiet)
     cdef object plain_sql           # the last SQL text seen without "wal" (executemany repeats it)
 
@@ -217,7 +230,7 @@ cdef class StatementGuard:
         self.f = f
         if f is not None:
             self.m = f.m
-            self.cart = f.cart
+            self.eng = f.eng
             self.reg = f.reg
 
     def quiet(self, rollbacks, reloads) -> None:
@@ -241,7 +254,7 @@ cdef class StatementGuard:
             return False
         if self.m.poisoned:
             return True
-        cart = self.cart
-        if cart._closed or f.level == 0:
+        eng = self.eng
+        if eng.closed or f.level == 0:
             return False
-        return not (self.q_rollbacks == cart._eng.rollbacks and self.q_reloads == self.reg.reloads)
+        return not (self.q_rollbacks == eng.rollbacks and self.q_reloads == self.reg.reloads)

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .. import Cartridge
 
+from .. import _handle as H
+
 SECTOR = 512
 
 
@@ -72,7 +74,7 @@ class CrashRecorder:
     """Records the I/O of one open writable Cartridge and builds crash images from it."""
 
     def __init__(self, cart: Cartridge) -> None:
-        self.pager = cart._eng.pager
+        self.pager = H.engine(cart).pager
         fd = self.pager.fd
         self.pager.flush_staged()
         size = os.fstat(fd).st_size

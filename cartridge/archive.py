@@ -1,41 +1,43 @@
-"""Cartridge: the public API of one open archive (see the README).
+"""Cartridge: the public API of one open archive (the owner's handle).
 
 Every call takes the handle's lock, normalises its paths with cartridge.paths, checks the
-directory rules, and runs as its own atomic commit unless a transaction() is open.
+directory rules, and runs as its own atomic commit unless a transaction() is open. The layers
+above the engine (guard, streams, sqlite, policies) see the handle only through the contract in
+cartridge/_handle.py, and every public call passes through its operation hook.
 """
 from __future__ import annotations
 
 import io
-import json
 import operator
 import os
 import stat as _stat
-import sys
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from . import _handle as H
+from . import namespace as N
 from . import paths as P
+from . import policies as PL
 from . import policystore
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
+from .content import file_record
+from .create import open_engine
 from .engine import Engine
 from .errors import (
     AlreadyExistsError,
     CartridgeError,
     ClosedError,
-    CorruptionError,
     DirectoryNotEmptyError,
     InvalidPathError,
     NotFoundError,
     PathIsDirectoryError,
     PathNotDirectoryError,
-    PolicyError,
     ReadOnlyError,
     TransactionAbortedError,
 )
@@ -48,16 +50,17 @@ from .format import (
     STORE_EMPTY,
     STORE_INLINE,
 )
+from .guard import PrincipalCartridge
 from .records import Record, decode, max_payload
+from .streams import open_stream
 from .verify import VerifyReport, verify_engine
 
 if TYPE_CHECKING:
     import apsw
 
+    from . import iam
+
 MODES = ("r", "a", "w", "x")
-# condition keys whose value changes from call to call: policies naming one are never memoised
-DYNAMIC_KEYS = frozenset({"cart:currenttime", "cart:epochtime", "cart:objectsize"})
-_open_handles: weakref.WeakSet = weakref.WeakSet()    # for the SQLite VFS to find by file
 DEFAULT_CACHE_SIZE = 64 << 20
 BUFFER_COPY_MAX = CHUNK_SIZE   # read_buffer(): ranges up to one chunk come from the page cache
 # Errors raised while checking a call's arguments, before anything changes: inside a
@@ -130,17 +133,12 @@ def open(path: str | os.PathLike, mode: str = "r", *, principal: str | None = No
         if tags is not None or context is not None:
             raise ValueError("tags and context need a principal")
         return Cartridge(path, mode, **kwargs)
-    from .guard import open_as
-
-    return open_as(path, mode, principal, tags, context, **kwargs)
-
-
-class PolicyState(NamedTuple):
-    """The archive's compiled policies at one moment; replaced, never mutated."""
-    epoch: int                # Engine.system_epoch it was checked against
-    fingerprint: tuple        # identity of the stored policy entries
-    policies: Any             # iam.PolicySet
-    static: bool              # no condition can change between calls (time, object size)
+    cart = Cartridge(path, mode, **kwargs)
+    try:
+        return PrincipalCartridge(cart, principal, tags, context, owns=True)
+    except BaseException:
+        cart.close()
+        raise
 
 
 class Cartridge:
@@ -177,14 +175,12 @@ class Cartridge:
         self._txn_depth = 0
         self._txn_aborted = False
         self._streams: set = set()
-        self._pstate: PolicyState | None = None
+        self._features: dict[str, Any] = {}   # per-handle state of feature layers (_handle.feature)
         self._snapshot_held = 0       # > 0: a reader stays on its state (a principal's check)
-        from .create import open_engine  # creation needs the engine, kept in its own module
-
         self._eng: Engine = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
                                         timeout=timeout)
         self._closed = False
-        _open_handles.add(self)
+        H.register_handle(self)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _ready(self) -> Engine:
@@ -251,53 +247,6 @@ class Cartridge:
         self._eng.rollback()
         self._txn_aborted = True
 
-    # -- lookups ----------------------------------------------------------------------------
-    def _implicit_dir(self, eng: Engine, key: bytes) -> bool:
-        nxt = eng.first_key(key + b"/")
-        return nxt is not None and nxt.startswith(key + b"/")
-
-    def _kind_of(self, eng: Engine, path: str) -> tuple[str, str | None, Record | None]:
-        """(normalised path, kind, record) for a user path; 'name/' only names a directory."""
-        p, key, trailing = P.path_key(path)
-        if p == "/":
-            return p, "dir", None
-        rec = eng.get(key)
-        if rec is not None:
-            if rec.kind == KIND_DIR:
-                return p, "dir", rec
-            return (p, None, None) if trailing else (p, "file", rec)
-        if self._implicit_dir(eng, key):
-            return p, "dir", None
-        return p, None, None
-
-    def _kind(self, eng: Engine, path: str) -> tuple[str | None, Record | None]:
-        """("file"|"dir"|None, record) for a normalised path; the root is always a dir."""
-        if path == "/":
-            return "dir", None
-        key = P.to_key(path)
-        rec = eng.get(key)
-        if rec is not None:
-            return ("dir" if rec.kind == KIND_DIR else "file"), rec
-        if self._implicit_dir(eng, key):
-            return "dir", None
-        return None, None
-
-    def _check_parents(self, eng: Engine, path: str) -> None:
-        """No ancestor of `path` may be a file."""
-        for anc in P.ancestors(path):
-            rec = eng.get(P.to_key(anc))
-            if rec is not None and rec.kind == KIND_FILE:
-                raise PathNotDirectoryError(f"{anc} is a file, so {path} cannot exist")
-
-    def _file_record(self, eng: Engine, path: str, key: bytes | None = None) -> Record:
-        rec = eng.get(P.to_key(path) if key is None else key)
-        if rec is not None and rec.kind == KIND_FILE:
-            return rec
-        kind, _ = self._kind(eng, path)
-        if kind == "dir":
-            raise PathIsDirectoryError(f"{path} is a directory")
-        raise NotFoundError(f"no such file: {path}")
-
     # -- files ------------------------------------------------------------------------------
     def write(self, path: str, data: bytes | bytearray | memoryview) -> None:
         """Create or replace a file with `data`, atomically."""
@@ -307,8 +256,8 @@ class Cartridge:
             p, key = P.file_key(path)
             old = eng.get(key)
             if old is None:
-                self._check_parents(eng, p)
-                if self._implicit_dir(eng, key):
+                N.check_parents(eng, p)
+                if N.implicit_dir(eng, key):
                     raise PathIsDirectoryError(f"{p} is a directory")
             elif old.kind == KIND_DIR:
                 raise PathIsDirectoryError(f"{p} is a directory")
@@ -316,9 +265,7 @@ class Cartridge:
 
     def _store(self, eng: Engine, key: bytes, view, old: Record | None) -> None:
         storage, payload, csum, _ = eng.content.store(view, max_payload(len(key)))
-        now = time.time_ns()
-        rec = Record(KIND_FILE, storage, DEFAULT_MODE_FILE if old is None else old.mode, len(view),
-                     now if old is None else old.ctime_ns, now, csum, payload)
+        rec = file_record(old, storage, len(view), csum, payload)
         eng.put_file(key, rec, old)
         if old is not None:
             eng.content.free(old, eng._where(key))
@@ -365,7 +312,7 @@ class Cartridge:
                 if rec is not None and rec.kind == KIND_FILE:
                     raise PathNotDirectoryError(f"{cur.decode()} is a file, so paths below it "
                                                 "cannot exist")
-                found = rec is not None or self._implicit_dir(eng, cur)
+                found = rec is not None or N.implicit_dir(eng, cur)
                 found_now.append((cur, found))
                 if found:
                     break
@@ -381,7 +328,7 @@ class Cartridge:
                 key = keys[i]
                 old = eng.get(key)
                 if old is None:
-                    if self._implicit_dir(eng, key):
+                    if N.implicit_dir(eng, key):
                         raise PathIsDirectoryError(f"{key.decode()} is a directory")
                 elif old.kind == KIND_DIR:
                     raise PathIsDirectoryError(f"{key.decode()} is a directory")
@@ -421,7 +368,7 @@ class Cartridge:
             p, key = P.file_key(path)
             rec = eng.get(key)
             if rec is None or rec.kind != KIND_FILE:
-                rec = self._file_record(eng, p)
+                rec = N.file_record(eng, p)
             if rec.chunk_key and offset == 0 and (size < 0 or size >= rec.size):
                 return eng.content.fetch_single(rec, p)       # one chunk, not cached
             if rec.storage == STORE_EMPTY:
@@ -434,7 +381,7 @@ class Cartridge:
         with self._lock:
             eng = self._ready()
             p, key = P.file_key(path)
-            rec = self._file_record(eng, p, key)
+            rec = N.file_record(eng, p, key)
             if rec.storage == STORE_EMPTY:
                 return 0
             return eng.content.readinto(rec, offset, buffer, p)
@@ -450,7 +397,7 @@ class Cartridge:
         with self._lock:
             eng = self._ready()
             p, key = P.file_key(path)
-            rec = self._file_record(eng, p, key)
+            rec = N.file_record(eng, p, key)
             end = rec.size if size < 0 else min(rec.size, offset + size)
             n = end - offset
             if n <= 0 or rec.storage == STORE_EMPTY:
@@ -464,33 +411,31 @@ class Cartridge:
 
     def open(self, path: str, mode: str = "rb") -> io.RawIOBase:
         """A streaming binary file object: "rb", "wb", "ab" or "r+b"."""
-        from .streams import open_stream
-
         return open_stream(self, path, mode)
 
     # -- queries ----------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
         with self._lock:
             eng = self._ready()
-            return self._kind_of(eng, path)[1] is not None
+            return N.kind_of(eng, path)[1] is not None
 
     def isfile(self, path: str) -> bool:
         with self._lock:
             eng = self._ready()
-            return self._kind_of(eng, path)[1] == "file"
+            return N.kind_of(eng, path)[1] == "file"
 
     def isdir(self, path: str) -> bool:
         with self._lock:
             eng = self._ready()
-            return self._kind_of(eng, path)[1] == "dir"
+            return N.kind_of(eng, path)[1] == "dir"
 
     def stat(self, path: str) -> FileInfo:
         """FileInfo of a file or directory."""
         with self._lock:
             eng = self._ready()
-            p, kind, rec = self._kind_of(eng, path)
+            p, kind, rec = N.kind_of(eng, path)
             if kind is None:
-                if P.path_key(path)[2] and self._kind(eng, p)[0] == "file":
+                if P.path_key(path)[2] and N.kind(eng, p)[0] == "file":
                     raise PathNotDirectoryError(f"{p} is a file, not a directory")
                 raise NotFoundError(f"no such file or directory: {p}")
             return _info(p, rec)
@@ -502,7 +447,7 @@ class Cartridge:
 
     def _dir_or_raise(self, eng: Engine, path: str) -> str:
         p = P.normalize(path)
-        kind, _ = self._kind(eng, p)
+        kind, _ = N.kind(eng, p)
         if kind is None:
             raise NotFoundError(f"no such directory: {p}")
         if kind == "file":
@@ -560,17 +505,17 @@ class Cartridge:
         with self._lock:
             eng = self._writer()
             p = P.normalize(path)
-            kind, _ = self._kind(eng, p)
+            kind, _ = N.kind(eng, p)
             if kind == "file":
                 raise AlreadyExistsError(f"{p} exists and is a file")
             if kind == "dir":
                 if exist_ok:
                     return
                 raise AlreadyExistsError(f"{p} already exists")
-            self._check_parents(eng, p)
+            N.check_parents(eng, p)
             missing = []
             for anc in P.ancestors(p):
-                if self._kind(eng, anc)[0] is None:
+                if N.kind(eng, anc)[0] is None:
                     if not parents:
                         raise NotFoundError(f"parent directory {anc} does not exist")
                     missing.append(anc)
@@ -585,13 +530,13 @@ class Cartridge:
         with self._lock:
             eng = self._writer()
             p, trailing = P.normalize_any(path)
-            kind, rec = self._kind(eng, p)
+            kind, rec = N.kind(eng, p)
             if kind is None:
                 raise NotFoundError(f"no such file or directory: {p}")
             key = P.to_key(p)
             if kind == "file" and trailing:
                 raise InvalidPathError(f"a file path cannot end with '/': {path!r}")
-            self._refuse_open_db(p, tree=kind == "dir")
+            H.refuse_change(self, p, tree=kind == "dir")
             if kind == "file":
                 with self._change():
                     eng.delete(key)
@@ -633,17 +578,17 @@ class Cartridge:
             d, d_slash = P.normalize_any(dst)
             if s == "/" or d == "/":
                 raise InvalidPathError("the root cannot be renamed or replaced")
-            kind, rec = self._kind(eng, s)
+            kind, rec = N.kind(eng, s)
             if kind is None:
                 raise NotFoundError(f"no such file or directory: {s}")
             if kind == "file" and (s_slash or d_slash):
                 raise InvalidPathError("a file path cannot end with '/'")
             if s == d:
                 return
-            self._refuse_open_db(s, tree=kind == "dir")
-            self._refuse_open_db(d, tree=False)
-            self._check_parents(eng, d)
-            dkind, drec = self._kind(eng, d)
+            H.refuse_change(self, s, tree=kind == "dir")
+            H.refuse_change(self, d, tree=False)
+            N.check_parents(eng, d)
+            dkind, drec = N.kind(eng, d)
             skey, dkey = P.to_key(s), P.to_key(d)
             if kind == "file":
                 if dkind == "dir":
@@ -671,9 +616,7 @@ class Cartridge:
     def sqlite(self, path: str, readonly: bool = False, **apsw_kwargs: Any) -> apsw.Connection:
         """An apsw.Connection on the SQLite database stored as member `path` (created if missing
         unless readonly; always read-only on a read-only handle). See docs/SQLITE.md."""
-        from .sqlite import connect
-
-        return connect(self, path, readonly, **apsw_kwargs)
+        return _sqlite_connect(self, path, readonly, **apsw_kwargs)
 
     def sqlite_export(self, path: str, dest: str | os.PathLike) -> None:
         """Write the database at member `path` (its WAL checkpointed first) to the local file
@@ -681,12 +624,6 @@ class Cartridge:
         from .sqlite import export
 
         export(self, path, dest)
-
-    def _refuse_open_db(self, path: str, tree: bool) -> None:
-        """LockedError when SQLite holds `path` (or, with tree, a file below it) open."""
-        sq = sys.modules.get("cartridge.sqlite")
-        if sq is not None:                  # every handle of this file in the process
-            sq.refuse_held(self, path, tree)
 
     # -- transactions and durability --------------------------------------------------------
     @contextmanager
@@ -731,112 +668,46 @@ class Cartridge:
             if self._txn_depth:
                 eng.begin()
 
-    # -- policies ---------------------------------------------------------------------------
+    # -- policies (the machinery: cartridge/policies.py) ------------------------------------
     def set_policy(self, name: str, document: Mapping[str, Any] | str | bytes) -> None:
         """Store (or replace) an IAM policy inside the archive; validated first (PolicyError)."""
-        from .iam import Policy
-
-        policystore.check_name(name)
-        policy = Policy.parse(document)
-        text = json.dumps(policy.document, sort_keys=True, separators=(",", ":")).encode()
-        with self._lock:
-            eng = self._writer()
-            with self._change():
-                policystore.store(eng, name, text)
+        PL.set_policy(self, name, document)
 
     def get_policy(self, name: str) -> dict:
         """A stored policy document; NotFoundError if there is none by that name."""
-        with self._lock:
-            text = policystore.load(self._ready(), name)
-        if text is None:
-            raise NotFoundError(f"no policy named {name!r}")
-        return self._parse_stored(name, text)
+        return PL.get_policy(self, name)
 
     def delete_policy(self, name: str) -> None:
         """Remove a stored policy; NotFoundError if there is none by that name."""
-        policystore.check_name(name)
-        with self._lock:
-            eng = self._writer()
-            if eng.get(policystore.policy_key(name)) is None:
-                raise NotFoundError(f"no policy named {name!r}")
-            with self._change():
-                policystore.remove(eng, name)
+        PL.delete_policy(self, name)
 
     def policies(self) -> dict[str, dict]:
         """Every stored policy: name -> document, sorted by name."""
-        with self._lock:
-            eng = self._ready()
-            docs = policystore.load_all(eng)
-        return {name: self._parse_stored(name, text) for name, text in sorted(docs.items())}
+        return PL.all_policies(self)
 
     def as_principal(self, name: str, tags: Mapping[str, str] | None = None,
-                     context: Mapping[str, Any] | None = None):
+                     context: Mapping[str, Any] | None = None) -> PrincipalCartridge:
         """A handle on this archive acting as principal `name`: the full API, with every call
         checked against the stored policies first (AccessDeniedError). With no policies
         stored, a principal may do everything; with any, only what they allow."""
-        from .guard import PrincipalCartridge
-
         self._ready()
         return PrincipalCartridge(self, name, tags, context)
 
     def check_access(self, principal: str, action: str, resource: str,
                      tags: Mapping[str, str] | None = None,
-                     context: Mapping[str, Any] | None = None):
+                     context: Mapping[str, Any] | None = None) -> iam.Explanation:
         """What the stored policies decide for `principal` doing `action` on `resource`, with
         the keys a principal handle would supply: an iam.Explanation (decision + statements)."""
-        from .iam import Decision, Explanation
-
         with self._lock:
             view = self.as_principal(principal, tags, context)
-            state = self._policy_state(self._ready())
-            res = resource if resource in ("*", "/") else P.normalize_any(resource)[0]
-            if resource.endswith("/") and res != "/":
-                res += "/"
-            if state.policies is None:
-                return Explanation(Decision.ALLOW, ())
-            extra = {"cart:prefix": res} if action.lower() == "cart:list" else None
-            return state.policies.explain(action, res, principal=principal, tags=view.tags,
-                                          context=view._context(extra))
-
-    def _parse_stored(self, name: str, text: bytes) -> dict:
-        try:
-            return json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise CorruptionError(f"{self.path}: stored policy {name!r} is not JSON") from None
-
-    def _policy_state(self, eng: Engine) -> PolicyState:
-        """The compiled policies of the engine's current state (policies None: none stored).
-        Recompiled only when the stored entries changed (cheap check once per new epoch)."""
-        state = self._pstate
-        if state is not None and state.epoch == eng.system_epoch:
-            return state
-        fp = policystore.fingerprint(eng)
-        if state is None or state.fingerprint != fp:
-            from .iam import Policy, PolicySet
-
-            docs = policystore.load_all(eng)
-            if docs:
-                try:
-                    compiled = PolicySet({n: Policy.parse(self._parse_stored(n, t))
-                                          for n, t in docs.items()})
-                except PolicyError as e:
-                    raise CorruptionError(f"{self.path}: a stored policy no longer parses: {e}") \
-                        from None
-                static = not (DYNAMIC_KEYS & compiled.referenced_keys)
-            else:
-                compiled, static = None, True
-            state = PolicyState(eng.system_epoch, fp, compiled, static)
-        else:
-            state = state._replace(epoch=eng.system_epoch)
-        self._pstate = state
-        return state
+            return PL.explain(self, principal, action, resource, view.tags, view.context)
 
     # -- maintenance ------------------------------------------------------------------------
     def verify(self, deep: bool = True) -> VerifyReport:
         """Check every reachable page; deep=True also checks every content checksum."""
         with self._lock:
             eng = self._ready()
-            return verify_engine(eng, deep)
+            return verify_engine(eng, deep, policystore.is_system_key)
 
     def info(self) -> dict:
         """Counts, sizes, free space and fragmentation."""
@@ -880,7 +751,7 @@ class Cartridge:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             if not self._closed:
                 self.close()
@@ -891,3 +762,27 @@ class Cartridge:
         state = "closed" if self._closed else f"mode={self.mode!r}"
         return f"<cartridge.Cartridge {self.path!r} {state}>"
 
+
+
+def _sqlite_connect(cart, path: str, readonly: bool, **kwargs: Any) -> apsw.Connection:
+    from .sqlite import connect  # apsw is imported (and the VFS registered) on first use
+
+    return connect(cart, path, readonly, **kwargs)
+
+
+H.set_opener(Cartridge)
+H.set_sqlite_connector(_sqlite_connect)
+_R, _D = H.size_of_result, H.size_of_data
+H.instrument(Cartridge, lambda h: None, {
+    "write": ("write", _D), "write_many": ("write_many", _R), "read": ("read", _R),
+    "readinto": ("readinto", _R), "read_buffer": ("read_buffer", _R), "open": ("open", None),
+    "exists": ("exists", None), "isfile": ("isfile", None), "isdir": ("isdir", None),
+    "stat": ("stat", None), "listdir": ("listdir", None), "walk": ("walk", None),
+    "scan": ("scan", None), "mkdir": ("mkdir", None), "delete": ("delete", None),
+    "rename": ("rename", None), "sqlite": ("sqlite", None), "sqlite_export": ("sqlite_export", None),
+    "commit": ("commit", None), "set_policy": ("set_policy", None),
+    "get_policy": ("get_policy", None), "delete_policy": ("delete_policy", None),
+    "policies": ("policies", None), "as_principal": ("as_principal", None),
+    "check_access": ("check_access", None), "verify": ("verify", None), "info": ("info", None),
+    "close": ("close", None),
+})

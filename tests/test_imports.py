@@ -1,0 +1,151 @@
+"""The package's import structure: every module imports alone, the cartridge.* import graph
+(function-local imports included) has no cycle, and the layers import only downwards
+(docs/ARCHITECTURE.md)."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG = ROOT / "cartridge"
+
+# the engine and everything below it: nothing from the handle or feature layers
+ENGINE = {"engine", "pager", "allocator", "content", "nodestore", "records", "format", "locking",
+          "verify", "create", "paths", "errors", "policystore"}
+# above the engine, below the handle: they never import the handle (archive) or cli/demo
+FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite"}
+TOP = {"archive", "cli", "demo", "speedtest", "__main__", "__init__"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for f in PKG.rglob("*.py"):
+        rel = f.relative_to(ROOT).with_suffix("")
+        parts = list(rel.parts)
+        if "vendor" in parts:
+            continue
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = f
+    for f in (PKG / "_core").glob("*.pyx"):
+        out[f"cartridge._core.{f.stem}"] = f
+    return out
+
+
+def _imports(name: str, path: Path, mods: dict) -> set[str]:
+    """cartridge.* modules that `name` imports anywhere (outside `if TYPE_CHECKING:`)."""
+    if path.suffix == ".pyx":
+        text = path.read_text()
+        found = set()
+        for line in text.splitlines():
+            s = line.strip()
+            for kw in ("from ", "cimport ", "import "):
+                if s.startswith(kw) and "cartridge" in s.split()[1]:
+                    found.add(s.split()[1])
+        return found
+    tree = ast.parse(path.read_text(), str(path))
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+
+    def visit(node, typing_only=False):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                for sub in child.orelse:
+                    visit(sub)
+                continue
+            if isinstance(child, ast.Import):
+                found.update(a.name for a in child.names if a.name.startswith("cartridge"))
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = pkg.split(".")
+                    base = base[:len(base) - child.level + 1]
+                    mod = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    mod = child.module or ""
+                if mod.startswith("cartridge"):
+                    subs = {f"{mod}.{a.name}" for a in child.names}
+                    if subs <= set(mods):           # from . import paths: the module paths
+                        found.update(subs)
+                    else:
+                        found.add(mod)
+            visit(child)
+    visit(tree)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    graph = {}
+    for name, path in mods.items():
+        # "from . import x" names the package too: every submodule imports it first anyway
+        graph[name] = {m for m in _imports(name, path, mods)
+                       if m in mods and m not in (name, "cartridge")}
+    return graph
+
+
+def _short(mod: str) -> str:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_no_import_cycle():
+    graph = _graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(n):
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph[n]):
+            if state.get(m) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
+            if m not in state:
+                dfs(m)
+        stack.pop()
+        state[n] = 2
+    for n in sorted(graph):
+        if n not in state:
+            dfs(n)
+
+
+def test_layers():
+    graph = _graph()
+    bad = []
+    for mod, deps in graph.items():
+        layer = _short(mod)
+        for dep in deps:
+            d = _short(dep)
+            if mod.startswith("cartridge._core.") and not dep.startswith("cartridge._core.") \
+                    and dep != "cartridge.errors":
+                bad.append(f"kernel {mod} imports {dep}")
+            elif layer in ENGINE and (d in FEATURES or d in TOP):
+                bad.append(f"engine-level {mod} imports {dep}")
+            elif layer in FEATURES and d in TOP:
+                bad.append(f"feature {mod} imports {dep}")
+            elif layer == "guard" and d == "sqlite":
+                bad.append(f"{mod} imports {dep}")
+            elif layer == "_handle" and d not in ("errors",):
+                bad.append(f"the contract {mod} imports {dep}")
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("module", sorted(m for m in _modules() if not m.endswith("__main__")))
+def test_imports_alone(module):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", f"import {module}"], env=env, cwd=str(ROOT),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_import_cartridge_loads_no_apsw():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    code = ("import cartridge, sys; assert 'apsw' not in sys.modules; "
+            "assert 'cartridge.sqlite' not in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(ROOT), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
