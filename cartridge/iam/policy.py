@@ -99,8 +99,8 @@ class Policy:
 
     @property
     def document(self) -> dict:
-        """The normalised document (JSON-able; Statement always a list, resource paths
-        normalised). Policy.parse(p.document) is equivalent to p."""
+        """The normalised document (JSON-able; Statement always a list, actions and resource
+        patterns as written). Policy.parse(p.document) is equivalent to p."""
         return copy.deepcopy(self._doc)
 
     @property
