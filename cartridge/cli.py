@@ -464,6 +464,13 @@ def cmd_policy_rm(args) -> int:
 
 
 def cmd_policy_check(args) -> int:
+    from .iam import actions
+
+    service = args.action.partition(":")[0].casefold()
+    if service == actions.SERVICE and actions.known(args.action) is None:
+        best = actions.suggestion(args.action)
+        raise CLIError(f"unknown action {args.action!r}" + (f"; did you mean {best!r}?" if best
+                       else f" (cartridge's actions are {', '.join(actions.ACTIONS)})"))
     tags, context = _pairs(args.tag, "--tag"), _pairs(args.context, "--context")
     with _open(args, "r") as cart:
         stored = bool(cart.policies())

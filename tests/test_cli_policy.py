@@ -80,3 +80,13 @@ def test_check(tmp_path, capsys):
     assert "Lab" in capsys.readouterr().out
     assert main(args + ["--context", "cart:SourceIp=11.1.1.1", "--tag", "team=red"]) == 3
     assert main(args + ["--context", "oops"]) == 1
+
+
+def test_check_refuses_an_unknown_cart_action(tmp_path, capsys):
+    path = _archive(tmp_path)
+    assert main(["policy", "check", path, "--principal", "ann", "--action", "cart:GetObjekt",
+                 "--resource", "/public/a"]) == 1
+    err = capsys.readouterr().err
+    assert "did you mean 'cart:GetObject'" in err and "Traceback" not in err
+    assert main(["policy", "check", path, "--principal", "ann", "--action", "CART:getobject",
+                 "--resource", "/public/a"]) == 0

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import cartridge
 from cartridge import iam
 
 A, D, N = iam.Decision.ALLOW, iam.Decision.EXPLICIT_DENY, iam.Decision.IMPLICIT_DENY
@@ -331,3 +332,54 @@ def test_concurrent_decisions_match_fresh_ones():
     for t in threads:
         t.join()
     assert errors == []
+
+
+# -- resource patterns: literal matching against normalised paths (AWS semantics) ----------------
+def _normalised_paths(alphabet="a./", max_len=9):
+    """Every normalised path (and directory resource) of up to max_len characters over a
+    small alphabet: 'a' stands for any ordinary character, '.' and '/' for themselves."""
+    import itertools
+
+    out = []
+    for n in range(1, max_len + 1):
+        for chars in itertools.product(alphabet, repeat=n):
+            s = "".join(chars)
+            try:
+                if iam.resource_path(s) == s:
+                    out.append(s)
+            except cartridge.InvalidPathError:
+                pass
+    return out
+
+
+NORMALISED = _normalised_paths()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("a./*?", min_size=1, max_size=4), st.sampled_from(["Resource", "NotResource"]),
+       st.randoms(use_true_random=False))
+def test_resource_patterns_match_literally_and_are_refused_only_when_nothing_can_match(
+        pattern, field, rnd):
+    """A pattern is accepted exactly when some normalised path matches it as an AWS glob ('*'
+    any run including '/', '?' one character); an accepted one then decides, through
+    evaluate(), exactly as that glob does (a 4-character pattern has a witness of at most 8
+    characters, so the enumeration up to 9 is complete for it)."""
+    import json
+    import re
+
+    rx = re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
+                            for c in pattern), re.DOTALL)
+    matching = [p for p in NORMALISED if rx.fullmatch(p)]
+    policy = json.dumps(doc([{"Effect": "Allow", "Action": "cart:GetObject", field: pattern}]))
+    try:
+        ps = iam.PolicySet([policy])
+    except cartridge.PolicyError as e:
+        assert matching == [], (pattern, matching[:5])
+        assert "can never match" in str(e)
+        return
+    assert matching, pattern
+    sample = sorted(set(rnd.sample(NORMALISED, 100)) | set(matching[:100]))
+    for path in sample:
+        want = reference_glob(pattern, path) is (field == "Resource")
+        assert (ps.decide("cart:GetObject", path) == A) is want, (pattern, path)
+        assert (iam.evaluate(policy, action="cart:GetObject", resource=path) == A) is want

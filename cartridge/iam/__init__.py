@@ -6,10 +6,12 @@
     iam.evaluate(policy, action="cart:GetObject", resource="/home/ann/a.txt", principal="ann")
     # -> Decision.ALLOW
 
-Modules: policy (parse, validate, compile), patterns (wildcards), variables (`${...}`),
+Modules: policy (parse, validate, compile), actions (the known actions), resources (resource
+patterns), patterns (wildcards), variables (`${...}`),
 conditions (operators), values (canonical request values), evaluate (decisions and cache).
 """
 from ..errors import PolicyError
+from .actions import ACTIONS
 from .evaluate import (
     Decision,
     Explanation,
@@ -19,7 +21,7 @@ from .evaluate import (
     policy_set,
     resource_path,
 )
-from .policy import ACTIONS, VERSION_2008, VERSION_2012, Policy, Statement
+from .policy import VERSION_2008, VERSION_2012, Policy, Statement
 
 __all__ = [
     "ACTIONS",

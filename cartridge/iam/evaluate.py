@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Union
 
 from .. import paths as P
-from .policy import ACTIONS, Document, Policy
+from .actions import ACTIONS
+from .policy import Document, Policy
 from .values import canonical
 
 USERNAME = "cart:username"

@@ -14,27 +14,20 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Union
 
-from .. import paths as P
-from ..errors import InvalidPathError, PolicyError
-from . import conditions, patterns, variables
+from ..errors import PolicyError
+from . import conditions, patterns, resources, variables
+from .actions import check_pattern as check_action
 
 VERSION_2012 = "2012-10-17"
 VERSION_2008 = "2008-10-17"
 VERSIONS = (VERSION_2012, VERSION_2008)
 
-#: The actions cartridge checks (docs/IAM.md lists what each covers). Policies may name others.
-ACTIONS = ("cart:GetObject", "cart:PutObject", "cart:DeleteObject", "cart:List",
-           "cart:GetPolicy", "cart:PutPolicy", "cart:ReadAudit", "cart:Snapshot",
-           "cart:Export", "cart:Compact")
-
 _TOP = ("Version", "Id", "Statement")
 _FIELDS = ("Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource",
            "NotResource", "Condition")
-_ACTION = re.compile(r"\*|[A-Za-z0-9_.*?-]+:[A-Za-z0-9_.*?-]+")
 ANY_PRINCIPAL = "*"
 
 Document = Union[Mapping[str, Any], str, bytes, bytearray]
@@ -106,8 +99,8 @@ class Policy:
 
     @property
     def document(self) -> dict:
-        """The normalised document (JSON-able; Statement always a list, resource paths
-        normalised). Policy.parse(p.document) is equivalent to p."""
+        """The normalised document (JSON-able; Statement always a list, actions and resource
+        patterns as written). Policy.parse(p.document) is equivalent to p."""
         return copy.deepcopy(self._doc)
 
     @property
@@ -257,8 +250,7 @@ def _statement(index: int, st: Any, variables_on: bool, seen_sids: set) -> State
     field = _exactly_one(st, "Action", "NotAction", where)
     actions = _strings(st[field], f"{where} {field}")
     for a in actions:
-        if not _ACTION.fullmatch(a):
-            raise PolicyError(f"{where} {field}: {a!r} is not an action ('service:Name' or '*')")
+        check_action(a, f"{where} {field}")
     doc[field] = copy.deepcopy(st[field])
     aset = patterns.PatternSet(patterns.tokens(a.casefold()) for a in actions)
     action_matches = aset.match
@@ -267,14 +259,9 @@ def _statement(index: int, st: Any, variables_on: bool, seen_sids: set) -> State
 
     # Resource / NotResource
     field = _exactly_one(st, "Resource", "NotResource", where)
-    raw_resources = _strings(st[field], f"{where} {field}")
-    normalized = []
-    templates = []
-    for r in raw_resources:
-        text, tpl = normalize_resource(r, variables_on, f"{where} {field}")
-        normalized.append(text)
-        templates.append(tpl)
-    doc[field] = normalized[0] if isinstance(st[field], str) else normalized
+    templates = [resources.parse(r, variables_on, f"{where} {field}")
+                 for r in _strings(st[field], f"{where} {field}")]
+    doc[field] = copy.deepcopy(st[field])
     resource_test, resource_refs = _resource_test(templates)
     negate_resource = field == "NotResource"
 
@@ -345,54 +332,6 @@ def _never(*a: Any) -> bool:
 
 def _negate(f: Callable[[str], bool]) -> Callable[[str], bool]:
     return lambda s: not f(s)
-
-
-def normalize_resource(text: str, variables_on: bool, where: str) -> tuple[str, variables.Template]:
-    """(normalised text, template) of a Resource pattern. The path rules of the archive apply
-    (leading '/' added, '//' and '.' collapsed, '..' and control characters refused) so a
-    pattern cannot spell a path differently from the archive; a trailing '/' is kept (directory
-    resources of cart:List), and a bare '*' means every resource."""
-    if text == "*":
-        return text, ("*",)
-    tpl = variables.parse(text, variables_on, where)
-    # Stand each variable/escape in for one private-use character while normalising.
-    literal = "".join(p for p in tpl if type(p) is str)
-    holders = []
-    code = 0xE000
-    for p in tpl:
-        if type(p) is not str:
-            while chr(code) in literal:
-                code += 1
-            holders.append((chr(code), p))
-            code += 1
-    joined = "".join(p if type(p) is str else h for p, (h, _) in _pair(tpl, holders))
-    try:
-        norm, trailing = P.normalize_any(joined)
-    except InvalidPathError as e:
-        raise PolicyError(f"{where}: {text!r} is not a valid path pattern: {e}") from None
-    if trailing and norm != "/":
-        norm += "/"
-    by_holder = {h: p for h, p in holders}
-    pieces: list = []
-    run: list = []
-    for ch in norm:
-        if ch in by_holder:
-            if run:
-                pieces.append("".join(run))
-                run = []
-            pieces.append(by_holder[ch])
-        else:
-            run.append(ch)
-    if run:
-        pieces.append("".join(run))
-    shown = "".join(p if type(p) is str else p.source for p in pieces)
-    return shown, tuple(pieces)
-
-
-def _pair(tpl: variables.Template, holders: list):
-    it = iter(holders)
-    for p in tpl:
-        yield p, (None, None) if type(p) is str else next(it)
 
 
 def _resource_test(templates: list) -> tuple[Callable[[str, Mapping], bool], set]:
