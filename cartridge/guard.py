@@ -22,6 +22,7 @@ from . import policies as PL
 from ._core.readpath import read_whole
 from .errors import AccessDeniedError, ClosedError, InvalidPathError
 from .iam import Decision, Explanation
+from .iam import actions as A
 
 if TYPE_CHECKING:
     import apsw
@@ -29,12 +30,8 @@ if TYPE_CHECKING:
     from .archive import Cartridge, FileInfo
     from .verify import VerifyReport
 
-GET = "cart:GetObject"
-PUT = "cart:PutObject"
-DELETE = "cart:DeleteObject"
-LIST = "cart:List"
-GET_POLICY = "cart:GetPolicy"
-PUT_POLICY = "cart:PutPolicy"
+GET, PUT, DELETE = A.GET_OBJECT, A.PUT_OBJECT, A.DELETE_OBJECT
+LIST, GET_POLICY, PUT_POLICY = A.LIST, A.GET_POLICY, A.PUT_POLICY
 ARCHIVE = "/"            # the resource of archive-wide actions (policies, info, verify)
 FAST_CACHE_MAX = 65_536  # per-handle memo of allowed (action, user path) pairs, in total
 
