@@ -38,6 +38,7 @@ class Allocator:
         self.hold_frees = False              # True while read streams may still use fresh pages
         self.pending_count = 0               # pages marked pending (kept for the root slot)
         self.detached: dict[object, list[Run]] = {}   # pages of open write streams, by stream
+        self.releasing: list[Run] = []       # pending pages the open transaction saves as free
         self._extra_dirty: set[int] = set()
         self._large_hint = 0
 
@@ -51,16 +52,25 @@ class Allocator:
         self.used.load_chunk(index, value[:ALLOC_CHUNK_BYTES])
         self.pending.load_chunk(index, value[ALLOC_CHUNK_BYTES:])
 
+    def _saved_free(self) -> list[list[Run]]:
+        """Runs marked used in memory but saved as free: pages of open write streams and the
+        pages release_in_commit() hands back."""
+        out = list(self.detached.values())
+        if self.releasing:
+            out.append(self.releasing)
+        return out
+
     def chunk_value(self, index: int) -> bytes:
         """Persisted form of one map entry. Pages held by open write streams are not reachable
-        from any root, so they are saved as free: a crash never leaks them."""
-        if not self.detached:
+        from any root, so they are saved as free: a crash never leaks them; so are the pages
+        being released by this commit (release_in_commit)."""
+        if not self.detached and not self.releasing:
             return alloc_entry(self.used, self.pending, index)
         used = self.used.chunk_bytes(index)
         lo = index * ALLOC_CHUNK_BITS
         hi = lo + ALLOC_CHUNK_BITS
         bits = None
-        for runs in self.detached.values():
+        for runs in self._saved_free():
             for start, count in runs:
                 a, b = max(start, lo), min(start + count, hi)
                 if a < b:
@@ -77,7 +87,7 @@ class Allocator:
         if not self.used.is_range_used(start, count):
             return False
         end = start + count
-        for runs in self.detached.values():
+        for runs in self._saved_free():
             for s, n in runs:
                 if s < end and start < s + n:
                     return False
@@ -256,11 +266,24 @@ class Allocator:
             self.pending.clear_range(start, count)
             self.pending_count -= count
 
+    def release_in_commit(self, runs: list[Run]) -> None:
+        """Pending pages that the open transaction's commit saves as free, but that stay taken
+        in memory until it has committed: the root it replaces may still reach them, so the
+        commit itself must not write into them (docs/FORMAT.md §8, step 7)."""
+        for start, count in runs:
+            self.pending.clear_range(start, count)
+            self.pending_count -= count
+            self._touch(start, count)
+        self.releasing.extend(runs)
+
     # -- transaction boundaries -------------------------------------------------------------
     def end_transaction(self) -> list[Run]:
         """The transaction committed: its pages are now committed pages. Returns its frees."""
         for start, count in self.txn_allocated:
             self.fresh.clear_range(start, count)
+        for start, count in self.releasing:
+            self.used.clear_range(start, count)
+        self.releasing = []
         freed = self.txn_freed
         self.txn_allocated = []
         self.txn_freed = []
@@ -275,8 +298,12 @@ class Allocator:
         for start, count in self.txn_freed:
             self.pending.clear_range(start, count)
             self.pending_count -= count
+        for start, count in self.releasing:
+            self.pending.set_range(start, count)
+            self.pending_count += count
         self.txn_allocated = []
         self.txn_freed = []
+        self.releasing = []
 
     # -- statistics -------------------------------------------------------------------------
     def stats(self) -> dict:

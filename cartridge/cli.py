@@ -101,14 +101,33 @@ def cmd_create(args) -> int:
 
 
 # -- put -------------------------------------------------------------------------------------------
-def _plan_put(sources: list[str], dest: str | None) -> tuple[list[str], list[tuple[str, str, int]]]:
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _archive_identity(archive: str) -> tuple[int, int] | None:
+    """Device and inode of the archive file (through symlinks), None while it does not exist."""
+    try:
+        return _identity(os.stat(archive))
+    except OSError:
+        return None
+
+
+def _skip_self(local: str) -> None:
+    print(f"{PROG}: warning: skipping {local}: it is the archive itself", file=sys.stderr)
+
+
+def _plan_put(sources: list[str], dest: str | None, archive: tuple[int, int] | None = None
+              ) -> tuple[list[str], list[tuple[str, str, int]], int]:
     """Work out what `put` will do before touching the archive: (archive dirs to create,
-    [(local file, archive path, size)]). Raises for a missing source."""
+    [(local file, archive path, size)], files skipped as the archive itself). Raises for a
+    missing source, and for a source that is the archive (`archive`: its device and inode)."""
     to = dest if dest is not None else "/"
     into_dir = to.endswith("/") or len(sources) > 1 or dest is None
     base = P.normalize(to)
     dirs: list[str] = []
     files: list[tuple[str, str, int]] = []
+    skipped = 0
     for src in sources:
         st = os.stat(src)           # FileNotFoundError names the source
         name = os.path.basename(os.path.abspath(src))
@@ -130,45 +149,87 @@ def _plan_put(sources: list[str], dest: str | None) -> tuple[list[str], list[tup
                         print(f"{PROG}: warning: skipping {_safe(local)}: not a regular file",
                               file=sys.stderr)
                         continue
+                    if _identity(fst) == archive:
+                        _skip_self(local)
+                        skipped += 1
+                        continue
                     files.append((local, P.normalize_file(P.join(adir, fn)), fst.st_size))
         elif _stat.S_ISREG(st.st_mode):
+            if _identity(st) == archive:
+                raise CLIError(f"{src}: is the archive itself; refusing to put an archive into "
+                               f"itself")
             target = P.join(base, name) if into_dir else base
             files.append((src, P.normalize_file(target), st.st_size))
         else:
             raise CLIError(f"{src}: not a regular file or directory")
-    return dirs, files
+    return dirs, files, skipped
 
 
-def _put_file(cart, local: str, dst: str) -> int:
-    with open(local, "rb") as src, cart.open(dst, "wb") as out:
-        shutil.copyfileobj(src, out, CHUNK)
-        return src.tell()
+def _open_source(local: str, archive: tuple[int, int] | None):
+    """The opened local file and the size it has now (no more of it is read: a file growing
+    while it is put is stored as it was when opened), or None if it is the archive itself."""
+    src = open(local, "rb")
+    st = os.fstat(src.fileno())
+    if _identity(st) == archive:
+        src.close()
+        return None
+    return src, st.st_size
+
+
+def _put_file(cart, local: str, dst: str, archive: tuple[int, int] | None = None) -> int | None:
+    """Stream one local file into `dst`; its size in bytes, or None (skipped) if it turned
+    out to be the archive itself."""
+    opened = _open_source(local, archive)
+    if opened is None:
+        return None
+    src, left = opened
+    with src, cart.open(dst, "wb") as out:
+        while left > 0:
+            buf = src.read(min(CHUNK, left))
+            if not buf:
+                break
+            out.write(buf)
+            left -= len(buf)
+        return out.tell()
 
 
 def cmd_put(args) -> int:
-    dirs, files = _plan_put(args.sources, args.to)
+    dirs, files, skipped = _plan_put(args.sources, args.to, _archive_identity(args.archive))
     total = 0
+    stored = 0
     with _open(args, "a") as cart, cart.transaction():
+        archive = _archive_identity(args.archive)     # (it may have been created just now)
         for d in dirs:
             cart.mkdir(d, parents=True, exist_ok=True)
         batch: list[tuple[str, bytes]] = []       # small files go in through write_many
         held = 0
         for local, dst, size in files:
             if size > SMALL_FILE:
-                total += _put_file(cart, local, dst)
+                n = _put_file(cart, local, dst, archive)
+            else:
+                opened = _open_source(local, archive)
+                n = None
+                if opened is not None:
+                    src, size_now = opened
+                    with src:
+                        data = src.read(size_now)
+                    batch.append((dst, data))
+                    held += len(data)
+                    n = len(data)
+            if n is None:
+                _skip_self(local)
+                skipped += 1
                 continue
-            with open(local, "rb") as f:
-                data = f.read()
-            batch.append((dst, data))
-            held += len(data)
-            total += len(data)
+            total += n
+            stored += 1
             if held >= PUT_BATCH_BYTES:
                 cart.write_many(batch)
                 batch, held = [], 0
         cart.write_many(batch)
     extra = f", {len(dirs)} director{'y' if len(dirs) == 1 else 'ies'}" if dirs else ""
-    print(f"put {_plural(len(files), 'file')}{extra}, {total} bytes ({_human(total)}) "
-          f"into {_safe(args.archive)}")
+    note = f", skipped {_plural(skipped, 'file')} (the archive itself)" if skipped else ""
+    print(f"put {_plural(stored, 'file')}{extra}, {total} bytes ({_human(total)}) into "
+          f"{_safe(args.archive)}{note}")
     return 0
 
 

@@ -20,7 +20,7 @@ from . import locking
 from ._core.btree import BTree
 from .allocator import GROW_MIN_PAGES, Allocator
 from .content import ContentStore
-from .errors import CorruptionError, LockedError
+from .errors import CartridgeError, CorruptionError, LockedError
 from .format import (
     ALLOC_CHUNK_BITS,
     ALLOC_KEY,
@@ -44,6 +44,7 @@ SLOT_GENERATIONS = struct.Struct(
 MAX_TREE_HEIGHT = 32        # 4-way fan-out at worst: far beyond any real archive
 RELEASE_BATCH = 8           # release freed pages every few commits ...
 RELEASE_PAGES = 1024        # ... or as soon as this many wait
+SETTLE_PAGES = 256          # at open and close: one more commit saves this many pages released
 RECORD_CACHE_MAX = 200_000
 
 
@@ -80,6 +81,7 @@ class Engine:
         self._pinned_gen: int | None = None
         self.failed: BaseException | None = None   # an I/O error left this handle unusable
         self._ofd_pins: set[int] = set()
+        self._unsaved_releases = 0                # pages released since the last commit
         self._slots_seen = b""                    # slot bytes the reader last settled on
         self._seal_checked: tuple | None = None   # the sealed root whose pages were last checked
         self._seal_synced = False                 # this handle's own sealed commit is durable
@@ -196,6 +198,7 @@ class Engine:
             self._load_allocator()
             self.unseal()   # a sealed root is made durable before anything goes on top of it,
             #                 and a torn newer commit we fell back from is replaced
+            self.settle_frees()   # what an earlier writer left pending becomes reusable
 
     def _build_trees(self) -> None:
         r = self.root
@@ -431,6 +434,7 @@ class Engine:
         if freed:
             self.pending_queue.append((root.generation, freed))
         self._changed = False
+        self._unsaved_releases = 0
         self._release()
 
     def unseal(self, both: bool = False) -> None:
@@ -444,6 +448,8 @@ class Engine:
         close): the older slot too, so that a closed archive holds no seal at all."""
         if not self.writable or self.in_txn or self.failed is not None:
             return
+        if both:
+            self.settle_frees()
         _hdr, roots = parse_page0(self.pager.read_page0(), self.name)
         g = self.root.generation
         other = roots[(g + 1) % 2]
@@ -547,9 +553,54 @@ class Engine:
         for f, runs in self.pending_queue:
             if f <= limit:
                 self.allocator.release(runs)
+                self._unsaved_releases += sum(n for _, n in runs)
             else:
                 keep.append((f, runs))
         self.pending_queue = keep
+
+    def settle_frees(self) -> None:
+        """Writers at open and at close, outside a transaction: when many freed pages wait, one
+        small commit saves them free, so that a process committing once per open (every CLI
+        write) does not leak them (docs/FORMAT.md §8, step 7). It saves the pages freed by
+        commits f <= limit (the bound _release() applies after that commit, and no pin of
+        another handle below f) as free without writing into them itself: the root it
+        replaces may still reach them until it lands. Pages _release() freed in memory since
+        the last commit are saved with them."""
+        a = self.allocator
+        if (not self.writable or self.in_txn or self.failed is not None or self._changed
+                or a.hold_frees or a.detached):
+            return
+        g = self.root.generation + 1                # the generation this commit would have
+        limit = g - 2 if self.pager.sync_mode == "normal" else g - 1
+        if self.pins:
+            limit = min(limit, min(self.pins))
+
+        def ready_pages(bound: int) -> int:
+            return sum(n for f, runs in self.pending_queue if f <= bound for _, n in runs)
+
+        if ready_pages(limit) + self._unsaved_releases < SETTLE_PAGES:
+            return
+        other = locking.oldest_pin_below(self.fd, limit + 1)
+        if other is not None:
+            limit = min(limit, other)
+            if ready_pages(limit) + self._unsaved_releases < SETTLE_PAGES:
+                return
+        ready = [e for e in self.pending_queue if e[0] <= limit]
+        self.pending_queue = [e for e in self.pending_queue if e[0] > limit]
+        self.begin()
+        a.release_in_commit([run for _, runs in ready for run in runs])
+        self._changed = True
+        try:
+            self.commit()
+        except (OSError, CartridgeError):
+            if self.failed is not None:
+                raise
+            # rolled back before the root flip (a full disk...): the pages simply wait longer,
+            # and neither open nor close fails for want of this optional commit
+            self.pending_queue = sorted(ready + self.pending_queue, key=lambda e: e[0])
+            return
+        if self.pager.sync_mode == "normal":
+            self.pager.sync_now()
 
     # -- info -------------------------------------------------------------------------------
     def stats(self) -> dict:
