@@ -28,15 +28,6 @@ def xxh3_64(const unsigned char[::1] data not None) -> int:
     return XXH3_64bits(&data[0], data.shape[0])
 
 
-def xxh3_64_range(const unsigned char[::1] data not None, Py_ssize_t start, Py_ssize_t length) -> int:
-    """xxh3-64 of data[start:start+length] without slicing."""
-    if start < 0 or length < 0 or start + length > data.shape[0]:
-        raise ValueError("range outside the buffer")
-    if length == 0:
-        return XXH3_64bits(NULL, 0)
-    return XXH3_64bits(&data[start], length)
-
-
 def seal_page(unsigned char[::1] page not None) -> int:
     """Compute a metadata page's checksum and store it at its checksum field; return it."""
     cdef uint64_t h = page_checksum(&page[0], page.shape[0])
