@@ -5,9 +5,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
-# Metadata pages keep their checksum at this offset; it is hashed as zero.
-cdef enum:
-    CSUM_OFFSET = 16
+# Metadata pages keep their checksum at META_CHECKSUM_OFFSET; it is hashed as zero.
+from cartridge._core.layout cimport META_CHECKSUM_OFFSET as CSUM_OFFSET, PAGE_SIZE
 
 
 cdef uint64_t page_checksum(const unsigned char* page, size_t page_size) noexcept nogil:
@@ -39,12 +38,12 @@ def page_ok(const unsigned char[::1] page not None) -> bool:
     """True when a metadata page's stored checksum matches its contents."""
     cdef uint64_t stored
     cdef uint64_t h
-    cdef unsigned char tmp[4096]
+    cdef unsigned char tmp[PAGE_SIZE]
     cdef Py_ssize_t n = page.shape[0]
     if n < CSUM_OFFSET + 8:
         return False
     memcpy(&stored, &page[CSUM_OFFSET], 8)
-    if n <= 4096:
+    if n <= PAGE_SIZE:
         memcpy(tmp, &page[0], n)
         (<uint64_t*>(tmp + CSUM_OFFSET))[0] = 0
         h = XXH3_64bits(tmp, n)
