@@ -1,12 +1,17 @@
-"""On-disk constants and struct layouts: the one source of truth behind docs/FORMAT.md."""
+"""On-disk constants and struct layouts behind docs/FORMAT.md, for the Python layers.
+
+What the kernels read too (page and chunk sizes, node and cell limits, record kinds and storage
+codes, the record, chunk-entry and XMAP-reference structs) is defined once, in
+cartridge/_core/layout.pxd, and taken from there through the layout-only extension
+`layout_info`: the struct formats below are derived from the C structs, field by field.
+"""
 from __future__ import annotations
 
 import struct
 
-from ._core import btree as _btree
+from ._core import layout_info as _L
 
-PAGE_SIZE = 4096
-SECTOR = 512                 # root slots sit in separate sectors of this size
+PAGE_SIZE = _L.PAGE_SIZE                   # 4096
 
 # -- page 0: file header (written once) and two root slots (alternately rewritten) ------------
 MAGIC = b"CART\x00\x01\x00\x00"
@@ -38,42 +43,38 @@ assert SEAL_HEAD.size + SEAL_MAX_EXTENTS * SEAL_EXTENT.size == 144
 
 # -- metadata pages: all share the 24-byte prefix tag, u16, u16, page_no, checksum ----------
 META_PREFIX = struct.Struct("<4sHHQQ")
-CHECKSUM_OFFSET = 16
-TAG_LEAF = _btree.TAG_LEAF
-TAG_INTERNAL = _btree.TAG_INTERNAL
+assert META_PREFIX.size == 24 and struct.calcsize("<4sHHQ") == _L.META_CHECKSUM_OFFSET
 TAG_OVERFLOW = b"OVFL"
 TAG_XMAP = b"XMAP"
-TREE_CATALOG = 1
-TREE_ALLOCMAP = 2
-NODE_HEADER_SIZE = _btree.HEADER_SIZE     # 40
-KEY_INLINE = _btree.KEY_INLINE            # 512
-MAX_CELL = _btree.MAX_CELL                # 1012
+TREE_CATALOG = _L.TREE_CATALOG             # 1
+TREE_ALLOCMAP = _L.TREE_ALLOCMAP           # 2
+KEY_INLINE = _L.KEY_INLINE                 # 512
+MAX_CELL = _L.MAX_CELL                     # 1012
 
 # Overflow page: prefix (tag, 0, length u16, page_no, checksum), 16 reserved bytes, key tail
 OVERFLOW_DATA = 40
 # Chunk-map page: prefix (tag, 0, count u16, page_no, checksum), next page u64, first chunk u64
 XMAP_HEADER = struct.Struct("<4sHHQQQQ")
 assert XMAP_HEADER.size == 40
-XMAP_ENTRIES = (PAGE_SIZE - XMAP_HEADER.size) // 16   # 253
 
 # -- catalog records ----------------------------------------------------------------------
-# kind, storage, reserved, mode, size, ctime ns, mtime ns, checksum
-RECORD = struct.Struct("<BBHIQqqQ")
-assert RECORD.size == 40
-KIND_FILE = 1
-KIND_DIR = 2
-STORE_EMPTY = 0      # no content (empty file or directory)
-STORE_INLINE = 1     # content bytes follow the record inside the catalog cell
-STORE_CHUNKS = 2     # chunk map (u64 start page, u64 checksum per chunk) follows the record
-STORE_XMAP = 3       # u64 first chunk-map page, u32 page count, u32 0 follow the record
-XMAP_REF = struct.Struct("<QII")
-CHUNK_SIZE = 65536                          # content is checksummed per 64 KiB chunk
-CHUNK_PAGES = CHUNK_SIZE // PAGE_SIZE       # 16
-CHUNK_ENTRY = struct.Struct("<QQ")
+# kind, storage, reserved, mode, size, ctime ns, mtime ns, checksum: "<BBHIQqqQ", 40 bytes
+RECORD = struct.Struct(_L.struct_format("RecordHeader"))
+KIND_FILE = _L.KIND_FILE
+KIND_DIR = _L.KIND_DIR
+STORE_EMPTY = _L.STORE_EMPTY      # 0: no content (empty file or directory)
+STORE_INLINE = _L.STORE_INLINE    # 1: content bytes follow the record inside the catalog cell
+STORE_CHUNKS = _L.STORE_CHUNKS    # 2: chunk map (CHUNK_ENTRY per chunk) follows the record
+STORE_XMAP = _L.STORE_XMAP        # 3: XMAP_REF (first chunk-map page, page count, 0) follows
+XMAP_REF = struct.Struct(_L.struct_format("XmapRef"))          # "<QII"
+CHUNK_SIZE = _L.CHUNK_SIZE                  # 65536: content is checksummed per 64 KiB chunk
+CHUNK_PAGES = _L.CHUNK_PAGES                # 16
+CHUNK_ENTRY = struct.Struct(_L.struct_format("ChunkEntry"))    # "<QQ": start page, checksum
+XMAP_ENTRIES = (PAGE_SIZE - XMAP_HEADER.size) // CHUNK_ENTRY.size   # 253
 
 # -- allocation map ------------------------------------------------------------------------
-ALLOC_CHUNK_BITS = 2048                     # pages per allocation-map entry
-ALLOC_CHUNK_BYTES = ALLOC_CHUNK_BITS // 8   # 256 bytes of "used" bits, then 256 of "pending"
+ALLOC_CHUNK_BITS = _L.ALLOC_CHUNK_BITS      # 2048 pages per allocation-map entry
+ALLOC_CHUNK_BYTES = _L.ALLOC_CHUNK_BYTES    # 256 bytes of "used" bits, then 256 of "pending"
 ALLOC_KEY = struct.Struct(">Q")             # big-endian so byte order equals numeric order
 
 # -- locks (OFD byte-range locks far beyond any real file offset) ---------------------------

@@ -3,6 +3,7 @@ committed nodes onto fresh pages, and overflow pages for long keys."""
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
 from ._core.btree import Node, NodeFormatError
 from ._core.checksum import page_ok
@@ -11,8 +12,43 @@ from .format import META_PREFIX, OVERFLOW_DATA, PAGE_SIZE, TAG_OVERFLOW
 from .pager import seal_meta
 
 
+class NodeCache(Protocol):
+    def get(self, pno: int) -> Node | None: ...
+
+
+class NodeStore(Protocol):
+    """What the B+tree kernel (cartridge._core.btree.BTree) needs of its store; every member is
+    required. BTree binds `dirty`, `cache.get` and `load_missing` once, at construction, and
+    looks a node up in that order; Node.decode and Node.read use only `read_overflow`."""
+
+    dirty: dict[int, Node]          # this transaction's dirty nodes, by page
+    cache: NodeCache                # committed nodes, by page
+
+    def load_missing(self, pno: int) -> Node:
+        """A committed node neither dirty nor cached: read, checked and cached."""
+
+    def writable(self, node: Node) -> Node:
+        """`node` if dirty in this transaction, else a dirty copy on a fresh page."""
+
+    def new_node(self, leaf: bool, tree_id: int) -> Node:
+        """An empty dirty node on a fresh page."""
+
+    def free_node(self, node: Node) -> None:
+        """`node` left the tree."""
+
+    def write_overflow(self, rest: bytes) -> int:
+        """The page now holding the tail of a long key."""
+
+    def free_overflow(self, pno: int) -> None:
+        """An overflow page no cell needs any more."""
+
+    def read_overflow(self, pno: int, length: int) -> bytes:
+        """The `length`-byte key tail on overflow page `pno`."""
+
+
 class TreeStore:
-    """Store protocol for one tree (`tree_id`); `dirty` is shared by all trees of a handle."""
+    """The NodeStore of one tree (`tree_id`) of an archive handle; `dirty` is shared by all
+    trees of a handle."""
 
     def __init__(self, pager, allocator, dirty: dict, tree_id: int):
         self.pager = pager
@@ -39,12 +75,8 @@ class TreeStore:
                 pager._unstage_overlap(pno, 1)
             try:
                 node = Node.read(pager.fd, pno, self.tree_id, self)
-            except NodeFormatError as e:
+            except NodeFormatError as e:        # cut short, checksum or structure
                 raise CorruptionError(f"{pager.name}: {e}") from None
-            if node == 1:
-                raise CorruptionError(f"{pager.name}: page {pno} is cut short")
-            if node == 2:
-                raise CorruptionError(f"{pager.name}: checksum mismatch in B-tree page {pno}")
         else:
             page = pager.read_page(pno)
             if not page_ok(page):

@@ -352,10 +352,7 @@ class Pager:
             data = raw[:length] if length != len(raw) else raw
             return data if xxh3_64(data) == csum else None
         self._unstage_overlap(start, count)
-        data = checked_chunk(self.fd, start * PAGE_SIZE, length, csum)
-        if data == 1:
-            raise CorruptionError(f"{self.name}: pages {start}..{start + count - 1} are cut short")
-        return None if data == 2 else data
+        return checked_chunk(self.fd, start, length, csum, self.name)
 
     def read_run(self, start: int, count: int) -> bytes:
         """`count` consecutive pages (content)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ._core import readpath as _C
+from ._core import pathkeys as _C
 from .errors import CorruptionError, InvalidPathError
 
 MAX_PATH_BYTES = 4096

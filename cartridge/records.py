@@ -1,16 +1,15 @@
 """Catalog records: what the B+tree stores for each path (docs/FORMAT.md §5).
 
-Record, decode() and with_chunk_key() are C (cartridge._core.readpath): a record is decoded
+Record, decode() and with_chunk_key() are C (cartridge._core.record): a record is decoded
 straight from the cell bytes, with no struct or dataclass work per lookup.
 """
 from __future__ import annotations
 
-from ._core.readpath import Memo, Record, decode, get_record, with_chunk_key
+from ._core.memo import Memo
+from ._core.record import Record, decode, get_record, with_chunk_key
 from .format import KEY_INLINE, MAX_CELL, RECORD
 
 __all__ = ["Memo", "Record", "decode", "get_record", "max_payload", "with_chunk_key"]
-
-assert RECORD.format == "<BBHIQqqQ" and RECORD.size == 40      # the layout the C code reads
 
 
 def max_payload(key_len: int) -> int:

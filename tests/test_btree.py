@@ -2,18 +2,22 @@
 import random
 
 import pytest
-from cartridge._core.btree import KEY_INLINE, BTree, Node, NodeFormatError
+from cartridge._core.btree import BTree, Node, NodeFormatError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cartridge.format import KEY_INLINE
+
 
 class MemStore:
-    """Pages in a dict; copy-on-write like the pager, with a 'txn' boundary."""
+    """Pages in a dict; copy-on-write like the pager, with a 'txn' boundary. A NodeStore
+    (cartridge.nodestore) without a cache: every committed node is decoded again."""
 
     def __init__(self):
         self.pages = {}        # committed page -> bytes
         self.overflow = {}     # page -> bytes
         self.dirty = {}
+        self.cache = {}        # stays empty
         self.next = 1
         self.freed = []
 
@@ -26,6 +30,9 @@ class MemStore:
         n = self.dirty.get(pno)
         if n is not None:
             return n
+        return self.load_missing(pno)
+
+    def load_missing(self, pno):
         return Node.decode(self.pages[pno], pno, 1, self)
 
     def writable(self, node):
@@ -200,3 +207,70 @@ def test_deletes_never_leave_empty_leaves(seed):
             assert _empty_nodes(t, store) == []
             assert [kv[0] for kv in t.items_from(b"", 10**6, None)] == sorted(model)
     assert t.root == 0 and t.count == 0
+
+
+def test_btree_requires_the_whole_store_protocol():
+    """BTree binds dirty, cache.get and load_missing at construction: a store without them is
+    refused at once, not at its first lookup."""
+    class Partial(MemStore):
+        def __init__(self, drop):
+            super().__init__()
+            self.drop = drop
+
+        def __getattribute__(self, name):
+            if name == object.__getattribute__(self, "drop"):
+                raise AttributeError(name)
+            return object.__getattribute__(self, name)
+
+    for drop in ("dirty", "cache", "load_missing"):
+        with pytest.raises(AttributeError):
+            BTree(Partial(drop))
+    BTree(MemStore())
+
+
+def test_node_read_raises_for_a_short_page_and_a_bad_checksum(tmp_path):
+    """Node.read signals a page cut short and a checksum mismatch with NodeFormatError (a
+    CorruptionError) naming the page; the store prefixes the archive's name."""
+    import os
+
+    from cartridge.errors import CorruptionError
+
+    node = Node.empty(1, True, 1)
+    node.insert_raw(0, bytes([2, 0, 1, 0]) + b"/ax")
+    page = bytes(node.seal())
+    path = tmp_path / "pages"
+    path.write_bytes(bytes(4096) + page)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert Node.read(fd, 1, 1, None).key(0) == b"/a"
+        with pytest.raises(NodeFormatError, match=r"^page 2 is cut short$"):
+            Node.read(fd, 2, 1, None)
+    finally:
+        os.close(fd)
+    bad = bytearray(page)
+    bad[100] ^= 1
+    path.write_bytes(bytes(4096) + bad)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(CorruptionError, match=r"^checksum mismatch in B-tree page 1$"):
+            Node.read(fd, 1, 1, None)
+    finally:
+        os.close(fd)
+
+
+def test_a_damaged_catalog_node_names_archive_and_page(tmp_path):
+    import cartridge
+    from cartridge import format as F
+
+    target = tmp_path / "a.cart"
+    with cartridge.open(target, "w") as c:
+        c.write("/x", b"data")
+    img = bytearray(target.read_bytes())
+    slots = [F.ROOT_SLOT.unpack_from(img, o) for o in F.SLOT_OFFSETS]
+    root = max(slots, key=lambda s: s[1])[3]            # the newest slot's catalog root
+    img[root * F.PAGE_SIZE + 200] ^= 0xFF
+    target.write_bytes(img)
+    with cartridge.open(target, "r") as c:
+        with pytest.raises(cartridge.CorruptionError,
+                           match=rf": checksum mismatch in B-tree page {root}$"):
+            c.read("/x")

@@ -1,6 +1,6 @@
-"""The read path in C (cartridge._core.readpath) against its Python references: path keys
-(cartridge.paths' reference normaliser: same results, same errors), record decode/encode, the
-adaptive memo, and whole-file reads through it."""
+"""The read path in C (cartridge._core: pathkeys, record, memo, readpath) against its Python
+references: path keys (cartridge.paths' reference normaliser: same results, same errors),
+record decode/encode, the adaptive memo, and whole-file reads through it."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import cartridge
 from cartridge import paths as P
-from cartridge._core import readpath as C
+from cartridge._core import pathkeys, readpath
+from cartridge._core import record as R
 from cartridge._handle import engine
 from cartridge.errors import CorruptionError, InvalidPathError
 from cartridge.format import (
@@ -99,7 +100,8 @@ def test_file_key_memo_gives_the_same_objects_back():
     a = P.file_key("/memo/x")
     assert P.file_key("/memo/x") == ("/memo/x", b"/memo/x")
     assert P.file_key("memo//x") == a
-    assert C.is_normal("/memo/x") and not C.is_normal("memo/x") and not C.is_normal(_Sub("/a"))
+    assert pathkeys.is_normal("/memo/x") and not pathkeys.is_normal("memo/x")
+    assert not pathkeys.is_normal(_Sub("/a"))
 
 
 # -- records ----------------------------------------------------------------------------
@@ -190,15 +192,15 @@ def test_memo_shrinks_when_lookups_mostly_miss_and_stays_when_they_hit():
     keys = list(tree.values)
     m = Memo(10_000)
     for k in keys[:5000] * 4:         # a working set that fits: hits
-        C.get_record(m, tree, k, "t")
+        R.get_record(m, tree, k, "t")
     for k in keys[:10_500]:           # overflows once, but most lookups hit
-        C.get_record(m, tree, k, "t")
+        R.get_record(m, tree, k, "t")
     assert m.limit == 10_000
     for k in keys * 2:                # a uniform spread far larger than the memo
-        C.get_record(m, tree, k, "t")
+        R.get_record(m, tree, k, "t")
     assert m.limit < 10_000 and len(m) <= m.limit
-    assert C.get_record(m, tree, b"/none", "t") is None
-    assert C.get_record(m, tree, keys[7], "t") == decode(tree.values[keys[7]], "t")
+    assert R.get_record(m, tree, b"/none", "t") is None
+    assert R.get_record(m, tree, keys[7], "t") == decode(tree.values[keys[7]], "t")
 
 
 def test_read_whole_serves_only_whole_known_files(tmp_path):
@@ -210,21 +212,21 @@ def test_read_whole_serves_only_whole_known_files(tmp_path):
         c.mkdir("/d")
         eng = engine(c)
         args = (eng.records, eng.catalog, eng.name, eng.pager.cache)
-        assert C.read_whole(*args, "/in") == b"inline"
-        assert C.read_whole(*args, "in") == b"inline"
-        assert C.read_whole(*args, "/in", 2) is None          # a range: the general path
-        assert C.read_whole(*args, "/empty") == b""
-        assert C.read_whole(*args, "/big") is None
-        assert C.read_whole(*args, "/d") is None
-        assert C.read_whole(*args, "/none") is None
+        assert readpath.read_whole(*args, "/in") == b"inline"
+        assert readpath.read_whole(*args, "in") == b"inline"
+        assert readpath.read_whole(*args, "/in", 2) is None          # a range: the general path
+        assert readpath.read_whole(*args, "/empty") == b""
+        assert readpath.read_whole(*args, "/big") is None
+        assert readpath.read_whole(*args, "/d") is None
+        assert readpath.read_whole(*args, "/none") is None
         eng.pager.cache.clear()
-        assert C.read_whole(*args, "/chunk") is None          # not cached
+        assert readpath.read_whole(*args, "/chunk") is None          # not cached
         data = c.read("/chunk")
-        assert C.read_whole(*args, "/chunk") == data
+        assert readpath.read_whole(*args, "/chunk") == data
         eng.records.clear()
-        assert C.read_whole(eng.records, None, eng.name, eng.pager.cache, "/chunk") is None
+        assert readpath.read_whole(eng.records, None, eng.name, eng.pager.cache, "/chunk") is None
         with pytest.raises(InvalidPathError):
-            C.read_whole(*args, "/in/")
+            readpath.read_whole(*args, "/in/")
 
 
 # -- the key index of committed nodes ---------------------------------------------------
@@ -258,3 +260,19 @@ def test_committed_node_search_matches_bisect(keys, probes, stem):
         assert i == bisect.bisect_left(keys, p)
         assert found == (p in keys)
         assert back.child_index(p) == bisect.bisect_right(keys, p)
+
+
+def test_checked_chunk_raises_when_cut_short_and_is_none_on_a_bad_checksum(tmp_path):
+    from cartridge._core.checksum import xxh3_64
+
+    data = os.urandom(5000)
+    path = tmp_path / "content"
+    path.write_bytes(bytes(4096) + data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert readpath.checked_chunk(fd, 1, 5000, xxh3_64(data), "arc") == data
+        assert readpath.checked_chunk(fd, 1, 5000, xxh3_64(data) ^ 1, "arc") is None
+        with pytest.raises(CorruptionError, match=r"^arc: pages 1\.\.2 are cut short$"):
+            readpath.checked_chunk(fd, 1, 8000, 0, "arc")
+    finally:
+        os.close(fd)

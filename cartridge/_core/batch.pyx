@@ -8,43 +8,18 @@ from libc.string cimport memcmp, memcpy, memset
 
 from cartridge._core.bitmap cimport Bitmap
 from cartridge._core.checksum cimport XXH3_64bits
+from cartridge._core.layout cimport (ALLOC_CHUNK_BITS, ALLOC_CHUNK_BYTES, ALLOC_CHUNK_WORDS,
+                                     PAGE_SIZE, RECORD_SIZE, STORE_EMPTY, ChunkEntry,
+                                     RecordHeader)
 
 import sys
 
 if sys.byteorder != "little":     # records and map entries are copied as native words
     raise ImportError("cartridge needs a little-endian host")
 
-cdef extern from *:
-    """
-    #pragma pack(push, 1)
-    typedef struct {
-        uint8_t  kind;
-        uint8_t  storage;
-        uint16_t reserved;
-        uint32_t mode;
-        uint64_t size;
-        int64_t  ctime_ns;
-        int64_t  mtime_ns;
-        uint64_t checksum;
-        uint64_t start;         /* the one chunk-map entry of a one-chunk file */
-        uint64_t chunk_sum;
-    } ChunkRecord;              /* RECORD (40 bytes) + CHUNK_ENTRY (16 bytes), little-endian */
-    #pragma pack(pop)
-    """
-    ctypedef struct ChunkRecord:
-        uint8_t kind
-        uint8_t storage
-        uint16_t reserved
-        uint32_t mode
-        uint64_t size
-        int64_t ctime_ns
-        int64_t mtime_ns
-        uint64_t checksum
-        uint64_t start
-        uint64_t chunk_sum
-
-cdef enum:
-    C_PAGE = 4096
+ctypedef packed struct OneChunkRecord:     # the catalog record of a one-chunk file (FORMAT §5)
+    RecordHeader rec
+    ChunkEntry chunk                        # its one chunk-map entry
 
 
 def pack_pages(list datas, Py_ssize_t[::1] which, unsigned char[::1] out not None,
@@ -60,7 +35,7 @@ def pack_pages(list datas, Py_ssize_t[::1] which, unsigned char[::1] out not Non
         PyObject_GetBuffer(obj, &buf, PyBUF_SIMPLE)
         try:
             n = buf.len
-            pad = (C_PAGE - n % C_PAGE) % C_PAGE
+            pad = (PAGE_SIZE - n % PAGE_SIZE) % PAGE_SIZE
             if off + n + pad > out.shape[0]:
                 raise ValueError("pack_pages: output buffer too small")
             with nogil:
@@ -72,7 +47,7 @@ def pack_pages(list datas, Py_ssize_t[::1] which, unsigned char[::1] out not Non
         finally:
             PyBuffer_Release(&buf)
         off += n + pad
-    return off // C_PAGE
+    return off // PAGE_SIZE
 
 
 def chunk_records(Py_ssize_t[::1] which, int64_t[::1] sizes not None,
@@ -84,20 +59,20 @@ def chunk_records(Py_ssize_t[::1] which, int64_t[::1] sizes not None,
     mode and ctime from modes[k] and ctimes[k]."""
     cdef Py_ssize_t k
     cdef bytes b
-    cdef ChunkRecord* r
+    cdef OneChunkRecord* r
     for k in range(which.shape[0]):
-        b = PyBytes_FromStringAndSize(NULL, sizeof(ChunkRecord))
-        r = <ChunkRecord*>PyBytes_AS_STRING(b)
-        r.kind = <uint8_t>kind
-        r.storage = <uint8_t>storage
-        r.reserved = 0
-        r.mode = modes[k]
-        r.size = <uint64_t>sizes[k]
-        r.ctime_ns = ctimes[k]
-        r.mtime_ns = mtime
-        r.checksum = sums[k]
-        r.start = starts[k]
-        r.chunk_sum = sums[k]
+        b = PyBytes_FromStringAndSize(NULL, sizeof(OneChunkRecord))
+        r = <OneChunkRecord*>PyBytes_AS_STRING(b)
+        r.rec.kind = <uint8_t>kind
+        r.rec.storage = <uint8_t>storage
+        r.rec.reserved = 0
+        r.rec.mode = modes[k]
+        r.rec.size = <uint64_t>sizes[k]
+        r.rec.ctime_ns = ctimes[k]
+        r.rec.mtime_ns = mtime
+        r.rec.checksum = sums[k]
+        r.chunk.start = starts[k]
+        r.chunk.checksum = sums[k]
         out[which[k]] = b
 
 
@@ -156,14 +131,14 @@ def collect(items, file_key, as_bytes) -> dict:
 def alloc_entry(Bitmap used not None, Bitmap pending not None, Py_ssize_t chunk) -> bytes:
     """The persisted allocation-map entry of `chunk` (docs/FORMAT.md §6): its 256 bytes of
     `used` bits, then its 256 bytes of `pending` bits (little-endian words), in one copy each."""
-    cdef Py_ssize_t w0 = chunk * 32
-    if (chunk < 0 or chunk >= (used._n_bits + 2047) // 2048
-            or chunk >= (pending._n_bits + 2047) // 2048):
+    cdef Py_ssize_t w0 = chunk * ALLOC_CHUNK_WORDS
+    if (chunk < 0 or chunk >= (used._n_bits + ALLOC_CHUNK_BITS - 1) // ALLOC_CHUNK_BITS
+            or chunk >= (pending._n_bits + ALLOC_CHUNK_BITS - 1) // ALLOC_CHUNK_BITS):
         raise ValueError(f"chunk {chunk} outside the bitmaps")
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, 512)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 2 * ALLOC_CHUNK_BYTES)
     cdef char* o = PyBytes_AS_STRING(out)
-    memcpy(o, used._w + w0, 256)
-    memcpy(o + 256, pending._w + w0, 256)
+    memcpy(o, used._w + w0, ALLOC_CHUNK_BYTES)
+    memcpy(o + ALLOC_CHUNK_BYTES, pending._w + w0, ALLOC_CHUNK_BYTES)
     return out
 
 
@@ -177,15 +152,15 @@ def inline_records(list datas, Py_ssize_t[::1] which, uint32_t[::1] modes not No
     cdef Py_ssize_t k, n
     cdef Py_buffer buf
     cdef bytes b
-    cdef ChunkRecord* r
+    cdef RecordHeader* r
     for k in range(which.shape[0]):
         PyObject_GetBuffer(datas[which[k]], &buf, PyBUF_SIMPLE)
         try:
             n = buf.len
-            b = PyBytes_FromStringAndSize(NULL, 40 + n)
-            r = <ChunkRecord*>PyBytes_AS_STRING(b)
+            b = PyBytes_FromStringAndSize(NULL, RECORD_SIZE + n)
+            r = <RecordHeader*>PyBytes_AS_STRING(b)
             r.kind = <uint8_t>kind
-            r.storage = <uint8_t>(storage if n else 0)
+            r.storage = <uint8_t>(storage if n else STORE_EMPTY)
             r.reserved = 0
             r.mode = modes[k]
             r.size = <uint64_t>n
@@ -193,7 +168,7 @@ def inline_records(list datas, Py_ssize_t[::1] which, uint32_t[::1] modes not No
             r.mtime_ns = mtime
             r.checksum = XXH3_64bits(buf.buf, n)
             if n:
-                memcpy(PyBytes_AS_STRING(b) + 40, buf.buf, n)
+                memcpy(PyBytes_AS_STRING(b) + RECORD_SIZE, buf.buf, n)
         finally:
             PyBuffer_Release(&buf)
         out[which[k]] = b

@@ -27,15 +27,16 @@ cdef extern from *:
     int cart_clz64(uint64_t x) nogil      # undefined for x == 0
     int cart_popcount64(uint64_t x) nogil
 
-CHUNK_BITS = 2048
-CHUNK_WORDS = 32
-CHUNK_BYTES = 256
+from cartridge._core.layout cimport (ALLOC_CHUNK_BITS as _CHUNK_BITS,
+                                     ALLOC_CHUNK_BYTES as _CHUNK_BYTES,
+                                     ALLOC_CHUNK_WORDS as _CHUNK_WORDS)
+
+CHUNK_BITS = _CHUNK_BITS      # one allocation-map entry (docs/FORMAT.md §6)
+CHUNK_WORDS = _CHUNK_WORDS
+CHUNK_BYTES = _CHUNK_BYTES
 
 cdef enum:
-    _CHUNK_BITS = 2048
-    _CHUNK_WORDS = 32
-    _CHUNK_BYTES = 256
-    _CHUNK_SHIFT = 5          # word index >> 5 = chunk index
+    _CHUNK_SHIFT = 5          # word index >> 5 = chunk index (_CHUNK_WORDS == 1 << 5)
 
 
 

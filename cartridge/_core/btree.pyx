@@ -3,16 +3,21 @@
 
 A `Node` is a page held in a bytearray and read through the packed `NodeHeader` struct and its
 slot array; `BTree` runs lookups, inserts, deletes, splits and merges on nodes supplied by a
-*store* (the pager glue), which owns page allocation, copy-on-write and caching:
+*store* (the pager glue), which owns page allocation, copy-on-write and caching. The store
+protocol (cartridge.nodestore.NodeStore; every member is required, BTree binds the first three
+once):
 
-    store.load(page_no) -> Node            a committed or dirty node
+    store.dirty: dict                      page_no -> Node, this transaction's dirty nodes
+    store.cache                            committed nodes: cache.get(page_no) -> Node | None
+    store.load_missing(page_no) -> Node    a committed node neither dirty nor cached (read,
+                                           checked and cached by the store)
     store.writable(node) -> Node           node itself if dirty in this txn, else a dirty copy
                                            on a fresh page (the old page is freed)
     store.new_node(leaf: bool, tree_id) -> Node     an empty dirty node on a fresh page
     store.free_node(node)                  the node left the tree
     store.write_overflow(rest: bytes) -> int        page holding the tail of a long key
     store.free_overflow(page_no)
-    store.read_overflow(page_no, length) -> bytes   (used when decoding pages)
+    store.read_overflow(page_no, length) -> bytes   (Node.decode / Node.read need only this)
 
 Keys and values are bytes, ordered by unsigned byte comparison (memcmp, then length).
 """
@@ -24,6 +29,9 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memmove, memset
 
 from cartridge._core.checksum cimport page_checksum
+from cartridge._core.layout cimport (KEY_INLINE, MAX_CELL, MAX_KEY, MAX_NAME_BYTES, NODE_HEADER_SIZE,
+                                     NODE_USABLE, PAGE_SIZE, TAG_INTERNAL, TAG_LEAF, TAG_SIZE,
+                                     UNDERFLOW, NodeHeader)
 from cartridge.errors import CorruptionError
 
 import os
@@ -35,54 +43,10 @@ cdef extern from "<errno.h>" nogil:
     int errno
     int EINTR
 
-cdef extern from *:
-    """
-    #pragma pack(push, 1)
-    typedef struct {
-        char     tag[4];        /* "BTLF" leaf, "BTIN" internal */
-        uint16_t tree_id;       /* 1 catalog, 2 allocation map */
-        uint16_t nkeys;
-        uint64_t page_no;       /* the page's own number: catches misdirected writes */
-        uint64_t checksum;      /* xxh3-64 of the page with this field zeroed */
-        uint16_t cell_start;    /* lowest byte used by cells; cells fill [cell_start, 4096) */
-        uint16_t frag;          /* dead bytes inside the cell area */
-        uint32_t reserved;
-        uint64_t right_child;   /* internal nodes: child for keys >= the last separator */
-    } NodeHeader;               /* 40 bytes, followed by uint16_t slots[nkeys] */
-    #pragma pack(pop)
-    """
-    ctypedef struct NodeHeader:
-        char tag[4]
-        uint16_t tree_id
-        uint16_t nkeys
-        uint64_t page_no
-        uint64_t checksum
-        uint16_t cell_start
-        uint16_t frag
-        uint32_t reserved
-        uint64_t right_child
-
-PAGE_SIZE = 4096
-HEADER_SIZE = sizeof(NodeHeader)
-KEY_INLINE = 512            # key bytes stored in the cell; the rest lives on an overflow page
-MAX_KEY = 4096
-MAX_CELL = 1012             # (4096 - 40) / 4 - 2: at least four cells fit in any node
-UNDERFLOW = 1014            # a non-root node holding fewer cell bytes than this tries to merge
-TAG_LEAF = b"BTLF"
-TAG_INTERNAL = b"BTIN"
-
-cdef enum:
-    C_PAGE = 4096
-    C_HDR = 40
-    C_KEY_INLINE = 512
-    C_MAX_KEY = 4096
-    C_MAX_CELL = 1012
-    C_USABLE = 4056
-    C_UNDERFLOW = 1014
-
 
 class NodeFormatError(CorruptionError):
-    """A node page failed a structural check."""
+    """A node page failed a check (cut short, checksum, structure); the message names the page,
+    the caller prefixes the archive."""
 
 
 cdef inline uint16_t rd16(const unsigned char* p) noexcept nogil:
@@ -106,14 +70,9 @@ cdef inline void wr64(unsigned char* p, uint64_t v) noexcept nogil:
 
 
 cdef inline Py_ssize_t cell_size_for(Py_ssize_t key_len, Py_ssize_t val_len) noexcept nogil:
-    if key_len > C_KEY_INLINE:
-        return 4 + C_KEY_INLINE + 8 + val_len
+    if key_len > KEY_INLINE:
+        return 4 + KEY_INLINE + 8 + val_len
     return 4 + key_len + val_len
-
-
-def cell_size(Py_ssize_t key_len, Py_ssize_t val_len) -> int:
-    """Bytes a cell takes in a node (without its 2-byte slot)."""
-    return cell_size_for(key_len, val_len)
 
 
 cdef inline int cmp_bytes(const unsigned char* a, Py_ssize_t la,
@@ -145,9 +104,9 @@ cdef class Node:
 
     def __cinit__(self, data=None):
         if data is None:
-            self.data = bytearray(C_PAGE)
+            self.data = bytearray(PAGE_SIZE)
         else:
-            if len(data) != C_PAGE:
+            if len(data) != PAGE_SIZE:
                 raise NodeFormatError("node page is not 4096 bytes")
             self.data = bytearray(data)
         self.p = <unsigned char*>PyByteArray_AS_STRING(self.data)
@@ -158,10 +117,10 @@ cdef class Node:
         """A fresh, empty node for page `page_no`."""
         cdef Node n = Node()
         cdef NodeHeader* h = <NodeHeader*>n.p
-        memcpy(h.tag, <char*>(b"BTLF" if leaf else b"BTIN"), 4)
+        memcpy(h.tag, TAG_LEAF if leaf else TAG_INTERNAL, TAG_SIZE)
         h.tree_id = tree_id
         h.page_no = page_no
-        h.cell_start = C_PAGE
+        h.cell_start = PAGE_SIZE
         return n
 
     @staticmethod
@@ -179,16 +138,16 @@ cdef class Node:
     @staticmethod
     def read(int fd, uint64_t page_no, int tree_id, store):
         """Node page `page_no` read straight from file descriptor `fd` into a new node, its
-        checksum and structure checked: the node, or 1 when the page is cut short, 2 when its
-        checksum does not match (the caller names the error)."""
+        checksum and structure checked; NodeFormatError when the page is cut short, its checksum
+        does not match or its structure is bad."""
         cdef Node n = Node.__new__(Node)
         cdef uint64_t stored
         cdef Py_ssize_t got = 0
         cdef ssize_t r = 0
-        cdef long long off = <long long>page_no * C_PAGE
+        cdef long long off = <long long>page_no * PAGE_SIZE
         with nogil:
-            while got < C_PAGE:
-                r = pread(fd, n.p + got, C_PAGE - got, off + got)
+            while got < PAGE_SIZE:
+                r = pread(fd, n.p + got, PAGE_SIZE - got, off + got)
                 if r <= 0:
                     if r < 0 and errno == EINTR:
                         continue
@@ -196,11 +155,11 @@ cdef class Node:
                 got += r
         if r < 0:
             raise OSError(errno, os.strerror(errno))
-        if got != C_PAGE:
-            return 1
+        if got != PAGE_SIZE:
+            raise NodeFormatError(f"page {page_no} is cut short")
         stored = (<NodeHeader*>n.p).checksum
-        if page_checksum(n.p, C_PAGE) != stored:
-            return 2
+        if page_checksum(n.p, PAGE_SIZE) != stored:
+            raise NodeFormatError(f"checksum mismatch in B-tree page {page_no}")
         n._validate(page_no, tree_id, store)
         n._from_disk()
         return n
@@ -210,7 +169,7 @@ cdef class Node:
         its checked internal children (the upper levels stay decoded while it lives)."""
         cdef NodeHeader* h = <NodeHeader*>self.p
         self.committed = True
-        if memcmp(h.tag, b"BTIN", 4) == 0:
+        if memcmp(h.tag, TAG_INTERNAL, TAG_SIZE) == 0:
             self.kids = [None] * (h.nkeys + 1)
         self._index()
 
@@ -250,9 +209,9 @@ cdef class Node:
         cdef bint leaf
         cdef bint long_keys = False
         cdef bytes prev = None, key
-        if memcmp(h.tag, b"BTLF", 4) == 0:
+        if memcmp(h.tag, TAG_LEAF, TAG_SIZE) == 0:
             leaf = True
-        elif memcmp(h.tag, b"BTIN", 4) == 0:
+        elif memcmp(h.tag, TAG_INTERNAL, TAG_SIZE) == 0:
             leaf = False
         else:
             raise NodeFormatError(f"page {page_no}: not a B-tree node")
@@ -260,29 +219,29 @@ cdef class Node:
             raise NodeFormatError(f"page {page_no}: header names page {h.page_no} (misdirected write)")
         if h.tree_id != tree_id:
             raise NodeFormatError(f"page {page_no}: belongs to tree {h.tree_id}, expected {tree_id}")
-        slot_end = C_HDR + 2 * <Py_ssize_t>h.nkeys
-        if slot_end > h.cell_start or h.cell_start > C_PAGE:
+        slot_end = NODE_HEADER_SIZE + 2 * <Py_ssize_t>h.nkeys
+        if slot_end > h.cell_start or h.cell_start > PAGE_SIZE:
             raise NodeFormatError(f"page {page_no}: slot array overlaps the cell area")
         if not leaf and h.nkeys == 0 and h.right_child == 0:
             raise NodeFormatError(f"page {page_no}: internal node without children")
         for i in range(h.nkeys):
-            off = rd16(n.p + C_HDR + 2 * i)
-            if off < h.cell_start or off + 4 > C_PAGE:
+            off = rd16(n.p + NODE_HEADER_SIZE + 2 * i)
+            if off < h.cell_start or off + 4 > PAGE_SIZE:
                 raise NodeFormatError(f"page {page_no}: cell {i} offset {off} out of range")
             kl = rd16(n.p + off)
             vl = rd16(n.p + off + 2)
-            if kl == 0 or kl > C_MAX_KEY or (not leaf and vl != 8):
+            if kl == 0 or kl > MAX_KEY or (not leaf and vl != 8):
                 raise NodeFormatError(f"page {page_no}: cell {i} has bad lengths")
             sz = cell_size_for(kl, vl)
-            if off + sz > C_PAGE:
+            if off + sz > PAGE_SIZE:
                 raise NodeFormatError(f"page {page_no}: cell {i} runs past the page end")
-            if kl > C_KEY_INLINE:
+            if kl > KEY_INLINE:
                 long_keys = True
-                ovp = rd64(n.p + off + 4 + C_KEY_INLINE)
-                rest = store.read_overflow(ovp, kl - C_KEY_INLINE)
+                ovp = rd64(n.p + off + 4 + KEY_INLINE)
+                rest = store.read_overflow(ovp, kl - KEY_INLINE)
                 if n.ovf is None:
                     n.ovf = {}
-                n.ovf[ovp] = PyBytes_FromStringAndSize(<char*>n.p + off + 4, C_KEY_INLINE) + rest
+                n.ovf[ovp] = PyBytes_FromStringAndSize(<char*>n.p + off + 4, KEY_INLINE) + rest
             elif not long_keys:
                 # keys strictly increasing, compared in place while no key is long
                 if prev_off >= 0 and cmp_bytes(n.p + prev_off + 4, pkl, n.p + off + 4, kl) >= 0:
@@ -308,7 +267,7 @@ cdef class Node:
 
     @property
     def is_leaf(self):
-        return memcmp((<NodeHeader*>self.p).tag, b"BTLF", 4) == 0
+        return memcmp((<NodeHeader*>self.p).tag, TAG_LEAF, TAG_SIZE) == 0
 
     @property
     def tree_id(self):
@@ -330,16 +289,12 @@ cdef class Node:
         return (<NodeHeader*>self.p).nkeys
 
     cdef inline unsigned char* cell(self, Py_ssize_t i) noexcept:
-        return self.p + rd16(self.p + C_HDR + 2 * i)
+        return self.p + rd16(self.p + NODE_HEADER_SIZE + 2 * i)
 
     def used_bytes(self) -> int:
         """Bytes taken by live cells and their slots."""
         cdef NodeHeader* h = <NodeHeader*>self.p
-        return (C_PAGE - h.cell_start - h.frag) + 2 * h.nkeys
-
-    def free_bytes(self) -> int:
-        """Bytes available for new cells (after compaction)."""
-        return C_USABLE - self.used_bytes()
+        return (PAGE_SIZE - h.cell_start - h.frag) + 2 * h.nkeys
 
     # -- cells ---------------------------------------------------------------------------
     cdef int compare_at(self, Py_ssize_t i, const unsigned char* k, Py_ssize_t kl) except? -2:
@@ -347,14 +302,14 @@ cdef class Node:
         cdef Py_ssize_t cl = rd16(c)
         cdef int r
         cdef bytes full
-        if cl <= C_KEY_INLINE:
+        if cl <= KEY_INLINE:
             return cmp_bytes(c + 4, cl, k, kl)
-        r = memcmp(c + 4, k, C_KEY_INLINE if kl > C_KEY_INLINE else kl)
+        r = memcmp(c + 4, k, KEY_INLINE if kl > KEY_INLINE else kl)
         if r != 0:
             return r
-        if kl <= C_KEY_INLINE:
+        if kl <= KEY_INLINE:
             return 1   # the stored key is longer and shares the whole probe as a prefix
-        full = self.ovf[rd64(c + 4 + C_KEY_INLINE)]
+        full = self.ovf[rd64(c + 4 + KEY_INLINE)]
         return cmp_bytes(<unsigned char*>PyBytes_AS_STRING(full), cl, k, kl)
 
     cdef Py_ssize_t lower_bound(self, const unsigned char* k, Py_ssize_t kl) except -1:
@@ -430,22 +385,22 @@ cdef class Node:
         """Full key of cell i."""
         cdef unsigned char* c = self.cell(i)
         cdef Py_ssize_t kl = rd16(c)
-        if kl <= C_KEY_INLINE:
+        if kl <= KEY_INLINE:
             return PyBytes_FromStringAndSize(<char*>c + 4, kl)
-        return self.ovf[rd64(c + 4 + C_KEY_INLINE)]
+        return self.ovf[rd64(c + 4 + KEY_INLINE)]
 
     cpdef uint64_t overflow_page(self, Py_ssize_t i):
         """Overflow page of cell i, or 0 when its key is stored whole."""
         cdef unsigned char* c = self.cell(i)
-        if rd16(c) <= C_KEY_INLINE:
+        if rd16(c) <= KEY_INLINE:
             return 0
-        return rd64(c + 4 + C_KEY_INLINE)
+        return rd64(c + 4 + KEY_INLINE)
 
     cdef inline unsigned char* value_ptr(self, Py_ssize_t i, Py_ssize_t* vl) noexcept:
         cdef unsigned char* c = self.cell(i)
         cdef Py_ssize_t kl = rd16(c)
         vl[0] = rd16(c + 2)
-        return c + 4 + (C_KEY_INLINE + 8 if kl > C_KEY_INLINE else kl)
+        return c + 4 + (KEY_INLINE + 8 if kl > KEY_INLINE else kl)
 
     cpdef bytes value(self, Py_ssize_t i):
         """Value bytes of cell i."""
@@ -482,9 +437,9 @@ cdef class Node:
     # -- mutation ------------------------------------------------------------------------
     cdef void compact(self) noexcept:
         """Squeeze out dead bytes so all free space is contiguous."""
-        cdef unsigned char tmp[C_PAGE]
+        cdef unsigned char tmp[PAGE_SIZE]
         cdef NodeHeader* h = <NodeHeader*>self.p
-        cdef Py_ssize_t i, top = C_PAGE, sz
+        cdef Py_ssize_t i, top = PAGE_SIZE, sz
         cdef unsigned char* c
         if h.frag == 0:
             return
@@ -493,8 +448,8 @@ cdef class Node:
             sz = cell_size_for(rd16(c), rd16(c + 2))
             top -= sz
             memcpy(tmp + top, c, sz)
-            wr16(self.p + C_HDR + 2 * i, <uint16_t>top)
-        memcpy(self.p + top, tmp + top, C_PAGE - top)
+            wr16(self.p + NODE_HEADER_SIZE + 2 * i, <uint16_t>top)
+        memcpy(self.p + top, tmp + top, PAGE_SIZE - top)
         h.cell_start = <uint16_t>top
         h.frag = 0
 
@@ -503,20 +458,20 @@ cdef class Node:
         cdef NodeHeader* h = <NodeHeader*>self.p
         cdef Py_ssize_t sz = len(cell)
         cdef Py_ssize_t need = sz + 2
-        cdef Py_ssize_t slot_end = C_HDR + 2 * h.nkeys
+        cdef Py_ssize_t slot_end = NODE_HEADER_SIZE + 2 * h.nkeys
         if h.cell_start - slot_end < need:
-            if C_USABLE - ((C_PAGE - h.cell_start - h.frag) + 2 * h.nkeys) < need:
+            if NODE_USABLE - ((PAGE_SIZE - h.cell_start - h.frag) + 2 * h.nkeys) < need:
                 return False
             self.compact()
         h.cell_start -= sz
         memcpy(self.p + h.cell_start, PyBytes_AS_STRING(cell), sz)
-        memmove(self.p + C_HDR + 2 * (i + 1), self.p + C_HDR + 2 * i, 2 * (h.nkeys - i))
-        wr16(self.p + C_HDR + 2 * i, h.cell_start)
+        memmove(self.p + NODE_HEADER_SIZE + 2 * (i + 1), self.p + NODE_HEADER_SIZE + 2 * i, 2 * (h.nkeys - i))
+        wr16(self.p + NODE_HEADER_SIZE + 2 * i, h.cell_start)
         h.nkeys += 1
         if full_key is not None:
             if self.ovf is None:
                 self.ovf = {}
-            self.ovf[rd64(self.p + h.cell_start + 4 + C_KEY_INLINE)] = full_key
+            self.ovf[rd64(self.p + h.cell_start + 4 + KEY_INLINE)] = full_key
         return True
 
     def remove(self, Py_ssize_t i):
@@ -525,16 +480,16 @@ cdef class Node:
         cdef unsigned char* c = self.cell(i)
         cdef Py_ssize_t kl = rd16(c)
         cdef Py_ssize_t sz = cell_size_for(kl, rd16(c + 2))
-        if kl > C_KEY_INLINE and self.ovf is not None:
-            self.ovf.pop(rd64(c + 4 + C_KEY_INLINE), None)
+        if kl > KEY_INLINE and self.ovf is not None:
+            self.ovf.pop(rd64(c + 4 + KEY_INLINE), None)
         if self.p + h.cell_start == c:
             h.cell_start += sz
         else:
             h.frag += sz
-        memmove(self.p + C_HDR + 2 * i, self.p + C_HDR + 2 * (i + 1), 2 * (h.nkeys - i - 1))
+        memmove(self.p + NODE_HEADER_SIZE + 2 * i, self.p + NODE_HEADER_SIZE + 2 * (i + 1), 2 * (h.nkeys - i - 1))
         h.nkeys -= 1
         if h.nkeys == 0:
-            h.cell_start = C_PAGE
+            h.cell_start = PAGE_SIZE
             h.frag = 0
 
     def set_value_same_size(self, Py_ssize_t i, bytes value) -> bool:
@@ -550,22 +505,22 @@ cdef class Node:
         """Rewrite the node to hold exactly `cells` (in order)."""
         cdef NodeHeader* h = <NodeHeader*>self.p
         h.nkeys = 0
-        h.cell_start = C_PAGE
+        h.cell_start = PAGE_SIZE
         h.frag = 0
         h.right_child = right_child
-        memset(self.p + C_HDR, 0, C_PAGE - C_HDR)
+        memset(self.p + NODE_HEADER_SIZE, 0, PAGE_SIZE - NODE_HEADER_SIZE)
         self.ovf = None
         for i, c in enumerate(cells):
             ovp = 0
-            if rd16(<unsigned char*>PyBytes_AS_STRING(c)) > C_KEY_INLINE:
-                ovp = rd64(<unsigned char*>PyBytes_AS_STRING(c) + 4 + C_KEY_INLINE)
+            if rd16(<unsigned char*>PyBytes_AS_STRING(c)) > KEY_INLINE:
+                ovp = rd64(<unsigned char*>PyBytes_AS_STRING(c) + 4 + KEY_INLINE)
             if not self.insert_raw(i, c, full_keys.get(ovp) if ovp else None):
                 raise AssertionError("reset: cells do not fit in one node")
 
     def seal(self):
         """Store the checksum and return the page (the node's own buffer) ready to write."""
         cdef NodeHeader* h = <NodeHeader*>self.p
-        h.checksum = page_checksum(self.p, C_PAGE)
+        h.checksum = page_checksum(self.p, PAGE_SIZE)
         return self.data
 
     def copy_to(self, uint64_t page_no):
@@ -585,8 +540,8 @@ cdef class Node:
         cdef Py_ssize_t sz = 4 + kl + vl
         cdef Py_ssize_t need = sz + 2
         cdef unsigned char* c
-        if h.cell_start - (C_HDR + 2 * h.nkeys) < need:
-            if C_USABLE - ((C_PAGE - h.cell_start - h.frag) + 2 * h.nkeys) < need:
+        if h.cell_start - (NODE_HEADER_SIZE + 2 * h.nkeys) < need:
+            if NODE_USABLE - ((PAGE_SIZE - h.cell_start - h.frag) + 2 * h.nkeys) < need:
                 return False
             self.compact()
         h.cell_start -= sz
@@ -595,8 +550,8 @@ cdef class Node:
         wr16(c + 2, <uint16_t>vl)
         memcpy(c + 4, k, kl)
         memcpy(c + 4 + kl, PyBytes_AS_STRING(value), vl)
-        memmove(self.p + C_HDR + 2 * (i + 1), self.p + C_HDR + 2 * i, 2 * (h.nkeys - i))
-        wr16(self.p + C_HDR + 2 * i, h.cell_start)
+        memmove(self.p + NODE_HEADER_SIZE + 2 * (i + 1), self.p + NODE_HEADER_SIZE + 2 * i, 2 * (h.nkeys - i))
+        wr16(self.p + NODE_HEADER_SIZE + 2 * i, h.cell_start)
         h.nkeys += 1
         return True
 
@@ -604,19 +559,19 @@ cdef class Node:
 def make_cell(bytes key, bytes value, uint64_t ovf_page=0) -> bytes:
     """Encode a cell: u16 key_len, u16 val_len, key (inline part) [, u64 overflow page], value."""
     cdef Py_ssize_t kl = len(key), vl = len(value)
-    if kl == 0 or kl > C_MAX_KEY:
+    if kl == 0 or kl > MAX_KEY:
         raise ValueError("key length out of range")
     cdef Py_ssize_t sz = cell_size_for(kl, vl)
-    if sz > C_MAX_CELL:
-        raise ValueError(f"cell of {sz} bytes exceeds {C_MAX_CELL}")
+    if sz > MAX_CELL:
+        raise ValueError(f"cell of {sz} bytes exceeds {MAX_CELL}")
     cdef bytearray out = bytearray(sz)
     cdef unsigned char* o = <unsigned char*>PyByteArray_AS_STRING(out)
     wr16(o, <uint16_t>kl)
     wr16(o + 2, <uint16_t>vl)
-    if kl > C_KEY_INLINE:
-        memcpy(o + 4, PyBytes_AS_STRING(key), C_KEY_INLINE)
-        wr64(o + 4 + C_KEY_INLINE, ovf_page)
-        memcpy(o + 4 + C_KEY_INLINE + 8, PyBytes_AS_STRING(value), vl)
+    if kl > KEY_INLINE:
+        memcpy(o + 4, PyBytes_AS_STRING(key), KEY_INLINE)
+        wr64(o + 4 + KEY_INLINE, ovf_page)
+        memcpy(o + 4 + KEY_INLINE + 8, PyBytes_AS_STRING(value), vl)
     else:
         memcpy(o + 4, PyBytes_AS_STRING(key), kl)
         memcpy(o + 4 + kl, PyBytes_AS_STRING(value), vl)
@@ -641,7 +596,7 @@ cdef object _stored_name(const unsigned char* p, Py_ssize_t n):
     """A directory entry's name from catalog key bytes, as cartridge.paths.stored_name checks
     it: UTF-8, not empty, '.' or '..', no C0/DEL/C1 control character, at most 255 bytes."""
     cdef Py_ssize_t j
-    cdef bint bad = n == 0 or n > 255 or (p[0] == 46 and (n == 1 or (n == 2 and p[1] == 46)))
+    cdef bint bad = n == 0 or n > MAX_NAME_BYTES or (p[0] == 46 and (n == 1 or (n == 2 and p[1] == 46)))
     cdef object name
     if not bad:
         for j in range(n):
@@ -664,9 +619,9 @@ cdef class BTree:
     cdef public int height
     cdef public uint64_t count
     cdef public int tree_id
-    cdef dict _dirty              # the store's dirty nodes, looked up without a Python call
-    cdef object _cache_get        # the store's page-cache get, likewise
-    cdef object _store_load
+    cdef dict _dirty              # store.dirty, looked up without a Python call
+    cdef object _cache_get        # store.cache.get, likewise
+    cdef object _store_load       # store.load_missing
 
     def __init__(self, store, uint64_t root=0, int height=0, uint64_t count=0, int tree_id=1):
         self.store = store
@@ -674,22 +629,19 @@ cdef class BTree:
         self.height = height
         self.count = count
         self.tree_id = tree_id
-        self._dirty = getattr(store, "dirty", None)
-        cache = getattr(store, "cache", None)
-        self._cache_get = cache.get if cache is not None else None
-        self._store_load = getattr(store, "load_missing", store.load)
+        self._dirty = store.dirty
+        self._cache_get = store.cache.get
+        self._store_load = store.load_missing
 
     cdef Node _load(self, uint64_t pno):
         """A node: from the dirty set, then the page cache, then the store (disk)."""
         cdef object n
-        if self._dirty is not None:
-            n = self._dirty.get(pno)
-            if n is not None:
-                return <Node>n
-        if self._cache_get is not None:
-            n = self._cache_get(pno)
-            if n is not None:
-                return <Node>n
+        n = self._dirty.get(pno)
+        if n is not None:
+            return <Node>n
+        n = self._cache_get(pno)
+        if n is not None:
+            return <Node>n
         return <Node>self._store_load(pno)
 
     cdef inline Node _child(self, Node parent, Py_ssize_t ci):
@@ -715,7 +667,7 @@ cdef class BTree:
         return child
 
     cdef Node _writable(self, Node node):
-        if self._dirty is not None and node.page_no in self._dirty:
+        if node.page_no in self._dirty:
             return node
         return <Node>self.store.writable(node)
 
@@ -799,7 +751,7 @@ cdef class BTree:
                 while i < node.n():
                     c = node.cell(i)
                     kl = rd16(c)
-                    if kl <= C_KEY_INLINE:
+                    if kl <= KEY_INLINE:
                         kp = c + 4
                     else:
                         key = node.key(i)
@@ -914,8 +866,8 @@ cdef class BTree:
 
     cdef bytes _cell_for(self, bytes key, bytes value):
         cdef uint64_t ovp = 0
-        if len(key) > C_KEY_INLINE:
-            ovp = self.store.write_overflow(key[C_KEY_INLINE:])
+        if len(key) > KEY_INLINE:
+            ovp = self.store.write_overflow(key[KEY_INLINE:])
         return make_cell(key, value, ovp)
 
     def put(self, bytes key, bytes value):
@@ -924,9 +876,9 @@ cdef class BTree:
         cdef Py_ssize_t i
         cdef bint found
         cdef bytes old = None
-        if len(key) == 0 or len(key) > C_MAX_KEY:
+        if len(key) == 0 or len(key) > MAX_KEY:
             raise ValueError("key length out of range")
-        if cell_size_for(len(key), len(value)) > C_MAX_CELL:
+        if cell_size_for(len(key), len(value)) > MAX_CELL:
             raise ValueError("value too large for a cell")
         if self.root == 0:
             leaf = self.store.new_node(True, self.tree_id)
@@ -949,7 +901,7 @@ cdef class BTree:
             self._split_insert(path, len(path) - 1, i, cell, full)
             return old
         cell = self._cell_for(key, value)
-        full = key if len(key) > C_KEY_INLINE else None
+        full = key if len(key) > KEY_INLINE else None
         self.count += 1
         if not leaf.insert_raw(i, cell, full):
             self._split_insert(path, len(path) - 1, i, cell, full)
@@ -971,9 +923,9 @@ cdef class BTree:
         for j in range(n):
             key = keys[j]
             value = values[j]
-            if len(key) == 0 or len(key) > C_MAX_KEY:
+            if len(key) == 0 or len(key) > MAX_KEY:
                 raise ValueError("key length out of range")
-            if cell_size_for(len(key), len(value)) > C_MAX_CELL:
+            if cell_size_for(len(key), len(value)) > MAX_CELL:
                 raise ValueError("value too large for a cell")
             if prev is not None and not prev < key:
                 raise ValueError("put_sorted: keys must be strictly ascending")
@@ -1012,7 +964,7 @@ cdef class BTree:
                     leaf.remove(idx)
                 else:
                     self.count += 1
-                    if kl <= C_KEY_INLINE:
+                    if kl <= KEY_INLINE:
                         if leaf.insert_kv(idx, k, kl, value):
                             continue
                         cell = make_cell(key, value)
@@ -1045,7 +997,7 @@ cdef class BTree:
         right = self.store.new_node(True, self.tree_id)
         right.insert_raw(0, cell, full)
         sep = shortest_separator(node.key(node.n() - 1), right.key(0))
-        sep_full = sep if len(sep) > C_KEY_INLINE else None
+        sep_full = sep if len(sep) > KEY_INLINE else None
         sep_cell = self._cell_for(sep, u64le(node.page_no))
         self._push_up(path, d, right, sep_cell, sep_full)
 
@@ -1090,7 +1042,7 @@ cdef class BTree:
         cdef bint append = i == len(cells) and self._rightmost(path, d)
         cells.insert(i, cell)
         if full is not None:
-            keys[rd64(<unsigned char*>PyBytes_AS_STRING(cell) + 4 + C_KEY_INLINE)] = full
+            keys[rd64(<unsigned char*>PyBytes_AS_STRING(cell) + 4 + KEY_INLINE)] = full
         total = sum(len(c) + 2 for c in cells)
         if node.is_leaf:
             acc = 0
@@ -1105,7 +1057,7 @@ cdef class BTree:
             node.reset(cells[:m], keys)
             right.reset(cells[m:], keys)
             sep = shortest_separator(node.key(m - 1), right.key(0))
-            sep_full = sep if len(sep) > C_KEY_INLINE else None
+            sep_full = sep if len(sep) > KEY_INLINE else None
             sep_cell = self._cell_for(sep, u64le(node.page_no))
         else:
             acc = 0
@@ -1124,8 +1076,8 @@ cdef class BTree:
             node.reset(cells[:m], keys, mid_child)
             right.reset(cells[m + 1:], keys, old_right)
             # the middle separator moves up, keeping its overflow page; it now points left
-            if mid_kl > C_KEY_INLINE:
-                ovp = rd64(<unsigned char*>PyBytes_AS_STRING(mid) + 4 + C_KEY_INLINE)
+            if mid_kl > KEY_INLINE:
+                ovp = rd64(<unsigned char*>PyBytes_AS_STRING(mid) + 4 + KEY_INLINE)
                 sep_full = keys[ovp]
             sep_cell = mid[:len(mid) - 8] + u64le(node.page_no)
         self._push_up(path, d, right, sep_cell, sep_full)
@@ -1194,7 +1146,7 @@ cdef class BTree:
                     self.height -= 1
                     self.store.free_node(node)
             return
-        if node.used_bytes() >= C_UNDERFLOW and node.n() > 0:
+        if node.used_bytes() >= UNDERFLOW and node.n() > 0:
             return
         parent = path[d - 1][0]
         j = path[d - 1][1]
@@ -1209,7 +1161,7 @@ cdef class BTree:
         need = l0.used_bytes() + r0.used_bytes()
         if not l0.is_leaf:
             need += len(parent.raw_cell(li)) + 2
-        if need > C_USABLE:     # the pair does not fit in one page
+        if need > NODE_USABLE:     # the pair does not fit in one page
             if node.n() == 0 and node.is_leaf:
                 self._unlink(path, d)
             return
@@ -1286,10 +1238,9 @@ cdef class BTree:
         if self.root == 0:
             return
         stack = [self.root]
-        load = self.store.load
         while stack:
             pno = stack.pop()
-            node = load(pno)
+            node = self._load(pno)
             yield pno, node
             if not node.is_leaf:
                 for i in range(node.nkeys, -1, -1):
@@ -1314,13 +1265,13 @@ cdef int _cmp_cells(Node a, Py_ssize_t i, Node b, Py_ssize_t j) except? -2:
     cdef unsigned char* c = b.cell(j)
     cdef Py_ssize_t kl = rd16(c)
     cdef bytes full
-    if kl <= C_KEY_INLINE:
+    if kl <= KEY_INLINE:
         return a.compare_at(i, c + 4, kl)
     full = b.key(j)
     return a.compare_at(i, <unsigned char*>PyBytes_AS_STRING(full), kl)
 
 
 cdef uint64_t ovp_of(bytes cell):
-    if rd16(<unsigned char*>PyBytes_AS_STRING(cell)) > C_KEY_INLINE:
-        return rd64(<unsigned char*>PyBytes_AS_STRING(cell) + 4 + C_KEY_INLINE)
+    if rd16(<unsigned char*>PyBytes_AS_STRING(cell)) > KEY_INLINE:
+        return rd64(<unsigned char*>PyBytes_AS_STRING(cell) + 4 + KEY_INLINE)
     return 0

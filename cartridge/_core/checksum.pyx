@@ -5,9 +5,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
-# Metadata pages keep their checksum at this offset; it is hashed as zero.
-cdef enum:
-    CSUM_OFFSET = 16
+# Metadata pages keep their checksum at META_CHECKSUM_OFFSET; it is hashed as zero.
+from cartridge._core.layout cimport META_CHECKSUM_OFFSET as CSUM_OFFSET, PAGE_SIZE
 
 
 cdef uint64_t page_checksum(const unsigned char* page, size_t page_size) noexcept nogil:
@@ -28,15 +27,6 @@ def xxh3_64(const unsigned char[::1] data not None) -> int:
     return XXH3_64bits(&data[0], data.shape[0])
 
 
-def xxh3_64_range(const unsigned char[::1] data not None, Py_ssize_t start, Py_ssize_t length) -> int:
-    """xxh3-64 of data[start:start+length] without slicing."""
-    if start < 0 or length < 0 or start + length > data.shape[0]:
-        raise ValueError("range outside the buffer")
-    if length == 0:
-        return XXH3_64bits(NULL, 0)
-    return XXH3_64bits(&data[start], length)
-
-
 def seal_page(unsigned char[::1] page not None) -> int:
     """Compute a metadata page's checksum and store it at its checksum field; return it."""
     cdef uint64_t h = page_checksum(&page[0], page.shape[0])
@@ -48,12 +38,12 @@ def page_ok(const unsigned char[::1] page not None) -> bool:
     """True when a metadata page's stored checksum matches its contents."""
     cdef uint64_t stored
     cdef uint64_t h
-    cdef unsigned char tmp[4096]
+    cdef unsigned char tmp[PAGE_SIZE]
     cdef Py_ssize_t n = page.shape[0]
     if n < CSUM_OFFSET + 8:
         return False
     memcpy(&stored, &page[CSUM_OFFSET], 8)
-    if n <= 4096:
+    if n <= PAGE_SIZE:
         memcpy(tmp, &page[0], n)
         (<uint64_t*>(tmp + CSUM_OFFSET))[0] = 0
         h = XXH3_64bits(tmp, n)

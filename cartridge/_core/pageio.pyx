@@ -17,10 +17,7 @@ from cpython.object cimport PyObject
 from libc.limits cimport LLONG_MAX
 from libc.string cimport memcpy, memset
 
-cdef enum:
-    CHUNK_SHIFT = 16
-    CHUNK_SIZE = 1 << CHUNK_SHIFT
-    CHUNK_MASK = CHUNK_SIZE - 1
+from cartridge._core.layout cimport CHUNK_MASK, CHUNK_SHIFT, CHUNK_SIZE
 
 
 

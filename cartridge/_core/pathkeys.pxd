@@ -1,0 +1,1 @@
+cpdef tuple file_key(object path)
