@@ -15,7 +15,7 @@ import numpy as np
 from . import _handle as H
 from . import namespace as N
 from . import paths as P
-from .content import chunk_len, publish_file
+from .content import byte_view, chunk_len, publish_file
 from .errors import ClosedError, PathIsDirectoryError
 from .format import CHUNK_SIZE, KIND_FILE, PAGE_SIZE, STORE_EMPTY, STORE_INLINE
 from .records import Record, max_payload
@@ -252,7 +252,7 @@ class CartWriter(_Base):
 
     def write(self, data) -> int:
         self._check()
-        view = memoryview(data).cast("B")
+        view = byte_view(data)
         n = len(view)
         if n == 0:
             return 0
@@ -313,6 +313,13 @@ class CartWriter(_Base):
                 got += take
                 self._pos += take
         return got
+
+    def read(self, size: int | None = -1) -> bytes:
+        """RawIOBase.read, where a size past the end, however large, means the rest."""
+        if size is None or size < 0:
+            return self.readall()
+        self._check()
+        return super().read(min(size, max(self._size_ - self._pos, 0)))
 
     def truncate(self, size: int | None = None) -> int:
         self._check()
