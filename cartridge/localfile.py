@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from .errors import PathIsDirectoryError, SymlinkRefusedError
+from .errors import NotFoundError, PathIsDirectoryError, SymlinkRefusedError
 
 _FLAGS = (os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
           | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
@@ -35,6 +35,8 @@ def check_destination(dest: str | os.PathLike) -> str:
     dest = os.fspath(dest)
     if isinstance(dest, bytes):
         dest = os.fsdecode(dest)
+    if not os.path.basename(dest):
+        raise ValueError(f"the destination must name a file, not {dest!r}")
     try:
         st = os.lstat(dest)
     except FileNotFoundError:
@@ -54,6 +56,8 @@ def _create_temp(dest: str) -> tuple[int, str]:
             return os.open(tmp, _FLAGS, 0o600), tmp
         except FileExistsError:
             continue            # taken (maybe a planted link): another random name
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"no such local directory: {directory or '.'}") from None
     raise FileExistsError(f"could not create a temp file beside {dest}")
 
 

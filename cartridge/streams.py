@@ -9,6 +9,7 @@ exception inside `with`) discards what was written.
 from __future__ import annotations
 
 import io
+import operator
 
 import numpy as np
 
@@ -47,6 +48,11 @@ def open_stream(cart, path: str, mode: str) -> CartReader | CartWriter:
         elif old.kind != KIND_FILE:
             raise PathIsDirectoryError(f"{p} is a directory")
         return CartWriter(cart, p, old, mode)
+
+
+# No file can be larger than the archive's address space: its bytes live below the lock byte
+# at 2**62 (docs/FORMAT.md §9). A write or truncate past it is a ValueError, not an overflow.
+MAX_FILE_SIZE = 1 << 62
 
 
 class _Base(io.RawIOBase):
@@ -96,6 +102,7 @@ class _Base(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check()
+        offset = operator.index(offset)         # as io's files: a float offset is a TypeError
         if whence == io.SEEK_SET:
             pos = offset
         elif whence == io.SEEK_CUR:
@@ -261,6 +268,8 @@ class CartWriter(_Base):
                 self._pos = self._size_
             pos = self._pos
             end = pos + n
+            if end > MAX_FILE_SIZE:
+                raise ValueError(f"a file cannot grow past {MAX_FILE_SIZE} bytes")
             off = 0
             while pos < end:
                 i = pos // CHUNK_SIZE
@@ -323,9 +332,11 @@ class CartWriter(_Base):
 
     def truncate(self, size: int | None = None) -> int:
         self._check()
-        size = self._pos if size is None else size
+        size = self._pos if size is None else operator.index(size)
         if size < 0:
             raise ValueError("negative size")
+        if size > MAX_FILE_SIZE:
+            raise ValueError(f"a file cannot grow past {MAX_FILE_SIZE} bytes")
         with self._lock:
             if size > self._size_:
                 self._pos, keep = size - 1, self._pos
