@@ -104,8 +104,10 @@ def test_sqlite_on_a_non_database_member(handle):
         handle.sqlite("/small", readonly=True)
 
 
-def test_sweep(handle, tmp_path):
-    """Every public method with odd values in each argument position."""
+def test_sweep(handle, tmp_path, monkeypatch):
+    """Every public method with odd values in each argument position (run in tmp_path: a
+    relative destination such as b"\\xff" is a file written there)."""
+    monkeypatch.chdir(tmp_path)
     for v in ODD:
         for fn in (handle.read, handle.read_buffer):
             _call(fn, v)
