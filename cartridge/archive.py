@@ -11,6 +11,7 @@ import io
 import operator
 import os
 import stat as _stat
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,7 +27,7 @@ from . import policies as PL
 from . import policystore
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
-from .content import file_record
+from .content import byte_view, file_record
 from .create import open_engine
 from .engine import Engine
 from .errors import (
@@ -112,14 +113,28 @@ def _range_args(offset, size) -> tuple[int, int]:
         raise ValueError("offset must be >= 0")
     if size < -1:
         raise ValueError("size must be >= 0, or -1 / None for the rest of the file")
+    if size > sys.maxsize:
+        size = -1               # more than any file holds: the rest of the file
     return offset, size
+
+
+def _check_out_buffer(buffer) -> None:
+    """readinto()'s buffer: a writable, C-contiguous bytes-like object (TypeError otherwise)."""
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        raise TypeError(f"readinto() needs a writable bytes-like buffer, not "
+                        f"{type(buffer).__name__}") from None
+    if view.readonly or not view.c_contiguous:
+        raise TypeError("readinto() needs a writable, C-contiguous buffer (this one is "
+                        f"{'read-only' if view.readonly else 'not contiguous'})")
 
 
 def _as_bytes(data) -> memoryview:
     if isinstance(data, str):
         raise TypeError("file data must be bytes-like, not str (encode it first)")
     try:
-        return memoryview(data).cast("B")
+        return byte_view(data)
     except TypeError:
         raise TypeError(f"file data must be bytes-like, not {type(data).__name__}") from None
 
@@ -353,7 +368,8 @@ class Cartridge:
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         """A file's bytes; with offset/size a range (a range past the end comes back short)."""
-        if type(offset) is not int or type(size) is not int or offset < 0 or size < -1:
+        if (type(offset) is not int or type(size) is not int or offset < 0 or size < -1
+                or size > sys.maxsize):
             offset, size = _range_args(offset, size)
         with self._lock:
             if self._closed or self._eng.failed is not None:
@@ -378,6 +394,7 @@ class Cartridge:
     def readinto(self, path: str, buffer: bytearray | memoryview, offset: int = 0) -> int:
         """Read into a writable buffer from `offset`; returns the number of bytes filled."""
         offset, _ = _range_args(offset, -1)
+        _check_out_buffer(buffer)
         with self._lock:
             eng = self._ready()
             p, key = P.file_key(path)

@@ -21,10 +21,10 @@ import os
 import shutil
 import stat as _stat
 import sys
-import tempfile
 
 import apsw
 
+from . import localfile as LF
 from . import paths as P
 from .archive import open as _open_archive
 from .errors import CartridgeError, DirectoryNotEmptyError, NotFoundError
@@ -252,35 +252,18 @@ def _local_target(root: str, rel: str) -> str:
 
 
 def _get_file(cart, apath: str, target: str, size: int, mtime: float) -> int:
-    directory = os.path.dirname(target) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if size <= SMALL_FILE:
-                data = cart.read(apath)
-                out.write(data)
-                n = len(data)
-            else:
-                with cart.open(apath, "rb") as src:
-                    shutil.copyfileobj(src, out, CHUNK)
-                n = out.tell()
-        os.chmod(tmp, 0o666 & ~_umask())
-        if mtime:
-            os.utime(tmp, (mtime, mtime))
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Copy one archive file to `target` through cartridge.localfile: a random, exclusively
+    created temp file beside it, renamed over it once complete (mode 0o666 & ~umask)."""
+    with LF.atomic_writer(target, mtime=mtime or None) as out:
+        if size <= SMALL_FILE:
+            data = cart.read(apath)
+            out.write(data)
+            n = len(data)
+        else:
+            with cart.open(apath, "rb") as src:
+                shutil.copyfileobj(src, out, CHUNK)
+            n = out.tell()
     return n
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def cmd_get(args) -> int:

@@ -41,6 +41,16 @@ BATCH_RUN_PAGES = 2048            # write_many packs small files onto runs of up
 _INLINE_MAX = np.array([0] + [max_payload(n) for n in range(1, 4097)], dtype=np.int64)
 
 
+def byte_view(data) -> memoryview:
+    """Any bytes-like object as a flat memoryview of bytes: C-contiguous buffers without a copy,
+    others (strided, Fortran-ordered) copied in C order, as bytes(view) would. A non-buffer
+    raises TypeError."""
+    view = memoryview(data)
+    if view.c_contiguous:
+        return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    return memoryview(view.tobytes())
+
+
 def content_checksum(data) -> str:
     """FileInfo.checksum of these bytes, as 16 hex digits: xxh3-64 of the content when it is one
     chunk (64 KiB or less), else xxh3-64 of the little-endian list of the per-chunk checksums."""

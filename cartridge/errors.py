@@ -61,6 +61,15 @@ class PolicyError(CartridgeError, ValueError):
     """A malformed IAM policy document or policy name; says which statement and field."""
 
 
+class SymlinkRefusedError(CartridgeError, OSError):
+    """A local output path (sqlite_export's or get's destination) is a symbolic link: cartridge
+    never writes through one."""
+
+
+class NotADatabaseError(CartridgeError):
+    """An archive member opened as an SQLite database is not one (no SQLite header)."""
+
+
 class TransactionAbortedError(CartridgeError):
     """A nested transaction failed, so the enclosing transaction was rolled back."""
 
@@ -75,11 +84,13 @@ __all__ = [
     "InvalidPathError",
     "LockedError",
     "NotACartridgeError",
+    "NotADatabaseError",
     "NotFoundError",
     "PathIsDirectoryError",
     "PathNotDirectoryError",
     "PolicyError",
     "ReadOnlyError",
+    "SymlinkRefusedError",
     "TransactionAbortedError",
     "UnsupportedVersionError",
 ]

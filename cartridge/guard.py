@@ -227,7 +227,7 @@ class PrincipalCartridge:
                     raise TypeError("write_many() takes (path, data) pairs") from None
                 if type(data) is not bytes and not isinstance(data, str):
                     try:                  # a copy: the size checked is the size written
-                        data = bytes(memoryview(data).cast("B"))
+                        data = memoryview(data).tobytes()
                     except TypeError:
                         pass              # not bytes-like: Cartridge.write_many raises TypeError
                 self._check_put(path, len(data) if type(data) is bytes else 0)

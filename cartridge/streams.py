@@ -9,13 +9,14 @@ exception inside `with`) discards what was written.
 from __future__ import annotations
 
 import io
+import operator
 
 import numpy as np
 
 from . import _handle as H
 from . import namespace as N
 from . import paths as P
-from .content import chunk_len, publish_file
+from .content import byte_view, chunk_len, publish_file
 from .errors import ClosedError, PathIsDirectoryError
 from .format import CHUNK_SIZE, KIND_FILE, PAGE_SIZE, STORE_EMPTY, STORE_INLINE
 from .records import Record, max_payload
@@ -47,6 +48,11 @@ def open_stream(cart, path: str, mode: str) -> CartReader | CartWriter:
         elif old.kind != KIND_FILE:
             raise PathIsDirectoryError(f"{p} is a directory")
         return CartWriter(cart, p, old, mode)
+
+
+# No file can be larger than the archive's address space: its bytes live below the lock byte
+# at 2**62 (docs/FORMAT.md §9). A write or truncate past it is a ValueError, not an overflow.
+MAX_FILE_SIZE = 1 << 62
 
 
 class _Base(io.RawIOBase):
@@ -96,6 +102,7 @@ class _Base(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check()
+        offset = operator.index(offset)         # as io's files: a float offset is a TypeError
         if whence == io.SEEK_SET:
             pos = offset
         elif whence == io.SEEK_CUR:
@@ -252,7 +259,7 @@ class CartWriter(_Base):
 
     def write(self, data) -> int:
         self._check()
-        view = memoryview(data).cast("B")
+        view = byte_view(data)
         n = len(view)
         if n == 0:
             return 0
@@ -261,6 +268,8 @@ class CartWriter(_Base):
                 self._pos = self._size_
             pos = self._pos
             end = pos + n
+            if end > MAX_FILE_SIZE:
+                raise ValueError(f"a file cannot grow past {MAX_FILE_SIZE} bytes")
             off = 0
             while pos < end:
                 i = pos // CHUNK_SIZE
@@ -314,11 +323,20 @@ class CartWriter(_Base):
                 self._pos += take
         return got
 
+    def read(self, size: int | None = -1) -> bytes:
+        """RawIOBase.read, where a size past the end, however large, means the rest."""
+        if size is None or size < 0:
+            return self.readall()
+        self._check()
+        return super().read(min(size, max(self._size_ - self._pos, 0)))
+
     def truncate(self, size: int | None = None) -> int:
         self._check()
-        size = self._pos if size is None else size
+        size = self._pos if size is None else operator.index(size)
         if size < 0:
             raise ValueError("negative size")
+        if size > MAX_FILE_SIZE:
+            raise ValueError(f"a file cannot grow past {MAX_FILE_SIZE} bytes")
         with self._lock:
             if size > self._size_:
                 self._pos, keep = size - 1, self._pos

@@ -44,6 +44,8 @@ HIERARCHY = [
     ("AccessDeniedError", (PermissionError,)),
     ("LockedError", (BlockingIOError,)),
     ("ClosedError", (ValueError,)),
+    ("SymlinkRefusedError", (OSError,)),
+    ("NotADatabaseError", ()),
     ("TransactionAbortedError", ()),
 ]
 

@@ -14,6 +14,7 @@ from .. import paths as P
 from .._core.pageio import StatementGuard
 from ..errors import (
     CartridgeError,
+    NotADatabaseError,
     NotFoundError,
     PathIsDirectoryError,
 )
@@ -158,6 +159,21 @@ def _default_journal_mode(conn: apsw.Connection, guard: _Guard) -> None:
         pass              # not a database: the first statement says so, as natively
 
 
+SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+def check_header(head: bytes, where: str) -> None:
+    """Raise NotADatabaseError unless `head` (a member's first 100 bytes) is an SQLite header
+    SQLite itself would accept: the magic, a valid page size, the fixed payload fractions.
+    (SQLite would raise apsw.NotADBError at the first query instead.)"""
+    ok = len(head) >= 100 and head[:16] == SQLITE_MAGIC and head[21:24] == b"\x40\x20\x20"
+    if ok:
+        page_size = int.from_bytes(head[16:18], "big")
+        ok = page_size == 1 or (512 <= page_size <= 32768 and page_size & (page_size - 1) == 0)
+    if not ok:
+        raise NotADatabaseError(f"{where} is not an SQLite database (no valid SQLite header)")
+
+
 def connect(cart, path: str, readonly: bool = False, *, as_principal=None,
             **apsw_kwargs: Any) -> apsw.Connection:
     """cart.sqlite(): an apsw.Connection on member `path` of `cart`; with as_principal (a
@@ -183,6 +199,8 @@ def connect(cart, path: str, readonly: bool = False, *, as_principal=None,
             N.check_parents(eng, p)
         elif rec.kind != KIND_FILE:
             raise PathIsDirectoryError(f"{p} is a directory")
+        elif rec.size > 0:
+            check_header(eng.content.read(rec, 0, 100, p), p)
         reg = registry(cart)
         vfs = handle_vfs(reg) if as_principal is None else principal_vfs(reg, as_principal)
     # A principal's connection never interprets URI file names: a URI could name another VFS

@@ -6,6 +6,7 @@ import os
 import apsw
 
 from .. import _handle as H
+from .. import localfile as LF
 from .. import namespace as N
 from .. import paths as P
 from ..errors import (
@@ -20,9 +21,10 @@ from .connection import connect, register
 
 def export(cart, path: str, dest: str | os.PathLike) -> None:
     """cart.sqlite_export(): checkpoint a WAL, then copy the committed database to `dest`
-    (written beside it and renamed into place, so `dest` is never half a database)."""
+    (written beside it and renamed into place by cartridge.localfile, so `dest` is never half
+    a database; a `dest` that is a directory or a symlink is refused before anything)."""
     register()
-    dest = os.fspath(dest)
+    dest = LF.check_destination(dest)
     with H.lock(cart):
         eng = H.ready(cart)
         p = P.normalize_file(path)
@@ -58,43 +60,24 @@ def export(cart, path: str, dest: str | os.PathLike) -> None:
                 conn.close()
         else:                  # cannot checkpoint through a read-only handle: copy via SQLite
             src = connect(cart, p, readonly=True)
-            tmp = f"{dest}.cartridge-export"
-            if os.path.exists(tmp):
-                os.remove(tmp)
             try:
-                out = apsw.Connection(tmp)
-                try:
-                    with out.backup("main", src, "main") as b:
-                        b.step(-1)
-                    out.execute("PRAGMA journal_mode=DELETE").fetchall()
-                finally:
-                    out.close()
-                os.replace(tmp, dest)
-            except BaseException:
-                _remove_quietly(tmp)
-                _remove_quietly(tmp + "-journal")
-                raise
+                # SQLite opens the temp file by name: it exists already (created exclusively,
+                # never through a link), so SQLite creates no file there but its -journal
+                with LF.atomic_path(dest, sidecars=("-journal", "-wal", "-shm")) as tmp:
+                    out = apsw.Connection(tmp, flags=apsw.SQLITE_OPEN_READWRITE
+                                          | apsw.SQLITE_OPEN_NOFOLLOW)
+                    try:
+                        with out.backup("main", src, "main") as b:
+                            b.step(-1)
+                        out.execute("PRAGMA journal_mode=DELETE").fetchall()
+                    finally:
+                        out.close()
             finally:
                 src.close()
             return
-    tmp = f"{dest}.cartridge-export"
-    try:
-        with cart.open(p, "rb") as f, open(tmp, "wb") as out:
-            while True:
-                block = f.read(1 << 20)
-                if not block:
-                    break
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+    with cart.open(p, "rb") as f, LF.atomic_writer(dest) as out:
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                break
+            out.write(block)

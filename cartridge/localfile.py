@@ -1,0 +1,133 @@
+"""Write a local file atomically and safely: every file cartridge writes outside an archive
+(sqlite_export, the CLI's get, exports to come) goes through here.
+
+The bytes go to a temp file with a random name in the destination's directory, created with
+O_CREAT|O_EXCL|O_NOFOLLOW (so a planted file or symlink of that name is never followed nor
+clobbered), then fsync, os.replace over the destination, fsync of the directory. On any error
+the temp file is removed and the destination is untouched. A destination that is a directory
+or a symlink is refused before anything is written.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from .errors import NotFoundError, PathIsDirectoryError, SymlinkRefusedError
+
+_FLAGS = (os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
+          | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+_ATTEMPTS = 100
+
+
+def default_mode() -> int:
+    """The mode open() would give a new file: 0o666 & ~umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def check_destination(dest: str | os.PathLike) -> str:
+    """`dest` as a str path, refused if it exists as a directory or is a symlink."""
+    dest = os.fspath(dest)
+    if isinstance(dest, bytes):
+        dest = os.fsdecode(dest)
+    if not os.path.basename(dest):
+        raise ValueError(f"the destination must name a file, not {dest!r}")
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        return dest
+    if stat.S_ISLNK(st.st_mode):
+        raise SymlinkRefusedError(f"refusing to write through a symbolic link: {dest}")
+    if stat.S_ISDIR(st.st_mode):
+        raise PathIsDirectoryError(f"{dest} is a directory: give the path of the file to write")
+    return dest
+
+
+def _create_temp(dest: str) -> tuple[int, str]:
+    directory, name = os.path.split(dest)
+    for _ in range(_ATTEMPTS):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.part")
+        try:
+            return os.open(tmp, _FLAGS, 0o600), tmp
+        except FileExistsError:
+            continue            # taken (maybe a planted link): another random name
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"no such local directory: {directory or '.'}") from None
+    raise FileExistsError(f"could not create a temp file beside {dest}")
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _sync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return                  # e.g. a platform that cannot open directories
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass                    # some file systems refuse fsync on a directory
+    finally:
+        os.close(fd)
+
+
+def _finish(tmp: str, dest: str, mode: int | None, mtime: float | None) -> None:
+    os.chmod(tmp, default_mode() if mode is None else mode)
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    check_destination(dest)     # not swapped for a directory or link meanwhile
+    os.replace(tmp, dest)
+    _sync_dir(os.path.dirname(dest))
+
+
+@contextlib.contextmanager
+def atomic_writer(dest: str | os.PathLike, *, mode: int | None = None,
+                  mtime: float | None = None) -> Iterator[BinaryIO]:
+    """A binary file object whose bytes replace `dest` when the block ends without error.
+    `mode` defaults to 0o666 & ~umask, as open() gives; `mtime` (seconds) is set if given."""
+    dest = check_destination(dest)
+    fd, tmp = _create_temp(dest)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        _finish(tmp, dest, mode, mtime)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, *, mode: int | None = None,
+                sidecars: tuple[str, ...] = ()) -> Iterator[str]:
+    """For a writer that opens files by name (SQLite): the name of an empty temp file, created
+    exclusively, that replaces `dest` when the block ends without error. Files named by the
+    temp name plus each suffix in `sidecars` (e.g. "-journal") are removed at the end."""
+    dest = check_destination(dest)
+    fd, tmp = _create_temp(dest)
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _finish(tmp, dest, mode, None)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    finally:
+        for suffix in sidecars:
+            _remove_quietly(tmp + suffix)
