@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import datetime as _dt
+import fnmatch
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ import apsw
 
 from . import paths as P
 from .archive import open as _open_archive
-from .errors import CartridgeError, DirectoryNotEmptyError, NotFoundError
+from .errors import CartridgeError, DirectoryNotEmptyError, InvalidPathError, NotFoundError
 from .terminal import safe as _safe
 
 PROG = "cartridge"
@@ -101,65 +102,151 @@ def cmd_create(args) -> int:
 
 
 # -- put -------------------------------------------------------------------------------------------
-def _plan_put(sources: list[str], dest: str | None) -> tuple[list[str], list[tuple[str, str, int]]]:
-    """Work out what `put` will do before touching the archive: (archive dirs to create,
-    [(local file, archive path, size)]). Raises for a missing source."""
+class _PutPlan:
+    """What `put` will do, worked out before touching the archive: the archive directories to
+    create, the files [(local file, archive path, size, meta)] and what was left out."""
+
+    def __init__(self, args):
+        self.follow = getattr(args, "follow_symlinks", False)     # links to directories too
+        self.no_follow = getattr(args, "no_follow", False)        # skip every symbolic link
+        self.strict = getattr(args, "strict", False)
+        self.preserve = not getattr(args, "no_preserve", False)
+        self.excludes = getattr(args, "exclude", None) or []
+        self.dirs: list[str] = []
+        self.files: list[tuple[str, str, int, dict | None]] = []
+        self.skipped = 0
+        self.excluded = 0
+
+    def skip(self, local: str, why: str) -> None:
+        self.skipped += 1
+        print(f"{PROG}: warning: skipping {_safe(local)}: {why}", file=sys.stderr)
+
+    def target(self, path: str, local: str, as_file: bool) -> str | None:
+        """The archive path, or None (a warning) for a name an archive cannot hold: not UTF-8,
+        a control character, a segment over 255 bytes... --strict: CLIError, nothing written."""
+        try:
+            return P.normalize_file(path) if as_file else P.normalize(path)
+        except InvalidPathError as e:
+            if self.strict:
+                raise CLIError(f"cannot store {_safe(local)}: {_safe(e)} (--strict: nothing "
+                               "written)") from None
+            self.skip(local, f"name cannot be stored: {_safe(e)}")
+            return None
+
+    def is_excluded(self, rel: str, name: str) -> bool:
+        if any(fnmatch.fnmatchcase(rel, g) or fnmatch.fnmatchcase(name, g) for g in self.excludes):
+            self.excluded += 1
+            return True
+        return False
+
+    def meta(self, st: os.stat_result) -> dict | None:
+        return {"mode": st.st_mode & 0o7777, "mtime": st.st_mtime} if self.preserve else None
+
+    def walk(self, src: str, top: str) -> None:
+        """Add directory `src` (stored as `top`) and everything below it."""
+        chains = {src: frozenset([_dir_id(os.stat(src))])}   # directory -> ids of it and ancestors
+        for dirpath, dirnames, filenames in os.walk(src, followlinks=self.follow):
+            rel = os.path.relpath(dirpath, src)
+            rel = "" if rel == "." else "/".join(rel.split(os.sep))
+            adir = top if not rel else P.join(top, rel)
+            self.dirs.append(adir)
+            keep = []
+            for dn in sorted(dirnames):
+                local = os.path.join(dirpath, dn)
+                if self.is_excluded(f"{rel}/{dn}" if rel else dn, dn):
+                    continue
+                if os.path.islink(local):
+                    if self.no_follow:
+                        self.skip(local, "symbolic link (--no-follow)")
+                        continue
+                    if not self.follow:
+                        self.skip(local, "symbolic link to a directory (--follow-symlinks "
+                                         "follows it)")
+                        continue
+                try:
+                    ident = _dir_id(os.stat(local))
+                except OSError as e:
+                    self.skip(local, e.strerror or str(e))
+                    continue
+                if ident in chains[dirpath]:
+                    self.skip(local, "symbolic link loop (it leads back to a directory above)")
+                    continue
+                if self.target(P.join(adir, dn), local, as_file=False) is None:
+                    continue
+                chains[local] = chains[dirpath] | {ident}
+                keep.append(dn)
+            dirnames[:] = keep
+            for fn in sorted(filenames):
+                local = os.path.join(dirpath, fn)
+                if self.is_excluded(f"{rel}/{fn}" if rel else fn, fn):
+                    continue
+                link = os.path.islink(local)
+                if link and self.no_follow:
+                    self.skip(local, "symbolic link (--no-follow)")
+                    continue
+                try:
+                    fst = os.stat(local)
+                except OSError as e:
+                    self.skip(local, "broken symbolic link" if link else e.strerror or str(e))
+                    continue
+                if not _stat.S_ISREG(fst.st_mode):
+                    self.skip(local, "not a regular file")
+                    continue
+                dst = self.target(P.join(adir, fn), local, as_file=True)
+                if dst is not None:
+                    self.files.append((local, dst, fst.st_size, self.meta(fst)))
+
+
+def _dir_id(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _plan_put(sources: list[str], dest: str | None, args=None) -> _PutPlan:
+    """Work out what `put` will do before touching the archive (see _PutPlan). Raises for a
+    missing source; a SRC named on the command line is followed if it is a symbolic link."""
+    plan = _PutPlan(args)
     to = dest if dest is not None else "/"
     into_dir = to.endswith("/") or len(sources) > 1 or dest is None
     base = P.normalize(to)
-    dirs: list[str] = []
-    files: list[tuple[str, str, int]] = []
     for src in sources:
         st = os.stat(src)           # FileNotFoundError names the source
         name = os.path.basename(os.path.abspath(src))
         if _stat.S_ISDIR(st.st_mode):
-            top = P.join(base, name) if name else base
-            for dirpath, dirnames, filenames in os.walk(src):
-                dirnames.sort()
-                rel = os.path.relpath(dirpath, src)
-                adir = top if rel == "." else P.join(top, "/".join(rel.split(os.sep)))
-                dirs.append(P.normalize(adir))
-                for fn in sorted(filenames):
-                    local = os.path.join(dirpath, fn)
-                    try:
-                        fst = os.stat(local)
-                    except OSError as e:
-                        print(f"{PROG}: warning: skipping {_safe(local)}: {e.strerror}", file=sys.stderr)
-                        continue
-                    if not _stat.S_ISREG(fst.st_mode):
-                        print(f"{PROG}: warning: skipping {_safe(local)}: not a regular file",
-                              file=sys.stderr)
-                        continue
-                    files.append((local, P.normalize_file(P.join(adir, fn)), fst.st_size))
+            top = plan.target(P.join(base, name), src, as_file=False) if name else base
+            if top is not None:
+                plan.walk(src, top)
         elif _stat.S_ISREG(st.st_mode):
-            target = P.join(base, name) if into_dir else base
-            files.append((src, P.normalize_file(target), st.st_size))
+            dst = plan.target(P.join(base, name) if into_dir else base, src, as_file=True)
+            if dst is not None:
+                plan.files.append((src, dst, st.st_size, plan.meta(st)))
         else:
             raise CLIError(f"{src}: not a regular file or directory")
-    return dirs, files
+    return plan
 
 
-def _put_file(cart, local: str, dst: str) -> int:
-    with open(local, "rb") as src, cart.open(dst, "wb") as out:
+def _put_file(cart, local: str, dst: str, meta: dict | None) -> int:
+    perm = {"perm": meta["mode"], "mtime": meta["mtime"]} if meta else {}
+    with open(local, "rb") as src, cart.open(dst, "wb", **perm) as out:
         shutil.copyfileobj(src, out, CHUNK)
         return src.tell()
 
 
 def cmd_put(args) -> int:
-    dirs, files = _plan_put(args.sources, args.to)
+    plan = _plan_put(args.sources, args.to, args)
+    dirs, files = plan.dirs, plan.files
     total = 0
     with _open(args, "a") as cart, cart.transaction():
         for d in dirs:
             cart.mkdir(d, parents=True, exist_ok=True)
-        batch: list[tuple[str, bytes]] = []       # small files go in through write_many
+        batch: list[tuple] = []       # small files go in through write_many
         held = 0
-        for local, dst, size in files:
+        for local, dst, size, meta in files:
             if size > SMALL_FILE:
-                total += _put_file(cart, local, dst)
+                total += _put_file(cart, local, dst, meta)
                 continue
             with open(local, "rb") as f:
                 data = f.read()
-            batch.append((dst, data))
+            batch.append((dst, data) if meta is None else (dst, data, meta))
             held += len(data)
             total += len(data)
             if held >= PUT_BATCH_BYTES:
@@ -167,6 +254,10 @@ def cmd_put(args) -> int:
                 batch, held = [], 0
         cart.write_many(batch)
     extra = f", {len(dirs)} director{'y' if len(dirs) == 1 else 'ies'}" if dirs else ""
+    if plan.skipped:
+        extra += f", {plan.skipped} skipped"
+    if plan.excluded:
+        extra += f", {plan.excluded} excluded"
     print(f"put {_plural(len(files), 'file')}{extra}, {total} bytes ({_human(total)}) "
           f"into {_safe(args.archive)}")
     return 0
@@ -190,7 +281,9 @@ def _local_target(root: str, rel: str) -> str:
     return target
 
 
-def _get_file(cart, apath: str, target: str, size: int, mtime: float) -> int:
+def _get_file(cart, apath: str, target: str, size: int, mtime: float | None, perm: int) -> int:
+    """Extract one file: written to a temporary file beside `target`, given permission bits
+    `perm` and `mtime` (None: now) while it is still ours (never through a link), then renamed."""
     directory = os.path.dirname(target) or "."
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=directory)
     try:
@@ -203,8 +296,8 @@ def _get_file(cart, apath: str, target: str, size: int, mtime: float) -> int:
                 with cart.open(apath, "rb") as src:
                     shutil.copyfileobj(src, out, CHUNK)
                 n = out.tell()
-        os.chmod(tmp, 0o666 & ~_umask())
-        if mtime:
+        os.chmod(tmp, perm)
+        if mtime is not None:
             os.utime(tmp, (mtime, mtime))
         os.replace(tmp, target)
     except BaseException:
@@ -222,9 +315,20 @@ def _umask() -> int:
     return mask
 
 
+def _get_meta(info, preserve: bool, umask: int) -> tuple[float | None, int]:
+    """(mtime, permission bits) a file is extracted with: the stored ones, as tar does for a
+    user (the umask applies; setuid, setgid and sticky bits are never restored), or with
+    --no-preserve the time of extraction and 0o666 & ~umask."""
+    if not preserve:
+        return None, 0o666 & ~umask
+    return info.mtime, info.mode & 0o777 & ~umask
+
+
 def cmd_get(args) -> int:
     root = args.to
     nfiles = total = 0
+    preserve = not args.no_preserve
+    umask = _umask()
     with _open(args, "r") as cart:
         todo = []
         for path in args.paths:            # check every path before writing anything
@@ -234,7 +338,7 @@ def cmd_get(args) -> int:
         for st in todo:
             if st.is_file:
                 target = _local_target(root, P.basename(st.path))
-                total += _get_file(cart, st.path, target, st.size, st.mtime)
+                total += _get_file(cart, st.path, target, st.size, *_get_meta(st, preserve, umask))
                 nfiles += 1
                 continue
             top = st.path
@@ -247,7 +351,8 @@ def cmd_get(args) -> int:
                 rel = info.path[plen:]
                 target = _local_target(root, f"{name}/{rel}" if name else rel)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-                total += _get_file(cart, info.path, target, info.size, info.mtime)
+                total += _get_file(cart, info.path, target, info.size,
+                                   *_get_meta(info, preserve, umask))
                 nfiles += 1
     print(f"got {_plural(nfiles, 'file')}, {total} bytes ({_human(total)}) into {_safe(root)}")
     return 0
@@ -666,18 +771,46 @@ def build_parser() -> argparse.ArgumentParser:
             epilog="A directory SRC lands below DEST under its own name: 'put a.cart ./docs --to "
                    "/data' stores ./docs/x.txt as /data/docs/x.txt. A single file SRC with a DEST "
                    "that does not end in '/' is stored as DEST; otherwise files go inside DEST. "
-                   "Existing archive files are replaced.")
+                   "Existing archive files are replaced. Each file's permission bits and mtime "
+                   "are stored (not for directories). Symbolic links: a SRC named here is "
+                   "followed; below it, links to files are followed (their target's content is "
+                   "stored), links to directories are skipped unless --follow-symlinks, and "
+                   "--no-follow skips every link. Names an archive cannot hold (not UTF-8, "
+                   "control characters, a name over 255 bytes, a path over 4096) are skipped. "
+                   "Each skipped entry gets a warning on stderr and the summary counts them.")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("sources", metavar="SRC", nargs="+", help="local file or directory")
     p.add_argument("--to", metavar="DEST", default=None, help="archive destination (default: /)")
+    links = p.add_mutually_exclusive_group()
+    links.add_argument("--follow-symlinks", action="store_true",
+                       help="follow symbolic links to directories too (a link back to a "
+                            "directory above it is skipped: no loops)")
+    links.add_argument("--no-follow", action="store_true",
+                       help="skip every symbolic link below SRC")
+    p.add_argument("--exclude", metavar="GLOB", action="append", default=[],
+                   help="leave out entries below SRC whose path relative to SRC (a/b/c.txt) or "
+                        "base name (c.txt) matches GLOB (fnmatch: '*' also matches '/'; case "
+                        "sensitive); an excluded directory leaves out all below it. Repeatable")
+    p.add_argument("--strict", action="store_true",
+                   help="a name that cannot be stored is an error (exit 1, nothing written) "
+                        "instead of a warning")
+    p.add_argument("--no-preserve", action="store_true",
+                   help="store neither permission bits nor mtimes (files get 0644 and the "
+                        "time of the put; a replaced file keeps its mode)")
 
     p = add("get", cmd_get, "extract files or directory trees (recursively) to a local directory",
             epilog="A directory PATH is extracted under its own name ('/' extracts the whole "
                    "archive's contents). Existing local files are replaced; nothing is ever "
-                   "written outside LOCALDIR.")
+                   "written outside LOCALDIR. Each file gets its stored mtime and permission "
+                   "bits, as tar gives them to a user: masked by the umask, setuid, setgid and "
+                   "sticky bits never restored; set on the new file before it replaces the "
+                   "old, never through a link. Directories get the time of extraction.")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("paths", metavar="PATH", nargs="+", help="archive file or directory")
     p.add_argument("--to", metavar="LOCALDIR", default=".", help="local destination (default: .)")
+    p.add_argument("--no-preserve", action="store_true",
+                   help="ignore the stored mode and mtime: files get 0666 & ~umask and the "
+                        "time of extraction")
 
     p = add("cat", cmd_cat, "write a file's bytes to standard output")
     p.add_argument("archive", metavar="ARCHIVE")
