@@ -27,7 +27,7 @@ from . import policies as PL
 from . import policystore
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
-from .content import byte_view, file_record
+from .content import byte_view, file_meta, file_record
 from .create import open_engine
 from .engine import Engine
 from .errors import (
@@ -137,6 +137,30 @@ def _as_bytes(data) -> memoryview:
         return byte_view(data)
     except TypeError:
         raise TypeError(f"file data must be bytes-like, not {type(data).__name__}") from None
+
+
+_META_KEYS = frozenset(("mode", "mtime"))
+
+
+def _batch_meta(keys: list[bytes], given: dict, default: tuple) -> dict[int, tuple]:
+    """write_many's metadata by index of the sorted keys: each item's own (a mapping with
+    "mode"/"mtime", checked as write() checks them) over the call's `default`."""
+    out = {}
+    for i, key in enumerate(keys):
+        m = given.get(key)
+        if m is None:
+            if default != (None, None):
+                out[i] = default
+            continue
+        if not isinstance(m, Mapping):
+            raise TypeError(f"write_many() meta must be a mapping, not {type(m).__name__}")
+        unknown = set(m) - _META_KEYS
+        if unknown:
+            raise ValueError(f"write_many() meta takes the keys 'mode' and 'mtime', not "
+                             f"{sorted(map(str, unknown))}")
+        own = file_meta(m.get("mode"), m.get("mtime"))
+        out[i] = (default[0] if own[0] is None else own[0], default[1] if own[1] is None else own[1])
+    return out
 
 
 def open(path: str | os.PathLike, mode: str = "r", *, principal: str | None = None,
@@ -263,8 +287,13 @@ class Cartridge:
         self._txn_aborted = True
 
     # -- files ------------------------------------------------------------------------------
-    def write(self, path: str, data: bytes | bytearray | memoryview) -> None:
-        """Create or replace a file with `data`, atomically."""
+    def write(self, path: str, data: bytes | bytearray | memoryview, *, mode: int | None = None,
+              mtime: float | None = None) -> None:
+        """Create or replace a file with `data`, atomically. `mode`: its permission bits
+        (0 <= mode <= 0o7777; stat() reports them with the regular-file type bits, 0o100000);
+        `mtime`: its modification time, seconds since the epoch (int or float). Left None, a
+        new file gets 0o644 and a replaced one keeps its mode; mtime is now."""
+        meta = file_meta(mode, mtime)
         view = _as_bytes(data)
         with self._lock:
             eng = self._writer()
@@ -276,35 +305,44 @@ class Cartridge:
                     raise PathIsDirectoryError(f"{p} is a directory")
             elif old.kind == KIND_DIR:
                 raise PathIsDirectoryError(f"{p} is a directory")
-            self._apply(self._store, key, view, old)
+            self._apply(self._store, key, view, old, meta)
 
-    def _store(self, eng: Engine, key: bytes, view, old: Record | None) -> None:
+    def _store(self, eng: Engine, key: bytes, view, old: Record | None,
+               meta: tuple[int | None, int | None] = (None, None)) -> None:
         storage, payload, csum, _ = eng.content.store(view, max_payload(len(key)))
-        rec = file_record(old, storage, len(view), csum, payload)
+        rec = file_record(old, storage, len(view), csum, payload, mode=meta[0], mtime=meta[1])
         eng.put_file(key, rec, old)
         if old is not None:
             eng.content.free(old, eng._where(key))
 
-    def write_many(self, items: Iterable[tuple[str, bytes | bytearray | memoryview]]) -> int:
+    def write_many(self, items: Iterable[tuple], *, mode: int | None = None,
+                   mtime: float | None = None) -> int:
         """Create or replace many files, atomically: one commit for the whole batch (inside a
         transaction() it joins it). Returns the number of files written.
+
+        Each item is (path, data) or (path, data, meta), meta a mapping with the keys "mode"
+        and/or "mtime" (as write() takes them); the keyword `mode` / `mtime` apply to every item
+        whose meta does not name its own. Values are checked before anything changes.
 
         Paths and data are checked as write() checks them, before anything changes (the same
         errors; a batch naming both a file and a path below it raises PathNotDirectoryError).
         A path given twice keeps its last data, as consecutive write() calls would. Much faster
         than write() per file for many small files: the batch is written in key order, each
         directory checked once, small files packed onto shared runs of pages."""
-        batch = collect(items, P.file_key, _as_bytes)
+        default = file_meta(mode, mtime)
+        given: dict = {}
+        batch = collect(items, P.file_key, _as_bytes, given)
         keys = list(batch)
         keys.sort()
         datas = list(map(batch.__getitem__, keys))
         del batch
+        metas = _batch_meta(keys, given, default) if given or default != (None, None) else None
         with self._lock:
             eng = self._writer()
             if not keys:
                 return 0
             olds = self._check_many(eng, keys)
-            self._apply(self._store_many, keys, datas, olds)
+            self._apply(self._store_many, keys, datas, olds, metas)
         return len(keys)
 
     def _check_many(self, eng: Engine, keys: list[bytes]) -> dict[int, Record]:
@@ -352,14 +390,22 @@ class Cartridge:
         return olds
 
     def _store_many(self, eng: Engine, keys: list[bytes], datas: list,
-                    olds: dict[int, Record]) -> None:
+                    olds: dict[int, Record], metas: dict | None = None) -> None:
         now = time.time_ns()
         modes = np.full(len(keys), DEFAULT_MODE_FILE, np.uint32)
         ctimes = np.full(len(keys), now, np.int64)
         for i, old in olds.items():
             modes[i] = old.mode
             ctimes[i] = old.ctime_ns
-        values, sizes = eng.content.store_many(keys, datas, modes, ctimes, now)
+        mtimes = None
+        if metas:       # (index -> (st_mode, mtime_ns)), None where not set
+            mtimes = {}
+            for i, (m, t) in metas.items():
+                if m is not None:
+                    modes[i] = m
+                if t is not None:
+                    mtimes[i] = t
+        values, sizes = eng.content.store_many(keys, datas, modes, ctimes, now, mtimes)
         replaced = eng.put_many(keys, values, sizes)
         if olds or any(replaced):
             for key, old in zip(keys, replaced):
@@ -426,9 +472,12 @@ class Cartridge:
             eng.content.readinto(rec, offset, buf, p)
             return memoryview(buf)
 
-    def open(self, path: str, mode: str = "rb") -> io.RawIOBase:
-        """A streaming binary file object: "rb", "wb", "ab" or "r+b"."""
-        return open_stream(self, path, mode)
+    def open(self, path: str, mode: str = "rb", *, perm: int | None = None,
+             mtime: float | None = None) -> io.RawIOBase:
+        """A streaming binary file object: "rb", "wb", "ab" or "r+b". A write stream sets, when
+        it publishes at close(), the permission bits `perm` and the `mtime` given (what write()
+        calls `mode` and `mtime`; `mode` here is the stream's mode), else the defaults."""
+        return open_stream(self, path, mode, perm=perm, mtime=mtime)
 
     # -- queries ----------------------------------------------------------------------------
     def exists(self, path: str) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import datetime as _dt
+import fnmatch
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ import apsw
 from . import localfile as LF
 from . import paths as P
 from .archive import open as _open_archive
-from .errors import CartridgeError, DirectoryNotEmptyError, NotFoundError
+from .errors import CartridgeError, DirectoryNotEmptyError, InvalidPathError, NotFoundError
 from .terminal import safe as _safe
 
 PROG = "cartridge"
@@ -101,14 +102,14 @@ def cmd_create(args) -> int:
 
 
 # -- put -------------------------------------------------------------------------------------------
-def _identity(st: os.stat_result) -> tuple[int, int]:
+def _dir_id(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
 def _archive_identity(archive: str) -> tuple[int, int] | None:
     """Device and inode of the archive file (through symlinks), None while it does not exist."""
     try:
-        return _identity(os.stat(archive))
+        return _dir_id(os.stat(archive))
     except OSError:
         return None
 
@@ -117,52 +118,132 @@ def _skip_self(local: str) -> None:
     print(f"{PROG}: warning: skipping {local}: it is the archive itself", file=sys.stderr)
 
 
-def _plan_put(sources: list[str], dest: str | None, archive: tuple[int, int] | None = None
-              ) -> tuple[list[str], list[tuple[str, str, int]], int]:
-    """Work out what `put` will do before touching the archive: (archive dirs to create,
-    [(local file, archive path, size)], files skipped as the archive itself). Raises for a
-    missing source, and for a source that is the archive (`archive`: its device and inode)."""
+class _PutPlan:
+    """What `put` will do, worked out before touching the archive: the archive directories to
+    create, the files [(local file, archive path, size, meta)] and what was left out."""
+
+    def __init__(self, args, archive: tuple[int, int] | None = None):
+        self.archive = archive     # device and inode of the archive file: never put into itself
+        self.follow = getattr(args, "follow_symlinks", False)     # links to directories too
+        self.no_follow = getattr(args, "no_follow", False)        # skip every symbolic link
+        self.strict = getattr(args, "strict", False)
+        self.preserve = not getattr(args, "no_preserve", False)
+        self.excludes = getattr(args, "exclude", None) or []
+        self.dirs: list[str] = []
+        self.files: list[tuple[str, str, int, dict | None]] = []
+        self.skipped = 0
+        self.self_skipped = 0      # sources that are the archive itself
+        self.excluded = 0
+
+    def skip(self, local: str, why: str) -> None:
+        self.skipped += 1
+        print(f"{PROG}: warning: skipping {_safe(local)}: {why}", file=sys.stderr)
+
+    def target(self, path: str, local: str, as_file: bool) -> str | None:
+        """The archive path, or None (a warning) for a name an archive cannot hold: not UTF-8,
+        a control character, a segment over 255 bytes... --strict: CLIError, nothing written."""
+        try:
+            return P.normalize_file(path) if as_file else P.normalize(path)
+        except InvalidPathError as e:
+            if self.strict:
+                raise CLIError(f"cannot store {_safe(local)}: {_safe(e)} (--strict: nothing "
+                               "written)") from None
+            self.skip(local, f"name cannot be stored: {_safe(e)}")
+            return None
+
+    def is_excluded(self, rel: str, name: str) -> bool:
+        if any(fnmatch.fnmatchcase(rel, g) or fnmatch.fnmatchcase(name, g) for g in self.excludes):
+            self.excluded += 1
+            return True
+        return False
+
+    def meta(self, st: os.stat_result) -> dict | None:
+        return {"mode": st.st_mode & 0o7777, "mtime": st.st_mtime} if self.preserve else None
+
+    def walk(self, src: str, top: str) -> None:
+        """Add directory `src` (stored as `top`) and everything below it."""
+        chains = {src: frozenset([_dir_id(os.stat(src))])}   # directory -> ids of it and ancestors
+        for dirpath, dirnames, filenames in os.walk(src, followlinks=self.follow):
+            rel = os.path.relpath(dirpath, src)
+            rel = "" if rel == "." else "/".join(rel.split(os.sep))
+            adir = top if not rel else P.join(top, rel)
+            self.dirs.append(adir)
+            keep = []
+            for dn in sorted(dirnames):
+                local = os.path.join(dirpath, dn)
+                if self.is_excluded(f"{rel}/{dn}" if rel else dn, dn):
+                    continue
+                if os.path.islink(local):
+                    if self.no_follow:
+                        self.skip(local, "symbolic link (--no-follow)")
+                        continue
+                    if not self.follow:
+                        self.skip(local, "symbolic link to a directory (--follow-symlinks "
+                                         "follows it)")
+                        continue
+                try:
+                    ident = _dir_id(os.stat(local))
+                except OSError as e:
+                    self.skip(local, e.strerror or str(e))
+                    continue
+                if ident in chains[dirpath]:
+                    self.skip(local, "symbolic link loop (it leads back to a directory above)")
+                    continue
+                if self.target(P.join(adir, dn), local, as_file=False) is None:
+                    continue
+                chains[local] = chains[dirpath] | {ident}
+                keep.append(dn)
+            dirnames[:] = keep
+            for fn in sorted(filenames):
+                local = os.path.join(dirpath, fn)
+                if self.is_excluded(f"{rel}/{fn}" if rel else fn, fn):
+                    continue
+                link = os.path.islink(local)
+                if link and self.no_follow:
+                    self.skip(local, "symbolic link (--no-follow)")
+                    continue
+                try:
+                    fst = os.stat(local)
+                except OSError as e:
+                    self.skip(local, "broken symbolic link" if link else e.strerror or str(e))
+                    continue
+                if not _stat.S_ISREG(fst.st_mode):
+                    self.skip(local, "not a regular file")
+                    continue
+                if _dir_id(fst) == self.archive:
+                    _skip_self(local)
+                    self.self_skipped += 1
+                    continue
+                dst = self.target(P.join(adir, fn), local, as_file=True)
+                if dst is not None:
+                    self.files.append((local, dst, fst.st_size, self.meta(fst)))
+
+
+def _plan_put(sources: list[str], dest: str | None, args=None,
+              archive: tuple[int, int] | None = None) -> _PutPlan:
+    """Work out what `put` will do before touching the archive (see _PutPlan). Raises for a
+    missing source; a SRC named on the command line is followed if it is a symbolic link."""
+    plan = _PutPlan(args, archive)
     to = dest if dest is not None else "/"
     into_dir = to.endswith("/") or len(sources) > 1 or dest is None
     base = P.normalize(to)
-    dirs: list[str] = []
-    files: list[tuple[str, str, int]] = []
-    skipped = 0
     for src in sources:
         st = os.stat(src)           # FileNotFoundError names the source
         name = os.path.basename(os.path.abspath(src))
         if _stat.S_ISDIR(st.st_mode):
-            top = P.join(base, name) if name else base
-            for dirpath, dirnames, filenames in os.walk(src):
-                dirnames.sort()
-                rel = os.path.relpath(dirpath, src)
-                adir = top if rel == "." else P.join(top, "/".join(rel.split(os.sep)))
-                dirs.append(P.normalize(adir))
-                for fn in sorted(filenames):
-                    local = os.path.join(dirpath, fn)
-                    try:
-                        fst = os.stat(local)
-                    except OSError as e:
-                        print(f"{PROG}: warning: skipping {_safe(local)}: {e.strerror}", file=sys.stderr)
-                        continue
-                    if not _stat.S_ISREG(fst.st_mode):
-                        print(f"{PROG}: warning: skipping {_safe(local)}: not a regular file",
-                              file=sys.stderr)
-                        continue
-                    if _identity(fst) == archive:
-                        _skip_self(local)
-                        skipped += 1
-                        continue
-                    files.append((local, P.normalize_file(P.join(adir, fn)), fst.st_size))
+            top = plan.target(P.join(base, name), src, as_file=False) if name else base
+            if top is not None:
+                plan.walk(src, top)
         elif _stat.S_ISREG(st.st_mode):
-            if _identity(st) == archive:
-                raise CLIError(f"{src}: is the archive itself; refusing to put an archive into "
-                               f"itself")
-            target = P.join(base, name) if into_dir else base
-            files.append((src, P.normalize_file(target), st.st_size))
+            if _dir_id(st) == archive:
+                raise CLIError(f"{_safe(src)}: is the archive itself; refusing to put an archive "
+                               "into itself")
+            dst = plan.target(P.join(base, name) if into_dir else base, src, as_file=True)
+            if dst is not None:
+                plan.files.append((src, dst, st.st_size, plan.meta(st)))
         else:
             raise CLIError(f"{src}: not a regular file or directory")
-    return dirs, files, skipped
+    return plan
 
 
 def _open_source(local: str, archive: tuple[int, int] | None):
@@ -170,20 +251,22 @@ def _open_source(local: str, archive: tuple[int, int] | None):
     while it is put is stored as it was when opened), or None if it is the archive itself."""
     src = open(local, "rb")
     st = os.fstat(src.fileno())
-    if _identity(st) == archive:
+    if _dir_id(st) == archive:
         src.close()
         return None
     return src, st.st_size
 
 
-def _put_file(cart, local: str, dst: str, archive: tuple[int, int] | None = None) -> int | None:
-    """Stream one local file into `dst`; its size in bytes, or None (skipped) if it turned
-    out to be the archive itself."""
+def _put_file(cart, local: str, dst: str, meta: dict | None,
+              archive: tuple[int, int] | None = None) -> int | None:
+    """Stream one local file into `dst` (with its mode and mtime when `meta`); its size in
+    bytes, or None (skipped) if it turned out to be the archive itself."""
     opened = _open_source(local, archive)
     if opened is None:
         return None
     src, left = opened
-    with src, cart.open(dst, "wb") as out:
+    perm = {"perm": meta["mode"], "mtime": meta["mtime"]} if meta else {}
+    with src, cart.open(dst, "wb", **perm) as out:
         while left > 0:
             buf = src.read(min(CHUNK, left))
             if not buf:
@@ -194,18 +277,19 @@ def _put_file(cart, local: str, dst: str, archive: tuple[int, int] | None = None
 
 
 def cmd_put(args) -> int:
-    dirs, files, skipped = _plan_put(args.sources, args.to, _archive_identity(args.archive))
+    plan = _plan_put(args.sources, args.to, args, _archive_identity(args.archive))
+    dirs, files = plan.dirs, plan.files
     total = 0
     stored = 0
     with _open(args, "a") as cart, cart.transaction():
         archive = _archive_identity(args.archive)     # (it may have been created just now)
         for d in dirs:
             cart.mkdir(d, parents=True, exist_ok=True)
-        batch: list[tuple[str, bytes]] = []       # small files go in through write_many
+        batch: list[tuple] = []       # small files go in through write_many
         held = 0
-        for local, dst, size in files:
+        for local, dst, size, meta in files:
             if size > SMALL_FILE:
-                n = _put_file(cart, local, dst, archive)
+                n = _put_file(cart, local, dst, meta, archive)
             else:
                 opened = _open_source(local, archive)
                 n = None
@@ -213,12 +297,12 @@ def cmd_put(args) -> int:
                     src, size_now = opened
                     with src:
                         data = src.read(size_now)
-                    batch.append((dst, data))
+                    batch.append((dst, data) if meta is None else (dst, data, meta))
                     held += len(data)
                     n = len(data)
             if n is None:
                 _skip_self(local)
-                skipped += 1
+                plan.self_skipped += 1
                 continue
             total += n
             stored += 1
@@ -227,7 +311,12 @@ def cmd_put(args) -> int:
                 batch, held = [], 0
         cart.write_many(batch)
     extra = f", {len(dirs)} director{'y' if len(dirs) == 1 else 'ies'}" if dirs else ""
-    note = f", skipped {_plural(skipped, 'file')} (the archive itself)" if skipped else ""
+    if plan.skipped:
+        extra += f", {plan.skipped} skipped"
+    if plan.excluded:
+        extra += f", {plan.excluded} excluded"
+    n_self = plan.self_skipped
+    note = f", skipped {_plural(n_self, 'file')} (the archive itself)" if n_self else ""
     print(f"put {_plural(stored, 'file')}{extra}, {total} bytes ({_human(total)}) into "
           f"{_safe(args.archive)}{note}")
     return 0
@@ -251,10 +340,11 @@ def _local_target(root: str, rel: str) -> str:
     return target
 
 
-def _get_file(cart, apath: str, target: str, size: int, mtime: float) -> int:
-    """Copy one archive file to `target` through cartridge.localfile: a random, exclusively
-    created temp file beside it, renamed over it once complete (mode 0o666 & ~umask)."""
-    with LF.atomic_writer(target, mtime=mtime or None) as out:
+def _get_file(cart, apath: str, target: str, size: int, mtime: float | None, perm: int) -> int:
+    """Extract one file through cartridge.localfile: a random, exclusively created temp file
+    beside `target`, given permission bits `perm` and `mtime` (None: now) while it is still
+    ours (never through a link), fsynced, then renamed over `target`."""
+    with LF.atomic_writer(target, mode=perm, mtime=mtime) as out:
         if size <= SMALL_FILE:
             data = cart.read(apath)
             out.write(data)
@@ -266,9 +356,26 @@ def _get_file(cart, apath: str, target: str, size: int, mtime: float) -> int:
     return n
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _get_meta(info, preserve: bool, umask: int) -> tuple[float | None, int]:
+    """(mtime, permission bits) a file is extracted with: the stored ones, as tar does for a
+    user (the umask applies; setuid, setgid and sticky bits are never restored), or with
+    --no-preserve the time of extraction and 0o666 & ~umask."""
+    if not preserve:
+        return None, 0o666 & ~umask
+    return info.mtime, info.mode & 0o777 & ~umask
+
+
 def cmd_get(args) -> int:
     root = args.to
     nfiles = total = 0
+    preserve = not args.no_preserve
+    umask = _umask()
     with _open(args, "r") as cart:
         todo = []
         for path in args.paths:            # check every path before writing anything
@@ -278,7 +385,7 @@ def cmd_get(args) -> int:
         for st in todo:
             if st.is_file:
                 target = _local_target(root, P.basename(st.path))
-                total += _get_file(cart, st.path, target, st.size, st.mtime)
+                total += _get_file(cart, st.path, target, st.size, *_get_meta(st, preserve, umask))
                 nfiles += 1
                 continue
             top = st.path
@@ -291,7 +398,8 @@ def cmd_get(args) -> int:
                 rel = info.path[plen:]
                 target = _local_target(root, f"{name}/{rel}" if name else rel)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-                total += _get_file(cart, info.path, target, info.size, info.mtime)
+                total += _get_file(cart, info.path, target, info.size,
+                                   *_get_meta(info, preserve, umask))
                 nfiles += 1
     print(f"got {_plural(nfiles, 'file')}, {total} bytes ({_human(total)}) into {_safe(root)}")
     return 0
@@ -710,18 +818,46 @@ def build_parser() -> argparse.ArgumentParser:
             epilog="A directory SRC lands below DEST under its own name: 'put a.cart ./docs --to "
                    "/data' stores ./docs/x.txt as /data/docs/x.txt. A single file SRC with a DEST "
                    "that does not end in '/' is stored as DEST; otherwise files go inside DEST. "
-                   "Existing archive files are replaced.")
+                   "Existing archive files are replaced. Each file's permission bits and mtime "
+                   "are stored (not for directories). Symbolic links: a SRC named here is "
+                   "followed; below it, links to files are followed (their target's content is "
+                   "stored), links to directories are skipped unless --follow-symlinks, and "
+                   "--no-follow skips every link. Names an archive cannot hold (not UTF-8, "
+                   "control characters, a name over 255 bytes, a path over 4096) are skipped. "
+                   "Each skipped entry gets a warning on stderr and the summary counts them.")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("sources", metavar="SRC", nargs="+", help="local file or directory")
     p.add_argument("--to", metavar="DEST", default=None, help="archive destination (default: /)")
+    links = p.add_mutually_exclusive_group()
+    links.add_argument("--follow-symlinks", action="store_true",
+                       help="follow symbolic links to directories too (a link back to a "
+                            "directory above it is skipped: no loops)")
+    links.add_argument("--no-follow", action="store_true",
+                       help="skip every symbolic link below SRC")
+    p.add_argument("--exclude", metavar="GLOB", action="append", default=[],
+                   help="leave out entries below SRC whose path relative to SRC (a/b/c.txt) or "
+                        "base name (c.txt) matches GLOB (fnmatch: '*' also matches '/'; case "
+                        "sensitive); an excluded directory leaves out all below it. Repeatable")
+    p.add_argument("--strict", action="store_true",
+                   help="a name that cannot be stored is an error (exit 1, nothing written) "
+                        "instead of a warning")
+    p.add_argument("--no-preserve", action="store_true",
+                   help="store neither permission bits nor mtimes (files get 0644 and the "
+                        "time of the put; a replaced file keeps its mode)")
 
     p = add("get", cmd_get, "extract files or directory trees (recursively) to a local directory",
             epilog="A directory PATH is extracted under its own name ('/' extracts the whole "
                    "archive's contents). Existing local files are replaced; nothing is ever "
-                   "written outside LOCALDIR.")
+                   "written outside LOCALDIR. Each file gets its stored mtime and permission "
+                   "bits, as tar gives them to a user: masked by the umask, setuid, setgid and "
+                   "sticky bits never restored; set on the new file before it replaces the "
+                   "old, never through a link. Directories get the time of extraction.")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("paths", metavar="PATH", nargs="+", help="archive file or directory")
     p.add_argument("--to", metavar="LOCALDIR", default=".", help="local destination (default: .)")
+    p.add_argument("--no-preserve", action="store_true",
+                   help="ignore the stored mode and mtime: files get 0666 & ~umask and the "
+                        "time of extraction")
 
     p = add("cat", cmd_cat, "write a file's bytes to standard output")
     p.add_argument("archive", metavar="ARCHIVE")

@@ -2,7 +2,10 @@
 (docs/FORMAT.md §5). Small files live inline in their catalog record."""
 from __future__ import annotations
 
+import math
 import os
+import stat as _stat
+import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +22,7 @@ from .format import (
     DEFAULT_MODE_FILE,
     KIND_FILE,
     PAGE_SIZE,
+    RECORD,
     STORE_CHUNKS,
     STORE_EMPTY,
     STORE_INLINE,
@@ -38,6 +42,8 @@ READINTO_SPAN = 64                # chunks (4 MiB) read in one call, then verifi
 PARALLEL_VERIFY_MIN = 8 << 20     # reads this large check checksums on a second thread
 STAGE_MAX_RUN = 1 << 20           # smaller content runs wait in the pager's write-behind buffer
 BATCH_RUN_PAGES = 2048            # write_many packs small files onto runs of up to 8 MiB
+_MTIME_AT = struct.calcsize(RECORD.format[:7])    # where mtime_ns sits in an encoded record
+_I64 = struct.Struct("<q")
 _INLINE_MAX = np.array([0] + [max_payload(n) for n in range(1, 4097)], dtype=np.int64)
 
 
@@ -96,32 +102,70 @@ def chunk_len(size: int, i: int) -> int:
     return min(CHUNK_SIZE, size - i * CHUNK_SIZE)
 
 
+_MTIME_MIN_NS, _MTIME_MAX_NS = -(1 << 63), (1 << 63) - 1     # the record's i64 mtime_ns
+
+
+def file_meta(mode: object = None, mtime: object = None) -> tuple[int | None, int | None]:
+    """Check the metadata a writer may set (write, write_many, write streams): `mode`, the
+    permission bits (an int, 0 <= mode <= 0o7777), and `mtime`, seconds since the epoch (an
+    int or a finite float within the record's range). Returns (the stored st_mode, a regular
+    file's type bits added, mtime in ns); None where not given. TypeError / ValueError."""
+    st_mode = mtime_ns = None
+    if mode is not None:
+        if type(mode) is bool or not isinstance(mode, int):
+            raise TypeError(f"mode must be an int (permission bits), not {type(mode).__name__}")
+        if not 0 <= mode <= 0o7777:
+            raise ValueError(f"mode must be permission bits, 0 <= mode <= 0o7777, not {mode:#o}")
+        st_mode = _stat.S_IFREG | int(mode)
+    if mtime is not None:
+        if type(mtime) is bool or not isinstance(mtime, (int, float)):
+            raise TypeError(f"mtime must be seconds as an int or float, not {type(mtime).__name__}")
+        if isinstance(mtime, float):
+            if not math.isfinite(mtime):
+                raise ValueError(f"mtime must be finite, not {mtime!r}")
+            mtime_ns = round(mtime * 1e9) if abs(mtime) < 1e10 else _MTIME_MAX_NS + 1
+        else:
+            mtime_ns = int(mtime) * 1_000_000_000
+        if not _MTIME_MIN_NS <= mtime_ns <= _MTIME_MAX_NS:
+            raise ValueError(f"mtime {mtime!r} is outside the range an archive stores "
+                             "(about +-292 years from 1970)")
+    return st_mode, mtime_ns
+
+
 def file_record(old: Record | None, storage: int, size: int, checksum: int, payload: bytes,
-                now: int | None = None) -> Record:
-    """The record of a file's new version: `old`'s mode and ctime kept (the defaults for a new
-    file), mtime now."""
+                now: int | None = None, mode: int | None = None,
+                mtime: int | None = None) -> Record:
+    """The record of a file's new version: `mode` (a whole st_mode, see file_meta) or else
+    `old`'s (the default for a new file); `old`'s ctime kept (now for a new file); `mtime` (ns)
+    or else now."""
     if now is None:
         now = time.time_ns()
+    if mtime is None:
+        mtime = now
     if old is None:
-        return Record(KIND_FILE, storage, DEFAULT_MODE_FILE, size, now, now, checksum, payload)
-    return Record(KIND_FILE, storage, old.mode, size, old.ctime_ns, now, checksum, payload)
+        return Record(KIND_FILE, storage, DEFAULT_MODE_FILE if mode is None else mode, size, now,
+                      mtime, checksum, payload)
+    return Record(KIND_FILE, storage, old.mode if mode is None else mode, size, old.ctime_ns,
+                  mtime, checksum, payload)
 
 
 def publish_file(eng, key: bytes, old: Record | None, size: int, *, data=None,
                  cmap: np.ndarray | None = None,
-                 free_old: Callable[[Record, int], None] | None = None) -> Record:
+                 free_old: Callable[[Record, int], None] | None = None,
+                 mode: int | None = None, mtime: int | None = None) -> Record:
     """Make a file's new content its committed record, inside the open transaction: either
     `data` (small: stored inline or as one run by ContentStore.store) or `cmap`, the chunk map
     of chunks already written to pages (streams and SQLite members put them there as they go).
     free_old(old, new storage) gives back what the new version no longer uses. One publisher
-    for every writer that builds a file's content over time (cartridge.streams, cartridge.sqlite)."""
+    for every writer that builds a file's content over time (cartridge.streams, cartridge.sqlite).
+    `mode` and `mtime` as file_record takes them (None: the defaults)."""
     max_inline = max_payload(len(key))
     if cmap is None:
         storage, payload, csum, _ = eng.content.store(data, max_inline)
     else:
         storage, payload = eng.content.store_map(cmap, max_inline)
         csum = combine(cmap[:, 1])
-    rec = file_record(old, storage, size, csum, payload)
+    rec = file_record(old, storage, size, csum, payload, mode=mode, mtime=mtime)
     eng.put(key, rec)
     if old is not None and free_old is not None:
         free_old(old, storage)
@@ -190,11 +234,22 @@ class ContentStore:
         return storage, payload, combine(cmap[:, 1]), cmap
 
     def store_many(self, keys: list[bytes], datas: list, modes: np.ndarray, ctimes: np.ndarray,
-                   mtime: int) -> tuple[list[bytes], np.ndarray]:
+                   mtime: int, mtimes: dict[int, int] | None = None
+                   ) -> tuple[list[bytes], np.ndarray]:
         """Encoded catalog records for new content of many files (keys[i] gets datas[i], with
-        mode modes[i] and ctime ctimes[i]), and their sizes. One-chunk files are packed back to
-        back onto runs of fresh pages (each from a page boundary), checksummed and written with
-        one call per run; the rest go through store()."""
+        mode modes[i], ctime ctimes[i] and mtime `mtime`, or mtimes[i] where given), and their
+        sizes. One-chunk files are packed back to back onto runs of fresh pages (each from a
+        page boundary), checksummed and written with one call per run; the rest go through
+        store()."""
+        values, sizes = self._store_many(keys, datas, modes, ctimes, mtime)
+        if mtimes:          # the kernels take one mtime: set the others in the encoded records
+            for i, ns in mtimes.items():
+                v = values[i]
+                values[i] = v[:_MTIME_AT] + _I64.pack(ns) + v[_MTIME_AT + 8:]
+        return values, sizes
+
+    def _store_many(self, keys: list[bytes], datas: list, modes: np.ndarray, ctimes: np.ndarray,
+                    mtime: int) -> tuple[list, np.ndarray]:
         n = len(keys)
         sizes = np.fromiter(map(len, datas), np.int64, n)
         limits = _INLINE_MAX[np.fromiter(map(len, keys), np.int64, n)]

@@ -206,33 +206,40 @@ class PrincipalCartridge:
                 self._decide(state, PUT, renamed_to + path[len(top):], {"cart:ObjectSize": size})
 
     # -- files ----------------------------------------------------------------------------------
-    def write(self, path: str, data: bytes | bytearray | memoryview) -> None:
+    def write(self, path: str, data: bytes | bytearray | memoryview, *, mode: int | None = None,
+              mtime: float | None = None) -> None:
         with self._snap:
             try:
                 size = memoryview(data).nbytes
             except TypeError:
                 size = 0                  # not bytes-like: Cartridge.write raises TypeError
             self._check_put(path, size)
-            self._cart.write(path, data)
+            self._cart.write(path, data, mode=mode, mtime=mtime)
 
-    def write_many(self, items: Iterable[tuple[str, Any]]) -> int:
+    def write_many(self, items: Iterable[tuple], *, mode: int | None = None,
+                   mtime: float | None = None) -> int:
         """Cartridge.write_many, after PutObject (with cart:ObjectSize) is allowed for every
         item: one denial writes nothing."""
         with self._snap:
             batch = []
             for item in items:
+                meta = None
                 try:
-                    path, data = item
+                    if len(item) == 3:
+                        path, data, meta = item
+                    else:
+                        path, data = item
                 except (TypeError, ValueError):
-                    raise TypeError("write_many() takes (path, data) pairs") from None
+                    raise TypeError("write_many() takes (path, data) pairs or (path, data, meta) "
+                                    "triples") from None
                 if type(data) is not bytes and not isinstance(data, str):
                     try:                  # a copy: the size checked is the size written
                         data = memoryview(data).tobytes()
                     except TypeError:
                         pass              # not bytes-like: Cartridge.write_many raises TypeError
                 self._check_put(path, len(data) if type(data) is bytes else 0)
-                batch.append((path, data))
-            return self._cart.write_many(batch)
+                batch.append((path, data) if meta is None else (path, data, meta))
+            return self._cart.write_many(batch, mode=mode, mtime=mtime)
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         cart = self._cart
@@ -265,7 +272,8 @@ class PrincipalCartridge:
             self._check_path(GET, path)
             return self._cart.read_buffer(path, offset, size)
 
-    def open(self, path: str, mode: str = "rb") -> io.RawIOBase:
+    def open(self, path: str, mode: str = "rb", *, perm: int | None = None,
+             mtime: float | None = None) -> io.RawIOBase:
         with self._snap:
             if mode == "rb" or mode == "r+b":
                 self._check_path(GET, path)
@@ -275,7 +283,7 @@ class PrincipalCartridge:
                     kind, rec = N.kind(H.ready(self._cart), P.normalize_any(path)[0])
                     size = rec.size if kind == "file" and rec is not None else 0
                 self._check_put(path, size)
-            stream = self._cart.open(path, mode)
+            stream = self._cart.open(path, mode, perm=perm, mtime=mtime)
             if mode != "rb":
                 stream.before_publish = lambda size: self._check_put(path, size)
             stream.principal = self._principal

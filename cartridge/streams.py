@@ -16,7 +16,7 @@ import numpy as np
 from . import _handle as H
 from . import namespace as N
 from . import paths as P
-from .content import byte_view, chunk_len, publish_file
+from .content import byte_view, chunk_len, file_meta, publish_file
 from .errors import ClosedError, PathIsDirectoryError
 from .format import CHUNK_SIZE, KIND_FILE, PAGE_SIZE, STORE_EMPTY, STORE_INLINE
 from .records import Record, max_payload
@@ -25,10 +25,15 @@ STREAM_MODES = ("rb", "wb", "ab", "r+b")
 DIRTY_BUDGET = 16          # chunks (1 MiB) held in memory before they go to pages
 
 
-def open_stream(cart, path: str, mode: str) -> CartReader | CartWriter:
-    """Cartridge.open(): a stream on member `path` of handle `cart`."""
+def open_stream(cart, path: str, mode: str, *, perm: int | None = None,
+                mtime: float | None = None) -> CartReader | CartWriter:
+    """Cartridge.open(): a stream on member `path` of handle `cart`; a write stream publishes
+    with permission bits `perm` and `mtime` (content.file_meta) when given."""
     if mode not in STREAM_MODES:
         raise ValueError(f"stream mode must be one of {STREAM_MODES} (binary only), not {mode!r}")
+    meta = file_meta(perm, mtime)
+    if mode == "rb" and meta != (None, None):
+        raise ValueError("perm and mtime are for write streams, not 'rb'")
     with H.lock(cart):
         if mode == "rb":
             eng = H.ready(cart)
@@ -47,7 +52,7 @@ def open_stream(cart, path: str, mode: str) -> CartReader | CartWriter:
                 N.file_record(eng, p)     # raises NotFoundError
         elif old.kind != KIND_FILE:
             raise PathIsDirectoryError(f"{p} is a directory")
-        return CartWriter(cart, p, old, mode)
+        return CartWriter(cart, p, old, mode, meta)
 
 
 # No file can be larger than the archive's address space: its bytes live below the lock byte
@@ -171,9 +176,11 @@ class CartReader(_Base):
 class CartWriter(_Base):
     """A writable stream; publishes the new content at close()."""
 
-    def __init__(self, cart, path: str, old: Record | None, mode: str):
+    def __init__(self, cart, path: str, old: Record | None, mode: str,
+                 meta: tuple[int | None, int | None] = (None, None)):
         super().__init__(cart, path)
         self.mode = mode
+        self._meta = meta         # (st_mode, mtime_ns) set at publish; None: the defaults
         self._old = old
         self._key = P.to_key(path)
         eng = self._eng
@@ -423,10 +430,12 @@ class CartWriter(_Base):
                 if size <= max_payload(len(self._key)):
                     data = b"".join(self._chunk_bytes_final(cmap, i, size) for i in range(n_chunks))
                     eng.allocator.attach(self, [])
-                    publish_file(eng, self._key, old, size, data=data, free_old=free_old)
+                    publish_file(eng, self._key, old, size, data=data, free_old=free_old,
+                                 mode=self._meta[0], mtime=self._meta[1])
                 else:
                     eng.allocator.attach(self, keep_runs)
-                    publish_file(eng, self._key, old, size, cmap=cmap, free_old=free_old)
+                    publish_file(eng, self._key, old, size, cmap=cmap, free_old=free_old,
+                                 mode=self._meta[0], mtime=self._meta[1])
                 self._published = True
 
     def _chunk_bytes_final(self, cmap, i: int, size: int) -> bytes:

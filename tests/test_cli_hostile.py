@@ -287,6 +287,7 @@ def _variants(inputs) -> dict[str, list]:
         "sources": [[i["srcdir"]], [i["missing"]], [i["fifo"]], [i["text"], i["srcdir"]],
                     [i["undecodable"]]],
         "to": [None, "/dest/", "/..", "/ok.txt/x"],
+        "exclude": [[], ["*.txt"], ["\x1b[31m*", "["], ["*"]],
         "name": ["web", "missing", "bad name\x1b[31m", ""],
         "new-dir": ["/new\u202edir", "/ok.txt", "/", "/..", "/missing\x1b[31m", "/ok.txt/x"],
         "db": ["/app.db", "/ok.txt", "/", "/missing.db", "/rtl\u202egnp.exe", "/a\x1b[31m"],

@@ -107,24 +107,36 @@ def parent_groups(list keys) -> list:
     return out
 
 
-def collect(items, file_key, as_bytes) -> dict:
+def collect(items, file_key, as_bytes, dict meta=None) -> dict:
     """{catalog key: data} for write_many's (path, data) pairs, the last pair of a path
     winning: file_key(path)[1] is the key; data other than bytes is checked by as_bytes(data)
-    and copied, so a caller reusing one buffer between pairs gets what write() would."""
+    and copied, so a caller reusing one buffer between pairs gets what write() would. With a
+    `meta` dict, (path, data, m) triples are accepted too: meta[key] = m (the last item of a
+    path winning here as well)."""
     cdef dict batch = {}
-    cdef object item, path, data
+    cdef object item, path, data, m, key
     for item in items:
+        m = None
         if type(item) is tuple and len(<tuple>item) == 2:
             path = (<tuple>item)[0]
             data = (<tuple>item)[1]
         else:
             try:
-                path, data = item
+                if meta is not None and len(item) == 3:
+                    path, data, m = item
+                else:
+                    path, data = item
             except (TypeError, ValueError):
-                raise TypeError("write_many() takes (path, data) pairs") from None
+                raise TypeError("write_many() takes (path, data) pairs or (path, data, meta) "
+                                "triples") from None
         if type(data) is not bytes:
             data = bytes(as_bytes(data))   # a copy now: the caller may reuse its buffer
-        batch[file_key(path)[1]] = data
+        key = file_key(path)[1]
+        batch[key] = data
+        if m is not None:
+            meta[key] = m
+        elif meta:
+            meta.pop(key, None)
     return batch
 
 
