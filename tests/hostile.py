@@ -110,6 +110,24 @@ def out_of_order_keys(path: str) -> None:
     _rewrite_catalog_key(path, b"/b1", b"/z9")
 
 
+def key_outside_its_leaf(path: str) -> tuple[bytes, bytes]:
+    """Two catalog leaves; the first key of the second rewritten below the separator that
+    leads to it (each node in order, the tree not): returns (old key, new key)."""
+    base_archive(path)
+    with cartridge.open(path, "a", sync="off") as c:
+        c.write_many((f"/f{i:03d}", b"f") for i in range(400))
+    with cartridge.open(path, "r") as c:
+        root = next(iter(engine(c).catalog.pages()))[1]
+        assert not root.is_leaf
+        sep = root.key(0)
+        right = engine(c).catalog.store.load(root.child(1))
+        first = right.key(0)
+    new = first[:2] + b"!" + first[3:]         # '/f!36' sorts before every '/fNNN'
+    assert new < sep <= first, (new, sep, first)
+    _rewrite_catalog_key(path, first, new)
+    return first, new
+
+
 # -- running the CLI in-process --------------------------------------------------------------------
 def run(argv: list[str], stdin: bytes = b"") -> tuple[int, bytes, str]:
     """main(argv) with stdout and stderr as strict UTF-8 streams: (exit code, stdout, stderr)."""

@@ -2,7 +2,8 @@
 and whose catalog holds what no writer makes - names that climb out ('/../../x', '/a/../../x',
 '/..'), are not normal ('//abs', no leading '/', a trailing '/', '/' itself, a '.' segment),
 hold NUL, a newline, ANSI escapes or bytes that are not UTF-8, are over-long (a segment over
-255 bytes), a file with entries below it, duplicate and out-of-order keys.
+255 bytes), a file with entries below it, duplicate and out-of-order keys (inside a leaf, and
+a key outside the range its parent's separators give its leaf).
 
 Every name meets every operation, each in its own test: every read API (read, readinto,
 read_buffer, open "rb", stat, exists, isfile, isdir, listdir, walk, scan, sqlite,
@@ -31,6 +32,7 @@ from hostile import (
     check_run,
     duplicate_keys,
     file_with_children,
+    key_outside_its_leaf,
     out_of_order_keys,
     raw_name_archive,
     snapshot,
@@ -70,6 +72,7 @@ CASES = {k: (lambda p, n=v: raw_name_archive(p, n), _api_paths(v)) for k, v in R
 CASES["file-with-children"] = (file_with_children, ["/a", "/a/b", "/a/", "/a-x", "/"])
 CASES["duplicate-keys"] = (duplicate_keys, ["/dup1", "/dup2", "/"])
 CASES["out-of-order-keys"] = (out_of_order_keys, ["/b1", "/z9", "/c1", "/"])
+CASES["key-outside-its-leaf"] = (key_outside_its_leaf, ["/f036", "/f!36", "/f037", "/"])
 
 
 def _sane_path(path: str) -> None:
