@@ -493,7 +493,12 @@ class Cartridge:
     def isdir(self, path: str) -> bool:
         with self._lock:
             eng = self._ready()
-            return N.kind_of(eng, path)[1] == "dir"
+            p, kind, _ = N.kind_of(eng, path)
+            if kind == "file":          # a file with entries below it is damage, not a file
+                damage = N.file_with_children(eng, P.to_key(p))
+                if damage is not None:
+                    raise damage
+            return kind == "dir"
 
     def stat(self, path: str) -> FileInfo:
         """FileInfo of a file or directory."""
@@ -502,7 +507,8 @@ class Cartridge:
             p, kind, rec = N.kind_of(eng, path)
             if kind is None:
                 if P.path_key(path)[2] and N.kind(eng, p)[0] == "file":
-                    raise PathNotDirectoryError(f"{p} is a file, not a directory")
+                    raise N.not_a_directory(eng, P.to_key(p), PathNotDirectoryError(
+                        f"{p} is a file, not a directory"))
                 raise NotFoundError(f"no such file or directory: {p}")
             return _info(p, rec)
 
@@ -517,7 +523,7 @@ class Cartridge:
         if kind is None:
             raise NotFoundError(f"no such directory: {p}")
         if kind == "file":
-            raise PathNotDirectoryError(f"{p} is a file")
+            raise N.not_a_directory(eng, P.to_key(p), PathNotDirectoryError(f"{p} is a file"))
         return p
 
     def listdir(self, path: str = "/") -> list[str]:
@@ -554,12 +560,25 @@ class Cartridge:
             norm += "/"
         kp = P.to_key(norm)
         start = kp
+        # File keys that are byte prefixes of the key at hand: a key below one of them (the
+        # innermost: an outer one is followed by a byte other than '/') is a file with children.
+        files: list[bytes] = []
+        if len(kp) > 1 and kp.endswith(b"/"):
+            with self._lock:
+                rec = self._ready().get(kp[:-1])
+            if rec is not None and rec.kind == KIND_FILE:
+                files.append(kp[:-1])
         while True:
             with self._lock:
                 eng = self._ready()
                 batch = list(eng.catalog.items_from(start, 256, kp))
             for k, v in batch:
+                while files and not k.startswith(files[-1]):
+                    files.pop()
+                if files and k[len(files[-1]):len(files[-1]) + 1] == b"/":
+                    raise P.file_has_children(files[-1], k)
                 if v[0] == KIND_FILE:
+                    files.append(k)
                     yield _info(P.stored_path(k), decode(v, k.decode("utf-8", "replace")))
             if len(batch) < 256:
                 return

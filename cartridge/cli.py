@@ -378,9 +378,12 @@ def cmd_get(args) -> int:
     umask = _umask()
     with _open(args, "r") as cart:
         todo = []
+        trees = {}
         for path in args.paths:            # check every path before writing anything
             st = cart.stat(path)
             todo.append(st)
+            if not st.is_file:             # a damaged directory tree fails here, not halfway
+                trees[st.path] = [dirpath for dirpath, _dirs, _files in cart.walk(st.path)]
         os.makedirs(root, exist_ok=True)
         for st in todo:
             if st.is_file:
@@ -391,7 +394,7 @@ def cmd_get(args) -> int:
             top = st.path
             name = P.basename(top)          # "" for the root: its contents go straight into root
             plen = len(P.dir_prefix(top))
-            for dirpath, _dirs, _files in cart.walk(top):
+            for dirpath in trees[top]:
                 sub = "" if dirpath == top else dirpath[plen:]
                 os.makedirs(_local_target(root, "/".join(s for s in (name, sub) if s)), exist_ok=True)
             for info in cart.scan(P.dir_prefix(top)):

@@ -1,5 +1,12 @@
 """Namespace lookups over an engine: what a user path names (file, directory, nothing) and the
-directory rules every change checks. Shared by the handle and the feature layers."""
+directory rules every change checks. Shared by the handle and the feature layers.
+
+A file record with entries below it (a key /a that is a file and a key /a/b) is damage no
+writer makes. It is reported (CorruptionError naming both keys) wherever a directory is
+interpreted - listing /a or its parent, isdir(/a), a lookup of '/a/', scan() over both keys,
+a change below /a - and by verify(). Calls that answer from one path's own record (read,
+readinto, read_buffer, open, stat, exists, isfile) do not look around it: that would cost a
+catalog probe on every lookup."""
 from __future__ import annotations
 
 from . import paths as P
@@ -12,6 +19,20 @@ def implicit_dir(eng, key: bytes) -> bool:
     """Does some entry lie below `key` (a directory that exists only through its children)?"""
     nxt = eng.first_key(key + b"/")
     return nxt is not None and nxt.startswith(key + b"/")
+
+
+def file_with_children(eng, key: bytes) -> Exception | None:
+    """The damage of the file record under `key` if entries lie below it (else None)."""
+    nxt = eng.first_key(key + b"/")
+    if nxt is None or not nxt.startswith(key + b"/"):
+        return None
+    return P.file_has_children(key, nxt)
+
+
+
+def not_a_directory(eng, key: bytes, err: Exception) -> Exception:
+    """`err` for a file met where a directory was asked for, or the damage if it has children."""
+    return file_with_children(eng, key) or err
 
 
 def kind_of(eng, path: str) -> tuple[str, str | None, Record | None]:
@@ -45,9 +66,11 @@ def kind(eng, path: str) -> tuple[str | None, Record | None]:
 def check_parents(eng, path: str) -> None:
     """No ancestor of `path` may be a file."""
     for anc in P.ancestors(path):
-        rec = eng.get(P.to_key(anc))
+        key = P.to_key(anc)
+        rec = eng.get(key)
         if rec is not None and rec.kind == KIND_FILE:
-            raise PathNotDirectoryError(f"{anc} is a file, so {path} cannot exist")
+            raise not_a_directory(eng, key, PathNotDirectoryError(
+                f"{anc} is a file, so {path} cannot exist"))
 
 
 def file_record(eng, path: str, key: bytes | None = None) -> Record:

@@ -132,6 +132,18 @@ def stored_path(raw: bytes) -> str:
     return path
 
 
+def shown(key: bytes) -> str:
+    """A catalog key for a message: undecodable bytes and control characters escaped."""
+    return repr(key.decode("utf-8", "backslashreplace"))
+
+
+def file_has_children(key: bytes, below: bytes) -> CorruptionError:
+    """The damage of a file record `key` with the key `below` under it (a file cannot have
+    children): both keys shown escaped."""
+    return CorruptionError(f"catalog holds a file with entries below it: {shown(key)} and "
+                           f"{shown(below)}")
+
+
 def parent(path: str) -> str:
     """Parent directory of a normalised path ('/' for top-level entries and the root)."""
     i = path.rfind("/")

@@ -2,7 +2,8 @@
 
 Checks both root slots (and the newest one's seal), every B+tree page (checksum,
 self-reference, ordering inside the node and against its parent's separators, equal leaf
-depth), every record, every chunk map, that
+depth), every catalog key (a normalised path; no file with entries below it), every record,
+every chunk map, that
 each reachable page has exactly one owner and is marked used (and not pending) in the persisted
 allocation map, that no used page is unowned, and (deep=True) every content checksum.
 """
@@ -35,6 +36,7 @@ from .format import (
 )
 from .pager import Root, parse_page0, slot_damaged
 from .records import decode
+from .terminal import safe
 
 
 @dataclass
@@ -188,10 +190,17 @@ class _Verifier:
         # catalog
         files = dirs = total = 0
         count = 0
+        # File keys that are byte prefixes of the key at hand (see Cartridge.scan): a key below
+        # the innermost one means a file with children.
+        open_files: list[bytes] = []
         for key, value in self.walk(TREE_CATALOG, root.catalog_root, root.catalog_height, "catalog"):
             count += 1
-            where = key.decode("utf-8", "replace")
+            where = safe(key.decode("utf-8", "backslashreplace"))
             system = key[:1] == SYSTEM_PREFIX
+            while open_files and not key.startswith(open_files[-1]):
+                open_files.pop()
+            if open_files and key[len(open_files[-1]):len(open_files[-1]) + 1] == b"/":
+                self.problem(str(P.file_has_children(open_files[-1], key)))
             if system:
                 where = f"<system {where[1:]!r}>"
                 if self.system_key_ok is None or not self.system_key_ok(key):
@@ -217,6 +226,7 @@ class _Verifier:
             if rec.kind != KIND_FILE:
                 dirs += 1
                 continue
+            open_files.append(key)
             files += 1
             total += rec.size
             self.files_checked += 1

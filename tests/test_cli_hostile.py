@@ -9,8 +9,6 @@ anywhere among a command's arguments.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import shutil
 import subprocess
@@ -18,11 +16,12 @@ import sys
 import unicodedata
 
 import pytest
+from hostile import check_run, run
+from hostile import put_raw_keys as _put_raw_keys
 
 import cartridge
 from cartridge import cli
-from cartridge.cli import build_parser, main
-from cartridge.create import open_engine
+from cartridge.cli import build_parser
 
 # Names only a crafted archive holds: the public API refuses control characters in paths.
 RAW_NAMES = [
@@ -34,25 +33,9 @@ RAW_NAMES = [
 # Names the normaliser accepts that still spoof what a terminal shows.
 SPOOFY_NAMES = ["/rtl\u202egnp.exe", "/zw\u200bspace/f.txt", "/iso\u2066x\u2069", "/caf\u00e9.txt"]
 SPOOF_SID = "\x1b[2Jspoof\u202e"
-EXIT_CODES = {0, 1, 2, 3}
 
 
 # -- building the hostile inputs -------------------------------------------------------------------
-def _put_raw_keys(path: str, names: list[bytes]) -> None:
-    """Rename seed files to raw catalog keys through the engine: valid checksums, hostile names."""
-    with cartridge.open(path, "a") as c:
-        for i, _ in enumerate(names):
-            c.write(f"/seed{i}", b"x" * (10 + i))
-    eng = open_engine(path, "a", sync="off", cache_size=1 << 20, timeout=None)
-    try:
-        eng.begin()
-        for i, name in enumerate(names):
-            eng.put(name, eng.delete(f"/seed{i}".encode()))
-        eng.commit()
-    finally:
-        eng.close()
-
-
 def _spoof_archive(path: str) -> None:
     """A valid archive: spoofy names, a database with hostile values, a policy with a hostile Sid."""
     with cartridge.open(path, "x") as c:
@@ -110,50 +93,6 @@ def inputs(tmp_path_factory) -> dict[str, str]:
             "fifo": fifo,
             "srcdir": str(srcdir), "missing": str(d / "missing.cart"),
             "undecodable": str(d / "x\udcff.cart"), "control": str(d / "a\x1b[31m.cart")}
-
-
-# -- running the CLI in-process ----------------------------------------------------------------
-def run(argv: list[str], stdin: bytes = b"") -> tuple[int, bytes, str]:
-    """main(argv) with stdout and stderr as strict UTF-8 streams: (exit code, stdout, stderr)."""
-    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict", newline="\n")
-    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict", newline="\n")
-    old_stdin = sys.stdin
-    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = main(argv)
-    finally:
-        sys.stdin = old_stdin
-    out.flush()
-    err.flush()
-    return rc, out.buffer.getvalue(), err.buffer.getvalue().decode("utf-8")
-
-
-def _unsafe(text: str) -> list[str]:
-    """The characters of `text` a terminal could act on (all but printable ones, newline, tab)."""
-    return sorted({c for c in text if not c.isprintable() and c not in "\n\t"})
-
-
-def check_run(argv: list[str], stdin: bytes = b"", content_on_stdout: bool = False):
-    """Run and assert the contract: documented exit code, one error line, nothing unsafe."""
-    rc, out, err = run(argv, stdin)
-    what = f"{argv!r}: rc={rc} err={err!r} out={out[:300]!r}"
-    assert rc in EXIT_CODES, what
-    assert "Traceback" not in err and "internal error" not in err, what
-    assert not _unsafe(err), what
-    if not content_on_stdout:
-        text = out.decode("utf-8")          # strict: nothing undecodable either
-        assert not _unsafe(text), what
-    lines = err.splitlines()
-    if rc == 1 and not lines:       # verify found problems: its report is on stdout
-        assert "verify" in argv and out.splitlines()[-1].startswith(b"FAILED: "), what
-    elif rc == 1:
-        assert len(lines) == 1 and lines[0].startswith("cartridge: error: "), what
-    elif rc == 2:
-        assert 1 <= len(lines) <= 8 and ": error: " in lines[-1], what
-    else:
-        assert all(ln.startswith("cartridge: warning: ") for ln in lines), what
-    return rc, out, err
 
 
 # -- item 6: names reach the terminal escaped ------------------------------------------------------

@@ -11,6 +11,7 @@ from test_btree import MemStore, check
 
 import cartridge
 from cartridge._handle import engine
+from cartridge.errors import CorruptionError
 from cartridge.format import KIND_DIR, KIND_FILE
 
 
@@ -56,8 +57,9 @@ def test_children_matches_a_scan(n):
     keys.add(b"/top")          # the directory's own record and a sibling sharing its prefix
     keys.add(b"/top0")
     keys.add(b"/topx/y")
-    for k in sorted(keys):
-        kind = KIND_DIR if k.endswith(b"/b") else KIND_FILE
+    parents = {k[:i] for k in keys for i in range(1, len(k)) if k[i:i + 1] == b"/"}
+    for k in sorted(keys):        # a key with keys below it is a directory (a file cannot be)
+        kind = KIND_DIR if k.endswith(b"/b") or k in parents else KIND_FILE
         tree.put(k, bytes([kind]) + b"rest")
     store.commit()
     want = {}
@@ -67,6 +69,19 @@ def test_children_matches_a_scan(n):
             name, slash, _ = rest.partition("/")
             want[name] = want.get(name, False) or bool(slash) or k.endswith(b"/b")
     assert tree.children(b"/top/", KIND_DIR) == want
+
+
+@pytest.mark.parametrize("between", [[], [b"/top/a-x", b"/top/a.b"]])
+def test_children_refuses_a_file_with_children(between):
+    """A file record with keys below it (issue 19 item 7) is damage, named with both keys."""
+    store = MemStore()
+    tree = BTree(store)
+    for k in sorted([b"/top/a", b"/top/a/b", b"/top/c", *between]):
+        tree.put(k, bytes([KIND_FILE]) + b"rest")
+    store.commit()
+    with pytest.raises(CorruptionError, match="entries below it: '/top/a' and '/top/a/b'"):
+        tree.children(b"/top/", KIND_DIR)
+    assert tree.children(b"/top/a/", KIND_DIR) == {"b": False}
 
 
 @pytest.mark.parametrize("bad", [b"\x01x", b".", b"..", b"a\x7f", b"\xc2\x85", b"\xff\xfe",

@@ -592,6 +592,15 @@ cdef bytes shortest_separator(bytes left, bytes right):
     return right[:i + 1]
 
 
+cdef int _file_with_children(bytes prefix, object name, const unsigned char* kp,
+                             Py_ssize_t kl) except -1:
+    """Raise for a directory entry that is both a file record and the parent of a deeper key
+    (a damaged catalog: a file cannot have children), naming both keys escaped."""
+    below = PyBytes_FromStringAndSize(<char*>kp, kl).decode("utf-8", "backslashreplace")
+    raise CorruptionError(f"catalog holds a file with entries below it: "
+                          f"{prefix.decode('utf-8', 'backslashreplace') + name!r} and {below!r}")
+
+
 cdef object _stored_name(const unsigned char* p, Py_ssize_t n):
     """A directory entry's name from catalog key bytes, as cartridge.paths.stored_name checks
     it: UTF-8, not empty, '.' or '..', no C0/DEL/C1 control character, at most 255 bytes."""
@@ -767,6 +776,8 @@ cdef class BTree:
                         nl = slash - (kp + pl)
                         is_dir = True
                     name = _stored_name(kp + pl, nl)
+                    if slash != NULL and out.get(name) is False:
+                        _file_with_children(prefix, name, kp, kl)
                     if is_dir or name not in out:
                         out[name] = is_dir
                     if slash != NULL:      # skip the subdirectory: '0' follows '/'

@@ -1,0 +1,287 @@
+"""Hostile archives (issue 19, items 7 and 13): hand-crafted archives whose checksums are valid
+and whose catalog holds what no writer makes - names that climb out ('/../../x', '/a/../../x',
+'/..'), are not normal ('//abs', no leading '/', a trailing '/', '/' itself, a '.' segment),
+hold NUL, a newline, ANSI escapes or bytes that are not UTF-8, are over-long (a segment over
+255 bytes), a file with entries below it, duplicate and out-of-order keys (inside a leaf, and
+a key outside the range its parent's separators give its leaf).
+
+Every name meets every operation, each in its own test: every read API (read, readinto,
+read_buffer, open "rb", stat, exists, isfile, isdir, listdir, walk, scan, sqlite,
+sqlite_export), verify(), and the CLI's get (into a fresh directory), ls, stat and verify. Each
+gives an answer or a clear error (a CartridgeError; the CLI: one line, exit 1) and verify
+reports a problem, escaped; names listed back are all sane; and nothing is written outside the
+target: the whole temporary tree (the target's parent dirs, sibling dirs, the files a climbing
+name would reach) is compared before and after, and every file written lies inside the target.
+
+A path over 4096 bytes cannot be crafted: the B+tree itself refuses keys over 4096 bytes
+(tests/test_corruption.py covers hostile node pages). Export and fsspec `get` do not exist
+yet; when they land they belong in OPS here.
+
+The rule for a file with children (see cartridge/namespace.py): every call that interprets a
+directory raises CorruptionError naming both keys (listing the file or its parent, isdir, a
+lookup of 'a/', scan, a change below it, `get` of a tree holding it, before writing anything);
+calls that answer from one path's own record (read*, open, stat, exists, isfile) answer from it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from hostile import (
+    check_run,
+    duplicate_keys,
+    file_with_children,
+    key_outside_its_leaf,
+    out_of_order_keys,
+    raw_name_archive,
+    snapshot,
+    unsafe,
+)
+
+import cartridge
+from cartridge import paths as P
+from cartridge.errors import CartridgeError, CorruptionError
+
+RAW = {
+    "climb": b"/../../x",
+    "inner-climb": b"/a/../../x",
+    "dotdot": b"/..",
+    "dot": b"/./x",
+    "double-slash": b"//abs",
+    "relative": b"rel/x",
+    "trailing-slash": b"/t/",
+    "root": b"/",
+    "nul": b"/n\x00ul",
+    "newline": b"/d/new\nline",
+    "ansi": b"/ansi\x1b[2K\rOK\x1b[31m",
+    "not-utf8": b"/bad\xff\xfe",
+    "long-segment": b"/" + b"s" * 256,
+    "long-inner-segment": b"/d/" + b"s" * 300 + b"/x",
+}
+
+
+def _api_paths(name: bytes) -> list[str]:
+    """The paths an API caller could try for a raw key: its text, its parent, the root."""
+    text = name.decode("utf-8", "surrogateescape")
+    parent = text.rsplit("/", 1)[0] or "/"
+    return list(dict.fromkeys([text, parent, "/"]))
+
+
+CASES = {k: (lambda p, n=v: raw_name_archive(p, n), _api_paths(v)) for k, v in RAW.items()}
+CASES["file-with-children"] = (file_with_children, ["/a", "/a/b", "/a/", "/a-x", "/"])
+CASES["duplicate-keys"] = (duplicate_keys, ["/dup1", "/dup2", "/"])
+CASES["out-of-order-keys"] = (out_of_order_keys, ["/b1", "/z9", "/c1", "/"])
+CASES["key-outside-its-leaf"] = (key_outside_its_leaf, ["/f036", "/f!36", "/f037", "/"])
+
+
+def _sane_path(path: str) -> None:
+    assert P.normalize(path) == path and not unsafe(path), path
+
+
+def _sane_names(d: str, names) -> None:
+    for n in names:
+        assert n and "/" not in n, (d, n)
+        _sane_path(P.join(d, n))
+
+
+def _read(c, p, out):
+    return c.read(p)
+
+
+def _readinto(c, p, out):
+    return c.readinto(p, bytearray(1 << 16))
+
+
+def _read_buffer(c, p, out):
+    return bytes(c.read_buffer(p))
+
+
+def _open_rb(c, p, out):
+    with c.open(p, "rb") as f:
+        return f.read()
+
+
+def _listdir(c, p, out):
+    names = c.listdir(p)
+    _sane_names(P.normalize(p), names)
+    return names
+
+
+def _walk(c, p, out):
+    got = list(c.walk(p))
+    for d, dirs, files in got:
+        _sane_path(d)
+        _sane_names(d, dirs + files)
+    return got
+
+
+def _scan(c, p, out):
+    got = list(c.scan(p))
+    for info in got:
+        _sane_path(info.path)
+    return got
+
+
+def _sqlite(c, p, out):
+    conn = c.sqlite(p, readonly=True)
+    try:
+        return list(conn.execute("SELECT name FROM sqlite_master"))
+    finally:
+        conn.close()
+
+
+def _sqlite_export(c, p, out):
+    os.makedirs(out, exist_ok=True)
+    c.sqlite_export(p, os.path.join(out, "export.db"))
+
+
+OPS = {
+    "read": _read, "readinto": _readinto, "read_buffer": _read_buffer, "open_rb": _open_rb,
+    "stat": lambda c, p, out: c.stat(p), "exists": lambda c, p, out: c.exists(p),
+    "isfile": lambda c, p, out: c.isfile(p), "isdir": lambda c, p, out: c.isdir(p),
+    "listdir": _listdir, "walk": _walk, "scan": _scan, "sqlite": _sqlite,
+    "sqlite_export": _sqlite_export,
+}
+CLI_OPS = ["get-root", "get-path", "ls", "ls-lR", "stat", "verify"]
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("hostile-archives")
+    out = {}
+    for case, (build, _) in CASES.items():
+        out[case] = str(d / f"{case}.cart")
+        build(out[case])
+    return out
+
+
+class World:
+    """A temporary tree around the target: world/l1/l2/{arch/h.cart, sibling/, out-*}, plus
+    files where the climbing names would land (world/l1/x, world/l1/l2/x, world/x)."""
+
+    def __init__(self, tmp_path, archive: str):
+        self.top = str(tmp_path / "world")
+        self.base = os.path.join(self.top, "l1", "l2")
+        os.makedirs(os.path.join(self.base, "arch"))
+        os.makedirs(os.path.join(self.base, "sibling"))
+        for rel in ("x", "l1/x", "l1/l2/x", "l1/l2/sibling/keep.txt"):
+            with open(os.path.join(self.top, rel), "wb") as f:
+                f.write(b"precious " + rel.encode())
+        self.archive = os.path.join(self.base, "arch", "h.cart")
+        shutil.copy(archive, self.archive)
+        self.before = snapshot(self.top)
+
+    def target(self, name: str) -> str:
+        return os.path.join(self.base, "out-" + name)
+
+    def check(self) -> None:
+        """Only targets changed, and everything in them is a plain file or dir inside them."""
+        after = snapshot(self.top)
+        changed = {k for k in set(self.before) | set(after) if self.before.get(k) != after.get(k)}
+        outside = {k for k in changed if not k.startswith("l1/l2/out-")}
+        assert not outside, sorted(outside)
+        for k in changed:
+            assert k in after and after[k][0] in ("file", "dir"), (k, after.get(k))
+            target = os.path.realpath(os.path.join(self.top, *k.split("/")[:3]))
+            full = os.path.realpath(os.path.join(self.top, k))
+            assert os.path.commonpath([full, target]) == target, (k, full)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_read_api(case, op, archives, tmp_path):
+    world = World(tmp_path, archives[case])
+    with cartridge.open(world.archive, "r") as c:
+        for i, p in enumerate(CASES[case][1]):
+            try:
+                OPS[op](c, p, world.target(f"{op}{i}"))
+            except CartridgeError as e:
+                assert not unsafe(str(e)), (p, str(e))
+    world.check()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_verify_reports_escaped(case, archives, tmp_path):
+    world = World(tmp_path, archives[case])
+    with cartridge.open(world.archive, "r") as c:
+        report = c.verify()
+    assert not report.ok and report.problems, case
+    for problem in report.problems:
+        assert not unsafe(problem) and "\n" not in problem, problem
+    world.check()
+
+
+@pytest.mark.parametrize("op", CLI_OPS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_cli(case, op, archives, tmp_path):
+    world = World(tmp_path, archives[case])
+    arch = world.archive
+    first = CASES[case][1][0]
+    argv = {"get-root": ["get", arch, "/", "--to", world.target("root")],
+            "get-path": ["get", arch, first, "--to", world.target("path")],
+            "ls": ["ls", arch], "ls-lR": ["ls", arch, "/", "-lR"],
+            "stat": ["stat", arch, first], "verify": ["verify", arch]}[op]
+    rc, out, err = check_run(["--sync", "off", *argv])
+    assert rc in (0, 1), (rc, err)
+    if op == "verify":
+        assert rc == 1 and b"FAILED" in out, out
+    world.check()
+
+
+# -- item 7: a file with children -----------------------------------------------------------------
+BOTH = "catalog holds a file with entries below it: '/a' and '/a/b'"
+
+
+def test_file_with_children_is_reported_consistently(archives, tmp_path):
+    """verify reports it naming both keys; every call that interprets a directory raises
+    CorruptionError; calls answering from one path's own record answer from it."""
+    path = archives["file-with-children"]
+    with cartridge.open(path, "r") as c:
+        report = c.verify()
+        assert not report.ok and BOTH in report.problems, report.problems
+        for call in (lambda: c.listdir("/"), lambda: c.listdir("/a"), lambda: list(c.walk("/")),
+                     lambda: list(c.walk("/a")), lambda: c.isdir("/a"), lambda: c.stat("/a/"),
+                     lambda: list(c.scan("/")), lambda: list(c.scan("/a")),
+                     lambda: list(c.scan("/a/"))):
+            with pytest.raises(CorruptionError) as e:
+                call()
+            assert BOTH in str(e.value)
+        assert c.stat("/a").is_file and c.read("/a")[:6] == b"SQLite" and c.isfile("/a")
+        assert c.exists("/a/b") and c.stat("/a/b").is_file
+        assert c.listdir("/d") == ["inner.txt"]                  # elsewhere all is well
+        assert [i.path for i in c.scan("/d/")] == ["/d/inner.txt"]
+    work = str(tmp_path / "w.cart")
+    shutil.copy(path, work)
+    with cartridge.open(work, "a") as c:
+        with pytest.raises(CorruptionError, match="entries below it"):
+            c.write("/a/c", b"no")
+
+
+def test_cli_get_of_a_file_with_children_writes_nothing(archives, tmp_path):
+    world = World(tmp_path, archives["file-with-children"])
+    for argv in (["get", world.archive, "/", "--to", world.target("root")],
+                 ["get", world.archive, "/ok.txt", "/", "--to", world.target("two")],
+                 ["ls", world.archive, "-R"], ["ls", world.archive]):
+        rc, out, err = check_run(argv)
+        assert rc == 1 and "'/a' and '/a/b'" in err, (argv, err)
+    assert check_run(["ls", world.archive, "/a"])[:2] == (0, b"a\n")      # its own record
+    assert not os.path.exists(world.target("root")) and not os.path.exists(world.target("two"))
+    world.check()
+    rc, out, _ = check_run(["verify", world.archive])
+    assert rc == 1 and b"'/a' and '/a/b'" in out
+
+
+def test_engine_refuses_keys_over_4096_bytes(tmp_path):
+    """Why no case has a path over 4096 bytes: the B+tree cannot store its key."""
+    from cartridge.create import open_engine
+    path = str(tmp_path / "k.cart")
+    with cartridge.open(path, "x") as c:
+        c.write("/seed", b"x")
+    eng = open_engine(path, "a", sync="off", cache_size=1 << 20, timeout=None)
+    try:
+        eng.begin()
+        with pytest.raises(ValueError):
+            eng.put(b"/" + b"s/" * 2100, eng.delete(b"/seed"))
+    finally:
+        eng.close()
