@@ -436,7 +436,7 @@ def cmd_ls(args) -> int:
         if st.is_file:
             lines.append(_ls_line(cart, path, path if args.recursive else P.basename(path), args.long, False))
         elif args.recursive:
-            entries = []
+            entries: list[tuple[str, bool]] = []
             for dirpath, dirs, files in cart.walk(path):
                 entries.extend((P.join(dirpath, d), True) for d in dirs)
                 entries.extend((P.join(dirpath, f), False) for f in files)

@@ -12,9 +12,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from cartridge._core.arc import ARCCache, LRUCache
 
 import cartridge
+from cartridge._core.arc import ARCCache, LRUCache
 from cartridge._handle import engine
 
 from .harness import perf_counter

@@ -33,10 +33,9 @@ from cartridge._handle import engine
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from cartridge._core.checksum import seal_page, xxh3_64  # noqa: E402
-
 import cartridge  # noqa: E402
 from cartridge import format as F  # noqa: E402
+from cartridge._core.checksum import seal_page, xxh3_64  # noqa: E402
 
 FUZZ_DIR = os.path.join(HERE, "fixtures", "fuzz")
 BASE_FILE = os.path.join(FUZZ_DIR, "base.cart.gz")

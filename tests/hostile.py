@@ -12,10 +12,9 @@ import io
 import os
 import sys
 
-from cartridge._core.checksum import seal_page
-
 import cartridge
 from cartridge import format as F
+from cartridge._core.checksum import seal_page
 from cartridge._handle import engine
 from cartridge.cli import main
 from cartridge.create import open_engine

@@ -4,10 +4,11 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from cartridge._core.arc import ARCCache, LRUCache
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from cartridge._core.arc import ARCCache, LRUCache
 
 CACHES = [ARCCache, LRUCache]
 

@@ -4,9 +4,10 @@ import random
 
 import numpy as np
 import pytest
-from cartridge._core.bitmap import CHUNK_BITS, CHUNK_BYTES, CHUNK_WORDS, Bitmap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from cartridge._core.bitmap import CHUNK_BITS, CHUNK_BYTES, CHUNK_WORDS, Bitmap
 
 FULL = 0xFFFFFFFFFFFFFFFF
 

@@ -2,10 +2,10 @@
 import random
 
 import pytest
-from cartridge._core.btree import BTree, Node, NodeFormatError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cartridge._core.btree import BTree, Node, NodeFormatError
 from cartridge.format import KEY_INLINE
 
 

@@ -15,10 +15,10 @@ import warnings
 from dataclasses import dataclass
 
 import pytest
-from cartridge._core.btree import Node
 
 import cartridge
 from cartridge import format as F
+from cartridge._core.btree import Node
 from cartridge._handle import engine
 from cartridge.content import chunk_len
 

@@ -5,11 +5,11 @@ import random
 
 import pytest
 import xxhash
-from cartridge._core.btree import BTree
-from cartridge._core.checksum import chunk_checksums, uninit_bytes, xxh3_64
 from test_btree import MemStore, check
 
 import cartridge
+from cartridge._core.btree import BTree
+from cartridge._core.checksum import chunk_checksums, uninit_bytes, xxh3_64
 from cartridge._handle import engine
 from cartridge.errors import CorruptionError
 from cartridge.format import KIND_DIR, KIND_FILE

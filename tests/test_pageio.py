@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from cartridge._core.pageio import Overlay, StatementGuard
 
 CHUNK = 1 << 16

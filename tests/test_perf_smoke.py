@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 import pytest
-from cartridge._core.arc import ARCCache, LRUCache
 
 import cartridge
+from cartridge._core.arc import ARCCache, LRUCache
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ import os
 import warnings
 
 import pytest
-from cartridge._core.checksum import xxh3_64
 
 import cartridge
 from cartridge import format as F
+from cartridge._core.checksum import xxh3_64
 from cartridge._handle import engine
 from cartridge.pager import Root, make_seal, parse_page0, plan_runs
 

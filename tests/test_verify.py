@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from cartridge._core.checksum import seal_page, xxh3_64
 
 import cartridge
 from cartridge import format as F
+from cartridge._core.checksum import seal_page, xxh3_64
 from cartridge._handle import engine
 from cartridge.pager import Root
 

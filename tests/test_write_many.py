@@ -6,12 +6,12 @@ import random
 
 import numpy as np
 import pytest
-from cartridge._core.btree import BTree
 from test_btree import MemStore, check
 from test_crash_basic import Recording, check_cuts, contents, models_for, state_of
 
 import cartridge
 from cartridge import content as content_mod
+from cartridge._core.btree import BTree
 from cartridge._handle import engine
 from cartridge.errors import (
     AccessDeniedError,

@@ -56,7 +56,7 @@ class StatementRef(NamedTuple):
     """Identifies one statement: the policy's name in its set, its Sid (or None), its index."""
     policy: str
     sid: str | None
-    index: int
+    index: int      # type: ignore[assignment]  # shadows tuple.index; a public field name
 
     def __str__(self) -> str:
         sid = f" {self.sid!r}" if self.sid else ""
@@ -267,7 +267,7 @@ def policy_set(policies: Any) -> PolicySet:
     if isinstance(policies, (str, bytes)):
         return _from_text(policies)
     if isinstance(policies, (Policy, bytearray, memoryview)):
-        return PolicySet([policies])
+        return PolicySet([policies])  # type: ignore[list-item]  # bytes-like: a document
     if isinstance(policies, Mapping):
         return PolicySet([policies]) if _is_document(policies) else PolicySet(policies)
     if isinstance(policies, Iterable):

@@ -36,7 +36,7 @@ Document = Union[Mapping[str, Any], str, bytes, bytearray]
 class CompiledStatement(NamedTuple):
     """A statement ready to evaluate. `applies(resource, principal, ctx)` tests everything but
     the action, which `action_matches(casefolded action)` tests once per action."""
-    index: int
+    index: int      # type: ignore[assignment]  # shadows tuple.index; a public field name
     sid: str | None
     deny: bool
     action_matches: Callable[[str], bool]
@@ -48,6 +48,11 @@ class Statement:
     """One parsed statement (read-only). `document` is its normalised JSON form."""
 
     __slots__ = ("_index", "_sid", "_effect", "_doc", "_compiled")
+    _index: int                 # set once through object.__setattr__ (the class is immutable)
+    _sid: str | None
+    _effect: str
+    _doc: dict
+    _compiled: CompiledStatement
 
     def __init__(self, index: int, sid: str | None, effect: str, doc: dict,
                  compiled: CompiledStatement) -> None:
@@ -84,6 +89,11 @@ class Policy:
     """An immutable, validated and compiled policy document. Build with Policy.parse()."""
 
     __slots__ = ("_doc", "_statements", "_version", "_id", "_text")
+    _doc: dict                  # set once through object.__setattr__ (the class is immutable)
+    _statements: tuple[Statement, ...]
+    _version: str | None
+    _id: str | None
+    _text: str
 
     def __init__(self, *a: Any, **k: Any) -> None:
         raise TypeError("use Policy.parse(document)")
@@ -199,7 +209,7 @@ def _build(cls: type, doc: Mapping) -> Policy:
     if pid is not None:
         norm["Id"] = pid
     norm["Statement"] = [s._doc for s in statements]
-    self = object.__new__(cls)
+    self: Policy = object.__new__(cls)
     object.__setattr__(self, "_doc", norm)
     object.__setattr__(self, "_statements", tuple(statements))
     object.__setattr__(self, "_version", version)

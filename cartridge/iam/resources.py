@@ -121,7 +121,7 @@ def _flatten(text: str, variables_on: bool) -> tuple[str, dict]:
             continue
         while chr(code) in text:
             code += 1
-        holders[chr(code)] = p.source
+        holders[chr(code)] = p.source  # type: ignore[union-attr]  # not a str: a Var or Lit
         joined.append(chr(code))
         code += 1
     return "".join(joined), holders

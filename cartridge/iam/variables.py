@@ -127,11 +127,11 @@ def lookup(var: Var, vals: Mapping[str, Any]) -> str | None:
 
 def text(template: Template, vals: Mapping[str, Any]) -> str | None:
     """The template with every variable substituted; UNRESOLVED if one cannot be."""
-    out = []
+    out: list[str] = []
     for p in template:
         tp = type(p)
         if tp is str:
-            out.append(p)
+            out.append(p)  # type: ignore[arg-type]  # tp is str
         elif tp is Lit:
             out.append(p.text)  # type: ignore[union-attr]
         else:
@@ -177,7 +177,7 @@ def compile_pattern(template: Template) -> Pattern:
             pieces.append(p)
             fixed = False
             continue
-        toks = patterns.tokens(p) if tp is str else (p.text,)  # type: ignore[union-attr]
+        toks = patterns.tokens(p) if tp is str else (p.text,)  # type: ignore[arg-type,union-attr]  # tp narrows p
         pieces.append(toks)
         for t in toks:
             if not fixed:

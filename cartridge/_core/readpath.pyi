@@ -1,0 +1,8 @@
+"""Types of readpath.pyx: the read path's hot loops (one checked chunk, a whole small file)."""
+from typing import Any
+
+from .memo import Memo
+
+def checked_chunk(fd: int, start: int, n: int, csum: int, name: Any) -> bytes | None: ...
+def read_whole(records: Memo, catalog: Any, name: Any, cache: Any, path: Any,
+               size: int = -1) -> bytes | None: ...
