@@ -115,7 +115,7 @@ def _archive_identity(archive: str) -> tuple[int, int] | None:
 
 
 def _skip_self(local: str) -> None:
-    print(f"{PROG}: warning: skipping {local}: it is the archive itself", file=sys.stderr)
+    print(f"{PROG}: warning: skipping {_safe(local)}: it is the archive itself", file=sys.stderr)
 
 
 class _PutPlan:
@@ -242,7 +242,7 @@ def _plan_put(sources: list[str], dest: str | None, args=None,
             if dst is not None:
                 plan.files.append((src, dst, st.st_size, plan.meta(st)))
         else:
-            raise CLIError(f"{src}: not a regular file or directory")
+            raise CLIError(f"{_safe(src)}: not a regular file or directory")
     return plan
 
 

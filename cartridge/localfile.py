@@ -16,18 +16,31 @@ import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from .errors import NotFoundError, PathIsDirectoryError, SymlinkRefusedError
+from .errors import AlreadyExistsError, NotFoundError, PathIsDirectoryError, SymlinkRefusedError
 
 _FLAGS = (os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
           | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 _ATTEMPTS = 100
 
 
-def default_mode() -> int:
-    """The mode open() would give a new file: 0o666 & ~umask."""
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux: /proc), so
+    another thread creating a file meanwhile never sees a different one."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+def default_mode() -> int:
+    """The mode open() would give a new file: 0o666 & ~umask."""
+    return 0o666 & ~_umask()
 
 
 def check_destination(dest: str | os.PathLike) -> str:
@@ -36,7 +49,7 @@ def check_destination(dest: str | os.PathLike) -> str:
     if isinstance(dest, bytes):
         dest = os.fsdecode(dest)
     if not os.path.basename(dest):
-        raise ValueError(f"the destination must name a file, not {dest!r}")
+        raise PathIsDirectoryError(f"the destination must name a file, not a directory: {dest!r}")
     try:
         st = os.lstat(dest)
     except FileNotFoundError:
@@ -58,7 +71,8 @@ def _create_temp(dest: str) -> tuple[int, str]:
             continue            # taken (maybe a planted link): another random name
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"no such local directory: {directory or '.'}") from None
-    raise FileExistsError(f"could not create a temp file beside {dest}")
+    raise AlreadyExistsError(f"could not create a temp file beside {dest} "
+                             f"({_ATTEMPTS} random names were all taken)")
 
 
 def _remove_quietly(path: str) -> None:
@@ -81,10 +95,15 @@ def _sync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _finish(tmp: str, dest: str, mode: int | None, mtime: float | None) -> None:
-    os.chmod(tmp, default_mode() if mode is None else mode)
+def _set_meta(fd: int, mode: int | None, mtime: float | None) -> None:
+    """Mode and mtime of the temp file, set through its descriptor (never through a name that
+    could have been swapped for a link meanwhile)."""
+    os.fchmod(fd, default_mode() if mode is None else mode)
     if mtime is not None:
-        os.utime(tmp, (mtime, mtime))
+        os.utime(fd, (mtime, mtime))
+
+
+def _finish(tmp: str, dest: str) -> None:
     check_destination(dest)     # not swapped for a directory or link meanwhile
     os.replace(tmp, dest)
     _sync_dir(os.path.dirname(dest))
@@ -101,8 +120,9 @@ def atomic_writer(dest: str | os.PathLike, *, mode: int | None = None,
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
+            _set_meta(out.fileno(), mode, mtime)
             os.fsync(out.fileno())
-        _finish(tmp, dest, mode, mtime)
+        _finish(tmp, dest)
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -121,10 +141,11 @@ def atomic_path(dest: str | os.PathLike, *, mode: int | None = None,
         yield tmp
         fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
+            _set_meta(fd, mode, None)
             os.fsync(fd)
         finally:
             os.close(fd)
-        _finish(tmp, dest, mode, None)
+        _finish(tmp, dest)
     except BaseException:
         _remove_quietly(tmp)
         raise

@@ -121,3 +121,13 @@ def test_source_read_only_up_to_its_size_at_open(tmp_path, monkeypatch, capsys, 
     with cartridge.open(a, "r") as c:
         assert c.read("/g") == data
     assert f"{size} bytes" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(180)
+def test_skipped_self_link_name_is_escaped(tmp_path, archive):
+    """The warning names the local link escaped: a hostile name cannot drive the terminal."""
+    d = os.path.dirname(archive)
+    os.link(archive, os.path.join(d, "h\x1b[31mx"))
+    r = run("put", archive, d, "--to", "/in/")
+    assert r.returncode == 0, r
+    assert "\x1b" not in r.stderr and "\\x1b[31mx" in r.stderr

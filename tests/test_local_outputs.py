@@ -90,6 +90,45 @@ def test_export_to_tmp_is_a_cartridge_error(tmp_path):
     assert "cartridge-export" not in str(e.value) and ".part" not in str(e.value)
 
 
+def test_export_to_a_path_ending_in_slash_is_a_directory_error(tmp_path):
+    path = _db_archive(tmp_path, False)
+    with cartridge.open(path, "r") as cart:
+        with pytest.raises(PathIsDirectoryError):
+            cart.sqlite_export("/d.db", str(tmp_path / "nothere") + "/")
+    assert not (tmp_path / "nothere").exists()
+
+
+def test_every_temp_name_taken_is_a_cartridge_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(LF.secrets, "token_hex", lambda n: "cccc")
+    (tmp_path / ".out.cccc.part").write_bytes(b"")
+    with pytest.raises(cartridge.AlreadyExistsError):
+        with LF.atomic_writer(tmp_path / "out") as f:
+            f.write(b"x")
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_mode_reads_the_umask_without_changing_it(monkeypatch):
+    old = os.umask(0o027)
+    try:
+        changed = []
+        real = os.umask
+        monkeypatch.setattr(LF.os, "umask", lambda m: changed.append(m) or real(m))
+        assert LF.default_mode() == 0o640
+        if os.path.exists("/proc/self/status"):
+            assert changed == []          # read from /proc: no window with another umask
+    finally:
+        os.umask(old)
+
+
+def test_mode_and_mtime_are_set_through_the_descriptor(tmp_path, monkeypatch):
+    """Set on the open temp file, never by name (a name could be swapped for a link)."""
+    monkeypatch.setattr(LF.os, "chmod", lambda *a, **k: pytest.fail("chmod by name"))
+    with LF.atomic_writer(tmp_path / "out", mode=0o700, mtime=1_000_000_000) as f:
+        f.write(b"x")
+    st = os.stat(tmp_path / "out")
+    assert stat.S_IMODE(st.st_mode) == 0o700 and int(st.st_mtime) == 1_000_000_000
+
+
 def test_random_temp_names_that_are_taken_are_skipped(tmp_path, monkeypatch):
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
