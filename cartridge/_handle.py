@@ -230,7 +230,9 @@ def subscribe(fn: Callable[[str | None, str, str | None, str, int | None], None]
 def emit(principal: str | None, action: str, path: str | None, result: str,
          size: int | None) -> None:
     """Report one operation to every subscriber (nothing inside another reported call)."""
-    if not hooks or getattr(_tls, "depth", 0):
+    if not hooks:
+        return
+    if getattr(_tls, "depth", 0):
         return
     for fn in list(hooks):
         fn(principal, action, path, result, size)
@@ -343,7 +345,7 @@ def instrument(cls: type, principal_of: Callable[[Any], str | None],
 # size_of helpers for instrument()
 def size_of_data(self, args: tuple, kwargs: dict, result) -> int | None:
     """The bytes given as the call's second argument (write's data)."""
-    data = args[1] if len(args) > 1 else kwargs.get("data")
+    data: Any = args[1] if len(args) > 1 else kwargs.get("data")     # anything: not a buffer is None
     try:
         return memoryview(data).nbytes
     except TypeError:

@@ -165,7 +165,7 @@ def _batch_meta(keys: list[bytes], given: dict, default: tuple) -> dict[int, tup
 
 def open(path: str | os.PathLike, mode: str = "r", *, principal: str | None = None,
          tags: Mapping[str, str] | None = None, context: Mapping[str, Any] | None = None,
-         **kwargs) -> Cartridge:
+         **kwargs) -> Cartridge | PrincipalCartridge:
     """Open an archive, read-only unless `mode` says otherwise (see Cartridge). With `principal`,
     the handle acts as that principal (see Cartridge.as_principal) and closes the archive on close."""
     if principal is None:
@@ -408,9 +408,9 @@ class Cartridge:
         values, sizes = eng.content.store_many(keys, datas, modes, ctimes, now, mtimes)
         replaced = eng.put_many(keys, values, sizes)
         if olds or any(replaced):
-            for key, old in zip(keys, replaced):
-                if old is not None:
-                    eng.content.free(old, eng._where(key))
+            for key, prev in zip(keys, replaced):
+                if prev is not None:
+                    eng.content.free(prev, eng._where(key))
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         """A file's bytes; with offset/size a range (a range past the end comes back short)."""
@@ -470,7 +470,7 @@ class Cartridge:
             eng.content.check_size(rec, p)       # a damaged size: CorruptionError, no huge buffer
             buf = np.empty(n, dtype=np.uint8)
             eng.content.readinto(rec, offset, buf, p)
-            return memoryview(buf)
+            return memoryview(buf)  # type: ignore[arg-type]  # ndarray is a buffer (stubs < 3.12 lack __buffer__)
 
     def open(self, path: str, mode: str = "rb", *, perm: int | None = None,
              mtime: float | None = None) -> io.RawIOBase:
@@ -623,13 +623,14 @@ class Cartridge:
                 raise InvalidPathError(f"a file path cannot end with '/': {path!r}")
             H.refuse_change(self, p, tree=kind == "dir")
             if kind == "file":
+                assert rec is not None      # N.kind gives a file its record
                 with self._change():
                     eng.delete(key)
                     eng.content.free(rec, p)
                 return
             prefix = P.to_key(P.dir_prefix(p))
-            has_children = eng.first_key(prefix)
-            has_children = has_children is not None and has_children.startswith(prefix)
+            first = eng.first_key(prefix)
+            has_children = first is not None and first.startswith(prefix)
             if has_children and not recursive:
                 raise DirectoryNotEmptyError(f"directory not empty: {p}")
             if p == "/" and not has_children:
@@ -678,6 +679,7 @@ class Cartridge:
             if kind == "file":
                 if dkind == "dir":
                     raise PathIsDirectoryError(f"{d} is a directory")
+                assert rec is not None      # N.kind gives a file its record
                 with self._change():
                     eng.delete(skey)
                     eng.put(dkey, rec)

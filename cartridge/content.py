@@ -9,6 +9,7 @@ import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -282,7 +283,7 @@ class ContentStore:
                     buf = np.empty(count * PAGE_SIZE, np.uint8)
                 pack_pages(datas, which[lo:hi], buf, sums[lo:hi])
                 starts[lo:hi] = start + (ends[lo:hi] - pages[lo:hi] - base).astype(np.uint64)
-                self.pager.write_at(start, memoryview(buf)[:count * PAGE_SIZE])
+                self.pager.write_at(start, memoryview(buf)[:count * PAGE_SIZE])  # type: ignore[arg-type]  # ndarray is a buffer (stubs < 3.12 lack __buffer__)
                 base = int(ends[hi - 1])
                 lo = hi
             chunk_records(which, sizes[which], starts, sums, modes[which].astype(np.uint32),
@@ -438,7 +439,7 @@ class ContentStore:
             out[:n] = rec.payload[offset:end]
             return n
         cmap = self.chunk_map(rec, where)
-        pending: list = []
+        pending: list[tuple[Any, int]] = []     # (future of the check, the span's first chunk)
         try:
             self._readinto_spans(rec, cmap, offset, end, out, pending, where)
         except BaseException:
@@ -448,7 +449,8 @@ class ContentStore:
             raise
         return n
 
-    def _readinto_spans(self, rec: Record, cmap, offset: int, end: int, out, pending: list,
+    def _readinto_spans(self, rec: Record, cmap, offset: int, end: int, out,
+                        pending: list[tuple[Any, int]],
                         where: str) -> None:
         n = end - offset
         pos = offset

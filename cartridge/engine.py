@@ -12,7 +12,8 @@ import struct
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +193,7 @@ class Engine:
         if size_pages < self.root.page_count:
             raise CorruptionError(f"{self.name}: file is truncated: {size_pages} pages, the archive "
                                   f"needs {self.root.page_count}")
-        self.allocator = Allocator(self.root.page_count, self.pager.grow) if self.writable else None
+        self.allocator = Allocator(self.root.page_count, self.pager.grow) if self.writable else None  # type: ignore[assignment]  # None only read-only: never allocates
         self._build_trees()
         if self.writable:
             self._load_allocator()
@@ -313,7 +314,7 @@ class Engine:
         """Store encoded file records under path keys (strictly ascending; `sizes` their
         content sizes) in one pass over the catalog; returns the records they replaced."""
         self._changed = True
-        olds = self.catalog.put_sorted(keys, values)
+        olds: list[Any] = self.catalog.put_sorted(keys, values)   # encoded, decoded in place below
         records = self.records
         if len(records) * 16 < len(keys):      # few cached: look each up among the keys
             for key in list(records):
@@ -489,10 +490,10 @@ class Engine:
         # Copying allocation-map nodes allocates pages, which changes more entries, so first
         # make every changed entry's path writable until no new entry turns up, then write the
         # final values in place (same size: no further allocation).
-        touched: dict[int, tuple] = {}      # entry -> (writable leaf, index) once touched
+        touched: dict[int, tuple | None] = {}      # entry -> (writable leaf, index) once touched
         grew = False
         allocmap = self.allocmap
-        new = a.dirty_chunks()
+        new: Collection[int] | None = a.dirty_chunks()
         for _ in range(1000):
             if not new:
                 break

@@ -283,7 +283,7 @@ class PrincipalCartridge:
                     kind, rec = N.kind(H.ready(self._cart), P.normalize_any(path)[0])
                     size = rec.size if kind == "file" and rec is not None else 0
                 self._check_put(path, size)
-            stream = self._cart.open(path, mode, perm=perm, mtime=mtime)
+            stream: Any = self._cart.open(path, mode, perm=perm, mtime=mtime)   # a CartReader/CartWriter
             if mode != "rb":
                 stream.before_publish = lambda size: self._check_put(path, size)
             stream.principal = self._principal

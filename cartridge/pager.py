@@ -175,7 +175,7 @@ def plan_runs(pages: dict[int, bytes], pad: bool = False) -> list[tuple[int, lis
     i = 0
     while i < n:
         start = order[i]
-        bufs = [pages[start]]
+        bufs: list[bytes | memoryview] = [pages[start]]
         nxt = start + -(-len(bufs[0]) // PAGE_SIZE)
         j = i + 1
         while j < n and order[j] == nxt and len(bufs) < WRITEV_MAX:

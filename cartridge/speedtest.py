@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     if opts.journal_mode or opts.synchronous:
         hook = _pragmas_hook(opts.journal_mode, opts.synchronous)
         apsw.connection_hooks.append(hook)
-    os.path.exists, os.remove = exists, remove
+    os.path.exists, os.remove = exists, remove  # type: ignore[assignment]  # patched for the run, restored after
     sys.argv = ["apsw.speedtest"] + rest
     try:
         runpy.run_module("apsw.speedtest", run_name="__main__", alter_sys=True)

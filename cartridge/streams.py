@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import operator
+from collections.abc import Callable
 
 import numpy as np
 
@@ -62,6 +63,7 @@ MAX_FILE_SIZE = 1 << 62
 
 class _Base(io.RawIOBase):
     principal: str | None = None     # the principal handle that opened it (the operation hook)
+    mode: str                        # "rb", "wb", "ab" or "r+b" (set by each subclass)
 
     def __init__(self, cart, path: str):
         super().__init__()
@@ -199,7 +201,8 @@ class CartWriter(_Base):
         if self._base is not None and self._base.storage not in (STORE_EMPTY, STORE_INLINE):
             self._base_map = eng.content.chunk_map(self._base, path)
         self._published = False
-        self.before_publish = None      # callable(size), e.g. a policy check; raising cancels
+        # called with the size at publish, e.g. a policy check; raising cancels
+        self.before_publish: Callable[[int], None] | None = None
 
     def writable(self) -> bool:
         return True
@@ -396,18 +399,22 @@ class CartWriter(_Base):
             n_chunks = -(-size // CHUNK_SIZE)
             cmap = np.empty((n_chunks, 2), dtype=np.uint64)
             base_map = self._base_map
+            base_size = 0
             current = eng.get(self._key)
-            if base_map is not None and (current is None or current.encode() != self._base.encode()):
-                # the file was replaced, renamed or deleted meanwhile: its pages are no longer
-                # ours to share, so every untouched chunk is copied (our pin keeps them readable)
-                base_map = None
+            if base_map is not None:
+                assert self._base is not None       # the map is the base's (both set in __init__)
+                base_size = self._base.size
+                if current is None or current.encode() != self._base.encode():
+                    # the file was replaced, renamed or deleted meanwhile: its pages are no longer
+                    # ours to share, so every untouched chunk is copied (our pin keeps them readable)
+                    base_map = None
             keep_runs = []
             for i in range(n_chunks):
                 if i in self._placed:
                     cmap[i] = self._placed[i]
                     keep_runs.append(self._runs[i])
                 elif base_map is not None and i < len(base_map) and \
-                        chunk_len(size, i) == chunk_len(self._base.size, i):
+                        chunk_len(size, i) == chunk_len(base_size, i):
                     cmap[i] = base_map[i]
                 else:   # an untouched chunk whose length changed, or an inline base: rewrite it
                     self._dirty[i] = bytearray(self._chunk_bytes(i))

@@ -86,6 +86,7 @@ class _Verifier:
         self.owner: dict[int, str] = {}
         self.files_checked = 0
         self.bytes_checked = 0
+        self.system_key_ok: Callable[[bytes], bool] | None = None   # see verify_engine
 
     def problem(self, msg: str) -> None:
         if len(self.problems) < 1000:

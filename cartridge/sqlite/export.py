@@ -75,9 +75,9 @@ def export(cart, path: str, dest: str | os.PathLike) -> None:
             finally:
                 src.close()
             return
-    with cart.open(p, "rb") as f, LF.atomic_writer(dest) as out:
+    with cart.open(p, "rb") as f, LF.atomic_writer(dest) as dst:
         while True:
             block = f.read(1 << 20)
             if not block:
                 break
-            out.write(block)
+            dst.write(block)

@@ -136,11 +136,13 @@ class Member(Overlay):
     def _base_chunk(self, i: int) -> bytes:
         """Chunk i of the committed content (shorter than a full chunk at its end)."""
         rec = self.rec
+        assert rec is not None          # only chunks below nbase are asked for: there is a record
         if rec.storage == STORE_INLINE:
             return rec.payload
         ck = self.ckeys.get(i)
         eng = self.reg.eng
         if ck is None:
+            assert self.cmap is not None    # chunked storage has its chunk map
             start = int(self.cmap[i, 0])
             csum = int(self.cmap[i, 1])
             ck = (start << 64) | csum
@@ -244,17 +246,18 @@ class Member(Overlay):
             chunked_base = old is not None and old.storage in (STORE_CHUNKS, STORE_XMAP)
             m = min(self.nbase, n_chunks) if chunked_base else 0
             if m:
+                assert self.cmap is not None    # a chunked base has its chunk map
                 cmap[:m] = self.cmap[:m]
-            todo = set(self.dirty)
+            chosen = set(self.dirty)
             keep_runs = []
             for i, (start, csum, n) in self.placed.items():
                 cmap[i] = (start, csum)
                 keep_runs.append((start, n))
-            todo.update(i for i in range(m, n_chunks) if i not in self.placed)
+            chosen.update(i for i in range(m, n_chunks) if i not in self.placed)
             if m and chunk_len(self.base_size, m - 1) != chunk_len(size, m - 1) \
                     and m - 1 not in self.placed:
-                todo.add(m - 1)          # the base's short last chunk now has another length
-            todo = sorted(todo)
+                chosen.add(m - 1)          # the base's short last chunk now has another length
+            todo = sorted(chosen)
             if todo:
                 parts = []
                 for i in todo:
@@ -305,6 +308,7 @@ class Member(Overlay):
         free = eng.allocator.free
         uncache = eng.pager.cache.pop
         cm = self.cmap
+        assert cm is not None           # the old version was chunked: its map is loaded
         for i in replaced:
             start = int(cm[i, 0])
             free(start, -(-chunk_len(old.size, i) // PAGE_SIZE))

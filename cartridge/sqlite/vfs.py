@@ -105,9 +105,9 @@ class MemberFile(apsw.VFSFile):
             m.opens += 1
             reg.files += 1
             self.m = m
-            self.xRead = m.vfs_read
+            self.xRead = m.vfs_read  # type: ignore[method-assign]  # per file: SQLite calls the member directly
             if not self.readonly:
-                self.xWrite = m.vfs_write
+                self.xWrite = m.vfs_write  # type: ignore[method-assign]  # as xRead
             if self.is_db and m.changed:
                 try:
                     reg.publish([m], principal)    # a new database is an (empty) file at once
