@@ -37,8 +37,20 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _imports(name: str, path: Path, mods: dict) -> set[str]:
-    """cartridge.* modules that `name` imports anywhere (outside `if TYPE_CHECKING:`)."""
+def _exports() -> dict[str, str]:
+    """Names cartridge/__init__.py re-exports, mapped to the module that defines them."""
+    out = {}
+    for node in ast.parse((PKG / "__init__.py").read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            for a in node.names:
+                out[a.asname or a.name] = f"cartridge.{node.module}"
+    return out
+
+
+def _imports(name: str, path: Path, mods: dict, source: str | None = None) -> set[str]:
+    """cartridge.* modules that `name` imports anywhere (outside `if TYPE_CHECKING:`); a name
+    taken from the package face (`from . import Cartridge`) counts as its defining module, and
+    `import cartridge` as the package `cartridge` (which sits in the top layer)."""
     if path.suffix == ".pyx":
         text = path.read_text()
         found = set()
@@ -48,7 +60,8 @@ def _imports(name: str, path: Path, mods: dict) -> set[str]:
                 if s.startswith(kw) and "cartridge" in s.split()[1]:
                     found.add(s.split()[1])
         return found
-    tree = ast.parse(path.read_text(), str(path))
+    tree = ast.parse(path.read_text() if source is None else source, str(path))
+    exports = _exports()
     pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: set[str] = set()
 
@@ -68,24 +81,27 @@ def _imports(name: str, path: Path, mods: dict) -> set[str]:
                 else:
                     mod = child.module or ""
                 if mod.startswith("cartridge"):
-                    subs = {f"{mod}.{a.name}" for a in child.names}
-                    if subs <= set(mods):           # from . import paths: the module paths
-                        found.update(subs)
-                    else:
-                        found.add(mod)
+                    for a in child.names:
+                        sub = f"{mod}.{a.name}"
+                        if sub in mods:             # from . import paths: the module paths
+                            found.add(sub)
+                        elif mod == "cartridge" and a.name in exports:
+                            found.add(exports[a.name])  # from . import Cartridge: cartridge.archive
+                        else:
+                            found.add(mod)          # the package face itself (its __init__)
             visit(child)
     visit(tree)
     return found
 
 
+def _deps(name: str, path: Path, mods: dict, source: str | None = None) -> set[str]:
+    """The graph edges out of `name`: its cartridge.* imports that are modules, itself excluded."""
+    return {m for m in _imports(name, path, mods, source) if m in mods and m != name}
+
+
 def _graph() -> dict[str, set[str]]:
     mods = _modules()
-    graph = {}
-    for name, path in mods.items():
-        # "from . import x" names the package too: every submodule imports it first anyway
-        graph[name] = {m for m in _imports(name, path, mods)
-                       if m in mods and m not in (name, "cartridge")}
-    return graph
+    return {name: _deps(name, path, mods) for name, path in mods.items()}
 
 
 def _short(mod: str) -> str:
@@ -113,8 +129,7 @@ def test_no_import_cycle():
             dfs(n)
 
 
-def test_layers():
-    graph = _graph()
+def _layer_violations(graph: dict[str, set[str]]) -> list[str]:
     bad = []
     for mod, deps in graph.items():
         layer = _short(mod)
@@ -131,7 +146,28 @@ def test_layers():
                 bad.append(f"{mod} imports {dep}")
             elif layer == "_handle" and d not in ("errors",):
                 bad.append(f"the contract {mod} imports {dep}")
+    return bad
+
+
+def test_layers():
+    bad = _layer_violations(_graph())
     assert not bad, bad
+
+
+@pytest.mark.parametrize("source", [
+    "def f():\n    from . import Cartridge\n",
+    "def f():\n    from . import paths, Cartridge\n",
+    "def f():\n    import cartridge\n",
+    "def f():\n    from . import __version__\n",
+])
+def test_package_face_import_is_seen(source):
+    """A feature module taking a name from the package face (or the package itself) is an
+    upward import: the graph builder must not drop it as 'the package'."""
+    mods = _modules()
+    name = "cartridge.guard"
+    deps = _deps(name, mods[name], mods, source)
+    assert deps & {"cartridge", "cartridge.archive"}, deps
+    assert _layer_violations({name: deps})
 
 
 @pytest.mark.parametrize("module", sorted(m for m in _modules() if not m.endswith("__main__")))
