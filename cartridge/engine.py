@@ -24,6 +24,7 @@ from .content import ContentStore
 from .errors import CartridgeError, CorruptionError, LockedError
 from .format import (
     ALLOC_CHUNK_BITS,
+    ALLOC_CHUNK_BYTES,
     ALLOC_KEY,
     KIND_DIR,
     KIND_FILE,
@@ -227,7 +228,7 @@ class Engine:
         seen = 0
         for key, value in self.allocmap.items_from(b"", 1 << 62):
             (idx,) = ALLOC_KEY.unpack(key) if len(key) == 8 else (-1,)
-            if idx != seen or len(value) != 512 or idx >= n_chunks:
+            if idx != seen or len(value) != 2 * ALLOC_CHUNK_BYTES or idx >= n_chunks:
                 raise CorruptionError(f"{self.name}: allocation map entry {idx} is out of place")
             a.load_chunk(idx, value)
             seen += 1

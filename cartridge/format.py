@@ -72,6 +72,10 @@ CHUNK_PAGES = _L.CHUNK_PAGES                # 16
 CHUNK_ENTRY = struct.Struct(_L.struct_format("ChunkEntry"))    # "<QQ": start page, checksum
 XMAP_ENTRIES = (PAGE_SIZE - XMAP_HEADER.size) // CHUNK_ENTRY.size   # 253
 
+# -- paths -------------------------------------------------------------------------------
+MAX_NAME_BYTES = _L.MAX_NAME_BYTES          # 255: one path segment, UTF-8
+MAX_PATH_BYTES = _L.MAX_PATH_BYTES          # 4096: a whole normalized path, UTF-8
+
 # -- allocation map ------------------------------------------------------------------------
 ALLOC_CHUNK_BITS = _L.ALLOC_CHUNK_BITS      # 2048 pages per allocation-map entry
 ALLOC_CHUNK_BYTES = _L.ALLOC_CHUNK_BYTES    # 256 bytes of "used" bits, then 256 of "pending"

@@ -13,15 +13,14 @@ from functools import lru_cache
 
 from ._core import pathkeys as _C
 from .errors import CorruptionError, InvalidPathError
+from .format import MAX_NAME_BYTES, MAX_PATH_BYTES
 
-MAX_PATH_BYTES = 4096
-MAX_NAME_BYTES = 255
 ROOT = "/"
 
 # C0 controls, DEL and C1 controls.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # An ASCII path that is already normal: '/name' segments of 1..255 characters, none '.' or '..'.
-_NORMAL_ASCII = re.compile(r"(?:/(?!\.\.?(?:/|$))[\x20-\x2e\x30-\x7e]{1,255})+")
+_NORMAL_ASCII = re.compile(rf"(?:/(?!\.\.?(?:/|$))[\x20-\x2e\x30-\x7e]{{1,{MAX_NAME_BYTES}}})+")
 
 
 @lru_cache(maxsize=65536)
