@@ -361,3 +361,16 @@ def size_of_result(self, args: tuple, kwargs: dict, result) -> int | None:
         return memoryview(result).nbytes
     except TypeError:
         return None
+
+
+# The public calls every handle class reports (owner and principal handles alike): method name
+# -> (action, size_of). A new public call is added here once.
+HANDLE_OPS: dict[str, tuple[str, Callable | None]] = {
+    "write": ("write", size_of_data), "write_many": ("write_many", size_of_result),
+    "read": ("read", size_of_result), "readinto": ("readinto", size_of_result),
+    "read_buffer": ("read_buffer", size_of_result), "open": ("open", None),
+    **{name: (name, None) for name in (
+        "exists", "isfile", "isdir", "stat", "listdir", "walk", "scan", "mkdir", "delete",
+        "rename", "sqlite", "sqlite_export", "commit", "set_policy", "get_policy",
+        "delete_policy", "policies", "as_principal", "check_access", "verify", "info", "close")},
+}

@@ -500,17 +500,4 @@ class PrincipalCartridge:
 
 
 
-_R, _D = H.size_of_result, H.size_of_data
-H.instrument(PrincipalCartridge, lambda h: h._principal, {
-    "write": ("write", _D), "write_many": ("write_many", _R), "read": ("read", _R),
-    "readinto": ("readinto", _R), "read_buffer": ("read_buffer", _R), "open": ("open", None),
-    "exists": ("exists", None), "isfile": ("isfile", None), "isdir": ("isdir", None),
-    "stat": ("stat", None), "listdir": ("listdir", None), "walk": ("walk", None),
-    "scan": ("scan", None), "mkdir": ("mkdir", None), "delete": ("delete", None),
-    "rename": ("rename", None), "sqlite": ("sqlite", None), "sqlite_export": ("sqlite_export", None),
-    "commit": ("commit", None), "set_policy": ("set_policy", None),
-    "get_policy": ("get_policy", None), "delete_policy": ("delete_policy", None),
-    "policies": ("policies", None), "as_principal": ("as_principal", None),
-    "check_access": ("check_access", None), "verify": ("verify", None), "info": ("info", None),
-    "close": ("close", None),
-})
+H.instrument(PrincipalCartridge, lambda h: h._principal, H.HANDLE_OPS)
