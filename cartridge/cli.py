@@ -356,12 +356,6 @@ def _get_file(cart, apath: str, target: str, size: int, mtime: float | None, per
     return n
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _get_meta(info, preserve: bool, umask: int) -> tuple[float | None, int]:
     """(mtime, permission bits) a file is extracted with: the stored ones, as tar does for a
     user (the umask applies; setuid, setgid and sticky bits are never restored), or with
@@ -375,7 +369,7 @@ def cmd_get(args) -> int:
     root = args.to
     nfiles = total = 0
     preserve = not args.no_preserve
-    umask = _umask()
+    umask = LF.umask()
     with _open(args, "r") as cart:
         todo = []
         trees = {}

@@ -23,7 +23,7 @@ _FLAGS = (os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
 _ATTEMPTS = 100
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask, read without changing it where the system allows (Linux: /proc), so
     another thread creating a file meanwhile never sees a different one."""
     try:
@@ -40,7 +40,7 @@ def _umask() -> int:
 
 def default_mode() -> int:
     """The mode open() would give a new file: 0o666 & ~umask."""
-    return 0o666 & ~_umask()
+    return 0o666 & ~umask()
 
 
 def check_destination(dest: str | os.PathLike) -> str:
