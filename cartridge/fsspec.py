@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import os
 import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from .errors import ClosedError, InvalidPathError, PathNotDirectoryError
 
 COPY_PIECE = 1 << 20               # cp_file streams larger files in pieces of this size
 READ_BUFFER = 1 << 16              # buffer of a read stream opened through the filesystem
-__all__ = ["CartridgeFileSystem"]
+__all__ = ["CartridgeFileSystem", "close_all"]
 
 
 class _Reader(io.BufferedReader):
@@ -338,9 +339,12 @@ class CartridgeFileSystem(AbstractFileSystem):
         deeper than it stay, and so do the directories that hold them."""
         cart = self.cart
         with cart.transaction():
-            paths = self.expand_path(path, recursive=recursive, maxdepth=maxdepth)
+            paths = [self._strip_protocol(p) for p in
+                     self.expand_path(path, recursive=recursive, maxdepth=maxdepth)]
+            for p in paths:
+                if not cart.exists(p):
+                    raise FileNotFoundError(f"no such file or directory: {p}")
             for p in reversed(paths):
-                p = self._strip_protocol(p)
                 if not cart.exists(p):
                     continue             # gone with a directory deleted before, or implicit
                 if cart.isdir(p):
@@ -396,3 +400,23 @@ class CartridgeFileSystem(AbstractFileSystem):
     def __repr__(self) -> str:
         return f"<CartridgeFileSystem {self.cart.path!r} mode={self.mode!r}>"
 
+
+
+def _same_archive(cart: Cartridge, fo: Any) -> bool:
+    try:
+        return os.path.samefile(cart.path, os.fspath(fo))
+    except (OSError, TypeError, ValueError):
+        return cart.path == (fo if isinstance(fo, str) else source.name_of(fo))
+
+
+def close_all(fo: Any = None) -> int:
+    """Close every cached cart:// filesystem of the process (of archive `fo` only, when given:
+    a path or URL) and forget them; returns how many. pandas and Dask open filesystems from
+    URLs and fsspec keeps them, so a URL opened with mode "a" (``storage_options={"cart":
+    {"mode": "a"}}``) holds the archive's write lock until then."""
+    n = 0
+    for inst in list(CartridgeFileSystem._cache.values()):
+        if fo is None or _same_archive(inst.cart, fo):
+            inst.close()
+            n += 1
+    return n
