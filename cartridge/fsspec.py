@@ -68,7 +68,8 @@ class CartridgeTransaction(Transaction):
 
     def complete(self, commit: bool = True) -> None:
         cm, self._cm = self._cm, None
-        files, self.files = list(self.files), type(self.files)()
+        files = list(self.files)
+        self.files.clear()
         try:
             for f in files:
                 if not f.closed:

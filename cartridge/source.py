@@ -22,6 +22,7 @@ one.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import threading
@@ -29,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from .errors import InvalidPathError, NotFoundError
+from .errors import CartridgeError, InvalidPathError, NotFoundError
 from .format import PAGE_SIZE
 
 DEFAULT_BLOCK_PAGES = 16        # one ranged request fetches 64 KiB (one content chunk)
@@ -266,7 +267,7 @@ def open_remote(target: Any, *, block_pages: int, cache_pages: int) -> RemoteSou
         return _over_file(target, name, block_pages, cache_pages)
     except FileNotFoundError:
         raise NotFoundError(f"{name}: no such remote archive") from None
-    except (NotFoundError, InvalidPathError, ImportError, OSError):
+    except (CartridgeError, ImportError, OSError, ValueError, TypeError):
         raise
     except Exception as e:
         raise OSError(errno.EIO, f"{name}: cannot open the remote archive: "
@@ -293,9 +294,8 @@ def _over_file(f: Any, name: str, block_pages: int, cache_pages: int) -> RemoteS
     the caller's to close)."""
     if getattr(f, "closed", False):
         raise ValueError(f"{name}: the file object is closed")
-    mode = getattr(f, "mode", "rb")
-    if isinstance(mode, str) and "b" not in mode and "r" in mode:
-        raise ValueError(f"{name}: open the file in binary mode ('rb'), not {mode!r}")
+    if isinstance(f, io.TextIOBase) or not isinstance(f.read(0), bytes):
+        raise ValueError(f"{name}: open the file in binary mode ('rb'), not as text")
     lock = threading.Lock()
     size = getattr(f, "size", None)
     if not isinstance(size, int) or size < 0:
