@@ -15,6 +15,11 @@ Registered through the ``fsspec.specs`` entry point in pyproject.toml. This modu
 """
 from __future__ import annotations
 
+if __name__ != "cartridge.fsspec":      # the package directory itself is on sys.path
+    raise ImportError(f"{__file__} was imported as {__name__!r}, shadowing the fsspec package: "
+                      "the cartridge package directory is on sys.path (run Python from "
+                      "elsewhere)")
+
 import datetime
 import io
 import os

@@ -99,7 +99,9 @@ def _fsspec() -> Any:
     try:
         import fsspec
         import fsspec.core
-    except ImportError:
+    except ImportError as e:
+        if "shadowing" in str(e):
+            raise
         raise ImportError("remote archives need fsspec: pip install 'cartridge[fsspec]'") from None
     return fsspec
 

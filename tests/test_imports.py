@@ -199,6 +199,10 @@ def test_import_cartridge_loads_no_fsspec():
             "import cartridge.fsspec as cf\n"
             "import fsspec\n"
             "assert fsspec.__name__ == 'fsspec' and fsspec is not cf and hasattr(fsspec, 'filesystem')\n")
-    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(ROOT / "cartridge"),
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(ROOT),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    # run from inside the package directory, cartridge/fsspec.py would shadow fsspec: it says so
+    r = subprocess.run([sys.executable, "-c", "import fsspec"], env=env, cwd=str(ROOT / "cartridge"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "shadowing the fsspec package" in r.stderr, r.stderr
