@@ -362,3 +362,32 @@ def test_env_has_no_server_left(http):
         assert s.connect_ex(("127.0.0.1", port)) != 0
     finally:
         s.close()
+
+
+def test_sqlite_and_policies_work_remotely(tmp_path):
+    """A remote handle is a read-only handle like any other: SQLite members read through the
+    VFS and principal handles are checked against the stored policies."""
+    apsw = pytest.importorskip("apsw")
+    path = str(tmp_path / "s.cart")
+    with cartridge.open(path, "w") as c:
+        conn = c.sqlite("/app.db")
+        conn.execute("CREATE TABLE t(x)")
+        with conn:
+            conn.executemany("INSERT INTO t VALUES(?)", [(i,) for i in range(1000)])
+        conn.close()
+        c.write("/shared/a", b"A")
+        c.write("/private/b", b"B")
+        c.set_policy("p", {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "cart:*", "Resource": "/shared/*"}]})
+    with open(path, "rb") as f:
+        url = memurl_of(f.read())
+    with cartridge.open(url) as r:
+        conn = r.sqlite("/app.db")
+        assert conn.execute("SELECT count(*), sum(x) FROM t").fetchall() == [(1000, 499500)]
+        with pytest.raises(apsw.ReadOnlyError):    # read-only: SQLite refuses the write
+            conn.execute("INSERT INTO t VALUES(1)")
+        conn.close()
+    with cartridge.open(url, principal="ann") as ann:
+        assert ann.read("/shared/a") == b"A"
+        with pytest.raises(cartridge.AccessDeniedError):
+            ann.read("/private/b")
