@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("fsspec", reason="fsspec is not installed")
 pytest.importorskip("aiohttp", reason="fsspec's HTTP filesystem needs aiohttp")
 
-from perf import remote_bench as rb  # noqa: E402
+from perf import remote_bench as rb
 
 
 def test_remote_bench_smoke(capsys):
