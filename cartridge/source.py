@@ -190,9 +190,11 @@ class RemoteSource:
             j = i
             while j < last and j + 1 not in blocks:
                 j += 1
-            data = self._fetch(i * B, min((j + 1) * B, self.size))
-            for k in range(i, j + 1):
-                blocks[k] = data[(k - i) * B:(k - i + 1) * B]
+            want = min((j + 1) * B, self.size) - i * B
+            data = self._fetch(i * B, i * B + want)
+            if len(data) == want:        # a short answer is not cached: the pager reports it
+                for k in range(i, j + 1):
+                    blocks[k] = data[(k - i) * B:(k - i + 1) * B]
             parts.append(data)
             i = j + 1
         while len(blocks) > self.capacity:

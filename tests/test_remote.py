@@ -391,3 +391,39 @@ def test_sqlite_and_policies_work_remotely(tmp_path):
         assert ann.read("/shared/a") == b"A"
         with pytest.raises(cartridge.AccessDeniedError):
             ann.read("/private/b")
+
+
+def test_short_or_failing_remote_answers(image):
+    """A remote that answers a range with fewer bytes (a lying size, a cut connection) gives
+    CorruptionError, and the short block is not cached; a transport error is an OSError naming
+    the range; a file object that is closed or in text mode is refused."""
+    from cartridge.source import RemoteSource
+
+    data, files = image
+    state = {"short": True, "fail": False}
+
+    def fetch(start, end):
+        if state["fail"]:
+            raise RuntimeError("connection reset")
+        if state["short"] and start > 0:
+            return data[start:end - 100]
+        return data[start:end]
+
+    src = RemoteSource(fetch, len(data), "lying://x", block_pages=1, cache_pages=64)
+    from cartridge.engine import Engine
+
+    eng = Engine(-1, "lying://x", writable=False, sync="full", cache_size=1 << 20, source=src)
+    with pytest.raises(CorruptionError):
+        eng.get(b"/small/0001.txt")
+    assert src.stats()["cached_blocks"] == 1               # page 0 only: no short block kept
+    state["short"] = False
+    assert eng.get(b"/small/0001.txt") is not None         # a good answer later is used
+    state["fail"] = True
+    eng.pager.cache.clear()
+    src._blocks.clear()
+    with pytest.raises(OSError) as e:
+        eng.get(b"/small/0002.txt")
+    assert "bytes" in str(e.value) and "connection reset" in str(e.value)
+    eng.close()
+    with pytest.raises(ValueError):
+        Engine(-1, "x", writable=True, sync="full", cache_size=0, source=src)
