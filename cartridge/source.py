@@ -50,7 +50,9 @@ class _Size:
 
 
 def _is_url(s: str) -> bool:
-    return bool(_URL.match(s)) or "::" in s
+    """"scheme://...", or a chained URL ("simplecache::s3://b/x.cart"); a local name that merely
+    holds "::" stays local. (A local file whose path starts "name://" needs a pathlib.Path.)"""
+    return bool(_URL.match(s)) or ("::" in s and "://" in s)
 
 
 def is_remote(target: Any) -> bool:
@@ -80,7 +82,7 @@ def resolve(target: Any) -> tuple[str, Any]:
             fs, path = fsspec.core.url_to_fs(target)
         except (ValueError, ImportError) as e:
             raise InvalidPathError(f"{target}: not a URL fsspec can open ({e})") from None
-        if _local_fs(fs) and "::" not in target:
+        if _local_fs(fs) and "::" not in target:     # file:// (a chain keeps its layers)
             return "local", path
         return "remote", target
     if isinstance(target, os.PathLike):

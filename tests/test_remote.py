@@ -427,3 +427,20 @@ def test_short_or_failing_remote_answers(image):
     eng.close()
     with pytest.raises(ValueError):
         Engine(-1, "x", writable=True, sync="full", cache_size=0, source=src)
+
+
+def test_local_names_that_look_a_little_like_urls(tmp_path, monkeypatch):
+    """Only "scheme://..." and chained URLs go through fsspec: a local name holding "::" or ":"
+    is a local archive (writable), and a pathlib.Path is always local."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a::b.cart", "c:d.cart", "2024-01-01T10:00.cart"):
+        with cartridge.open(name, "w") as c:
+            c.write("/x", b"1")
+            assert "remote" not in c.info()
+    (tmp_path / "http:").mkdir()
+    from pathlib import Path
+    with cartridge.open(Path("http://x.cart"), "w") as c:   # the directory "http:", then x.cart
+        c.write("/y", b"2")
+    assert (tmp_path / "http:" / "x.cart").is_file()
+    with pytest.raises(NotFoundError):                       # a chained URL is remote
+        cartridge.open("simplecache::memory://fs17-none.cart")
