@@ -408,11 +408,21 @@ class CartridgeFileSystem(AbstractFileSystem):
 
 
 
+def _url_key(name: str) -> str:
+    """A remote archive's name as fsspec spells it ("memory://a" and "memory:///a" alike)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(name)
+        return str(fs.unstrip_protocol(path))
+    except Exception:
+        return name
+
+
 def _same_archive(cart: Cartridge, fo: Any) -> bool:
     try:
         return os.path.samefile(cart.path, os.fspath(fo))
     except (OSError, TypeError, ValueError):
-        return cart.path == (fo if isinstance(fo, str) else source.name_of(fo))
+        name = fo if isinstance(fo, str) else source.name_of(fo)
+        return _url_key(cart.path) == _url_key(name)
 
 
 def close_all(fo: Any = None) -> int:

@@ -524,3 +524,23 @@ def test_dask_read_csv_over_several_archives(tmp_path):
     assert total == expected
     assert len(df.compute(scheduler="sync")) == 3 * 4 * 10
     close_all()
+
+
+def test_remote_cached_filesystem_reopens_after_close_all(tmp_path):
+    """A cart:// filesystem over a remote archive is cached by fsspec with its handle;
+    close_all() makes the next URL open the newer version of the object."""
+    mem = fsspec.filesystem("memory")
+    url = "cart://v.txt::memory://fs17-versions/x.cart"
+    try:
+        for version in (b"one", b"two"):
+            local = str(tmp_path / f"{version.decode()}.cart")
+            with cartridge.open(local, "w") as c:
+                c.write("/v.txt", version)
+            with open(local, "rb") as f:
+                mem.pipe("/fs17-versions/x.cart", f.read())
+            assert close_all("memory://fs17-versions/x.cart") == (version == b"two")
+            with fsspec.open(url, "rb") as f:
+                assert f.read() == version
+    finally:
+        close_all()
+        mem.rm("/fs17-versions", recursive=True)
