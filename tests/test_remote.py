@@ -30,6 +30,7 @@ from cartridge.format import PAGE_SIZE  # noqa: E402
 from cartridge.testing.rangeserver import RangeServer  # noqa: E402
 
 N_SMALL = 600
+pytestmark = pytest.mark.timeout(300)     # servers and child processes are bounded too
 
 
 def build(path: str, seed: int = 0) -> dict[str, bytes]:
