@@ -80,7 +80,7 @@ def resolve(target: Any) -> tuple[str, Any]:
         fsspec = _fsspec()
         try:
             fs, path = fsspec.core.url_to_fs(target)
-        except (ValueError, ImportError) as e:
+        except ValueError as e:          # an unknown protocol ("needs aiohttp": ImportError)
             raise InvalidPathError(f"{target}: not a URL fsspec can open ({e})") from None
         if _local_fs(fs) and "::" not in target:     # file:// (a chain keeps its layers)
             return "local", path
