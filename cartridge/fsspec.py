@@ -175,6 +175,14 @@ class CartridgeFileSystem(AbstractFileSystem):
         self.cart.close()
         type(self)._cache.pop(self._fs_token, None)
 
+    def start_transaction(self) -> CartridgeTransaction:
+        """fs.transaction without a with block: the archive transaction opens now and ends at
+        end_transaction() (commit) or fs.transaction.complete(commit=False) (rollback)."""
+        tx = self.transaction_type(self)
+        tx.start()
+        self._transaction = tx
+        return tx
+
     @contextmanager
     def _snapshot(self) -> Iterator[Cartridge]:
         """One committed state for a call that asks the archive several things (a read-only

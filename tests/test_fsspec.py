@@ -428,6 +428,20 @@ def test_transaction_rolls_back_on_error(wfs, archive):
     assert wfs.cat("/after") == b"ok"
 
 
+def test_transaction_without_a_with_block(wfs, archive):
+    wfs.start_transaction()
+    wfs.pipe_file("/nc/1", b"one")
+    wfs.pipe_file("/nc/2", b"two")
+    assert "/nc/1" not in snapshot(archive)["files"]       # not committed yet
+    wfs.end_transaction()
+    assert snapshot(archive)["files"]["/nc/2"] == b"two"
+    before = snapshot(archive)
+    tx = wfs.start_transaction()
+    wfs.rm("/nc", recursive=True)
+    tx.complete(commit=False)
+    assert snapshot(archive) == before and not wfs._intrans
+
+
 def test_failed_step_rolls_back_the_whole_rm(wfs, archive, monkeypatch):
     """rm of a list is one commit: a failure on the third path leaves the first two."""
     before = snapshot(archive)
