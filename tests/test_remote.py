@@ -254,14 +254,24 @@ def test_remote_damage_gives_corruption_error(image):
         mem.rm("/fs17-bad.cart")
 
 
-def test_state_at_open_is_kept(image, memurl, tmp_path):
-    """A remote handle reads the commit it found at open: the remote object is not re-polled
-    (reopen to see a newer version)."""
-    _data, files = image
-    with cartridge.open(memurl) as c:
-        n = len(c.listdir("/small"))
-        gen = c.info()["generation"]
-        assert c.info()["generation"] == gen and len(c.listdir("/small")) == n == N_SMALL
+def test_state_at_open_is_kept(tmp_path):
+    """A remote handle reads the commit it found at open and never polls for a newer one (a
+    local read-only handle moves at its next call); opening again sees the new commit. Here the
+    'remote' is an open file object over a local file that a local writer changes."""
+    path = str(tmp_path / "moving.cart")
+    with cartridge.open(path, "w") as c:
+        c.write("/a", b"first")
+    with open(path, "rb") as f, cartridge.open(f) as remote, cartridge.open(path) as local:
+        assert "remote" in remote.info()
+        assert remote.read("/a") == local.read("/a") == b"first"
+        gen = remote.info()["generation"]
+        with cartridge.open(path, "a") as w:
+            w.write("/b", b"second")
+        assert local.exists("/b")                    # the local reader moved on
+        assert not remote.exists("/b")               # the remote one did not
+        assert remote.info()["generation"] == gen and remote.read("/a") == b"first"
+        with cartridge.open(f) as again:             # reopening sees the new commit
+            assert again.read("/b") == b"second"
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
