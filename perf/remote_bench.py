@@ -13,6 +13,9 @@ freshly opened handle (so the remote sides fetch what they need: header, catalog
                 honours Range (cartridge.testing.rangeserver): adds HTTP per request
   zip-local / zip-memory / zip-http   the same files in a ZIP_STORED archive, read through
                 fsspec.filesystem("zip", fo=...) (zip-local: the zipfile module)
+  cartfs-local  the cart:// fsspec filesystem over the local archive (cat_file per file)
+  dirfs-local   fsspec's local filesystem over a plain directory of the same files: the peer
+                of cart:// for a program that reads files through fsspec
 Printed: seconds per round (open + the sample), ratios against cart-local and cartridge against
 zip on the same transport, and the requests and bytes each remote side fetched per round. On a
 real network each request costs a round trip, so requests per read matter more than loopback
@@ -39,7 +42,8 @@ import fsspec
 import cartridge
 from cartridge.testing.rangeserver import RangeServer
 
-SIDES = ("cart-local", "cart-memory", "cart-http", "zip-local", "zip-memory", "zip-http")
+SIDES = ("cart-local", "cart-memory", "cart-http", "zip-local", "zip-memory", "zip-http",
+         "cartfs-local", "dirfs-local")
 
 
 def build(d: Path, n_files: int, seed: int = 5) -> tuple[Path, Path, dict[str, bytes]]:
@@ -47,6 +51,10 @@ def build(d: Path, n_files: int, seed: int = 5) -> tuple[Path, Path, dict[str, b
     files = {f"/data/{i // 100:03d}/{i:06d}.json": rng.randbytes(rng.randint(1024, 4096))
              for i in range(n_files)}
     cart_path, zip_path = d / "bench.cart", d / "bench.zip"
+    for p, data in files.items():
+        dest = d / "dir" / p.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
     with cartridge.open(cart_path, "w") as c:
         c.write_many(files.items())
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as z:
@@ -62,6 +70,13 @@ def round_cart(target: str, sample: list[str], files: dict) -> tuple[int, int]:
                 raise AssertionError(f"wrong bytes for {p}")
         st = c.info().get("remote") or {}
     return st.get("requests", 0), st.get("bytes_fetched", 0)
+
+
+def round_fsspec(fs, root: str, sample: list[str], files: dict) -> tuple[int, int]:
+    for p in sample:
+        if fs.cat_file(root + p) != files[p]:
+            raise AssertionError(f"wrong bytes for {p}")
+    return 0, 0
 
 
 def round_zip(target: str, sample: list[str], files: dict, counter: RangeServer | None) -> tuple[int, int]:
@@ -104,7 +119,15 @@ def measure(n_files: int, reads: int, repeat: int) -> dict:
                 order = SIDES if r % 2 == 0 else tuple(reversed(SIDES))
                 for side in order:
                     t0 = time.perf_counter()
-                    if side.startswith("cart"):
+                    if side == "cartfs-local":
+                        from cartridge.fsspec import CartridgeFileSystem
+                        fs = CartridgeFileSystem(fo=str(cart_path), skip_instance_cache=True)
+                        got = round_fsspec(fs, "", sample, files)
+                        fs.close()
+                    elif side == "dirfs-local":
+                        got = round_fsspec(fsspec.filesystem("file"), str(base / "dir"), sample,
+                                           files)
+                    elif side.startswith("cart"):
                         got = round_cart(targets[side], sample, files)
                     else:
                         got = round_zip(targets[side], sample, files,
@@ -134,6 +157,7 @@ def report(res: dict, out: io.TextIOBase | None = None) -> None:
         w(f"{s:12} {med[s]:9.4f} {med[s] / med['cart-local']:13.2f}x {reqs} {kib}\n")
     for t in ("local", "memory", "http"):
         w(f"cartridge / zip over {t:6}: {med['cart-' + t] / med['zip-' + t]:.2f}x\n")
+    w(f"cart:// / fsspec local directory: {med['cartfs-local'] / med['dirfs-local']:.2f}x\n")
 
 
 def main(argv: list[str] | None = None) -> int:
