@@ -550,6 +550,9 @@ def test_dask_read_csv_over_several_archives(tmp_path):
     total = df["v"].sum().compute(scheduler="threads")
     assert total == expected
     assert len(df.compute(scheduler="sync")) == 3 * 4 * 10
+    one = dd.read_csv(f"cart://csv/*.csv::{paths[1]}")          # a glob in a chained URL
+    assert sorted(one["v"].compute(scheduler="sync")) == sorted(
+        100 + j * 10 + r for j in range(4) for r in range(10))
     close_all()
 
 
