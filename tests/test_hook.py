@@ -15,7 +15,7 @@ ALLOW_READ = {"Version": "2012-10-17", "Statement": [
 @pytest.fixture
 def seen():
     events: list[tuple] = []
-    unsubscribe = H.subscribe(lambda *ev: events.append(ev))
+    unsubscribe = H.subscribe(lambda ev: events.append(ev.brief))
     yield events
     unsubscribe()
 
@@ -121,7 +121,7 @@ def test_sqlite_commit(tmp_path, seen):
 def test_unsubscribe_restores_the_methods(tmp_path):
     events: list = []
     raw = cartridge.Cartridge.read
-    off = H.subscribe(lambda *ev: events.append(ev))
+    off = H.subscribe(lambda ev: events.append(ev.brief))
     assert cartridge.Cartridge.read is not raw and cartridge.Cartridge.read.__wrapped__ is raw
     off()
     assert not H.hooks
