@@ -760,7 +760,8 @@ class Cartridge:
                 raise
             self._txn_depth -= 1
             if self._closed:
-                err = ClosedError(f"{self.path}: closed inside a transaction, which was rolled back")
+                err: CartridgeError = ClosedError(
+                    f"{self.path}: closed inside a transaction, which was rolled back")
                 if outer and H.hooks:
                     H.report_transaction(self, principal, err)
                 raise err

@@ -332,7 +332,7 @@ def test_sqlite_publish_refused_is_a_denied_commit(cart, events):
     cart.set_policy("db", {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "cart:GetObject", "Resource": "/db*"}]})
     events.clear()
-    with pytest.raises(Exception):
+    with pytest.raises(cartridge.AccessDeniedError):
         conn.execute("INSERT INTO t VALUES (1)")
     denied = [e for e in events if e.result == "denied"]
     assert denied and denied[0].method == "sqlite_commit" and denied[0].principal == "bob"
