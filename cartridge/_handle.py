@@ -3,8 +3,8 @@
 An archive handle (cartridge.archive.Cartridge) owns an Engine, a re-entrant lock and its
 transaction state. The feature layers (guard, streams, sqlite, policies, cli) reach them ONLY
 through the functions here, never through the handle's private attributes; this module is the
-one place that knows how a handle keeps them. Nothing here imports a cartridge module above
-errors, so every layer may import it.
+one place that knows how a handle keeps them. It imports only pure engine-level modules
+(errors, paths, iam.actions), so every layer above the engine may import it.
 
 State and plumbing (every function takes the handle first):
 
@@ -35,24 +35,129 @@ State and plumbing (every function takes the handle first):
     change_guards / refuse_change(h, path, tree)   a feature layer that holds members open
                                         (SQLite) refuses their delete/rename (LockedError)
 
-The operation hook: every public call of every handle (owner, principal, read-only handles,
-streams' close, SQLite commits) reports (principal, action, path, result, size) to each
-subscriber: principal None for the owner; action the method name ("write", "read", "rename",
-"stream_close", "sqlite_commit", ...); path the first path argument (rename: its source);
-result "ok", "denied" (AccessDeniedError) or the raised exception's class name; size the bytes
-written/read (None where it means nothing). The audit log subscribes here; principal handles
-report their IAM decisions through it (a denial is result "denied").
+    owner(h) -> Cartridge               the owner handle behind any handle (a principal
+                                        handle's, a stream's): one per open archive
+    transaction(h, face, principal)     h.transaction() yielding `face`, reported as
+                                        `principal`'s (PrincipalCartridge.transaction)
 
-    subscribe(fn) -> unsubscribe        fn(principal, action, path, result, size)
-    emit(principal, action, path, result, size)   report one operation (no-op unless subscribed)
+Pre-commit participants (the audit log's commit point). A participant is any object with
+
+    before_commit(eng) -> None      called inside EVERY commit of the archive's writable
+                                    engine, before anything of it is written, holding the
+                                    handle's lock, with the engine in its transaction: what it
+                                    stages there (eng.put of system entries, keys starting with
+                                    0x00, docs/FORMAT.md) lands in that same commit, atomically
+                                    with the change. Every commit path calls it, because the
+                                    engine's commit() does: a call's own commit, the outer
+                                    transaction()'s commit, commit() inside a transaction, a
+                                    write stream's publish, a SQLite member's publish (owner,
+                                    principal and URI-VFS connections), write_many,
+                                    set_policy/delete_policy, flush(), the engine's own small
+                                    commits at open/close (settle_frees) and the last commit
+                                    point of close(). It may be called when nothing changed (the
+                                    commit then writes only if it staged something). Raising
+                                    rolls the commit back (after_rollback follows) and the
+                                    call raises. It must not commit, roll back or call the
+                                    handle's API; reading (eng.get, eng.items) is fine.
+    after_rollback(eng) -> None     called after every rollback of the writable engine: a
+                                    failed call's change, a transaction() abandoned (exception,
+                                    a denial, close() inside it), a commit that failed before
+                                    its root was written. Everything staged since the last
+                                    commit is gone; so are the changes the events delivered
+                                    since then with `changed` True described.
+
+    add_participant(h, p) -> remove()   register on the archive of handle h (per engine: a
+                                        principal handle and its owner share them)
+    participants(h) -> list
+    flush(h) -> bool                    a commit point now (participants run; a commit is
+                                        written only if they staged something); False and
+                                        nothing done inside a transaction, on a read-only,
+                                        closed or failed handle. Takes the handle's lock.
+
+With no participant registered the engine tests one empty list per commit and rollback.
+
+The operation hook. Every public call of every handle (owner, principal and read-only handles,
+streams' close, SQLite commits, transaction() blocks) is reported to each subscriber as one
+Event (a denial without a call around it too: a member SQLite opens through ATTACH).
+
+    subscribe(fn) -> unsubscribe        fn(event) for every reported operation
     hooks                               the subscriber list: `if hooks:` is the cheap test
-    instrument(cls, principal_of, ops)  report the calls of cls's methods named in ops
+    current() -> Event | None           the event of the reported call running on this thread
+    instrument(cls, principal_of, ops, own=False)   report cls's methods named in ops (name ->
+                                        Op(action, size_of, paths, method)); HANDLE_OPS lists
+                                        the handle classes' calls once
+    begin_op(h, principal, method, action, path, size) / end_op(ev, exc)   an operation
+                                        reported on its own (SQLite commits)
+    changing(h), note(h, ...), refused(h, principal, action, resource, method),
+    report_transaction(h, principal, exc), detached()   what the layers below report with
 
-Cost when nobody listens: nothing. The wrappers are installed on the instrumented classes when
-the first subscriber arrives and removed when the last one leaves, so the hot paths run the
-undecorated methods. A call made inside another reported call on the same thread (a principal
-handle's call running the owner's method, close() closing streams) is part of it and is not
-reported again. A subscriber that raises makes the call raise.
+Event fields (cartridge._handle.Event, __slots__):
+    archive      the owner handle (archive.Cartridge) of the archive: the same object for the
+                 owner, its principal handles and their streams; tells two archives apart
+    principal    None for the owner handle, else the principal's name
+    method       the method name: "write", "read", "rename", "walk", ...; "stream_close" (a
+                 stream's close; a write stream publishes there), "sqlite_commit" (a SQLite
+                 member publish), "transaction" (the end of an outer transaction() block),
+                 "sqlite_open" (a member SQLite opened outside any call, refused)
+    action       the IAM action name (iam/actions.py, docs/IAM.md): cart:GetObject (read,
+                 readinto, read_buffer, open "rb", exists, isfile, isdir, stat, sqlite,
+                 sqlite_export, a read stream's close), cart:PutObject (write, write_many, mkdir,
+                 open "wb"/"ab"/"r+b", a write stream's close, sqlite_commit), cart:DeleteObject
+                 (delete), cart:List (listdir, walk, scan, info, verify), cart:PutPolicy
+                 (set_policy, delete_policy), cart:GetPolicy (get_policy, policies,
+                 check_access), RENAME = "cart:Rename" for rename (not an IAM action: IAM checks
+                 cart:GetObject + cart:DeleteObject on the source, cart:PutObject on the
+                 destination); None for calls with no action (commit, close, as_principal,
+                 transaction)
+    path         the normalised path (paths.normalize_any; the argument as given if it is not a
+                 valid path; listdir/walk/scan default "/"; info/verify "/"); for policy calls
+                 the policy name; sqlite_commit: the database (a journal/WAL's database);
+                 None where the call names none
+    dest         rename: the normalised destination; else None
+    result       "ok", "denied" (AccessDeniedError) or the raised exception's class name
+    size         write: len(data); read/readinto/read_buffer: bytes returned; write_many: total
+                 bytes; a read stream's close: bytes actually read; a write stream's close:
+                 the file's new size; sqlite_commit: bytes of the modified chunks it writes;
+                 walk/scan: items yielded; else None
+    checksum     write and a write stream's close: the new content checksum, 16 hex digits
+                 (FileInfo.checksum); else None
+    files        write_many: one FileWrite(path, size, checksum) per file written (sorted by
+                 path); sqlite_commit: one per member published (size 0 and checksum None:
+                 deleted); else None
+    refused      a denial: (IAM action, resource) the policies refused (guard.py reports every
+                 principal decision that denies through refused())
+    changed      True: the call changed the archive and the event is delivered BEFORE the
+                 commit that makes the change durable (see below)
+    transaction  the id (1, 2, ... per owner handle) of the outer transaction() the call ran
+                 in; None outside one
+    time         time.time() when the call started
+
+When an event is delivered:
+  * A call that changes the archive outside a transaction: inside its change context, after the
+    change is staged and BEFORE its commit (changed=True; holding the handle's lock); then
+    the engine's commit calls the participants, so a subscriber that is also a participant puts
+    the event's record into that same commit. If that commit then fails, the call is reported
+    a second time, with its error and changed=False (after_rollback came in between unless the
+    handle failed mid-flip, when the commit's fate, record included, is unknown).
+  * A call that changes the archive inside transaction(): when the call returns (changed=True),
+    while the transaction is still open; at the end of the outer block one "transaction" event:
+    committed: result "ok", changed=True, delivered BEFORE the commit (participants follow);
+    rolled back: the outcome of what ended it, changed=False, after the rollback (and after
+    after_rollback). commit() inside a transaction commits what was reported so far.
+  * Everything else (reads, listings, calls that changed nothing, failures, denials): after
+    the call ends. A generator (walk, scan) is reported when it ends, is closed early, or is
+    collected unfinished (result "ok", size = items yielded). close()'s event comes after the
+    archive is closed (its last commit point comes before).
+A call made inside another reported call on the same thread (a principal handle's call
+running the owner's method) is part of it and is not reported again; a stream's close and a
+SQLite commit are always operations of their own (Cartridge.close() closing a stream too).
+A subscriber that raises makes the call raise (a change it was told of before the commit is
+rolled back). Subscribers run on the calling thread; pre-commit deliveries hold the handle's
+lock, so a subscriber must not wait for another thread that needs it.
+
+Cost when nobody listens: the wrappers are installed on the instrumented classes when the first
+subscriber arrives and removed when the last one leaves, so the hot paths run the undecorated
+methods; the change context and the writers test `if hooks:` once per call.
 """
 from __future__ import annotations
 

@@ -339,3 +339,22 @@ def test_sqlite_publish_refused_is_a_denied_commit(cart, events):
     assert denied[0].refused is not None and denied[0].refused[0] == "cart:PutObject"
     assert not denied[0].changed
     conn.close()
+
+
+def test_a_denial_outside_any_call_is_its_own_event(cart, events):
+    """A member SQLite opens later (ATTACH) is checked by the principal's VFS outside any
+    reported call: the denial is reported on its own."""
+    c = cart.sqlite("/secret.db")
+    c.execute("CREATE TABLE s(x)")
+    c.close()
+    cart.set_policy("db", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["cart:GetObject", "cart:PutObject"], "Resource": "/pub.db*"}]})
+    conn = cart.as_principal("eve").sqlite("/pub.db")
+    events.clear()
+    with pytest.raises(cartridge.AccessDeniedError):
+        conn.execute("ATTACH '/secret.db' AS s").fetchall()
+    assert [(e.principal, e.method, e.action, e.path, e.result, e.refused, e.archive is cart)
+            for e in events] == [
+        ("eve", "sqlite_open", "cart:GetObject", "/secret.db", "denied",
+         ("cart:GetObject", "/secret.db"), True)]
+    conn.close()
