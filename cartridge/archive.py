@@ -901,4 +901,4 @@ def _sqlite_connect(cart, path: str, readonly: bool, **kwargs: Any) -> apsw.Conn
 
 H.set_opener(Cartridge)
 H.set_sqlite_connector(_sqlite_connect)
-H.instrument(Cartridge, lambda h: None, H.HANDLE_OPS)
+H.instrument(Cartridge, lambda h: None, H.HANDLE_OPS, archive_of=lambda h: h)
