@@ -80,7 +80,15 @@ The operation hook. Every public call of every handle (owner, principal and read
 streams' close, SQLite commits, transaction() blocks) is reported to each subscriber as one
 Event (a denial without a call around it too: a member SQLite opens through ATTACH).
 
-    subscribe(fn) -> unsubscribe        fn(event) for every reported operation
+    subscribe(fn, changes_only=False) -> unsubscribe   fn(event) for every reported operation;
+                                        changes_only: only the events of calls that may change
+                                        the archive (event.mutating: write, write_many, mkdir,
+                                        delete, rename, set_policy, delete_policy, a write
+                                        stream's close, sqlite_commit, transaction; whatever their
+                                        result) and every denial. While every subscriber is
+                                        changes_only the read-only calls are not wrapped at all
+                                        (a principal's denial of one is then an event of its own,
+                                        method "check").
     hooks                               the subscriber list: `if hooks:` is the cheap test
     current() -> Event | None           the event of the reported call running on this thread
     instrument(cls, principal_of, ops, own=False)   report cls's methods named in ops (name ->
@@ -91,14 +99,15 @@ Event (a denial without a call around it too: a member SQLite opens through ATTA
     changing(h), note(h, ...), refused(h, principal, action, resource, method),
     report_transaction(h, principal, exc), detached()   what the layers below report with
 
-Event fields (cartridge._handle.Event, __slots__):
+Event fields (cartridge._handle.Event; unset ones keep their class default None/False):
     archive      the owner handle (archive.Cartridge) of the archive: the same object for the
                  owner, its principal handles and their streams; tells two archives apart
     principal    None for the owner handle, else the principal's name
     method       the method name: "write", "read", "rename", "walk", ...; "stream_close" (a
                  stream's close; a write stream publishes there), "sqlite_commit" (a SQLite
                  member publish), "transaction" (the end of an outer transaction() block),
-                 "sqlite_open" (a member SQLite opened outside any call, refused)
+                 "sqlite_open" (a member SQLite opened outside any call, refused), "check" (a
+                 principal's denial in a call that is not wrapped: see changes_only)
     action       the IAM action name (iam/actions.py, docs/IAM.md): cart:GetObject (read,
                  readinto, read_buffer, open "rb", exists, isfile, isdir, stat, sqlite,
                  sqlite_export, a read stream's close), cart:PutObject (write, write_many, mkdir,
@@ -120,7 +129,7 @@ Event fields (cartridge._handle.Event, __slots__):
                  the file's new size; sqlite_commit: bytes of the modified chunks it writes;
                  walk/scan: items yielded; else None
     checksum     write and a write stream's close: the new content checksum, 16 hex digits
-                 (FileInfo.checksum); else None
+                 (FileInfo.checksum); else None. (`csum`: the same as an int)
     files        write_many: one FileWrite(path, size, checksum) per file written (sorted by
                  path); sqlite_commit: one per member published (size 0 and checksum None:
                  deleted); else None
@@ -128,6 +137,7 @@ Event fields (cartridge._handle.Event, __slots__):
                  principal decision that denies through refused())
     changed      True: the call changed the archive and the event is delivered BEFORE the
                  commit that makes the change durable (see below)
+    mutating     True for the calls that may change the archive (whatever they did)
     transaction  the id (1, 2, ... per owner handle) of the outer transaction() the call ran
                  in; None outside one
     time         time.time() when the call started
@@ -157,7 +167,8 @@ lock, so a subscriber must not wait for another thread that needs it.
 
 Cost when nobody listens: the wrappers are installed on the instrumented classes when the first
 subscriber arrives and removed when the last one leaves, so the hot paths run the undecorated
-methods; the change context and the writers test `if hooks:` once per call.
+methods; the change context and the writers test `if hooks:` once per call. With a subscriber,
+a reported call costs about 1-2 microseconds more (its Event, the path normalised, delivery).
 """
 from __future__ import annotations
 
