@@ -139,7 +139,8 @@ Event fields (cartridge._handle.Event; unset ones keep their class default None/
                  commit that makes the change durable (see below)
     mutating     True for the calls that may change the archive (whatever they did)
     transaction  the id (1, 2, ... per owner handle) of the outer transaction() the call ran
-                 in; None outside one
+                 in; None outside one (exact for changes: set under the handle's lock; for
+                 other calls, what it was when the call started)
     time         time.time() when the call started
 
 When an event is delivered:
@@ -544,8 +545,12 @@ def changing(h) -> None:
     if ev is None or ev.archive is not h:
         return
     ev.changed = True
-    if not h._txn_depth and not ev.sent:
-        _deliver(ev)
+    if h._txn_depth:
+        ev.transaction = h._txn_id      # under the handle's lock: exact
+    else:
+        ev.transaction = None
+        if not ev.sent:
+            _deliver(ev)
 
 
 def note(h, checksum: int | None = None, size: int | None = None,

@@ -399,3 +399,45 @@ def test_mini_audit_no_change_without_its_record_at_any_cut(tmp_path, sync):
             assert files == logged, (model, cut)
             states.add(frozenset(files))
     assert len(states) == 6         # nothing, 3 single writes, the transaction, the stream
+
+
+def test_mini_audit_under_threads(cart):
+    """Writers on several threads, transactions committed and rolled back among them: every
+    committed file has exactly one record, no rolled-back file has any."""
+    import threading
+
+    audit = MiniAudit(cart)
+    errors: list[BaseException] = []
+
+    def writer(t: int) -> None:
+        try:
+            for i in range(40):
+                if i % 10 == 9:
+                    try:
+                        with cart.transaction():
+                            cart.write(f"/t{t}/txn{i}", b"x")
+                            if i % 20 == 19:
+                                raise KeyError("roll back")
+                    except KeyError:
+                        pass
+                else:
+                    cart.write(f"/t{t}/f{i}", os.urandom(100 * i))
+        except BaseException as e:     # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    H.flush(cart)
+    audit.close()
+    assert not errors
+    files = {p for d, _, names in cart.walk("/") for p in (P_join(d, n) for n in names)}
+    log = [line.split("|")[2] for line in read_log(H.engine(cart))]
+    assert sorted(log) == sorted(files) and len(log) == len(set(log))
+    assert len(files) == 4 * (36 + 2)
+
+
+def P_join(d: str, n: str) -> str:
+    return d.rstrip("/") + "/" + n
