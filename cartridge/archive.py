@@ -789,7 +789,12 @@ class Cartridge:
             eng = self._ready()
             if not eng.writable:
                 return
-            eng.commit(force_sync=True)
+            try:
+                eng.commit(force_sync=True)
+            except BaseException:
+                if self._txn_depth:     # what the block did so far was rolled back: it ends
+                    self._txn_aborted = True
+                raise
             if self._txn_depth:
                 eng.begin()
 

@@ -441,3 +441,31 @@ def test_mini_audit_under_threads(cart):
 
 def P_join(d: str, n: str) -> str:
     return d.rstrip("/") + "/" + n
+
+
+def test_a_refused_commit_inside_a_transaction_ends_it(cart):
+    """commit() inside transaction() whose participant raises: the work so far is rolled back,
+    so the rest of the block cannot go on as if it were there."""
+    class RefuseOnce:
+        armed = False
+
+        def before_commit(self, eng):
+            if self.armed:
+                self.armed = False
+                raise OSError("refused")
+
+        def after_rollback(self, eng):
+            pass
+
+    p = RefuseOnce()
+    remove = H.add_participant(cart, p)
+    with pytest.raises(cartridge.TransactionAbortedError):
+        with cart.transaction():
+            cart.write("/a", b"1")
+            p.armed = True
+            with pytest.raises(OSError):
+                cart.commit()
+            cart.write("/b", b"2")
+    remove()
+    assert not cart.exists("/a") and not cart.exists("/b")
+    cart.write("/c", b"3")
