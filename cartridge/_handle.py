@@ -96,7 +96,8 @@ Event (a denial without a call around it too: a member SQLite opens through ATTA
                                         the handle classes' calls once
     begin_op(h, principal, method, action, path, size) / end_op(ev, exc)   an operation
                                         reported on its own (SQLite commits)
-    changing(h), note(h, ...), refused(h, principal, action, resource, method),
+    changing(h), note(h, ...), note_checksum(h, csum), refused(h, principal, action, resource,
+    method),
     report_transaction(h, principal, exc), detached()   what the layers below report with
 
 Event fields (cartridge._handle.Event; unset ones keep their class default None/False):
@@ -568,6 +569,13 @@ def note(h, checksum: int | None = None, size: int | None = None,
         ev.files = files
 
 
+def note_checksum(h, checksum: int) -> None:
+    """note(h, checksum=...) for the hot write path (positional, nothing else)."""
+    ev = _tls.op
+    if ev is not None and ev.archive is h:
+        ev.csum = checksum
+
+
 def refused(h, principal: str, action: str, resource: str, method: str = "check") -> None:
     """A principal's IAM denial (guard.py calls it before raising AccessDeniedError): the
     running call's event carries (action, resource) in `refused`; a denial outside any
@@ -725,22 +733,35 @@ HANDLE_OPS: dict[str, Op] = {
 }
 
 
-def _starter(op: Op, method: str, principal_of: Callable, archive_of: Callable
+def _starter(op: Op, method: str, principal_of: Callable | None, archive_of: Callable | None
              ) -> Callable[[Any, tuple, dict], Event]:
-    """The function that makes a call's Event from (self, args, kwargs), specialised once."""
+    """The function that makes a call's Event from (self, args, kwargs), specialised once
+    (principal_of None: the owner's; archive_of None: self is the owner handle)."""
     action_of = op.action if callable(op.action) else None
     action = None if callable(op.action) else op.action
     paths = op.paths
+    first_path = paths is path_arg              # the common case, inlined
     early_size = op.size_of is size_of_data     # known from the arguments: set before delivery
     mutating = op.mutating
+    normalize_any = _P.normalize_any
 
     def start(self, args: tuple, kwargs: dict) -> Event:
-        archive = archive_of(self)
-        if paths is None:
-            path = dest = None
+        archive = self if archive_of is None else archive_of(self)
+        dest = None
+        if first_path:
+            path = args[0] if args else kwargs.get("path")
+            if type(path) is str:
+                try:
+                    path = normalize_any(path)[0]
+                except Exception:
+                    pass            # not a valid path: as given (the call raises)
+            elif path is not None:
+                path = None
+        elif paths is None:
+            path = None
         else:
             path, dest = paths(self, args, kwargs)
-        ev = Event(archive, principal_of(self), method,
+        ev = Event(archive, None if principal_of is None else principal_of(self), method,
                    action_of(args, kwargs) if action_of is not None else action, path,
                    archive._txn_id if archive._txn_depth else None)
         if dest is not None:
@@ -753,8 +774,8 @@ def _starter(op: Op, method: str, principal_of: Callable, archive_of: Callable
     return start
 
 
-def _wrap(raw: Callable, method: str, op: Op, principal_of: Callable, archive_of: Callable,
-          own: bool) -> Callable:
+def _wrap(raw: Callable, method: str, op: Op, principal_of: Callable | None,
+          archive_of: Callable | None, own: bool) -> Callable:
     start = _starter(op, method, principal_of, archive_of)
     if inspect.isgeneratorfunction(raw):
         @functools.wraps(raw)
@@ -826,11 +847,12 @@ def _observe_iter(self, raw, ev, args, kwargs):
         _finish(ev, exc)
 
 
-def instrument(cls: type, principal_of: Callable[[Any], str | None], ops: dict[str, Op],
-               archive_of: Callable[[Any], Any] = owner, own: bool = False) -> None:
+def instrument(cls: type, principal_of: Callable[[Any], str | None] | None, ops: dict[str, Op],
+               archive_of: Callable[[Any], Any] | None = owner, own: bool = False) -> None:
     """Report the calls of cls's methods named in `ops` (method name -> Op); principal_of(self)
-    and archive_of(self) (the owner handle) name who and which archive. `own`: a call is
-    reported even inside another reported call (stream close)."""
+    and archive_of(self) (the owner handle) name who and which archive (None: the owner, and
+    self is the owner handle). `own`: a call is reported even inside another reported call
+    (stream close)."""
     with _hooks_lock:
         for name, op in ops.items():
             raw = cls.__dict__[name]

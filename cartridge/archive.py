@@ -323,7 +323,7 @@ class Cartridge:
         rec = file_record(old, storage, len(view), csum, payload, mode=meta[0], mtime=meta[1])
         eng.put_file(key, rec, old)
         if H.hooks:
-            H.note(self, checksum=csum)
+            H.note_checksum(self, csum)
         if old is not None:
             eng.content.free(old, eng.where(key))
 
@@ -906,4 +906,4 @@ def _sqlite_connect(cart, path: str, readonly: bool, **kwargs: Any) -> apsw.Conn
 
 H.set_opener(Cartridge)
 H.set_sqlite_connector(_sqlite_connect)
-H.instrument(Cartridge, lambda h: None, H.HANDLE_OPS, archive_of=lambda h: h)
+H.instrument(Cartridge, None, H.HANDLE_OPS, archive_of=None)     # the owner: itself
