@@ -91,9 +91,10 @@ Event (a denial without a call around it too: a member SQLite opens through ATTA
                                         method "check").
     hooks                               the subscriber list: `if hooks:` is the cheap test
     current() -> Event | None           the event of the reported call running on this thread
-    instrument(cls, principal_of, ops, own=False)   report cls's methods named in ops (name ->
-                                        Op(action, size_of, paths, method)); HANDLE_OPS lists
-                                        the handle classes' calls once
+    instrument(cls, principal_of, ops, archive_of=owner, own=False)   report cls's methods
+                                        named in ops (name -> Op(action, size_of, paths, method,
+                                        mutating)); HANDLE_OPS lists the handle classes' calls
+                                        once
     begin_op(h, principal, method, action, path, size) / end_op(ev, exc)   an operation
                                         reported on its own (SQLite commits)
     changing(h), note(h, ...), note_checksum(h, csum), refused(h, principal, action, resource,
