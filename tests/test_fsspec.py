@@ -582,13 +582,15 @@ def test_calls_are_reported_to_the_operation_hook(wfs):
     from cartridge import _handle as H
 
     seen = []
-    unsubscribe = H.subscribe(lambda *event: seen.append(event))
+    unsubscribe = H.subscribe(seen.append)
     try:
         wfs.pipe_file("/hooked", b"12345")
         assert wfs.cat_file("/hooked") == b"12345"
         wfs.rm("/hooked")
     finally:
         unsubscribe()
-    assert (None, "write", "/hooked", "ok", 5) in seen
-    assert (None, "read", "/hooked", "ok", 5) in seen
-    assert any(e[1] == "delete" and e[2] == "/hooked" and e[3] == "ok" for e in seen)
+    got = {(e.principal, e.method, e.action, e.path, e.result, e.size) for e in seen}
+    assert (None, "write", "cart:PutObject", "/hooked", "ok", 5) in got
+    assert (None, "read", "cart:GetObject", "/hooked", "ok", 5) in got
+    assert any(e.method == "delete" and e.action == "cart:DeleteObject" and e.path == "/hooked"
+               and e.result == "ok" for e in seen)
