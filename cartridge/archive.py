@@ -24,7 +24,7 @@ from . import _handle as H
 from . import namespace as N
 from . import paths as P
 from . import policies as PL
-from . import policystore
+from . import policystore, snapstore
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
 from .content import byte_view, file_meta, file_record
@@ -53,6 +53,7 @@ from .format import (
 )
 from .guard import PrincipalCartridge
 from .records import Record, decode, max_payload
+from .snapstore import SnapshotInfo
 from .streams import open_stream
 from .verify import VerifyReport, verify_engine
 
@@ -789,12 +790,70 @@ class Cartridge:
             view = self.as_principal(principal, tags, context)
             return PL.explain(self, principal, action, resource, view.tags, view.context)
 
+    # -- snapshots (the records: cartridge/snapstore.py) ------------------------------------
+    def snapshot(self, name: str) -> SnapshotInfo:
+        """Pin the current committed state under `name`, in O(1) time and space: pages stay
+        shared with the live state until it changes them, and no page the snapshot reaches is
+        reused while it exists. AlreadyExistsError if the name is taken; not inside a
+        transaction() (the state it would pin is not committed)."""
+        snapstore.check_name(name)
+        with self._lock:
+            eng = self._writer()
+            self._outside_transaction("snapshot")
+            with self._change():
+                return snapstore.create(eng, name)
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        """Every snapshot, oldest first."""
+        with self._lock:
+            eng = self._ready()
+            return [snapstore.info(*t) for t in snapstore.all_snapshots(eng)]
+
+    def at(self, name: str) -> SnapshotView:
+        """A read-only handle on snapshot `name` with the whole read API (read, open("rb"),
+        stat, listdir, walk, scan, verify, sqlite(path, readonly=True), ...). It holds the
+        snapshot's pages even if the snapshot is deleted meanwhile, until it is closed (and
+        while it is open, pages freed by later commits wait too). NotFoundError if there is
+        no snapshot by that name."""
+        snapstore.check_name(name)
+        with self._lock:
+            self._ready()
+        return SnapshotView(self.path, name)
+
+    def restore(self, name: str) -> None:
+        """Make the live files and directories equal to snapshot `name`, in one atomic
+        commit. Policies and snapshots (the system namespace) stay as they are; every
+        snapshot stays valid. Open SQLite connections on the handle make it LockedError."""
+        snapstore.check_name(name)
+        with self._lock:
+            eng = self._writer()
+            self._outside_transaction("restore")
+            snapstore.lookup(eng, name)
+            H.refuse_change(self, "/", tree=True)
+            with self._change():
+                snapstore.restore(eng, name)
+
+    def delete_snapshot(self, name: str) -> None:
+        """Delete a snapshot; the pages only it held become free (for reuse once no reader
+        or older root can reach them). NotFoundError if there is none by that name."""
+        snapstore.check_name(name)
+        with self._lock:
+            eng = self._writer()
+            self._outside_transaction("delete_snapshot")
+            snapstore.lookup(eng, name)
+            with self._change():
+                snapstore.delete(eng, name)
+
+    def _outside_transaction(self, what: str) -> None:
+        if self._txn_depth:
+            raise CartridgeError(f"{what}() cannot run inside a transaction()")
+
     # -- maintenance ------------------------------------------------------------------------
     def verify(self, deep: bool = True) -> VerifyReport:
         """Check every reachable page; deep=True also checks every content checksum."""
         with self._lock:
             eng = self._ready()
-            return verify_engine(eng, deep, policystore.is_system_key)
+            return verify_engine(eng, deep, _system_key_ok)
 
     def info(self) -> dict:
         """Counts, sizes, free space and fragmentation."""
@@ -849,6 +908,34 @@ class Cartridge:
         state = "closed" if self._closed else f"mode={self.mode!r}"
         return f"<cartridge.Cartridge {self.path!r} {state}>"
 
+
+
+def _system_key_ok(key: bytes) -> bool:
+    """The system-namespace keys the layers above know (FORMAT §5.5)."""
+    return policystore.is_system_key(key) or snapstore.is_system_key(key)
+
+
+class SnapshotView(Cartridge):
+    """A read-only handle on one snapshot (Cartridge.at): the whole read API, as of the
+    snapshot. It has a file descriptor of its own and pins the snapshot's generation, so the
+    snapshot's pages stay in place while it is open, even if the snapshot is deleted."""
+
+    def __init__(self, path: str | os.PathLike, name: str, *,
+                 cache_size: int = DEFAULT_CACHE_SIZE):
+        super().__init__(path, "r", cache_size=cache_size)
+        self.snapshot_name = name
+        try:
+            with self._lock:
+                eng = self._ready()
+                root, _ = snapstore.lookup(eng, name)
+                eng.fix_root(root)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"snapshot={self.snapshot_name!r}"
+        return f"<cartridge.SnapshotView {self.path!r} {state}>"
 
 
 def _sqlite_connect(cart, path: str, readonly: bool, **kwargs: Any) -> apsw.Connection:

@@ -21,11 +21,22 @@ from . import locking
 from ._core.btree import BTree
 from .allocator import GROW_MIN_PAGES, Allocator
 from .content import ContentStore
-from .errors import CartridgeError, CorruptionError, LockedError
+from . import snapstore
+from .errors import (
+    CartridgeError,
+    CorruptionError,
+    LockedError,
+    ReadOnlyError,
+    UnsupportedVersionError,
+)
 from .format import (
     ALLOC_CHUNK_BITS,
     ALLOC_CHUNK_BYTES,
+    ALLOC_FEATURES,
     ALLOC_KEY,
+    FEATURE_SNAPSHOTS,
+    FROZEN_KEY,
+    KNOWN_FEATURES,
     KIND_DIR,
     KIND_FILE,
     PAGE_SIZE,
@@ -90,6 +101,10 @@ class Engine:
         self.system_epoch = 0      # bumped whenever internal state (policies) may have changed
         self.rollbacks = 0         # bumped by every rollback of a writable handle's transaction
         self.closed = False        # close() ran: the file is released
+        self.fixed = False         # a read-only view of one snapshot: never refreshes
+        self.frozen = False        # the archive is frozen (FORMAT §12.6): nothing may change
+        self.snap_cache: dict = {}  # snapshot generation -> pages it reaches (snapstore)
+        self._features_saved = 0   # allocation-map feature flags as last committed
         if writable and not locking.writer_lock(fd, lock_timeout):
             raise LockedError(f"{name}: another handle holds the write lock")
         if fresh:
@@ -197,7 +212,12 @@ class Engine:
         self.allocator = Allocator(self.root.page_count, self.pager.grow) if self.writable else None  # type: ignore[assignment]  # None only read-only: never allocates
         self._build_trees()
         if self.writable:
+            if self.catalog.get(FROZEN_KEY) is not None:
+                raise ReadOnlyError(f"{self.name}: the archive is frozen (permanently read-only)")
             self._load_allocator()
+            self._features_saved = self.allocator.features
+            if self.allocator.features & FEATURE_SNAPSHOTS:
+                snapstore.init_reach(self)
             self.unseal()   # a sealed root is made durable before anything goes on top of it,
             #                 and a torn newer commit we fell back from is replaced
             self.settle_frees()   # what an earlier writer left pending becomes reusable
@@ -228,7 +248,15 @@ class Engine:
         seen = 0
         for key, value in self.allocmap.items_from(b"", 1 << 62):
             (idx,) = ALLOC_KEY.unpack(key) if len(key) == 8 else (-1,)
-            if idx != seen or len(value) != 2 * ALLOC_CHUNK_BYTES or idx >= n_chunks:
+            size = 2 * ALLOC_CHUNK_BYTES
+            if idx == 0 and len(value) == size + ALLOC_FEATURES.size:
+                (a.features,) = ALLOC_FEATURES.unpack_from(value, size)
+                if a.features & ~KNOWN_FEATURES:
+                    raise UnsupportedVersionError(
+                        f"{self.name}: the archive uses features this build does not know "
+                        f"(flags {a.features:#x})")
+                value = value[:size]
+            if idx != seen or len(value) != size or idx >= n_chunks:
                 raise CorruptionError(f"{self.name}: allocation map entry {idx} is out of place")
             a.load_chunk(idx, value)
             seen += 1
@@ -258,9 +286,20 @@ class Engine:
             locking.unpin(self.fd, g)
         self._ofd_pins = want
 
+    def fix_root(self, root: Root) -> None:
+        """Read-only handles: stay on `root` (a snapshot's, already pinned while the current
+        state is) from now on: pin its generation, drop the other pins, never refresh."""
+        assert not self.writable
+        self.fixed = True
+        self.root = root
+        self._pin(root.generation)
+        self.system_epoch += 1
+        self.records.clear()
+        self._build_trees()
+
     def refresh(self) -> None:
         """Read-only handles: move to the newest committed state if a writer committed."""
-        if self.writable:
+        if self.writable or self.fixed:
             return
         raw = self.pager.read_slots()
         if raw == self._slots_seen:              # nothing changed since we last looked
@@ -432,6 +471,7 @@ class Engine:
         for pno, node in self.dirty.items():
             cache.put(pno, node, PAGE_SIZE)
         self.dirty.clear()
+        self._features_saved = self.allocator.features
         freed = self.allocator.end_transaction()
         if freed:
             self.pending_queue.append((root.generation, freed))
@@ -501,7 +541,8 @@ class Engine:
             mark = len(a.txn_allocated)
             keys = [ALLOC_KEY.pack(c) for c in new]
             for c, key, spot in zip(new, keys, allocmap.touch_many(keys)):
-                if spot is None:            # a new entry: inserting may split leaves
+                if spot is None or (c == 0 and a.features != self._features_saved):
+                    # a new entry, or entry 0 changing size (feature flags): may split leaves
                     allocmap.put(key, a.chunk_value(c))
                     grew = True
                 touched[c] = spot
@@ -570,7 +611,7 @@ class Engine:
         the last commit are saved with them."""
         a = self.allocator
         if (not self.writable or self.in_txn or self.failed is not None or self._changed
-                or a.hold_frees or a.detached):
+                or a.hold_frees or a.detached or self.frozen):
             return
         g = self.root.generation + 1                # the generation this commit would have
         limit = g - 2 if self.pager.sync_mode == "normal" else g - 1
