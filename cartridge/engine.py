@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from . import locking
+from . import locking, snapstore
 from ._core.btree import BTree
 from .allocator import GROW_MIN_PAGES, Allocator
 from .content import ContentStore
-from . import snapstore
 from .errors import (
     CartridgeError,
     CorruptionError,
@@ -36,9 +35,9 @@ from .format import (
     ALLOC_KEY,
     FEATURE_SNAPSHOTS,
     FROZEN_KEY,
-    KNOWN_FEATURES,
     KIND_DIR,
     KIND_FILE,
+    KNOWN_FEATURES,
     PAGE_SIZE,
     ROOT_SLOT,
     SLOT_OFFSETS,
@@ -647,20 +646,54 @@ class Engine:
 
     # -- info -------------------------------------------------------------------------------
     def stats(self) -> dict:
+        file_size = os.fstat(self.fd).st_size
         out = {
             "generation": self.root.generation,
             "files": self.root.file_count,
             "directories": self.root.dir_count,
             "total_bytes": self.root.total_bytes,
-            "file_size": os.fstat(self.fd).st_size,
+            "file_size": file_size,
             "page_size": PAGE_SIZE,
             "catalog_entries": self.catalog.count,
             "catalog_height": self.catalog.height,
             "format_version": f"{self.header.version_major}.{self.header.version_minor}",
             "cache": self.pager.cache.stats(),
         }
-        out.update((self.allocator or self._read_allocator()).stats())
+        a = self.allocator or self._read_allocator()
+        out.update(a.stats())
+        out.update(self.space(a, file_size))
         return out
+
+    def space(self, a: Allocator, file_bytes: int) -> dict:
+        """The space figures of info() (docs/FORMAT.md §12; README "Space"): live_bytes (pages
+        the live state reaches, page 0 and metadata included), snapshot_bytes (held: only
+        snapshots reach them), pending_bytes (freed, reusable after the next commits),
+        free_bytes (free pages, and the file's tail past page_count), reclaimable_bytes (what
+        a full compaction gives back: the file can shrink to the pages in use, but not below
+        the last page a snapshot reaches, since snapshots' pages never move)."""
+        n = a.n_pages
+        held = a.held_count
+        live = a.used.count_used() - a.pending.count_used() - held
+        pending = a.pending.count_used()
+        file_pages = file_bytes // PAGE_SIZE
+        free = n - live - held - pending + max(file_pages - n, 0)
+        reach = a.reach
+        if reach is None and not self.writable and a.features & FEATURE_SNAPSHOTS:
+            reach = snapstore.union(self, [r for _, r, _ in snapstore.all_snapshots(self)])
+        last = 0
+        if reach is not None and reach.any():
+            last = int(np.flatnonzero(reach)[-1]) + 1
+        floor = max(last, live + held)
+        return {
+            "file_bytes": file_bytes,
+            "live_bytes": live * PAGE_SIZE,
+            "snapshot_bytes": held * PAGE_SIZE,
+            "pending_bytes": pending * PAGE_SIZE,
+            "free_bytes": free * PAGE_SIZE,
+            "reclaimable_bytes": max(file_pages - floor, 0) * PAGE_SIZE,
+            "snapshots": (len(snapstore.all_snapshots(self))
+                          if a.features & FEATURE_SNAPSHOTS else 0),
+        }
 
     def close(self) -> None:
         self.closed = True

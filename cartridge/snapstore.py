@@ -290,13 +290,14 @@ def restore(eng, name: str) -> int:
     lv = next(live_it, None)
     sv = next(snap_it, None)
     while lv is not None or sv is not None:
-        if sv is None or (lv is not None and lv[0] < sv[0]):
+        if lv is not None and (sv is None or lv[0] < sv[0]):
             diff.append((lv[0], lv[1], None))
             lv = next(live_it, None)
-        elif lv is None or sv[0] < lv[0]:
+        elif sv is not None and (lv is None or sv[0] < lv[0]):
             diff.append((sv[0], None, sv[1]))
             sv = next(snap_it, None)
         else:
+            assert lv is not None and sv is not None
             if lv[1] != sv[1]:
                 diff.append((lv[0], lv[1], sv[1]))
             lv = next(live_it, None)

@@ -284,7 +284,7 @@ class _Verifier:
                          f"(first: {int(leaked[0])})")
 
     def snapshot_root(self, key: bytes, rec, where: str) -> None:
-        from . import snapstore      # the record format lives with the snapshot store
+        from . import snapstore  # the record format lives with the snapshot store
         try:
             root, _ = snapstore.parse(self.eng, key, rec)
         except CartridgeError as e:
