@@ -373,5 +373,5 @@ HANDLE_OPS: dict[str, tuple[str, Callable | None]] = {
         "exists", "isfile", "isdir", "stat", "listdir", "walk", "scan", "mkdir", "delete",
         "rename", "sqlite", "sqlite_export", "commit", "set_policy", "get_policy",
         "delete_policy", "policies", "as_principal", "check_access", "verify", "info", "close",
-        "snapshot", "snapshots", "at", "restore", "delete_snapshot")},
+        "snapshot", "snapshots", "at", "restore", "delete_snapshot", "compact", "vacuum", "freeze")},
 }

@@ -53,6 +53,7 @@ class Allocator:
         self.features = 0                    # allocation-map entry 0 feature flags
         self._held_log: list[tuple[str, int, int]] = []
         self._reach_saved: tuple | None = None
+        self._shrunk: list[tuple] = []       # bitmaps before a shrink() in this transaction
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -364,6 +365,28 @@ class Allocator:
             total += n
         return total
 
+    def shrink(self, n_pages: int) -> None:
+        """Cover only pages 0..n_pages-1 (all pages past it are free): compaction gives the
+        file's free tail back. rollback() restores the old size."""
+        if n_pages >= self.n_pages:
+            return
+        self._held_log.append(("s", 0, 0))
+        self._shrunk.append((self.used, self.pending, self.fresh, self.held))
+        n_chunks = -(-n_pages // ALLOC_CHUNK_BITS)
+        maps = []
+        for bm in (self.used, self.pending, self.fresh, self.held):
+            new = Bitmap(n_pages)
+            for c in range(n_chunks):
+                new.load_chunk(c, bm.chunk_bytes(c))
+            new.clear_dirty()
+            maps.append(new)
+        self.used, self.pending, self.fresh, self.held = maps
+        self._extra_dirty = {c for c in self._extra_dirty if c < n_chunks}
+        self._extra_dirty.add(n_chunks - 1)
+        if self.reach is not None and len(self.reach) > n_pages:
+            self.set_reach(self.reach[:n_pages].copy())
+        self._large_hint = min(self._large_hint, n_pages)
+
     def set_features(self, flags: int) -> None:
         if flags != self.features:
             self._held_log.append(("f", self.features, 0))
@@ -397,6 +420,7 @@ class Allocator:
         self.releasing = []
         self._held_log = []
         self._reach_saved = None
+        self._shrunk = []
         freed = self.txn_freed
         self.txn_allocated = []
         self.txn_freed = []
@@ -421,6 +445,8 @@ class Allocator:
             elif op == "u":
                 self.held.set_range(start, count)
                 self.held_count += count
+            elif op == "s":
+                self.used, self.pending, self.fresh, self.held = self._shrunk.pop()
             else:
                 self.features = start
         self._held_log = []

@@ -14,6 +14,7 @@ import stat as _stat
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -21,13 +22,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from . import _handle as H
+from . import compactor, policystore, snapstore
 from . import namespace as N
 from . import paths as P
 from . import policies as PL
-from . import policystore, snapstore
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
-from .content import byte_view, file_meta, file_record
+from .compactor import CompactStats
+from .content import EMPTY_CHECKSUM, byte_view, file_meta, file_record
 from .create import open_engine
 from .engine import Engine
 from .errors import (
@@ -36,6 +38,7 @@ from .errors import (
     ClosedError,
     DirectoryNotEmptyError,
     InvalidPathError,
+    LockedError,
     NotFoundError,
     PathIsDirectoryError,
     PathNotDirectoryError,
@@ -46,6 +49,7 @@ from .format import (
     CHUNK_SIZE,
     DEFAULT_MODE_DIR,
     DEFAULT_MODE_FILE,
+    FROZEN_KEY,
     KIND_DIR,
     KIND_FILE,
     STORE_EMPTY,
@@ -193,7 +197,12 @@ class Cartridge:
     """
 
     def __init__(self, path: str | os.PathLike, mode: str = "r", *, sync: str = "full",
-                 cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None):
+                 cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None,
+                 auto_compact: bool = False):
+        if not isinstance(auto_compact, bool):
+            raise TypeError(f"auto_compact must be a bool, not {type(auto_compact).__name__}")
+        if auto_compact and mode == "r":
+            raise ValueError("auto_compact needs a writable handle (mode 'a', 'w' or 'x')")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if sync not in ("full", "normal", "off"):
@@ -220,7 +229,14 @@ class Cartridge:
         self._eng: Engine = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
                                         timeout=timeout)
         self._closed = False
+        self._auto: tuple[threading.Thread, threading.Event] | None = None
         H.register_handle(self)
+        if auto_compact:
+            stop = threading.Event()
+            t = threading.Thread(target=_auto_compact, args=(weakref.ref(self), stop),
+                                 name=f"cartridge-compact {self.path}", daemon=True)
+            self._auto = (t, stop)
+            t.start()
 
     # -- plumbing ---------------------------------------------------------------------------
     def _ready(self) -> Engine:
@@ -238,6 +254,8 @@ class Cartridge:
         eng = self._ready()
         if not eng.writable:
             raise ReadOnlyError(f"{self.path}: opened read-only")
+        if eng.frozen:
+            raise ReadOnlyError(f"{self.path}: the archive is frozen (permanently read-only)")
         if self._txn_aborted:
             raise TransactionAbortedError("the enclosing transaction was rolled back; leave it first")
         return eng
@@ -844,6 +862,60 @@ class Cartridge:
             with self._change():
                 snapstore.delete(eng, name)
 
+    # -- space (the machinery: cartridge/compactor.py) ----------------------------------------
+    def compact(self, max_pages: int | None = None) -> CompactStats:
+        """One compaction cycle: move at most `max_pages` in-use pages from the tail of the
+        file into free pages nearer the front (one atomic commit), then truncate the file if
+        its tail is free. max_pages=None runs cycles until nothing is left to do (vacuum()).
+        Pages that readers of older commits, open read streams or snapshots reach are never
+        moved or reused until released; snapshots' pages stay where they are, so the file
+        cannot shrink below the last page a snapshot reaches."""
+        if max_pages is not None:
+            if not isinstance(max_pages, int) or isinstance(max_pages, bool):
+                raise TypeError(f"max_pages must be an int or None, not {type(max_pages).__name__}")
+            if max_pages < 1:
+                raise ValueError(f"max_pages must be >= 1, not {max_pages}")
+        with self._lock:
+            eng = self._writer()
+            self._outside_transaction("compact")
+            start = os.fstat(eng.fd).st_size
+            moved = 0
+            while True:
+                try:
+                    n, freed, done = compactor.cycle(eng, max_pages or 1000)
+                except OSError as e:          # a failed commit: rolled back, the file intact
+                    raise CartridgeError(f"{self.path}: compaction failed: {e}") from e
+                moved += n
+                if max_pages is not None or done or (n == 0 and freed == 0):
+                    break
+            end = os.fstat(eng.fd).st_size
+            return CompactStats(moved, max(start - end, 0), end, done)
+
+    def vacuum(self) -> CompactStats:
+        """compact() run to completion."""
+        return self.compact(None)
+
+    def freeze(self, compact: bool = True) -> None:
+        """Make the archive permanently read-only, in one commit: opening it with "a", "w" or
+        "x" raises ReadOnlyError from then on ("w" never replaces it), and this handle takes
+        no more changes. Readers read (and verify checksums) as before. The archive is
+        vacuumed first unless compact=False."""
+        if not isinstance(compact, bool):
+            raise TypeError(f"compact must be a bool, not {type(compact).__name__}")
+        with self._lock:
+            eng = self._writer()
+            self._outside_transaction("freeze")
+            if self._streams:
+                raise LockedError(f"{self.path}: close the open streams before freezing")
+            if compact:
+                self.vacuum()
+            now = time.time_ns()
+            with self._change():
+                eng.put(FROZEN_KEY, Record(KIND_FILE, STORE_EMPTY, DEFAULT_MODE_FILE, 0, now, now,
+                                           EMPTY_CHECKSUM))
+            eng.pager.sync_now()
+            eng.frozen = True
+
     def _outside_transaction(self, what: str) -> None:
         if self._txn_depth:
             raise CartridgeError(f"{what}() cannot run inside a transaction()")
@@ -871,6 +943,12 @@ class Cartridge:
 
     def close(self) -> None:
         """Commit what is pending and release the file. Safe to call twice."""
+        auto = getattr(self, "_auto", None)
+        if auto is not None:
+            self._auto = None
+            auto[1].set()
+            if auto[0] is not threading.current_thread():
+                auto[0].join()
         with self._lock:
             if self._closed:
                 return
@@ -912,7 +990,45 @@ class Cartridge:
 
 def _system_key_ok(key: bytes) -> bool:
     """The system-namespace keys the layers above know (FORMAT §5.5)."""
-    return policystore.is_system_key(key) or snapstore.is_system_key(key)
+    return policystore.is_system_key(key) or snapstore.is_system_key(key) or key == FROZEN_KEY
+
+
+AUTO_COMPACT_INTERVAL = 0.5          # seconds between looks at the archive
+AUTO_COMPACT_BYTES = 8 << 20         # reclaimable space that starts a cycle ...
+AUTO_COMPACT_SHARE = 0.2             # ... when it is also this share of the file
+AUTO_COMPACT_PAGES = 100             # pages moved per cycle
+
+
+def _auto_compact(ref, stop: threading.Event) -> None:
+    """auto_compact=True: small compaction cycles while reclaimable space passes the threshold;
+    each cycle takes the handle's lock for that cycle only, and only when nobody else holds
+    it (no transaction, no open stream)."""
+    while not stop.wait(AUTO_COMPACT_INTERVAL):
+        cart = ref()
+        if cart is None:
+            return
+        lock = H.lock(cart)
+        if not lock.acquire(timeout=0.05):
+            continue
+        try:
+            if H.is_closed(cart) or stop.is_set():
+                return
+            eng = H.engine(cart)
+            if eng.failed is not None or eng.frozen:
+                return
+            if H.in_transaction(cart) or H.streams(cart):
+                continue
+            space = eng.space(eng.allocator, os.fstat(eng.fd).st_size)
+            if (space["reclaimable_bytes"] < AUTO_COMPACT_BYTES or space["reclaimable_bytes"]
+                    < AUTO_COMPACT_SHARE * space["file_bytes"]):
+                continue
+            try:
+                cart.compact(AUTO_COMPACT_PAGES)
+            except CartridgeError:
+                return           # the next call on the handle reports a broken handle
+        finally:
+            lock.release()
+            del cart
 
 
 class SnapshotView(Cartridge):

@@ -233,8 +233,14 @@ def open_engine(path: str, mode: str, *, sync: str, cache_size: int, timeout) ->
         if mode == "r":
             return _open_existing(path, False, sync, cache_size, timeout)
         if mode == "x":
-            _stat_target(path)
-            return _create_exclusive(path, sync, cache_size)
+            try:
+                _stat_target(path)
+                return _create_exclusive(path, sync, cache_size)
+            except AlreadyExistsError:
+                if _frozen(_resolved(path)):
+                    raise ReadOnlyError(f"{path}: the archive is frozen (permanently "
+                                        "read-only)") from None
+                raise
         if mode == "w":
             return _replace_locked(path, sync, cache_size, timeout)
         # "a": open, or create when missing (or initialise an empty file, e.g. a fresh temp file)

@@ -573,11 +573,33 @@ class Engine:
         root.seal, root.seal_checksum = seal if seal is not None else ((), 0)
         return root
 
-    def _release(self) -> None:
+    def release_now(self) -> int:
+        """Outside a transaction: release every pending page the rules allow now, committing
+        the same state again (at most twice, three times with sync="normal") when the newest
+        commits' own frees wait only for a newer root. Returns the pages still pending."""
+        a = self.allocator
+        for _ in range(3):
+            self._release(force=True)
+            if not self.pending_queue or self.in_txn or a.hold_frees:
+                break
+            g = self.root.generation
+            limit = g - 2 if self.pager.sync_mode == "normal" else g - 1
+            if self.pins and min(self.pins) < self.pending_queue[0][0]:
+                break                      # a stream of ours reads an older state
+            other = locking.oldest_pin_below(self.fd, limit + 1)
+            if other is not None and other < self.pending_queue[0][0]:
+                break                      # a reader of another handle does
+            self.begin()
+            self._changed = True
+            self.commit()
+        return a.pending_count
+
+    def _release(self, force: bool = False) -> None:
         """Free pages that no root slot and no reader can reach any more."""
         if not self.pending_queue or self.allocator.hold_frees:
             return
-        if len(self.pending_queue) < RELEASE_BATCH and self.allocator.pending_count < RELEASE_PAGES:
+        if (not force and len(self.pending_queue) < RELEASE_BATCH
+                and self.allocator.pending_count < RELEASE_PAGES):
             return   # release in batches: one lock query per batch, not per commit
         g = self.root.generation
         # Frees of commit f are pages of root f-1: safe once no root slot can hold f-1, i.e.

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import apsw
 
     from .archive import Cartridge, FileInfo
+    from .compactor import CompactStats
     from .snapstore import SnapshotInfo
     from .verify import VerifyReport
 
@@ -503,6 +504,21 @@ class PrincipalCartridge:
         with self._snap:
             self._check(SNAPSHOT, ARCHIVE)
             self._cart.delete_snapshot(name)
+
+    def compact(self, max_pages: int | None = None) -> CompactStats:
+        with self._snap:
+            self._check(A.COMPACT, ARCHIVE)
+            return self._cart.compact(max_pages)
+
+    def vacuum(self) -> CompactStats:
+        with self._snap:
+            self._check(A.COMPACT, ARCHIVE)
+            return self._cart.vacuum()
+
+    def freeze(self, compact: bool = True) -> None:
+        with self._snap:
+            self._check(A.FREEZE, ARCHIVE)
+            self._cart.freeze(compact)
 
     # -- maintenance ------------------------------------------------------------------------------
     def verify(self, deep: bool = True) -> VerifyReport:

@@ -44,6 +44,7 @@ from .records import Record, decode
 
 MAX_NAME_CHARS = 255
 MAX_TREE_HEIGHT = 32
+MAX_PAGES = 1 << 48            # a page number fits 48 bits (FORMAT §2.3)
 # magic, version, reserved, generation, page_count, catalog root/count/height, allocmap
 # height/root/count, file count, dir count, total bytes, commit time ns, created ns
 SNAP_RECORD = struct.Struct("<4sHHQQQQIIQQQQQqq")
@@ -109,7 +110,7 @@ def parse(eng, key: bytes, rec: Record) -> tuple[Root, int]:
      files, dirs, total, commit_ns, created_ns) = SNAP_RECORD.unpack(bytes(rec.payload))
     current = eng.root.generation
     if (magic != SNAP_MAGIC or version != SNAP_VERSION or not 1 <= gen < max(current, 1)
-            or not 1 <= page_count <= max(eng.root.page_count, eng.pager.file_pages)
+            or not 1 <= page_count < MAX_PAGES
             or max(cat_h, am_h) > MAX_TREE_HEIGHT or not 0 < am_root < page_count
             or not 0 <= cat_root < page_count or (cat_root == 0) != (cat_h == 0)):
         raise CorruptionError(f"{where}: malformed snapshot record")

@@ -16,7 +16,7 @@ PKG = ROOT / "cartridge"
 
 # the engine and everything below it: nothing from the handle or feature layers
 ENGINE = {"engine", "pager", "allocator", "content", "nodestore", "records", "format", "locking",
-          "verify", "create", "paths", "errors", "policystore", "snapstore", "localfile"}
+          "verify", "create", "paths", "errors", "policystore", "snapstore", "compactor", "localfile"}
 # above the engine, below the handle: they never import the handle (archive) or cli/demo
 FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite"}
 TOP = {"archive", "cli", "demo", "speedtest", "__main__", "__init__"}
