@@ -555,11 +555,22 @@ def cmd_verify(args) -> int:
 
 
 # -- snapshots, compaction, freeze (issue 14) -------------------------------------------------------
+def _snapshot_name(name: str) -> str:
+    """A snapshot name as the API takes it (CLIError, exit 1, otherwise)."""
+    from .snapstore import check_name
+
+    try:
+        return check_name(name)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+
 def _snapshot_json(s) -> dict:
     return {"name": s.name, "time": s.time, "generation": s.generation, "size": s.size}
 
 
 def cmd_snapshot_create(args) -> int:
+    _snapshot_name(args.name)
     with _open(args, "a") as cart:
         s = cart.snapshot(args.name)
     if args.json:
@@ -581,6 +592,7 @@ def cmd_snapshot_ls(args) -> int:
 
 
 def cmd_snapshot_rm(args) -> int:
+    _snapshot_name(args.name)
     with _open(args, "a") as cart:
         before = cart.info()["snapshot_bytes"]
         cart.delete_snapshot(args.name)
@@ -593,6 +605,7 @@ def cmd_snapshot_rm(args) -> int:
 
 
 def cmd_snapshot_restore(args) -> int:
+    _snapshot_name(args.name)
     with _open(args, "a") as cart:
         cart.restore(args.name)
         info = cart.info()
