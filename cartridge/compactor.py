@@ -22,6 +22,7 @@ from .errors import CorruptionError
 from .format import (
     ALLOC_CHUNK_BITS,
     ALLOC_KEY,
+    CHUNK_PAGES,
     KIND_FILE,
     PAGE_SIZE,
     STORE_CHUNKS,
@@ -63,17 +64,22 @@ def movable_pages(eng) -> np.ndarray:
     return out
 
 
+def boundary(eng) -> int:
+    """Where a perfectly packed file would end: the number of pages taken (in use, pending
+    and held). Pages past it are what compaction moves; below it is where they go."""
+    return int(eng.allocator.used.count_used())
+
+
 def _candidates(eng, max_pages: int) -> np.ndarray:
-    """The highest movable pages that lie above the lowest free page (at most max_pages)."""
+    """The highest movable pages past the boundary (at most max_pages): moving pages that
+    already lie below it would not let the file shrink, only churn."""
     a = eng.allocator
     n = a.n_pages
-    free = ~_bits(a.used)[:n]
-    holes = np.flatnonzero(free)
-    if not len(holes):
+    t = boundary(eng)
+    if t >= n:
         return np.zeros(0, dtype=np.int64)
     mov = movable_pages(eng)
-    above = np.flatnonzero(mov[int(holes[0]):]) + int(holes[0])
-    # only as many as there are holes below the highest of them (each needs a free page)
+    above = np.flatnonzero(mov[t:]) + t
     return above[-max_pages:] if max_pages else above
 
 
@@ -143,7 +149,7 @@ def _record_runs(eng, rec: Record, key: bytes) -> list[tuple[int, int]]:
     return runs
 
 
-def _move_file(eng, key: bytes, rec: Record, wanted: set[int]) -> int:
+def _move_file(eng, key: bytes, rec: Record, wanted: set[int], limit: int) -> int:
     """Copy the wanted chunks of one file (and its chunk map if it lives on wanted XMAP pages)
     to lower free pages; the record points at the copies. Returns pages moved."""
     a = eng.allocator
@@ -159,7 +165,7 @@ def _move_file(eng, key: bytes, rec: Record, wanted: set[int]) -> int:
         if not any(p in wanted for p in range(start, start + npg)):
             continue
         new = a.alloc_run(npg)
-        if new >= start:                  # no lower room for this chunk: leave it
+        if new >= start or new + npg > limit:   # no room below the boundary: leave it
             a.free(new, npg)
             continue
         data = pager.read_checked(start, ln, int(cmap[i, 1]))
@@ -194,15 +200,20 @@ def cycle(eng, max_pages: int) -> tuple[int, int, bool]:
     bytes freed, done)."""
     a = eng.allocator
     size_before = eng.pager.io.fstat(eng.fd).st_size
+    eng._release(force=True)            # what the rules allow already: no commit needed
     cand = _candidates(eng, max_pages)
+    if not len(cand) and a.pending_count:
+        eng.release_now()               # pending pages count as taken until released
+        cand = _candidates(eng, max_pages)
     moved = 0
     if len(cand):
         wanted = set(cand.tolist())
+        limit = boundary(eng) + SHRINK_SLACK + 2 * CHUNK_PAGES   # room for a chunk past it
         cat_keys, files, alloc_chunks = _owners(eng, wanted)
         eng.begin()
         try:
             for key in sorted(files):
-                moved += _move_file(eng, key, files[key], wanted)
+                moved += _move_file(eng, key, files[key], wanted, limit)
             if cat_keys:
                 before = len(a.txn_allocated)
                 eng.catalog.touch_many(sorted(set(cat_keys)))
