@@ -238,18 +238,22 @@ def cycle(eng, max_pages: int) -> tuple[int, int, bool]:
     freed = max(size_before - eng.pager.io.fstat(eng.fd).st_size, 0)
     # done: this cycle found nothing to move (or no lower room for it), nothing waits to be
     # released, and the tail is as short as it gets
-    done = moved == 0 and freed == 0 and (pending == 0 or not _pending_holds_tail(a))
+    done = moved == 0 and freed == 0 and (pending == 0 or not _pending_holds_tail(eng))
     return moved, freed, done
 
 
-def _pending_holds_tail(a) -> bool:
-    """Whether a pending page lies past every page in use (its release would shorten the
-    file further)."""
+def _pending_holds_tail(eng) -> bool:
+    """Whether a pending page that a later commit could release lies past every page in use
+    (its release would shorten the file further). The newest commit's own frees do not count:
+    releasing them takes another commit, which frees pages of its own."""
+    a = eng.allocator
     used = _bits(a.used)[:a.n_pages]
     pend = _bits(a.pending)[:a.n_pages]
     live = np.flatnonzero(used & ~pend)
     last = int(live[-1]) if len(live) else 0
-    return bool(pend[last + 1:].any())
+    newest = eng.root.generation
+    return any(s + n - 1 > last for f, runs in eng.pending_queue if f < newest
+               for s, n in runs)
 
 
 def tail_free(a) -> int:

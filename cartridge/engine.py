@@ -592,6 +592,7 @@ class Engine:
             self.begin()
             self._changed = True
             self.commit()
+        self._release(force=True)     # what the last of those commits made releasable
         return a.pending_count
 
     def _release(self, force: bool = False) -> None:

@@ -383,6 +383,13 @@ class ArchiveMachine(RuleBasedStateMachine):
         self.cart.restore(name)
         self.model = self.snaps[name].copy()
 
+    @rule(max_pages=st.sampled_from([1, 7, 100, None]))
+    def compact(self, max_pages):
+        st_ = self.cart.compact(max_pages)
+        assert st_.file_bytes > 0 and st_.pages_moved >= 0
+        if max_pages is None:
+            assert st_.done or self.readers      # open read streams may hold pages back
+
     @precondition(lambda self: self.snaps)
     @rule(data=st.data())
     def read_snapshot(self, data):
