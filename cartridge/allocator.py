@@ -329,7 +329,9 @@ class Allocator:
         """One bool per page: reachable from the live state (used, not pending, not held, not
         held by an open write stream)."""
         n = self.n_pages
-        out = (_bits(self.used) & ~_bits(self.pending) & ~_bits(self.held))[:n].astype(bool)
+        words = (np.asarray(self.used.words) & ~np.asarray(self.pending.words)
+                 & ~np.asarray(self.held.words))
+        out = np.unpackbits(words.view(np.uint8), bitorder="little")[:n].view(bool)
         for runs in self.detached.values():
             for s, c in runs:
                 out[s:s + c] = False

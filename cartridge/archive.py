@@ -882,7 +882,7 @@ class Cartridge:
             moved = 0
             while True:
                 try:
-                    n, freed, done = compactor.cycle(eng, max_pages or 1000)
+                    n, freed, done = compactor.cycle(eng, max_pages or compactor.VACUUM_PAGES)
                 except OSError as e:          # a failed commit: rolled back, the file intact
                     raise CartridgeError(f"{self.path}: compaction failed: {e}") from e
                 moved += n

@@ -22,9 +22,11 @@ from .errors import CorruptionError
 from .format import (
     ALLOC_CHUNK_BITS,
     ALLOC_KEY,
+    CHUNK_ENTRY,
     CHUNK_PAGES,
     KIND_FILE,
     PAGE_SIZE,
+    RECORD,
     STORE_CHUNKS,
     STORE_XMAP,
     XMAP_REF,
@@ -32,7 +34,8 @@ from .format import (
 from .records import Record, decode, max_payload
 
 SHRINK_SLACK = 16          # free pages left at the end of a shrunk file (64 KiB)
-SHRINK_EARLY = 256         # a cycle that moved pages truncates only a free tail this long
+VACUUM_PAGES = 16384       # pages per cycle when compact() runs to completion (64 MiB)
+SHRINK_EARLY = 4096        # a cycle that moved pages truncates only a free tail this long
 
 
 @dataclass(frozen=True)
@@ -118,10 +121,17 @@ def _owners(eng, wanted: set[int]):
 
     owners_nodes: list = []
 
+    lo = min(wanted)
+
     def catalog_cell(k: bytes, node, i: int) -> None:
         v = node.value(i)
         if len(v) < 2 or v[0] != KIND_FILE or v[1] not in (STORE_CHUNKS, STORE_XMAP):
             return
+        if v[1] == STORE_CHUNKS and (len(v) - RECORD.size) % CHUNK_ENTRY.size == 0:
+            # the common case, without decoding: every chunk lies below the wanted pages
+            starts = np.frombuffer(v, "<u8", offset=RECORD.size)[::2]
+            if len(starts) and int(starts.max()) + CHUNK_PAGES <= lo:
+                return
         rec = decode(v, eng._where(k))
         for s, c in _record_runs(eng, rec, k):
             if any(p in wanted for p in range(s, s + c)):
@@ -296,7 +306,8 @@ def shrink(eng) -> int:
         new_n = eng.root.page_count
     target = max(new_n, eng.root.page_count) * PAGE_SIZE
     if target < before:
-        eng.pager.sync_now()
+        if eng.pager.sync_mode != "off":
+            eng.pager.sync_now()      # both roots naming the new size are durable first
         eng.pager.shrink(target // PAGE_SIZE)
     return max(before - eng.pager.io.fstat(eng.fd).st_size, 0)
 
