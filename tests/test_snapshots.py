@@ -487,3 +487,42 @@ def test_every_cut_of_snapshot_restore_and_delete(tmp_path):
             step()
             done()
     assert crash_check(tmp_path, p, workload) > 20
+
+
+def test_a_damaged_snapshot_record_is_corruption_not_a_crash(tmp_path):
+    """Hostile archives: a snapshot record with impossible fields is reported (snapshots(),
+    at(), verify()) and never followed; the live files stay readable."""
+    from cartridge import CorruptionError
+    from cartridge import snapstore
+    from cartridge.format import DEFAULT_MODE_FILE, KIND_FILE, STORE_INLINE
+    from cartridge.records import Record
+
+    p = str(tmp_path / "a.cart")
+    with cartridge.open(p, "x") as c:
+        c.write("/f", b"live")
+        c.snapshot("good")
+        eng = H.engine(c)
+        root, created = snapstore.lookup(eng, "good")
+        bad = [root.copy() for _ in range(3)]
+        bad[0].generation = 10 ** 9                 # from the future
+        bad[1].catalog_root = 1 << 47               # outside its page_count
+        bad[2].catalog_height = 99                  # impossible height
+        for i, r in enumerate(bad):
+            payload = snapstore.encode(r, created)
+            with c.transaction():
+                eng.put(snapstore.snap_key(f"bad{i}"),
+                        Record(KIND_FILE, STORE_INLINE, DEFAULT_MODE_FILE, len(payload), 0, 0,
+                               0, payload))
+    with cartridge.open(p, "r") as r:
+        assert r.read("/f") == b"live"
+        with pytest.raises(CorruptionError):
+            r.snapshots()
+        for i in range(3):
+            with pytest.raises(CorruptionError):
+                r.at(f"bad{i}")
+        with r.at("good") as v:
+            assert v.read("/f") == b"live"
+        rep = r.verify()
+        assert not rep.ok and any("malformed snapshot record" in x for x in rep.problems)
+    with pytest.raises(CorruptionError):       # a writer cannot know which pages are held
+        cartridge.open(p, "a")
