@@ -492,8 +492,7 @@ def test_every_cut_of_snapshot_restore_and_delete(tmp_path):
 def test_a_damaged_snapshot_record_is_corruption_not_a_crash(tmp_path):
     """Hostile archives: a snapshot record with impossible fields is reported (snapshots(),
     at(), verify()) and never followed; the live files stay readable."""
-    from cartridge import CorruptionError
-    from cartridge import snapstore
+    from cartridge import CorruptionError, snapstore
     from cartridge.format import DEFAULT_MODE_FILE, KIND_FILE, STORE_INLINE
     from cartridge.records import Record
 
