@@ -882,7 +882,8 @@ class Cartridge:
             moved = 0
             while True:
                 try:
-                    n, freed, done = compactor.cycle(eng, max_pages or compactor.VACUUM_PAGES)
+                    n, freed, done = compactor.cycle(eng, max_pages or compactor.VACUUM_PAGES,
+                                                     self._held_open)
                 except OSError as e:          # a failed commit: rolled back, the file intact
                     raise CartridgeError(f"{self.path}: compaction failed: {e}") from e
                 moved += n
@@ -890,6 +891,17 @@ class Cartridge:
                     break
             end = os.fstat(eng.fd).st_size
             return CompactStats(moved, max(start - end, 0), end, done)
+
+    def _held_open(self, key: bytes) -> bool:
+        """Whether a feature layer holds the member under `key` open (an SQLite connection
+        with its own view of the member's pages): compaction leaves those in place."""
+        if key[:1] != b"/":
+            return False
+        try:
+            H.refuse_change(self, P.stored_path(key), tree=False)
+        except LockedError:
+            return True
+        return False
 
     def vacuum(self) -> CompactStats:
         """compact() run to completion."""

@@ -204,10 +204,11 @@ def _move_file(eng, key: bytes, rec: Record, wanted: set[int], limit: int) -> in
     return moved
 
 
-def cycle(eng, max_pages: int) -> tuple[int, int, bool]:
+def cycle(eng, max_pages: int, skip=None) -> tuple[int, int, bool]:
     """One cycle (the caller holds the handle's lock, outside a transaction): move up to
-    `max_pages` pages down in one commit, then give back a free tail. Returns (pages moved,
-    bytes freed, done)."""
+    `max_pages` pages down in one commit, then give back a free tail. Files for which
+    skip(key) is true (members a feature layer holds open: SQLite databases) stay where they
+    are. Returns (pages moved, bytes freed, done)."""
     a = eng.allocator
     size_before = eng.pager.io.fstat(eng.fd).st_size
     eng._release(force=True)            # what the rules allow already: no commit needed
@@ -223,6 +224,8 @@ def cycle(eng, max_pages: int) -> tuple[int, int, bool]:
         eng.begin()
         try:
             for key in sorted(files):
+                if skip is not None and skip(key):
+                    continue
                 moved += _move_file(eng, key, files[key], wanted, limit)
             if cat_keys:
                 before = len(a.txn_allocated)
