@@ -731,6 +731,14 @@ HANDLE_OPS: dict[str, Op] = {
     "as_principal": Op(None, None, None),
     "commit": Op(None, None, None),
     "close": Op(None, None, None),
+    "snapshot": Op(_A.SNAPSHOT, None, name_arg, mutating=True),
+    "restore": Op(_A.SNAPSHOT, None, name_arg, mutating=True),
+    "delete_snapshot": Op(_A.SNAPSHOT, None, name_arg, mutating=True),
+    "snapshots": Op(_L, None, None),
+    "at": Op(_L, None, name_arg),
+    "compact": Op(_A.COMPACT, None, archive_root, mutating=True),
+    "vacuum": Op(_A.COMPACT, None, archive_root, mutating=True),
+    "freeze": Op(_A.FREEZE, None, archive_root, mutating=True),
 }
 
 

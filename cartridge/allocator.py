@@ -16,7 +16,7 @@ import numpy as np
 
 from ._core.batch import alloc_entry
 from ._core.bitmap import Bitmap
-from .format import ALLOC_CHUNK_BITS, ALLOC_CHUNK_BYTES, CHUNK_PAGES
+from .format import ALLOC_CHUNK_BITS, ALLOC_CHUNK_BYTES, ALLOC_FEATURES, CHUNK_PAGES
 
 LARGE_FILE_PAGES = 64            # 256 KiB: from here on, content takes contiguous extents
 GROW_MIN_PAGES = 16              # a new archive file starts at 64 KiB
@@ -41,6 +41,19 @@ class Allocator:
         self.releasing: list[Run] = []       # pending pages the open transaction saves as free
         self._extra_dirty: set[int] = set()
         self._large_hint = 0
+        # Snapshots (docs/FORMAT.md §12). `held`: pages only snapshots reach (taken in memory,
+        # saved as used 0 / pending 1). `reach`: one bool per page, True when some snapshot
+        # reaches it (None: no snapshot); a committed page freed while reach says True becomes
+        # held instead of pending. The open transaction's changes to both are undone by
+        # rollback(): `_held_log` records ("h"|"u", start, count), `_reach_saved` the reach
+        # array before its first change.
+        self.held = Bitmap(n_pages)
+        self.held_count = 0
+        self.reach: np.ndarray | None = None
+        self.features = 0                    # allocation-map entry 0 feature flags
+        self._held_log: list[tuple[str, int, int]] = []
+        self._reach_saved: tuple | None = None
+        self._shrunk: list[tuple] = []       # bitmaps before a shrink() in this transaction
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -48,9 +61,20 @@ class Allocator:
         return self.used.n_bits
 
     def load_chunk(self, index: int, value: bytes) -> None:
-        """Restore one persisted allocation-map entry (used bits, then pending bits)."""
-        self.used.load_chunk(index, value[:ALLOC_CHUNK_BYTES])
-        self.pending.load_chunk(index, value[ALLOC_CHUNK_BYTES:])
+        """Restore one persisted allocation-map entry (used bits, then pending bits; a page
+        saved as used 0 / pending 1 is held by snapshots, FORMAT §12.3)."""
+        used = value[:ALLOC_CHUNK_BYTES]
+        pending = value[ALLOC_CHUNK_BYTES:2 * ALLOC_CHUNK_BYTES]
+        u = np.frombuffer(used, np.uint8)
+        p = np.frombuffer(pending, np.uint8)
+        held = p & ~u
+        if held.any():
+            self.held.load_chunk(index, held.tobytes())
+            self.held_count += int(np.unpackbits(held).sum())
+            used = (u | p).tobytes()
+            pending = (u & p).tobytes()
+        self.used.load_chunk(index, used)
+        self.pending.load_chunk(index, pending)
 
     def _saved_free(self) -> list[list[Run]]:
         """Runs marked used in memory but saved as free: pages of open write streams and the
@@ -64,8 +88,9 @@ class Allocator:
         """Persisted form of one map entry. Pages held by open write streams are not reachable
         from any root, so they are saved as free: a crash never leaks them; so are the pages
         being released by this commit (release_in_commit)."""
-        if not self.detached and not self.releasing:
-            return alloc_entry(self.used, self.pending, index)
+        trailer = ALLOC_FEATURES.pack(self.features) if index == 0 and self.features else b""
+        if not self.detached and not self.releasing and not self.held_count:
+            return alloc_entry(self.used, self.pending, index) + trailer
         used = self.used.chunk_bytes(index)
         lo = index * ALLOC_CHUNK_BITS
         hi = lo + ALLOC_CHUNK_BITS
@@ -79,7 +104,13 @@ class Allocator:
                     bits[a - lo:b - lo] = 0
         if bits is not None:
             used = np.packbits(bits, bitorder="little").tobytes()
-        return used + self.pending.chunk_bytes(index)
+        pending = self.pending.chunk_bytes(index)
+        if self.held_count:
+            held = np.frombuffer(self.held.chunk_bytes(index), np.uint8)
+            if held.any():
+                used = (np.frombuffer(used, np.uint8) & ~held).tobytes()
+                pending = (np.frombuffer(pending, np.uint8) | held).tobytes()
+        return used + pending + trailer
 
     def persisted_in_use(self, start: int, count: int) -> bool:
         """Whether pages start.. are all used in the map as the next commit saves it (used and
@@ -145,7 +176,7 @@ class Allocator:
         cur = self.used.n_bits
         new = max(cur + need, min(cur * 2, cur + GROW_MAX_STEP), GROW_MIN_PAGES)
         self._grow_file(new)
-        for bm in (self.used, self.pending, self.fresh):
+        for bm in (self.used, self.pending, self.fresh, self.held):
             bm.grow(new)
 
     def _tail_free(self) -> int:
@@ -187,6 +218,8 @@ class Allocator:
         if self.fresh.get(old) and not self.hold_frees:
             used.clear_range(old, 1)
             self.fresh.clear_range(old, 1)
+        elif self.reach is not None and old < len(self.reach) and self.reach[old]:
+            self._hold(old, 1)
         else:
             self.pending.set_range(old, 1)
             self.pending_count += 1
@@ -254,10 +287,113 @@ class Allocator:
             for p in range(start, start + count):   # mixed run: rare, page by page
                 self.free(p, 1)
             return
-        # committed pages (or fresh ones a read stream may still be reading): pending
+        # committed pages (or fresh ones a read stream may still be reading): pending, or
+        # held where a snapshot still reaches them
+        if self.reach is not None and not fresh:
+            seg = self.reach[start:start + count]
+            if seg.any():
+                for s, n, in_snap in _bool_runs(seg, start, count):
+                    if in_snap:
+                        self._hold(s, n)
+                    else:
+                        self._pend(s, n)
+                return
+        self._pend(start, count)
+
+    def _pend(self, start: int, count: int) -> None:
         self.pending.set_range(start, count)
         self.pending_count += count
         self.txn_freed.append((start, count))
+
+    # -- snapshots (docs/FORMAT.md §12) -----------------------------------------------------
+    def _hold(self, start: int, count: int) -> None:
+        """A committed page the live state no longer reaches but a snapshot does."""
+        self.held.set_range(start, count)
+        self.held_count += count
+        self._touch(start, count)
+        self._held_log.append(("h", start, count))
+
+    def _unhold(self, start: int, count: int) -> None:
+        self.held.clear_range(start, count)
+        self.held_count -= count
+        self._touch(start, count)
+        self._held_log.append(("u", start, count))
+
+    def set_reach(self, reach: np.ndarray | None) -> None:
+        """Which pages snapshots reach, from now on (rollback() restores the previous one)."""
+        if self._reach_saved is None:
+            self._reach_saved = (self.reach,)
+        self.reach = reach
+
+    def live_pages(self) -> np.ndarray:
+        """One bool per page: reachable from the live state (used, not pending, not held, not
+        held by an open write stream)."""
+        n = self.n_pages
+        words = (np.asarray(self.used.words) & ~np.asarray(self.pending.words)
+                 & ~np.asarray(self.held.words))
+        out = np.unpackbits(words.view(np.uint8), bitorder="little")[:n].view(bool)
+        for runs in self.detached.values():
+            for s, c in runs:
+                out[s:s + c] = False
+        return out
+
+    def revive(self, runs: list[Run]) -> None:
+        """Pages the live state reaches again (a restore): held pages among them stop being
+        held. (Every page a snapshot reaches is live or held, FORMAT §12.3.)"""
+        if not self.held_count:
+            return
+        for start, count in runs:
+            if self.held.is_range_free(start, count):
+                continue
+            for s, n, is_held in _bool_runs(_range_bits(self.held, start, count), start, count):
+                if is_held:
+                    self._unhold(s, n)
+
+    def drop_held(self, keep: np.ndarray | None) -> int:
+        """Held pages no snapshot in `keep` (a reach array; None: none) reaches any more become
+        pending, freed by the commit of the open transaction. Returns how many."""
+        if not self.held_count:
+            return 0
+        held = _bits(self.held)[:self.n_pages].astype(bool)
+        if keep is not None:
+            k = np.zeros(self.n_pages, dtype=bool)
+            m = min(len(keep), self.n_pages)
+            k[:m] = keep[:m]
+            held &= ~k
+        total = 0
+        for s, n in _true_runs(held):
+            self._unhold(s, n)
+            self._pend(s, n)
+            total += n
+        return total
+
+    def shrink(self, n_pages: int) -> None:
+        """Cover only pages 0..n_pages-1 (all pages past it are free): compaction gives the
+        file's free tail back. rollback() restores the old size."""
+        if n_pages >= self.n_pages:
+            return
+        self._held_log.append(("s", 0, 0))
+        self._shrunk.append((self.used, self.pending, self.fresh, self.held))
+        n_chunks = -(-n_pages // ALLOC_CHUNK_BITS)
+        maps = []
+        for bm in (self.used, self.pending, self.fresh, self.held):
+            new = Bitmap(n_pages)
+            for c in range(n_chunks):
+                new.load_chunk(c, bm.chunk_bytes(c))
+            new.clear_dirty()
+            maps.append(new)
+        self.used, self.pending, self.fresh, self.held = maps
+        self._extra_dirty = {c for c in self._extra_dirty if c < n_chunks}
+        self._extra_dirty.add(n_chunks - 1)
+        if self.reach is not None and len(self.reach) > n_pages:
+            self.set_reach(self.reach[:n_pages].copy())
+        self._large_hint = min(self._large_hint, n_pages)
+
+    def set_features(self, flags: int) -> None:
+        if flags != self.features:
+            self._held_log.append(("f", self.features, 0))
+            self.features = flags
+            self._touch(0, 1)
 
     def release(self, runs: list[Run]) -> None:
         """Pages no root and no reader can reach any more: free for reuse."""
@@ -284,6 +420,9 @@ class Allocator:
         for start, count in self.releasing:
             self.used.clear_range(start, count)
         self.releasing = []
+        self._held_log = []
+        self._reach_saved = None
+        self._shrunk = []
         freed = self.txn_freed
         self.txn_allocated = []
         self.txn_freed = []
@@ -301,6 +440,21 @@ class Allocator:
         for start, count in self.releasing:
             self.pending.set_range(start, count)
             self.pending_count += count
+        for op, start, count in reversed(self._held_log):
+            if op == "h":
+                self.held.clear_range(start, count)
+                self.held_count -= count
+            elif op == "u":
+                self.held.set_range(start, count)
+                self.held_count += count
+            elif op == "s":
+                self.used, self.pending, self.fresh, self.held = self._shrunk.pop()
+            else:
+                self.features = start
+        self._held_log = []
+        if self._reach_saved is not None:
+            self.reach = self._reach_saved[0]
+            self._reach_saved = None
         self.txn_allocated = []
         self.txn_freed = []
         self.releasing = []
@@ -314,11 +468,42 @@ class Allocator:
             "pages": self.used.n_bits,
             "used_pages": self.used.count_used(),
             "pending_pages": self.pending.count_used(),
+            "held_pages": self.held_count,
             "free_pages": free,
             "free_runs": len(runs),
             "largest_free_run": largest,
             "fragmentation": 0.0 if free == 0 else round(1.0 - largest / free, 4),
         }
+
+
+def _bits(bm: Bitmap) -> np.ndarray:
+    """A bitmap as one uint8 0/1 per page (a copy)."""
+    return np.unpackbits(np.asarray(bm.words).view(np.uint8), bitorder="little")
+
+
+def _range_bits(bm: Bitmap, start: int, count: int) -> np.ndarray:
+    """Bits start..start+count-1 of a bitmap as bools."""
+    w0 = start // 64
+    words = np.asarray(bm.words)[w0:(start + count + 63) // 64]
+    bits = np.unpackbits(words.view(np.uint8), bitorder="little")
+    return bits[start - w0 * 64:start - w0 * 64 + count].astype(bool)
+
+
+def _true_runs(flags: np.ndarray) -> list[Run]:
+    """Maximal runs of True in a bool array, as (start, count)."""
+    if not flags.any():
+        return []
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], flags.astype(np.int8), [0]))))
+    return [(int(a), int(b - a)) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def _bool_runs(seg: np.ndarray, start: int, count: int) -> list[tuple[int, int, bool]]:
+    """[start, start+count) cut into runs by `seg` (pages past its end count as False)."""
+    flags = np.zeros(count, dtype=bool)
+    flags[:len(seg)] = seg[:count]
+    cuts = np.flatnonzero(np.diff(flags.astype(np.int8))) + 1
+    bounds = [0, *cuts.tolist(), count]
+    return [(start + a, b - a, bool(flags[a])) for a, b in zip(bounds, bounds[1:])]
 
 
 def _runs_of(bm: Bitmap, start: int, count: int) -> list[Run]:

@@ -14,6 +14,7 @@ import stat as _stat
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -21,13 +22,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from . import _handle as H
+from . import compactor, policystore, snapstore, source
 from . import namespace as N
 from . import paths as P
 from . import policies as PL
-from . import policystore, source
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
-from .content import byte_view, file_meta, file_record
+from .compactor import CompactStats
+from .content import EMPTY_CHECKSUM, byte_view, file_meta, file_record
 from .create import open_engine, open_remote_engine
 from .engine import Engine
 from .errors import (
@@ -36,6 +38,7 @@ from .errors import (
     ClosedError,
     DirectoryNotEmptyError,
     InvalidPathError,
+    LockedError,
     NotFoundError,
     PathIsDirectoryError,
     PathNotDirectoryError,
@@ -46,6 +49,7 @@ from .format import (
     CHUNK_SIZE,
     DEFAULT_MODE_DIR,
     DEFAULT_MODE_FILE,
+    FROZEN_KEY,
     KIND_DIR,
     KIND_FILE,
     STORE_EMPTY,
@@ -53,6 +57,7 @@ from .format import (
 )
 from .guard import PrincipalCartridge
 from .records import Record, decode, max_payload
+from .snapstore import SnapshotInfo
 from .streams import open_stream
 from .verify import VerifyReport, verify_engine
 
@@ -199,7 +204,12 @@ class Cartridge:
 
     def __init__(self, path: str | os.PathLike | Any, mode: str = "r", *, sync: str = "full",
                  cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None,
-                 block_pages: int | None = None, cache_pages: int | None = None):
+                 block_pages: int | None = None, cache_pages: int | None = None,
+                 auto_compact: bool = False):
+        if not isinstance(auto_compact, bool):
+            raise TypeError(f"auto_compact must be a bool, not {type(auto_compact).__name__}")
+        if auto_compact and mode == "r":
+            raise ValueError("auto_compact needs a writable handle (mode 'a', 'w' or 'x')")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if sync not in ("full", "normal", "off"):
@@ -241,7 +251,14 @@ class Cartridge:
             self._eng = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
                                     timeout=timeout)
         self._closed = False
+        self._auto: tuple[threading.Thread, threading.Event] | None = None
         H.register_handle(self)
+        if auto_compact:
+            stop = threading.Event()
+            t = threading.Thread(target=_auto_compact, args=(weakref.ref(self), stop),
+                                 name=f"cartridge-compact {self.path}", daemon=True)
+            self._auto = (t, stop)
+            t.start()
 
     # -- plumbing ---------------------------------------------------------------------------
     def _ready(self) -> Engine:
@@ -259,6 +276,8 @@ class Cartridge:
         eng = self._ready()
         if not eng.writable:
             raise ReadOnlyError(f"{self.path}: opened read-only")
+        if eng.frozen:
+            raise ReadOnlyError(f"{self.path}: the archive is frozen (permanently read-only)")
         if self._txn_aborted:
             raise TransactionAbortedError("the enclosing transaction was rolled back; leave it first")
         return eng
@@ -853,12 +872,136 @@ class Cartridge:
             view = self.as_principal(principal, tags, context)
             return PL.explain(self, principal, action, resource, view.tags, view.context)
 
+    # -- snapshots (the records: cartridge/snapstore.py) ------------------------------------
+    def snapshot(self, name: str) -> SnapshotInfo:
+        """Pin the current committed state under `name`, in O(1) time and space: pages stay
+        shared with the live state until it changes them, and no page the snapshot reaches is
+        reused while it exists. AlreadyExistsError if the name is taken; not inside a
+        transaction() (the state it would pin is not committed)."""
+        snapstore.check_name(name)
+        with self._lock:
+            eng = self._writer()
+            self._outside_transaction("snapshot")
+            with self._change():
+                return snapstore.create(eng, name)
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        """Every snapshot, oldest first."""
+        with self._lock:
+            eng = self._ready()
+            return [snapstore.info(*t) for t in snapstore.all_snapshots(eng)]
+
+    def at(self, name: str) -> SnapshotView:
+        """A read-only handle on snapshot `name` with the whole read API (read, open("rb"),
+        stat, listdir, walk, scan, verify, sqlite(path, readonly=True), ...). It holds the
+        snapshot's pages even if the snapshot is deleted meanwhile, until it is closed (and
+        while it is open, pages freed by later commits wait too). NotFoundError if there is
+        no snapshot by that name."""
+        snapstore.check_name(name)
+        with self._lock:
+            self._ready()
+        return SnapshotView(self.path, name)
+
+    def restore(self, name: str) -> None:
+        """Make the live files and directories equal to snapshot `name`, in one atomic
+        commit. Policies and snapshots (the system namespace) stay as they are; every
+        snapshot stays valid. Open SQLite connections on the handle make it LockedError."""
+        snapstore.check_name(name)
+        with self._lock:
+            eng = self._writer()
+            self._outside_transaction("restore")
+            snapstore.lookup(eng, name)
+            H.refuse_change(self, "/", tree=True)
+            with self._change():
+                snapstore.restore(eng, name)
+
+    def delete_snapshot(self, name: str) -> None:
+        """Delete a snapshot; the pages only it held become free (for reuse once no reader
+        or older root can reach them). NotFoundError if there is none by that name."""
+        snapstore.check_name(name)
+        with self._lock:
+            eng = self._writer()
+            self._outside_transaction("delete_snapshot")
+            snapstore.lookup(eng, name)
+            with self._change():
+                snapstore.delete(eng, name)
+
+    # -- space (the machinery: cartridge/compactor.py) ----------------------------------------
+    def compact(self, max_pages: int | None = None) -> CompactStats:
+        """One compaction cycle: move at most `max_pages` in-use pages from the tail of the
+        file into free pages nearer the front (one atomic commit), then truncate the file if
+        its tail is free. max_pages=None runs cycles until nothing is left to do (vacuum()).
+        Pages that readers of older commits, open read streams or snapshots reach are never
+        moved or reused until released; snapshots' pages stay where they are, so the file
+        cannot shrink below the last page a snapshot reaches."""
+        if max_pages is not None:
+            if not isinstance(max_pages, int) or isinstance(max_pages, bool):
+                raise TypeError(f"max_pages must be an int or None, not {type(max_pages).__name__}")
+            if max_pages < 1:
+                raise ValueError(f"max_pages must be >= 1, not {max_pages}")
+        with self._lock:
+            eng = self._writer()
+            self._outside_transaction("compact")
+            start = os.fstat(eng.fd).st_size
+            moved = 0
+            while True:
+                try:
+                    n, freed, done = compactor.cycle(eng, max_pages or compactor.VACUUM_PAGES,
+                                                     self._held_open)
+                except OSError as e:          # a failed commit: rolled back, the file intact
+                    raise CartridgeError(f"{self.path}: compaction failed: {e}") from e
+                moved += n
+                if max_pages is not None or done or (n == 0 and freed == 0):
+                    break
+            end = os.fstat(eng.fd).st_size
+            return CompactStats(moved, max(start - end, 0), end, done)
+
+    def _held_open(self, key: bytes) -> bool:
+        """Whether a feature layer holds the member under `key` open (an SQLite connection
+        with its own view of the member's pages): compaction leaves those in place."""
+        if key[:1] != b"/":
+            return False
+        try:
+            H.refuse_change(self, P.stored_path(key), tree=False)
+        except LockedError:
+            return True
+        return False
+
+    def vacuum(self) -> CompactStats:
+        """compact() run to completion."""
+        return self.compact(None)
+
+    def freeze(self, compact: bool = True) -> None:
+        """Make the archive permanently read-only, in one commit: opening it with "a", "w" or
+        "x" raises ReadOnlyError from then on ("w" never replaces it), and this handle takes
+        no more changes. Readers read (and verify checksums) as before. The archive is
+        vacuumed first unless compact=False."""
+        if not isinstance(compact, bool):
+            raise TypeError(f"compact must be a bool, not {type(compact).__name__}")
+        with self._lock:
+            eng = self._writer()
+            self._outside_transaction("freeze")
+            if self._streams:
+                raise LockedError(f"{self.path}: close the open streams before freezing")
+            if compact:
+                self.vacuum()
+            now = time.time_ns()
+            with self._change():
+                eng.put(FROZEN_KEY, Record(KIND_FILE, STORE_EMPTY, DEFAULT_MODE_FILE, 0, now, now,
+                                           EMPTY_CHECKSUM))
+            eng.pager.sync_now()
+            eng.frozen = True
+
+    def _outside_transaction(self, what: str) -> None:
+        if self._txn_depth:
+            raise CartridgeError(f"{what}() cannot run inside a transaction()")
+
     # -- maintenance ------------------------------------------------------------------------
     def verify(self, deep: bool = True) -> VerifyReport:
         """Check every reachable page; deep=True also checks every content checksum."""
         with self._lock:
             eng = self._ready()
-            return verify_engine(eng, deep, policystore.is_system_key)
+            return verify_engine(eng, deep, _system_key_ok)
 
     def info(self) -> dict:
         """Counts, sizes, free space and fragmentation."""
@@ -876,6 +1019,12 @@ class Cartridge:
 
     def close(self) -> None:
         """Commit what is pending and release the file. Safe to call twice."""
+        auto = getattr(self, "_auto", None)
+        if auto is not None:
+            self._auto = None
+            auto[1].set()
+            if auto[0] is not threading.current_thread():
+                auto[0].join()
         with self._lock:
             if self._closed:
                 return
@@ -917,6 +1066,72 @@ class Cartridge:
         state = "closed" if self._closed else f"mode={self.mode!r}"
         return f"<cartridge.Cartridge {self.path!r} {state}>"
 
+
+
+def _system_key_ok(key: bytes) -> bool:
+    """The system-namespace keys the layers above know (FORMAT §5.5)."""
+    return policystore.is_system_key(key) or snapstore.is_system_key(key) or key == FROZEN_KEY
+
+
+AUTO_COMPACT_INTERVAL = 0.5          # seconds between looks at the archive
+AUTO_COMPACT_BYTES = 8 << 20         # reclaimable space that starts a cycle ...
+AUTO_COMPACT_SHARE = 0.2             # ... when it is also this share of the file
+AUTO_COMPACT_PAGES = 100             # pages moved per cycle
+
+
+def _auto_compact(ref, stop: threading.Event) -> None:
+    """auto_compact=True: small compaction cycles while reclaimable space passes the threshold;
+    each cycle takes the handle's lock for that cycle only, and only when nobody else holds
+    it (no transaction, no open stream)."""
+    while not stop.wait(AUTO_COMPACT_INTERVAL):
+        cart = ref()
+        if cart is None:
+            return
+        lock = H.lock(cart)
+        if not lock.acquire(timeout=0.05):
+            continue
+        try:
+            if H.is_closed(cart) or stop.is_set():
+                return
+            eng = H.engine(cart)
+            if eng.failed is not None or eng.frozen:
+                return
+            if H.in_transaction(cart) or H.streams(cart):
+                continue
+            space = eng.space(eng.allocator, os.fstat(eng.fd).st_size)
+            if (space["reclaimable_bytes"] < AUTO_COMPACT_BYTES or space["reclaimable_bytes"]
+                    < AUTO_COMPACT_SHARE * space["file_bytes"]):
+                continue
+            try:
+                cart.compact(AUTO_COMPACT_PAGES)
+            except CartridgeError:
+                return           # the next call on the handle reports a broken handle
+        finally:
+            lock.release()
+            del cart
+
+
+class SnapshotView(Cartridge):
+    """A read-only handle on one snapshot (Cartridge.at): the whole read API, as of the
+    snapshot. It has a file descriptor of its own and pins the snapshot's generation, so the
+    snapshot's pages stay in place while it is open, even if the snapshot is deleted."""
+
+    def __init__(self, path: str | os.PathLike, name: str, *,
+                 cache_size: int = DEFAULT_CACHE_SIZE):
+        super().__init__(path, "r", cache_size=cache_size)
+        self.snapshot_name = name
+        try:
+            with self._lock:
+                eng = self._ready()
+                root, _ = snapstore.lookup(eng, name)
+                eng.fix_root(root)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"snapshot={self.snapshot_name!r}"
+        return f"<cartridge.SnapshotView {self.path!r} {state}>"
 
 
 def _sqlite_connect(cart, path: str, readonly: bool, **kwargs: Any) -> apsw.Connection:

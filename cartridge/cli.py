@@ -511,7 +511,8 @@ def cmd_stat(args) -> int:
 
 
 _SIZE_KEYS = {"total_bytes", "file_size", "size_bytes", "capacity", "t1_bytes", "t2_bytes",
-              "b1_bytes", "b2_bytes"}
+              "b1_bytes", "b2_bytes", "file_bytes", "live_bytes", "snapshot_bytes",
+              "pending_bytes", "free_bytes", "reclaimable_bytes"}
 
 
 def _print_mapping(d: dict, indent: int = 0) -> None:
@@ -551,6 +552,160 @@ def cmd_verify(args) -> int:
         print(f"problem: {_safe(p)}")
     print(f"FAILED: {_plural(len(report.problems), 'problem')} in {_safe(args.archive)}")
     return 1
+
+
+# -- snapshots, compaction, freeze (issue 14) -------------------------------------------------------
+def _snapshot_name(name: str) -> str:
+    """A snapshot name as the API takes it (CLIError, exit 1, otherwise)."""
+    from .snapstore import check_name
+
+    try:
+        return check_name(name)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+
+def _snapshot_json(s) -> dict:
+    return {"name": s.name, "time": s.time, "generation": s.generation, "size": s.size}
+
+
+def cmd_snapshot_create(args) -> int:
+    _snapshot_name(args.name)
+    with _open(args, "a") as cart:
+        s = cart.snapshot(args.name)
+    if args.json:
+        print(json.dumps(_snapshot_json(s), indent=2))
+    else:
+        print(f"snapshot {_safe(s.name)}: generation {s.generation}, {_human(s.size)}")
+    return 0
+
+
+def cmd_snapshot_ls(args) -> int:
+    with _open(args, "r") as cart:
+        snaps = cart.snapshots()
+    if args.json:
+        print(json.dumps([_snapshot_json(s) for s in snaps], indent=2))
+        return 0
+    for s in snaps:
+        print(f"{_safe(s.name)}\t{_iso(s.time)}\tgeneration {s.generation}\t{_human(s.size)}")
+    return 0
+
+
+def cmd_snapshot_rm(args) -> int:
+    _snapshot_name(args.name)
+    with _open(args, "a") as cart:
+        before = cart.info()["snapshot_bytes"]
+        cart.delete_snapshot(args.name)
+        after = cart.info()["snapshot_bytes"]
+    if args.json:
+        print(json.dumps({"removed": args.name, "released_bytes": before - after}, indent=2))
+    else:
+        print(f"removed snapshot {_safe(args.name)} ({_human(before - after)} no longer held)")
+    return 0
+
+
+def cmd_snapshot_restore(args) -> int:
+    _snapshot_name(args.name)
+    with _open(args, "a") as cart:
+        cart.restore(args.name)
+        info = cart.info()
+    if args.json:
+        print(json.dumps({"restored": args.name, "files": info["files"],
+                          "total_bytes": info["total_bytes"]}, indent=2))
+    else:
+        print(f"restored snapshot {_safe(args.name)}: {_plural(info['files'], 'file')}, "
+              f"{_human(info['total_bytes'])}")
+    return 0
+
+
+def _compact_json(st, start: int) -> dict:
+    return {"pages_moved": st.pages_moved, "bytes_freed": st.bytes_freed,
+            "file_bytes_before": start, "file_bytes": st.file_bytes, "done": st.done}
+
+
+def cmd_compact(args) -> int:
+    if args.max_pages is not None and args.max_pages < 1:
+        raise CLIError(f"--max-pages must be at least 1, not {args.max_pages}")
+    with _open(args, "a") as cart:
+        start = cart.info()["file_bytes"]
+        if args.max_pages is not None:            # one cycle
+            st = cart.compact(args.max_pages)
+        else:                                     # to completion, with progress on a terminal
+            show = sys.stderr.isatty() and not args.json
+            moved = 0
+            while True:
+                st = cart.compact(1000)
+                moved += st.pages_moved
+                if show:
+                    print(f"\rcompacting: {moved} pages moved, file {_human(st.file_bytes)}  ",
+                          end="", file=sys.stderr, flush=True)
+                if st.done or (st.pages_moved == 0 and st.bytes_freed == 0):
+                    break
+            if show:
+                print(file=sys.stderr)
+            st = type(st)(moved, max(start - st.file_bytes, 0), st.file_bytes, st.done)
+    if args.json:
+        print(json.dumps(_compact_json(st, start), indent=2))
+    else:
+        print(f"freed {_human(st.bytes_freed)} ({_human(start)} -> {_human(st.file_bytes)}), "
+              f"{_plural(st.pages_moved, 'page')} moved" + ("" if st.done else
+                                                          "; more to do (run again)"))
+    return 0
+
+
+def cmd_freeze(args) -> int:
+    with _open(args, "a") as cart:
+        start = cart.info()["file_bytes"]
+        cart.freeze(compact=not args.no_compact)
+        end = os.path.getsize(args.archive)
+    if args.json:
+        print(json.dumps({"frozen": True, "file_bytes_before": start, "file_bytes": end},
+                         indent=2))
+    else:
+        print(f"froze {_safe(args.archive)} (now read-only for good; {_human(start)} -> "
+              f"{_human(end)})")
+    return 0
+
+
+def _add_space_commands(add, sub_parent, sync_parent) -> None:
+    """The parsers of snapshot, compact and freeze (kept together: other commands are added
+    elsewhere)."""
+    p = add("snapshot", None, "take, list, remove and restore snapshots (named, read-only "
+            "states of the archive that cost nothing until the files change)")
+    ssub = p.add_subparsers(dest="snapshot_command", metavar="ACTION", required=True)
+
+    def sadd(name, func, help, parents=(), named=True, writes=True):
+        q = ssub.add_parser(name, help=help, description=help, parents=list(parents))
+        q.set_defaults(func=func, must_exist=writes)
+        q.add_argument("archive", metavar="ARCHIVE")
+        if named:
+            q.add_argument("name", metavar="NAME")
+        q.add_argument("--json", action="store_true", help="print JSON")
+        return q
+
+    sadd("create", cmd_snapshot_create, "pin the current state under NAME", [sync_parent])
+    sadd("ls", cmd_snapshot_ls, "list the snapshots, oldest first", named=False, writes=False)
+    sadd("rm", cmd_snapshot_rm, "delete a snapshot (its pages become free)", [sync_parent])
+    sadd("restore", cmd_snapshot_restore, "make the files equal snapshot NAME (one atomic "
+         "commit; other snapshots stay)", [sync_parent])
+
+    p = add("compact", cmd_compact, "move pages from the end of the file into free space and "
+            "shrink the file; ARCHIVE must exist", [sync_parent],
+            epilog="Without --max-pages it runs to completion (vacuum), showing progress on a "
+                   "terminal. Pages a snapshot reaches never move, so the file cannot shrink "
+                   "below the last of them while the snapshot exists.")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("--max-pages", type=int, default=None, metavar="N",
+                   help="run one cycle moving at most N pages")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(must_exist=True)
+
+    p = add("freeze", cmd_freeze, "make the archive permanently read-only (vacuumed first); "
+            "ARCHIVE must exist", [sync_parent])
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("--no-compact", action="store_true", help="do not vacuum first")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(must_exist=True)
 
 
 # -- policies --------------------------------------------------------------------------------------
@@ -946,6 +1101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compact", action="store_true", help="with --json: on one line")
     p.add_argument("--create", action="store_true", help="create the database if it is missing")
     p.set_defaults(must_exist=True)
+
+    _add_space_commands(add, sub, sync_parent)
 
     p = add("demo", cmd_demo, "build a sample archive from generated data and exercise the API")
     p.add_argument("path", metavar="PATH", nargs="?", default=None,

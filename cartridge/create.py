@@ -21,8 +21,9 @@ from .errors import (
     NotACartridgeError,
     NotFoundError,
     PathIsDirectoryError,
+    ReadOnlyError,
 )
-from .format import MAGIC, PAGE_SIZE
+from .format import FROZEN_KEY, MAGIC, PAGE_SIZE
 
 _SPECIAL = ((_stat.S_ISFIFO, "a FIFO"), (_stat.S_ISSOCK, "a socket"),
             (_stat.S_ISCHR, "a character device"), (_stat.S_ISBLK, "a block device"))
@@ -233,8 +234,14 @@ def open_engine(path: str, mode: str, *, sync: str, cache_size: int, timeout) ->
         if mode == "r":
             return _open_existing(path, False, sync, cache_size, timeout)
         if mode == "x":
-            _stat_target(path)
-            return _create_exclusive(path, sync, cache_size)
+            try:
+                _stat_target(path)
+                return _create_exclusive(path, sync, cache_size)
+            except AlreadyExistsError:
+                if _frozen(_resolved(path)):
+                    raise ReadOnlyError(f"{path}: the archive is frozen (permanently "
+                                        "read-only)") from None
+                raise
         if mode == "w":
             return _replace_locked(path, sync, cache_size, timeout)
         # "a": open, or create when missing (or initialise an empty file, e.g. a fresh temp file)
@@ -286,6 +293,24 @@ def _replace_locked(path: str, sync: str, cache_size: int, timeout) -> Engine:
     try:
         if not locking.writer_lock(fd, timeout):
             raise LockedError(f"{path}: another handle holds the write lock")
+        if _frozen(target):
+            raise ReadOnlyError(f"{path}: the archive is frozen (permanently read-only); "
+                                "mode 'w' does not replace it")
         return _create_replacing(target, sync, cache_size, _stat.S_IMODE(st.st_mode))
     finally:
         os.close(fd)
+
+
+def _frozen(path: str) -> bool:
+    """Whether `path` is an archive frozen by freeze() (FORMAT §12.6); False for anything
+    that is not a readable archive."""
+    try:
+        eng = _open_existing(path, False, "off", 1 << 20, None)
+    except (CartridgeError, OSError):
+        return False
+    try:
+        return eng.catalog.get(FROZEN_KEY) is not None
+    except CartridgeError:
+        return False
+    finally:
+        eng.close()

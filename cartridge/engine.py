@@ -17,17 +17,27 @@ from typing import Any
 
 import numpy as np
 
-from . import locking
+from . import locking, snapstore
 from ._core.btree import BTree
 from .allocator import GROW_MIN_PAGES, Allocator
 from .content import ContentStore
-from .errors import CartridgeError, CorruptionError, LockedError
+from .errors import (
+    CartridgeError,
+    CorruptionError,
+    LockedError,
+    ReadOnlyError,
+    UnsupportedVersionError,
+)
 from .format import (
     ALLOC_CHUNK_BITS,
     ALLOC_CHUNK_BYTES,
+    ALLOC_FEATURES,
     ALLOC_KEY,
+    FEATURE_SNAPSHOTS,
+    FROZEN_KEY,
     KIND_DIR,
     KIND_FILE,
+    KNOWN_FEATURES,
     PAGE_SIZE,
     ROOT_SLOT,
     SLOT_OFFSETS,
@@ -101,6 +111,10 @@ class Engine:
         # inside every commit, before anything is written; after_rollback(self) after every
         # rollback of a writable engine
         self.participants: list = []
+        self.fixed = False         # a read-only view of one snapshot: never refreshes
+        self.frozen = False        # the archive is frozen (FORMAT §12.6): nothing may change
+        self.snap_cache: dict = {}  # snapshot generation -> pages it reaches (snapstore)
+        self._features_saved = 0   # allocation-map feature flags as last committed
         if writable and not locking.writer_lock(fd, lock_timeout):
             raise LockedError(f"{name}: another handle holds the write lock")
         if fresh:
@@ -208,7 +222,12 @@ class Engine:
         self.allocator = Allocator(self.root.page_count, self.pager.grow) if self.writable else None  # type: ignore[assignment]  # None only read-only: never allocates
         self._build_trees()
         if self.writable:
+            if self.catalog.get(FROZEN_KEY) is not None:
+                raise ReadOnlyError(f"{self.name}: the archive is frozen (permanently read-only)")
             self._load_allocator()
+            self._features_saved = self.allocator.features
+            if self.allocator.features & FEATURE_SNAPSHOTS:
+                snapstore.init_reach(self)
             self.unseal()   # a sealed root is made durable before anything goes on top of it,
             #                 and a torn newer commit we fell back from is replaced
             self.settle_frees()   # what an earlier writer left pending becomes reusable
@@ -239,7 +258,15 @@ class Engine:
         seen = 0
         for key, value in self.allocmap.items_from(b"", 1 << 62):
             (idx,) = ALLOC_KEY.unpack(key) if len(key) == 8 else (-1,)
-            if idx != seen or len(value) != 2 * ALLOC_CHUNK_BYTES or idx >= n_chunks:
+            size = 2 * ALLOC_CHUNK_BYTES
+            if idx == 0 and len(value) == size + ALLOC_FEATURES.size:
+                (a.features,) = ALLOC_FEATURES.unpack_from(value, size)
+                if a.features & ~KNOWN_FEATURES:
+                    raise UnsupportedVersionError(
+                        f"{self.name}: the archive uses features this build does not know "
+                        f"(flags {a.features:#x})")
+                value = value[:size]
+            if idx != seen or len(value) != size or idx >= n_chunks:
                 raise CorruptionError(f"{self.name}: allocation map entry {idx} is out of place")
             a.load_chunk(idx, value)
             seen += 1
@@ -270,10 +297,22 @@ class Engine:
             locking.unpin(self.fd, g)
         self._ofd_pins = want
 
+    def fix_root(self, root: Root) -> None:
+        """Read-only handles: stay on `root` (a snapshot's, already pinned while the current
+        state is) from now on: pin its generation, drop the other pins, never refresh."""
+        assert not self.writable
+        self.fixed = True
+        self.root = root
+        self._pin(root.generation)
+        self.system_epoch += 1
+        self.records.clear()
+        self._build_trees()
+
     def refresh(self) -> None:
         """Read-only handles: move to the newest committed state if a writer committed. A remote
-        handle stays on the state it opened (docs/FSSPEC.md, "Consistency")."""
-        if self.writable or self.source is not None:
+        handle stays on the state it opened (docs/FSSPEC.md, "Consistency"); a snapshot view
+        stays on its snapshot."""
+        if self.writable or self.fixed or self.source is not None:
             return
         raw = self.pager.read_slots()
         if raw == self._slots_seen:              # nothing changed since we last looked
@@ -459,6 +498,7 @@ class Engine:
         for pno, node in self.dirty.items():
             cache.put(pno, node, PAGE_SIZE)
         self.dirty.clear()
+        self._features_saved = self.allocator.features
         freed = self.allocator.end_transaction()
         if freed:
             self.pending_queue.append((root.generation, freed))
@@ -528,7 +568,8 @@ class Engine:
             mark = len(a.txn_allocated)
             keys = [ALLOC_KEY.pack(c) for c in new]
             for c, key, spot in zip(new, keys, allocmap.touch_many(keys)):
-                if spot is None:            # a new entry: inserting may split leaves
+                if spot is None or (c == 0 and a.features != self._features_saved):
+                    # a new entry, or entry 0 changing size (feature flags): may split leaves
                     allocmap.put(key, a.chunk_value(c))
                     grew = True
                 touched[c] = spot
@@ -560,11 +601,34 @@ class Engine:
         root.seal, root.seal_checksum = seal if seal is not None else ((), 0)
         return root
 
-    def _release(self) -> None:
+    def release_now(self) -> int:
+        """Outside a transaction: release every pending page the rules allow now, committing
+        the same state again (at most twice, three times with sync="normal") when the newest
+        commits' own frees wait only for a newer root. Returns the pages still pending."""
+        a = self.allocator
+        for _ in range(3):
+            self._release(force=True)
+            if not self.pending_queue or self.in_txn or a.hold_frees:
+                break
+            g = self.root.generation
+            limit = g - 2 if self.pager.sync_mode == "normal" else g - 1
+            if self.pins and min(self.pins) < self.pending_queue[0][0]:
+                break                      # a stream of ours reads an older state
+            other = locking.oldest_pin_below(self.fd, limit + 1)
+            if other is not None and other < self.pending_queue[0][0]:
+                break                      # a reader of another handle does
+            self.begin()
+            self._changed = True
+            self.commit()
+        self._release(force=True)     # what the last of those commits made releasable
+        return a.pending_count
+
+    def _release(self, force: bool = False) -> None:
         """Free pages that no root slot and no reader can reach any more."""
         if not self.pending_queue or self.allocator.hold_frees:
             return
-        if len(self.pending_queue) < RELEASE_BATCH and self.allocator.pending_count < RELEASE_PAGES:
+        if (not force and len(self.pending_queue) < RELEASE_BATCH
+                and self.allocator.pending_count < RELEASE_PAGES):
             return   # release in batches: one lock query per batch, not per commit
         g = self.root.generation
         # Frees of commit f are pages of root f-1: safe once no root slot can hold f-1, i.e.
@@ -597,7 +661,7 @@ class Engine:
         the last commit are saved with them."""
         a = self.allocator
         if (not self.writable or self.in_txn or self.failed is not None or self._changed
-                or a.hold_frees or a.detached):
+                or a.hold_frees or a.detached or self.frozen):
             return
         g = self.root.generation + 1                # the generation this commit would have
         limit = g - 2 if self.pager.sync_mode == "normal" else g - 1
@@ -633,19 +697,22 @@ class Engine:
 
     # -- info -------------------------------------------------------------------------------
     def stats(self) -> dict:
+        file_size = self.pager.io.fstat(self.fd).st_size
         out = {
             "generation": self.root.generation,
             "files": self.root.file_count,
             "directories": self.root.dir_count,
             "total_bytes": self.root.total_bytes,
-            "file_size": self.pager.io.fstat(self.fd).st_size,
+            "file_size": file_size,
             "page_size": PAGE_SIZE,
             "catalog_entries": self.catalog.count,
             "catalog_height": self.catalog.height,
             "format_version": f"{self.header.version_major}.{self.header.version_minor}",
             "cache": self.pager.cache.stats(),
         }
-        out.update((self.allocator or self._read_allocator()).stats())
+        a = self.allocator or self._read_allocator()
+        out.update(a.stats())
+        out.update(self.space(a, file_size))
         if self.source is not None:
             out["remote"] = self.source.stats()
         return out
@@ -657,6 +724,37 @@ class Engine:
             return ("remote", id(self.source))
         st = os.fstat(self.fd)
         return (st.st_dev, st.st_ino)
+
+    def space(self, a: Allocator, file_bytes: int) -> dict:
+        """The space figures of info() (docs/FORMAT.md §12; README "Space"): live_bytes (pages
+        the live state reaches, page 0 and metadata included), snapshot_bytes (held: only
+        snapshots reach them), pending_bytes (freed, reusable after the next commits),
+        free_bytes (free pages, and the file's tail past page_count), reclaimable_bytes (what
+        a full compaction gives back: the file can shrink to the pages in use, but not below
+        the last page a snapshot reaches, since snapshots' pages never move)."""
+        n = a.n_pages
+        held = a.held_count
+        live = a.used.count_used() - a.pending.count_used() - held
+        pending = a.pending.count_used()
+        file_pages = file_bytes // PAGE_SIZE
+        free = n - live - held - pending + max(file_pages - n, 0)
+        reach = a.reach
+        if reach is None and not self.writable and a.features & FEATURE_SNAPSHOTS:
+            reach = snapstore.union(self, [r for _, r, _ in snapstore.all_snapshots(self)])
+        last = 0
+        if reach is not None and reach.any():
+            last = int(np.flatnonzero(reach)[-1]) + 1
+        floor = max(last, live + held)
+        return {
+            "file_bytes": file_bytes,
+            "live_bytes": live * PAGE_SIZE,
+            "snapshot_bytes": held * PAGE_SIZE,
+            "pending_bytes": pending * PAGE_SIZE,
+            "free_bytes": free * PAGE_SIZE,
+            "reclaimable_bytes": max(file_pages - floor, 0) * PAGE_SIZE,
+            "snapshots": (len(snapstore.all_snapshots(self))
+                          if a.features & FEATURE_SNAPSHOTS else 0),
+        }
 
     def close(self) -> None:
         self.closed = True

@@ -16,7 +16,10 @@ PAGE_SIZE = _L.PAGE_SIZE                   # 4096
 # -- page 0: file header (written once) and two root slots (alternately rewritten) ------------
 MAGIC = b"CART\x00\x01\x00\x00"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1             # 1.1 adds sealed root slots (§2.3); 1.0 files stay readable
+# 1.1 added sealed root slots (§2.3). SNAPSHOTS_MINOR: snapshots, held pages and the
+# allocation-map feature flags (§12); the one named constant the snapshot work bumps.
+SNAPSHOTS_MINOR = 2
+VERSION_MINOR = SNAPSHOTS_MINOR  # 1.0 and 1.1 files stay readable
 # magic, major, minor, page size, archive id, created ns, flags, reserved, checksum
 FILE_HEADER = struct.Struct("<8sHHI16sqI12sQ")
 FILE_HEADER_CSUM_SPAN = FILE_HEADER.size - 8          # checksum covers bytes [0, 56)
@@ -80,6 +83,11 @@ MAX_PATH_BYTES = _L.MAX_PATH_BYTES          # 4096: a whole normalized path, UTF
 ALLOC_CHUNK_BITS = _L.ALLOC_CHUNK_BITS      # 2048 pages per allocation-map entry
 ALLOC_CHUNK_BYTES = _L.ALLOC_CHUNK_BYTES    # 256 bytes of "used" bits, then 256 of "pending"
 ALLOC_KEY = struct.Struct(">Q")             # big-endian so byte order equals numeric order
+# Entry 0 may carry 8 more bytes: u64 feature flags a writer must understand (FORMAT §12.4).
+# A 1.1 writer takes the longer entry for damage and refuses to open the archive for writing.
+ALLOC_FEATURES = struct.Struct("<Q")
+FEATURE_SNAPSHOTS = 1                       # held pages (used 0, pending 1) and snapshots exist
+KNOWN_FEATURES = FEATURE_SNAPSHOTS
 
 # -- locks (OFD byte-range locks far beyond any real file offset) ---------------------------
 WRITER_LOCK_OFFSET = 1 << 62
@@ -88,6 +96,8 @@ READER_PIN_BASE = (1 << 62) + 4096         # a reader pinning generation g locks
 # catalog keys of internal state (FORMAT §5.5): 0x00 sorts before '/', so no path can reach them
 SYSTEM_PREFIX = b"\x00"
 POLICY_PREFIX = b"\x00policy/"
+SNAPSHOT_PREFIX = b"\x00snapshot/"          # FORMAT §12: one record per snapshot
+FROZEN_KEY = b"\x00frozen"                  # FORMAT §12.6: the archive is permanently read-only
 
 DEFAULT_MODE_FILE = 0o100644
 DEFAULT_MODE_DIR = 0o040755

@@ -28,10 +28,13 @@ if TYPE_CHECKING:
     import apsw
 
     from .archive import Cartridge, FileInfo
+    from .compactor import CompactStats
+    from .snapstore import SnapshotInfo
     from .verify import VerifyReport
 
 GET, PUT, DELETE = A.GET_OBJECT, A.PUT_OBJECT, A.DELETE_OBJECT
 LIST, GET_POLICY, PUT_POLICY = A.LIST, A.GET_POLICY, A.PUT_POLICY
+SNAPSHOT = A.SNAPSHOT
 ARCHIVE = "/"            # the resource of archive-wide actions (policies, info, verify)
 FAST_CACHE_MAX = 65_536  # per-handle memo of allowed (action, user path) pairs, in total
 
@@ -77,7 +80,8 @@ class PrincipalCartridge:
     """An archive handle acting as a named principal; see Cartridge for each method."""
 
     def __init__(self, cart: Cartridge, name: str, tags: Mapping[str, str] | None = None,
-                 context: Mapping[str, Any] | None = None, *, owns: bool = False):
+                 context: Mapping[str, Any] | None = None, *, owns: bool = False,
+                 policies_from: Cartridge | None = None):
         if not isinstance(name, str) or not name:
             raise ValueError(f"principal must be a non-empty str, not {name!r}")
         tags = dict(tags or {})
@@ -87,7 +91,10 @@ class PrincipalCartridge:
         self._cart = cart
         self._lock = H.lock(cart)
         self._eng = H.engine(cart)
-        self._policies = PL.cache(cart)      # the owner's compiled policies
+        # the owner's compiled policies; a snapshot view's principal handle (at()) is checked
+        # against the policies of the archive's live state, not the snapshot's
+        self._policy_cart = cart if policies_from is None else policies_from
+        self._policies = PL.cache(self._policy_cart)
         self._snap = _OneSnapshot(cart)
         # who the handle is never changes: the memo of allowed calls depends on it
         self._principal = name
@@ -123,7 +130,11 @@ class PrincipalCartridge:
         """The owner's current policy state (refreshing a reader first); None: no policies."""
         if self._closed:
             raise ClosedError(f"{self._cart.path}: principal handle is closed")
-        state = self._policies.current(H.ready(self._cart))
+        if self._policy_cart is self._cart:
+            state = self._policies.current(H.ready(self._cart))
+        else:
+            with H.lock(self._policy_cart):
+                state = self._policies.current(H.ready(self._policy_cart))
         if state is not self._state:
             self._state = state
             self._forget_allowed()
@@ -459,6 +470,55 @@ class PrincipalCartridge:
                      context: Mapping[str, Any] | None = None) -> PrincipalCartridge:
         raise AccessDeniedError(f"{self.principal!r} cannot act as another principal; "
                                 "use the owner handle")
+
+    # -- snapshots --------------------------------------------------------------------------------
+    def snapshot(self, name: str) -> SnapshotInfo:
+        with self._snap:
+            self._check(SNAPSHOT, ARCHIVE)
+            return self._cart.snapshot(name)
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        with self._snap:
+            self._check_list("/")
+            return self._cart.snapshots()
+
+    def at(self, name: str) -> PrincipalCartridge:
+        """A principal handle on snapshot `name`: every read checked as usual (GetObject,
+        List), against the policies of the archive's live state."""
+        with self._snap:
+            self._check_list("/")
+            view = self._cart.at(name)
+        try:
+            return PrincipalCartridge(view, self._principal, self._tags, self._ctx, owns=True,
+                                      policies_from=self._cart)
+        except BaseException:
+            view.close()
+            raise
+
+    def restore(self, name: str) -> None:
+        with self._snap:
+            self._check(SNAPSHOT, ARCHIVE)
+            self._cart.restore(name)
+
+    def delete_snapshot(self, name: str) -> None:
+        with self._snap:
+            self._check(SNAPSHOT, ARCHIVE)
+            self._cart.delete_snapshot(name)
+
+    def compact(self, max_pages: int | None = None) -> CompactStats:
+        with self._snap:
+            self._check(A.COMPACT, ARCHIVE)
+            return self._cart.compact(max_pages)
+
+    def vacuum(self) -> CompactStats:
+        with self._snap:
+            self._check(A.COMPACT, ARCHIVE)
+            return self._cart.vacuum()
+
+    def freeze(self, compact: bool = True) -> None:
+        with self._snap:
+            self._check(A.FREEZE, ARCHIVE)
+            self._cart.freeze(compact)
 
     # -- maintenance ------------------------------------------------------------------------------
     def verify(self, deep: bool = True) -> VerifyReport:

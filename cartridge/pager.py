@@ -459,6 +459,12 @@ class Pager:
             # sealed root's page_count, with every page the seal covers intact
             self.wrote = True
 
+    def shrink(self, n_pages: int) -> None:
+        """Cut the file to `n_pages` (compaction, once no root covers the pages past it)."""
+        if n_pages < self.file_pages:
+            self.io.ftruncate(self.fd, n_pages * PAGE_SIZE)
+            self.file_pages = n_pages
+
     def sync_data(self) -> None:
         """The barrier before a root flip: in "full" and "normal" modes pages reach the disk."""
         if self.sync_mode != "off":

@@ -23,11 +23,13 @@ from .errors import CartridgeError, InvalidPathError
 from .format import (
     ALLOC_CHUNK_BITS,
     ALLOC_CHUNK_BYTES,
+    ALLOC_FEATURES,
     ALLOC_KEY,
     KIND_FILE,
     PAGE_SIZE,
     ROOT_SLOT,
     SLOT_OFFSETS,
+    SNAPSHOT_PREFIX,
     STORE_CHUNKS,
     STORE_XMAP,
     SYSTEM_PREFIX,
@@ -49,6 +51,7 @@ class VerifyReport:
     files_checked: int = 0
     bytes_checked: int = 0
     warnings: list[str] = field(default_factory=list)
+    snapshot_pages: int = 0          # pages only snapshots reach (held, FORMAT §12)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -87,6 +90,8 @@ class _Verifier:
         self.files_checked = 0
         self.bytes_checked = 0
         self.system_key_ok: Callable[[bytes], bool] | None = None   # see verify_engine
+        self.snapshots: list[tuple[bytes, Root]] = []
+        self.snapshot_pages = 0
 
     def problem(self, msg: str) -> None:
         if len(self.problems) < 1000:
@@ -169,21 +174,32 @@ class _Verifier:
                          f"match the seal in its root slot")
         self.owner[0] = "header"
         size_pages = self.pager.file_pages
-        if size_pages < root.page_count:
+        if size_pages < root.page_count and not eng.fixed:
+            # (a snapshot's page_count may exceed the file after compaction shrank it: its
+            # pages all lie before the end, which own() checks page by page)
             self.problem(f"file holds {size_pages} pages, the root says {root.page_count}")
 
         # allocation map
+        # (a page saved as used 0 / pending 1 is held by snapshots, FORMAT §12.3: taken, not
+        # pending, and reachable from no live root)
         used = Bitmap(root.page_count)
         pending = Bitmap(root.page_count)
+        held = Bitmap(root.page_count)
         expect = 0
+        size = 2 * ALLOC_CHUNK_BYTES
         for key, value in self.walk(TREE_ALLOCMAP, root.allocmap_root, root.allocmap_height,
                                     "allocation-map"):
             idx = ALLOC_KEY.unpack(key)[0] if len(key) == 8 else -1
-            if idx != expect or len(value) != 2 * ALLOC_CHUNK_BYTES:
+            if idx == 0 and len(value) == size + ALLOC_FEATURES.size:
+                value = value[:size]
+            if idx != expect or len(value) != size:
                 self.problem(f"allocation map entry {idx} out of place or malformed")
             else:
-                used.load_chunk(idx, value[:ALLOC_CHUNK_BYTES])
-                pending.load_chunk(idx, value[ALLOC_CHUNK_BYTES:])
+                u = np.frombuffer(value, np.uint8, ALLOC_CHUNK_BYTES)
+                pn = np.frombuffer(value, np.uint8, ALLOC_CHUNK_BYTES, ALLOC_CHUNK_BYTES)
+                used.load_chunk(idx, (u | pn).tobytes())
+                pending.load_chunk(idx, (u & pn).tobytes())
+                held.load_chunk(idx, (pn & ~u).tobytes())
             expect += 1
         if expect != -(-root.page_count // ALLOC_CHUNK_BITS):
             self.problem(f"allocation map has {expect} entries for {root.page_count} pages")
@@ -223,6 +239,8 @@ class _Verifier:
                     self.problem(f"{where}: a system entry must be a file record")
                 else:
                     self.check_content(rec, where)
+                    if key.startswith(SNAPSHOT_PREFIX):
+                        self.snapshot_root(key, rec, where)
                 continue
             if rec.kind != KIND_FILE:
                 dirs += 1
@@ -239,6 +257,7 @@ class _Verifier:
                          f"bytes={root.total_bytes}, found {files}/{dirs}/{total}")
 
         self.check_previous(root, roots, used)
+        snap_owned = self.check_snapshots(used, pending, held)
 
         # ownership against the persisted allocation map
         for p, what in self.owner.items():
@@ -246,16 +265,78 @@ class _Verifier:
                 self.problem(f"page {p} ({what}) is reachable but marked free")
             elif pending.get(p):
                 self.problem(f"page {p} ({what}) is reachable but marked pending")
+            elif held.get(p):
+                self.problem(f"page {p} ({what}) is reachable but marked held by snapshots")
         owned = np.zeros(used.n_bits, dtype=bool)
         if self.owner:
             idx = np.fromiter(self.owner.keys(), dtype=np.int64)
             owned[idx[idx < used.n_bits]] = True
+        hbits = np.unpackbits(np.asarray(held.words).view(np.uint8),
+                              bitorder="little")[:used.n_bits].astype(bool)
+        stray = np.flatnonzero(hbits & ~snap_owned[:used.n_bits])
+        if len(stray):
+            self.problem(f"{len(stray)} pages are marked held by snapshots but no snapshot "
+                         f"reaches them (first: {int(stray[0])})")
+        owned |= snap_owned[:used.n_bits]
         bits = np.unpackbits(np.asarray(used.words).view(np.uint8), bitorder="little")[:used.n_bits]
         pbits = np.unpackbits(np.asarray(pending.words).view(np.uint8), bitorder="little")[:used.n_bits]
         leaked = np.flatnonzero(bits.astype(bool) & ~owned & ~pbits.astype(bool))
         if len(leaked):
             self.problem(f"{len(leaked)} pages are marked used but nothing owns them "
                          f"(first: {int(leaked[0])})")
+
+    def snapshot_root(self, key: bytes, rec, where: str) -> None:
+        from . import snapstore  # the record format lives with the snapshot store
+        try:
+            root, _ = snapstore.parse(self.eng, key, rec)
+        except CartridgeError as e:
+            self.problem(str(e))
+            return
+        self.snapshots.append((key, root))
+
+    def check_snapshots(self, used: Bitmap, pending: Bitmap, held: Bitmap) -> np.ndarray:
+        """Walk every snapshot's trees and content (what the live state or an earlier snapshot
+        already covered is skipped): each page a snapshot reaches must be taken and not
+        pending (reused or released pages would break it), and those only snapshots reach
+        must be marked held. Returns one bool per page: reached by a snapshot only."""
+        n = used.n_bits
+        only = np.zeros(n, dtype=bool)
+        live, self.owner = self.owner, {}
+        seen = dict(live)
+        try:
+            for key, snap in self.snapshots:
+                label = safe(key[len(SNAPSHOT_PREFIX):].decode("utf-8", "replace"))
+                self.owner = {}
+                for _ in self.walk(TREE_ALLOCMAP, snap.allocmap_root, snap.allocmap_height,
+                                   f"snapshot {label!r} allocation-map", skip=seen):
+                    pass
+                for k, value in self.walk(TREE_CATALOG, snap.catalog_root, snap.catalog_height,
+                                          f"snapshot {label!r} catalog", skip=seen):
+                    where = f"{safe(k.decode('utf-8', 'replace'))} (snapshot {label!r})"
+                    try:
+                        rec = decode(value, where)
+                    except CartridgeError as e:
+                        self.problem(str(e))
+                        continue
+                    if rec.kind == KIND_FILE and rec.storage in (STORE_CHUNKS, STORE_XMAP):
+                        self.check_chunks(rec, where, skip=seen)
+                for p, what in self.owner.items():
+                    if p in seen:
+                        continue
+                    seen[p] = what
+                    if p >= n or not used.get(p):
+                        self.problem(f"page {p} ({what}) is reachable but marked free")
+                    elif pending.get(p):
+                        self.problem(f"page {p} ({what}) is reachable but marked pending")
+                    elif not held.get(p):
+                        self.problem(f"page {p} ({what}) is reachable only from snapshots but "
+                                     "not marked held")
+                    else:
+                        only[p] = True
+        finally:
+            self.owner = live
+        self.snapshot_pages = int(only.sum())
+        return only
 
     def check_content(self, rec, where: str) -> None:
         """A file record's content: its chunks (owned, and checksummed when deep) or, inline,
@@ -341,4 +422,4 @@ def verify_engine(eng, deep: bool = True,
         v.problem(str(e))
     return VerifyReport(ok=not v.problems, problems=v.problems, pages_checked=len(v.owner),
                         files_checked=v.files_checked, bytes_checked=v.bytes_checked,
-                        warnings=list(eng.warnings))
+                        warnings=list(eng.warnings), snapshot_pages=v.snapshot_pages)

@@ -238,6 +238,7 @@ def _variants(inputs) -> dict[str, list]:
         "resource": ["/ok.txt", "/rtl\u202egnp.exe", "relative"],
         "tag": [None, ["k=v"], ["novalue"]],
         "context": [None, ["cart:SourceIp=10.0.0.1"], ["=x"]],
+        "max_pages": [None, "10", "0", "-5", "x", "99999999999999999999"],
     }
 
 

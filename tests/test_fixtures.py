@@ -75,6 +75,28 @@ def test_fixture_reads_byte_exactly(path, tmp_path):
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=os.path.basename)
+def test_fixture_snapshots_read_as_taken(path, tmp_path):
+    """Format 1.2 fixtures hold snapshots (and pages only they reach): each reads back as its
+    manifest says, and the archive stays writable with them."""
+    manifest = json.load(open(stem(path) + ".json"))
+    if "snapshots" not in manifest:
+        pytest.skip("this fixture's format version has no snapshots")
+    cart = materialise(path, tmp_path)
+    with cartridge.open(cart, "r") as c:
+        assert sorted(s.name for s in c.snapshots()) == sorted(manifest["snapshots"])
+        for name, files in manifest["snapshots"].items():
+            with c.at(name) as v:
+                got = {i.path: hashlib.sha256(v.read(i.path)).hexdigest() for i in v.scan("/")}
+                assert got == files, name
+                assert v.verify().ok
+    with cartridge.open(cart, "a") as c:
+        for name in manifest["snapshots"]:
+            c.delete_snapshot(name)
+        rep = c.verify()
+        assert rep.ok and rep.snapshot_pages == 0, rep.problems
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=os.path.basename)
 def test_fixture_stays_writable(path, tmp_path):
     copy = materialise(path, tmp_path)
     manifest = json.load(open(stem(path) + ".json"))

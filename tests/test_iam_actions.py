@@ -15,7 +15,7 @@ def doc(action, effect="Allow", field="Action"):
 
 def test_the_list_is_defined_once_and_exported():
     assert iam.ACTIONS is actions.ACTIONS
-    assert len(set(a.casefold() for a in actions.ACTIONS)) == len(actions.ACTIONS) == 10
+    assert len(set(a.casefold() for a in actions.ACTIONS)) == len(actions.ACTIONS) == 11
     assert actions.GET_OBJECT == "cart:GetObject" and actions.PUT_POLICY == "cart:PutPolicy"
     assert actions.known("CART:getobject") == "cart:GetObject"
     assert actions.known("cart:GetObjekt") is None and actions.known("s3:GetObject") is None

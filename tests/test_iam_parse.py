@@ -349,4 +349,5 @@ def test_referenced_keys_cover_conditions_and_variables():
 def test_known_actions_listed():
     assert set(iam.ACTIONS) == {
         "cart:GetObject", "cart:PutObject", "cart:DeleteObject", "cart:List", "cart:GetPolicy",
-        "cart:PutPolicy", "cart:ReadAudit", "cart:Snapshot", "cart:Export", "cart:Compact"}
+        "cart:PutPolicy", "cart:ReadAudit", "cart:Snapshot", "cart:Export", "cart:Compact",
+        "cart:Freeze"}

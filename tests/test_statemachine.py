@@ -32,6 +32,9 @@ datas = st.builds(lambda n, seed: random.Random(seed).randbytes(n),
                   st.sampled_from(SIZES), st.integers(0, 2**16))
 
 
+snap_names = st.sampled_from(["s1", "s2", "s3"])
+
+
 def ancestors(p):
     parts = p.strip("/").split("/")
     return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
@@ -216,6 +219,7 @@ class ArchiveMachine(RuleBasedStateMachine):
         self.model = Model()
         self.steps = 0
         self.readers = []      # (open "rb" stream, the bytes it must keep reading)
+        self.snaps = {}        # snapshot name -> the model it pinned
 
     def teardown(self):
         try:
@@ -223,6 +227,18 @@ class ArchiveMachine(RuleBasedStateMachine):
             if not self.cart.closed:
                 rep = self.cart.verify()
                 assert rep.ok, rep.problems
+                # every snapshot still reads as it was taken; deleting them all (in a random
+                # order) leaves no page held and verify() clean
+                names = sorted(self.snaps)
+                random.Random(self.steps).shuffle(names)
+                for name in names:
+                    with self.cart.at(name) as v:
+                        self.check_all(v, self.snaps[name])
+                    self.cart.delete_snapshot(name)
+                    rep = self.cart.verify()
+                    assert rep.ok, rep.problems
+                assert self.cart.info()["held_pages"] == 0
+                assert rep.snapshot_pages == 0
                 self.cart.close()
             with cartridge.open(self.path, "r") as c:
                 self.check_all(c)
@@ -335,6 +351,51 @@ class ArchiveMachine(RuleBasedStateMachine):
         size = data.draw(st.integers(-1, 70_000))
         exp = content[off:] if size == -1 else content[off:off + size]
         assert self.cart.read(p, offset=off, size=size) == exp
+
+    # -- snapshots --------------------------------------------------------------------------
+    @rule(name=snap_names)
+    def snapshot(self, name):
+        if name in self.snaps:
+            with pytest.raises(AlreadyExistsError):
+                self.cart.snapshot(name)
+            return
+        info = self.cart.snapshot(name)
+        assert info.name == name
+        assert info.size == sum(len(v) for v in self.model.files.values())
+        self.snaps[name] = self.model.copy()
+        assert sorted(i.name for i in self.cart.snapshots()) == sorted(self.snaps)
+
+    @rule(name=snap_names)
+    def delete_snapshot(self, name):
+        if name not in self.snaps:
+            with pytest.raises(NotFoundError):
+                self.cart.delete_snapshot(name)
+            return
+        self.cart.delete_snapshot(name)
+        del self.snaps[name]
+
+    @rule(name=snap_names)
+    def restore(self, name):
+        if name not in self.snaps:
+            with pytest.raises(NotFoundError):
+                self.cart.restore(name)
+            return
+        self.cart.restore(name)
+        self.model = self.snaps[name].copy()
+
+    @rule(max_pages=st.sampled_from([1, 7, 100, None]))
+    def compact(self, max_pages):
+        st_ = self.cart.compact(max_pages)
+        assert st_.file_bytes > 0 and st_.pages_moved >= 0
+        if max_pages is None:
+            assert st_.done or self.readers      # open read streams may hold pages back
+
+    @precondition(lambda self: self.snaps)
+    @rule(data=st.data())
+    def read_snapshot(self, data):
+        name = data.draw(st.sampled_from(sorted(self.snaps)))
+        with self.cart.at(name) as v:
+            self.check_all(v, self.snaps[name])
 
     # -- invariants -------------------------------------------------------------------------
     def check_all(self, cart, model=None):

@@ -22,13 +22,14 @@ LIST = "cart:List"
 GET_POLICY = "cart:GetPolicy"
 PUT_POLICY = "cart:PutPolicy"
 READ_AUDIT = "cart:ReadAudit"        # reserved: the audit log does not exist yet
-SNAPSHOT = "cart:Snapshot"           # reserved
+SNAPSHOT = "cart:Snapshot"           # snapshot(), restore(), delete_snapshot()
 EXPORT = "cart:Export"               # reserved
-COMPACT = "cart:Compact"             # reserved
+COMPACT = "cart:Compact"             # compact(), vacuum()
+FREEZE = "cart:Freeze"               # freeze()
 
 #: Every action cartridge checks, in the order docs/IAM.md lists them.
 ACTIONS = (GET_OBJECT, PUT_OBJECT, DELETE_OBJECT, LIST, GET_POLICY, PUT_POLICY, READ_AUDIT,
-           SNAPSHOT, EXPORT, COMPACT)
+           SNAPSHOT, EXPORT, COMPACT, FREEZE)
 
 _SYNTAX = re.compile(r"\*|[A-Za-z0-9_.*?-]+:[A-Za-z0-9_.*?-]+")
 _BY_NAME = {a.split(":", 1)[1].casefold(): a for a in ACTIONS}

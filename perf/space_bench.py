@@ -1,0 +1,226 @@
+"""Snapshot, compaction and vacuum benchmarks (issue 14 targets), reported as ratios.
+
+    python perf/space_bench.py           # full sizes (1M files, 256 MiB); a few minutes
+    python perf/space_bench.py --quick   # small sizes, for a look (and the smoke test)
+
+Workloads (minimum of repeats; absolute times are noise on a shared machine, the ratios in one
+run are what count):
+  snapshot        cart.snapshot() on an archive of 1K files and of 1M files (sync="off": the
+                  cost of the operation itself, not of the disk's flush); target <= 1 ms at
+                  both and a ratio <= 1.5
+  compact cycle   one cart.compact(max_pages=100) on a 64 MiB archive with half its files
+                  deleted (sync="off" and "full"); target <= 10 ms
+  vacuum          cart.vacuum() of an archive with every other 256 KiB file deleted, against
+                  SQLite's VACUUM of an sqlar table holding the same files after the same
+                  deletes, in the same run: MiB moved per second (cartridge: the pages it
+                  moved; SQLite: VACUUM rewrites the whole database) and the ratio of the two
+                  elapsed times; target >= 200 MiB/s
+  delete_snapshot delete_snapshot() after K files changed, at two archive sizes: the cost
+                  should follow K (changed pages), not the archive size
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import cartridge
+
+MIB = 1 << 20
+
+
+def best(fn, repeats: int) -> float:
+    """The minimum time of `repeats` calls of fn() (each may set up first: fn returns the
+    seconds of the part measured)."""
+    return min(fn() for _ in range(repeats))
+
+
+def build_tiny_files(path: str, n: int) -> None:
+    """n files of 16 bytes (inline in the catalog), written in batches."""
+    with cartridge.open(path, "x", sync="off") as c:
+        batch = 100_000
+        for lo in range(0, n, batch):
+            c.write_many((f"/d{i // 1000}/f{i}", b"%16d" % i) for i in range(lo, min(n, lo + batch)))
+
+
+def bench_snapshot(tmp: str, sizes: list[int], repeats: int, log) -> dict:
+    out = {}
+    for n in sizes:
+        p = os.path.join(tmp, f"snap{n}.cart")
+        build_tiny_files(p, n)
+        with cartridge.open(p, "a", sync="off") as c:
+            times = []
+            for i in range(repeats):
+                t = time.perf_counter()
+                c.snapshot(f"s{i}")
+                times.append(time.perf_counter() - t)
+            out[n] = statistics.median(times)
+        os.unlink(p)
+        log(f"snapshot at {n:,} files: {out[n] * 1e3:.3f} ms (median of {repeats})")
+    return out
+
+
+def build_files(path: str, n: int, size: int, sync: str, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    blob = rng.randbytes(size + 4096)
+    datas = []
+    with cartridge.open(path, "x", sync=sync) as c:
+        with c.transaction():
+            for i in range(n):
+                d = blob[i % 4096:i % 4096 + size]
+                c.write(f"/f{i:06d}", d)
+                datas.append(d)
+    return datas
+
+
+def bench_compact_cycle(tmp: str, total_mib: int, repeats: int, log) -> dict:
+    out = {}
+    for sync in ("off", "full"):
+        p = os.path.join(tmp, f"cycle-{sync}.cart")
+        n = total_mib * MIB // (64 << 10)
+        build_files(p, n, 64 << 10, "off")
+        rng = random.Random(2)
+        with cartridge.open(p, "a", sync=sync) as c:
+            with c.transaction():
+                for i in rng.sample(range(n), n // 2):
+                    c.delete(f"/f{i:06d}")
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                st = c.compact(max_pages=100)
+                times.append(time.perf_counter() - t)
+                if st.done:
+                    break
+            out[sync] = statistics.median(times)
+        os.unlink(p)
+        log(f"compact(max_pages=100), sync={sync!r}: {out[sync] * 1e3:.2f} ms per cycle "
+            f"(median of {len(times)})")
+    return out
+
+
+def bench_vacuum(tmp: str, total_mib: int, log) -> dict:
+    size = 256 << 10
+    n = total_mib * MIB // size
+    p = os.path.join(tmp, "vacuum.cart")
+    datas = build_files(p, n, size, "off", seed=3)
+    with cartridge.open(p, "a", sync="off") as c:
+        with c.transaction():
+            for i in range(0, n, 2):
+                c.delete(f"/f{i:06d}")
+        t = time.perf_counter()
+        st = c.vacuum()
+        cart_s = time.perf_counter() - t
+        assert c.verify(deep=False).ok
+    cart_mib = st.pages_moved * 4096 / MIB
+    os.unlink(p)
+    db = os.path.join(tmp, "vacuum.sqlar")
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA synchronous=OFF")
+    con.execute("CREATE TABLE sqlar(name TEXT PRIMARY KEY, mode INT, mtime INT, sz INT, "
+                "data BLOB)")
+    with con:
+        con.executemany("INSERT INTO sqlar VALUES (?, ?, ?, ?, ?)",
+                        ((f"f{i:06d}", 0o100644, 0, len(d), d) for i, d in enumerate(datas)))
+    with con:
+        con.executemany("DELETE FROM sqlar WHERE name = ?", ((f"f{i:06d}",)
+                                                               for i in range(0, n, 2)))
+    t = time.perf_counter()
+    con.execute("VACUUM")
+    sql_s = time.perf_counter() - t
+    con.close()
+    sql_mib = os.path.getsize(db) / MIB
+    os.unlink(db)
+    out = {"cart_s": cart_s, "cart_mib": cart_mib, "cart_mib_s": cart_mib / cart_s,
+           "sqlite_s": sql_s, "sqlite_mib": sql_mib, "sqlite_mib_s": sql_mib / sql_s}
+    log(f"vacuum: cartridge moved {cart_mib:.1f} MiB in {cart_s:.3f} s "
+        f"({out['cart_mib_s']:.0f} MiB/s); SQLite VACUUM rewrote {sql_mib:.1f} MiB in "
+        f"{sql_s:.3f} s ({out['sqlite_mib_s']:.0f} MiB/s); time ratio cartridge/SQLite "
+        f"{cart_s / sql_s:.2f}")
+    return out
+
+
+def bench_delete_snapshot(tmp: str, sizes: list[int], changed: list[int], log) -> dict:
+    out = {}
+    for n in sizes:
+        for k in changed:
+            p = os.path.join(tmp, f"del{n}-{k}.cart")
+            build_files(p, n, 4096, "off", seed=4)
+            with cartridge.open(p, "a", sync="off") as c:
+                c.snapshot("s")
+                with c.transaction():
+                    for i in range(k):
+                        c.write(f"/f{i * (n // k):06d}", b"changed %d" % i * 400)
+                held = c.info()["snapshot_bytes"] // 4096
+                t = time.perf_counter()
+                c.delete_snapshot("s")
+                out[(n, k)] = (time.perf_counter() - t, held)
+            os.unlink(p)
+            log(f"delete_snapshot, {n:,} files, {k:,} changed ({held:,} held pages): "
+                f"{out[(n, k)][0] * 1e3:.2f} ms")
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes")
+    ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    args = ap.parse_args(argv)
+    tmp = tempfile.mkdtemp(prefix="space-bench-", dir=args.dir)
+    log = print
+    try:
+        if args.quick:
+            snap = bench_snapshot(tmp, [1_000, 20_000], 5, log)
+            cyc = bench_compact_cycle(tmp, 8, 5, log)
+            vac = bench_vacuum(tmp, 8, log)
+            dele = bench_delete_snapshot(tmp, [2_000, 8_000], [200, 1_000], log)
+        else:
+            snap = bench_snapshot(tmp, [1_000, 1_000_000], 21, log)
+            cyc = bench_compact_cycle(tmp, 64, 21, log)
+            vac = bench_vacuum(tmp, 256, log)
+            dele = bench_delete_snapshot(tmp, [10_000, 100_000], [1_000, 10_000], log)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    small, large = sorted(snap)
+    rows = [
+        ("snapshot() at 1K files", f"{snap[small] * 1e3:.3f} ms", "<= 1 ms", snap[small] <= 1e-3),
+        (f"snapshot() at {large:,} files", f"{snap[large] * 1e3:.3f} ms", "<= 1 ms",
+         snap[large] <= 1e-3),
+        (f"snapshot() at {large:,} / at {small:,}", f"{snap[large] / snap[small]:.2f}",
+         "<= 1.5", snap[large] / snap[small] <= 1.5),
+        ("compact(max_pages=100), sync=off", f"{cyc['off'] * 1e3:.2f} ms", "<= 10 ms",
+         cyc["off"] <= 10e-3),
+        ("compact(max_pages=100), sync=full", f"{cyc['full'] * 1e3:.2f} ms", "<= 10 ms",
+         cyc["full"] <= 10e-3),
+        ("vacuum throughput (moved data)", f"{vac['cart_mib_s']:.0f} MiB/s", ">= 200 MiB/s",
+         vac["cart_mib_s"] >= 200),
+        ("vacuum time: cartridge / SQLite VACUUM (same files)",
+         f"{vac['cart_s'] / vac['sqlite_s']:.2f}", "(ratio)", True),
+    ]
+    sizes = sorted({n for n, _ in dele})
+    for k in sorted({k for _, k in dele}):
+        a, b = dele[(sizes[0], k)][0], dele[(sizes[-1], k)][0]
+        rows.append((f"delete_snapshot, {k:,} changed: {sizes[-1]:,} files / {sizes[0]:,}",
+                     f"{b / a:.2f}", "~1 (O(changed))", True))
+    ks = sorted({k for _, k in dele})
+    n = sizes[-1]
+    rows.append((f"delete_snapshot at {n:,} files: {ks[-1]:,} changed / {ks[0]:,}",
+                 f"{dele[(n, ks[-1])][0] / dele[(n, ks[0])][0]:.2f}",
+                 f"~{ks[-1] // ks[0]} if O(changed)", True))
+    print()
+    print("| target | measured | threshold | met |")
+    print("|---|---:|---:|:---:|")
+    for name, got, want, ok in rows:
+        print(f"| {name} | {got} | {want} | {'yes' if ok else '**no**'} |")
+    return {"snapshot": snap, "cycle": cyc, "vacuum": vac, "delete": dele}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,414 @@
+"""Incremental compaction, vacuum, shrinking the file and freeze (issue 14 items 3-4,
+docs/FORMAT.md §12.5-§12.6)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+
+import cartridge
+from cartridge import AccessDeniedError, CartridgeError, ReadOnlyError
+from cartridge import _handle as H
+from cartridge.format import PAGE_SIZE
+from cartridge.testing.crash import CrashRecorder
+
+KIB, MIB = 1024, 1024 * 1024
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def files_of(c) -> dict[str, str]:
+    return {i.path: hashlib.sha256(c.read(i.path)).hexdigest() for i in c.scan("/")}
+
+
+def build(p, n=120, size=100 * KIB, keep_every=10, seed=1, **kw):
+    """n files, then all but every keep_every-th deleted: a file mostly free."""
+    rng = random.Random(seed)
+    with cartridge.open(p, "x", **kw) as c:
+        for i in range(n):
+            c.write(f"/d{i % 7}/f{i}", rng.randbytes(rng.choice([size, size // 3, 5000, 300])))
+        c.write("/tail-small", b"small")
+        for i in range(n):
+            if i % keep_every:
+                c.delete(f"/d{i % 7}/f{i}")
+        return files_of(c)
+
+
+def test_compact_moves_the_tail_down_and_shrinks_the_file(tmp_path):
+    p = str(tmp_path / "a.cart")
+    want = build(p)
+    with cartridge.open(p, "a") as c:
+        size0 = os.path.getsize(p)
+        st = c.compact(max_pages=50)
+        assert 0 < st.pages_moved <= 50 + 16     # a chunk (16 pages) is moved whole
+        assert st.file_bytes == os.path.getsize(p)
+        assert files_of(c) == want and c.verify().ok
+        cycles = 0
+        while not st.done:
+            st = c.compact(max_pages=50)
+            cycles += 1
+            assert cycles < 500
+            assert c.verify(deep=False).ok
+        assert files_of(c) == want
+        info = c.info()
+        assert info["file_bytes"] < size0 // 4
+        assert info["file_bytes"] <= 1.10 * info["live_bytes"] + 64 * PAGE_SIZE
+        assert c.compact().done                 # nothing left: a no-op
+    with cartridge.open(p, "r") as r:
+        assert files_of(r) == want and r.verify().ok
+
+
+def test_vacuum_runs_to_completion(tmp_path):
+    p = str(tmp_path / "a.cart")
+    want = build(p, seed=2)
+    with cartridge.open(p, "a") as c:
+        before = os.path.getsize(p)
+        st = c.vacuum()
+        assert st.done and st.pages_moved > 0
+        assert st.bytes_freed == before - os.path.getsize(p) > 0
+        assert files_of(c) == want and c.verify().ok
+        c.write("/after", b"x" * 100_000)      # and the archive goes on growing normally
+        assert c.verify().ok
+
+
+def test_bad_arguments_and_handles(tmp_path):
+    p = str(tmp_path / "a.cart")
+    build(p, n=10)
+    with cartridge.open(p, "a") as c:
+        for bad in (0, -1):
+            with pytest.raises(ValueError):
+                c.compact(bad)
+        for bad in ("10", 1.5, True):
+            with pytest.raises(TypeError):
+                c.compact(bad)
+        with c.transaction():
+            with pytest.raises(CartridgeError):
+                c.compact()
+            with pytest.raises(CartridgeError):
+                c.freeze()
+        with pytest.raises(TypeError):
+            c.freeze(compact="yes")
+    with cartridge.open(p, "r") as r:
+        with pytest.raises(ReadOnlyError):
+            r.compact()
+        with pytest.raises(ReadOnlyError):
+            r.freeze()
+    with pytest.raises(ValueError):
+        cartridge.open(p, "r", auto_compact=True)
+    with pytest.raises(TypeError):
+        cartridge.open(p, "a", auto_compact=1)
+
+
+def test_snapshot_pages_never_move(tmp_path):
+    p = str(tmp_path / "a.cart")
+    rng = random.Random(3)
+    with cartridge.open(p, "x") as c:
+        for i in range(60):
+            c.write(f"/f{i}", rng.randbytes(80 * KIB))
+        c.snapshot("s")
+        snap = files_of(c)
+        for i in range(60):
+            if i % 4:
+                c.delete(f"/f{i}")
+        live = files_of(c)
+        eng = H.engine(c)
+        reach = eng.allocator.reach.copy()
+        c.vacuum()
+        with c.at("s") as v:
+            assert files_of(v) == snap and v.verify().ok
+        assert files_of(c) == live
+        rep = c.verify()
+        assert rep.ok, rep.problems
+        # the file cannot shrink below the last page the snapshot reaches
+        last = int(reach.nonzero()[0][-1])
+        assert os.path.getsize(p) >= (last + 1) * PAGE_SIZE
+        small = os.path.getsize(p)
+        c.delete_snapshot("s")
+        c.vacuum()
+        assert os.path.getsize(p) < small
+        assert files_of(c) == live and c.verify().ok
+
+
+def test_open_read_streams_keep_reading_through_compaction(tmp_path):
+    p = str(tmp_path / "a.cart")
+    build(p, seed=4)
+    with cartridge.open(p, "a") as c:
+        names = [i.path for i in c.scan("/") if i.size > 10 * KIB][:4]
+        want = {n: c.read(n) for n in names}
+        streams = {n: c.open(n, "rb") for n in names}
+        for f in streams.values():
+            f.read(1000)
+        c.vacuum()
+        for n, f in streams.items():
+            f.seek(0)
+            assert f.read() == want[n]
+            f.close()
+        assert c.verify().ok
+
+
+def test_a_reader_in_another_process_reads_throughout(tmp_path):
+    p = str(tmp_path / "a.cart")
+    want = build(p, n=160, seed=5)
+    stop = str(tmp_path / "stop")
+    code = (
+        "import cartridge, hashlib, json, os, sys\n"
+        "want = json.loads(sys.argv[2]); reads = bad = 0\n"
+        "with cartridge.open(sys.argv[1], 'r') as c:\n"
+        "    while not os.path.exists(sys.argv[3]) or reads == 0:\n"
+        "        for path, digest in want.items():\n"
+        "            if hashlib.sha256(c.read(path)).hexdigest() != digest:\n"
+        "                bad += 1\n"
+        "            reads += 1\n"
+        "print(json.dumps({'reads': reads, 'bad': bad}))\n")
+    child = subprocess.Popen([sys.executable, "-c", code, p, json.dumps(want), stop],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        with cartridge.open(p, "a") as c:
+            time.sleep(0.3)
+            st = c.compact(max_pages=40)
+            moved = st.pages_moved
+            for _ in range(200):
+                if st.done:
+                    break
+                st = c.compact(max_pages=40)
+                moved += st.pages_moved
+            assert moved > 0
+            assert files_of(c) == want and c.verify().ok
+    finally:
+        open(stop, "w").close()
+        out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    result = json.loads(out)
+    assert result["reads"] > 0 and result["bad"] == 0
+
+
+def test_every_cut_of_compaction_and_shrink(tmp_path):
+    p = str(tmp_path / "a.cart")
+    want = build(p, n=40, size=70 * KIB, seed=6)
+    c = cartridge.open(p, "a")
+    rec = CrashRecorder(c)
+    start = len(rec.log)
+    c.compact(max_pages=20)
+    c.vacuum()
+    c.close()
+    rec.detach()
+    assert os.path.getsize(p) < rec.image(start, "killed").__len__()
+    img_path = str(tmp_path / "img.cart")
+    seen = set()
+    models = [("killed", None), ("power", None), ("power", random.Random(1))]
+    n = 0
+    for model, mrng in models:
+        for cut in range(start, len(rec.log) + 1):
+            img = rec.image(cut, model, mrng)
+            if img in seen:
+                continue
+            seen.add(img)
+            with open(img_path, "wb") as f:
+                f.write(img)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with cartridge.open(img_path, "r") as r:
+                    assert files_of(r) == want, (model, cut)
+                    rep = r.verify()
+                    assert rep.ok, (model, cut, rep.problems)
+                with cartridge.open(img_path, "a") as w:
+                    w.vacuum()
+                    w.write("/after", b"x")
+                    assert w.verify().ok, (model, cut)
+            n += 1
+    assert n > 20
+
+
+def test_auto_compact_shrinks_in_the_background(tmp_path, monkeypatch):
+    from cartridge import archive
+
+    monkeypatch.setattr(archive, "AUTO_COMPACT_INTERVAL", 0.02)
+    monkeypatch.setattr(archive, "AUTO_COMPACT_BYTES", 1 * MIB)
+    p = str(tmp_path / "a.cart")
+    want = build(p, n=100, seed=7)
+    before = os.path.getsize(p)
+    with cartridge.open(p, "a", auto_compact=True) as c:
+        deadline = time.monotonic() + 30
+        while os.path.getsize(p) > before // 2 and time.monotonic() < deadline:
+            with c.transaction():              # the thread never runs inside one
+                c.write("/busy", b"b")
+            time.sleep(0.05)
+        assert os.path.getsize(p) <= before // 2
+        assert files_of(c) == dict(want, **{"/busy": hashlib.sha256(b"b").hexdigest()})
+        assert c.verify().ok
+    assert not [t for t in __import__("threading").enumerate() if "cartridge-compact" in t.name]
+
+
+@pytest.mark.slow
+def test_200_mib_delete_90_percent_then_compact(tmp_path):
+    p = str(tmp_path / "a.cart")
+    rng = random.Random(8)
+    with cartridge.open(p, "x", sync="off") as c:
+        blob = rng.randbytes(MIB)
+        for i in range(200):
+            c.write(f"/f{i:03d}", blob[i:] + blob[:i])
+        for i in range(200):
+            if i % 10:
+                c.delete(f"/f{i:03d}")
+        want = files_of(c)
+        st = c.compact()
+        assert st.done
+        info = c.info()
+        assert info["file_bytes"] <= 1.10 * info["live_bytes"] + 64 * PAGE_SIZE
+        assert files_of(c) == want and c.verify().ok
+
+
+def test_the_same_at_20_mib(tmp_path):
+    p = str(tmp_path / "a.cart")
+    rng = random.Random(9)
+    with cartridge.open(p, "x", sync="off") as c:
+        blob = rng.randbytes(MIB)
+        for i in range(20):
+            c.write(f"/f{i:03d}", blob[i:] + blob[:i])
+        for i in range(20):
+            if i % 10:
+                c.delete(f"/f{i:03d}")
+        want = files_of(c)
+        assert c.compact().done
+        info = c.info()
+        assert info["file_bytes"] <= 1.10 * info["live_bytes"] + 64 * PAGE_SIZE
+        assert files_of(c) == want and c.verify().ok
+
+
+# -- freeze ------------------------------------------------------------------------------------
+def test_freeze_makes_the_archive_permanently_read_only(tmp_path):
+    p = str(tmp_path / "a.cart")
+    want = build(p, seed=10)
+    with cartridge.open(p, "a") as c:
+        before = os.path.getsize(p)
+        c.freeze()
+        assert os.path.getsize(p) < before          # vacuumed first
+        with pytest.raises(ReadOnlyError):
+            c.write("/x", b"1")
+        with pytest.raises(ReadOnlyError):
+            c.snapshot("s")
+        assert files_of(c) == want
+    raw = open(p, "rb").read()
+    for mode in ("a", "w", "x"):
+        with pytest.raises(ReadOnlyError):
+            cartridge.open(p, mode)
+    assert open(p, "rb").read() == raw                # "w" did not truncate or replace it
+    with cartridge.open(p, "r") as r:
+        assert files_of(r) == want and r.verify().ok
+
+
+def test_freeze_without_compacting(tmp_path):
+    p = str(tmp_path / "a.cart")
+    want = build(p, seed=11)
+    with cartridge.open(p, "a") as c:
+        before = os.path.getsize(p)
+        c.snapshot("kept")
+        c.freeze(compact=False)
+        assert os.path.getsize(p) == before
+    with cartridge.open(p, "r") as r:
+        assert files_of(r) == want
+        with r.at("kept") as v:
+            assert files_of(v) == want
+        assert r.verify().ok
+
+
+def test_every_cut_of_freeze(tmp_path):
+    p = str(tmp_path / "a.cart")
+    want = build(p, n=20, seed=12)
+    c = cartridge.open(p, "a")
+    rec = CrashRecorder(c)
+    start = len(rec.log)
+    c.freeze(compact=False)
+    c.close()
+    rec.detach()
+    img_path = str(tmp_path / "img.cart")
+    frozen_seen = set()
+    for cut in range(start, len(rec.log) + 1):
+        with open(img_path, "wb") as f:
+            f.write(rec.image(cut, "power", random.Random(cut)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with cartridge.open(img_path, "r") as r:
+                assert files_of(r) == want and r.verify().ok
+            try:
+                with cartridge.open(img_path, "a") as w:
+                    w.write("/x", b"1")
+                frozen_seen.add(False)
+            except ReadOnlyError:
+                frozen_seen.add(True)
+    assert frozen_seen == {False, True}
+
+
+def test_principals_need_compact_and_freeze(tmp_path):
+    p = str(tmp_path / "a.cart")
+    build(p, n=10)
+    with cartridge.open(p, "a") as c:
+        c.set_policy("p", {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["cart:GetObject", "cart:List", "cart:PutObject"],
+             "Resource": "*"},
+            {"Effect": "Allow", "Action": ["cart:Compact", "cart:Freeze"], "Resource": "/",
+             "Principal": {"CART": "admin"}}]})
+        bob = c.as_principal("bob")
+        for call in (bob.compact, bob.vacuum, bob.freeze):
+            with pytest.raises(AccessDeniedError):
+                call()
+        admin = c.as_principal("admin")
+        admin.compact(10)
+        admin.vacuum()
+        admin.freeze()
+    with pytest.raises(ReadOnlyError):
+        cartridge.open(p, "a")
+
+
+def test_the_hook_sees_compaction_and_freeze(tmp_path):
+    p = str(tmp_path / "a.cart")
+    build(p, n=10)
+    seen = []
+    unsubscribe = H.subscribe(lambda e: seen.append((e.method, e.action, e.result)))
+    try:
+        with cartridge.open(p, "a") as c:
+            c.compact(5)
+            c.vacuum()
+            c.freeze()
+    finally:
+        unsubscribe()
+    assert {("compact", "cart:Compact", "ok"), ("vacuum", "cart:Compact", "ok"),
+            ("freeze", "cart:Freeze", "ok")} <= set(seen)
+
+
+def test_an_open_sqlite_database_is_left_in_place(tmp_path):
+    pytest.importorskip("apsw")
+    p = str(tmp_path / "a.cart")
+    rng = random.Random(13)
+    with cartridge.open(p, "x") as c:
+        for i in range(40):
+            c.write(f"/pad{i}", rng.randbytes(100 * KIB))
+        db = c.sqlite("/db.sqlite")
+        db.execute("create table t(x)")
+        db.execute("insert into t values (?)", (b"x" * 200_000,))
+        for i in range(40):
+            c.delete(f"/pad{i}")
+        before = c.stat("/db.sqlite").checksum
+        key = b"/db.sqlite"
+        cmap_before = H.engine(c).get(key).payload
+        from cartridge import compactor
+        starts = [int.from_bytes(cmap_before[i:i + 8], "little")
+                  for i in range(0, len(cmap_before), 16)]
+        assert max(starts) >= compactor.boundary(H.engine(c))  # it lies where pages move from
+        c.vacuum()
+        assert H.engine(c).get(key).payload == cmap_before     # its pages did not move
+        db.execute("insert into t values (2)")                   # and it goes on working
+        db.close()
+        assert c.stat("/db.sqlite").checksum != before
+        assert c.verify().ok
+        c.vacuum()
+        ro = c.sqlite("/db.sqlite", readonly=True)
+        assert ro.execute("select count(*) from t").fetchone()[0] == 2
+        ro.close()
+        assert c.verify().ok
