@@ -563,11 +563,12 @@ class Cartridge:
         # File keys that are byte prefixes of the key at hand: a key below one of them (the
         # innermost: an outer one is followed by a byte other than '/') is a file with children.
         files: list[bytes] = []
-        if len(kp) > 1 and kp.endswith(b"/"):
-            with self._lock:
-                rec = self._ready().get(kp[:-1])
-            if rec is not None and rec.kind == KIND_FILE:
-                files.append(kp[:-1])
+        end = kp.rfind(b"/")
+        with self._lock:
+            eng = self._ready()
+            while end > 0:      # the prefix's ancestors: a lookup of a file with entries below raises
+                eng.get(kp[:end])
+                end = kp.rfind(b"/", 0, end)
         while True:
             with self._lock:
                 eng = self._ready()

@@ -2,11 +2,11 @@
 directory rules every change checks. Shared by the handle and the feature layers.
 
 A file record with entries below it (a key /a that is a file and a key /a/b) is damage no
-writer makes. It is reported (CorruptionError naming both keys) wherever a directory is
-interpreted - listing /a or its parent, isdir(/a), a lookup of '/a/', scan() over both keys,
-a change below /a - and by verify(). Calls that answer from one path's own record (read,
-readinto, read_buffer, open, stat, exists, isfile) do not look around it: that would cost a
-catalog probe on every lookup."""
+writer makes. Every lookup that meets it raises CorruptionError naming both keys: the record
+lookup itself (Engine.get: a file record with a key below it, a record with a file above it;
+the kernels check it at a memo miss, so a memo hit costs nothing more), an implicit directory
+below a file (implicit_dir), listing /a or its parent, scan() over both keys, a change below
+/a - and verify() reports it. A path below /a that holds nothing is simply absent."""
 from __future__ import annotations
 
 from . import paths as P
@@ -16,9 +16,21 @@ from .records import Record
 
 
 def implicit_dir(eng, key: bytes) -> bool:
-    """Does some entry lie below `key` (a directory that exists only through its children)?"""
+    """Does some entry lie below `key` (a directory that exists only through its children)?
+    One below a file is damage (CorruptionError naming both keys)."""
     nxt = eng.first_key(key + b"/")
-    return nxt is not None and nxt.startswith(key + b"/")
+    if nxt is None or not nxt.startswith(key + b"/"):
+        return False
+    end = key.rfind(b"/")
+    while end > 0:          # the ancestors, nearest first: a file among them has children
+        anc = key[:end]
+        rec = eng.get(anc)      # raises for a file with entries below it
+        if rec is not None:
+            if rec.kind == KIND_FILE:
+                raise P.file_has_children(anc, nxt)
+            break           # a directory record: its own ancestors were checked with it
+        end = key.rfind(b"/", 0, end)
+    return True
 
 
 def file_with_children(eng, key: bytes) -> Exception | None:

@@ -17,10 +17,12 @@ A path over 4096 bytes cannot be crafted: the B+tree itself refuses keys over 40
 (tests/test_corruption.py covers hostile node pages). Export and fsspec `get` do not exist
 yet; when they land they belong in OPS here.
 
-The rule for a file with children (see cartridge/namespace.py): every call that interprets a
-directory raises CorruptionError naming both keys (listing the file or its parent, isdir, a
-lookup of 'a/', scan, a change below it, `get` of a tree holding it, before writing anything);
-calls that answer from one path's own record (read*, open, stat, exists, isfile) answer from it.
+The rule for a file with children (see cartridge/namespace.py): every call that meets it
+raises CorruptionError naming both keys - the lookups of the file and of every path below it
+(read, readinto, read_buffer, open, stat, exists, isfile, isdir, sqlite, sqlite_export), listing
+the file or its parent, scan, a change at or below it, `get` of a tree holding it (before
+writing anything) - and verify reports it. Edge cases of the lookups (keys sorting between
+'/a' and '/a/', leaf edges, long keys, deep ancestors): tests/test_file_with_children.py.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from hostile import (
 
 import cartridge
 from cartridge import paths as P
-from cartridge.errors import CartridgeError, CorruptionError
+from cartridge.errors import CartridgeError, CorruptionError, InvalidPathError
 
 RAW = {
     "climb": b"/../../x",
@@ -233,29 +235,65 @@ def test_cli(case, op, archives, tmp_path):
 BOTH = "catalog holds a file with entries below it: '/a' and '/a/b'"
 
 
-def test_file_with_children_is_reported_consistently(archives, tmp_path):
-    """verify reports it naming both keys; every call that interprets a directory raises
-    CorruptionError; calls answering from one path's own record answer from it."""
-    path = archives["file-with-children"]
-    with cartridge.open(path, "r") as c:
+DIR_CALLS = {"stat", "exists", "isfile", "isdir", "listdir", "walk", "scan"}
+
+
+def _every_read(c, p, out):
+    """Every read call of the API on path p (each a thunk)."""
+    def sqlite():
+        c.sqlite(p, readonly=True).close()
+    return {"read": lambda: c.read(p), "read-range": lambda: c.read(p, 1, 3),
+            "readinto": lambda: c.readinto(p, bytearray(8)),
+            "read_buffer": lambda: c.read_buffer(p), "open": lambda: c.open(p, "rb").close(),
+            "stat": lambda: c.stat(p), "exists": lambda: c.exists(p),
+            "isfile": lambda: c.isfile(p), "isdir": lambda: c.isdir(p),
+            "listdir": lambda: c.listdir(p), "walk": lambda: list(c.walk(p)),
+            "scan": lambda: list(c.scan(p)), "sqlite": sqlite,
+            "sqlite_export": lambda: c.sqlite_export(p, out)}
+
+
+@pytest.mark.parametrize("mode", ["r", "a"])
+def test_file_with_children_is_reported_consistently(archives, tmp_path, mode):
+    """verify reports it naming both keys; every read call of the file, of the key below it
+    and of the directory spelling 'a/' raises CorruptionError naming both (also a second time,
+    when the memo could answer); neighbours sorting between them ('/a-x') and elsewhere are
+    fine; a path below the file that holds nothing is absent."""
+    path = str(tmp_path / "w.cart")
+    shutil.copy(archives["file-with-children"], path)
+    with cartridge.open(path, mode) as c:
         report = c.verify()
         assert not report.ok and BOTH in report.problems, report.problems
-        for call in (lambda: c.listdir("/"), lambda: c.listdir("/a"), lambda: list(c.walk("/")),
-                     lambda: list(c.walk("/a")), lambda: c.isdir("/a"), lambda: c.stat("/a/"),
-                     lambda: list(c.scan("/")), lambda: list(c.scan("/a")),
-                     lambda: list(c.scan("/a/"))):
-            with pytest.raises(CorruptionError) as e:
-                call()
-            assert BOTH in str(e.value)
-        assert c.stat("/a").is_file and c.read("/a")[:6] == b"SQLite" and c.isfile("/a")
-        assert c.exists("/a/b") and c.stat("/a/b").is_file
+        for _ in range(2):
+            for p in ("/a", "/a/b", "/a/"):
+                for name, call in _every_read(c, p, str(tmp_path / "out.db")).items():
+                    if p == "/a/" and name not in DIR_CALLS:
+                        with pytest.raises(InvalidPathError, match="cannot end with '/'"):
+                            call()          # a file path cannot end with '/', whatever it holds
+                        continue
+                    with pytest.raises(CorruptionError) as e:
+                        call()
+                    assert BOTH in str(e.value), (p, name, str(e.value))
+            for call in (lambda: c.listdir("/"), lambda: list(c.walk("/")),
+                         lambda: list(c.scan("/"))):
+                with pytest.raises(CorruptionError, match="'/a' and '/a/b'"):
+                    call()
+        assert not os.path.exists(tmp_path / "out.db")
+        assert c.stat("/a-x").is_file and c.read("/a-x")[:6] == b"SQLite" and c.isfile("/a-x")
+        assert not c.exists("/a/zz") and not c.exists("/a-x/b")
+        with pytest.raises(cartridge.NotFoundError):
+            c.stat("/a/zz")
         assert c.listdir("/d") == ["inner.txt"]                  # elsewhere all is well
         assert [i.path for i in c.scan("/d/")] == ["/d/inner.txt"]
-    work = str(tmp_path / "w.cart")
-    shutil.copy(path, work)
-    with cartridge.open(work, "a") as c:
-        with pytest.raises(CorruptionError, match="entries below it"):
-            c.write("/a/c", b"no")
+        if mode == "a":
+            for change in (lambda: c.write("/a/c", b"no"), lambda: c.write("/a", b"no"),
+                           lambda: c.write("/a/b", b"no"), lambda: c.delete("/a"),
+                           lambda: c.delete("/a/b"), lambda: c.rename("/a", "/z"),
+                           lambda: c.rename("/a/b", "/z")):
+                with pytest.raises(CorruptionError, match="entries below it"):
+                    change()
+            c.write("/d/new.txt", b"fine")                       # elsewhere all is well
+    with cartridge.open(path, "r") as c:
+        assert c.verify().problems == report.problems
 
 
 def test_cli_get_of_a_file_with_children_writes_nothing(archives, tmp_path):
@@ -265,7 +303,16 @@ def test_cli_get_of_a_file_with_children_writes_nothing(archives, tmp_path):
                  ["ls", world.archive, "-R"], ["ls", world.archive]):
         rc, out, err = check_run(argv)
         assert rc == 1 and "'/a' and '/a/b'" in err, (argv, err)
-    assert check_run(["ls", world.archive, "/a"])[:2] == (0, b"a\n")      # its own record
+    for argv in (["ls", world.archive, "/a"], ["ls", world.archive, "/a/b"],
+                 ["stat", world.archive, "/a"], ["stat", world.archive, "/a/b"],
+                 ["cat", world.archive, "/a"], ["cat", world.archive, "/a/b"],
+                 ["get", world.archive, "/a", "--to", world.target("a")],
+                 ["get", world.archive, "/a/b", "--to", world.target("ab")]):
+        rc, out, err = check_run(argv)
+        assert rc == 1 and out == b"" and "'/a' and '/a/b'" in err, (argv, out, err)
+    assert not os.path.exists(world.target("a")) and not os.path.exists(world.target("ab"))
+    rc, out, _ = check_run(["cat", world.archive, "/a-x"], content_on_stdout=True)
+    assert rc == 0 and out[:6] == b"SQLite"                  # its neighbour is fine
     assert not os.path.exists(world.target("root")) and not os.path.exists(world.target("two"))
     world.check()
     rc, out, _ = check_run(["verify", world.archive])
