@@ -8,8 +8,10 @@ exception inside `with`) discards what was written.
 """
 from __future__ import annotations
 
+import errno
 import io
 import operator
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -393,9 +395,10 @@ class CartWriter(_Base):
         cart = self._cart
         with self._lock:
             eng = H.writer(cart)
+            size = self._size_
+            self._check_room(eng, size)
             if self._dirty:
                 self._flush_chunks(list(self._dirty))
-            size = self._size_
             n_chunks = -(-size // CHUNK_SIZE)
             cmap = np.empty((n_chunks, 2), dtype=np.uint64)
             base_map = self._base_map
@@ -444,6 +447,25 @@ class CartWriter(_Base):
                     publish_file(eng, self._key, old, size, cmap=cmap, free_old=free_old,
                                  mode=self._meta[0], mtime=self._meta[1])
                 self._published = True
+
+    def _check_room(self, eng, size: int) -> None:
+        """Before a file of `size` bytes is published: the chunks it has no pages for yet (a
+        hole left by seek() or truncate() past the end: there are no sparse files) must fit
+        the file system, or the error a full disk gives is raised now, naming the archive,
+        before anything is allocated or written (a seek to 2**61 is not a MemoryError)."""
+        have = (len(self._placed) + len(self._dirty)) * CHUNK_SIZE
+        if self._base_map is not None and self._base is not None:
+            have += self._base.size
+        need = size - have
+        if need <= 1 << 30:
+            return              # small: a full disk, if any, says so as the pages are written
+        st = os.fstatvfs(eng.pager.fd)
+        room = st.f_bavail * st.f_frsize
+        if need > room:
+            room += eng.allocator.stats()["free_pages"] * PAGE_SIZE
+        if need > room:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {P.shown(self._key)} "
+                          f"would need {need} more bytes, {room} are free", eng.name)
 
     def _chunk_bytes_final(self, cmap, i: int, size: int) -> bytes:
         ln = chunk_len(size, i)
