@@ -616,7 +616,7 @@ class Cartridge:
         with self._lock:
             eng = self._writer()
             p, trailing = P.normalize_any(path)
-            kind, rec = N.kind(eng, p)
+            kind, rec = N.kind_to_repair(eng, p)
             if kind is None:
                 raise NotFoundError(f"no such file or directory: {p}")
             key = P.to_key(p)
@@ -665,7 +665,7 @@ class Cartridge:
             d, d_slash = P.normalize_any(dst)
             if s == "/" or d == "/":
                 raise InvalidPathError("the root cannot be renamed or replaced")
-            kind, rec = N.kind(eng, s)
+            kind, rec = N.kind_to_repair(eng, s)
             if kind is None:
                 raise NotFoundError(f"no such file or directory: {s}")
             if kind == "file" and (s_slash or d_slash):

@@ -286,14 +286,33 @@ def test_file_with_children_is_reported_consistently(archives, tmp_path, mode):
         assert [i.path for i in c.scan("/d/")] == ["/d/inner.txt"]
         if mode == "a":
             for change in (lambda: c.write("/a/c", b"no"), lambda: c.write("/a", b"no"),
-                           lambda: c.write("/a/b", b"no"), lambda: c.delete("/a"),
-                           lambda: c.delete("/a/b"), lambda: c.rename("/a", "/z"),
-                           lambda: c.rename("/a/b", "/z")):
+                           lambda: c.write("/a/b", b"no"), lambda: c.mkdir("/a/c"),
+                           lambda: c.rename("/ok.txt", "/a"), lambda: c.rename("/ok.txt", "/a/c")):
                 with pytest.raises(CorruptionError, match="entries below it"):
                     change()
             c.write("/d/new.txt", b"fine")                       # elsewhere all is well
     with cartridge.open(path, "r") as c:
         assert c.verify().problems == report.problems
+
+
+@pytest.mark.parametrize("repair", ["delete-file", "delete-below", "rename-file", "rename-below"])
+def test_delete_or_rename_of_either_key_repairs(archives, tmp_path, repair):
+    """The way out of the damage: delete() or rename() of the file or of the file below it
+    (the only changes that take the damage away, atomically); then verify passes and what is
+    left reads."""
+    path = str(tmp_path / "w.cart")
+    shutil.copy(archives["file-with-children"], path)
+    with cartridge.open(path, "a") as c:
+        {"delete-file": lambda: c.delete("/a"), "delete-below": lambda: c.delete("/a/b"),
+         "rename-file": lambda: c.rename("/a", "/a.saved"),
+         "rename-below": lambda: c.rename("/a/b", "/b.saved")}[repair]()
+        assert c.verify().ok
+        for p in {"delete-file": ["/a/b"], "delete-below": ["/a"],
+                  "rename-file": ["/a.saved", "/a/b"], "rename-below": ["/a", "/b.saved"]}[repair]:
+            assert c.read(p)[:6] == b"SQLite", p
+        assert c.isdir("/a") == (repair in ("delete-file", "rename-file"))
+    with cartridge.open(path, "r") as c:
+        assert c.verify().ok and c.listdir("/")
 
 
 def test_cli_get_of_a_file_with_children_writes_nothing(archives, tmp_path):

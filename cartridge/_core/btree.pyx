@@ -595,10 +595,12 @@ cdef bytes shortest_separator(bytes left, bytes right):
 def file_has_children(bytes key, bytes below):
     """The damage of a file record `key` with the key `below` under it (a file cannot have
     children): a CorruptionError naming both keys, escaped (undecodable bytes and control
-    characters shown as escapes)."""
-    return CorruptionError(f"catalog holds a file with entries below it: "
-                           f"{key.decode('utf-8', 'backslashreplace')!r} and "
-                           f"{below.decode('utf-8', 'backslashreplace')!r}")
+    characters shown as escapes); its `file_with_children` attribute is (key, below)."""
+    err = CorruptionError(f"catalog holds a file with entries below it: "
+                          f"{key.decode('utf-8', 'backslashreplace')!r} and "
+                          f"{below.decode('utf-8', 'backslashreplace')!r}")
+    err.file_with_children = (key, below)      # what delete/rename may repair
+    return err
 
 
 cdef int _file_with_children(bytes prefix, object name, const unsigned char* kp,
