@@ -351,3 +351,17 @@ def test_engine_refuses_keys_over_4096_bytes(tmp_path):
             eng.put(b"/" + b"s/" * 2100, eng.delete(b"/seed"))
     finally:
         eng.close()
+
+
+def test_verify_names_undecodable_and_literal_keys_apart(tmp_path):
+    """verify names a crafted key that is not UTF-8 unambiguously (its bytes), and a real name
+    spelled with a backslash, '/bad\\udcff', is no problem and never read alike."""
+    path = str(tmp_path / "u.cart")
+    raw_name_archive(path, b"/bad\xff")
+    with cartridge.open(path, "a") as c:
+        c.write("/bad\\udcff", b"a literal name")
+    with cartridge.open(path, "r") as c:
+        problems = c.verify().problems
+    assert any("b'/bad\\xff'" in p for p in problems), problems
+    assert not any("udcff" in p for p in problems), problems      # the literal name is fine
+    assert all(not unsafe(p) for p in problems)
