@@ -7,15 +7,18 @@ a key outside the range its parent's separators give its leaf).
 
 Every name meets every operation, each in its own test: every read API (read, readinto,
 read_buffer, open "rb", stat, exists, isfile, isdir, listdir, walk, scan, sqlite,
-sqlite_export), verify(), and the CLI's get (into a fresh directory), ls, stat and verify. Each
+sqlite_export, fsspec get/ls/info/find/cat_file), verify(), and the CLI's get (into a fresh
+directory), ls, stat and verify. Each
 gives an answer or a clear error (a CartridgeError; the CLI: one line, exit 1) and verify
 reports a problem, escaped; names listed back are all sane; and nothing is written outside the
 target: the whole temporary tree (the target's parent dirs, sibling dirs, the files a climbing
 name would reach) is compared before and after, and every file written lies inside the target.
 
 A path over 4096 bytes cannot be crafted: the B+tree itself refuses keys over 4096 bytes
-(tests/test_corruption.py covers hostile node pages). Export and fsspec `get` do not exist
-yet; when they land they belong in OPS here.
+(tests/test_corruption.py covers hostile node pages). The cart:// filesystem is in OPS
+(fsspec's `get` into a fresh directory; `ls`, `info`, `find`, `cat_file`): a path that is not
+there is fsspec's own FileNotFoundError. A general export does not exist yet; when it lands it
+belongs in OPS here.
 
 The rule for a file with children (see cartridge/namespace.py): every call that meets it
 raises CorruptionError naming both keys - the lookups of the file and of every path below it
@@ -138,12 +141,40 @@ def _sqlite_export(c, p, out):
     c.sqlite_export(p, os.path.join(out, "export.db"))
 
 
+def _fsspec_get(c, p, out):
+    """fsspec's get of the path into a fresh local directory, through the cart:// filesystem."""
+    from cartridge.fsspec import CartridgeFileSystem
+    fs = CartridgeFileSystem(fo=c.path, skip_instance_cache=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+        fs.get(p, out + "/", recursive=True)
+    except FileNotFoundError as e:      # fsspec's own answer for a path that is not there
+        assert not unsafe(str(e)), (p, str(e))
+    finally:
+        fs.close()
+
+
+def _fsspec_read(c, p, out):
+    """ls, info and cat through the cart:// filesystem."""
+    from cartridge.fsspec import CartridgeFileSystem
+    fs = CartridgeFileSystem(fo=c.path, skip_instance_cache=True)
+    try:
+        for call in (lambda: fs.ls(p), lambda: fs.info(p), lambda: fs.find(p),
+                     lambda: fs.cat_file(p)):
+            try:
+                call()
+            except CartridgeError as e:
+                assert not unsafe(str(e)), (p, str(e))
+    finally:
+        fs.close()
+
+
 OPS = {
     "read": _read, "readinto": _readinto, "read_buffer": _read_buffer, "open_rb": _open_rb,
     "stat": lambda c, p, out: c.stat(p), "exists": lambda c, p, out: c.exists(p),
     "isfile": lambda c, p, out: c.isfile(p), "isdir": lambda c, p, out: c.isdir(p),
     "listdir": _listdir, "walk": _walk, "scan": _scan, "sqlite": _sqlite,
-    "sqlite_export": _sqlite_export,
+    "sqlite_export": _sqlite_export, "fsspec_get": _fsspec_get, "fsspec_read": _fsspec_read,
 }
 CLI_OPS = ["get-root", "get-path", "ls", "ls-lR", "stat", "verify"]
 
