@@ -26,6 +26,7 @@ from .records import Record, max_payload
 
 STREAM_MODES = ("rb", "wb", "ab", "r+b")
 DIRTY_BUDGET = 16          # chunks (1 MiB) held in memory before they go to pages
+HOLE_FLUSH = 128           # chunks (8 MiB) of a hole filled at close() before they go to pages
 
 
 def open_stream(cart, path: str, mode: str, *, perm: int | None = None,
@@ -412,6 +413,7 @@ class CartWriter(_Base):
                     # ours to share, so every untouched chunk is copied (our pin keeps them readable)
                     base_map = None
             keep_runs = []
+            flushed = False
             for i in range(n_chunks):
                 if i in self._placed:
                     cmap[i] = self._placed[i]
@@ -421,7 +423,10 @@ class CartWriter(_Base):
                     cmap[i] = base_map[i]
                 else:   # an untouched chunk whose length changed, or an inline base: rewrite it
                     self._dirty[i] = bytearray(self._chunk_bytes(i))
-            if self._dirty:
+                    if len(self._dirty) >= HOLE_FLUSH:     # a long hole goes to pages as it
+                        self._flush_chunks(list(self._dirty))   # is made, not all in memory
+                        flushed = True
+            if self._dirty or flushed:
                 self._flush_chunks(list(self._dirty))
                 for i in list(self._placed):
                     if i < n_chunks:

@@ -182,3 +182,23 @@ def test_a_hole_larger_than_the_disk_is_a_full_disk_at_once(tmp_path, how):
         assert c.read("/f") == DATA and not c.exists("/g") and c.verify().ok
         c.write("/h", b"after")
         assert c.read("/h") == b"after"
+
+
+def test_a_long_hole_is_written_without_holding_it_in_memory(tmp_path):
+    """A write stream moved 96 MiB past its end fills the hole with zeros at close() a few MiB
+    at a time (it used to hold the whole hole in memory first)."""
+    import tracemalloc
+    with cartridge.open(str(tmp_path / "a.cart"), "a", sync="off") as c:
+        c.write("/f", DATA)
+        tracemalloc.start()
+        try:
+            with c.open("/f", "r+b") as f:
+                f.seek(96 << 20)
+                f.write(b"end")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 40 << 20, peak
+        assert c.stat("/f").size == (96 << 20) + 3
+        assert c.read("/f", 0, len(DATA)) == DATA and c.read("/f", 50 << 20, 4) == bytes(4)
+        assert c.read("/f", 96 << 20) == b"end" and c.verify().ok
