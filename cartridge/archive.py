@@ -619,11 +619,12 @@ class Cartridge:
         # File keys that are byte prefixes of the key at hand: a key below one of them (the
         # innermost: an outer one is followed by a byte other than '/') is a file with children.
         files: list[bytes] = []
-        if len(kp) > 1 and kp.endswith(b"/"):
-            with self._lock:
-                rec = self._ready().get(kp[:-1])
-            if rec is not None and rec.kind == KIND_FILE:
-                files.append(kp[:-1])
+        end = kp.rfind(b"/")
+        with self._lock:
+            eng = self._ready()
+            while end > 0:      # the prefix's ancestors: a lookup of a file with entries below raises
+                eng.get(kp[:end])
+                end = kp.rfind(b"/", 0, end)
         while True:
             with self._lock:
                 eng = self._ready()
@@ -671,7 +672,7 @@ class Cartridge:
         with self._lock:
             eng = self._writer()
             p, trailing = P.normalize_any(path)
-            kind, rec = N.kind(eng, p)
+            kind, rec = N.kind_to_repair(eng, p)
             if kind is None:
                 raise NotFoundError(f"no such file or directory: {p}")
             key = P.to_key(p)
@@ -720,7 +721,7 @@ class Cartridge:
             d, d_slash = P.normalize_any(dst)
             if s == "/" or d == "/":
                 raise InvalidPathError("the root cannot be renamed or replaced")
-            kind, rec = N.kind(eng, s)
+            kind, rec = N.kind_to_repair(eng, s)
             if kind is None:
                 raise NotFoundError(f"no such file or directory: {s}")
             if kind == "file" and (s_slash or d_slash):

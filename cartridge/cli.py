@@ -9,7 +9,9 @@
 no traceback), 2 a usage error, 3 `policy check` denied, 130 interrupted. The console script and
 `python -m cartridge` exit with it. Options may come anywhere among a command's arguments
 (`ls A -l /p`). Every string the CLI prints that came from an archive or the command line goes
-through `_safe()` (cartridge.terminal), so a hostile name cannot drive the terminal.
+through `_safe()` (one raw value: unambiguous, a backslash doubled) or `_safe_message()` (a
+message composed of escaped parts) of cartridge.terminal, so a hostile name cannot drive the
+terminal.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from . import paths as P
 from .archive import open as _open_archive
 from .errors import CartridgeError, DirectoryNotEmptyError, InvalidPathError, NotFoundError
 from .terminal import safe as _safe
+from .terminal import safe_message as _safe_message
 
 PROG = "cartridge"
 # Files up to this size move with one read()/write() call; larger ones are streamed.
@@ -68,14 +71,14 @@ def _plural(n: int, word: str) -> str:
 
 def _error_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, CartridgeError) and exc.strerror:
-        msg = exc.strerror
+        msg = _safe_message(exc.strerror)
         if exc.filename is not None:
-            msg = f"{exc.filename}: {msg}"
+            msg = f"{_safe(exc.filename)}: {msg}"
         if exc.filename2 is not None:
-            msg += f" -> {exc.filename2}"
+            msg += f" -> {_safe(exc.filename2)}"
     else:
-        msg = str(exc) or type(exc).__name__
-    return " ".join(_safe(msg).split())       # one line: a newline in a name shows as \\n
+        msg = _safe_message(str(exc) or type(exc).__name__)
+    return " ".join(msg.split())       # one line: a newline in a name shows as \\n
 
 
 def _open(args, mode: str):
@@ -137,7 +140,7 @@ class _PutPlan:
 
     def skip(self, local: str, why: str) -> None:
         self.skipped += 1
-        print(f"{PROG}: warning: skipping {_safe(local)}: {why}", file=sys.stderr)
+        print(f"{PROG}: warning: skipping {_safe(local)}: {_safe_message(why)}", file=sys.stderr)
 
     def target(self, path: str, local: str, as_file: bool) -> str | None:
         """The archive path, or None (a warning) for a name an archive cannot hold: not UTF-8,
@@ -146,9 +149,9 @@ class _PutPlan:
             return P.normalize_file(path) if as_file else P.normalize(path)
         except InvalidPathError as e:
             if self.strict:
-                raise CLIError(f"cannot store {_safe(local)}: {_safe(e)} (--strict: nothing "
+                raise CLIError(f"cannot store {_safe(local)}: {_safe_message(e)} (--strict: nothing "
                                "written)") from None
-            self.skip(local, f"name cannot be stored: {_safe(e)}")
+            self.skip(local, f"name cannot be stored: {_safe_message(e)}")
             return None
 
     def is_excluded(self, rel: str, name: str) -> bool:
@@ -268,12 +271,22 @@ def _put_file(cart, local: str, dst: str, meta: dict | None,
     perm = {"perm": meta["mode"], "mtime": meta["mtime"]} if meta else {}
     with src, cart.open(dst, "wb", **perm) as out:
         while left > 0:
-            buf = src.read(min(CHUNK, left))
+            try:
+                buf = src.read(min(CHUNK, left))
+            except OSError as e:    # a read error names the source (the archive's name its own)
+                _named(e, local)
+                raise
             if not buf:
                 break
             out.write(buf)
             left -= len(buf)
         return out.tell()
+
+
+def _named(e: OSError, name: str) -> OSError:
+    if e.filename is None:
+        e.filename = name
+    return e
 
 
 def cmd_put(args) -> int:
@@ -296,7 +309,11 @@ def cmd_put(args) -> int:
                 if opened is not None:
                     src, size_now = opened
                     with src:
-                        data = src.read(size_now)
+                        try:
+                            data = src.read(size_now)
+                        except OSError as e:
+                            _named(e, local)
+                            raise
                     batch.append((dst, data) if meta is None else (dst, data, meta))
                     held += len(data)
                     n = len(data)
@@ -407,9 +424,24 @@ def cmd_cat(args) -> int:
     with _open(args, "r") as cart:
         out = _stdout_binary()
         with cart.open(args.path, "rb") as src:
-            shutil.copyfileobj(src, out, CHUNK)
-        out.flush()
+            while buf := src.read(CHUNK):
+                _write_stdout(out, buf)
+        _write_stdout(out, b"")
     return 0
+
+
+def _write_stdout(out, buf: bytes) -> None:
+    """Write (b"": flush) to standard output; an error (a full disk, a file-size limit) names
+    it, as one writing a file names the file. A reader that went away stays BrokenPipeError."""
+    try:
+        if buf:
+            out.write(buf)
+        else:
+            out.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise _named(e, "standard output") from None
 
 
 # -- ls --------------------------------------------------------------------------------------------
@@ -526,7 +558,7 @@ def _print_mapping(d: dict, indent: int = 0) -> None:
         elif k in _SIZE_KEYS and isinstance(v, int):
             print(f"{pad}{k + ':':{width}} {v} ({_human(v)})")
         else:
-            print(f"{pad}{k + ':':{width}} {_safe(v)}")
+            print(f"{pad}{k + ':':{width}} {_safe_message(v)}")
 
 
 def cmd_info(args) -> int:
@@ -543,13 +575,13 @@ def cmd_verify(args) -> int:
     with _open(args, "r") as cart:
         report = cart.verify(deep=not args.quick)
     for w in getattr(report, "warnings", None) or []:
-        print(f"warning: {_safe(w)}")
+        print(f"warning: {_safe_message(w)}")
     if report.ok:
         print(f"OK ({'quick' if args.quick else 'deep'}: {report.pages_checked} pages, "
               f"{report.files_checked} files, {report.bytes_checked} bytes checked)")
         return 0
     for p in report.problems:
-        print(f"problem: {_safe(p)}")
+        print(f"problem: {_safe_message(p)}")
     print(f"FAILED: {_plural(len(report.problems), 'problem')} in {_safe(args.archive)}")
     return 1
 
@@ -785,7 +817,7 @@ def cmd_policy_check(args) -> int:
         print("  (no policies stored: a principal may do everything)" if not stored
               else "  (no statement matched)")
     for ref in result.statements:
-        print(f"  {_safe(ref)}")
+        print(f"  {_safe_message(ref)}")       # composed: the statement id is a repr
     return 0 if result.decision.value == "Allow" else 3
 
 
@@ -928,7 +960,7 @@ class _Parser(argparse.ArgumentParser):
             self._intermixed = False
 
     def error(self, message):
-        super().error(_safe(message))
+        super().error(_safe_message(message))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ import numpy as np
 import cartridge
 
 from .errors import ReadOnlyError
-from .terminal import safe
+from .terminal import safe_message
 
 N_TEXT = 240            # small text files in nested directories
 N_JSON = 60             # small JSON documents
@@ -110,7 +110,7 @@ def run_demo(path: str | os.PathLike | None = None, out=None, *, overwrite: bool
         timings[step] = round((time.perf_counter() - t0) * 1000, 2)
 
     def say(msg: str) -> None:
-        print(safe(msg), file=out)
+        print(safe_message(msg), file=out)
 
     rng = np.random.default_rng(20240601)
     files, arrays = _generate(rng)

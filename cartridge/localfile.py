@@ -10,6 +10,7 @@ or a symlink is refused before anything is written.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 import stat
@@ -59,6 +60,27 @@ def check_destination(dest: str | os.PathLike) -> str:
     if stat.S_ISDIR(st.st_mode):
         raise PathIsDirectoryError(f"{dest} is a directory: give the path of the file to write")
     return dest
+
+
+class _Output(io.FileIO):
+    """The temp file's raw file: an error writing it names the destination (the temp name
+    means nothing to the user): "out.bin: File too large"."""
+
+    def __init__(self, fd: int, dest: str):
+        super().__init__(fd, "wb", closefd=True)
+        self._dest = dest
+
+    def write(self, b) -> int | None:  # type: ignore[override]
+        try:
+            return super().write(b)
+        except OSError as e:
+            raise _named(e, self._dest) from None
+
+
+def _named(e: OSError, dest: str) -> OSError:
+    if e.filename is None:
+        e.filename = dest
+    return e
 
 
 def _create_temp(dest: str) -> tuple[int, str]:
@@ -117,11 +139,14 @@ def atomic_writer(dest: str | os.PathLike, *, mode: int | None = None,
     dest = check_destination(dest)
     fd, tmp = _create_temp(dest)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with io.BufferedWriter(_Output(fd, dest)) as out:
             yield out
-            out.flush()
-            _set_meta(out.fileno(), mode, mtime)
-            os.fsync(out.fileno())
+            try:
+                out.flush()
+                _set_meta(out.fileno(), mode, mtime)
+                os.fsync(out.fileno())
+            except OSError as e:
+                raise _named(e, dest) from None
         _finish(tmp, dest)
     except BaseException:
         _remove_quietly(tmp)

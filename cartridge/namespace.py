@@ -2,23 +2,36 @@
 directory rules every change checks. Shared by the handle and the feature layers.
 
 A file record with entries below it (a key /a that is a file and a key /a/b) is damage no
-writer makes. It is reported (CorruptionError naming both keys) wherever a directory is
-interpreted - listing /a or its parent, isdir(/a), a lookup of '/a/', scan() over both keys,
-a change below /a - and by verify(). Calls that answer from one path's own record (read,
-readinto, read_buffer, open, stat, exists, isfile) do not look around it: that would cost a
-catalog probe on every lookup."""
+writer makes. Every lookup that meets it raises CorruptionError naming both keys: the record
+lookup itself (Engine.get: a file record with a key below it, a record with a file above it;
+the kernels check it at a memo miss, so a memo hit costs nothing more), an implicit directory
+below a file (implicit_dir), listing /a or its parent, scan() over both keys, a change at or
+below /a - and verify() reports it. A path below /a that holds nothing is simply absent. The
+way out: delete() or rename() of either file record (kind_to_repair) takes it away."""
 from __future__ import annotations
 
 from . import paths as P
-from .errors import NotFoundError, PathIsDirectoryError, PathNotDirectoryError
+from .errors import CorruptionError, NotFoundError, PathIsDirectoryError, PathNotDirectoryError
 from .format import KIND_DIR, KIND_FILE
-from .records import Record
+from .records import Record, decode
 
 
 def implicit_dir(eng, key: bytes) -> bool:
-    """Does some entry lie below `key` (a directory that exists only through its children)?"""
+    """Does some entry lie below `key` (a directory that exists only through its children)?
+    One below a file is damage (CorruptionError naming both keys)."""
     nxt = eng.first_key(key + b"/")
-    return nxt is not None and nxt.startswith(key + b"/")
+    if nxt is None or not nxt.startswith(key + b"/"):
+        return False
+    end = key.rfind(b"/")
+    while end > 0:          # the ancestors, nearest first: a file among them has children
+        anc = key[:end]
+        rec = eng.get(anc)      # raises for a file with entries below it
+        if rec is not None:
+            if rec.kind == KIND_FILE:
+                raise P.file_has_children(anc, nxt)
+            break           # a directory record: its own ancestors were checked with it
+        end = key.rfind(b"/", 0, end)
+    return True
 
 
 def file_with_children(eng, key: bytes) -> Exception | None:
@@ -61,6 +74,26 @@ def kind(eng, path: str) -> tuple[str | None, Record | None]:
     if implicit_dir(eng, key):
         return "dir", None
     return None, None
+
+
+def kind_to_repair(eng, path: str) -> tuple[str | None, Record | None]:
+    """kind() for delete and rename of their source: a file record that is one of the keys of
+    a file with entries below it (the file, or a file below it) is given as a file, so that
+    deleting or moving it away repairs the catalog (the only way out of that damage); any other
+    damage raises as kind() does."""
+    try:
+        return kind(eng, path)
+    except CorruptionError as e:
+        if getattr(e, "file_with_children", None) is None or path == "/":
+            raise
+        key = P.to_key(path)
+        raw = eng.catalog.get(key)          # the record itself, not looked around
+        if raw is None:
+            raise
+        rec = decode(raw, f"{eng.name}:{path}")
+        if rec.kind != KIND_FILE:
+            raise
+        return "file", rec
 
 
 def check_parents(eng, path: str) -> None:

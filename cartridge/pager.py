@@ -265,12 +265,16 @@ class Pager:
         """Write `root` into the slot its generation owns (alternating), honouring sync."""
         raw = root.pack()
         off = SLOT_OFFSETS[root.generation % 2]
-        n = self.io.pwrite(self.fd, raw, off)
-        if n < len(raw):              # never seen for 256 bytes in one sector, but be exact
-            self.write_at(0, raw[n:], flush=False, skip=off + n)
-        self.wrote = False
-        if self.sync_mode == "full":
-            self.io.fdatasync(self.fd)
+        try:
+            n = self.io.pwrite(self.fd, raw, off)
+            if n < len(raw):              # never seen for 256 bytes in one sector, but be exact
+                self.write_at(0, raw[n:], flush=False, skip=off + n)
+            self.wrote = False
+            if self.sync_mode == "full":
+                self.io.fdatasync(self.fd)
+        except OSError as e:
+            self._named(e)
+            raise
 
     # -- pages ------------------------------------------------------------------------------
     # -- staged writes ----------------------------------------------------------------------
@@ -397,10 +401,14 @@ class Pager:
         if flush:
             self._unstage_overlap(pno, -(-(skip + len(view)) // PAGE_SIZE))
         off = pno * PAGE_SIZE + skip
-        while len(view):
-            n = self.io.pwrite(self.fd, view, off)
-            view = view[n:]
-            off += n
+        try:
+            while len(view):
+                n = self.io.pwrite(self.fd, view, off)
+                view = view[n:]
+                off += n
+        except OSError as e:
+            self._named(e)
+            raise
 
     def write_pages(self, pages: dict[int, bytes]) -> None:
         """Write page runs (each key a start page; a value may span pages), neighbours coalesced
@@ -409,6 +417,13 @@ class Pager:
 
     def write_runs(self, runs: list[tuple[int, list]]) -> None:
         self.wrote = True
+        try:
+            self._write_runs(runs)
+        except OSError as e:
+            self._named(e)
+            raise
+
+    def _write_runs(self, runs: list[tuple[int, list]]) -> None:
         for start, bufs in runs:
             if len(bufs) == 1:
                 data = bufs[0]
@@ -453,7 +468,11 @@ class Pager:
     def grow(self, n_pages: int) -> None:
         """Make the file at least `n_pages` long (new pages read as zeros)."""
         if n_pages > self.file_pages:
-            self.io.ftruncate(self.fd, n_pages * PAGE_SIZE)
+            try:
+                self.io.ftruncate(self.fd, n_pages * PAGE_SIZE)
+            except OSError as e:        # e.g. EFBIG under a file-size limit, ENOSPC
+                self._named(e)
+                raise
             self.file_pages = n_pages
             # no seal for this commit: a lost growth would leave the file shorter than the
             # sealed root's page_count, with every page the seal covers intact
@@ -468,10 +487,25 @@ class Pager:
     def sync_data(self) -> None:
         """The barrier before a root flip: in "full" and "normal" modes pages reach the disk."""
         if self.sync_mode != "off":
-            self.io.fdatasync(self.fd)
+            try:
+                self.io.fdatasync(self.fd)
+            except OSError as e:
+                self._named(e)
+                raise
 
     def sync_now(self) -> None:
-        self.io.fsync(self.fd)
+        try:
+            self.io.fsync(self.fd)
+        except OSError as e:
+            self._named(e)
+            raise
+
+    def _named(self, e: OSError) -> OSError:
+        """`e` (an error writing or syncing the archive file) naming the archive, as an error
+        from open() names its file: "a.cart: File too large", not a bare "File too large"."""
+        if e.filename is None:
+            e.filename = self.name
+        return e
 
 
 def seal_meta(page: bytearray) -> bytes:

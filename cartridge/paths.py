@@ -12,6 +12,7 @@ import re
 from functools import lru_cache
 
 from ._core import pathkeys as _C
+from ._core.btree import file_has_children  # noqa: F401  (the damage of a file with children)
 from .errors import CorruptionError, InvalidPathError
 from .format import MAX_NAME_BYTES, MAX_PATH_BYTES
 
@@ -134,13 +135,6 @@ def stored_path(raw: bytes) -> str:
 def shown(key: bytes) -> str:
     """A catalog key for a message: undecodable bytes and control characters escaped."""
     return repr(key.decode("utf-8", "backslashreplace"))
-
-
-def file_has_children(key: bytes, below: bytes) -> CorruptionError:
-    """The damage of a file record `key` with the key `below` under it (a file cannot have
-    children): both keys shown escaped."""
-    return CorruptionError(f"catalog holds a file with entries below it: {shown(key)} and "
-                           f"{shown(below)}")
 
 
 def parent(path: str) -> str:

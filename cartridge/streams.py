@@ -8,8 +8,10 @@ exception inside `with`) discards what was written.
 """
 from __future__ import annotations
 
+import errno
 import io
 import operator
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -25,6 +27,7 @@ from .records import Record, max_payload
 
 STREAM_MODES = ("rb", "wb", "ab", "r+b")
 DIRTY_BUDGET = 16          # chunks (1 MiB) held in memory before they go to pages
+HOLE_FLUSH = 128           # chunks (8 MiB) of a hole filled at close() before they go to pages
 
 
 def open_stream(cart, path: str, mode: str, *, perm: int | None = None,
@@ -397,9 +400,10 @@ class CartWriter(_Base):
         cart = self._cart
         with self._lock:
             eng = H.writer(cart)
+            size = self._size_
+            self._check_room(eng, size)
             if self._dirty:
                 self._flush_chunks(list(self._dirty))
-            size = self._size_
             n_chunks = -(-size // CHUNK_SIZE)
             cmap = np.empty((n_chunks, 2), dtype=np.uint64)
             base_map = self._base_map
@@ -413,6 +417,7 @@ class CartWriter(_Base):
                     # ours to share, so every untouched chunk is copied (our pin keeps them readable)
                     base_map = None
             keep_runs = []
+            flushed = False
             for i in range(n_chunks):
                 if i in self._placed:
                     cmap[i] = self._placed[i]
@@ -422,7 +427,10 @@ class CartWriter(_Base):
                     cmap[i] = base_map[i]
                 else:   # an untouched chunk whose length changed, or an inline base: rewrite it
                     self._dirty[i] = bytearray(self._chunk_bytes(i))
-            if self._dirty:
+                    if len(self._dirty) >= HOLE_FLUSH:     # a long hole goes to pages as it
+                        self._flush_chunks(list(self._dirty))   # is made, not all in memory
+                        flushed = True
+            if self._dirty or flushed:
                 self._flush_chunks(list(self._dirty))
                 for i in list(self._placed):
                     if i < n_chunks:
@@ -450,6 +458,25 @@ class CartWriter(_Base):
                 if H.hooks:
                     H.note(cart, checksum=rec.checksum, size=size)
                 self._published = True
+
+    def _check_room(self, eng, size: int) -> None:
+        """Before a file of `size` bytes is published: the chunks it has no pages for yet (a
+        hole left by seek() or truncate() past the end: there are no sparse files) must fit
+        the file system, or the error a full disk gives is raised now, naming the archive,
+        before anything is allocated or written (a seek to 2**61 is not a MemoryError)."""
+        have = (len(self._placed) + len(self._dirty)) * CHUNK_SIZE
+        if self._base_map is not None and self._base is not None:
+            have += self._base.size
+        need = size - have
+        if need <= 1 << 30:
+            return              # small: a full disk, if any, says so as the pages are written
+        st = os.fstatvfs(eng.pager.fd)
+        room = st.f_bavail * st.f_frsize
+        if need > room:
+            room += eng.allocator.stats()["free_pages"] * PAGE_SIZE
+        if need > room:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {P.shown(self._key)} "
+                          f"would need {need} more bytes, {room} are free", eng.name)
 
     def _chunk_bytes_final(self, cmap, i: int, size: int) -> bytes:
         ln = chunk_len(size, i)

@@ -212,14 +212,14 @@ class _Verifier:
         open_files: list[bytes] = []
         for key, value in self.walk(TREE_CATALOG, root.catalog_root, root.catalog_height, "catalog"):
             count += 1
-            where = safe(key.decode("utf-8", "backslashreplace"))
+            text = key.decode("utf-8", "surrogateescape")   # bytes not UTF-8: \udcXX, unambiguous
             system = key[:1] == SYSTEM_PREFIX
+            where = f"<system {text[1:]!r}>" if system else safe(text)
             while open_files and not key.startswith(open_files[-1]):
                 open_files.pop()
             if open_files and key[len(open_files[-1]):len(open_files[-1]) + 1] == b"/":
                 self.problem(str(P.file_has_children(open_files[-1], key)))
             if system:
-                where = f"<system {where[1:]!r}>"
                 if self.system_key_ok is None or not self.system_key_ok(key):
                     self.problem(f"{where}: unknown system entry in the catalog")
             else:
@@ -364,7 +364,7 @@ class _Verifier:
                 pass
             for key, value in self.walk(TREE_CATALOG, prev.catalog_root, prev.catalog_height,
                                         "previous catalog", skip=shared):
-                where = f"{key.decode('utf-8', 'replace')} (previous commit)"
+                where = f"{safe(key.decode('utf-8', 'surrogateescape'))} (previous commit)"
                 try:
                     rec = decode(value, where)
                 except CartridgeError as e:

@@ -102,7 +102,23 @@ def test_safe_escapes_what_a_terminal_acts_on():
     assert cli._safe("a\x1b[31mb\rc\nd\te\x07") == "a\\x1b[31mb\\rc\\nd\\te\\x07"
     assert cli._safe("rtl\u202egnp \u200b \u2066 \x9b \udcff \U000e0041") == \
         "rtl\\u202egnp \\u200b \\u2066 \\x9b \\udcff \\U000e0041"
-    assert cli._safe("already 'a\\x1b'") == "already 'a\\x1b'"            # idempotent
+    assert cli._safe("a\\x1b") == "a\\\\x1b"                 # a literal backslash: doubled
+    assert cli._safe_message("already 'a\\x1b'") == "already 'a\\x1b'"    # idempotent
+    assert cli._safe_message("a\x1b[31m\u202e") == "a\\x1b[31m\\u202e"
+
+
+def test_safe_is_unambiguous():
+    """A name holding a control character and one spelling its escape literally never show
+    alike (as `ls -b`: a backslash shows doubled); the printable text of both stays readable."""
+    pairs = [("a\x1b", "a\\x1b"), ("rtl\u202e", "rtl\\u202e"), ("n\nl", "n\\nl"),
+             ("x\\", "x\\\\"), ("bad\udcff", "bad\\udcff")]
+    shown = [cli._safe(t) for pair in pairs for t in pair]
+    assert len(set(shown)) == len(shown), shown
+    for text in [t for pair in pairs for t in pair]:
+        assert cli._safe(text).isprintable()
+        # one way back: the shown text decodes to the original (unicode_escape of the ASCII)
+        assert cli._safe(text).encode("ascii", "backslashreplace").decode("unicode_escape") \
+            .encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass") == text
 
 
 def test_verify_cannot_be_spoofed(inputs, tmp_path):
@@ -371,3 +387,28 @@ def test_unicode_category_sanity():
     """The test's notion of unsafe covers the categories a terminal acts on."""
     for c in "\x1b\r\x07\x9b\u202e\u200b\u2066\u2028\udcff":
         assert not c.isprintable(), unicodedata.name(c, hex(ord(c)))
+
+
+def test_a_literal_escape_and_the_real_character_print_differently(tmp_path):
+    """A name spelled with a literal backslash sequence and one holding the character it spells
+    (U+202E through the API; ESC only through a crafted key, which listing and verify report as
+    damage) show differently in ls, stat and verify."""
+    path = str(tmp_path / "lit.cart")
+    with cartridge.open(path, "x") as c:
+        c.write("/rtl\\u202e", b"literal")
+        c.write("/rtl\u202e", b"real")
+        c.write("/x\\x1b", b"literal")
+    rc, out, _ = check_run(["ls", path])
+    assert rc == 0 and out.decode().splitlines() == ["rtl\\\\u202e", "rtl\\u202e", "x\\\\x1b"]
+    outs = [check_run(["stat", path, p])[1] for p in ("/rtl\\u202e", "/rtl\u202e", "/x\\x1b")]
+    assert b"path:     /rtl\\\\u202e\n" in outs[0] and b"path:     /rtl\\u202e\n" in outs[1]
+    assert b"path:     /x\\\\x1b\n" in outs[2]
+    _put_raw_keys(path, [b"/x\x1b"])                 # the real ESC: damage, named escaped once
+    rc, out, _ = check_run(["verify", path])
+    problems = [ln for ln in out.decode().splitlines() if ln.startswith("problem:")]
+    assert rc == 1 and problems and all("x\\\\x1b" not in p for p in problems), problems
+    assert any("/x\\x1b" in p for p in problems), problems
+    rc, _, err = check_run(["ls", path])
+    assert rc == 1 and "'x\\x1b'" in err and "x\\\\x1b" not in err, err
+    rc, out, _ = check_run(["stat", path, "/x\\x1b"])           # the literal one still reads
+    assert rc == 0 and b"path:     /x\\\\x1b\n" in out

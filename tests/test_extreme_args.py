@@ -2,6 +2,7 @@
 given huge, negative, None, bytes or odd-buffer arguments, either works or raises a
 CartridgeError, TypeError or ValueError — never OverflowError, MemoryError, KeyError, apsw.*,
 struct.error or IndexError. A huge read size means "to the end", as a huge offset means "past it"."""
+import errno
 import itertools
 import os
 
@@ -156,3 +157,48 @@ def test_sweep(handle, tmp_path, monkeypatch):
     for buf in _buffers():
         _call(handle.write, "/odd", buf)
     assert os.path.isdir("/tmp")
+
+
+@pytest.mark.parametrize("how", ["seek-write", "truncate", "r+b"])
+def test_a_hole_larger_than_the_disk_is_a_full_disk_at_once(tmp_path, how):
+    """A write stream moved far past its end (there are no sparse files: the hole is stored
+    as zeros) is refused at close() with the error of a full disk naming the archive, before
+    anything is allocated (it was a numpy MemoryError) or written; the handle goes on."""
+    path = str(tmp_path / "a.cart")
+    with cartridge.open(path, "a") as c:
+        c.write("/f", DATA)
+        size = os.path.getsize(path)
+        f = c.open("/f" if how == "r+b" else "/g", "r+b" if how == "r+b" else "wb")
+        if how == "truncate":
+            f.truncate(2**61)
+        else:
+            f.seek(2**61)
+            f.write(b"x")
+        with pytest.raises(OSError) as e:
+            f.close()
+        assert e.value.errno == errno.ENOSPC and e.value.filename == path, e.value
+        assert "'/" in str(e.value) and "more bytes" in str(e.value)
+        assert os.path.getsize(path) == size
+        assert c.read("/f") == DATA and not c.exists("/g") and c.verify().ok
+        c.write("/h", b"after")
+        assert c.read("/h") == b"after"
+
+
+def test_a_long_hole_is_written_without_holding_it_in_memory(tmp_path):
+    """A write stream moved 96 MiB past its end fills the hole with zeros at close() a few MiB
+    at a time (it used to hold the whole hole in memory first)."""
+    import tracemalloc
+    with cartridge.open(str(tmp_path / "a.cart"), "a", sync="off") as c:
+        c.write("/f", DATA)
+        tracemalloc.start()
+        try:
+            with c.open("/f", "r+b") as f:
+                f.seek(96 << 20)
+                f.write(b"end")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 40 << 20, peak
+        assert c.stat("/f").size == (96 << 20) + 3
+        assert c.read("/f", 0, len(DATA)) == DATA and c.read("/f", 50 << 20, 4) == bytes(4)
+        assert c.read("/f", 96 << 20) == b"end" and c.verify().ok

@@ -7,20 +7,25 @@ a key outside the range its parent's separators give its leaf).
 
 Every name meets every operation, each in its own test: every read API (read, readinto,
 read_buffer, open "rb", stat, exists, isfile, isdir, listdir, walk, scan, sqlite,
-sqlite_export), verify(), and the CLI's get (into a fresh directory), ls, stat and verify. Each
+sqlite_export, fsspec get/ls/info/find/cat_file), verify(), and the CLI's get (into a fresh
+directory), ls, stat and verify. Each
 gives an answer or a clear error (a CartridgeError; the CLI: one line, exit 1) and verify
 reports a problem, escaped; names listed back are all sane; and nothing is written outside the
 target: the whole temporary tree (the target's parent dirs, sibling dirs, the files a climbing
 name would reach) is compared before and after, and every file written lies inside the target.
 
 A path over 4096 bytes cannot be crafted: the B+tree itself refuses keys over 4096 bytes
-(tests/test_corruption.py covers hostile node pages). Export and fsspec `get` do not exist
-yet; when they land they belong in OPS here.
+(tests/test_corruption.py covers hostile node pages). The cart:// filesystem is in OPS
+(fsspec's `get` into a fresh directory; `ls`, `info`, `find`, `cat_file`): a path that is not
+there is fsspec's own FileNotFoundError. A general export does not exist yet; when it lands it
+belongs in OPS here.
 
-The rule for a file with children (see cartridge/namespace.py): every call that interprets a
-directory raises CorruptionError naming both keys (listing the file or its parent, isdir, a
-lookup of 'a/', scan, a change below it, `get` of a tree holding it, before writing anything);
-calls that answer from one path's own record (read*, open, stat, exists, isfile) answer from it.
+The rule for a file with children (see cartridge/namespace.py): every call that meets it
+raises CorruptionError naming both keys - the lookups of the file and of every path below it
+(read, readinto, read_buffer, open, stat, exists, isfile, isdir, sqlite, sqlite_export), listing
+the file or its parent, scan, a change at or below it, `get` of a tree holding it (before
+writing anything) - and verify reports it. Edge cases of the lookups (keys sorting between
+'/a' and '/a/', leaf edges, long keys, deep ancestors): tests/test_file_with_children.py.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ from hostile import (
 
 import cartridge
 from cartridge import paths as P
-from cartridge.errors import CartridgeError, CorruptionError
+from cartridge.errors import CartridgeError, CorruptionError, InvalidPathError
 
 RAW = {
     "climb": b"/../../x",
@@ -136,12 +141,40 @@ def _sqlite_export(c, p, out):
     c.sqlite_export(p, os.path.join(out, "export.db"))
 
 
+def _fsspec_get(c, p, out):
+    """fsspec's get of the path into a fresh local directory, through the cart:// filesystem."""
+    from cartridge.fsspec import CartridgeFileSystem
+    fs = CartridgeFileSystem(fo=c.path, skip_instance_cache=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+        fs.get(p, out + "/", recursive=True)
+    except FileNotFoundError as e:      # fsspec's own answer for a path that is not there
+        assert not unsafe(str(e)), (p, str(e))
+    finally:
+        fs.close()
+
+
+def _fsspec_read(c, p, out):
+    """ls, info and cat through the cart:// filesystem."""
+    from cartridge.fsspec import CartridgeFileSystem
+    fs = CartridgeFileSystem(fo=c.path, skip_instance_cache=True)
+    try:
+        for call in (lambda: fs.ls(p), lambda: fs.info(p), lambda: fs.find(p),
+                     lambda: fs.cat_file(p)):
+            try:
+                call()
+            except CartridgeError as e:
+                assert not unsafe(str(e)), (p, str(e))
+    finally:
+        fs.close()
+
+
 OPS = {
     "read": _read, "readinto": _readinto, "read_buffer": _read_buffer, "open_rb": _open_rb,
     "stat": lambda c, p, out: c.stat(p), "exists": lambda c, p, out: c.exists(p),
     "isfile": lambda c, p, out: c.isfile(p), "isdir": lambda c, p, out: c.isdir(p),
     "listdir": _listdir, "walk": _walk, "scan": _scan, "sqlite": _sqlite,
-    "sqlite_export": _sqlite_export,
+    "sqlite_export": _sqlite_export, "fsspec_get": _fsspec_get, "fsspec_read": _fsspec_read,
 }
 CLI_OPS = ["get-root", "get-path", "ls", "ls-lR", "stat", "verify"]
 
@@ -233,29 +266,84 @@ def test_cli(case, op, archives, tmp_path):
 BOTH = "catalog holds a file with entries below it: '/a' and '/a/b'"
 
 
-def test_file_with_children_is_reported_consistently(archives, tmp_path):
-    """verify reports it naming both keys; every call that interprets a directory raises
-    CorruptionError; calls answering from one path's own record answer from it."""
-    path = archives["file-with-children"]
-    with cartridge.open(path, "r") as c:
+DIR_CALLS = {"stat", "exists", "isfile", "isdir", "listdir", "walk", "scan"}
+
+
+def _every_read(c, p, out):
+    """Every read call of the API on path p (each a thunk)."""
+    def sqlite():
+        c.sqlite(p, readonly=True).close()
+    return {"read": lambda: c.read(p), "read-range": lambda: c.read(p, 1, 3),
+            "readinto": lambda: c.readinto(p, bytearray(8)),
+            "read_buffer": lambda: c.read_buffer(p), "open": lambda: c.open(p, "rb").close(),
+            "stat": lambda: c.stat(p), "exists": lambda: c.exists(p),
+            "isfile": lambda: c.isfile(p), "isdir": lambda: c.isdir(p),
+            "listdir": lambda: c.listdir(p), "walk": lambda: list(c.walk(p)),
+            "scan": lambda: list(c.scan(p)), "sqlite": sqlite,
+            "sqlite_export": lambda: c.sqlite_export(p, out)}
+
+
+@pytest.mark.parametrize("mode", ["r", "a"])
+def test_file_with_children_is_reported_consistently(archives, tmp_path, mode):
+    """verify reports it naming both keys; every read call of the file, of the key below it
+    and of the directory spelling 'a/' raises CorruptionError naming both (also a second time,
+    when the memo could answer); neighbours sorting between them ('/a-x') and elsewhere are
+    fine; a path below the file that holds nothing is absent."""
+    path = str(tmp_path / "w.cart")
+    shutil.copy(archives["file-with-children"], path)
+    with cartridge.open(path, mode) as c:
         report = c.verify()
         assert not report.ok and BOTH in report.problems, report.problems
-        for call in (lambda: c.listdir("/"), lambda: c.listdir("/a"), lambda: list(c.walk("/")),
-                     lambda: list(c.walk("/a")), lambda: c.isdir("/a"), lambda: c.stat("/a/"),
-                     lambda: list(c.scan("/")), lambda: list(c.scan("/a")),
-                     lambda: list(c.scan("/a/"))):
-            with pytest.raises(CorruptionError) as e:
-                call()
-            assert BOTH in str(e.value)
-        assert c.stat("/a").is_file and c.read("/a")[:6] == b"SQLite" and c.isfile("/a")
-        assert c.exists("/a/b") and c.stat("/a/b").is_file
+        for _ in range(2):
+            for p in ("/a", "/a/b", "/a/"):
+                for name, call in _every_read(c, p, str(tmp_path / "out.db")).items():
+                    if p == "/a/" and name not in DIR_CALLS:
+                        with pytest.raises(InvalidPathError, match="cannot end with '/'"):
+                            call()          # a file path cannot end with '/', whatever it holds
+                        continue
+                    with pytest.raises(CorruptionError) as e:
+                        call()
+                    assert BOTH in str(e.value), (p, name, str(e.value))
+            for call in (lambda: c.listdir("/"), lambda: list(c.walk("/")),
+                         lambda: list(c.scan("/"))):
+                with pytest.raises(CorruptionError, match="'/a' and '/a/b'"):
+                    call()
+        assert not os.path.exists(tmp_path / "out.db")
+        assert c.stat("/a-x").is_file and c.read("/a-x")[:6] == b"SQLite" and c.isfile("/a-x")
+        assert not c.exists("/a/zz") and not c.exists("/a-x/b")
+        with pytest.raises(cartridge.NotFoundError):
+            c.stat("/a/zz")
         assert c.listdir("/d") == ["inner.txt"]                  # elsewhere all is well
         assert [i.path for i in c.scan("/d/")] == ["/d/inner.txt"]
-    work = str(tmp_path / "w.cart")
-    shutil.copy(path, work)
-    with cartridge.open(work, "a") as c:
-        with pytest.raises(CorruptionError, match="entries below it"):
-            c.write("/a/c", b"no")
+        if mode == "a":
+            for change in (lambda: c.write("/a/c", b"no"), lambda: c.write("/a", b"no"),
+                           lambda: c.write("/a/b", b"no"), lambda: c.mkdir("/a/c"),
+                           lambda: c.rename("/ok.txt", "/a"), lambda: c.rename("/ok.txt", "/a/c")):
+                with pytest.raises(CorruptionError, match="entries below it"):
+                    change()
+            c.write("/d/new.txt", b"fine")                       # elsewhere all is well
+    with cartridge.open(path, "r") as c:
+        assert c.verify().problems == report.problems
+
+
+@pytest.mark.parametrize("repair", ["delete-file", "delete-below", "rename-file", "rename-below"])
+def test_delete_or_rename_of_either_key_repairs(archives, tmp_path, repair):
+    """The way out of the damage: delete() or rename() of the file or of the file below it
+    (the only changes that take the damage away, atomically); then verify passes and what is
+    left reads."""
+    path = str(tmp_path / "w.cart")
+    shutil.copy(archives["file-with-children"], path)
+    with cartridge.open(path, "a") as c:
+        {"delete-file": lambda: c.delete("/a"), "delete-below": lambda: c.delete("/a/b"),
+         "rename-file": lambda: c.rename("/a", "/a.saved"),
+         "rename-below": lambda: c.rename("/a/b", "/b.saved")}[repair]()
+        assert c.verify().ok
+        for p in {"delete-file": ["/a/b"], "delete-below": ["/a"],
+                  "rename-file": ["/a.saved", "/a/b"], "rename-below": ["/a", "/b.saved"]}[repair]:
+            assert c.read(p)[:6] == b"SQLite", p
+        assert c.isdir("/a") == (repair in ("delete-file", "rename-file"))
+    with cartridge.open(path, "r") as c:
+        assert c.verify().ok and c.listdir("/")
 
 
 def test_cli_get_of_a_file_with_children_writes_nothing(archives, tmp_path):
@@ -265,7 +353,16 @@ def test_cli_get_of_a_file_with_children_writes_nothing(archives, tmp_path):
                  ["ls", world.archive, "-R"], ["ls", world.archive]):
         rc, out, err = check_run(argv)
         assert rc == 1 and "'/a' and '/a/b'" in err, (argv, err)
-    assert check_run(["ls", world.archive, "/a"])[:2] == (0, b"a\n")      # its own record
+    for argv in (["ls", world.archive, "/a"], ["ls", world.archive, "/a/b"],
+                 ["stat", world.archive, "/a"], ["stat", world.archive, "/a/b"],
+                 ["cat", world.archive, "/a"], ["cat", world.archive, "/a/b"],
+                 ["get", world.archive, "/a", "--to", world.target("a")],
+                 ["get", world.archive, "/a/b", "--to", world.target("ab")]):
+        rc, out, err = check_run(argv)
+        assert rc == 1 and out == b"" and "'/a' and '/a/b'" in err, (argv, out, err)
+    assert not os.path.exists(world.target("a")) and not os.path.exists(world.target("ab"))
+    rc, out, _ = check_run(["cat", world.archive, "/a-x"], content_on_stdout=True)
+    assert rc == 0 and out[:6] == b"SQLite"                  # its neighbour is fine
     assert not os.path.exists(world.target("root")) and not os.path.exists(world.target("two"))
     world.check()
     rc, out, _ = check_run(["verify", world.archive])
@@ -285,3 +382,17 @@ def test_engine_refuses_keys_over_4096_bytes(tmp_path):
             eng.put(b"/" + b"s/" * 2100, eng.delete(b"/seed"))
     finally:
         eng.close()
+
+
+def test_verify_names_undecodable_and_literal_keys_apart(tmp_path):
+    """verify names a crafted key that is not UTF-8 unambiguously (its bytes), and a real name
+    spelled with a backslash, '/bad\\udcff', is no problem and never read alike."""
+    path = str(tmp_path / "u.cart")
+    raw_name_archive(path, b"/bad\xff")
+    with cartridge.open(path, "a") as c:
+        c.write("/bad\\udcff", b"a literal name")
+    with cartridge.open(path, "r") as c:
+        problems = c.verify().problems
+    assert any("b'/bad\\xff'" in p for p in problems), problems
+    assert not any("udcff" in p for p in problems), problems      # the literal name is fine
+    assert all(not unsafe(p) for p in problems)

@@ -29,7 +29,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memmove, memset
 
 from cartridge._core.checksum cimport page_checksum
-from cartridge._core.layout cimport (KEY_INLINE, MAX_CELL, MAX_KEY, MAX_NAME_BYTES, NODE_HEADER_SIZE,
+from cartridge._core.layout cimport (KEY_INLINE, KIND_FILE, MAX_CELL, MAX_KEY, MAX_NAME_BYTES, NODE_HEADER_SIZE,
                                      NODE_USABLE, PAGE_SIZE, TAG_INTERNAL, TAG_LEAF, TAG_SIZE,
                                      UNDERFLOW, NodeHeader)
 from cartridge.errors import CorruptionError
@@ -592,13 +592,22 @@ cdef bytes shortest_separator(bytes left, bytes right):
     return right[:i + 1]
 
 
+def file_has_children(bytes key, bytes below):
+    """The damage of a file record `key` with the key `below` under it (a file cannot have
+    children): a CorruptionError naming both keys, escaped (undecodable bytes and control
+    characters shown as escapes); its `file_with_children` attribute is (key, below)."""
+    err = CorruptionError(f"catalog holds a file with entries below it: "
+                          f"{key.decode('utf-8', 'backslashreplace')!r} and "
+                          f"{below.decode('utf-8', 'backslashreplace')!r}")
+    err.file_with_children = (key, below)      # what delete/rename may repair
+    return err
+
+
 cdef int _file_with_children(bytes prefix, object name, const unsigned char* kp,
                              Py_ssize_t kl) except -1:
     """Raise for a directory entry that is both a file record and the parent of a deeper key
     (a damaged catalog: a file cannot have children), naming both keys escaped."""
-    below = PyBytes_FromStringAndSize(<char*>kp, kl).decode("utf-8", "backslashreplace")
-    raise CorruptionError(f"catalog holds a file with entries below it: "
-                          f"{prefix.decode('utf-8', 'backslashreplace') + name!r} and {below!r}")
+    raise file_has_children(prefix + name.encode("utf-8"), PyBytes_FromStringAndSize(<char*>kp, kl))
 
 
 cdef object _stored_name(const unsigned char* p, Py_ssize_t n):
@@ -703,6 +712,54 @@ cdef class BTree:
         if i < node.n() and node.compare_at(i, k, kl) == 0:
             return node.value(i)
         return None
+
+    cpdef object get_path(self, bytes key):
+        """get() of a path key ('/...'), which also proves that a file record under it has no
+        key below it (key + '/...': damage no writer makes, raised as CorruptionError naming
+        both keys). The keys that start with `key` follow it in order, those with a byte below
+        '/' after it ('/a-x', '/a.x') before any '/a/...': so the keys after it in the leaf it
+        was found in settle it, and only when they run to the leaf's end does a second descent
+        look for the first key from key + '/'."""
+        cdef Node node, parent
+        cdef Py_ssize_t i, j, n, cl, vl
+        cdef const unsigned char* k = <unsigned char*>PyBytes_AS_STRING(key)
+        cdef Py_ssize_t kl = PyBytes_GET_SIZE(key)
+        cdef const unsigned char* c
+        cdef const unsigned char* v
+        cdef bytes full, below
+        cdef int depth = 1
+        if self.root == 0:
+            return None
+        node = self._load(self.root)
+        while not node.is_leaf:
+            depth += 1
+            if depth > self.height:
+                raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
+            parent = node
+            node = self._child(parent, parent.upper_bound(k, kl))
+        i = node.lower_bound(k, kl)
+        n = node.n()
+        if i >= n or node.compare_at(i, k, kl) != 0:
+            return None
+        v = node.value_ptr(i, &vl)
+        if vl == 0 or v[0] != KIND_FILE:
+            return node.value(i)
+        for j in range(i + 1, n):
+            c = node.cell(j)
+            cl = rd16(c)
+            if cl <= KEY_INLINE:
+                c = c + 4
+            else:
+                full = node.key(j)
+                c = <unsigned char*>PyBytes_AS_STRING(full)
+            if cl <= kl or memcmp(c, k, kl) != 0 or c[kl] > 47:
+                return node.value(i)        # past every key that starts with key + '/'
+            if c[kl] == 47:
+                raise file_has_children(key, node.key(j))
+        below = self.first_key_from(key + b"/")
+        if below is not None and below.startswith(key + b"/"):
+            raise file_has_children(key, below)
+        return node.value(i)
 
     def items_from(self, bytes start, Py_ssize_t limit, bytes prefix=None):
         """Up to `limit` (key, value) pairs with key >= start, in order, stopping at the first

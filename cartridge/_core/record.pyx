@@ -2,6 +2,7 @@
 """Catalog records in C (docs/FORMAT.md §5.1): Record, decoded straight from the cell bytes
 through the packed RecordHeader of layout.pxd, and the memoised record lookup."""
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy
@@ -11,6 +12,7 @@ from cartridge._core.memo cimport Memo
 
 import struct as _struct
 
+from cartridge._core.btree import file_has_children as _file_has_children
 from cartridge.errors import CorruptionError
 
 
@@ -227,16 +229,67 @@ cpdef object get_record(Memo records, object catalog, bytes key, object name):
 
 
 cdef object fetch_record(Memo records, object catalog, bytes key, object name):
-    """A memo miss: the record from the catalog, decoded and memoised."""
+    """A memo miss: the record from the catalog, decoded and memoised. A path key's record is
+    memoised only once it is known not to be a file with entries below it (BTree.get_path) and
+    no ancestor of it is a file (_check_ancestors): damage no writer makes, CorruptionError
+    naming both keys on every lookup, so a memo hit never needs to look."""
     cdef object rec
-    cdef object value = catalog.get(key)
+    cdef object value
+    cdef bint is_path = PyBytes_GET_SIZE(key) > 1 and PyBytes_AS_STRING(key)[0] == 47
+    value = catalog.get_path(key) if is_path else catalog.get(key)
     if value is None:
         rec = None
     else:
         rec = decode_at(<const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
                         _Where(name, key))
+        if is_path:
+            _check_ancestors(records, catalog, key, name)
     records.admit(key, rec)
     return rec
+
+
+cdef int _check_ancestors(Memo records, object catalog, bytes key, object name) except -1:
+    """Raise CorruptionError if an ancestor of the path key `key`, which holds a record, is a
+    file. Nearest first, through the memo (not counted as its hits or misses); it stops at a
+    memoised directory record, whose own ancestors were checked when it was memoised (every
+    record a lookup memoises went through here; a writer memoises what it wrote after its
+    parent checks). Ancestors read from the catalog are memoised once all are known good."""
+    cdef const char* s = PyBytes_AS_STRING(key)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(key)
+    cdef PyObject* hit
+    cdef bytes anc
+    cdef object rec, value
+    cdef list found = None
+    while True:
+        end -= 1
+        while end > 0 and s[end] != 47:
+            end -= 1
+        if end <= 0:
+            break
+        anc = PyBytes_FromStringAndSize(s, end)
+        hit = PyDict_GetItem(records, anc)
+        if hit != NULL:
+            rec = <object>hit
+            if rec is None:
+                continue
+            if (<Record>rec)._kind == L.KIND_FILE:
+                raise _file_has_children(anc, key)
+            break
+        value = catalog.get(anc)
+        if value is None:
+            rec = None
+        else:
+            rec = decode_at(<const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
+                            _Where(name, anc))
+            if (<Record>rec)._kind == L.KIND_FILE:
+                raise _file_has_children(anc, key)
+        if found is None:
+            found = []
+        found.append((anc, rec))
+    if found is not None:
+        for anc, rec in found:
+            records.admit(anc, rec)
+    return 0
 
 
 cdef class _Where:
