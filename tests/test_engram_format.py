@@ -15,12 +15,12 @@ pytest.importorskip("lz4", reason="the engram extra (lz4) is not installed")
 pytest.importorskip("zstandard", reason="the engram extra (zstandard) is not installed")
 pytest.importorskip("cryptography", reason="the engram extra (cryptography) is not installed")
 
-import zstandard  # noqa: E402
+import zstandard
 
-from cartridge import engram  # noqa: E402
-from cartridge.engram import EngramWriter  # noqa: E402
-from cartridge.engram import manifest as MF  # noqa: E402
-from cartridge.errors import (  # noqa: E402
+from cartridge import engram
+from cartridge.engram import EngramWriter
+from cartridge.engram import manifest as MF
+from cartridge.errors import (
     CorruptionError,
     DecryptionError,
     InvalidPathError,

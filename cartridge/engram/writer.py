@@ -77,7 +77,7 @@ class EngramWriter:
         self._enc, self._key = encryption_mode(encryption, key)
         self._mtime = mtime
         self._own = isinstance(file, (str, os.PathLike))
-        self._out: BinaryIO = open(file, "wb") if self._own else file  # noqa: SIM115
+        self._out: BinaryIO = open(file, "wb") if self._own else file
         self._name = os.fspath(file) if self._own else None
         # archive encryption: the plaintext body goes to a temp file, encrypted at close
         self._body: BinaryIO = tempfile.TemporaryFile() if self._enc == ENC_ARCHIVE else self._out
