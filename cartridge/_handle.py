@@ -372,5 +372,6 @@ HANDLE_OPS: dict[str, tuple[str, Callable | None]] = {
     **{name: (name, None) for name in (
         "exists", "isfile", "isdir", "stat", "listdir", "walk", "scan", "mkdir", "delete",
         "rename", "sqlite", "sqlite_export", "commit", "set_policy", "get_policy",
-        "delete_policy", "policies", "as_principal", "check_access", "verify", "info", "close")},
+        "delete_policy", "policies", "as_principal", "check_access", "verify", "info", "close",
+        "export_engram")},
 }

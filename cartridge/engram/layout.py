@@ -143,7 +143,7 @@ class Header(NamedTuple):
     minor: int
     cd_offset: int
     cd_size: int
-    count: int
+    entries: int
     flags: int
 
 

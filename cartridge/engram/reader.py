@@ -171,11 +171,11 @@ class EngramReader:
         if size < HEADER_SIZE + ENDR_SIZE:
             raise CorruptionError(f"{self.path}: Engram too small to hold its end record")
         endr = unpack_endr(os.pread(self._fd, ENDR_SIZE, size - ENDR_SIZE))
-        if (endr.major, endr.minor, endr.cd_offset, endr.cd_size, endr.count) != \
-                (hdr.major, hdr.minor, hdr.cd_offset, hdr.cd_size, hdr.count):
+        if (endr.major, endr.minor, endr.cd_offset, endr.cd_size, endr.entries) != \
+                (hdr.major, hdr.minor, hdr.cd_offset, hdr.cd_size, hdr.entries):
             raise CorruptionError(f"{self.path}: ENDR does not match the header (central "
                                   "directory offset, size, count or version mismatch)")
-        n = hdr.count
+        n = hdr.entries
         if n > self.limits.max_entries:
             raise CorruptionError(f"{self.path}: {n} entries, past the cap of "
                                   f"{self.limits.max_entries}")
@@ -497,9 +497,9 @@ class EngramReader:
             raise NotADatabaseError(f"{self.path}: {name!r} is not an SQLite database")
         if len(data) >= 20 and data[18] == 2 and data[19] == 2:
             data[18] = data[19] = 1
-        if hasattr(sqlite3.Connection, "deserialize"):
+        if hasattr(sqlite3.Connection, "deserialize"):      # Python 3.11+
             conn = sqlite3.connect(":memory:", check_same_thread=False)
-            conn.deserialize(bytes(data))
+            conn.deserialize(bytes(data))                    # type: ignore[attr-defined,unused-ignore]
         else:                                          # Python < 3.11: a temp file, read-only
             fd, tmp = tempfile.mkstemp(suffix=".db")
             try:

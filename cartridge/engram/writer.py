@@ -14,7 +14,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from ..errors import ClosedError, InvalidPathError
 from . import codec, crypto
@@ -38,6 +38,13 @@ from .layout import (
     pack_header,
     pack_loca,
 )
+
+
+class Source(Protocol):
+    """What add_stream reads from: read(n) gives at most n bytes (bytes-like), b"" at the end."""
+
+    def read(self, n: int, /) -> Any: ...
+
 
 ENCRYPTIONS = {None: ENC_NONE, "none": ENC_NONE, "archive": ENC_ARCHIVE, "per-file": ENC_PER_FILE}
 STREAM_BLOCK = 1 << 20
@@ -76,9 +83,14 @@ class EngramWriter:
                  key: Any = None, mtime: int | None = None):
         self._enc, self._key = encryption_mode(encryption, key)
         self._mtime = mtime
-        self._own = isinstance(file, (str, os.PathLike))
-        self._out: BinaryIO = open(file, "wb") if self._own else file
-        self._name = os.fspath(file) if self._own else None
+        self._name: str | None = None
+        self._out: BinaryIO
+        if isinstance(file, (str, os.PathLike)):
+            self._name = os.fspath(file)
+            self._out = open(self._name, "wb")   # closed by close() or abort()
+        else:
+            self._out = file
+        self._own = self._name is not None
         # archive encryption: the plaintext body goes to a temp file, encrypted at close
         self._body: BinaryIO = tempfile.TemporaryFile() if self._enc == ENC_ARCHIVE else self._out
         self._entries: list[EntryInfo] = []
@@ -130,7 +142,7 @@ class EngramWriter:
         self._write(stored)
         return self._record(path, offset, size, len(stored), crc, mtime, method)
 
-    def add_stream(self, path: str, src: BinaryIO, size: int, *, compression: str = "auto",
+    def add_stream(self, path: str, src: Source, size: int, *, compression: str = "auto",
                    mtime: int | None = None) -> EntryInfo:
         """Add a file of exactly `size` bytes read from `src` (an object with read(n)).
         Memory stays bounded: raw and framed (>= 50 MiB) files are streamed; a compressed file
