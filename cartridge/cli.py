@@ -947,6 +947,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--create", action="store_true", help="create the database if it is missing")
     p.set_defaults(must_exist=True)
 
+    # Engram: keygen, export, import, engram ls|cat|verify|info (their own module)
+    from .cli_engram import add_commands as add_engram_commands
+    add_engram_commands(sub, add, sync_parent)
+
     p = add("demo", cmd_demo, "build a sample archive from generated data and exercise the API")
     p.add_argument("path", metavar="PATH", nargs="?", default=None,
                    help="archive to create and keep (default: a temporary one, removed at the end)")

@@ -8,9 +8,11 @@ never loads this package.
 """
 from __future__ import annotations
 
+from . import crypto, manifest
+from .importer import import_engram
 from .layout import DEFAULT_LIMITS, EntryInfo, Limits
 from .reader import EngramReader, EngramReport, open
 from .writer import EngramWriter
 
 __all__ = ["DEFAULT_LIMITS", "EngramReader", "EngramReport", "EngramWriter", "EntryInfo", "Limits",
-           "open"]
+           "crypto", "import_engram", "manifest", "open"]

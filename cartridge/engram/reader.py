@@ -201,7 +201,7 @@ class EngramReader:
         """Archive mode: the whole body is one AES-GCM message; it is authenticated before a
         byte of it is parsed (in memory when small, else through an anonymous temp file)."""
         if self._key is None:
-            raise DecryptionError(f"{self.path}: the archive is encrypted; give key=")
+            raise DecryptionError(f"{self.path}: the archive is encrypted: give its key (key=, --key)")
         nonce = os.pread(self._fd, NONCE_SIZE, HEADER_SIZE)
         ct_start = HEADER_SIZE + NONCE_SIZE
         ct_len = body_end - HEADER_SIZE
@@ -341,7 +341,7 @@ class EngramReader:
         if self._enc != ENC_PER_FILE:
             return _Window(src, start, e.compressed_size), e.compressed_size
         if self._key is None:
-            raise DecryptionError(f"{self.path}: {e.path!r} is encrypted; give key=")
+            raise DecryptionError(f"{self.path}: {e.path!r} is encrypted: give its key (key=, --key)")
         where = f"{self.path}: {e.path!r}"
         if e.compressed_size <= IN_MEMORY_MAX:
             plain = crypto.decrypt(self._key, src.pread(start, e.compressed_size), where)
