@@ -573,3 +573,21 @@ def test_sqlite_member_opens_readonly(tmp_path):
             r.sqlite("notadb.txt")
         with pytest.raises(NotFoundError):
             r.sqlite("missing.db")
+
+
+def test_stored_manifest_layout_matches_json_pretty_printer():
+    import json
+    import random
+    rng = random.Random(3)
+    for n in (0, 1, 7):
+        m = MF.new("id\u00e9", "n\"ame", description="d\n")
+        for i in range(n):
+            f = {"path": "".join(rng.choice("ab/\u00e9\"\\\n") for _ in range(8)) + str(i),
+                 "sha256": "%064x" % rng.getrandbits(256), "size": rng.randrange(1 << 40)}
+            if rng.random() < 0.5:
+                f["mime_type"] = "text/plain"
+            m["files"].append(f)
+        MF.sign(m, bytes(range(32)), signer="s")
+        want = json.dumps(MF.parse(MF.canonical(m)) | {"signatures": m["signatures"]}, indent=2,
+                          sort_keys=True, ensure_ascii=False).encode()
+        assert MF.stored_bytes(m) == want

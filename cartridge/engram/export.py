@@ -144,24 +144,29 @@ def _plan(cart, prefixes: list[str] | None) -> _Plan:
 
 
 class _Hashing:
-    """read() through, hashing what passes; the first 20 bytes of an SQLite image patched so
-    its header says rollback journal (bytes 18-19 = 1)."""
+    """read() through, hashing what passes. A file that starts as an SQLite database has the
+    first 20 bytes of its image patched so its header says rollback journal (bytes 18-19 = 1,
+    as WAL mode leaves them 2): stdlib sqlite3.deserialize and engram-rs's VFS open it."""
 
-    def __init__(self, src, patch_sqlite: bool):
+    def __init__(self, src):
         self.src = src
         self.h = hashlib.sha256()
-        self.pos = 0
-        self.patch = patch_sqlite
-        self.n = 0
+        self.first = True
+        self.database = False
 
     def read(self, n: int) -> bytes:
         b = self.src.read(n)
-        if self.patch and self.pos < 20 <= self.pos + len(b):
-            buf = bytearray(b)
-            if buf[18 - self.pos] == 2 and buf[19 - self.pos] == 2:
-                buf[18 - self.pos] = buf[19 - self.pos] = 1
-            b = bytes(buf)
-        self.pos += len(b)
+        if self.first and b:
+            self.first = False
+            if len(b) < 20 and n >= 20:       # a short first read: make the header whole
+                more = self.src.read(20 - len(b))
+                b = bytes(b) + bytes(more)
+            if b[:16] == SQLITE_MAGIC and len(b) >= 20:
+                self.database = True
+                if b[18] == 2 and b[19] == 2:
+                    buf = bytearray(b)
+                    buf[18] = buf[19] = 1
+                    b = bytes(buf)
         self.h.update(b)
         return b
 
@@ -240,10 +245,15 @@ def export(cart, dest: str | os.PathLike, *, signing_key: Any = None, signer: st
             if authorize is not None:
                 authorize([f[0] for f in plan.files], bool(policies))
             exported = {f[0] for f in plan.files}
+            # a database's -wal/-journal/-shm are folded into its exported image: which
+            # companions have an exported database beside them (databases with no companion
+            # are recognised by their first bytes as they are streamed)
             databases = set()
-            for path, size, _mode, _mt in plan.files:
-                if size >= 100 and cart.read(path, 0, 16) == SQLITE_MAGIC:
-                    databases.add(path)
+            for path in exported:
+                if path.endswith(_COMPANIONS):
+                    db = P.database_of(path)
+                    if db != path and db in exported and cart.read(db, 0, 16) == SQLITE_MAGIC:
+                        databases.add(db)
             skipped = {p for p in exported
                        if p.endswith(_COMPANIONS) and P.database_of(p) in databases}
             with LF.atomic_path(dest) as tmp:
@@ -265,7 +275,7 @@ def _write(cart, eng, tmp: str, plan: _Plan, skipped: set, databases: set, polic
     fmeta: dict[str, dict] = {}
     digests: dict[str, tuple[str, int]] = {}
     done = 0
-    with open(tmp, "r+b") as f:
+    with open(tmp, "r+b", buffering=1 << 20) as f:
         w = EngramWriter(f, encryption=encryption, key=aes_key)
         try:
             for path, size, mode, mtime_ns in plan.files:
@@ -275,16 +285,18 @@ def _write(cart, eng, tmp: str, plan: _Plan, skipped: set, databases: set, polic
                 mtime_s = mtime_ns // 1_000_000_000
                 if path in databases and _companions_busy(eng, path):
                     with _sqlite_image(cart, path) as (src, n):
-                        hs = _Hashing(src, True)
+                        hs = _Hashing(src)
                         w.add_stream(name, hs, n, compression=compression, mtime=mtime_s)
                         size = n
                 elif size <= SMALL_READ:
-                    hs = _Hashing(_Bytes(cart.read(path)), path in databases)
+                    hs = _Hashing(_Bytes(cart.read(path)))
                     w.add_stream(name, hs, size, compression=compression, mtime=mtime_s)
                 else:
                     with cart.open(path, "rb") as stream:
-                        hs = _Hashing(stream, path in databases)
+                        hs = _Hashing(stream)
                         w.add_stream(name, hs, size, compression=compression, mtime=mtime_s)
+                if hs.database:
+                    databases.add(path)
                 digests[name] = (hs.h.hexdigest(), size)
                 fmeta[name] = {"mode": mode, "mtime_ns": mtime_ns}
                 done += size

@@ -124,9 +124,20 @@ def canonical_hash(m: dict) -> bytes:
 
 
 def stored_bytes(m: dict) -> bytes:
-    """manifest.json as engram-rs stores it: pretty (2-space), keys sorted, no final newline."""
-    return json.dumps(_struct("manifest", m, ""), indent=2, sort_keys=True,
-                      ensure_ascii=False).encode("utf-8")
+    """manifest.json as engram-rs stores it: pretty (2-space), keys sorted, no final newline.
+    (json's pretty printer is pure Python: the files list, the bulk, is laid out here.)"""
+    m = _struct("manifest", m, "")
+    files = m["files"]
+    text = json.dumps(dict(m, files=[]), indent=2, sort_keys=True, ensure_ascii=False)
+    if files:
+        dump = json.dumps
+        entries = []
+        for f in files:
+            fields = ",\n".join(f'      "{k}": {f[k] if k == "size" else dump(f[k], ensure_ascii=False)}'
+                                for k in sorted(f))
+            entries.append("    {\n" + fields + "\n    }")
+        text = text.replace('"files": []', '"files": [\n' + ",\n".join(entries) + "\n  ]", 1)
+    return text.encode("utf-8")
 
 
 def sign(m: dict, key: Any, signer: str | None = None, timestamp: int | None = None) -> dict:
