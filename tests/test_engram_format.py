@@ -583,7 +583,7 @@ def test_stored_manifest_layout_matches_json_pretty_printer():
         m = MF.new("id\u00e9", "n\"ame", description="d\n")
         for i in range(n):
             f = {"path": "".join(rng.choice("ab/\u00e9\"\\\n") for _ in range(8)) + str(i),
-                 "sha256": "%064x" % rng.getrandbits(256), "size": rng.randrange(1 << 40)}
+                 "sha256": f"{rng.getrandbits(256):064x}", "size": rng.randrange(1 << 40)}
             if rng.random() < 0.5:
                 f["mime_type"] = "text/plain"
             m["files"].append(f)
