@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from .. import _handle as H
@@ -163,10 +164,7 @@ class _Hashing:
                 b = bytes(b) + bytes(more)
             if b[:16] == SQLITE_MAGIC and len(b) >= 20:
                 self.database = True
-                if b[18] == 2 and b[19] == 2:
-                    buf = bytearray(b)
-                    buf[18] = buf[19] = 1
-                    b = bytes(buf)
+                b = _rollback_header(bytes(b))
         self.h.update(b)
         return b
 
@@ -275,7 +273,8 @@ def _write(cart, eng, tmp: str, plan: _Plan, skipped: set, databases: set, polic
     fmeta: dict[str, dict] = {}
     digests: dict[str, tuple[str, int]] = {}
     done = 0
-    with open(tmp, "r+b", buffering=1 << 20) as f:
+    pool = ThreadPoolExecutor(1, thread_name_prefix="engram-sha")
+    with pool, open(tmp, "r+b", buffering=1 << 20) as f:
         w = EngramWriter(f, encryption=encryption, key=aes_key)
         try:
             for path, size, mode, mtime_ns in plan.files:
@@ -287,17 +286,22 @@ def _write(cart, eng, tmp: str, plan: _Plan, skipped: set, databases: set, polic
                     with _sqlite_image(cart, path) as (src, n):
                         hs = _Hashing(src)
                         w.add_stream(name, hs, n, compression=compression, mtime=mtime_s)
-                        size = n
+                        size, digest, is_db = n, hs.h.hexdigest(), True
                 elif size <= SMALL_READ:
-                    hs = _Hashing(_Bytes(cart.read(path)))
-                    w.add_stream(name, hs, size, compression=compression, mtime=mtime_s)
+                    # the manifest's SHA-256 runs on a worker thread while this one compresses
+                    # (both release the GIL, so they overlap)
+                    data = _rollback_header(cart.read(path))
+                    sha = pool.submit(_sha256, data)
+                    w.add(name, data, compression=compression, mtime=mtime_s)
+                    digest, is_db = sha.result(), data[:16] == SQLITE_MAGIC
                 else:
                     with cart.open(path, "rb") as stream:
                         hs = _Hashing(stream)
                         w.add_stream(name, hs, size, compression=compression, mtime=mtime_s)
-                if hs.database:
+                    digest, is_db = hs.h.hexdigest(), hs.database
+                if is_db:
                     databases.add(path)
-                digests[name] = (hs.h.hexdigest(), size)
+                digests[name] = (digest, size)
                 fmeta[name] = {"mode": mode, "mtime_ns": mtime_ns}
                 done += size
                 if report_progress is not None:
@@ -339,6 +343,18 @@ def _verify(tmp: str, aes_key: bytes | None, privs: list, fmeta: dict,
         raise CorruptionError("the written Engram failed verification, so it was removed: "
                               + "; ".join(problems[:5]))
     return report
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _rollback_header(data: bytes) -> bytes:
+    """An SQLite image whose header says WAL (bytes 18-19 = 2) patched to say rollback
+    journal (1), as stdlib sqlite3.deserialize and engram-rs's VFS need; other data as is."""
+    if data[:16] == SQLITE_MAGIC and data[18:20] == b"\x02\x02":
+        return data[:18] + b"\x01\x01" + data[20:]
+    return data
 
 
 class _Bytes:
