@@ -7,7 +7,7 @@ pytest.importorskip("lz4", reason="the engram extra (lz4) is not installed")
 pytest.importorskip("zstandard", reason="the engram extra (zstandard) is not installed")
 pytest.importorskip("cryptography", reason="the engram extra (cryptography) is not installed")
 
-from perf import engram_bench as eb  # noqa: E402
+from perf import engram_bench as eb
 
 
 def test_content_is_1_to_16_kib_and_repeatable():
