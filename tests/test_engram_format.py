@@ -662,3 +662,22 @@ def test_mixed_sizes_and_100mib_pattern(tmp_path):
         got = r.read("pattern.bin")
         assert all(got[k] == k % 256 for k in range(0, len(got), 1_000_000))
         assert r.verify().ok
+
+
+def test_open_missing_or_directory(tmp_path):
+    from cartridge.errors import PathIsDirectoryError
+    with pytest.raises(NotFoundError):
+        engram.open(tmp_path / "missing.eng")
+    with pytest.raises(PathIsDirectoryError):
+        engram.open(tmp_path)
+
+
+def test_generated_keys_are_unique_and_not_degenerate():
+    keys = {MF.crypto.public_raw(MF.crypto.new_private_key()) for _ in range(100)}
+    assert len(keys) == 100
+    assert not keys & {bytes(32), b"\xff" * 32}
+
+
+def test_50mib_of_one_byte_frames_to_under_1mib():
+    raw = build([("ab.bin", b"\xab" * FRAME_T)])
+    assert len(raw) < MIB

@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import sqlite3
+import stat
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,7 @@ from ..errors import (
     NotADatabaseError,
     NotAnEngramError,
     NotFoundError,
+    PathIsDirectoryError,
     UnsupportedVersionError,
 )
 from . import codec, crypto
@@ -141,9 +143,17 @@ class EngramReader:
         self.path = os.fspath(path)
         self._key = None if key is None else crypto.check_key(key)
         self.limits = limits
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0)
-                           | getattr(os, "O_CLOEXEC", 0))
+        self._fd = -1
         self._src: _Source | None = None
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0)
+                               | getattr(os, "O_CLOEXEC", 0))
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"{self.path}: no such file") from None
+        if stat.S_ISDIR(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            self._fd = -1
+            raise PathIsDirectoryError(f"{self.path} is a directory, not an Engram")
         try:
             self._open()
         except BaseException:
