@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
@@ -266,46 +267,98 @@ def export(cart, dest: str | os.PathLike, *, signing_key: Any = None, signer: st
     return report
 
 
+BATCH_BYTES = 1 << 20            # small files handed to a worker thread together
+BATCH_FILES = 256
+
+
+def _workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 1)))
+
+
+def _prepare_batch(w: EngramWriter, batch: list, compression: str) -> list:
+    """A worker thread's share: per file, the compressed payload, CRC and SHA-256 (all three
+    release the GIL, so batches on several threads run in parallel)."""
+    out = []
+    for name, data in batch:
+        data = _rollback_header(data)
+        out.append((w.prepare(name, data, compression=compression),
+                    hashlib.sha256(data).hexdigest(), data[:16] == SQLITE_MAGIC))
+    return out
+
+
 def _write(cart, eng, tmp: str, plan: _Plan, skipped: set, databases: set, policies: dict,
            base: dict, privs: list, signer: str | None, compression: str, enc_mode: int,
            aes_key: bytes | None, report_progress: Progress | None) -> tuple[dict, dict]:
+    """Write the Engram: files in plan order. Small files are read here and prepared
+    (compressed, hashed) in batches by worker threads, a bounded number of batches ahead, then
+    written in order; large files and databases with live companions are streamed here."""
     encryption = {0: None, 1: "archive", 2: "per-file"}[enc_mode]
     fmeta: dict[str, dict] = {}
     digests: dict[str, tuple[str, int]] = {}
     done = 0
-    pool = ThreadPoolExecutor(1, thread_name_prefix="engram-sha")
+    nworkers = _workers()
+    pool = ThreadPoolExecutor(nworkers, thread_name_prefix="engram-export")
+    pending: deque = deque()            # (future, [(path, name, size, mode, mtime_ns)])
+
+    def record(path: str, name: str, size: int, mode: int, mtime_ns: int, digest: str,
+               is_db: bool) -> None:
+        nonlocal done
+        if is_db:
+            databases.add(path)
+        digests[name] = (digest, size)
+        fmeta[name] = {"mode": mode, "mtime_ns": mtime_ns}
+        done += size
+        if report_progress is not None:
+            report_progress(done, plan.total, path)
+
+    def drain(keep: int) -> None:
+        while len(pending) > keep:
+            fut, metas = pending.popleft()
+            for (path, name, size, mode, mtime_ns), (prep, digest, is_db) in \
+                    zip(metas, fut.result()):
+                w.add_prepared(name, prep, mtime=mtime_ns // 1_000_000_000)
+                record(path, name, size, mode, mtime_ns, digest, is_db)
+
     with pool, open(tmp, "r+b", buffering=1 << 20) as f:
         w = EngramWriter(f, encryption=encryption, key=aes_key)
         try:
+            batch: list = []
+            metas: list = []
+            batch_bytes = 0
             for path, size, mode, mtime_ns in plan.files:
                 if path in skipped:
                     continue
                 name = path[1:]
+                if size <= SMALL_READ and path not in databases:
+                    batch.append((name, cart.read(path)))
+                    metas.append((path, name, size, mode, mtime_ns))
+                    batch_bytes += size
+                    if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
+                        pending.append((pool.submit(_prepare_batch, w, batch, compression),
+                                        metas))
+                        batch, metas, batch_bytes = [], [], 0
+                        drain(2 * nworkers)
+                    continue
+                if batch:
+                    pending.append((pool.submit(_prepare_batch, w, batch, compression), metas))
+                    batch, metas, batch_bytes = [], [], 0
+                drain(0)                                     # keep the order of the plan
                 mtime_s = mtime_ns // 1_000_000_000
                 if path in databases and _companions_busy(eng, path):
                     with _sqlite_image(cart, path) as (src, n):
                         hs = _Hashing(src)
                         w.add_stream(name, hs, n, compression=compression, mtime=mtime_s)
-                        size, digest, is_db = n, hs.h.hexdigest(), True
-                elif size <= SMALL_READ:
-                    # the manifest's SHA-256 runs on a worker thread while this one compresses
-                    # (both release the GIL, so they overlap)
-                    data = _rollback_header(cart.read(path))
-                    sha = pool.submit(_sha256, data)
-                    w.add(name, data, compression=compression, mtime=mtime_s)
-                    digest, is_db = sha.result(), data[:16] == SQLITE_MAGIC
-                else:
-                    with cart.open(path, "rb") as stream:
-                        hs = _Hashing(stream)
-                        w.add_stream(name, hs, size, compression=compression, mtime=mtime_s)
-                    digest, is_db = hs.h.hexdigest(), hs.database
-                if is_db:
-                    databases.add(path)
-                digests[name] = (digest, size)
-                fmeta[name] = {"mode": mode, "mtime_ns": mtime_ns}
-                done += size
-                if report_progress is not None:
-                    report_progress(done, plan.total, path)
+                    record(path, name, n, mode, mtime_ns, hs.h.hexdigest(), True)
+                    continue
+                with contextlib.ExitStack() as stack:
+                    stream: Any = _Bytes(cart.read(path)) if size <= SMALL_READ else \
+                        stack.enter_context(cart.open(path, "rb"))
+                    hs = _Hashing(stream)
+                    w.add_stream(name, hs, size, compression=compression, mtime=mtime_s)
+                record(path, name, size, mode, mtime_ns, hs.h.hexdigest(), hs.database)
+            if batch:
+                pending.append((pool.submit(_prepare_batch, w, batch, compression), metas))
+            drain(0)
             doc = {"format": CARTRIDGE_FORMAT, "files": fmeta,
                    "dirs": plan.dirs, "policies": policies,
                    "sqlite": sorted(p[1:] for p in databases)}
@@ -319,6 +372,8 @@ def _write(cart, eng, tmp: str, plan: _Plan, skipped: set, databases: set, polic
             w.add_manifest(m)
             w.close()
         except BaseException:
+            for fut, _ in pending:
+                fut.cancel()
             w.abort()
             raise
         os.fsync(f.fileno())
@@ -343,10 +398,6 @@ def _verify(tmp: str, aes_key: bytes | None, privs: list, fmeta: dict,
         raise CorruptionError("the written Engram failed verification, so it was removed: "
                               + "; ".join(problems[:5]))
     return report
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _rollback_header(data: bytes) -> bytes:

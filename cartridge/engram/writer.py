@@ -14,7 +14,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterator
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from ..errors import ClosedError, InvalidPathError
 from . import codec, crypto
@@ -44,6 +44,15 @@ class Source(Protocol):
     """What add_stream reads from: read(n) gives at most n bytes (bytes-like), b"" at the end."""
 
     def read(self, n: int, /) -> Any: ...
+
+
+class Prepared(NamedTuple):
+    """A file compressed (and encrypted) by EngramWriter.prepare(), ready for add_prepared()."""
+
+    size: int
+    crc: int
+    method: int
+    stored: Any               # the stored payload (bytes-like)
 
 
 ENCRYPTIONS = {None: ENC_NONE, "none": ENC_NONE, "archive": ENC_ARCHIVE, "per-file": ENC_PER_FILE}
@@ -127,20 +136,34 @@ class EngramWriter:
             -> EntryInfo:
         """Add a file from bytes. Files of 50 MiB or more are framed (see add_stream)."""
         view = memoryview(data).cast("B")
-        size = view.nbytes
-        method = compression_method(compression, path, size)
-        if size >= FRAME_THRESHOLD:
-            return self.add_stream(path, _ViewReader(view), size, compression=compression,
+        if view.nbytes >= FRAME_THRESHOLD:
+            return self.add_stream(path, _ViewReader(view), view.nbytes, compression=compression,
                                    mtime=mtime)
-        raw, mtime = self._start(path, mtime)
+        return self.add_prepared(path, self.prepare(path, view, compression=compression),
+                                 mtime=mtime)
+
+    def prepare(self, path: str, data, *, compression: str = "auto") -> Prepared:
+        """The CPU work of add() for a file under 50 MiB (compression, CRC, per-file
+        encryption), touching no writer state: it may run on another thread while this one
+        writes, and its result is added in order with add_prepared()."""
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        if size >= FRAME_THRESHOLD:
+            raise ValueError("prepare() takes files under 50 MiB; use add_stream()")
+        method = compression_method(compression, path, size)
         stored, method = codec.compress_small(view, method)
         if self._enc == ENC_PER_FILE:
             stored = crypto.encrypt(self._key, stored)          # type: ignore[arg-type]
-        crc = zlib.crc32(view)
+        return Prepared(size, zlib.crc32(view), method, stored)
+
+    def add_prepared(self, path: str, prep: Prepared, *, mtime: int | None = None) -> EntryInfo:
+        """Write a file prepared by prepare() (of this writer)."""
+        raw, mtime = self._start(path, mtime)
         offset = self._pos
-        self._write(pack_loca(raw, size, len(stored), crc, mtime, method))
+        stored = prep.stored
+        self._write(pack_loca(raw, prep.size, len(stored), prep.crc, mtime, prep.method))
         self._write(stored)
-        return self._record(path, offset, size, len(stored), crc, mtime, method)
+        return self._record(path, offset, prep.size, len(stored), prep.crc, mtime, prep.method)
 
     def add_stream(self, path: str, src: Source, size: int, *, compression: str = "auto",
                    mtime: int | None = None) -> EntryInfo:
