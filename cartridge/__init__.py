@@ -5,6 +5,11 @@
         cart.write("/docs/a.txt", b"hello")
         cart.read("/docs/a.txt")
 """
+from __future__ import annotations
+
+import os as _os
+from typing import Any
+
 from . import iam
 from .archive import Cartridge, FileInfo, VerifyReport, open
 from .content import content_checksum
@@ -34,7 +39,8 @@ from .errors import (
 from .paths import normalize as normalize_path
 
 
-def import_engram(src, dest_cart, *, verify_key=None, key=None, progress=None) -> dict:
+def import_engram(src: str | _os.PathLike, dest_cart: Any, *, verify_key: Any = None,
+                  key: Any = None, progress: Any = None) -> dict:
     """Build or fill a cartridge from an Engram (.eng) file in one transaction: see
     cartridge.engram.importer.import_engram and docs/ENGRAM.md. Needs the `engram` extra."""
     from .engram.importer import import_engram as run

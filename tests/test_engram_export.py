@@ -311,6 +311,19 @@ def test_export_argument_checks(src, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["adir", "src.cart"]
 
 
+def test_export_over_the_archive_itself_refused(tmp_path):
+    p = tmp_path / "a.cart"
+    with cartridge.open(p, "w") as c:
+        c.write("/a", b"1")
+        with pytest.raises(InvalidPathError, match="being exported"):
+            c.export_engram(p)
+        os.link(p, tmp_path / "hard.cart")
+        with pytest.raises(InvalidPathError):
+            c.export_engram(tmp_path / "hard.cart")
+    with cartridge.open(p) as c:
+        assert c.read("/a") == b"1"
+
+
 def test_export_inside_transaction_refused(tmp_path):
     with cartridge.open(tmp_path / "a.cart", "w") as c:
         c.write("/a", b"1")

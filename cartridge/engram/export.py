@@ -231,6 +231,12 @@ def export(cart, dest: str | os.PathLike, *, signing_key: Any = None, signer: st
     report_progress = progress_callback(progress, "export")
     base = _manifest_base(cart.path, manifest, signer)
     dest = LF.check_destination(dest)
+    try:
+        same = os.path.samefile(dest, cart.path)
+    except OSError:
+        same = False
+    if same:
+        raise InvalidPathError(f"{dest} is the archive being exported: give another file")
     lock = H.lock(cart)
     with lock:
         if H.in_transaction(cart):
