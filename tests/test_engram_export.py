@@ -134,6 +134,11 @@ def test_manifest_overrides(src, tmp_path):
                                                       "tags": ["a"], "description": "d"})
         with pytest.raises(ValueError, match="unknown|not"):
             c.export_engram(tmp_path / "x.eng", manifest={"extra": 1})
+        for bad in ({"created": "yesterday"}, {"tags": [1]}, {"author": {"email": "x"}},
+                    {"id": 5}):
+            with pytest.raises(ValueError, match="manifest="):
+                c.export_engram(tmp_path / "x.eng", manifest=bad)
+        c.export_engram(tmp_path / "p.eng", manifest={"author": {"name": "A", "email": "a@b"}})
     assert not (tmp_path / "x.eng").exists()
     with engram.open(tmp_path / "o.eng") as r:
         m = r.manifest()

@@ -670,6 +670,10 @@ def test_open_missing_or_directory(tmp_path):
         engram.open(tmp_path / "missing.eng")
     with pytest.raises(PathIsDirectoryError):
         engram.open(tmp_path)
+    import os
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(NotAnEngramError, match="regular"):
+        engram.open(tmp_path / "fifo")                   # refused, never blocks
 
 
 def test_generated_keys_are_unique_and_not_degenerate():

@@ -80,18 +80,17 @@ def _manifest_base(cart_path: str, manifest: Mapping[str, Any] | None, signer: s
         raise ValueError(f"manifest= takes {sorted(_MANIFEST_KEYS)}, not {sorted(unknown)} "
                          "(engram-rs drops unknown fields, so they would never be signed)")
     author = over.get("author", signer or "cartridge")
-    m = MF.new(over.get("id", stem), over.get("name", stem), version=over.get("version", "1.0.0"),
-               created=over.get("created"), description=over.get("description"),
-               author=author if isinstance(author, str) else "x")
-    if isinstance(author, Mapping):
-        m["author"] = dict(author)
-    if "license" in over:
-        m["metadata"]["license"] = over["license"]
-    m["metadata"]["tags"] = list(over.get("tags", []))
-    m["capabilities"] = list(over.get("capabilities", []))
     try:
+        m = MF.new(over.get("id", stem), over.get("name", stem),
+                   version=over.get("version", "1.0.0"), created=over.get("created"),
+                   description=over.get("description"))
+        m["author"] = {"name": author} if isinstance(author, str) else dict(author)
+        if "license" in over:
+            m["metadata"]["license"] = over["license"]
+        m["metadata"]["tags"] = list(over.get("tags", []))
+        m["capabilities"] = list(over.get("capabilities", []))
         return MF.parse(json.dumps(m))                   # the schema's own type checks
-    except (MF.ManifestError, TypeError) as e:
+    except (MF.ManifestError, TypeError, ValueError) as e:
         raise ValueError(f"manifest=: {e}") from None
 
 
@@ -114,8 +113,8 @@ def _included(path: str, prefixes: list[str] | None) -> bool:
 
 
 class _Plan:
-    """What the pinned state holds: files to export (path, size, mode, mtime_ns), explicit
-    directories, SQLite databases and their companions."""
+    """What the pinned state holds: the files to export (path, size, permission bits,
+    mtime_ns) in path order, the explicit directories, and the files' total size."""
 
     def __init__(self) -> None:
         self.files: list[tuple[str, int, int, int]] = []

@@ -146,14 +146,18 @@ class EngramReader:
         self._fd = -1
         self._src: _Source | None = None
         try:
+            # O_NONBLOCK: a FIFO named here must not block the open (it is refused below)
             self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0)
-                               | getattr(os, "O_CLOEXEC", 0))
+                               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{self.path}: no such file") from None
-        if stat.S_ISDIR(os.fstat(self._fd).st_mode):
+        mode = os.fstat(self._fd).st_mode
+        if not stat.S_ISREG(mode):
             os.close(self._fd)
             self._fd = -1
-            raise PathIsDirectoryError(f"{self.path} is a directory, not an Engram")
+            if stat.S_ISDIR(mode):
+                raise PathIsDirectoryError(f"{self.path} is a directory, not an Engram")
+            raise NotAnEngramError(f"{self.path} is not a regular file")
         try:
             self._open()
         except BaseException:
