@@ -205,7 +205,13 @@ def test_tampered_payload_detected(src, tmp_path):
         cartridge.import_engram(out, tmp_path / "n.cart", verify_key=PUB)
     with pytest.raises(CorruptionError):
         cartridge.import_engram(out, tmp_path / "m.cart")
-    assert _empty(tmp_path / "m.cart")
+    assert not (tmp_path / "m.cart").exists()           # the archive it created is removed
+    with cartridge.open(tmp_path / "k.cart", "w") as c:
+        c.write("/keep", b"1")
+    with pytest.raises(CorruptionError):
+        cartridge.import_engram(out, tmp_path / "k.cart")
+    with cartridge.open(tmp_path / "k.cart") as c:      # an existing one is kept, unchanged
+        assert [i.path for i in c.scan("/")] == ["/keep"]
 
 
 def test_tampered_content_with_matching_crc_caught_by_manifest(src, tmp_path):
@@ -594,3 +600,44 @@ def test_import_crash_leaves_before_or_after(tmp_path):
             assert got.verify().ok
             seen.add(state == after)
     assert seen == {False, True}
+
+
+def test_export_pinned_against_another_process(tmp_path):
+    """Another process commits new versions of every file as fast as it can while a reader
+    exports: every file in the Engram is of one and the same version."""
+    import subprocess
+    import sys
+    import time
+
+    p = tmp_path / "a.cart"
+    with cartridge.open(p, "w") as c:
+        c.write_many([(f"/f{i:02d}", b"v0000000" * 500) for i in range(20)])
+    stop = tmp_path / "stop"
+    code = (
+        "import sys, os, cartridge\n"
+        "p, stop = sys.argv[1], sys.argv[2]\n"
+        "with cartridge.open(p, 'a', sync='off', timeout=10) as c:\n"
+        "    v = 0\n"
+        "    while not os.path.exists(stop) and v < 5000:\n"
+        "        v += 1\n"
+        "        c.write_many([(f'/f{i:02d}', b'v%07d' % v * 500) for i in range(20)])\n"
+        "        print(v, flush=True)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.Popen([sys.executable, "-c", code, str(p), str(stop)], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline()                   # it has committed at least once
+        slow = lambda done, total, path: time.sleep(0.01)  # noqa: E731 - give it time
+        with cartridge.open(p) as reader:
+            reader.export_engram(tmp_path / "o.eng", progress=slow)
+        during = child.stdout.readline()                 # ...and again while it exported
+    finally:
+        stop.write_text("")
+        out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0 and during
+    with engram.open(tmp_path / "o.eng") as r:
+        versions = {r.read(f"f{i:02d}")[:8] for i in range(20)}
+        assert len(versions) == 1, versions
+        assert r.verify().ok
+    last = int((out.split() or [during])[-1])
+    assert last > int(versions.pop()[1:])              # newer versions were committed meanwhile

@@ -9,6 +9,7 @@ unless it passes. Any failure rolls the transaction back: the cartridge is as it
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -110,9 +111,17 @@ def import_engram(src: str | os.PathLike, dest_cart: Any, *, verify_key: Any = N
                    and not (meta is not None and e.path == CARTRIDGE_JSON)]
         targets = [(e, _target(e.path)) for e in entries]        # every name first
         if isinstance(dest_cart, (str, os.PathLike)):
-            cart = H.open_archive(os.fspath(dest_cart), "a")
+            path = os.fspath(dest_cart)
+            existed = os.path.lexists(path)
+            cart = H.open_archive(path, "a")
             try:
                 return _fill(r, cart, targets, meta, listed, report_progress)
+            except BaseException:
+                cart.close()
+                if not existed:                 # the archive this call created: not left behind
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+                raise
             finally:
                 cart.close()
         return _fill(r, dest_cart, targets, meta, listed, report_progress)
