@@ -201,6 +201,20 @@ def test_zstd_output_past_declared_size(tmp_path):
            "exceeds the declared size")
 
 
+def test_compressed_payload_larger_than_its_content(tmp_path):
+    """A compressed entry is never larger than its content (writers store such data raw), so
+    a huge payload declaring a tiny size is refused before it is read into memory."""
+    payload = struct.pack("<I", 10) + bytes(200_000)
+    refuse(tmp_path, forge([(b"big.bin", payload, 10, 0, 1)]), CorruptionError, "stored for 10")
+    refuse(tmp_path, forge([(b"big.txt", bytes(200_000), 10, 0, 2)]), CorruptionError)
+
+
+def test_framed_payload_past_its_frames(tmp_path):
+    size = 52_428_800
+    refuse(tmp_path, _framed(bytes(4 + 800 * (4 + 65536 + 4096) + 1), size), CorruptionError,
+           "cannot hold")
+
+
 def test_lz4_prefix_past_declared_size(tmp_path):
     payload = lz4.block.compress(b"\0" * 100_000, store_size=True)
     refuse(tmp_path, forge([(b"bomb.bin", payload, 1000, 0, 1)]), CorruptionError, "prefix")

@@ -298,8 +298,15 @@ class EngramReader:
             if e.size > plain * ratio + lim.ratio_slack:
                 raise CorruptionError(f"{where}: {e.size} bytes from {plain} stored is past the "
                                       f"{e.method} ratio cap {ratio}:1 (a decompression bomb?)")
-            if e.size >= FRAME_THRESHOLD and plain < 4 + 4 * -(-e.size // FRAME_SIZE):
-                raise CorruptionError(f"{where}: too small for its frames")
+            if e.size >= FRAME_THRESHOLD:
+                frames = -(-e.size // FRAME_SIZE)
+                if not 4 + 4 * frames <= plain <= 4 + frames * (4 + codec.FRAME_MAX_STORED):
+                    raise CorruptionError(f"{where}: {plain} bytes cannot hold its {frames} "
+                                          "frames")
+            elif plain >= e.size:
+                # a writer keeps compressed output only when it is smaller; a larger payload
+                # would only make a reader hold more than the file can be
+                raise CorruptionError(f"{where}: {plain} bytes stored for {e.size} compressed")
         end = e.offset + LOCA_FIXED + len(e.path.encode()) + e.compressed_size
         if e.offset < HEADER_SIZE or end > self._cd_offset:
             raise CorruptionError(f"{where}: data at {e.offset}..{end} lies outside the entries' "
