@@ -685,3 +685,41 @@ def test_generated_keys_are_unique_and_not_degenerate():
 def test_50mib_of_one_byte_frames_to_under_1mib():
     raw = build([("ab.bin", b"\xab" * FRAME_T)])
     assert len(raw) < MIB
+
+
+def test_sqlite_members_from_threads(tmp_path):
+    """concurrency_vfs_test.rs: databases of 100, 200 and 300 rows opened from several threads
+    through one reader; list_databases' suffixes pick out .db, .sqlite and .sqlite3."""
+    import sqlite3
+    import threading
+    files = []
+    for name, rows in (("alpha.db", 100), ("beta.sqlite", 200), ("gamma.sqlite3", 300)):
+        db = tmp_path / name
+        c = sqlite3.connect(db)
+        c.execute("CREATE TABLE t(x)")
+        c.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(rows)])
+        c.commit()
+        c.close()
+        files.append((name, db.read_bytes()))
+    files.append(("notadb.txt", b"text"))
+    p = save(tmp_path, build(files))
+    errors = []
+    with engram.open(p) as r:
+        dbs = [n for n in r.namelist() if n.endswith((".db", ".sqlite", ".sqlite3"))]
+        assert dbs == ["alpha.db", "beta.sqlite", "gamma.sqlite3"]
+
+        def work():
+            try:
+                for _ in range(10):
+                    for n, rows in zip(dbs, (100, 200, 300)):
+                        conn = r.sqlite(n)
+                        assert conn.execute("SELECT count(*) FROM t").fetchone() == (rows,)
+                        conn.close()
+            except BaseException as e:          # pragma: no cover - reported below
+                errors.append(e)
+        threads = [threading.Thread(target=work) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
