@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -24,11 +24,11 @@ from . import _handle as H
 from . import namespace as N
 from . import paths as P
 from . import policies as PL
-from . import policystore
+from . import policystore, source
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
 from .content import byte_view, file_meta, file_record
-from .create import open_engine
+from .create import open_engine, open_remote_engine
 from .engine import Engine
 from .errors import (
     AlreadyExistsError,
@@ -163,7 +163,7 @@ def _batch_meta(keys: list[bytes], given: dict, default: tuple) -> dict[int, tup
     return out
 
 
-def open(path: str | os.PathLike, mode: str = "r", *, principal: str | None = None,
+def open(path: str | os.PathLike | Any, mode: str = "r", *, principal: str | None = None,
          tags: Mapping[str, str] | None = None, context: Mapping[str, Any] | None = None,
          **kwargs) -> Cartridge | PrincipalCartridge:
     """Open an archive, read-only unless `mode` says otherwise (see Cartridge). With `principal`,
@@ -189,10 +189,17 @@ class Cartridge:
     (consistent after power loss, may lose the last commit), "off" (survives a killed process,
     not a power cut). cache_size: page cache budget in bytes. timeout: seconds to wait for the
     write lock (default: fail at once with LockedError).
+
+    Remote, read-only (docs/FSSPEC.md): `path` may be a URL fsspec reaches ("s3://b/x.cart",
+    "http://...", "memory://x.cart"), an fsspec OpenFile or an open binary file object. Such an
+    archive is read by ranged reads through a block cache of `cache_pages` pages fetched
+    `block_pages` pages at a time, every checksum verified; it opens in mode "r" only (any
+    other mode raises ReadOnlyError) and reads the committed state found at open.
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", *, sync: str = "full",
-                 cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None):
+    def __init__(self, path: str | os.PathLike | Any, mode: str = "r", *, sync: str = "full",
+                 cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None,
+                 block_pages: int | None = None, cache_pages: int | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if sync not in ("full", "normal", "off"):
@@ -201,23 +208,38 @@ class Cartridge:
             raise ValueError(f"cache_size must be an int >= 0 (bytes), not {cache_size!r}")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
             raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
-        try:
-            self.path = os.fspath(path)
-        except TypeError:
-            raise InvalidPathError(f"archive path must be str or os.PathLike, not "
-                                   f"{type(path).__name__}") from None
-        if not isinstance(self.path, str) or not self.path or "\0" in self.path:
-            raise InvalidPathError(f"not a usable archive path: {self.path!r}")
+        kind, target = source.resolve(path)
+        if kind == "remote":
+            blocks = source.check_cache_args(block_pages, cache_pages)
+            if mode != "r":
+                raise ReadOnlyError(f"{source.name_of(target)}: a remote archive opens read-only "
+                                    f"(mode 'r'), not in mode {mode!r}")
+        elif block_pages is not None or cache_pages is not None:
+            raise ValueError("block_pages and cache_pages apply to remote archives only")
+        else:
+            try:
+                target = os.fspath(target)
+            except TypeError:
+                raise InvalidPathError(f"archive path must be str or os.PathLike, not "
+                                       f"{type(target).__name__}") from None
+            if not isinstance(target, str) or not target or "\0" in target:
+                raise InvalidPathError(f"not a usable archive path: {target!r}")
+        self.path: str = target if kind == "local" else source.name_of(target)
         self.mode = mode
         self._lock = threading.RLock()
         self._closed = True
         self._txn_depth = 0
         self._txn_aborted = False
+        self._txn_id = 0              # counts outer transactions (the operation hook's Event)
         self._streams: set = set()
         self._features: dict[str, Any] = {}   # per-handle state of feature layers (_handle.feature)
         self._snapshot_held = 0       # > 0: a reader stays on its state (a principal's check)
-        self._eng: Engine = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
-                                        timeout=timeout)
+        if kind == "remote":
+            self._eng: Engine = open_remote_engine(target, cache_size=cache_size,
+                                                   block_pages=blocks[0], cache_pages=blocks[1])
+        else:
+            self._eng = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
+                                    timeout=timeout)
         self._closed = False
         H.register_handle(self)
 
@@ -248,6 +270,8 @@ class Cartridge:
         if self._txn_depth:
             try:
                 yield eng
+                if H.hooks:
+                    H.changing(self)
             except _CLEAN_ERRORS:
                 raise
             except BaseException:
@@ -257,6 +281,8 @@ class Cartridge:
         eng.begin()
         try:
             yield eng
+            if H.hooks:
+                H.changing(self)     # the call's event, before the commit that carries it
         except BaseException:
             eng.rollback()
             raise
@@ -267,7 +293,10 @@ class Cartridge:
         eng = self._eng
         if self._txn_depth:
             try:
-                return fn(eng, *args)
+                result = fn(eng, *args)
+                if H.hooks:
+                    H.changing(self)
+                return result
             except _CLEAN_ERRORS:
                 raise
             except BaseException:
@@ -276,6 +305,8 @@ class Cartridge:
         eng.begin()
         try:
             result = fn(eng, *args)
+            if H.hooks:
+                H.changing(self)
         except BaseException:
             eng.rollback()
             raise
@@ -312,8 +343,10 @@ class Cartridge:
         storage, payload, csum, _ = eng.content.store(view, max_payload(len(key)))
         rec = file_record(old, storage, len(view), csum, payload, mode=meta[0], mtime=meta[1])
         eng.put_file(key, rec, old)
+        if H.hooks:
+            H.note_checksum(self, csum)
         if old is not None:
-            eng.content.free(old, eng._where(key))
+            eng.content.free(old, eng.where(key))
 
     def write_many(self, items: Iterable[tuple], *, mode: int | None = None,
                    mtime: float | None = None) -> int:
@@ -407,10 +440,14 @@ class Cartridge:
                     mtimes[i] = t
         values, sizes = eng.content.store_many(keys, datas, modes, ctimes, now, mtimes)
         replaced = eng.put_many(keys, values, sizes)
+        if H.hooks:
+            files = tuple(H.FileWrite(k.decode("utf-8"), int(n), f"{decode(v, '').checksum:016x}")
+                          for k, v, n in zip(keys, values, sizes.tolist()))
+            H.note(self, size=int(sizes.sum()), files=files)
         if olds or any(replaced):
             for key, prev in zip(keys, replaced):
                 if prev is not None:
-                    eng.content.free(prev, eng._where(key))
+                    eng.content.free(prev, eng.where(key))
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         """A file's bytes; with offset/size a range (a range past the end comes back short)."""
@@ -736,35 +773,57 @@ class Cartridge:
                       encryption=encryption, key=key, progress=progress, verify=verify)
 
     # -- transactions and durability --------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[Cartridge]:
+    def transaction(self) -> AbstractContextManager[Cartridge]:
         """Group calls into one atomic commit; an exception inside rolls everything back.
         Nested blocks join the outer one; if an inner block fails, the whole transaction is
         rolled back and the outer block's remaining calls raise TransactionAbortedError."""
+        return self._transaction(self, None)
+
+    @contextmanager
+    def _transaction(self, face, principal: str | None) -> Iterator[Any]:
+        """transaction() of this handle, yielding `face` (a principal handle's own block
+        yields the principal handle, and its events name the principal)."""
         with self._lock:
             eng = self._writer()
             outer = self._txn_depth == 0
             if outer:
                 eng.begin()
                 self._txn_aborted = False
+                self._txn_id += 1
             self._txn_depth += 1
             try:
-                yield self
-            except BaseException:
+                yield face
+            except BaseException as e:
                 self._txn_depth -= 1
                 if not self._txn_aborted and not self._closed:
                     self._abort()
                 if outer:
                     self._txn_aborted = False
+                    if H.hooks:
+                        H.report_transaction(self, principal, e)
                 raise
             self._txn_depth -= 1
             if self._closed:
-                raise ClosedError(f"{self.path}: closed inside a transaction, which was rolled back")
+                err: CartridgeError = ClosedError(
+                    f"{self.path}: closed inside a transaction, which was rolled back")
+                if outer and H.hooks:
+                    H.report_transaction(self, principal, err)
+                raise err
             if not outer:
                 return
             if self._txn_aborted:
                 self._txn_aborted = False
-                raise TransactionAbortedError("a nested transaction failed; nothing was committed")
+                err = TransactionAbortedError("a nested transaction failed; nothing was committed")
+                if H.hooks:
+                    H.report_transaction(self, principal, err)
+                raise err
+            if H.hooks:
+                try:
+                    H.report_transaction(self, principal, None)   # before its commit
+                except BaseException:
+                    self._abort()
+                    self._txn_aborted = False
+                    raise
             eng.commit()
 
     def commit(self) -> None:
@@ -774,7 +833,12 @@ class Cartridge:
             eng = self._ready()
             if not eng.writable:
                 return
-            eng.commit(force_sync=True)
+            try:
+                eng.commit(force_sync=True)
+            except BaseException:
+                if self._txn_depth:     # what the block did so far was rolled back: it ends
+                    self._txn_aborted = True
+                raise
             if self._txn_depth:
                 eng.begin()
 
@@ -840,14 +904,18 @@ class Cartridge:
                 return
             try:
                 eng = self._eng
-                for s in list(self._streams):
-                    if eng.failed is None:
-                        s.close()
-                    else:
-                        s._discard()
+                with H.detached():              # each stream's publish is its own operation
+                    for s in list(self._streams):
+                        if eng.failed is None:
+                            s.close()
+                        else:
+                            s._discard()
                 if eng.writable and eng.failed is None:
                     if self._txn_depth:        # the block never finished: nothing of it lands
                         eng.rollback()
+                    if eng.participants:       # a last commit point: participants flush
+                        eng.begin()
+                        eng.commit()
                     if eng.pager.sync_mode == "normal":
                         eng.pager.sync_now()
                     eng.unseal(both=True)
@@ -882,4 +950,4 @@ def _sqlite_connect(cart, path: str, readonly: bool, **kwargs: Any) -> apsw.Conn
 
 H.set_opener(Cartridge)
 H.set_sqlite_connector(_sqlite_connect)
-H.instrument(Cartridge, lambda h: None, H.HANDLE_OPS)
+H.instrument(Cartridge, None, H.HANDLE_OPS, archive_of=None)     # the owner: itself

@@ -68,11 +68,18 @@ class Engine:
     """One handle's view of an archive file; a writer when `writable`."""
 
     def __init__(self, fd: int, name: str, *, writable: bool, sync: str, cache_size: int,
-                 lock_timeout: float | None = None, fresh: bool = False) -> None:
+                 lock_timeout: float | None = None, fresh: bool = False,
+                 source: Any = None) -> None:
+        """`source`: a read-only page source (cartridge/source.py, fd -1) instead of the local
+        file `fd`: no locks, no pins, and the state found at open is the handle's for life."""
+        if source is not None and (writable or fresh):
+            raise ValueError(f"{name}: a remote page source is read-only")
         self.fd = fd
         self.name = name
         self.writable = writable
-        self.pager = Pager(fd, name, writable=writable, sync=sync, cache_size=cache_size)
+        self.source = source
+        self.pager = Pager(fd, name, writable=writable, sync=sync, cache_size=cache_size,
+                           io=os if source is None else source)
         self.dirty: dict = {}
         self.records: Memo = Memo(RECORD_CACHE_MAX)   # key -> Record | None
         self.pins: Counter = Counter()
@@ -90,6 +97,10 @@ class Engine:
         self.system_epoch = 0      # bumped whenever internal state (policies) may have changed
         self.rollbacks = 0         # bumped by every rollback of a writable handle's transaction
         self.closed = False        # close() ran: the file is released
+        # pre-commit participants (cartridge/_handle.py, add_participant): before_commit(self)
+        # inside every commit, before anything is written; after_rollback(self) after every
+        # rollback of a writable engine
+        self.participants: list = []
         if writable and not locking.writer_lock(fd, lock_timeout):
             raise LockedError(f"{name}: another handle holds the write lock")
         if fresh:
@@ -190,7 +201,7 @@ class Engine:
         self.warnings.extend(notes)
         if max(self.root.catalog_height, self.root.allocmap_height) > MAX_TREE_HEIGHT:
             raise CorruptionError(f"{self.name}: root names an impossible tree height")
-        size_pages = os.fstat(self.fd).st_size // PAGE_SIZE
+        size_pages = self.pager.io.fstat(self.fd).st_size // PAGE_SIZE
         if size_pages < self.root.page_count:
             raise CorruptionError(f"{self.name}: file is truncated: {size_pages} pages, the archive "
                                   f"needs {self.root.page_count}")
@@ -246,8 +257,9 @@ class Engine:
 
     def sync_pins(self) -> None:
         """Hold an OFD pin for the handle's current generation and for every generation an open
-        read stream of this handle still reads; release the rest."""
-        if self.writable:
+        read stream of this handle still reads; release the rest. A remote source has no locks:
+        nothing to pin."""
+        if self.writable or self.source is not None:
             return
         want = set(self.pins)
         if self._pinned_gen is not None:
@@ -259,8 +271,9 @@ class Engine:
         self._ofd_pins = want
 
     def refresh(self) -> None:
-        """Read-only handles: move to the newest committed state if a writer committed."""
-        if self.writable:
+        """Read-only handles: move to the newest committed state if a writer committed. A remote
+        handle stays on the state it opened (docs/FSSPEC.md, "Consistency")."""
+        if self.writable or self.source is not None:
             return
         raw = self.pager.read_slots()
         if raw == self._slots_seen:              # nothing changed since we last looked
@@ -294,7 +307,7 @@ class Engine:
         self._changed = True
         old = self.catalog.put(key, rec.encode())
         self.records[key] = with_chunk_key(rec)
-        old_rec = None if old is None else decode(old, self._where(key))
+        old_rec = None if old is None else decode(old, self.where(key))
         if key[:1] == SYSTEM_PREFIX:
             self.system_epoch += 1
         else:
@@ -329,7 +342,7 @@ class Engine:
         if any(olds):
             for i, old in enumerate(olds):
                 if old is not None:
-                    olds[i] = rec = decode(old, self._where(keys[i]))
+                    olds[i] = rec = decode(old, self.where(keys[i]))
                     self._count(rec, -1)
         self.root.file_count += len(keys)
         self.root.total_bytes += int(np.sum(sizes))
@@ -341,7 +354,7 @@ class Engine:
         if old is None:
             return None
         self._changed = True
-        rec = decode(old, self._where(key))
+        rec = decode(old, self.where(key))
         if key[:1] == SYSTEM_PREFIX:
             self.system_epoch += 1
         else:
@@ -363,7 +376,7 @@ class Engine:
         while True:
             batch = self.catalog.items_from(start, SCAN_BATCH, prefix)
             for k, v in batch:
-                yield k, decode(v, self._where(k))
+                yield k, decode(v, self.where(k))
             if len(batch) < SCAN_BATCH:
                 return
             start = batch[-1][0] + b"\x00"
@@ -371,7 +384,8 @@ class Engine:
     def first_key(self, start: bytes) -> bytes | None:
         return self.catalog.first_key_from(start)
 
-    def _where(self, key: bytes) -> str:
+    def where(self, key: bytes) -> str:
+        """How errors name the entry under `key`: 'archive:path'."""
         return f"{self.name}:{key.decode('utf-8', 'replace')}"
 
     # -- transactions -----------------------------------------------------------------------
@@ -400,13 +414,26 @@ class Engine:
         self.records.clear()
         self._build_trees()
         self._changed = False
+        if self.participants:
+            for p in list(self.participants):
+                p.after_rollback(self)
 
     def commit(self, force_sync: bool = False) -> None:
         """Make the open transaction the newest committed state (docs/FORMAT.md §8).
 
         An error before the root flip (a full disk, an I/O error) rolls the transaction back and
         leaves the handle usable; an error during the flip leaves the root's fate unknown, so the
-        handle refuses further use (the file stays consistent either way)."""
+        handle refuses further use (the file stays consistent either way).
+
+        The participants' before_commit(self) runs first, inside the transaction, so that what
+        they stage lands in this same commit; one that raises rolls the transaction back."""
+        if self.participants and self.writable:
+            try:
+                for p in list(self.participants):
+                    p.before_commit(self)
+            except BaseException:
+                self.rollback()
+                raise
         self.in_txn = False
         if not self._changed:
             if force_sync and self.writable:
@@ -611,7 +638,7 @@ class Engine:
             "files": self.root.file_count,
             "directories": self.root.dir_count,
             "total_bytes": self.root.total_bytes,
-            "file_size": os.fstat(self.fd).st_size,
+            "file_size": self.pager.io.fstat(self.fd).st_size,
             "page_size": PAGE_SIZE,
             "catalog_entries": self.catalog.count,
             "catalog_height": self.catalog.height,
@@ -619,10 +646,23 @@ class Engine:
             "cache": self.pager.cache.stats(),
         }
         out.update((self.allocator or self._read_allocator()).stats())
+        if self.source is not None:
+            out["remote"] = self.source.stats()
         return out
+
+    def identity(self) -> tuple:
+        """What tells this archive file from others in the process: (st_dev, st_ino) of a local
+        file, ("remote", id) of a remote source (each remote handle is its own file)."""
+        if self.source is not None:
+            return ("remote", id(self.source))
+        st = os.fstat(self.fd)
+        return (st.st_dev, st.st_ino)
 
     def close(self) -> None:
         self.closed = True
+        if self.source is not None:
+            self.source.close()
+            return
         try:
             os.close(self.fd)
         except OSError:

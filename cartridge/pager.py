@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import xxhash
 
@@ -227,7 +228,8 @@ def slot_damaged(root: Root | None, raw: bytes, best: Root) -> bool:
 class Pager:
     """Reads and writes whole pages of one archive file; owns the page cache."""
 
-    def __init__(self, fd: int, name: str, *, writable: bool, sync: str, cache_size: int):
+    def __init__(self, fd: int, name: str, *, writable: bool, sync: str, cache_size: int,
+                 io: Any = os):
         if sync not in SYNC_MODES:
             raise ValueError(f"sync must be one of {SYNC_MODES}, not {sync!r}")
         self.fd = fd
@@ -235,10 +237,11 @@ class Pager:
         self.writable = writable
         self.sync_mode = sync
         self.cache = ARCCache(cache_size)
-        # the file layer: the os module itself, or a stand-in with the same functions
-        # (cartridge.testing.crash records every write and sync through it)
-        self.io = os
-        self.file_pages = os.fstat(fd).st_size // PAGE_SIZE
+        # the file layer (cartridge/source.py): the os module itself, a remote page source
+        # (read-only, fd -1), or a stand-in with the same functions (cartridge.testing.crash
+        # records every write and sync through it)
+        self.io = io
+        self.file_pages = io.fstat(fd).st_size // PAGE_SIZE
         # Write-behind buffer for pages no committed root references yet (content, overflow
         # and chunk-map pages of the open transaction): written at commit, coalesced.
         self._staged: dict[int, bytes] = {}
@@ -343,16 +346,20 @@ class Pager:
             raise CorruptionError(f"{self.name}: page {pno} is {ptag!r}, expected {tag!r}")
         return data
 
-    def read_checked(self, start: int, length: int, csum: int) -> bytes | None:
-        """`length` bytes of content from page `start`, read once into the bytes returned, or
-        None when their xxh3-64 is not `csum` (the caller names the damage)."""
+    def read_checked(self, start: int, length: int, csum: int, where: str,
+                     index: int) -> bytes:
+        """`length` bytes of content from page `start` (chunk `index` of file `where`), read
+        once into the bytes returned; CorruptionError when their xxh3-64 is not `csum`."""
         count = -(-length // PAGE_SIZE)
         if self.io is not os or start <= 0 or start + count > self.file_pages:
             raw = self.read_run(start, count)       # checks the range, stand-in file layers
             data = raw[:length] if length != len(raw) else raw
-            return data if xxh3_64(data) == csum else None
+            if xxh3_64(data) != csum:
+                raise CorruptionError(f"{where}: content checksum mismatch in chunk {index} "
+                                      f"(pages {start}..{start + count - 1})")
+            return data
         self._unstage_overlap(start, count)
-        return checked_chunk(self.fd, start, length, csum, self.name)
+        return checked_chunk(self.fd, start, length, csum, self.name, where, index)
 
     def read_run(self, start: int, count: int) -> bytes:
         """`count` consecutive pages (content)."""

@@ -579,8 +579,10 @@ write-to-temp-and-rename that would make them atomic). zipfile is `ZIP_STORED` w
 functions for cartridge's cached read, single-write commit, write-in-a-transaction and stat paths.
 Two separate benchmarks live beside this suite: `perf/iam_bench.py` (policy decisions and
 principal handles, see docs/IAM.md), `perf/sqlite_bench.py` (SQLite databases inside an
-archive, see docs/SQLITE.md) and `perf/engram_bench.py` (Engram export and reading against
-zipfile and tarfile + lz4, and the memory of export/import; see docs/ENGRAM.md).
+archive, see docs/SQLITE.md) and `perf/remote_bench.py` (remote, read-only archives through
+fsspec's memory filesystem and loopback HTTP, against local reads and zip over fsspec, see
+docs/FSSPEC.md), and `perf/engram_bench.py` (Engram export and reading against zipfile
+and tarfile + lz4, and the memory of export/import; see docs/ENGRAM.md).
 """
 
 

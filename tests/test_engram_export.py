@@ -535,15 +535,16 @@ def test_principal_import_checked(tmp_path):
 def test_export_reported_through_the_hook(src, tmp_path):
     path, _ = src
     seen = []
-    unsubscribe = H.subscribe(lambda *a: seen.append(a))
+    unsubscribe = H.subscribe(seen.append)
     try:
         with cartridge.open(path) as c:
             c.export_engram(tmp_path / "o.eng")
     finally:
         unsubscribe()
-    assert [a for a in seen if a[1] == "export_engram"] == [(None, "export_engram", None, "ok",
-                                                             None)]
-    assert not any(a[1] == "read" for a in seen)          # its reads are part of it
+    mine = [(e.method, e.action, e.path, e.result, e.principal) for e in seen
+            if e.method == "export_engram"]
+    assert mine == [("export_engram", "cart:Export", "/", "ok", None)]
+    assert not any(e.method == "read" for e in seen)     # its reads are part of it
 
 
 def test_manifest_schema_only(src, tmp_path):
