@@ -5,6 +5,11 @@
         cart.write("/docs/a.txt", b"hello")
         cart.read("/docs/a.txt")
 """
+from __future__ import annotations
+
+import os as _os
+from typing import Any
+
 from . import iam
 from .archive import Cartridge, FileInfo, VerifyReport, open
 from .content import content_checksum
@@ -14,21 +19,34 @@ from .errors import (
     CartridgeError,
     ClosedError,
     CorruptionError,
+    DecryptionError,
     DirectoryNotEmptyError,
     InvalidPathError,
     LockedError,
     NotACartridgeError,
     NotADatabaseError,
+    NotAnEngramError,
     NotFoundError,
     PathIsDirectoryError,
     PathNotDirectoryError,
     PolicyError,
     ReadOnlyError,
+    SignatureError,
     SymlinkRefusedError,
     TransactionAbortedError,
     UnsupportedVersionError,
 )
 from .paths import normalize as normalize_path
+
+
+def import_engram(src: str | _os.PathLike, dest_cart: Any, *, verify_key: Any = None,
+                  key: Any = None, progress: Any = None) -> dict:
+    """Build or fill a cartridge from an Engram (.eng) file in one transaction: see
+    cartridge.engram.importer.import_engram and docs/ENGRAM.md. Needs the `engram` extra."""
+    from .engram.importer import import_engram as run
+
+    return run(src, dest_cart, verify_key=verify_key, key=key, progress=progress)
+
 
 # The SQLite layer (apsw, and the "cartridge" VFS for URIs) loads on first use: cart.sqlite(),
 # cart.sqlite_export(), or `import cartridge.sqlite` / cartridge.sqlite.register().
@@ -42,23 +60,27 @@ __all__ = [
     "CartridgeError",
     "ClosedError",
     "CorruptionError",
+    "DecryptionError",
     "DirectoryNotEmptyError",
     "FileInfo",
     "InvalidPathError",
     "LockedError",
     "NotACartridgeError",
     "NotADatabaseError",
+    "NotAnEngramError",
     "NotFoundError",
     "PathIsDirectoryError",
     "PathNotDirectoryError",
     "PolicyError",
     "ReadOnlyError",
+    "SignatureError",
     "SymlinkRefusedError",
     "TransactionAbortedError",
     "UnsupportedVersionError",
     "VerifyReport",
     "content_checksum",
     "iam",
+    "import_engram",
     "normalize_path",
     "open",
 ]

@@ -739,6 +739,7 @@ HANDLE_OPS: dict[str, Op] = {
     "compact": Op(_A.COMPACT, None, archive_root, mutating=True),
     "vacuum": Op(_A.COMPACT, None, archive_root, mutating=True),
     "freeze": Op(_A.FREEZE, None, archive_root, mutating=True),
+    "export_engram": Op(_A.EXPORT, None, archive_root),
 }
 
 

@@ -64,7 +64,7 @@ from .verify import VerifyReport, verify_engine
 if TYPE_CHECKING:
     import apsw
 
-    from . import iam
+    from . import engram, iam
 
 MODES = ("r", "a", "w", "x")
 DEFAULT_CACHE_SIZE = 64 << 20
@@ -768,6 +768,29 @@ class Cartridge:
         from .sqlite import export
 
         export(self, path, dest)
+
+    # -- Engram export (the machinery: cartridge/engram/export.py) -------------------------
+    def export_engram(self, dest: str | os.PathLike, *, signing_key: Any = None,
+                      signer: str | None = None, compression: str = "auto",
+                      include: str | Iterable[str] | None = None,
+                      manifest: Mapping[str, Any] | None = None, encryption: str | None = None,
+                      key: Any = None, progress: Any = None, verify: bool = True) \
+            -> engram.EngramReport | None:
+        """Freeze one committed state into the Engram file `dest` (docs/ENGRAM.md): every file
+        (or those under the `include` prefixes), member names without the leading '/',
+        cartridge.json (modes, exact mtimes, directories, policies) and a manifest.json listing
+        every file's SHA-256 and size, signed by `signing_key` (Ed25519: a key, its 32-byte
+        seed, hex or a key file; a list for several) as `signer`. compression: "auto" (as
+        engram-rs picks), "none", "lz4", "zstd". encryption: None, "archive" or "per-file"
+        with a 32-byte `key`. progress: True (a bar on stderr) or a callable(done, total,
+        path). Written beside `dest` and renamed into place after it verified (unless
+        verify=False); returns the verification's EngramReport (None when not verified).
+        Needs the `engram` extra."""
+        from .engram.export import export
+
+        return export(self, dest, signing_key=signing_key, signer=signer,
+                      compression=compression, include=include, manifest=manifest,
+                      encryption=encryption, key=key, progress=progress, verify=verify)
 
     # -- transactions and durability --------------------------------------------------------
     def transaction(self) -> AbstractContextManager[Cartridge]:

@@ -1135,6 +1135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(must_exist=True)
 
     _add_space_commands(add, sub, sync_parent)
+    # Engram: keygen, export, import, engram ls|cat|verify|info (their own module)
+    from .cli_engram import add_commands as add_engram_commands
+    add_engram_commands(sub, add, sync_parent)
 
     p = add("demo", cmd_demo, "build a sample archive from generated data and exercise the API")
     p.add_argument("path", metavar="PATH", nargs="?", default=None,

@@ -9,6 +9,7 @@ import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -109,7 +110,8 @@ _MTIME_MIN_NS, _MTIME_MAX_NS = -(1 << 63), (1 << 63) - 1     # the record's i64 
 def file_meta(mode: object = None, mtime: object = None) -> tuple[int | None, int | None]:
     """Check the metadata a writer may set (write, write_many, write streams): `mode`, the
     permission bits (an int, 0 <= mode <= 0o7777), and `mtime`, seconds since the epoch (an
-    int or a finite float within the record's range). Returns (the stored st_mode, a regular
+    int, a finite float or a decimal.Decimal (exact to the nanosecond: what restores a
+    recorded mtime_ns exactly) within the record's range). Returns (the stored st_mode, a regular
     file's type bits added, mtime in ns); None where not given. TypeError / ValueError."""
     st_mode = mtime_ns = None
     if mode is not None:
@@ -119,9 +121,14 @@ def file_meta(mode: object = None, mtime: object = None) -> tuple[int | None, in
             raise ValueError(f"mode must be permission bits, 0 <= mode <= 0o7777, not {mode:#o}")
         st_mode = _stat.S_IFREG | int(mode)
     if mtime is not None:
-        if type(mtime) is bool or not isinstance(mtime, (int, float)):
+        if type(mtime) is bool or not isinstance(mtime, (int, float, Decimal)):
             raise TypeError(f"mtime must be seconds as an int or float, not {type(mtime).__name__}")
-        if isinstance(mtime, float):
+        if isinstance(mtime, Decimal):
+            if not mtime.is_finite():
+                raise ValueError(f"mtime must be finite, not {mtime!r}")
+            mtime_ns = int((mtime * 1_000_000_000).to_integral_value()) \
+                if abs(mtime) < 10**10 else _MTIME_MAX_NS + 1
+        elif isinstance(mtime, float):
             if not math.isfinite(mtime):
                 raise ValueError(f"mtime must be finite, not {mtime!r}")
             mtime_ns = round(mtime * 1e9) if abs(mtime) < 1e10 else _MTIME_MAX_NS + 1

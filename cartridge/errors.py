@@ -74,22 +74,39 @@ class TransactionAbortedError(CartridgeError):
     """A nested transaction failed, so the enclosing transaction was rolled back."""
 
 
+class NotAnEngramError(CartridgeError):
+    """The file is not an Engram (.eng) archive: no Engram magic, or shorter than one."""
+
+
+class SignatureError(AccessDeniedError):
+    """An Engram's signatures do not verify, or none of them is by a trusted key (an import or
+    a verification that required a signature is refused)."""
+
+
+class DecryptionError(CartridgeError):
+    """An encrypted Engram (or entry) cannot be decrypted: no key given, a wrong key, or the
+    ciphertext was altered (AES-GCM authentication failed)."""
+
+
 __all__ = [
     "AccessDeniedError",
     "AlreadyExistsError",
     "CartridgeError",
     "ClosedError",
     "CorruptionError",
+    "DecryptionError",
     "DirectoryNotEmptyError",
     "InvalidPathError",
     "LockedError",
     "NotACartridgeError",
     "NotADatabaseError",
+    "NotAnEngramError",
     "NotFoundError",
     "PathIsDirectoryError",
     "PathNotDirectoryError",
     "PolicyError",
     "ReadOnlyError",
+    "SignatureError",
     "SymlinkRefusedError",
     "TransactionAbortedError",
     "UnsupportedVersionError",

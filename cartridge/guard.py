@@ -431,6 +431,23 @@ class PrincipalCartridge:
             self._check_path(GET, path)
             self._cart.sqlite_export(path, dest)
 
+    # -- Engram export ----------------------------------------------------------------------------
+    def export_engram(self, dest: str | os.PathLike, **kwargs: Any) -> Any:
+        """Cartridge.export_engram as this principal: needs cart:Export on the archive ('/'),
+        cart:GetObject on every file exported (checked on the pinned state before a byte is
+        written) and, when the archive has policies (they are exported too), cart:GetPolicy."""
+        from .engram.export import export
+
+        def authorize(paths: list[str], has_policies: bool) -> None:
+            for path in paths:
+                self._check_path(GET, path)
+            if has_policies:
+                self._check(GET_POLICY, ARCHIVE)
+
+        with self._snap:
+            self._check(A.EXPORT, ARCHIVE)
+            return export(self._cart, dest, authorize=authorize, **kwargs)
+
     # -- transactions and durability ------------------------------------------------------------
     def transaction(self) -> AbstractContextManager[PrincipalCartridge]:
         return H.transaction(self._cart, self, self._principal)

@@ -580,9 +580,10 @@ functions for cartridge's cached read, single-write commit, write-in-a-transacti
 Separate benchmarks live beside this suite: `perf/space_bench.py` (snapshots, compaction
 cycles, vacuum against SQLite's VACUUM, delete_snapshot cost; issue 14), `perf/iam_bench.py`
 (policy decisions and principal handles, see docs/IAM.md), `perf/sqlite_bench.py` (SQLite
-databases inside an archive, see docs/SQLITE.md) and `perf/remote_bench.py` (remote, read-only
+databases inside an archive, see docs/SQLITE.md), `perf/remote_bench.py` (remote, read-only
 archives through fsspec's memory filesystem and loopback HTTP, against local reads and zip over
-fsspec, see docs/FSSPEC.md).
+fsspec, see docs/FSSPEC.md) and `perf/engram_bench.py` (Engram export and reading against
+zipfile and tarfile + lz4, and the memory of export/import; see docs/ENGRAM.md).
 """
 
 

@@ -263,6 +263,63 @@ LOCAL = {(("demo",), "path"): "demo-path", (("get",), "to"): "local-dir", (("sql
          (("mkdir",), "path"): "new-dir"}
 
 
+# -- the Engram commands (cli_engram.py): keygen, export, import, engram ls|cat|verify|info -------
+def _engram_variants(inputs: dict, tmp_path) -> dict[str, list]:
+    """Values for the Engram commands' arguments: good and hostile .eng files (a zip-slip name,
+    garbage after the magic, cut short), keys of the wrong size, kind or file type. Files they
+    write go to this test's own directory."""
+    from cartridge import engram
+
+    d = tmp_path / "eng"
+    d.mkdir()
+    good = str(d / "good.eng")
+    with cartridge.open(inputs["spoof"]) as c:
+        c.export_engram(good)
+    slip = str(d / "slip.eng")
+    with engram.EngramWriter(slip) as w:
+        w.add("aa/bb.txt", b"x")
+    with open(slip, "r+b") as f:
+        raw = f.read().replace(b"aa/bb.txt", b"../b.txt\x1b")
+        f.seek(0)
+        f.write(raw)
+    junk = str(d / "junk.eng")
+    with open(junk, "wb") as f:
+        f.write(b"\x89ENG\r\n\x1a\n" + b"\xff" * 300)
+    cut = str(d / "cut.eng")
+    with open(good, "rb") as f, open(cut, "wb") as g:
+        g.write(f.read()[:500])
+    key = str(d / "sign.key")
+    with open(key, "w") as f:
+        f.write("42" * 32)
+    aes = str(d / "aes.key")
+    with open(aes, "wb") as f:
+        f.write(b"\x42" * 32)
+    pub = engram.crypto.public_hex(engram.crypto.load_private_key(key))
+    return {
+        "eng-file": [good, slip, junk, cut, inputs["text"], inputs["dir"], inputs["missing"],
+                     inputs["fifo"] + "/below", str(d / "ctl\x1b[31m.eng")],
+        "eng-out": [str(d / "out.eng"), inputs["dir"], str(d / "no\u202edir" / "x.eng"),
+                    inputs["fifo"] + "/below"],
+        "eng-keyfile": [str(d / "new.key"), inputs["dir"], str(d / "nodir" / "k.key"), key],
+        "eng-name": ["ok.txt", "missing\x1b[31m", "", "../x", "rtl\u202egnp.exe"],
+        "sign": [None, key, inputs["text"], inputs["missing"], inputs["dir"], aes],
+        "signer": [None, "\x1b[31m\u202e"],
+        "compression": ["auto", "zstd", "brotli"],
+        "include": [[], ["/ok.txt"], ["/.."], ["\x1b[31m"]],
+        "encrypt": [None, aes, inputs["text"], inputs["missing"], key],
+        "encryption": ["archive", "per-file"],
+        "verify_key": [None, pub, "zz" * 32, inputs["text"], inputs["missing"]],
+        "key": [None, aes, inputs["text"], inputs["dir"]],
+        "public_key": [[], [pub], ["nothex\x1b"]],
+    }
+
+
+for _cmd in (("engram", "ls"), ("engram", "cat"), ("engram", "verify"), ("engram", "info")):
+    LOCAL[(_cmd, "file")] = "eng-file"
+LOCAL.update({(("engram", "cat"), "name"): "eng-name", (("import",), "src"): "eng-file",
+              (("export",), "out"): "eng-out", (("keygen",), "keyfile"): "eng-keyfile"})
+
+
 def _argv(words, values: dict, flags: list[str]) -> list[str]:
     argv = ["--sync", "off", *words]
     for dest, value in values.items():
@@ -297,6 +354,7 @@ def test_every_command_with_hostile_inputs(inputs, tmp_path):
                              inputs["text"] + "/below/x.cart"]
     variants["local-dir"] = [str(tmp_path / "out"), inputs["text"], str(tmp_path / "out\u202e"),
                              inputs["fifo"] + "/below", str(tmp_path / "new\x1b[31m" / "x")]
+    variants.update(_engram_variants(inputs, tmp_path))
     stdin = b'{"Version": "2012-10-17", "Statement": [{"Effect": "Deny\xff"}]}'
     seen = set()
     runs = 0

@@ -19,11 +19,11 @@ ENGINE = {"engine", "pager", "allocator", "content", "nodestore", "records", "fo
           "verify", "create", "paths", "errors", "policystore", "snapstore", "compactor", "localfile",
           "source"}
 # above the engine, below the handle: they never import the handle (archive) or cli/demo
-FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite"}
+FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite", "engram"}
 # the contract imports only pure engine-level modules (path normalising, the IAM action names)
 CONTRACT_DEPS = {"cartridge.errors", "cartridge.paths", "cartridge.iam", "cartridge.iam.actions"}
 # the face and the integrations over it (cartridge.fsspec: the cart:// filesystem)
-TOP = {"archive", "cli", "demo", "speedtest", "__main__", "__init__", "fsspec"}
+TOP = {"archive", "cli", "cli_engram", "demo", "speedtest", "__main__", "__init__", "fsspec"}
 
 
 def _modules() -> dict[str, Path]:
@@ -186,6 +186,17 @@ def test_import_cartridge_loads_no_apsw():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     code = ("import cartridge, sys; assert 'apsw' not in sys.modules; "
             "assert 'cartridge.sqlite' not in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(ROOT), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_import_cartridge_loads_no_engram_dependencies():
+    """lz4, zstandard and cryptography are the `engram` extra: loaded only by cartridge.engram."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    code = ("import cartridge, sys; "
+            "loaded = {'lz4', 'zstandard', 'cryptography', 'cartridge.engram'} & set(sys.modules); "
+            "assert not loaded, loaded")
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(ROOT), capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr

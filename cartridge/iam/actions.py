@@ -23,7 +23,7 @@ GET_POLICY = "cart:GetPolicy"
 PUT_POLICY = "cart:PutPolicy"
 READ_AUDIT = "cart:ReadAudit"        # reserved: the audit log does not exist yet
 SNAPSHOT = "cart:Snapshot"           # snapshot(), restore(), delete_snapshot()
-EXPORT = "cart:Export"               # reserved
+EXPORT = "cart:Export"               # export_engram (plus GetObject on every file)
 COMPACT = "cart:Compact"             # compact(), vacuum()
 FREEZE = "cart:Freeze"               # freeze()
 
