@@ -14,7 +14,7 @@ import stat as _stat
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -790,11 +790,16 @@ class Cartridge:
             return PL.explain(self, principal, action, resource, view.tags, view.context)
 
     # -- maintenance ------------------------------------------------------------------------
-    def verify(self, deep: bool = True) -> VerifyReport:
-        """Check every reachable page; deep=True also checks every content checksum."""
+    def verify(self, deep: bool = True, *,
+               progress: Callable[[int], object] | None = None) -> VerifyReport:
+        """Check every reachable page; deep=True also checks every content checksum.
+        progress(n), if given, is called as each n bytes of content have been checked (their
+        sum reaches info()["total_bytes"]): a progress bar's update."""
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be callable, not {type(progress).__name__}")
         with self._lock:
             eng = self._ready()
-            return verify_engine(eng, deep, policystore.is_system_key)
+            return verify_engine(eng, deep, policystore.is_system_key, progress)
 
     def info(self) -> dict:
         """Counts, sizes, free space and fragmentation."""
