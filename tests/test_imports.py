@@ -19,7 +19,7 @@ ENGINE = {"engine", "pager", "allocator", "content", "nodestore", "records", "fo
           "verify", "create", "paths", "errors", "policystore", "localfile"}
 # above the engine, below the handle: they never import the handle (archive) or cli/demo
 FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite"}
-TOP = {"archive", "cli", "demo", "speedtest", "__main__", "__init__"}
+TOP = {"archive", "cli", "demo", "speedtest", "__main__", "__init__", "progress", "jsonout"}
 
 
 def _modules() -> dict[str, Path]:
