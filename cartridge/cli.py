@@ -554,22 +554,32 @@ def cmd_tree(args) -> int:
 
     lines = [label(top, top, st.is_dir)]
 
-    def visit(dirpath: str, prefix: str, depth: int) -> None:
-        nonlocal ndirs, nfiles
+    # Depth first with an explicit stack (a path may be ~2000 directories deep): per open
+    # directory, the iterator over its children, their count, its path, line prefix and depth.
+    stack: list[tuple] = []
+
+    def enter(dirpath: str, prefix: str, depth: int) -> None:
         kids = children.get(dirpath, [])
-        for n, (name, is_dir) in enumerate(kids):
-            end = n == len(kids) - 1
-            path = P.join(dirpath, name)
-            lines.append(prefix + (last if end else tee) + label(path, name, is_dir))
-            if is_dir:
-                ndirs += 1
-                if args.depth is None or depth < args.depth:
-                    visit(path, prefix + (gap if end else bar), depth + 1)
-            else:
-                nfiles += 1
+        stack.append((iter(enumerate(kids)), len(kids), dirpath, prefix, depth))
 
     if st.is_dir and (args.depth is None or args.depth > 0):
-        visit(top, "", 1)
+        enter(top, "", 1)
+    while stack:
+        it, count, dirpath, prefix, depth = stack[-1]
+        item = next(it, None)
+        if item is None:
+            stack.pop()
+            continue
+        n, (name, is_dir) = item
+        end = n == count - 1
+        path = P.join(dirpath, name)
+        lines.append(prefix + (last if end else tee) + label(path, name, is_dir))
+        if not is_dir:
+            nfiles += 1
+        else:
+            ndirs += 1
+            if args.depth is None or depth < args.depth:
+                enter(path, prefix + (gap if end else bar), depth + 1)
     print("\n".join(lines))
     print()
     print(f"{ndirs} director{'y' if ndirs == 1 else 'ies'}, {_plural(nfiles, 'file')}")

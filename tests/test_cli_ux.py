@@ -344,3 +344,21 @@ def test_main_without_argcomplete_ignores_the_request(monkeypatch, capsys):
     monkeypatch.setenv("_ARGCOMPLETE", "1")
     assert main(["--version"]) == 0
     assert "cartridge" in capsys.readouterr().out
+
+
+def test_deep_tree_has_no_recursion_limit(tmp_path):
+    """A path may be about 2000 directories deep (4096 bytes): tree, du and ls -R walk it."""
+    path = str(tmp_path / "deep.cart")
+    deep = "/d" * 1500 + "/f.txt"
+    with cartridge.open(path, "x") as c:
+        c.write(deep, b"deep")
+        c.write("/top.txt", b"t")
+    r = cli_run("tree", path, env=dict(ENV, PYTHONIOENCODING="ascii"))
+    assert r.returncode == 0, r.stderr[-500:]
+    lines = r.stdout.decode().splitlines()
+    assert lines[-1] == "1500 directories, 2 files" and lines[-3] == "`-- top.txt"
+    assert lines[-4] == "|   " + "    " * 1499 + "`-- f.txt"
+    doc = json.loads(cli_run("du", path, "--json").stdout)
+    assert (doc["bytes"], doc["files"], len(doc["entries"])) == (5, 2, 1501)
+    r = cli_run("ls", path, "-R")
+    assert r.returncode == 0 and r.stdout.decode().splitlines()[-2] == deep
