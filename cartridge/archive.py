@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 
@@ -470,7 +470,7 @@ class Cartridge:
             eng.content.check_size(rec, p)       # a damaged size: CorruptionError, no huge buffer
             buf = np.empty(n, dtype=np.uint8)
             eng.content.readinto(rec, offset, buf, p)
-            return memoryview(buf)  # type: ignore[arg-type]  # ndarray is a buffer (stubs < 3.12 lack __buffer__)
+            return memoryview(cast(Any, buf))  # ndarray is a buffer (older numpy stubs lack __buffer__)
 
     def open(self, path: str, mode: str = "rb", *, perm: int | None = None,
              mtime: float | None = None) -> io.RawIOBase:
