@@ -957,7 +957,7 @@ def cmd_demo(args) -> int:
 # -- the parser ------------------------------------------------------------------------------------
 # Examples shown at the end of each command's --help (tests/test_cli_ux.py parses every one).
 EXAMPLES: dict[str, list[str]] = {
-    "": ["cartridge put data.cart ./photos --to /photos",
+    "": ["cartridge put data.cart ./photos                # stored as /photos/...",
          "cartridge ls data.cart /photos -lh",
          "cartridge get data.cart /photos --to ./out",
          "cartridge verify data.cart"],

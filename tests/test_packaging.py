@@ -42,7 +42,7 @@ def test_py_typed_is_shipped(tmp_path):
     import setuptools
 
     if int(setuptools.__version__.split(".")[0]) < 64:     # pragma: no cover
-        import pytest       # (a venv's bundled setuptools on 3.9 is 58: no [tool.setuptools])
+        import pytest  # (a venv's bundled setuptools on 3.9 is 58: no [tool.setuptools])
         pytest.skip(f"setuptools {setuptools.__version__} predates the build's setuptools>=64")
     out = tmp_path / "lib"
     subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py",

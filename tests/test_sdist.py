@@ -16,7 +16,6 @@ import tarfile
 import zipfile
 
 import pytest
-
 from test_packaging import check_metadata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
