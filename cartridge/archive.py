@@ -923,7 +923,11 @@ class Cartridge:
         no snapshot by that name."""
         snapstore.check_name(name)
         with self._lock:
-            self._ready()
+            eng = self._ready()
+            remote = eng.source
+        if remote is not None:      # the same remote file, however the handle reached it
+            return SnapshotView(remote, name, block_pages=remote.block_pages,
+                                cache_pages=remote.cache_pages)
         return SnapshotView(self.path, name)
 
     def restore(self, name: str) -> None:
@@ -1140,9 +1144,11 @@ class SnapshotView(Cartridge):
     snapshot. It has a file descriptor of its own and pins the snapshot's generation, so the
     snapshot's pages stay in place while it is open, even if the snapshot is deleted."""
 
-    def __init__(self, path: str | os.PathLike, name: str, *,
-                 cache_size: int = DEFAULT_CACHE_SIZE):
-        super().__init__(path, "r", cache_size=cache_size)
+    def __init__(self, path: str | os.PathLike | Any, name: str, *,
+                 cache_size: int = DEFAULT_CACHE_SIZE, block_pages: int | None = None,
+                 cache_pages: int | None = None):
+        super().__init__(path, "r", cache_size=cache_size, block_pages=block_pages,
+                         cache_pages=cache_pages)
         self.snapshot_name = name
         try:
             with self._lock:
