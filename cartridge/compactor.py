@@ -285,6 +285,7 @@ def shrink(eng) -> int:
     # keep a little free room past the last page in use: the shrinking commits themselves
     # copy a few allocation-map nodes, and without room the allocator would grow the file
     new_n = max(a.n_pages - free_tail + SHRINK_SLACK, GROW_MIN_PAGES)
+    committed = False
     if new_n < a.n_pages - SHRINK_SLACK // 2:
         eng.begin()
         try:
@@ -303,10 +304,14 @@ def shrink(eng) -> int:
         # an allocation during these commits may have grown the file again: never cut below
         # what the newest root covers
         new_n = eng.root.page_count
+        committed = True
     target = max(new_n, eng.root.page_count) * PAGE_SIZE
     if target < before:
-        if eng.pager.sync_mode != "off":
-            eng.pager.sync_now()      # both roots naming the new size are durable first
+        # both roots naming the new size are durable first: with sync="full" the two commits
+        # above each synced after writing their root (FORMAT §8), so no third sync is needed;
+        # otherwise (sync="normal", or roots found at open, which may not be on disk yet) sync
+        if eng.pager.sync_mode == "normal" or (eng.pager.sync_mode == "full" and not committed):
+            eng.pager.sync_now()
         eng.pager.shrink(target // PAGE_SIZE)
     return max(before - eng.pager.io.fstat(eng.fd).st_size, 0)
 
