@@ -245,6 +245,50 @@ def test_auto_compact_shrinks_in_the_background(tmp_path, monkeypatch):
     assert not [t for t in __import__("threading").enumerate() if "cartridge-compact" in t.name]
 
 
+def test_auto_compact_takes_the_lock_for_one_cycle_at_a_time(tmp_path, monkeypatch):
+    """The background thread holds the handle's lock for one cycle (one compactor.cycle call
+    of at most AUTO_COMPACT_PAGES pages), never while the handle is inside a transaction, and
+    stops with close() even when it is between cycles."""
+    import threading
+
+    from cartridge import archive, compactor
+
+    monkeypatch.setattr(archive, "AUTO_COMPACT_INTERVAL", 0.01)
+    monkeypatch.setattr(archive, "AUTO_COMPACT_BYTES", 1 * MIB)
+    monkeypatch.setattr(archive, "AUTO_COMPACT_PAGES", 7)
+    p = str(tmp_path / "a.cart")
+    want = build(p, n=100, seed=17)
+    calls: list[tuple[str, int, bool]] = []     # thread, max_pages, inside a transaction
+    real_cycle = compactor.cycle
+
+    def cycle(eng, max_pages, skip=None):
+        calls.append((threading.current_thread().name, max_pages,
+                      H.in_transaction(handles[0])))
+        return real_cycle(eng, max_pages, skip)
+
+    monkeypatch.setattr(compactor, "cycle", cycle)
+    handles: list = []
+    c = cartridge.open(p, "a", auto_compact=True)
+    handles.append(c)
+    deadline = time.monotonic() + 30
+    while len(calls) < 5 and time.monotonic() < deadline:
+        with c.transaction():                  # the thread waits for the block to end
+            c.write("/busy", b"b")
+            time.sleep(0.02)
+        time.sleep(0.01)
+    c.close()
+    n = len(calls)
+    time.sleep(0.1)
+    assert n >= 5 and len(calls) == n          # nothing after close
+    assert all(name.startswith("cartridge-compact") for name, *_ in calls)
+    assert all(mp == 7 for _, mp, _ in calls)      # one small cycle per lock hold
+    assert not any(in_txn for *_, in_txn in calls)
+    assert not [t for t in threading.enumerate() if t.name.startswith("cartridge-compact")]
+    with cartridge.open(p) as r:
+        assert files_of(r) == dict(want, **{"/busy": hashlib.sha256(b"b").hexdigest()})
+        assert r.verify().ok
+
+
 @pytest.mark.slow
 def test_200_mib_delete_90_percent_then_compact(tmp_path):
     p = str(tmp_path / "a.cart")
