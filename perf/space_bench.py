@@ -231,7 +231,8 @@ def bench_delete_snapshot(tmp: str, sizes: list[int], changed: list[int], log,
                     c.snapshot(f"s{r}")
                     with c.transaction():
                         for i in range(k):
-                            c.write(f"/f{i * step:06d}", b"changed %d %d" % (r, i) * 400)
+                            c.write(f"/f{i * step:06d}",       # one page, as before
+                                    (b"changed %d %d " % (r, i)).ljust(4096, b"."))
                     held = c.info()["snapshot_bytes"] // 4096
                     t = time.perf_counter()
                     c.delete_snapshot(f"s{r}")
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
             snap = bench_snapshot(tmp, [1_000, 1_000_000], 21, log)
             cyc = bench_compact_cycle(tmp, 64, 21, log)
             vac = bench_vacuum(tmp, 256, log)
-            dele = bench_delete_snapshot(tmp, [20_000, 100_000], [1_000, 10_000], log)
+            dele = bench_delete_snapshot(tmp, [20_000, 100_000], [1_000, 10_000], log, 5)
             dpass = bench_delete_pass([1_000_000, 10_000_000], 7, log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
