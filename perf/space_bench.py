@@ -21,6 +21,8 @@ run are what count):
                   first 2K), at two archive sizes: the cost should follow K (changed pages),
                   not the archive size; also per held page (a changed file holds its content
                   page and a share of the catalog leaves and allocation-map nodes it touched)
+  cycle scale     the work of one cycle (sync="off") with free space in 1-page holes at 5K and
+                  50K live files: it grows with the catalog (one pass over its entries per cycle)
   delete pass     the part of delete_snapshot() that does look at the whole archive: the
                   in-memory bookkeeping (the union of the remaining snapshots' reach, one byte
                   per page each, and the scan of the held bitmap's words) at 1M and 10M pages,
@@ -127,10 +129,18 @@ def bench_compact_cycle(tmp: str, total_mib: int, repeats: int, log) -> dict:
     # the worst case for a seal: free space in 1-page holes (every other 4 KiB file deleted),
     # so 100 moved pages land in ~100 separate places - more runs than a seal names (16), and
     # the commit takes its barrier: two syncs
-    p = os.path.join(tmp, "cycle-holes.cart")
-    n = total_mib * MIB // 4096 // 2
+    out["full_holes"], cycles = holes_cycle(tmp, total_mib * MIB // 4096 // 2, "full", repeats)
+    log(f"compact(max_pages=100), sync='full', free space in 1-page holes (not sealable): "
+        f"{out['full_holes'] * 1e3:.2f} ms per cycle (median of {cycles})")
+    return out
+
+
+def holes_cycle(tmp: str, n: int, sync: str, repeats: int) -> tuple[float, int]:
+    """n files of 4 KiB, every other one deleted, then compact(max_pages=100) cycles: the
+    median seconds per cycle and the number of cycles."""
+    p = os.path.join(tmp, f"cycle-holes-{n}.cart")
     build_files(p, n, 4096, "off")
-    with cartridge.open(p, "a", sync="full") as c:
+    with cartridge.open(p, "a", sync=sync) as c:
         with c.transaction():
             for i in range(0, n, 2):
                 c.delete(f"/f{i:06d}")
@@ -142,10 +152,19 @@ def bench_compact_cycle(tmp: str, total_mib: int, repeats: int, log) -> dict:
             times.append(time.perf_counter() - t)
             if st.done:
                 break
-        out["full_holes"] = statistics.median(times)
     os.unlink(p)
-    log(f"compact(max_pages=100), sync='full', free space in 1-page holes (not sealable): "
-        f"{out['full_holes'] * 1e3:.2f} ms per cycle (median of {len(times)})")
+    return statistics.median(times), len(times)
+
+
+def bench_cycle_scale(tmp: str, sizes: list[int], repeats: int, log) -> dict:
+    """The work of one cycle (sync="off") as the catalog grows: a cycle finds the owners of
+    the pages it moves by one pass over every catalog entry (FORMAT 12.5), so this grows with
+    the number of files."""
+    out = {}
+    for n in sizes:
+        out[n], cycles = holes_cycle(tmp, n, "off", repeats)
+        log(f"compact(max_pages=100), sync='off', {n // 2:,} live files in 1-page holes: "
+            f"{out[n] * 1e3:.2f} ms per cycle (median of {cycles})")
     return out
 
 
@@ -276,7 +295,8 @@ def bench_delete_pass(sizes: list[int], repeats: int, log) -> dict:
     return out
 
 
-def rows_of(snap: dict, cyc: dict, vac: dict, dele: dict, dpass: dict) -> list:
+def rows_of(snap: dict, cyc: dict, vac: dict, dele: dict, dpass: dict,
+            scale: dict | None = None) -> list:
     """The report's rows: (target, measured, threshold, met), met computed from the number
     (None for a comparison with no target of its own)."""
     small, large = sorted(snap)
@@ -316,6 +336,9 @@ def rows_of(snap: dict, cyc: dict, vac: dict, dele: dict, dpass: dict) -> list:
     # the cost follows the changes: more changes cost more, but at most in proportion (x2 slack)
     rows.append((f"delete_snapshot at {n:,} files: {ks[-1]:,} changed / {ks[0]:,}",
                  f"{kr:.2f}", f"<= {2 * ks[-1] // ks[0]} (O(changed))", kr <= 2 * ks[-1] / ks[0]))
+    for n, t in sorted((scale or {}).items()):
+        rows.append((f"compact(max_pages=100) work, sync=off, {n // 2:,} live files",
+                     f"{t * 1e3:.2f} ms", "<= 10 ms", t <= 10e-3))
     for pages, t in sorted(dpass.items()):
         # the part of delete_snapshot that is O(page_count): at most 1 ms per 1M pages
         per_m = t / (pages / 1e6)
@@ -336,25 +359,27 @@ def main(argv: list[str] | None = None) -> dict:
         if args.quick:
             snap = bench_snapshot(tmp, [1_000, 20_000], 5, log)
             cyc = bench_compact_cycle(tmp, 8, 5, log)
+            scale = bench_cycle_scale(tmp, [2_000, 8_000], 3, log)
             vac = bench_vacuum(tmp, 8, log)
             dele = bench_delete_snapshot(tmp, [2_000, 8_000], [200, 1_000], log)
             dpass = bench_delete_pass([1_000_000], 3, log)
         else:
             snap = bench_snapshot(tmp, [1_000, 1_000_000], 21, log)
             cyc = bench_compact_cycle(tmp, 64, 21, log)
+            scale = bench_cycle_scale(tmp, [10_000, 100_000], 11, log)
             vac = bench_vacuum(tmp, 256, log)
             dele = bench_delete_snapshot(tmp, [20_000, 100_000], [1_000, 10_000], log, 5)
             dpass = bench_delete_pass([1_000_000, 10_000_000], 7, log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    rows = rows_of(snap, cyc, vac, dele, dpass)
+    rows = rows_of(snap, cyc, vac, dele, dpass, scale)
     print()
     print("| target | measured | threshold | met |")
     print("|---|---:|---:|:---:|")
     for name, got, want, ok in rows:
         print(f"| {name} | {got} | {want} | {met(ok)} |")
     return {"snapshot": snap, "cycle": cyc, "vacuum": vac, "delete": dele, "pass": dpass,
-            "rows": rows}
+            "scale": scale, "rows": rows}
 
 
 def met(ok: bool | None) -> str:

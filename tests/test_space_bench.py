@@ -23,6 +23,8 @@ def test_met_column_is_computed_from_each_number(tmp_path):
     reported as met); comparison rows say "-"."""
     logged = []
     dpass = sb.bench_delete_pass([5000], 2, logged.append)
+    scale = sb.bench_cycle_scale(str(tmp_path), [400], 2, logged.append)
+    assert set(scale) == {400} and scale[400] > 0
     assert set(dpass) == {5000} and dpass[5000] > 0
     fast = dict(snapshot={1000: 1e-4, 1_000_000: 1.2e-4}, cycle={"off": 2e-3, "full": 9e-3, "floor": 8e-3,
                                                            "full_holes": 9.5e-3},
@@ -41,7 +43,9 @@ def test_met_column_is_computed_from_each_number(tmp_path):
                 dele={(10, 1): (1e-3, 5), (100, 1): (9e-3, 5), (10, 10): (5e-3, 50),
                       (100, 10): (60e-3, 50)},
                 dpass={1_000_000: 3e-3})
-    rows = sb.rows_of(slow["snapshot"], slow["cycle"], slow["vac"], slow["dele"], slow["dpass"])
+    rows = sb.rows_of(slow["snapshot"], slow["cycle"], slow["vac"], slow["dele"], slow["dpass"],
+                      {100_000: 0.033, 10_000: 0.004})
+    assert [ok for name, *_, ok in rows if "live files" in name] == [True, False]
     missed = {name for name, *_, ok in rows if ok is False}
     assert "compact(max_pages=100), sync=full" in missed
     assert "compact(max_pages=100), sync=off" not in missed
