@@ -456,3 +456,58 @@ def test_an_open_sqlite_database_is_left_in_place(tmp_path):
         assert ro.execute("select count(*) from t").fetchone()[0] == 2
         ro.close()
         assert c.verify().ok
+
+
+def test_the_core_picks_the_same_owner_cells_as_a_plain_scan(tmp_path):
+    """Node.content_cells_from (the compaction walk's filter in the Cython core) returns exactly
+    the cells a record-by-record check in Python would look at: XMAP records, and chunk maps
+    with a chunk reaching the given page; never directories, empty or inline files, or maps
+    wholly below it."""
+    import numpy as np
+
+    from cartridge.format import (
+        CHUNK_ENTRY,
+        CHUNK_PAGES,
+        KIND_FILE,
+        RECORD,
+        STORE_CHUNKS,
+        STORE_XMAP,
+    )
+
+    p = str(tmp_path / "a.cart")
+    rng = random.Random(21)
+    with cartridge.open(p, "x") as c:
+        for i in range(300):
+            size = rng.choice([0, 10, 3000, 5000, 70 * KIB, 300 * KIB])
+            c.write(f"/d{i % 5}/f{i}", rng.randbytes(size))
+        c.write("/big", rng.randbytes(9 * MIB))          # a chunk map too long for the record
+        c.mkdir("/empty/dir", parents=True)
+        eng = H.engine(c)
+        leaves = []
+
+        def collect(pno):
+            node = eng.catalog.store.load(pno)
+            if node.is_leaf:
+                leaves.append(node)
+            else:
+                for i in range(node.nkeys + 1):
+                    collect(node.child(i))
+        collect(eng.catalog.root)
+        kinds = set()
+        for lo in [0, 1, 17, 200, 1000, 2500, 10 ** 6]:
+            for node in leaves:
+                want = []
+                for i in range(node.nkeys):
+                    v = node.value(i)
+                    if len(v) < 2 or v[0] != KIND_FILE:
+                        continue
+                    kinds.add(v[1])
+                    if v[1] == STORE_XMAP:
+                        want.append(i)
+                    elif v[1] == STORE_CHUNKS:
+                        starts = np.frombuffer(v, "<u8", offset=RECORD.size)[::2]
+                        assert (len(v) - RECORD.size) % CHUNK_ENTRY.size == 0
+                        if any(int(s) + CHUNK_PAGES > lo for s in starts):
+                            want.append(i)
+                assert node.content_cells_from(lo) == want, (lo, node.page_no)
+        assert {STORE_CHUNKS, STORE_XMAP} <= kinds
