@@ -474,6 +474,51 @@ def test_principals_need_compact_and_freeze(tmp_path):
         cartridge.open(p, "a")
 
 
+def test_auto_compact_of_a_principal_handle_is_checked(tmp_path, monkeypatch):
+    """open(..., principal=P, auto_compact=True) compacts as P: without cart:Compact the open
+    is refused (and leaves the archive closed); with it, every background cycle goes through
+    P's handle (checked and reported with P's name)."""
+    import threading
+
+    from cartridge import archive
+
+    monkeypatch.setattr(archive, "AUTO_COMPACT_INTERVAL", 0.01)
+    monkeypatch.setattr(archive, "AUTO_COMPACT_BYTES", 1 * MIB)
+    p = str(tmp_path / "a.cart")
+    want = build(p, n=100, seed=19)
+    with cartridge.open(p, "a") as c:
+        c.set_policy("p", {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["cart:GetObject", "cart:List", "cart:PutObject"],
+             "Resource": "*"},
+            {"Effect": "Allow", "Action": "cart:Compact", "Resource": "/",
+             "Principal": {"CART": "admin"}}]})
+    before = os.path.getsize(p)
+    with pytest.raises(AccessDeniedError):
+        cartridge.open(p, "a", principal="bob", auto_compact=True)
+    assert not [t for t in threading.enumerate() if t.name.startswith("cartridge-compact")]
+    with cartridge.open(p, "a") as c:               # the refused open let the archive go
+        assert files_of(c) == want
+    assert os.path.getsize(p) == before
+    with pytest.raises(ValueError):
+        cartridge.open(p, "r", principal="admin", auto_compact=True)
+    with pytest.raises(TypeError):
+        cartridge.open(p, "a", principal="admin", auto_compact=1)
+    seen: list = []
+    unsubscribe = H.subscribe(lambda e: seen.append((e.method, e.principal, e.result)))
+    try:
+        with cartridge.open(p, "a", principal="admin", auto_compact=True) as admin:
+            deadline = time.monotonic() + 30
+            while os.path.getsize(p) > before // 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert os.path.getsize(p) <= before // 2
+            assert files_of(admin) == want
+    finally:
+        unsubscribe()
+    compacts = [e for e in seen if e[0] == "compact"]
+    assert compacts and all(e[1:] == ("admin", "ok") for e in compacts)
+    assert not [t for t in threading.enumerate() if t.name.startswith("cartridge-compact")]
+
+
 def test_the_hook_sees_compaction_and_freeze(tmp_path):
     p = str(tmp_path / "a.cart")
     build(p, n=10)
