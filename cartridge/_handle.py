@@ -222,6 +222,13 @@ def is_closed(h) -> bool:
     return h._closed
 
 
+def start_auto_compact(h, compact: Any = None) -> None:
+    """Start a handle's background compaction (auto_compact=True); `compact`: a weak reference
+    to the callable that runs one cycle (a principal handle's compact, checked each cycle),
+    else the handle's own."""
+    h._start_auto_compact(compact)
+
+
 def transaction(h, face: Any, principal: str | None) -> Any:
     """h.transaction() yielding `face` and reported as `principal`'s (a principal handle's)."""
     return h._transaction(face, principal)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from types import MappingProxyType
@@ -526,6 +527,14 @@ class PrincipalCartridge:
         with self._snap:
             self._check(A.COMPACT, ARCHIVE)
             return self._cart.compact(max_pages)
+
+    def start_auto_compact(self) -> None:
+        """open(..., principal=..., auto_compact=True): background compaction as this
+        principal. cart:Compact is checked now (AccessDeniedError) and before every cycle (a
+        refused cycle stops the thread)."""
+        with self._snap:
+            self._check(A.COMPACT, ARCHIVE)
+        H.start_auto_compact(self._cart, weakref.WeakMethod(self.compact))
 
     def vacuum(self) -> CompactStats:
         with self._snap:
