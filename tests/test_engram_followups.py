@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -475,19 +476,88 @@ def test_snapshot_export_against_another_process_writing(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", code, str(p), str(stop)], env=env,
                              stdout=subprocess.PIPE, text=True)
     seen_live = set()
+    moved: list = []                                   # a commit seen mid-export
     try:
         assert child.stdout.readline()
         with cartridge.open(p) as reader, cartridge.open(p) as watcher:
             def slow(done, total, path):
+                # the first time: wait (at most 20 s) for a commit newer than the newest now
+                if not seen_live:
+                    first = watcher.read("/f00", 0, 8)
+                    for _ in range(2000):
+                        if watcher.read("/f00", 0, 8) != first:
+                            moved.append(first)
+                            break
+                        time.sleep(0.01)
                 seen_live.add(watcher.read("/f00", 0, 8))      # the newest commit, meanwhile
-                child_line = child.stdout.readline()              # wait for one more commit
-                assert child_line
             reader.export_engram(tmp_path / "o.eng", snapshot="v0", progress=slow)
     finally:
         stop.write_text("")
         child.communicate(timeout=60)
     assert child.returncode == 0
-    assert len(seen_live - {b"v0000000"}) >= 2           # the writer committed during the export
+    assert moved and len(seen_live - {b"v0000000"}) >= 1   # the writer committed meanwhile
     with engram.open(tmp_path / "o.eng") as r:
         assert {r.read(f"f{i:02d}") for i in range(20)} == {b"v0000000" * 500}
         assert r.verify().ok
+
+
+# -- review: memory of export and import, a mistyped include ---------------------------------------
+def test_export_and_import_of_a_60mib_file_stay_bounded(tmp_path):
+    """A framed (>= 50 MiB) file goes archive -> Engram -> archive in pieces: Python's peak
+    allocation stays a small fraction of the file, on both sides."""
+    import hashlib
+    import tracemalloc
+
+    mib = 1 << 20
+    size = 60 * mib
+    block = bytes(i % 251 for i in range(mib))
+    p = tmp_path / "a.cart"
+    h = hashlib.sha256()
+    with cartridge.open(p, "w", sync="off", cache_size=4 * mib) as c, \
+            c.open("/big.bin", "wb") as f:
+        for _ in range(size // mib):
+            f.write(block)
+            h.update(block)
+    out = tmp_path / "o.eng"
+    with cartridge.open(p, cache_size=4 * mib) as c:
+        tracemalloc.start()
+        try:
+            c.export_engram(out, compression="lz4")
+            export_peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    with engram.open(out) as r:
+        assert r.getinfo("big.bin").framed
+    dest = tmp_path / "b.cart"
+    with cartridge.open(dest, "w", sync="off", cache_size=4 * mib) as d:
+        tracemalloc.start()
+        try:
+            cartridge.import_engram(out, d)
+            import_peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        back = hashlib.sha256()
+        with d.open("/big.bin", "rb") as f:
+            while piece := f.read(4 * mib):
+                back.update(piece)
+    assert back.digest() == h.digest()
+    assert export_peak < 16 * mib, export_peak
+    assert import_peak < 20 * mib, import_peak
+
+
+def test_include_naming_nothing_is_refused(tmp_path):
+    from cartridge.cli import main
+
+    p = tmp_path / "a.cart"
+    churned(p)
+    with cartridge.open(p) as c:
+        with pytest.raises(NotFoundError, match="/doc"):
+            c.export_engram(tmp_path / "o.eng", include=["/a", "/doc"])
+        c.export_engram(tmp_path / "o.eng", include=["/a", "/later"])   # an empty directory
+        c.export_engram(tmp_path / "all.eng", include="/")
+    with engram.open(tmp_path / "o.eng") as r:
+        assert json.loads(r.read("cartridge.json"))["dirs"] == ["/later"]
+    assert main(["export", str(p), str(tmp_path / "x.eng"), "--include", "/typo"]) != 0
+    assert sorted(os.listdir(tmp_path)) == ["a.cart", "all.eng", "o.eng"]
+    with cartridge.open(tmp_path / "e.cart", "w") as e:             # empty archive, "/": fine
+        e.export_engram(tmp_path / "e.eng", include="/")

@@ -25,7 +25,7 @@ from .. import _handle as H
 from .. import localfile as LF
 from .. import paths as P
 from .. import policies as PL
-from ..errors import CartridgeError, CorruptionError, InvalidPathError, LockedError
+from ..errors import CartridgeError, CorruptionError, InvalidPathError, LockedError, NotFoundError
 from ..format import KIND_DIR, KIND_FILE
 from . import crypto
 from . import manifest as MF
@@ -125,10 +125,13 @@ class _Plan:
 def _plan(cart, prefixes: list[str] | None) -> _Plan:
     plan = _Plan()
     eng = H.ready(cart)
+    unmatched = {p for p in prefixes if p != "/"} if prefixes is not None else set()
     for key, rec in eng.items(b"/", b"/"):
         path = P.stored_path(key)
         if not _included(path, prefixes):
             continue
+        if unmatched:
+            unmatched = {p for p in unmatched if not (path == p or path.startswith(p + "/"))}
         if rec.kind == KIND_DIR:
             plan.dirs.append(path)
         elif rec.kind == KIND_FILE:
@@ -141,6 +144,10 @@ def _plan(cart, prefixes: list[str] | None) -> _Plan:
                                        "rename it or leave it out with include=")
             plan.files.append((path, rec.size, rec.mode & 0o7777, rec.mtime_ns))
             plan.total += rec.size
+    if unmatched:
+        # a mistyped --include would otherwise ship an Engram without what was asked for
+        raise NotFoundError(f"nothing to export under {', '.join(sorted(unmatched))} "
+                            f"(include= names no file or directory of the archive)")
     return plan
 
 
