@@ -604,3 +604,26 @@ def test_export_freeze_crash_leaves_the_archive_before_or_frozen(tmp_path):
             with pytest.raises(ReadOnlyError):
                 cartridge.open(q, "a")
     assert outcomes == {False, True}
+
+
+def test_principal_export_freeze_with_the_right_to_freeze(tmp_path):
+    p = tmp_path / "a.cart"
+    _, live = churned(p)
+    seen = []
+    with cartridge.open(p, "a") as c:
+        c.set_policy("rel", {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["cart:Export", "cart:Freeze", "cart:GetObject",
+                                           "cart:GetPolicy"], "Resource": "*",
+             "Principal": {"CART": "release"}}]})
+        live["policies"] = c.policies()
+        unsubscribe = H.subscribe(seen.append, changes_only=True)
+        try:
+            c.as_principal("release").export_engram(tmp_path / "r.eng", freeze=True,
+                                                    signing_key=SEED)
+        finally:
+            unsubscribe()
+    assert [(e.method, e.principal, e.action) for e in seen if e.method == "freeze"] == \
+        [("freeze", "release", "cart:Freeze")]
+    with pytest.raises(ReadOnlyError):
+        cartridge.open(p, "a")
+    assert imported(tmp_path / "r.eng", tmp_path) == live
