@@ -627,3 +627,23 @@ def test_principal_export_freeze_with_the_right_to_freeze(tmp_path):
     with pytest.raises(ReadOnlyError):
         cartridge.open(p, "a")
     assert imported(tmp_path / "r.eng", tmp_path) == live
+
+
+# -- review: §13 leftovers of the reference (signature_security, crash_recovery) ------------------
+def test_signature_timestamp_is_now_and_reopening_reads_the_same(tmp_path):
+    import time as _time
+
+    p = tmp_path / "a.cart"
+    churned(p)
+    before = int(_time.time())
+    with cartridge.open(p) as c:
+        c.export_engram(tmp_path / "o.eng", signing_key=SEED, signer=None)
+    after = int(_time.time())
+    reads = []
+    for _ in range(3):
+        with engram.open(tmp_path / "o.eng") as r:
+            (sig,) = r.manifest()["signatures"]
+            assert before - 1 <= sig["timestamp"] <= after + 1          # signed now
+            assert "signer" not in json.loads(r.read("manifest.json"))["signatures"][0]
+            reads.append({n: r.read(n) for n in r.namelist()})
+    assert reads[0] == reads[1] == reads[2]
