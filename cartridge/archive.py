@@ -15,9 +15,9 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 
@@ -526,7 +526,7 @@ class Cartridge:
             eng.content.check_size(rec, p)       # a damaged size: CorruptionError, no huge buffer
             buf = np.empty(n, dtype=np.uint8)
             eng.content.readinto(rec, offset, buf, p)
-            return memoryview(buf)  # type: ignore[arg-type]  # ndarray is a buffer (stubs < 3.12 lack __buffer__)
+            return memoryview(cast(Any, buf))  # ndarray is a buffer (older numpy stubs lack __buffer__)
 
     def open(self, path: str, mode: str = "rb", *, perm: int | None = None,
              mtime: float | None = None) -> io.RawIOBase:
@@ -1028,11 +1028,16 @@ class Cartridge:
             raise CartridgeError(f"{what}() cannot run inside a transaction()")
 
     # -- maintenance ------------------------------------------------------------------------
-    def verify(self, deep: bool = True) -> VerifyReport:
-        """Check every reachable page; deep=True also checks every content checksum."""
+    def verify(self, deep: bool = True, *,
+               progress: Callable[[int], object] | None = None) -> VerifyReport:
+        """Check every reachable page; deep=True also checks every content checksum.
+        progress(n), if given, is called as each n bytes of content have been checked (their
+        sum reaches info()["total_bytes"]): a progress bar's update."""
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be callable, not {type(progress).__name__}")
         with self._lock:
             eng = self._ready()
-            return verify_engine(eng, deep, _system_key_ok)
+            return verify_engine(eng, deep, _system_key_ok, progress)
 
     def info(self) -> dict:
         """Counts, sizes, free space and fragmentation."""

@@ -12,13 +12,14 @@ extra; every command loads cartridge.engram on first use.
 from __future__ import annotations
 
 import binascii
-import json
 import os
 import sys
 from typing import Any
 
 from .archive import open as _open_archive
 from .errors import CartridgeError, ReadOnlyError
+from .jsonout import emit_json
+from .progress import bar as _bar
 from .terminal import safe as _safe
 
 KEY_FILE_MAX = 64 << 10
@@ -33,11 +34,27 @@ def _engram() -> Any:
     return engram
 
 
-def _tty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+class _Progress:
+    """An Engram export/import progress callback (done, total, path) drawing a progress bar
+    (cartridge.progress: rich or tqdm, on a terminal only, never with --quiet or --json)."""
+
+    def __init__(self, what: str, quiet: bool):
+        self.bar = _bar(what, None, quiet=quiet)
+        self.total: int | None = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        if total != self.total:
+            self.total = total
+            self.bar.set_total(total)
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
 
 
 def _aes_key(path: str | None) -> bytes | None:
@@ -112,19 +129,20 @@ def cmd_export(args) -> int:
         raise CartridgeError("--freeze exports the live state; it does not take --snapshot")
     if args.freeze and args.no_verify:
         raise CartridgeError("--freeze always verifies the Engram before it freezes the archive")
-    kwargs = dict(signing_key=signing, signer=args.signer, compression=args.compression,
-                  include=args.include or None, encryption=args.encryption if key else None,
-                  key=key, progress=True if _tty() and not args.json else None,
-                  verify=not args.no_verify, snapshot=args.snapshot)
     froze = None
-    try:
-        if args.freeze:
-            report, froze = _export_and_freeze(args, kwargs)
-        else:
-            with _open_archive(args.archive, "r") as cart:
-                report = cart.export_engram(args.out, **kwargs)
-    except ValueError as e:
-        raise CartridgeError(str(e)) from None
+    with _Progress("export", args.quiet or args.json) as progress:
+        kwargs = dict(signing_key=signing, signer=args.signer, compression=args.compression,
+                      include=args.include or None,
+                      encryption=args.encryption if key else None, key=key,
+                      progress=progress, verify=not args.no_verify, snapshot=args.snapshot)
+        try:
+            if args.freeze:
+                report, froze = _export_and_freeze(args, kwargs)
+            else:
+                with _open_archive(args.archive, "r") as cart:
+                    report = cart.export_engram(args.out, **kwargs)
+        except ValueError as e:
+            raise CartridgeError(str(e)) from None
     summary = {"out": args.out, "verified": report is not None,
                "entries": report.entries if report else None,
                "bytes": report.size if report else None,
@@ -134,7 +152,7 @@ def cmd_export(args) -> int:
         summary["frozen"] = True
         summary["already_frozen"] = froze == "already"
     if args.json:
-        print(json.dumps(summary, indent=2))
+        emit_json(summary)
     else:
         what = f"{report.entries} entries, {_human(report.size)}" if report else "unverified"
         signed = f", signed by {summary['signed_by'][0]}" if summary["signed_by"] else ""
@@ -173,9 +191,10 @@ def cmd_import(args) -> int:
     engram = _engram()
     verify_key = _public_key(args.verify_key) if args.verify_key else None
     key = _aes_key(args.key)
-    with _open_archive(args.archive, "a", sync=args.sync) as cart:
+    with _open_archive(args.archive, "a", sync=args.sync) as cart, \
+            _Progress("import", args.quiet) as progress:
         res = engram.import_engram(args.src, cart, verify_key=verify_key, key=key,
-                                            progress=True if _tty() else None)
+                                   progress=progress)
     print(f"imported {res['files']} files ({_human(res['bytes'])}), {res['policies']} "
           f"policies into {_safe(args.archive)}")
     return 0
@@ -190,7 +209,7 @@ def cmd_engram_ls(args) -> int:
     with _reader(args) as r:
         infos = r.infolist()
     if args.json:
-        print(json.dumps([i._asdict() | {"framed": i.framed} for i in infos], indent=2))
+        emit_json([i._asdict() | {"framed": i.framed} for i in infos])
         return 0
     for i in infos:
         if args.long:
@@ -219,7 +238,7 @@ def cmd_engram_verify(args) -> int:
     with _reader(args) as r:
         report = r.verify(public_keys=keys)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        emit_json(report.to_dict())
         return 0 if report.ok else 1
     for s in report.signatures:
         state = "valid" if s["valid"] else "INVALID"
@@ -248,7 +267,7 @@ def cmd_engram_info(args) -> int:
                     "files": len(m["files"]),
                     "signatures": [s["public_key"] for s in m["signatures"]]}}
     if args.json:
-        print(json.dumps(info, indent=2))
+        emit_json(info)
         return 0
     for k, v in info.items():
         if isinstance(v, dict):
@@ -304,11 +323,10 @@ def add_commands(sub, add, sync_parent) -> None:
     p.add_argument("--key", metavar="KEYFILE", help="AES key of an encrypted Engram")
 
     p = add("engram", None, "inspect an Engram (.eng) file: ls, cat, verify, info")
-    esub = p.add_subparsers(dest="engram_command", metavar="ACTION", required=True)
+    nadd = add.nested(p, "engram")
 
     def eadd(name, func, help):
-        q = esub.add_parser(name, help=help, description=help)
-        q.set_defaults(func=func)
+        q = nadd(name, func, help)
         q.add_argument("file", metavar="FILE.eng")
         q.add_argument("--key", metavar="KEYFILE", help="AES key of an encrypted Engram")
         return q

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -544,10 +544,11 @@ class PrincipalCartridge:
             self._cart.freeze(compact)
 
     # -- maintenance ------------------------------------------------------------------------------
-    def verify(self, deep: bool = True) -> VerifyReport:
+    def verify(self, deep: bool = True, *,
+               progress: Callable[[int], object] | None = None) -> VerifyReport:
         with self._snap:
             self._check_list("/")
-            return self._cart.verify(deep)
+            return self._cart.verify(deep, progress=progress)
 
     def info(self) -> dict:
         with self._snap:

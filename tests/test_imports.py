@@ -23,7 +23,8 @@ FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite", "e
 # the contract imports only pure engine-level modules (path normalising, the IAM action names)
 CONTRACT_DEPS = {"cartridge.errors", "cartridge.paths", "cartridge.iam", "cartridge.iam.actions"}
 # the face and the integrations over it (cartridge.fsspec: the cart:// filesystem)
-TOP = {"archive", "cli", "cli_engram", "demo", "speedtest", "__main__", "__init__", "fsspec"}
+TOP = {"archive", "cli", "cli_engram", "demo", "speedtest", "__main__", "__init__", "fsspec", "progress",
+       "jsonout"}
 
 
 def _modules() -> dict[str, Path]:
