@@ -647,3 +647,18 @@ def test_signature_timestamp_is_now_and_reopening_reads_the_same(tmp_path):
             assert "signer" not in json.loads(r.read("manifest.json"))["signatures"][0]
             reads.append({n: r.read(n) for n in r.namelist()})
     assert reads[0] == reads[1] == reads[2]
+
+
+def test_engram_demo_step_on_the_tour_archive(tmp_path):
+    """On the guided tour's own archive (files, a streamed large file, SQLite, a policy), as a
+    writable step would run it (the tour's handle is open "a")."""
+    from cartridge.demo import run_demo
+    from cartridge.engram.demo import engram_demo_step
+
+    path = tmp_path / "demo.cart"
+    with open(os.devnull, "w") as quiet:
+        run_demo(str(path), out=quiet)
+    with cartridge.open(path, "a") as c:
+        line = engram_demo_step(c, tmp_path)
+        n = len(list(c.scan("/")))
+    assert f"{n} files" in line and (tmp_path / "demo.eng").exists()
