@@ -791,7 +791,8 @@ class Cartridge:
                       signer: str | None = None, compression: str = "auto",
                       include: str | Iterable[str] | None = None,
                       manifest: Mapping[str, Any] | None = None, encryption: str | None = None,
-                      key: Any = None, progress: Any = None, verify: bool = True) \
+                      key: Any = None, progress: Any = None, verify: bool = True,
+                      snapshot: str | None = None, freeze: bool = False) \
             -> engram.EngramReport | None:
         """Freeze one committed state into the Engram file `dest` (docs/ENGRAM.md): every file
         (or those under the `include` prefixes), member names without the leading '/',
@@ -802,12 +803,18 @@ class Cartridge:
         with a 32-byte `key`. progress: True (a bar on stderr) or a callable(done, total,
         path). Written beside `dest` and renamed into place after it verified (unless
         verify=False); returns the verification's EngramReport (None when not verified).
-        Needs the `engram` extra."""
+        snapshot: export that snapshot (as at(snapshot) reads it: its files, directories and
+        policies) instead of the newest committed state. freeze=True: the release workflow
+        (a writable handle): once the Engram is written and verified, the archive is frozen
+        (freeze(): vacuumed, permanently read-only) and only then is `dest` put in place; a
+        failed export freezes nothing, a failed freeze leaves no output. Needs the `engram`
+        extra."""
         from .engram.export import export
 
         return export(self, dest, signing_key=signing_key, signer=signer,
                       compression=compression, include=include, manifest=manifest,
-                      encryption=encryption, key=key, progress=progress, verify=verify)
+                      encryption=encryption, key=key, progress=progress, verify=verify,
+                      snapshot=snapshot, freeze=freeze)
 
     # -- transactions and durability --------------------------------------------------------
     def transaction(self) -> AbstractContextManager[Cartridge]:
@@ -1061,6 +1068,7 @@ class Cartridge:
             out["path"] = self.path
             out["mode"] = self.mode
             out["sync"] = eng.pager.sync_mode
+            out["frozen"] = eng.get(FROZEN_KEY) is not None
             return out
 
     @property

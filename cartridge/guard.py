@@ -436,7 +436,10 @@ class PrincipalCartridge:
     def export_engram(self, dest: str | os.PathLike, **kwargs: Any) -> Any:
         """Cartridge.export_engram as this principal: needs cart:Export on the archive ('/'),
         cart:GetObject on every file exported (checked on the pinned state before a byte is
-        written) and, when the archive has policies (they are exported too), cart:GetPolicy."""
+        written) and, when the archive has policies (they are exported too), cart:GetPolicy.
+        With snapshot=NAME the snapshot's files (and policies) are exported, each checked
+        against the archive's live policies, as reads through at() are. freeze=True needs
+        cart:Freeze too (checked before anything is written)."""
         from .engram.export import export
 
         def authorize(paths: list[str], has_policies: bool) -> None:
@@ -447,7 +450,10 @@ class PrincipalCartridge:
 
         with self._snap:
             self._check(A.EXPORT, ARCHIVE)
-            return export(self._cart, dest, authorize=authorize, **kwargs)
+            if kwargs.get("freeze"):
+                self._check(A.FREEZE, ARCHIVE)
+            return export(self._cart, dest, authorize=authorize, principal=self._principal,
+                          **kwargs)
 
     # -- transactions and durability ------------------------------------------------------------
     def transaction(self) -> AbstractContextManager[PrincipalCartridge]:

@@ -312,6 +312,7 @@ def _engram_variants(inputs: dict, tmp_path) -> dict[str, list]:
         "verify_key": [None, pub, "zz" * 32, inputs["text"], inputs["missing"]],
         "key": [None, aes, inputs["text"], inputs["dir"]],
         "public_key": [[], [pub], ["nothex\x1b"]],
+        "snapshot": [None, "missing\x1b[31m", "", "x" * 300],
     }
 
 
