@@ -321,6 +321,42 @@ def _step_reopen(t: Tour) -> str:
     return "reopened: data intact, quick verify OK, writes refused"
 
 
+def _step_snapshot(t: Tour) -> str:
+    cart = t.cart
+    before = _state(cart)
+    info = cart.snapshot("demo-before-cleanup")
+    doomed = sorted(p for p in t.model if p.startswith("/docs/"))
+    cart.delete("/docs", recursive=True)
+    _check(not cart.exists("/docs"), "delete of /docs left files")
+    with cart.at(info.name) as old:
+        _check(old.read(doomed[0]) == t.model[doomed[0]], "the snapshot lost a file")
+    cart.restore(info.name)
+    _check(_state(cart) == before, "restore did not bring the files back exactly")
+    cart.delete_snapshot(info.name)
+    return (f"snapshot at generation {info.generation} (O(1)); deleted /docs ({len(doomed)} "
+            f"files), read one back from the snapshot, restored all in one commit")
+
+
+def _step_compact(t: Tour) -> str:
+    cart = t.cart
+    scratch = "/tmp/scratch.bin"
+    cart.write(scratch, bytes(8 * 1024 * 1024))
+    grown = cart.info()["file_bytes"]
+    cart.delete(scratch)
+    stats = cart.vacuum()
+    _check(stats.file_bytes < grown, "vacuum gave nothing back after deleting 8 MiB")
+    return (f"wrote and deleted 8 MiB; vacuum moved {stats.pages_moved} pages and shrank the "
+            f"file {_human(grown)} -> {_human(stats.file_bytes)}")
+
+
+def _step_engram(t: Tour) -> str:
+    try:
+        from .engram.demo import engram_demo_step
+    except ImportError:           # the `engram` extra (lz4, zstandard, cryptography) is missing
+        return "skipped: install the engram extra (pip install 'cartridge[engram]')"
+    return engram_demo_step(t.cart, os.path.dirname(os.path.abspath(t.path)))
+
+
 VERIFY_STEP = Step("verify", _step_verify)
 # The tour, in order. Later capabilities (audit log verified, snapshot restored, compaction,
 # an Engram exported and verified) each add one step here: see the module doc.
@@ -335,6 +371,9 @@ STEPS: list[Step] = [
     Step("listing", _step_listing),
     Step("sqlite", _step_sqlite),
     Step("policy", _step_policy),
+    Step("snapshot", _step_snapshot),
+    Step("compaction", _step_compact),
+    Step("engram", _step_engram),
     VERIFY_STEP,
     Step("read-only", _step_reopen, writable=False),
 ]
