@@ -109,32 +109,34 @@ Event fields (cartridge._handle.Event; unset ones keep their class default None/
                  stream's close; a write stream publishes there), "sqlite_commit" (a SQLite
                  member publish), "transaction" (the end of an outer transaction() block),
                  "sqlite_open" (a member SQLite opened outside any call, refused), "check" (a
-                 principal's denial in a call that is not wrapped: see changes_only)
+                 principal's denial in a call that is not wrapped: see changes_only),
+                 "import_engram" (cartridge.import_engram into an open handle: one operation)
     action       the IAM action name (iam/actions.py, docs/IAM.md): cart:GetObject (read,
                  readinto, read_buffer, open "rb", exists, isfile, isdir, stat, sqlite,
                  sqlite_export, a read stream's close), cart:PutObject (write, write_many, mkdir,
-                 open "wb"/"ab"/"r+b", a write stream's close, sqlite_commit), cart:DeleteObject
-                 (delete), cart:List (listdir, walk, scan, info, verify), cart:PutPolicy
-                 (set_policy, delete_policy), cart:GetPolicy (get_policy, policies,
-                 check_access), RENAME = "cart:Rename" for rename (not an IAM action: IAM checks
+                 open "wb"/"ab"/"r+b", a write stream's close, sqlite_commit, import_engram),
+                 cart:DeleteObject (delete), cart:List (listdir, walk, scan, info, verify),
+                 cart:PutPolicy (set_policy, delete_policy), cart:GetPolicy (get_policy,
+                 policies, check_access), RENAME = "cart:Rename" for rename (not an IAM action: IAM checks
                  cart:GetObject + cart:DeleteObject on the source, cart:PutObject on the
                  destination); None for calls with no action (commit, close, as_principal,
                  transaction)
     path         the normalised path (paths.normalize_any; the argument as given if it is not a
-                 valid path; listdir/walk/scan default "/"; info/verify "/"); for policy calls
-                 the policy name; sqlite_commit: the database (a journal/WAL's database);
-                 None where the call names none
+                 valid path; listdir/walk/scan default "/"; info/verify/import_engram "/");
+                 for policy calls the policy name; sqlite_commit: the database (a
+                 journal/WAL's database); None where the call names none
     dest         rename: the normalised destination; else None
     result       "ok", "denied" (AccessDeniedError) or the raised exception's class name
     size         write: len(data); read/readinto/read_buffer: bytes returned; write_many: total
-                 bytes; a read stream's close: bytes actually read; a write stream's close:
-                 the file's new size; sqlite_commit: bytes of the modified chunks it writes;
-                 walk/scan: items yielded; else None
+                 bytes; import_engram: bytes imported; a read stream's close: bytes actually
+                 read; a write stream's close: the file's new size; sqlite_commit: bytes of
+                 the modified chunks it writes; walk/scan: items yielded; else None
     checksum     write and a write stream's close: the new content checksum, 16 hex digits
                  (FileInfo.checksum); else None. (`csum`: the same as an int)
     files        write_many: one FileWrite(path, size, checksum) per file written (sorted by
                  path); sqlite_commit: one per member published (size 0 and checksum None:
-                 deleted); else None
+                 deleted); import_engram: one per file imported (in the Engram's order);
+                 else None
     refused      a denial: (IAM action, resource) the policies refused (guard.py reports every
                  principal decision that denies through refused())
     changed      True: the call changed the archive and the event is delivered BEFORE the
@@ -163,7 +165,9 @@ When an event is delivered:
     archive is closed (its last commit point comes before).
 A call made inside another reported call on the same thread (a principal handle's call
 running the owner's method) is part of it and is not reported again; a stream's close and a
-SQLite commit are always operations of their own (Cartridge.close() closing a stream too).
+SQLite commit are always operations of their own (Cartridge.close() closing a stream too),
+except a stream closed inside an operation begun with begin_op(absorb=True)
+(import_engram: one operation, its files in `files`).
 A subscriber that raises makes the call raise (a change it was told of before the commit is
 rolled back). Subscribers run on the calling thread; pre-commit deliveries hold the handle's
 lock, so a subscriber must not wait for another thread that needs it.
@@ -220,6 +224,13 @@ def apply(h, fn: Callable, *args) -> Any:
 
 def is_closed(h) -> bool:
     return h._closed
+
+
+def start_auto_compact(h, compact: Any = None) -> None:
+    """Start a handle's background compaction (auto_compact=True); `compact`: a weak reference
+    to the callable that runs one cycle (a principal handle's compact, checked each cycle),
+    else the handle's own."""
+    h._start_auto_compact(compact)
 
 
 def transaction(h, face: Any, principal: str | None) -> Any:
@@ -396,6 +407,7 @@ class Event:
     changed = False                     # the call changed the archive (reported before commit)
     mutating = False                    # a call that may change the archive (whatever it did)
     sent = False                        # delivered to the subscribers
+    absorbs = False                     # begin_op(absorb=True): its streams' closes are part of it
     _prev: Event | None = None          # the reported call an operation of its own runs inside
 
     def __init__(self, archive: Any, principal: str | None, method: str, action: str | None,
@@ -506,15 +518,20 @@ def current() -> Event | None:
 
 
 def begin_op(h, principal: str | None, method: str, action: str | None, path: str | None,
-             size: int | None = None) -> Event:
+             size: int | None = None, absorb: bool = False) -> Event:
     """Start an operation reported on its own, even inside another reported call (a stream
     closed by close(), a SQLite commit): until end_op(), calls it makes and changes it stages
-    belong to it. Call only when `hooks` is non-empty."""
+    belong to it. absorb=True: so do the closes of the streams it writes through (otherwise
+    operations of their own); each sets the event's checksum and size as it publishes (an
+    operation writing many files reads them after each and reports them in `files`). Call
+    only when `hooks` is non-empty."""
     archive = owner(h)
     ev = Event(archive, principal, method, action, path,
                archive._txn_id if archive._txn_depth else None)
     ev.size = size
     ev.mutating = True
+    if absorb:
+        ev.absorbs = True
     ev._prev = _tls.op
     _tls.op = ev
     return ev
@@ -790,7 +807,8 @@ def _wrap(raw: Callable, method: str, op: Op, principal_of: Callable | None,
     if inspect.isgeneratorfunction(raw):
         @functools.wraps(raw)
         def gen_wrapper(self, *args, **kwargs):
-            if _tls.op is not None and not own:
+            prev = _tls.op
+            if prev is not None and (not own or prev.absorbs):
                 return raw(self, *args, **kwargs)
             return _observe_iter(self, raw, start(self, args, kwargs), args, kwargs)
         return gen_wrapper
@@ -800,7 +818,7 @@ def _wrap(raw: Callable, method: str, op: Op, principal_of: Callable | None,
     @functools.wraps(raw)
     def wrapper(self, *args, **kwargs):
         prev = _tls.op
-        if prev is not None and not own:
+        if prev is not None and (not own or prev.absorbs):
             return raw(self, *args, **kwargs)
         ev = start(self, args, kwargs)
         _tls.op = ev

@@ -356,17 +356,19 @@ class Allocator:
 
     def drop_held(self, keep: np.ndarray | None) -> int:
         """Held pages no snapshot in `keep` (a reach array; None: none) reaches any more become
-        pending, freed by the commit of the open transaction. Returns how many."""
+        pending, freed by the commit of the open transaction. Returns how many. Costs one scan
+        of the held bitmap's words (page_count / 64 words) plus work per held page: no pass
+        over one byte per page (docs/FORMAT.md §12.3)."""
         if not self.held_count:
             return 0
-        held = _bits(self.held)[:self.n_pages].astype(bool)
-        if keep is not None:
-            k = np.zeros(self.n_pages, dtype=bool)
-            m = min(len(keep), self.n_pages)
-            k[:m] = keep[:m]
-            held &= ~k
+        pages = _set_pages(self.held)
+        if keep is not None and len(pages):
+            inside = pages < len(keep)
+            reached = np.zeros(len(pages), dtype=bool)
+            reached[inside] = keep[pages[inside]]
+            pages = pages[~reached]
         total = 0
-        for s, n in _true_runs(held):
+        for s, n in _index_runs(pages):
             self._unhold(s, n)
             self._pend(s, n)
             total += n
@@ -494,12 +496,27 @@ def _range_bits(bm: Bitmap, start: int, count: int) -> np.ndarray:
     return bits[start - w0 * 64:start - w0 * 64 + count].astype(bool)
 
 
-def _true_runs(flags: np.ndarray) -> list[Run]:
-    """Maximal runs of True in a bool array, as (start, count)."""
-    if not flags.any():
+def _set_pages(bm: Bitmap) -> np.ndarray:
+    """The numbers of the set bits of a bitmap, in order (int64), found through its nonzero
+    words: page_count / 64 words scanned, then work per set bit."""
+    words = np.asarray(bm.words)
+    nz = np.flatnonzero(words)
+    if not len(nz):
+        return np.zeros(0, dtype=np.int64)
+    bits = np.unpackbits(words[nz].view(np.uint8), bitorder="little").reshape(len(nz), 64)
+    row, col = np.nonzero(bits)
+    pages = nz[row].astype(np.int64) * 64 + col
+    return pages[pages < bm.n_bits]
+
+
+def _index_runs(pages: np.ndarray) -> list[Run]:
+    """Maximal runs of consecutive numbers in a sorted int array, as (start, count)."""
+    if not len(pages):
         return []
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], flags.astype(np.int8), [0]))))
-    return [(int(a), int(b - a)) for a, b in zip(edges[::2], edges[1::2])]
+    cuts = np.flatnonzero(np.diff(pages) != 1) + 1
+    starts = np.concatenate(([0], cuts))
+    ends = np.concatenate((cuts, [len(pages)]))
+    return [(int(pages[a]), int(b - a)) for a, b in zip(starts, ends)]
 
 
 def _bool_runs(seg: np.ndarray, start: int, count: int) -> list[tuple[int, int, bool]]:
@@ -524,8 +541,4 @@ def _runs_of(bm: Bitmap, start: int, count: int) -> list[Run]:
 
 def set_runs(bm: Bitmap) -> list[Run]:
     """Maximal runs of set bits, in order."""
-    bits = np.unpackbits(np.asarray(bm.words).view(np.uint8), bitorder="little")[: bm.n_bits]
-    if not bits.any():
-        return []
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], bits.astype(np.int8), [0]))))
-    return [(int(a), int(b - a)) for a, b in zip(edges[::2], edges[1::2])]
+    return _index_runs(_set_pages(bm))

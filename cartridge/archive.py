@@ -15,9 +15,9 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 
@@ -177,9 +177,17 @@ def open(path: str | os.PathLike | Any, mode: str = "r", *, principal: str | Non
         if tags is not None or context is not None:
             raise ValueError("tags and context need a principal")
         return Cartridge(path, mode, **kwargs)
+    auto = kwargs.pop("auto_compact", False)
+    if not isinstance(auto, bool):
+        raise TypeError(f"auto_compact must be a bool, not {type(auto).__name__}")
+    if auto and mode == "r":
+        raise ValueError("auto_compact needs a writable handle (mode 'a', 'w' or 'x')")
     cart = Cartridge(path, mode, **kwargs)
     try:
-        return PrincipalCartridge(cart, principal, tags, context, owns=True)
+        view = PrincipalCartridge(cart, principal, tags, context, owns=True)
+        if auto:            # compaction as the principal: cart:Compact now and every cycle
+            view.start_auto_compact()
+        return view
     except BaseException:
         cart.close()
         raise
@@ -254,11 +262,20 @@ class Cartridge:
         self._auto: tuple[threading.Thread, threading.Event] | None = None
         H.register_handle(self)
         if auto_compact:
-            stop = threading.Event()
-            t = threading.Thread(target=_auto_compact, args=(weakref.ref(self), stop),
-                                 name=f"cartridge-compact {self.path}", daemon=True)
-            self._auto = (t, stop)
-            t.start()
+            self._start_auto_compact(None)
+
+    def _start_auto_compact(self, compact_ref) -> None:
+        """The auto_compact thread; `compact_ref`: a weak reference to the callable that runs
+        one cycle (a principal handle's compact), None for this handle's own."""
+        if self._auto is not None:
+            return
+        if not self._eng.writable:
+            raise ValueError("auto_compact needs a writable handle (mode 'a', 'w' or 'x')")
+        stop = threading.Event()
+        t = threading.Thread(target=_auto_compact, args=(weakref.ref(self), stop, compact_ref),
+                             name=f"cartridge-compact {self.path}", daemon=True)
+        self._auto = (t, stop)
+        t.start()
 
     # -- plumbing ---------------------------------------------------------------------------
     def _ready(self) -> Engine:
@@ -526,7 +543,7 @@ class Cartridge:
             eng.content.check_size(rec, p)       # a damaged size: CorruptionError, no huge buffer
             buf = np.empty(n, dtype=np.uint8)
             eng.content.readinto(rec, offset, buf, p)
-            return memoryview(buf)  # type: ignore[arg-type]  # ndarray is a buffer (stubs < 3.12 lack __buffer__)
+            return memoryview(cast(Any, buf))  # ndarray is a buffer (older numpy stubs lack __buffer__)
 
     def open(self, path: str, mode: str = "rb", *, perm: int | None = None,
              mtime: float | None = None) -> io.RawIOBase:
@@ -774,7 +791,8 @@ class Cartridge:
                       signer: str | None = None, compression: str = "auto",
                       include: str | Iterable[str] | None = None,
                       manifest: Mapping[str, Any] | None = None, encryption: str | None = None,
-                      key: Any = None, progress: Any = None, verify: bool = True) \
+                      key: Any = None, progress: Any = None, verify: bool = True,
+                      snapshot: str | None = None, freeze: bool = False) \
             -> engram.EngramReport | None:
         """Freeze one committed state into the Engram file `dest` (docs/ENGRAM.md): every file
         (or those under the `include` prefixes), member names without the leading '/',
@@ -785,12 +803,18 @@ class Cartridge:
         with a 32-byte `key`. progress: True (a bar on stderr) or a callable(done, total,
         path). Written beside `dest` and renamed into place after it verified (unless
         verify=False); returns the verification's EngramReport (None when not verified).
-        Needs the `engram` extra."""
+        snapshot: export that snapshot (as at(snapshot) reads it: its files, directories and
+        policies) instead of the newest committed state. freeze=True: the release workflow
+        (a writable handle): once the Engram is written and verified, the archive is frozen
+        (freeze(): vacuumed, permanently read-only) and only then is `dest` put in place; a
+        failed export freezes nothing, a failed freeze leaves no output. Needs the `engram`
+        extra."""
         from .engram.export import export
 
         return export(self, dest, signing_key=signing_key, signer=signer,
                       compression=compression, include=include, manifest=manifest,
-                      encryption=encryption, key=key, progress=progress, verify=verify)
+                      encryption=encryption, key=key, progress=progress, verify=verify,
+                      snapshot=snapshot, freeze=freeze)
 
     # -- transactions and durability --------------------------------------------------------
     def transaction(self) -> AbstractContextManager[Cartridge]:
@@ -923,7 +947,11 @@ class Cartridge:
         no snapshot by that name."""
         snapstore.check_name(name)
         with self._lock:
-            self._ready()
+            eng = self._ready()
+            remote = eng.source
+        if remote is not None:      # the same remote file, however the handle reached it
+            return SnapshotView(remote, name, block_pages=remote.block_pages,
+                                cache_pages=remote.cache_pages)
         return SnapshotView(self.path, name)
 
     def restore(self, name: str) -> None:
@@ -1021,11 +1049,16 @@ class Cartridge:
             raise CartridgeError(f"{what}() cannot run inside a transaction()")
 
     # -- maintenance ------------------------------------------------------------------------
-    def verify(self, deep: bool = True) -> VerifyReport:
-        """Check every reachable page; deep=True also checks every content checksum."""
+    def verify(self, deep: bool = True, *,
+               progress: Callable[[int], object] | None = None) -> VerifyReport:
+        """Check every reachable page; deep=True also checks every content checksum.
+        progress(n), if given, is called as each n bytes of content have been checked (their
+        sum reaches info()["total_bytes"]): a progress bar's update."""
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be callable, not {type(progress).__name__}")
         with self._lock:
             eng = self._ready()
-            return verify_engine(eng, deep, _system_key_ok)
+            return verify_engine(eng, deep, _system_key_ok, progress)
 
     def info(self) -> dict:
         """Counts, sizes, free space and fragmentation."""
@@ -1035,6 +1068,7 @@ class Cartridge:
             out["path"] = self.path
             out["mode"] = self.mode
             out["sync"] = eng.pager.sync_mode
+            out["frozen"] = eng.get(FROZEN_KEY) is not None
             return out
 
     @property
@@ -1103,10 +1137,11 @@ AUTO_COMPACT_SHARE = 0.2             # ... when it is also this share of the fil
 AUTO_COMPACT_PAGES = 100             # pages moved per cycle
 
 
-def _auto_compact(ref, stop: threading.Event) -> None:
+def _auto_compact(ref, stop: threading.Event, compact_ref=None) -> None:
     """auto_compact=True: small compaction cycles while reclaimable space passes the threshold;
     each cycle takes the handle's lock for that cycle only, and only when nobody else holds
-    it (no transaction, no open stream)."""
+    it (no transaction, no open stream). With `compact_ref` (a principal's handle) each cycle
+    runs through it, so cart:Compact is checked every time: a refusal stops the thread."""
     while not stop.wait(AUTO_COMPACT_INTERVAL):
         cart = ref()
         if cart is None:
@@ -1126,10 +1161,15 @@ def _auto_compact(ref, stop: threading.Event) -> None:
             if (space["reclaimable_bytes"] < AUTO_COMPACT_BYTES or space["reclaimable_bytes"]
                     < AUTO_COMPACT_SHARE * space["file_bytes"]):
                 continue
+            run = cart.compact if compact_ref is None else compact_ref()
+            if run is None:
+                return           # the principal's handle is gone
             try:
-                cart.compact(AUTO_COMPACT_PAGES)
+                run(AUTO_COMPACT_PAGES)
             except CartridgeError:
-                return           # the next call on the handle reports a broken handle
+                return           # refused, or broken: the next call on the handle reports it
+            finally:
+                del run
         finally:
             lock.release()
             del cart
@@ -1140,9 +1180,11 @@ class SnapshotView(Cartridge):
     snapshot. It has a file descriptor of its own and pins the snapshot's generation, so the
     snapshot's pages stay in place while it is open, even if the snapshot is deleted."""
 
-    def __init__(self, path: str | os.PathLike, name: str, *,
-                 cache_size: int = DEFAULT_CACHE_SIZE):
-        super().__init__(path, "r", cache_size=cache_size)
+    def __init__(self, path: str | os.PathLike | Any, name: str, *,
+                 cache_size: int = DEFAULT_CACHE_SIZE, block_pages: int | None = None,
+                 cache_pages: int | None = None):
+        super().__init__(path, "r", cache_size=cache_size, block_pages=block_pages,
+                         cache_pages=cache_pages)
         self.snapshot_name = name
         try:
             with self._lock:

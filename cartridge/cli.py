@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete's global completion looks for this marker)
 """The `cartridge` command line: create, fill, inspect and check .cart archives.
 
     cartridge put data.cart ./docs --to /data     # copy a local tree in (one atomic commit)
@@ -21,9 +22,9 @@ import datetime as _dt
 import fnmatch
 import json
 import os
-import shutil
 import stat as _stat
 import sys
+import textwrap
 
 import apsw
 
@@ -31,6 +32,11 @@ from . import localfile as LF
 from . import paths as P
 from .archive import open as _open_archive
 from .errors import CartridgeError, DirectoryNotEmptyError, InvalidPathError, NotFoundError
+from .jsonout import add_json_flag, emit_json
+from .progress import Bar
+from .progress import backend as progress_backend
+from .progress import bar as _bar
+from .progress import enabled as progress_enabled
 from .terminal import safe as _safe
 from .terminal import safe_message as _safe_message
 
@@ -89,6 +95,11 @@ def _open(args, mode: str):
     if mode == "r":
         return _open_archive(args.archive, "r")
     return _open_archive(args.archive, mode, sync=args.sync)
+
+
+def _will_draw(args) -> bool:
+    """Whether a progress bar would be drawn (worth computing its total for)."""
+    return progress_enabled(args.quiet) and progress_backend() is not None
 
 
 def _stdout_binary():
@@ -261,9 +272,10 @@ def _open_source(local: str, archive: tuple[int, int] | None):
 
 
 def _put_file(cart, local: str, dst: str, meta: dict | None,
-              archive: tuple[int, int] | None = None) -> int | None:
+              archive: tuple[int, int] | None = None, progress: Bar | None = None) -> int | None:
     """Stream one local file into `dst` (with its mode and mtime when `meta`); its size in
-    bytes, or None (skipped) if it turned out to be the archive itself."""
+    bytes, or None (skipped) if it turned out to be the archive itself. `progress` is
+    advanced by each chunk written."""
     opened = _open_source(local, archive)
     if opened is None:
         return None
@@ -280,6 +292,8 @@ def _put_file(cart, local: str, dst: str, meta: dict | None,
                 break
             out.write(buf)
             left -= len(buf)
+            if progress is not None:
+                progress.update(len(buf))
         return out.tell()
 
 
@@ -294,7 +308,8 @@ def cmd_put(args) -> int:
     dirs, files = plan.dirs, plan.files
     total = 0
     stored = 0
-    with _open(args, "a") as cart, cart.transaction():
+    progress = _bar("put", sum(f[2] for f in files), quiet=args.quiet)
+    with progress, _open(args, "a") as cart, cart.transaction():
         archive = _archive_identity(args.archive)     # (it may have been created just now)
         for d in dirs:
             cart.mkdir(d, parents=True, exist_ok=True)
@@ -302,7 +317,7 @@ def cmd_put(args) -> int:
         held = 0
         for local, dst, size, meta in files:
             if size > SMALL_FILE:
-                n = _put_file(cart, local, dst, meta, archive)
+                n = _put_file(cart, local, dst, meta, archive, progress)
             else:
                 opened = _open_source(local, archive)
                 n = None
@@ -317,6 +332,7 @@ def cmd_put(args) -> int:
                     batch.append((dst, data) if meta is None else (dst, data, meta))
                     held += len(data)
                     n = len(data)
+                    progress.update(n)
             if n is None:
                 _skip_self(local)
                 plan.self_skipped += 1
@@ -334,6 +350,8 @@ def cmd_put(args) -> int:
         extra += f", {plan.excluded} excluded"
     n_self = plan.self_skipped
     note = f", skipped {_plural(n_self, 'file')} (the archive itself)" if n_self else ""
+    if args.quiet:
+        return 0
     print(f"put {_plural(stored, 'file')}{extra}, {total} bytes ({_human(total)}) into "
           f"{_safe(args.archive)}{note}")
     return 0
@@ -357,18 +375,27 @@ def _local_target(root: str, rel: str) -> str:
     return target
 
 
-def _get_file(cart, apath: str, target: str, size: int, mtime: float | None, perm: int) -> int:
+def _get_file(cart, apath: str, target: str, size: int, mtime: float | None, perm: int,
+              progress: Bar | None = None) -> int:
     """Extract one file through cartridge.localfile: a random, exclusively created temp file
     beside `target`, given permission bits `perm` and `mtime` (None: now) while it is still
-    ours (never through a link), fsynced, then renamed over `target`."""
+    ours (never through a link), fsynced, then renamed over `target`. `progress` is advanced
+    by the bytes written."""
+    progress = Bar() if progress is None else progress
     with LF.atomic_writer(target, mode=perm, mtime=mtime) as out:
         if size <= SMALL_FILE:
             data = cart.read(apath)
             out.write(data)
             n = len(data)
+            progress.update(n)
         else:
             with cart.open(apath, "rb") as src:
-                shutil.copyfileobj(src, out, CHUNK)
+                while True:
+                    buf = src.read(CHUNK)
+                    if not buf:
+                        break
+                    out.write(buf)
+                    progress.update(len(buf))
             n = out.tell()
     return n
 
@@ -396,27 +423,41 @@ def cmd_get(args) -> int:
             if not st.is_file:             # a damaged directory tree fails here, not halfway
                 trees[st.path] = [dirpath for dirpath, _dirs, _files in cart.walk(st.path)]
         os.makedirs(root, exist_ok=True)
-        for st in todo:
-            if st.is_file:
-                target = _local_target(root, P.basename(st.path))
-                total += _get_file(cart, st.path, target, st.size, *_get_meta(st, preserve, umask))
-                nfiles += 1
-                continue
-            top = st.path
-            name = P.basename(top)          # "" for the root: its contents go straight into root
-            plen = len(P.dir_prefix(top))
-            for dirpath in trees[top]:
-                sub = "" if dirpath == top else dirpath[plen:]
-                os.makedirs(_local_target(root, "/".join(s for s in (name, sub) if s)), exist_ok=True)
-            for info in cart.scan(P.dir_prefix(top)):
-                rel = info.path[plen:]
-                target = _local_target(root, f"{name}/{rel}" if name else rel)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                total += _get_file(cart, info.path, target, info.size,
-                                   *_get_meta(info, preserve, umask))
-                nfiles += 1
-    print(f"got {_plural(nfiles, 'file')}, {total} bytes ({_human(total)}) into {_safe(root)}")
+        size = None
+        if _will_draw(args):            # the total costs a scan: only for a bar that is drawn
+            size = sum(st.size if st.is_file else
+                       sum(i.size for i in cart.scan(P.dir_prefix(st.path))) for st in todo)
+        with _bar("get", size, quiet=args.quiet) as progress:
+            for st in todo:
+                nfiles, total = _get_one(cart, root, st, trees, preserve, umask, progress,
+                                         nfiles, total)
+    if not args.quiet:
+        print(f"got {_plural(nfiles, 'file')}, {total} bytes ({_human(total)}) into {_safe(root)}")
     return 0
+
+
+def _get_one(cart, root: str, st, trees: dict, preserve: bool, umask: int, progress: Bar,
+             nfiles: int, total: int) -> tuple[int, int]:
+    """Extract one PATH of `get` (a file, or a directory tree); the running counts."""
+    if st.is_file:
+        target = _local_target(root, P.basename(st.path))
+        total += _get_file(cart, st.path, target, st.size, *_get_meta(st, preserve, umask),
+                           progress)
+        return nfiles + 1, total
+    top = st.path
+    name = P.basename(top)          # "" for the root: its contents go straight into root
+    plen = len(P.dir_prefix(top))
+    for dirpath in trees[top]:
+        sub = "" if dirpath == top else dirpath[plen:]
+        os.makedirs(_local_target(root, "/".join(s for s in (name, sub) if s)), exist_ok=True)
+    for info in cart.scan(P.dir_prefix(top)):
+        rel = info.path[plen:]
+        target = _local_target(root, f"{name}/{rel}" if name else rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        total += _get_file(cart, info.path, target, info.size,
+                           *_get_meta(info, preserve, umask), progress)
+        nfiles += 1
+    return nfiles, total
 
 
 # -- cat -------------------------------------------------------------------------------------------
@@ -444,39 +485,178 @@ def _write_stdout(out, buf: bytes) -> None:
         raise _named(e, "standard output") from None
 
 
-# -- ls --------------------------------------------------------------------------------------------
-def _ls_line(cart, path: str, shown: str, long: bool, is_dir: bool) -> str:
+# -- ls / tree / du -------------------------------------------------------------------------------
+def _size(n: int, human: bool) -> str:
+    return _human_short(n) if human else str(n)
+
+
+def _human_short(n: int) -> str:
+    """A size as ls -h shows it: 512, 4.0K, 1.5M, 2.0G (powers of 1024)."""
+    if n < 1024:
+        return str(n)
+    size = float(n)
+    for unit in ("K", "M", "G", "T", "P"):
+        size /= 1024
+        if size < 1024 or unit == "P":
+            return f"{size:.1f}{unit}" if size < 10 else f"{size:.0f}{unit}"
+    return str(n)  # pragma: no cover
+
+
+def _entry_doc(st, name: str) -> dict:
+    """The JSON object of one listed entry (ls --json, stat --json)."""
+    return {"path": st.path, "name": name, "type": "directory" if st.is_dir else "file",
+            "size": st.size, "mode": st.mode, "ctime": st.ctime, "mtime": st.mtime,
+            "checksum": st.checksum}
+
+
+def _ls_line(st, shown: str, long: bool, human: bool) -> str:
+    is_dir = st.is_dir
     shown = _safe(shown + "/" if is_dir and not shown.endswith("/") else shown)
     if not long:
         return shown
+    size = "-" if is_dir else _size(st.size, human)
+    return (f"{_stat.filemode(st.mode)}  {size:>{7 if human else 12}}  {_iso(st.mtime):19}  "
+            f"{st.checksum or '-':16}  {shown}")
+
+
+def _ls_entries(cart, path: str, recursive: bool) -> list[tuple[str, str]]:
+    """(path, name shown) of what `ls` lists, in its order."""
     st = cart.stat(path)
-    size = "-" if is_dir else str(st.size)
-    return f"{size:>12}  {_iso(st.mtime):19}  {st.checksum or '-':16}  {shown}"
+    if st.is_file:
+        return [(path, path if recursive else P.basename(path))]
+    if recursive:
+        entries: list[str] = []
+        for dirpath, dirs, files in cart.walk(path):
+            entries.extend(P.join(dirpath, d) for d in dirs)
+            entries.extend(P.join(dirpath, f) for f in files)
+        # Pre-order (each directory right before its contents), like find(1).
+        entries.sort(key=lambda e: e.split("/"))
+        return [(p, p) for p in entries]
+    _top, dirs, files = next(cart.walk(path))
+    return [(P.join(path, name), name) for name in sorted(dirs + files)]
 
 
 def cmd_ls(args) -> int:
     with _open(args, "r") as cart:
         path = P.normalize(args.path)
-        st = cart.stat(path)
-        lines = []
-        if st.is_file:
-            lines.append(_ls_line(cart, path, path if args.recursive else P.basename(path), args.long, False))
-        elif args.recursive:
-            entries: list[tuple[str, bool]] = []
-            for dirpath, dirs, files in cart.walk(path):
-                entries.extend((P.join(dirpath, d), True) for d in dirs)
-                entries.extend((P.join(dirpath, f), False) for f in files)
-            # Pre-order (each directory right before its contents), like find(1).
-            entries.sort(key=lambda e: e[0].split("/"))
-            for p, is_dir in entries:
-                lines.append(_ls_line(cart, p, p, args.long, is_dir))
-        else:
-            _top, dirs, files = next(cart.walk(path))
-            entries = sorted([(d, True) for d in dirs] + [(f, False) for f in files])
-            for name, is_dir in entries:
-                lines.append(_ls_line(cart, P.join(path, name), name, args.long, is_dir))
+        entries = [(cart.stat(p), shown) for p, shown in _ls_entries(cart, path, args.recursive)]
+    if args.json:
+        emit_json([_entry_doc(st, P.basename(st.path)) for st, _ in entries])
+        return 0
+    lines = [_ls_line(st, shown, args.long, args.human) for st, shown in entries]
     if lines:
         print("\n".join(lines))
+    return 0
+
+
+def _tree_glyphs() -> tuple[str, str, str, str]:
+    """Box-drawing glyphs when standard output can encode them, else ASCII."""
+    glyphs = ("\u251c\u2500\u2500 ", "\u2514\u2500\u2500 ", "\u2502   ", "    ")
+    try:
+        "".join(glyphs).encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return ("|-- ", "`-- ", "|   ", "    ")
+    return glyphs
+
+
+def cmd_tree(args) -> int:
+    if args.depth is not None and args.depth < 0:
+        raise CLIError(f"-L must be 0 or more, not {args.depth}")
+    with _open(args, "r") as cart:
+        top = P.normalize(args.path)
+        st = cart.stat(top)
+        children: dict[str, list[tuple[str, bool]]] = {}
+        sizes: dict[str, int] = {}
+        if st.is_dir:
+            for dirpath, dirs, files in cart.walk(top):
+                children[dirpath] = sorted([(d, True) for d in dirs] + [(f, False) for f in files])
+            if args.sizes:
+                sizes = {i.path: i.size for i in cart.scan(P.dir_prefix(top))}
+        elif args.sizes:
+            sizes = {top: st.size}
+    tee, last, bar, gap = _tree_glyphs()
+    ndirs, nfiles = 0, 0 if st.is_dir else 1
+
+    def label(path: str, name: str, is_dir: bool) -> str:
+        shown = _safe(name) + ("/" if is_dir and not name.endswith("/") else "")
+        if args.sizes and not is_dir:
+            shown = f"[{_size(sizes.get(path, 0), args.human):>{6 if args.human else 10}}]  {shown}"
+        return shown
+
+    lines = [label(top, top, st.is_dir)]
+
+    # Depth first with an explicit stack (a path may be ~2000 directories deep): per open
+    # directory, the iterator over its children, their count, its path, line prefix and depth.
+    stack: list[tuple] = []
+
+    def enter(dirpath: str, prefix: str, depth: int) -> None:
+        kids = children.get(dirpath, [])
+        stack.append((iter(enumerate(kids)), len(kids), dirpath, prefix, depth))
+
+    if st.is_dir and (args.depth is None or args.depth > 0):
+        enter(top, "", 1)
+    while stack:
+        it, count, dirpath, prefix, depth = stack[-1]
+        item = next(it, None)
+        if item is None:
+            stack.pop()
+            continue
+        n, (name, is_dir) = item
+        end = n == count - 1
+        path = P.join(dirpath, name)
+        lines.append(prefix + (last if end else tee) + label(path, name, is_dir))
+        if not is_dir:
+            nfiles += 1
+        else:
+            ndirs += 1
+            if args.depth is None or depth < args.depth:
+                enter(path, prefix + (gap if end else bar), depth + 1)
+    print("\n".join(lines))
+    print()
+    print(f"{ndirs} director{'y' if ndirs == 1 else 'ies'}, {_plural(nfiles, 'file')}")
+    return 0
+
+
+def cmd_du(args) -> int:
+    if args.depth is not None and args.depth < 0:
+        raise CLIError(f"-d must be 0 or more, not {args.depth}")
+    with _open(args, "r") as cart:
+        top = P.normalize(args.path)
+        st = cart.stat(top)
+        totals: dict[str, list[int]] = {top: [0, 0]}      # directory -> [bytes, files]
+        if st.is_file:
+            totals[top] = [st.size, 1]
+        else:
+            prefix = P.dir_prefix(top)
+            for dirpath, _dirs, _files in cart.walk(top):
+                totals.setdefault(dirpath, [0, 0])
+            for info in cart.scan(prefix):
+                parent = info.path[:info.path.rfind("/")] or "/"
+                while True:
+                    t = totals.setdefault(parent, [0, 0])
+                    t[0] += info.size
+                    t[1] += 1
+                    if parent == top:
+                        break
+                    parent = parent[:parent.rfind("/")] or "/"
+    base = top.count("/") if top != "/" else 0
+
+    def depth_of(d: str) -> int:
+        return 0 if d == top else d.count("/") - base
+
+    def post_order(d: str) -> list[tuple[int, str]]:      # du's order: a directory after its contents
+        return [(0, seg) for seg in d.split("/") if seg] + [(1, "")]
+
+    shown = [top] if args.summarize else sorted(
+        (d for d in totals if args.depth is None or depth_of(d) <= args.depth), key=post_order)
+    if args.json:
+        emit_json({"path": top, "bytes": totals[top][0], "files": totals[top][1],
+                   "entries": [{"path": d, "bytes": totals[d][0], "files": totals[d][1]}
+                               for d in shown]})
+        return 0
+    width = max(len(_size(totals[d][0], args.human)) for d in shown)
+    for d in shown:
+        print(f"{_size(totals[d][0], args.human):>{width}}  {_safe(d)}")
     return 0
 
 
@@ -516,17 +696,9 @@ def cmd_mkdir(args) -> int:
 def cmd_stat(args) -> int:
     with _open(args, "r") as cart:
         st = cart.stat(args.path)
-    doc = {
-        "path": st.path,
-        "type": "directory" if st.is_dir else "file",
-        "size": st.size,
-        "mode": st.mode,
-        "ctime": st.ctime,
-        "mtime": st.mtime,
-        "checksum": st.checksum,
-    }
+    doc = _entry_doc(st, P.basename(st.path))
     if args.json:
-        print(json.dumps(doc, indent=2))
+        emit_json(doc)
         return 0
     rows = [
         ("path", _safe(st.path)),
@@ -565,7 +737,7 @@ def cmd_info(args) -> int:
     with _open(args, "r") as cart:
         info = cart.info()
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        emit_json(info)
     else:
         _print_mapping(info)
     return 0
@@ -573,7 +745,17 @@ def cmd_info(args) -> int:
 
 def cmd_verify(args) -> int:
     with _open(args, "r") as cart:
-        report = cart.verify(deep=not args.quick)
+        size = None
+        if _will_draw(args) and not args.quick:
+            size = cart.info().get("total_bytes")
+        with _bar("verify", size, quiet=args.quiet or args.quick) as progress:
+            report = cart.verify(deep=not args.quick, progress=progress.update)
+    if args.json:
+        emit_json({"archive": args.archive, "ok": report.ok, "deep": not args.quick,
+                   "pages_checked": report.pages_checked, "files_checked": report.files_checked,
+                   "bytes_checked": report.bytes_checked, "problems": list(report.problems),
+                   "warnings": list(getattr(report, "warnings", None) or [])})
+        return 0 if report.ok else 1
     for w in getattr(report, "warnings", None) or []:
         print(f"warning: {_safe_message(w)}")
     if report.ok:
@@ -606,7 +788,7 @@ def cmd_snapshot_create(args) -> int:
     with _open(args, "a") as cart:
         s = cart.snapshot(args.name)
     if args.json:
-        print(json.dumps(_snapshot_json(s), indent=2))
+        emit_json(_snapshot_json(s))
     else:
         print(f"snapshot {_safe(s.name)}: generation {s.generation}, {_human(s.size)}")
     return 0
@@ -616,7 +798,7 @@ def cmd_snapshot_ls(args) -> int:
     with _open(args, "r") as cart:
         snaps = cart.snapshots()
     if args.json:
-        print(json.dumps([_snapshot_json(s) for s in snaps], indent=2))
+        emit_json([_snapshot_json(s) for s in snaps])
         return 0
     for s in snaps:
         print(f"{_safe(s.name)}\t{_iso(s.time)}\tgeneration {s.generation}\t{_human(s.size)}")
@@ -630,7 +812,7 @@ def cmd_snapshot_rm(args) -> int:
         cart.delete_snapshot(args.name)
         after = cart.info()["snapshot_bytes"]
     if args.json:
-        print(json.dumps({"removed": args.name, "released_bytes": before - after}, indent=2))
+        emit_json({"removed": args.name, "released_bytes": before - after})
     else:
         print(f"removed snapshot {_safe(args.name)} ({_human(before - after)} no longer held)")
     return 0
@@ -642,8 +824,8 @@ def cmd_snapshot_restore(args) -> int:
         cart.restore(args.name)
         info = cart.info()
     if args.json:
-        print(json.dumps({"restored": args.name, "files": info["files"],
-                          "total_bytes": info["total_bytes"]}, indent=2))
+        emit_json({"restored": args.name, "files": info["files"],
+                          "total_bytes": info["total_bytes"]})
     else:
         print(f"restored snapshot {_safe(args.name)}: {_plural(info['files'], 'file')}, "
               f"{_human(info['total_bytes'])}")
@@ -663,21 +845,19 @@ def cmd_compact(args) -> int:
         if args.max_pages is not None:            # one cycle
             st = cart.compact(args.max_pages)
         else:                                     # to completion, with progress on a terminal
-            show = sys.stderr.isatty() and not args.json
             moved = 0
-            while True:
-                st = cart.compact(1000)
-                moved += st.pages_moved
-                if show:
-                    print(f"\rcompacting: {moved} pages moved, file {_human(st.file_bytes)}  ",
-                          end="", file=sys.stderr, flush=True)
-                if st.done or (st.pages_moved == 0 and st.bytes_freed == 0):
-                    break
-            if show:
-                print(file=sys.stderr)
+            total = cart.info()["reclaimable_bytes"] if _will_draw(args) and not args.json \
+                else None
+            with _bar("compact", total, quiet=args.quiet or args.json) as b:
+                while True:
+                    st = cart.compact(1000)
+                    moved += st.pages_moved
+                    b.update(st.bytes_freed)
+                    if st.done or (st.pages_moved == 0 and st.bytes_freed == 0):
+                        break
             st = type(st)(moved, max(start - st.file_bytes, 0), st.file_bytes, st.done)
     if args.json:
-        print(json.dumps(_compact_json(st, start), indent=2))
+        emit_json(_compact_json(st, start))
     else:
         print(f"freed {_human(st.bytes_freed)} ({_human(start)} -> {_human(st.file_bytes)}), "
               f"{_plural(st.pages_moved, 'page')} moved" + ("" if st.done else
@@ -691,8 +871,7 @@ def cmd_freeze(args) -> int:
         cart.freeze(compact=not args.no_compact)
         end = os.path.getsize(args.archive)
     if args.json:
-        print(json.dumps({"frozen": True, "file_bytes_before": start, "file_bytes": end},
-                         indent=2))
+        emit_json({"frozen": True, "file_bytes_before": start, "file_bytes": end})
     else:
         print(f"froze {_safe(args.archive)} (now read-only for good; {_human(start)} -> "
               f"{_human(end)})")
@@ -704,11 +883,11 @@ def _add_space_commands(add, sub_parent, sync_parent) -> None:
     elsewhere)."""
     p = add("snapshot", None, "take, list, remove and restore snapshots (named, read-only "
             "states of the archive that cost nothing until the files change)")
-    ssub = p.add_subparsers(dest="snapshot_command", metavar="ACTION", required=True)
+    nadd = add.nested(p, "snapshot")
 
     def sadd(name, func, help, parents=(), named=True, writes=True):
-        q = ssub.add_parser(name, help=help, description=help, parents=list(parents))
-        q.set_defaults(func=func, must_exist=writes)
+        q = nadd(name, func, help, parents)
+        q.set_defaults(must_exist=writes)
         q.add_argument("archive", metavar="ARCHIVE")
         if named:
             q.add_argument("name", metavar="NAME")
@@ -778,16 +957,25 @@ def cmd_policy_set(args) -> int:
 
 def cmd_policy_get(args) -> int:
     with _open(args, "r") as cart:
-        print(json.dumps(cart.get_policy(args.name), indent=2, sort_keys=True))
+        doc = cart.get_policy(args.name)
+    if args.json:                   # the policy document itself, as emit_json prints any document
+        emit_json(doc)
+        return 0
+    print(json.dumps(doc, indent=2, sort_keys=True))
     return 0
 
 
 def cmd_policy_ls(args) -> int:
     with _open(args, "r") as cart:
         docs = cart.policies()
+    rows = []
     for name, doc in docs.items():
         statements = doc.get("Statement", [])
-        n = len(statements) if isinstance(statements, list) else 1
+        rows.append((name, len(statements) if isinstance(statements, list) else 1))
+    if args.json:
+        emit_json([{"name": name, "statements": n} for name, n in rows])
+        return 0
+    for name, n in rows:
         print(f"{_safe(name)}\t{_plural(n, 'statement')}")
     return 0
 
@@ -812,6 +1000,13 @@ def cmd_policy_check(args) -> int:
         stored = bool(cart.policies())
         result = cart.check_access(args.principal, args.action, args.resource, tags=tags,
                                    context=context)
+    allowed = result.decision.value == "Allow"
+    if args.json:
+        emit_json({"decision": result.decision.value, "allowed": allowed,
+                   "principal": args.principal, "action": args.action,
+                   "resource": args.resource, "policies_stored": stored,
+                   "statements": [str(ref) for ref in result.statements]})
+        return 0 if allowed else 3
     print(result.decision.value)
     if not result.statements:
         print("  (no policies stored: a principal may do everything)" if not stored
@@ -943,6 +1138,102 @@ def cmd_demo(args) -> int:
 
 
 # -- the parser ------------------------------------------------------------------------------------
+# Examples shown at the end of each command's --help (tests/test_cli_ux.py parses every one).
+EXAMPLES: dict[str, list[str]] = {
+    "": ["cartridge put data.cart ./photos                # stored as /photos/...",
+         "cartridge ls data.cart /photos -lh",
+         "cartridge get data.cart /photos --to ./out",
+         "cartridge verify data.cart"],
+    "create": ["cartridge create data.cart"],
+    "put": ["cartridge put data.cart ./docs --to /data          # /data/docs/...",
+            "cartridge put data.cart report.pdf --to /inbox/      # /inbox/report.pdf",
+            "cartridge put data.cart ./src --exclude '*.o' --exclude .git"],
+    "get": ["cartridge get data.cart /data/docs --to ./out     # ./out/docs/...",
+            "cartridge get data.cart / --to ./everything"],
+    "cat": ["cartridge cat data.cart /docs/a.txt | head"],
+    "ls": ["cartridge ls data.cart /docs",
+           "cartridge ls data.cart / -lRh",
+           "cartridge ls data.cart /docs --json"],
+    "tree": ["cartridge tree data.cart",
+             "cartridge tree data.cart /docs -L 2 -s -h"],
+    "du": ["cartridge du data.cart /docs -h",
+           "cartridge du data.cart / -d 1",
+           "cartridge du data.cart /docs -s --json"],
+    "rm": ["cartridge rm data.cart /docs/old.txt",
+           "cartridge rm data.cart /tmp -r"],
+    "mv": ["cartridge mv data.cart /docs/a.txt /archive/     # into a directory",
+           "cartridge mv data.cart /docs /old-docs"],
+    "mkdir": ["cartridge mkdir data.cart /inbox/2024 -p"],
+    "stat": ["cartridge stat data.cart /docs/a.txt",
+             "cartridge stat data.cart /docs/a.txt --json"],
+    "info": ["cartridge info data.cart",
+             "cartridge info data.cart --json"],
+    "verify": ["cartridge verify data.cart",
+               "cartridge verify data.cart --quick --json"],
+    "policy": ["cartridge policy set data.cart team team.json",
+               "cartridge policy check data.cart --principal ann --action cart:GetObject "
+               "--resource /shared/x"],
+    "policy set": ["cartridge policy set data.cart team team.json",
+                   "cat team.json | cartridge policy set data.cart team -"],
+    "policy get": ["cartridge policy get data.cart team"],
+    "policy ls": ["cartridge policy ls data.cart",
+                  "cartridge policy ls data.cart --json"],
+    "policy rm": ["cartridge policy rm data.cart team"],
+    "policy check": ["cartridge policy check data.cart --principal ann --action cart:GetObject "
+                     "--resource /shared/x",
+                     "cartridge policy check data.cart --principal ann --action cart:PutObject "
+                     "--resource /home/ann/f --tag team=red --json"],
+    "sql": ["cartridge sql data.cart /app.db 'SELECT count(*) FROM t'",
+            "cartridge sql data.cart /app.db 'CREATE TABLE t(x)' --create",
+            "cartridge sql data.cart /app.db 'SELECT * FROM t' --json"],
+    "demo": ["cartridge demo",
+             "cartridge demo /tmp/demo.cart --force"],
+    "snapshot": ["cartridge snapshot create data.cart before-import",
+                 "cartridge snapshot restore data.cart before-import"],
+    "snapshot create": ["cartridge snapshot create data.cart v1",
+                        "cartridge snapshot create data.cart v1 --json"],
+    "snapshot ls": ["cartridge snapshot ls data.cart",
+                    "cartridge snapshot ls data.cart --json"],
+    "snapshot rm": ["cartridge snapshot rm data.cart v1"],
+    "snapshot restore": ["cartridge snapshot restore data.cart v1"],
+    "compact": ["cartridge compact data.cart                  # to completion (vacuum)",
+                "cartridge compact data.cart --max-pages 100  # one small cycle",
+                "cartridge compact data.cart --json"],
+    "freeze": ["cartridge freeze data.cart",
+               "cartridge freeze data.cart --no-compact --json"],
+    "keygen": ["cartridge keygen release.key                 # prints the public key (hex)"],
+    "export": ["cartridge export data.cart release.eng --sign release.key",
+               "cartridge export data.cart docs.eng --include /docs --compression zstd",
+               "cartridge export data.cart secret.eng --encrypt aes.key --json",
+               "cartridge export data.cart v1.eng --snapshot v1",
+               "cartridge export data.cart release.eng --sign release.key --freeze"],
+    "import": ["cartridge import release.eng copy.cart",
+               "cartridge import release.eng copy.cart --verify-key 3b6a27bc...ab01"],
+    "engram": ["cartridge engram ls release.eng -l",
+               "cartridge engram verify release.eng --public-key 3b6a27bc...ab01"],
+    "engram ls": ["cartridge engram ls release.eng -l",
+                  "cartridge engram ls release.eng --json"],
+    "engram cat": ["cartridge engram cat release.eng docs/a.txt | head"],
+    "engram verify": ["cartridge engram verify release.eng",
+                      "cartridge engram verify release.eng --public-key 3b6a27bc...ab01 --json"],
+    "engram info": ["cartridge engram info release.eng",
+                    "cartridge engram info release.eng --json"],
+}
+
+
+def _epilog(name: str, prose: str | None = None) -> str:
+    """A command's --help epilog: its prose (wrapped) and its examples (kept as written)."""
+    parts = [textwrap.fill(prose, 88)] if prose else []
+    examples = EXAMPLES.get(name)
+    if examples:
+        parts.append("examples:\n" + "\n".join(f"  {e}" for e in examples))
+    return "\n\n".join(parts)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as _epilog() laid them out (examples keep their lines)."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a command's options accepted anywhere among its positionals, as users
     type them (`ls A -l /p`, `ls -l A /p`, `ls A /p -l`), and usage errors escaped."""
@@ -972,16 +1263,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Create, fill, inspect and check cartridge (.cart) archives.",
-        epilog="Each command opens the archive in the mode it needs: readers (get, cat, ls, stat, "
+        formatter_class=_Formatter,
+        epilog=_epilog("", "Each command opens the archive in the mode it needs: readers (get, cat, ls, "
+               "stat, tree, du, "
                "info, verify, policy get/ls/check) read-only, as cartridge.open() does by default, "
                "so a mistyped name is an error; create makes a new archive (an error if the file "
                "exists); put creates the archive if it is missing; rm, mv, mkdir, policy set/rm and "
                "sql need an existing archive. Options may come before, between or after the "
                "arguments. Names from an archive are printed with control and invisible characters "
-               "escaped (\x1b, \u202e...). Errors print one line on stderr. " + EXIT_CODES,
+               "escaped (\\x1b, \\u202e...). Errors print one line on stderr. Progress bars (put, "
+               "get, verify) are drawn on stderr when it is a terminal and rich or tqdm is "
+               "installed ('cli' extra); -q/--quiet or CARTRIDGE_PROGRESS=0 turns them off. "
+               "'cartridge COMMAND --help' shows a command's options and examples. " + EXIT_CODES),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--sync", choices=("full", "normal", "off"), default="full", help=sync_help)
+    quiet_help = "no progress bars, and no summary line from put/get"
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
+    # Every subcommand also accepts -q/--quiet after its name; SUPPRESS keeps the global value.
+    quiet_parent = _Parser(add_help=False)
+    quiet_parent.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                              help=quiet_help)
     # Mutating subcommands also accept --sync after their name; SUPPRESS keeps the global value.
     sync_parent = _Parser(add_help=False)
     sync_parent.add_argument("--sync", choices=("full", "normal", "off"), default=argparse.SUPPRESS,
@@ -989,10 +1291,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name, func, help, parents=(), **kw):
-        p = sub.add_parser(name, help=help, description=help, parents=list(parents), **kw)
+    def add(name, func, help, parents=(), epilog=None, **kw):
+        p = sub.add_parser(name, help=help, description=textwrap.fill(help, 88),
+                           parents=[quiet_parent, *parents], epilog=_epilog(name, epilog),
+                           formatter_class=_Formatter, **kw)
         p.set_defaults(func=func)
         return p
+
+    def nested(p, group: str):
+        """The adder of `group ACTION` subcommands below parser p (as `add` is for commands:
+        -q/--quiet, the examples of EXAMPLES[f"{group} {name}"] in --help)."""
+        actions = p.add_subparsers(dest=f"{group}_command", metavar="ACTION", required=True)
+
+        def nadd(name, func, help, parents=(), epilog=None):
+            q = actions.add_parser(name, help=help, description=textwrap.fill(help, 88),
+                                   parents=[quiet_parent, *parents],
+                                   epilog=_epilog(f"{group} {name}", epilog),
+                                   formatter_class=_Formatter)
+            q.set_defaults(func=func)
+            return q
+        return nadd
+
+    add.nested = nested     # type: ignore[attr-defined]   # for the command groups added elsewhere
 
     p = add("create", cmd_create, "create a new empty archive (error if ARCHIVE exists)", [sync_parent])
     p.add_argument("archive", metavar="ARCHIVE")
@@ -1047,12 +1367,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("path", metavar="PATH")
 
-    p = add("ls", cmd_ls, "list a directory (directories end with '/')")
+    p = add("ls", cmd_ls, "list a directory (directories end with '/')", conflict_handler="resolve",
+            epilog="-l shows, per entry: permission bits, size in bytes ('-' for a directory), "
+                   "mtime (local time, ISO 8601; '-' for an implicit directory), the content "
+                   "checksum (xxh3-64, 16 hex digits) and the name. -h is --human here, as in "
+                   "ls(1); --help still shows this help.")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("path", metavar="PATH", nargs="?", default="/")
-    p.add_argument("-l", dest="long", action="store_true", help="also show size, mtime and checksum")
+    p.add_argument("-l", dest="long", action="store_true",
+                   help="long format: mode, size, mtime, checksum")
+    p.add_argument("-h", "--human", dest="human", action="store_true",
+                   help="with -l: sizes as 1.5K, 20M, 3.1G (powers of 1024)")
     p.add_argument("-R", dest="recursive", action="store_true",
                    help="list the whole tree below PATH (full paths)")
+    add_json_flag(p)
+
+    p = add("tree", cmd_tree, "draw the directory tree below PATH", conflict_handler="resolve",
+            epilog="Directories end with '/'; the last line counts the directories and files "
+                   "shown (below -L's depth they are not counted).")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("path", metavar="PATH", nargs="?", default="/")
+    p.add_argument("-L", dest="depth", type=int, metavar="DEPTH", default=None,
+                   help="descend at most DEPTH levels")
+    p.add_argument("-s", "--sizes", dest="sizes", action="store_true", help="show file sizes")
+    p.add_argument("-h", "--human", dest="human", action="store_true",
+                   help="with -s: sizes as 1.5K, 20M (powers of 1024)")
+
+    p = add("du", cmd_du, "show the bytes of content below PATH, per directory",
+            conflict_handler="resolve",
+            epilog="Sizes are content bytes (the sum of file sizes, as du --apparent-size), not "
+                   "pages used in the archive ('cartridge info' shows those). Each directory is "
+                   "printed after the directories below it, PATH last. --json: {path, bytes, "
+                   "files, entries: [{path, bytes, files}]}.")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("path", metavar="PATH", nargs="?", default="/")
+    p.add_argument("-s", "--summarize", action="store_true", help="only PATH's total")
+    p.add_argument("-d", "--max-depth", dest="depth", type=int, metavar="N", default=None,
+                   help="show directories at most N levels below PATH")
+    p.add_argument("-h", "--human", dest="human", action="store_true",
+                   help="sizes as 1.5K, 20M, 3.1G (powers of 1024)")
+    add_json_flag(p)
 
     p = add("rm", cmd_rm, "remove files or directories (all or none); ARCHIVE must exist", [sync_parent])
     p.add_argument("archive", metavar="ARCHIVE")
@@ -1077,22 +1431,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("stat", cmd_stat, "show a file's or directory's metadata")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("path", metavar="PATH")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
 
     p = add("info", cmd_info, "show archive counts, sizes, free space and fragmentation")
     p.add_argument("archive", metavar="ARCHIVE")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
 
     p = add("verify", cmd_verify, "check the archive's pages and checksums; exit 1 on any problem")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("--quick", action="store_true", help="skip the content checksums (structure only)")
+    add_json_flag(p)
 
     p = add("policy", None, "manage IAM policies stored in the archive and check decisions",
             epilog="'policy check' exits 0 when the action is allowed and 3 when it is denied.")
     psub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
 
     def padd(name, func, help, parents=()):
-        q = psub.add_parser(name, help=help, description=help, parents=list(parents))
+        q = psub.add_parser(name, help=help, description=textwrap.fill(help, 88),
+                            parents=[quiet_parent, *parents], epilog=_epilog(f"policy {name}"),
+                            formatter_class=_Formatter)
         q.set_defaults(func=func)
         q.add_argument("archive", metavar="ARCHIVE")
         return q
@@ -1104,7 +1461,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(must_exist=True)
     q = padd("get", cmd_policy_get, "print a stored policy as JSON")
     q.add_argument("name", metavar="NAME")
-    padd("ls", cmd_policy_ls, "list stored policies")
+    add_json_flag(q, "print the policy document as emit_json prints every --json document "
+                     "(escaped, in its stored key order)")
+    q = padd("ls", cmd_policy_ls, "list stored policies")
+    add_json_flag(q)
     q = padd("rm", cmd_policy_rm, "remove a stored policy", [sync_parent])
     q.add_argument("name", metavar="NAME")
     q.set_defaults(must_exist=True)
@@ -1116,6 +1476,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tag", action="append", metavar="KEY=VALUE", help="a principal tag")
     q.add_argument("--context", action="append", metavar="KEY=VALUE",
                    help="an extra condition key, e.g. cart:SourceIp=10.0.0.1")
+    add_json_flag(q)
     p = add("sql", cmd_sql, "run SQL against a SQLite database stored in the archive and print "
             "the rows as a table (or JSON)", [sync_parent],
             epilog="Read-only statements run through a read-only handle; if one writes, all "
@@ -1146,9 +1507,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Answer a completion request of the shell through argcomplete, if it is installed
+    (`pip install "cartridge[cli]"`, then once: eval "$(register-python-argcomplete cartridge)").
+    argcomplete prints the candidates and exits; without it nothing happens."""
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:     # shell completion (the optional argcomplete package)
+        _complete(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:       # --help, --version and usage errors

@@ -12,13 +12,14 @@ extra; every command loads cartridge.engram on first use.
 from __future__ import annotations
 
 import binascii
-import json
 import os
 import sys
 from typing import Any
 
 from .archive import open as _open_archive
-from .errors import CartridgeError
+from .errors import CartridgeError, ReadOnlyError
+from .jsonout import emit_json
+from .progress import bar as _bar
 from .terminal import safe as _safe
 
 KEY_FILE_MAX = 64 << 10
@@ -33,11 +34,27 @@ def _engram() -> Any:
     return engram
 
 
-def _tty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+class _Progress:
+    """An Engram export/import progress callback (done, total, path) drawing a progress bar
+    (cartridge.progress: rich or tqdm, on a terminal only, never with --quiet or --json)."""
+
+    def __init__(self, what: str, quiet: bool):
+        self.bar = _bar(what, None, quiet=quiet)
+        self.total: int | None = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        if total != self.total:
+            self.total = total
+            self.bar.set_total(total)
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
 
 
 def _aes_key(path: str | None) -> bytes | None:
@@ -108,36 +125,76 @@ def cmd_export(args) -> int:
         except (ValueError, TypeError) as e:
             raise CartridgeError(f"{args.sign}: {e}") from None
     key = _aes_key(args.encrypt)
-    with _open_archive(args.archive, "r") as cart:
+    if args.freeze and args.snapshot:
+        raise CartridgeError("--freeze exports the live state; it does not take --snapshot")
+    if args.freeze and args.no_verify:
+        raise CartridgeError("--freeze always verifies the Engram before it freezes the archive")
+    froze = None
+    with _Progress("export", args.quiet or args.json) as progress:
+        kwargs = dict(signing_key=signing, signer=args.signer, compression=args.compression,
+                      include=args.include or None,
+                      encryption=args.encryption if key else None, key=key,
+                      progress=progress, verify=not args.no_verify, snapshot=args.snapshot)
         try:
-            report = cart.export_engram(args.out, signing_key=signing, signer=args.signer,
-                                        compression=args.compression,
-                                        include=args.include or None,
-                                        encryption=args.encryption if key else None, key=key,
-                                        progress=True if _tty() and not args.json else None,
-                                        verify=not args.no_verify)
+            if args.freeze:
+                report, froze = _export_and_freeze(args, kwargs)
+            else:
+                with _open_archive(args.archive, "r") as cart:
+                    report = cart.export_engram(args.out, **kwargs)
         except ValueError as e:
             raise CartridgeError(str(e)) from None
     summary = {"out": args.out, "verified": report is not None,
                "entries": report.entries if report else None,
                "bytes": report.size if report else None,
-               "signed_by": [s["public_key"] for s in report.signatures] if report else []}
+               "signed_by": [s["public_key"] for s in report.signatures] if report else [],
+               "snapshot": args.snapshot}
+    if args.freeze:
+        summary["frozen"] = True
+        summary["already_frozen"] = froze == "already"
     if args.json:
-        print(json.dumps(summary, indent=2))
+        emit_json(summary)
     else:
         what = f"{report.entries} entries, {_human(report.size)}" if report else "unverified"
         signed = f", signed by {summary['signed_by'][0]}" if summary["signed_by"] else ""
-        print(f"exported {_safe(args.archive)} -> {_safe(args.out)} ({what}{signed})")
+        source = _safe(args.archive) + (f" (snapshot {_safe(args.snapshot)})"
+                                        if args.snapshot else "")
+        print(f"exported {source} -> {_safe(args.out)} ({what}{signed})")
+        if froze == "now":
+            print(f"froze {_safe(args.archive)} (now read-only for good)")
+        elif froze == "already":
+            print(f"{_safe(args.archive)} was already frozen")
     return 0
+
+
+def _export_and_freeze(args, kwargs: dict) -> tuple[Any, str]:
+    """`export --freeze`: the release workflow (Cartridge.export_engram(freeze=True)). The
+    archive is opened for writing, so no other writer can commit until the end; the Engram
+    is written to a temp file beside OUT, synced and verified, THEN the archive is frozen
+    (vacuumed first), and only then is the temp renamed to OUT. A failed export freezes
+    nothing; a failed freeze removes the output; a crash between the freeze's commit and the
+    rename leaves the archive frozen and OUT as it was, and running the command again exports
+    the frozen archive (one already frozen is exported as it is). Returns (report, "now" or
+    "already")."""
+    try:
+        cart = _open_archive(args.archive, "a")
+    except ReadOnlyError:
+        with _open_archive(args.archive, "r") as cart:
+            if not cart.info().get("frozen"):
+                raise
+            return cart.export_engram(args.out, **kwargs), "already"
+    with cart:
+        report = cart.export_engram(args.out, freeze=True, **kwargs)
+    return report, "now"
 
 
 def cmd_import(args) -> int:
     engram = _engram()
     verify_key = _public_key(args.verify_key) if args.verify_key else None
     key = _aes_key(args.key)
-    with _open_archive(args.archive, "a", sync=args.sync) as cart:
+    with _open_archive(args.archive, "a", sync=args.sync) as cart, \
+            _Progress("import", args.quiet) as progress:
         res = engram.import_engram(args.src, cart, verify_key=verify_key, key=key,
-                                            progress=True if _tty() else None)
+                                   progress=progress)
     print(f"imported {res['files']} files ({_human(res['bytes'])}), {res['policies']} "
           f"policies into {_safe(args.archive)}")
     return 0
@@ -152,7 +209,7 @@ def cmd_engram_ls(args) -> int:
     with _reader(args) as r:
         infos = r.infolist()
     if args.json:
-        print(json.dumps([i._asdict() | {"framed": i.framed} for i in infos], indent=2))
+        emit_json([i._asdict() | {"framed": i.framed} for i in infos])
         return 0
     for i in infos:
         if args.long:
@@ -181,7 +238,7 @@ def cmd_engram_verify(args) -> int:
     with _reader(args) as r:
         report = r.verify(public_keys=keys)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        emit_json(report.to_dict())
         return 0 if report.ok else 1
     for s in report.signatures:
         state = "valid" if s["valid"] else "INVALID"
@@ -210,7 +267,7 @@ def cmd_engram_info(args) -> int:
                     "files": len(m["files"]),
                     "signatures": [s["public_key"] for s in m["signatures"]]}}
     if args.json:
-        print(json.dumps(info, indent=2))
+        emit_json(info)
         return 0
     for k, v in info.items():
         if isinstance(v, dict):
@@ -248,6 +305,12 @@ def add_commands(sub, add, sync_parent) -> None:
                    help="with --encrypt: the whole archive (default; hides the file list) or "
                         "each file")
     p.add_argument("--no-verify", action="store_true", help="skip re-reading the written file")
+    p.add_argument("--snapshot", metavar="NAME",
+                   help="export snapshot NAME (cartridge snapshot create) instead of the live state")
+    p.add_argument("--freeze", action="store_true",
+                   help="the release workflow: export and verify, then freeze the archive "
+                        "(permanently read-only, vacuumed first), then put OUT in place; if the "
+                        "export fails nothing is frozen (docs/ENGRAM.md)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     p = add("import", cmd_import, "unpack an Engram (.eng) into ARCHIVE (created if missing) in "
@@ -260,11 +323,10 @@ def add_commands(sub, add, sync_parent) -> None:
     p.add_argument("--key", metavar="KEYFILE", help="AES key of an encrypted Engram")
 
     p = add("engram", None, "inspect an Engram (.eng) file: ls, cat, verify, info")
-    esub = p.add_subparsers(dest="engram_command", metavar="ACTION", required=True)
+    nadd = add.nested(p, "engram")
 
     def eadd(name, func, help):
-        q = esub.add_parser(name, help=help, description=help)
-        q.set_defaults(func=func)
+        q = nadd(name, func, help)
         q.add_argument("file", metavar="FILE.eng")
         q.add_argument("--key", metavar="KEYFILE", help="AES key of an encrypted Engram")
         return q

@@ -22,12 +22,8 @@ from .content import chunk_len
 from .format import (
     ALLOC_CHUNK_BITS,
     ALLOC_KEY,
-    CHUNK_ENTRY,
     CHUNK_PAGES,
-    KIND_FILE,
     PAGE_SIZE,
-    RECORD,
-    STORE_CHUNKS,
     STORE_XMAP,
     XMAP_REF,
 )
@@ -94,7 +90,7 @@ def _owners(eng, wanted: set[int]):
     files: dict[bytes, Record] = {}
     alloc_chunks: list[int] = []
 
-    def walk(tree, on_leaf_cell):
+    def walk(tree, on_leaf):
         store = tree.store
         if not tree.root:
             return
@@ -104,11 +100,10 @@ def _owners(eng, wanted: set[int]):
             n = node.nkeys
             first = None
             if node.is_leaf:
-                for i in range(n):
-                    k = node.key(i)
-                    if first is None:
-                        first = k
-                    on_leaf_cell(k, node, i)
+                if n:
+                    first = node.key(0)
+                    if on_leaf is not None:
+                        on_leaf(node)
             else:
                 for i in range(n + 1):
                     k = visit(node.child(i))
@@ -123,23 +118,20 @@ def _owners(eng, wanted: set[int]):
 
     lo = min(wanted)
 
-    def catalog_cell(k: bytes, node, i: int) -> None:
-        v = node.value(i)
-        if len(v) < 2 or v[0] != KIND_FILE or v[1] not in (STORE_CHUNKS, STORE_XMAP):
-            return
-        if v[1] == STORE_CHUNKS and (len(v) - RECORD.size) % CHUNK_ENTRY.size == 0:
-            # the common case, without decoding: every chunk lies below the wanted pages
-            starts = np.frombuffer(v, "<u8", offset=RECORD.size)[::2]
-            if len(starts) and int(starts.max()) + CHUNK_PAGES <= lo:
-                return
-        rec = decode(v, eng.where(k))
-        for s, c in eng.content.page_runs(rec, eng.where(k)):
-            if any(p in wanted for p in range(s, s + c)):
-                files[k] = rec
-                return
+    def catalog_leaf(node) -> None:
+        # the cells whose record may own a wanted page, picked in the Cython core (a chunk
+        # map wholly below the lowest wanted page rules its record out without a Python
+        # object per cell); those are decoded and checked page by page here
+        for i in node.content_cells_from(lo):
+            k = node.key(i)
+            rec = decode(node.value(i), eng.where(k))
+            for s, c in eng.content.page_runs(rec, eng.where(k)):
+                if any(p in wanted for p in range(s, s + c)):
+                    files[k] = rec
+                    break
 
-    walk(eng.catalog, catalog_cell)
-    walk(eng.allocmap, lambda k, node, i: None)
+    walk(eng.catalog, catalog_leaf)
+    walk(eng.allocmap, None)
     for tree, key in owners_nodes:
         if tree is eng.catalog:
             cat_keys.append(key)
@@ -275,6 +267,7 @@ def shrink(eng) -> int:
     # keep a little free room past the last page in use: the shrinking commits themselves
     # copy a few allocation-map nodes, and without room the allocator would grow the file
     new_n = max(a.n_pages - free_tail + SHRINK_SLACK, GROW_MIN_PAGES)
+    committed = False
     if new_n < a.n_pages - SHRINK_SLACK // 2:
         eng.begin()
         try:
@@ -293,10 +286,14 @@ def shrink(eng) -> int:
         # an allocation during these commits may have grown the file again: never cut below
         # what the newest root covers
         new_n = eng.root.page_count
+        committed = True
     target = max(new_n, eng.root.page_count) * PAGE_SIZE
     if target < before:
-        if eng.pager.sync_mode != "off":
-            eng.pager.sync_now()      # both roots naming the new size are durable first
+        # both roots naming the new size are durable first: with sync="full" the two commits
+        # above each synced after writing their root (FORMAT §8), so no third sync is needed;
+        # otherwise (sync="normal", or roots found at open, which may not be on disk yet) sync
+        if eng.pager.sync_mode == "normal" or (eng.pager.sync_mode == "full" and not committed):
+            eng.pager.sync_now()
         eng.pager.shrink(target // PAGE_SIZE)
     return max(before - eng.pager.io.fstat(eng.fd).st_size, 0)
 

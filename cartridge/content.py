@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -290,7 +290,9 @@ class ContentStore:
                     buf = np.empty(count * PAGE_SIZE, np.uint8)
                 pack_pages(datas, which[lo:hi], buf, sums[lo:hi])
                 starts[lo:hi] = start + (ends[lo:hi] - pages[lo:hi] - base).astype(np.uint64)
-                self.pager.write_at(start, memoryview(buf)[:count * PAGE_SIZE])  # type: ignore[arg-type]  # ndarray is a buffer (stubs < 3.12 lack __buffer__)
+                # ndarray is a buffer (older numpy stubs lack __buffer__: the cast, not an ignore,
+                # type-checks with every numpy version)
+                self.pager.write_at(start, memoryview(cast(Any, buf))[:count * PAGE_SIZE])
                 base = int(ends[hi - 1])
                 lo = hi
             chunk_records(which, sizes[which], starts, sums, modes[which].astype(np.uint32),

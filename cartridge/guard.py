@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -439,7 +440,10 @@ class PrincipalCartridge:
     def export_engram(self, dest: str | os.PathLike, **kwargs: Any) -> Any:
         """Cartridge.export_engram as this principal: needs cart:Export on the archive ('/'),
         cart:GetObject on every file exported (checked on the pinned state before a byte is
-        written) and, when the archive has policies (they are exported too), cart:GetPolicy."""
+        written) and, when the archive has policies (they are exported too), cart:GetPolicy.
+        With snapshot=NAME the snapshot's files (and policies) are exported, each checked
+        against the archive's live policies, as reads through at() are. freeze=True needs
+        cart:Freeze too (checked before anything is written)."""
         from .engram.export import export
 
         def authorize(paths: list[str], has_policies: bool) -> None:
@@ -450,7 +454,10 @@ class PrincipalCartridge:
 
         with self._snap:
             self._check(A.EXPORT, ARCHIVE)
-            return export(self._cart, dest, authorize=authorize, **kwargs)
+            if kwargs.get("freeze"):
+                self._check(A.FREEZE, ARCHIVE)
+            return export(self._cart, dest, authorize=authorize, principal=self._principal,
+                          **kwargs)
 
     # -- transactions and durability ------------------------------------------------------------
     def transaction(self) -> AbstractContextManager[PrincipalCartridge]:
@@ -531,6 +538,14 @@ class PrincipalCartridge:
             self._check(A.COMPACT, ARCHIVE)
             return self._cart.compact(max_pages)
 
+    def start_auto_compact(self) -> None:
+        """open(..., principal=..., auto_compact=True): background compaction as this
+        principal. cart:Compact is checked now (AccessDeniedError) and before every cycle (a
+        refused cycle stops the thread)."""
+        with self._snap:
+            self._check(A.COMPACT, ARCHIVE)
+        H.start_auto_compact(self._cart, weakref.WeakMethod(self.compact))
+
     def vacuum(self) -> CompactStats:
         with self._snap:
             self._check(A.COMPACT, ARCHIVE)
@@ -542,10 +557,11 @@ class PrincipalCartridge:
             self._cart.freeze(compact)
 
     # -- maintenance ------------------------------------------------------------------------------
-    def verify(self, deep: bool = True) -> VerifyReport:
+    def verify(self, deep: bool = True, *,
+               progress: Callable[[int], object] | None = None) -> VerifyReport:
         with self._snap:
             self._check_list("/")
-            return self._cart.verify(deep)
+            return self._cart.verify(deep, progress=progress)
 
     def info(self) -> dict:
         with self._snap:

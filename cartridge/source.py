@@ -87,6 +87,8 @@ def resolve(target: Any) -> tuple[str, Any]:
         return "remote", target
     if isinstance(target, os.PathLike):
         return "local", target
+    if isinstance(target, RemoteSource):  # a remote handle's own source (Cartridge.at)
+        return "remote", target
     if hasattr(target, "fs") and hasattr(target, "path") and hasattr(target, "open"):
         if _local_fs(target.fs):          # fsspec.open("file:///x.cart") or a local path
             return "local", target.path
@@ -231,6 +233,15 @@ class RemoteSource:
                 "cache_pages": self.cache_pages, "cached_blocks": len(self._blocks),
                 "size": self.size}
 
+    def sibling(self) -> RemoteSource:
+        """Another source over the same remote file (the same fetch, so the same lock around a
+        file object's seek+read, and the size found at the first open), with a block cache of
+        its own and nothing to close: a snapshot view of a remote handle (Cartridge.at) reads
+        through it, whatever the handle was opened from (URL with options, OpenFile, file
+        object), and keeps reading after the handle closes."""
+        return RemoteSource(self._fetch_raw, self.size, self.name, block_pages=self.block_pages,
+                            cache_pages=self.cache_pages)
+
     def close(self) -> None:
         with self._lock:
             if self.closed:
@@ -262,6 +273,10 @@ def name_of(target: Any) -> str:
 
 def open_remote(target: Any, *, block_pages: int, cache_pages: int) -> RemoteSource:
     """A RemoteSource over a URL, an fsspec OpenFile or an open binary file object."""
+    if isinstance(target, RemoteSource):
+        if target.closed:
+            raise ValueError(f"{target.name}: the remote archive's handle is closed")
+        return target.sibling()
     name = name_of(target)
     try:
         if isinstance(target, str):

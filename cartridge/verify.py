@@ -92,6 +92,7 @@ class _Verifier:
         self.system_key_ok: Callable[[bytes], bool] | None = None   # see verify_engine
         self.snapshots: list[tuple[bytes, Root]] = []
         self.snapshot_pages = 0
+        self.progress: Callable[[int], object] | None = None       # called with bytes checked
 
     def problem(self, msg: str) -> None:
         if len(self.problems) < 1000:
@@ -345,6 +346,8 @@ class _Verifier:
             self.check_chunks(rec, where)
         elif self.deep and rec.size:
             self.bytes_checked += rec.size
+            if self.progress is not None:
+                self.progress(rec.size)
             if xxh3_64(rec.payload) != rec.checksum:
                 self.problem(f"{where}: inline content checksum mismatch")
 
@@ -404,6 +407,8 @@ class _Verifier:
             if self.deep:
                 data = self.pager.read_run(start, npages)[:ln]
                 self.bytes_checked += ln
+                if self.progress is not None:
+                    self.progress(ln)
                 if xxh3_64(data) != int(cmap[i, 1]):
                     self.problem(f"{where}: content checksum mismatch in chunk {i} (page {start})")
         if len(cmap) and combine(cmap[:, 1]) != rec.checksum:
@@ -411,11 +416,14 @@ class _Verifier:
 
 
 def verify_engine(eng, deep: bool = True,
-                  system_key_ok: Callable[[bytes], bool] | None = None) -> VerifyReport:
+                  system_key_ok: Callable[[bytes], bool] | None = None,
+                  progress: Callable[[int], object] | None = None) -> VerifyReport:
     """Check the engine's committed state. system_key_ok(key) says whether a system-namespace
-    catalog key is one the layers above know (the policy store's); None: none is."""
+    catalog key is one the layers above know (the policy store's); None: none is. progress(n)
+    is called as each n bytes of content have been checked (deep only)."""
     v = _Verifier(eng, deep)
     v.system_key_ok = system_key_ok
+    v.progress = progress
     try:
         v.run()
     except CartridgeError as e:

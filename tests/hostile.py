@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sys
 
@@ -160,8 +161,15 @@ def check_run(argv: list[str], stdin: bytes = b"", content_on_stdout: bool = Fal
         text = out.decode("utf-8")          # strict: nothing undecodable either
         assert not unsafe(text), what
     lines = err.splitlines()
+    if "--json" in argv and (rc in (0, 3) or (rc == 1 and not lines)):
+        doc = json.loads(out)               # --json: the whole of stdout is one JSON document
+        assert out.isascii(), what          # escaped as emit_json does (sql --json has its own)
     if rc == 1 and not lines:       # verify found problems: its report is on stdout
-        assert "verify" in argv and out.splitlines()[-1].startswith(b"FAILED: "), what
+        assert "verify" in argv, what
+        if "--json" in argv:
+            assert doc["ok"] is False and doc["problems"], what
+        else:
+            assert out.splitlines()[-1].startswith(b"FAILED: "), what
     elif rc == 1:
         assert len(lines) == 1 and lines[0].startswith("cartridge: error: "), what
     elif rc == 2:

@@ -492,3 +492,45 @@ def test_small_files_packed_after_many_commits(tmp_path):
     print(f"\n{n} single commits: file {size} B, used {info['used_pages']} pages, "
           f"free {info['free_pages']}")
     assert size / n < 1024
+
+
+def _ref_runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of True, the slow obvious way."""
+    out: list[tuple[int, int]] = []
+    for i, f in enumerate(flags.tolist()):
+        if f:
+            if out and out[-1][0] + out[-1][1] == i:
+                out[-1] = (out[-1][0], out[-1][1] + 1)
+            else:
+                out.append((i, 1))
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 130, 2048, 5000])
+def test_set_runs_and_drop_held_agree_with_a_plain_scan(n):
+    """set_runs and drop_held find set bits through the bitmap's nonzero words: the same runs
+    as a bit-by-bit scan, at word edges and at the map's end, with and without a keep array
+    (shorter or longer than the map)."""
+    from cartridge.allocator import set_runs
+
+    rng = np.random.default_rng(n)
+    for trial in range(30):
+        a = Allocator(n, FakeFile(n))
+        held = np.zeros(n, dtype=bool)
+        for _ in range(int(rng.integers(0, 6))):
+            s = int(rng.integers(0, n))
+            c = int(rng.integers(1, n - s + 1))
+            held[s:s + c] = True
+        for s, c in _ref_runs(held):
+            a._hold(s, c)
+        assert set_runs(a.held) == _ref_runs(held)
+        keep = None if trial % 3 == 0 else rng.random(int(rng.integers(0, n + 70))) < 0.5
+        expect = held.copy()
+        if keep is not None:
+            m = min(len(keep), n)
+            expect[:m] &= ~keep[:m]
+        freed = a.drop_held(keep)
+        assert freed == int(expect.sum())
+        assert set_runs(a.pending) == _ref_runs(expect)
+        assert set_runs(a.held) == _ref_runs(held & ~expect)
+        assert a.held_count == int((held & ~expect).sum())

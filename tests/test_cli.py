@@ -206,10 +206,11 @@ def test_ls_long_recursive(tree_cart, capsys):
     lines = capsys.readouterr().out.splitlines()
     with cartridge.open(tree_cart, "r") as cart:
         st = cart.stat("/data/docs/x.txt")
-    size, mtime, checksum, name = lines[2].split()
-    assert (size, checksum, name) == ("6", st.checksum, "x.txt")
+    mode, size, mtime, checksum, name = lines[2].split()
+    assert (mode, size, checksum, name) == ("-rw-r--r--", "6", st.checksum, "x.txt")
     assert mtime.startswith("20") and "T" in mtime
-    assert lines[0].split()[0] == "-" and lines[0].endswith("a/")
+    assert lines[0].split()[0].startswith("d") and lines[0].split()[1] == "-"
+    assert lines[0].endswith("a/")
     assert main(["ls", tree_cart, "-lR"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 10
 

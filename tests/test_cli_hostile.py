@@ -255,6 +255,7 @@ def _variants(inputs) -> dict[str, list]:
         "tag": [None, ["k=v"], ["novalue"]],
         "context": [None, ["cart:SourceIp=10.0.0.1"], ["=x"]],
         "max_pages": [None, "10", "0", "-5", "x", "99999999999999999999"],
+        "depth": [None, "0", "2", "-1", "x", "99999999999999999999"],
     }
 
 
@@ -311,6 +312,7 @@ def _engram_variants(inputs: dict, tmp_path) -> dict[str, list]:
         "verify_key": [None, pub, "zz" * 32, inputs["text"], inputs["missing"]],
         "key": [None, aes, inputs["text"], inputs["dir"]],
         "public_key": [[], [pub], ["nothex\x1b"]],
+        "snapshot": [None, "missing\x1b[31m", "", "x" * 300],
     }
 
 
@@ -393,7 +395,8 @@ def test_every_command_with_hostile_inputs(inputs, tmp_path):
                      ["--sync", "never", *words]):
             rc, _, _ = check_run(argv)
             assert rc == 2, argv
-    assert {"put", "get", "cat", "ls", "verify", "sql", "policy set", "policy check"} <= seen
+    assert {"put", "get", "cat", "ls", "verify", "sql", "policy set", "policy check", "tree",
+            "du"} <= seen
     assert runs > 100
     leftovers = set(os.listdir(inputs["dir"])) - {os.path.basename(v) for v in inputs.values()}
     assert not leftovers, leftovers            # every write went to a run's own directory

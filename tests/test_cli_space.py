@@ -30,6 +30,13 @@ def test_snapshot_commands(cart, capsys):
     assert "snapshot before" in capsys.readouterr().out
     assert main(["snapshot", "create", cart, "before"]) == 1          # taken
     assert "already exists" in capsys.readouterr().err
+    assert main(["snapshot", "create", cart, "second", "--json"]) == 0
+    made = out_json(capsys)
+    assert made["name"] == "second" and made["size"] == 40 * 100_000 and made["generation"] > 0
+    assert main(["snapshot", "create", cart, "", "--json"]) == 1      # bad name: an error
+    assert "printable" in capsys.readouterr().err
+    assert main(["snapshot", "rm", cart, "second"]) == 0
+    capsys.readouterr()
     assert main(["rm", cart, "/f1", "/f2"]) == 0
     capsys.readouterr()
     assert main(["snapshot", "ls", cart, "--json"]) == 0

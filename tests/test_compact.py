@@ -225,6 +225,70 @@ def test_every_cut_of_compaction_and_shrink(tmp_path):
     assert n > 20
 
 
+@pytest.mark.parametrize("layout", ["holes", "xmap"])
+def test_every_cut_of_unsealable_cycles_and_a_moved_chunk_map(tmp_path, monkeypatch, layout):
+    """"holes": cycles whose moved pages land in many 1-page holes (more runs than a seal
+    names, so the commit takes its barrier); "xmap": a cycle that moves a file's XMAP chunk map
+    (written anew). Every cut opens at one committed state with verify clean."""
+    from cartridge import pager as pager_mod
+    from cartridge.records import decode
+
+    p = str(tmp_path / "a.cart")
+    rng = random.Random(23)
+    with cartridge.open(p, "x") as c:
+        with c.transaction():
+            for i in range(120):
+                c.write(f"/s{i:03d}", rng.randbytes(4096))
+        c.write("/xmap", rng.randbytes(9 * MIB + 5))       # chunk map on its own pages
+        if layout == "holes":
+            with c.transaction():
+                for i in range(60):                        # single pages past the boundary
+                    c.write(f"/t{i:03d}", rng.randbytes(4096))
+        with c.transaction():
+            for i in range(0, 120, 2):
+                c.delete(f"/s{i:03d}")                     # 1-page holes below it
+        want = files_of(c)
+        xref = decode(H.engine(c).catalog.get(b"/xmap"), "/xmap").payload
+    seals: list[bool] = []
+    real_seal = pager_mod.make_seal
+
+    def make_seal(runs, in_use):
+        got = real_seal(runs, in_use)
+        seals.append(got is not None)
+        return got
+
+    monkeypatch.setattr(pager_mod, "make_seal", make_seal)
+    c = cartridge.open(p, "a")
+    rec = CrashRecorder(c)
+    start = len(rec.log)
+    for _ in range(2):
+        c.compact(max_pages=40)
+    moved_xmap = decode(H.engine(c).catalog.get(b"/xmap"), "/xmap").payload != xref
+    c.close()
+    rec.detach()
+    if layout == "holes":
+        assert not all(seals)              # the premise: some cycle did not fit a seal
+    else:
+        assert moved_xmap                  # the premise: the chunk map moved
+    img_path = str(tmp_path / "img.cart")
+    seen = set()
+    for model, mrng in [("killed", None), ("power", random.Random(2))]:
+        for cut in range(start, len(rec.log) + 1):
+            img = rec.image(cut, model, mrng)
+            if img in seen:
+                continue
+            seen.add(img)
+            with open(img_path, "wb") as f:
+                f.write(img)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with cartridge.open(img_path, "r") as r:
+                    assert files_of(r) == want, (model, cut)
+                    rep = r.verify()
+                    assert rep.ok, (model, cut, rep.problems)
+    assert len(seen) > 5
+
+
 def test_auto_compact_shrinks_in_the_background(tmp_path, monkeypatch):
     from cartridge import archive
 
@@ -243,6 +307,50 @@ def test_auto_compact_shrinks_in_the_background(tmp_path, monkeypatch):
         assert files_of(c) == dict(want, **{"/busy": hashlib.sha256(b"b").hexdigest()})
         assert c.verify().ok
     assert not [t for t in __import__("threading").enumerate() if "cartridge-compact" in t.name]
+
+
+def test_auto_compact_takes_the_lock_for_one_cycle_at_a_time(tmp_path, monkeypatch):
+    """The background thread holds the handle's lock for one cycle (one compactor.cycle call
+    of at most AUTO_COMPACT_PAGES pages), never while the handle is inside a transaction, and
+    stops with close() even when it is between cycles."""
+    import threading
+
+    from cartridge import archive, compactor
+
+    monkeypatch.setattr(archive, "AUTO_COMPACT_INTERVAL", 0.01)
+    monkeypatch.setattr(archive, "AUTO_COMPACT_BYTES", 1 * MIB)
+    monkeypatch.setattr(archive, "AUTO_COMPACT_PAGES", 7)
+    p = str(tmp_path / "a.cart")
+    want = build(p, n=100, seed=17)
+    calls: list[tuple[str, int, bool]] = []     # thread, max_pages, inside a transaction
+    real_cycle = compactor.cycle
+
+    def cycle(eng, max_pages, skip=None):
+        calls.append((threading.current_thread().name, max_pages,
+                      H.in_transaction(handles[0])))
+        return real_cycle(eng, max_pages, skip)
+
+    monkeypatch.setattr(compactor, "cycle", cycle)
+    handles: list = []
+    c = cartridge.open(p, "a", auto_compact=True)
+    handles.append(c)
+    deadline = time.monotonic() + 30
+    while len(calls) < 5 and time.monotonic() < deadline:
+        with c.transaction():                  # the thread waits for the block to end
+            c.write("/busy", b"b")
+            time.sleep(0.02)
+        time.sleep(0.01)
+    c.close()
+    n = len(calls)
+    time.sleep(0.1)
+    assert n >= 5 and len(calls) == n          # nothing after close
+    assert all(name.startswith("cartridge-compact") for name, *_ in calls)
+    assert all(mp == 7 for _, mp, _ in calls)      # one small cycle per lock hold
+    assert not any(in_txn for *_, in_txn in calls)
+    assert not [t for t in threading.enumerate() if t.name.startswith("cartridge-compact")]
+    with cartridge.open(p) as r:
+        assert files_of(r) == dict(want, **{"/busy": hashlib.sha256(b"b").hexdigest()})
+        assert r.verify().ok
 
 
 @pytest.mark.slow
@@ -366,6 +474,51 @@ def test_principals_need_compact_and_freeze(tmp_path):
         cartridge.open(p, "a")
 
 
+def test_auto_compact_of_a_principal_handle_is_checked(tmp_path, monkeypatch):
+    """open(..., principal=P, auto_compact=True) compacts as P: without cart:Compact the open
+    is refused (and leaves the archive closed); with it, every background cycle goes through
+    P's handle (checked and reported with P's name)."""
+    import threading
+
+    from cartridge import archive
+
+    monkeypatch.setattr(archive, "AUTO_COMPACT_INTERVAL", 0.01)
+    monkeypatch.setattr(archive, "AUTO_COMPACT_BYTES", 1 * MIB)
+    p = str(tmp_path / "a.cart")
+    want = build(p, n=100, seed=19)
+    with cartridge.open(p, "a") as c:
+        c.set_policy("p", {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["cart:GetObject", "cart:List", "cart:PutObject"],
+             "Resource": "*"},
+            {"Effect": "Allow", "Action": "cart:Compact", "Resource": "/",
+             "Principal": {"CART": "admin"}}]})
+    before = os.path.getsize(p)
+    with pytest.raises(AccessDeniedError):
+        cartridge.open(p, "a", principal="bob", auto_compact=True)
+    assert not [t for t in threading.enumerate() if t.name.startswith("cartridge-compact")]
+    with cartridge.open(p, "a") as c:               # the refused open let the archive go
+        assert files_of(c) == want
+    assert os.path.getsize(p) == before
+    with pytest.raises(ValueError):
+        cartridge.open(p, "r", principal="admin", auto_compact=True)
+    with pytest.raises(TypeError):
+        cartridge.open(p, "a", principal="admin", auto_compact=1)
+    seen: list = []
+    unsubscribe = H.subscribe(lambda e: seen.append((e.method, e.principal, e.result)))
+    try:
+        with cartridge.open(p, "a", principal="admin", auto_compact=True) as admin:
+            deadline = time.monotonic() + 30
+            while os.path.getsize(p) > before // 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert os.path.getsize(p) <= before // 2
+            assert files_of(admin) == want
+    finally:
+        unsubscribe()
+    compacts = [e for e in seen if e[0] == "compact"]
+    assert compacts and all(e[1:] == ("admin", "ok") for e in compacts)
+    assert not [t for t in threading.enumerate() if t.name.startswith("cartridge-compact")]
+
+
 def test_the_hook_sees_compaction_and_freeze(tmp_path):
     p = str(tmp_path / "a.cart")
     build(p, n=10)
@@ -412,3 +565,58 @@ def test_an_open_sqlite_database_is_left_in_place(tmp_path):
         assert ro.execute("select count(*) from t").fetchone()[0] == 2
         ro.close()
         assert c.verify().ok
+
+
+def test_the_core_picks_the_same_owner_cells_as_a_plain_scan(tmp_path):
+    """Node.content_cells_from (the compaction walk's filter in the Cython core) returns exactly
+    the cells a record-by-record check in Python would look at: XMAP records, and chunk maps
+    with a chunk reaching the given page; never directories, empty or inline files, or maps
+    wholly below it."""
+    import numpy as np
+
+    from cartridge.format import (
+        CHUNK_ENTRY,
+        CHUNK_PAGES,
+        KIND_FILE,
+        RECORD,
+        STORE_CHUNKS,
+        STORE_XMAP,
+    )
+
+    p = str(tmp_path / "a.cart")
+    rng = random.Random(21)
+    with cartridge.open(p, "x") as c:
+        for i in range(300):
+            size = rng.choice([0, 10, 3000, 5000, 70 * KIB, 300 * KIB])
+            c.write(f"/d{i % 5}/f{i}", rng.randbytes(size))
+        c.write("/big", rng.randbytes(9 * MIB))          # a chunk map too long for the record
+        c.mkdir("/empty/dir", parents=True)
+        eng = H.engine(c)
+        leaves = []
+
+        def collect(pno):
+            node = eng.catalog.store.load(pno)
+            if node.is_leaf:
+                leaves.append(node)
+            else:
+                for i in range(node.nkeys + 1):
+                    collect(node.child(i))
+        collect(eng.catalog.root)
+        kinds = set()
+        for lo in [0, 1, 17, 200, 1000, 2500, 10 ** 6]:
+            for node in leaves:
+                want = []
+                for i in range(node.nkeys):
+                    v = node.value(i)
+                    if len(v) < 2 or v[0] != KIND_FILE:
+                        continue
+                    kinds.add(v[1])
+                    if v[1] == STORE_XMAP:
+                        want.append(i)
+                    elif v[1] == STORE_CHUNKS:
+                        starts = np.frombuffer(v, "<u8", offset=RECORD.size)[::2]
+                        assert (len(v) - RECORD.size) % CHUNK_ENTRY.size == 0
+                        if any(int(s) + CHUNK_PAGES > lo for s in starts):
+                            want.append(i)
+                assert node.content_cells_from(lo) == want, (lo, node.page_no)
+        assert {STORE_CHUNKS, STORE_XMAP} <= kinds

@@ -626,19 +626,31 @@ def test_export_pinned_against_another_process(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     child = subprocess.Popen([sys.executable, "-c", code, str(p), str(stop)], env=env,
                              stdout=subprocess.PIPE, text=True)
+    live = []                                            # what a fresh reader saw meanwhile
+    moved: list = []                                     # a commit seen mid-export
     try:
         assert child.stdout.readline()                   # it has committed at least once
-        slow = lambda done, total, path: time.sleep(0.01)  # noqa: E731 - give it time
-        with cartridge.open(p) as reader:
+        with cartridge.open(p) as reader, cartridge.open(p) as watcher:
+            def slow(done, total, path):
+                # the first time: wait (at most 20 s) until the child has committed a newer
+                # version than the newest one now, so at least one commit lands mid-export
+                if not live:
+                    first = watcher.read("/f00", 0, 8)
+                    for _ in range(2000):
+                        if watcher.read("/f00", 0, 8) != first:
+                            moved.append(first)
+                            break
+                        time.sleep(0.01)
+                live.append(watcher.read("/f00", 0, 8))
             reader.export_engram(tmp_path / "o.eng", progress=slow)
-        during = child.stdout.readline()                 # ...and again while it exported
     finally:
         stop.write_text("")
-        out, _ = child.communicate(timeout=60)
-    assert child.returncode == 0 and during
+        child.communicate(timeout=60)
+    assert child.returncode == 0
     with engram.open(tmp_path / "o.eng") as r:
         versions = {r.read(f"f{i:02d}")[:8] for i in range(20)}
         assert len(versions) == 1, versions
         assert r.verify().ok
-    last = int((out.split() or [during])[-1])
-    assert last > int(versions.pop()[1:])              # newer versions were committed meanwhile
+    # commits landed while the export ran (each newer than what it exported), yet none mixed in
+    exported = versions.pop()
+    assert moved and max(live) > exported and min(live) >= exported, (exported, live)

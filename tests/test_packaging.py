@@ -39,7 +39,50 @@ def test_py_typed_is_shipped(tmp_path):
     if importlib.util.find_spec("setuptools") is None:     # pragma: no cover
         import pytest
         pytest.skip("setuptools is not installed")
+    import setuptools
+
+    if int(setuptools.__version__.split(".")[0]) < 64:     # pragma: no cover
+        import pytest  # (a venv's bundled setuptools on 3.9 is 58: no [tool.setuptools])
+        pytest.skip(f"setuptools {setuptools.__version__} predates the build's setuptools>=64")
     out = tmp_path / "lib"
     subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py",
                     "--build-lib", str(out)], cwd=src, check=True, capture_output=True)
     assert (out / "cartridge" / "py.typed").is_file()
+
+
+# -- issue 17, item 6: extras, sdist -> wheel -> fresh venv ----------------------------------------
+CORE = {"numpy", "xxhash", "apsw"}
+EXTRAS = {"fsspec": {"fsspec"}, "engram": {"lz4", "zstandard", "cryptography"},
+          "cli": {"rich", "argcomplete"}}
+
+
+def _requirements(meta) -> tuple[set[str], dict[str, set[str]]]:
+    """(core requirement names, extra -> names) from a METADATA message."""
+    import re
+
+    core: set[str] = set()
+    extras: dict[str, set[str]] = {}
+    for req in meta.get_all("Requires-Dist") or []:
+        name = re.match(r"[A-Za-z0-9_.-]+", req).group().lower()
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", req)
+        if extra:
+            extras.setdefault(extra.group(1), set()).add(name)
+        else:
+            core.add(name)
+    return core, extras
+
+
+def check_metadata(meta) -> None:
+    core, extras = _requirements(meta)
+    assert core == CORE, core                     # the core install stays small
+    assert set(EXTRAS) <= set(meta.get_all("Provides-Extra") or []), meta.get_all("Provides-Extra")
+    for extra, names in EXTRAS.items():
+        assert names <= extras.get(extra, set()), (extra, extras.get(extra))
+    assert "build" in extras["test"]
+
+
+def test_installed_metadata_lists_the_extras():
+    """The metadata of the installed distribution (what pip built from pyproject.toml)."""
+    from importlib import metadata
+
+    check_metadata(metadata.metadata("cartridge"))

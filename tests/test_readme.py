@@ -117,3 +117,37 @@ def test_claims_are_checked():
             run_blocks(bad, {})
     assert run_blocks('```python\nx = [1]\nx + [2]   # [1, 2]\nx[5]   # IndexError\n'
                       'len(x)   # prose, not a claim\n```\n', {}) == 2
+
+
+def test_readme_shell_tour_runs(tmp_path, monkeypatch):
+    """The README's shell tour, after its Python blocks (which make data.cart and /app.db), each
+    command in a real process: exit status 0, and --json output that parses."""
+    import json
+    import shlex
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    namespace: dict = {"__name__": "__readme__"}
+    try:
+        run_blocks(text, namespace)
+    finally:
+        for name in ("conn", "cart"):
+            if namespace.get(name) is not None:
+                namespace[name].close()
+    (tmp_path / "photos" / "2024").mkdir(parents=True)
+    (tmp_path / "photos" / "2024" / "a.jpg").write_bytes(b"\xff\xd8" + b"x" * 5000)
+    (tmp_path / "photos" / "b.jpg").write_bytes(b"\xff\xd8" + b"y" * 300)
+    tour = text[text.index("And from the shell"):]
+    block = tour[tour.index("```bash\n") + 8:tour.index("```", tour.index("```bash\n") + 8)]
+    commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    assert len(commands) >= 6 and all(c[0] == "cartridge" for c in commands)
+    for argv in commands:
+        r = subprocess.run([sys.executable, "-m", "cartridge", *argv[1:]], capture_output=True,
+                           timeout=120, env={**os.environ, "CARTRIDGE_PROGRESS": "0"})
+        assert r.returncode == 0, (argv, r.stderr)
+        if "--json" in argv:
+            json.loads(r.stdout)
+    assert (tmp_path / "out" / "photos" / "2024" / "a.jpg").read_bytes().startswith(b"\xff\xd8")

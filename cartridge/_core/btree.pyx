@@ -29,9 +29,10 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memmove, memset
 
 from cartridge._core.checksum cimport page_checksum
-from cartridge._core.layout cimport (KEY_INLINE, KIND_FILE, MAX_CELL, MAX_KEY, MAX_NAME_BYTES, NODE_HEADER_SIZE,
-                                     NODE_USABLE, PAGE_SIZE, TAG_INTERNAL, TAG_LEAF, TAG_SIZE,
-                                     UNDERFLOW, NodeHeader)
+from cartridge._core.layout cimport (CHUNK_ENTRY_SIZE, CHUNK_PAGES, KEY_INLINE, KIND_FILE, MAX_CELL,
+                                     MAX_KEY, MAX_NAME_BYTES, NODE_HEADER_SIZE, NODE_USABLE,
+                                     PAGE_SIZE, RECORD_SIZE, STORE_CHUNKS, STORE_XMAP,
+                                     TAG_INTERNAL, TAG_LEAF, TAG_SIZE, UNDERFLOW, NodeHeader)
 from cartridge.errors import CorruptionError
 
 import os
@@ -407,6 +408,40 @@ cdef class Node:
         cdef Py_ssize_t vl
         cdef unsigned char* v = self.value_ptr(i, &vl)
         return PyBytes_FromStringAndSize(<char*>v, vl)
+
+    def content_cells_from(self, uint64_t lo):
+        """Catalog leaves (compaction, docs/FORMAT.md §12.5): the indexes of the cells whose
+        record may own a content or chunk-map page numbered `lo` or more - file records with
+        an XMAP, and file records with a chunk map any of whose chunks reaches `lo` (a chunk
+        spans at most CHUNK_PAGES pages) or whose map is not a whole number of entries. Every
+        other cell (directories, empty and inline files, chunk maps wholly below `lo`) is
+        skipped here, without a Python object per cell."""
+        cdef Py_ssize_t i, j, vl, n = self.n()
+        cdef unsigned char* v
+        cdef uint64_t top
+        cdef bint hit
+        out = []
+        for i in range(n):
+            v = self.value_ptr(i, &vl)
+            if vl < 2 or v[0] != KIND_FILE:
+                continue
+            if v[1] == STORE_XMAP:
+                out.append(i)
+            elif v[1] == STORE_CHUNKS:
+                if vl < RECORD_SIZE or (vl - RECORD_SIZE) % CHUNK_ENTRY_SIZE:
+                    out.append(i)           # malformed: the caller decodes it and reports
+                    continue
+                hit = False
+                j = RECORD_SIZE
+                while j < vl:
+                    top = rd64(v + j)
+                    if top + CHUNK_PAGES > lo:
+                        hit = True
+                        break
+                    j += CHUNK_ENTRY_SIZE
+                if hit:
+                    out.append(i)
+        return out
 
     cpdef uint64_t child(self, Py_ssize_t i):
         """Child page i of an internal node (i == nkeys means the right child)."""

@@ -25,7 +25,7 @@ from .. import _handle as H
 from .. import localfile as LF
 from .. import paths as P
 from .. import policies as PL
-from ..errors import CartridgeError, CorruptionError, InvalidPathError, LockedError
+from ..errors import CartridgeError, CorruptionError, InvalidPathError, LockedError, NotFoundError
 from ..format import KIND_DIR, KIND_FILE
 from . import crypto
 from . import manifest as MF
@@ -125,10 +125,13 @@ class _Plan:
 def _plan(cart, prefixes: list[str] | None) -> _Plan:
     plan = _Plan()
     eng = H.ready(cart)
+    unmatched = {p for p in prefixes if p != "/"} if prefixes is not None else set()
     for key, rec in eng.items(b"/", b"/"):
         path = P.stored_path(key)
         if not _included(path, prefixes):
             continue
+        if unmatched:
+            unmatched = {p for p in unmatched if not (path == p or path.startswith(p + "/"))}
         if rec.kind == KIND_DIR:
             plan.dirs.append(path)
         elif rec.kind == KIND_FILE:
@@ -141,6 +144,10 @@ def _plan(cart, prefixes: list[str] | None) -> _Plan:
                                        "rename it or leave it out with include=")
             plan.files.append((path, rec.size, rec.mode & 0o7777, rec.mtime_ns))
             plan.total += rec.size
+    if unmatched:
+        # a mistyped --include would otherwise ship an Engram without what was asked for
+        raise NotFoundError(f"nothing to export under {', '.join(sorted(unmatched))} "
+                            f"(include= names no file or directory of the archive)")
     return plan
 
 
@@ -215,9 +222,16 @@ def export(cart, dest: str | os.PathLike, *, signing_key: Any = None, signer: st
            compression: str = "auto", include: str | Iterable[str] | None = None,
            manifest: Mapping[str, Any] | None = None, encryption: str | None = None,
            key: Any = None, progress: Any = None, verify: bool = True,
-           authorize: Callable[[list[str], bool], None] | None = None) -> EngramReport | None:
-    """See Cartridge.export_engram. `authorize(paths, has_policies)`: a principal handle's
-    check of what is about to be exported (raises to refuse; nothing is written then)."""
+           snapshot: str | None = None, freeze: bool = False,
+           authorize: Callable[[list[str], bool], None] | None = None,
+           principal: str | None = None) -> EngramReport | None:
+    """See Cartridge.export_engram. `snapshot`: export that snapshot (through cart.at(),
+    which pins its root) instead of the newest committed state. `freeze`: freeze the archive
+    (vacuumed first) once the Engram is written, synced and verified, still holding the
+    handle's lock, then rename the Engram into place (a failed freeze removes it; a failed
+    export freezes nothing). `authorize(paths, has_policies)`: a principal handle's check of
+    what is about to be exported (raises to refuse; nothing is written then); `principal`:
+    whose call it is (the freeze is reported to the operation hook as theirs)."""
     # every argument is checked before anything is read or written
     compression_method(compression, "x", 0)
     enc_mode, aes_key = encryption_mode(encryption, key)
@@ -236,6 +250,39 @@ def export(cart, dest: str | os.PathLike, *, signing_key: Any = None, signer: st
         same = False
     if same:
         raise InvalidPathError(f"{dest} is the archive being exported: give another file")
+    if not isinstance(freeze, bool):
+        raise TypeError(f"freeze must be a bool, not {type(freeze).__name__}")
+    before_publish = None
+    if freeze:
+        if snapshot is not None:
+            raise ValueError("freeze=True exports the live state; it does not take snapshot=")
+        if not verify:
+            raise ValueError("freeze=True always verifies the Engram before freezing the archive")
+        with H.lock(cart):
+            H.writer(cart)                    # read-only, already frozen: refused up front
+            if H.in_transaction(cart):
+                raise CartridgeError("export_engram(freeze=True) cannot run inside a "
+                                     "transaction() block")
+
+        def before_publish() -> None:
+            _freeze(cart, principal)
+    if snapshot is not None:
+        if not isinstance(snapshot, str):
+            raise TypeError(f"snapshot must be a str, not {type(snapshot).__name__}")
+        # the snapshot's own read-only handle: its root is fixed and its pages pinned until
+        # it is closed, so the export reads exactly the snapshot
+        with cart.at(snapshot) as view:
+            return _export(view, dest, privs, signer, compression, prefixes, report_progress,
+                           base, enc_mode, aes_key, verify, authorize, before_publish)
+    return _export(cart, dest, privs, signer, compression, prefixes, report_progress, base,
+                   enc_mode, aes_key, verify, authorize, before_publish)
+
+
+def _export(cart, dest: str, privs: list, signer: str | None, compression: str,
+            prefixes: list[str] | None, report_progress: Progress | None, base: dict,
+            enc_mode: int, aes_key: bytes | None, verify: bool,
+            authorize: Callable[[list[str], bool], None] | None,
+            before_publish: Callable[[], None] | None) -> EngramReport | None:
     lock = H.lock(cart)
     with lock:
         if H.in_transaction(cart):
@@ -243,6 +290,7 @@ def export(cart, dest: str | os.PathLike, *, signing_key: Any = None, signer: st
                                  "transaction() block")
         eng = H.ready(cart)                              # a reader moves to the newest commit
         H.hold_snapshot(cart)                            # ...and stays there until the end
+        held = True
         try:
             plan = _plan(cart, prefixes)
             policies = PL.all_policies(cart)
@@ -260,16 +308,38 @@ def export(cart, dest: str | os.PathLike, *, signing_key: Any = None, signer: st
                         databases.add(db)
             skipped = {p for p in exported
                        if p.endswith(_COMPANIONS) and P.database_of(p) in databases}
+            report = None
             with LF.atomic_path(dest) as tmp:
                 fmeta, digests = _write(cart, eng, tmp, plan, skipped, databases, policies,
                                         base, privs, signer, compression, enc_mode, aes_key,
                                         report_progress)
-                if not verify:
-                    return None
-                report = _verify(tmp, aes_key, privs, fmeta, digests)
+                if verify:
+                    report = _verify(tmp, aes_key, privs, fmeta, digests)
+                if before_publish is not None:
+                    H.release_snapshot(cart)         # everything is read: let it commit
+                    held = False
+                    before_publish()
         finally:
-            H.release_snapshot(cart)
+            if held:
+                H.release_snapshot(cart)
     return report
+
+
+def _freeze(cart, principal: str | None) -> None:
+    """cart.freeze() as an operation of its own (method "freeze", cart:Freeze) inside the
+    export that asked for it, so the operation hook (the audit log) records the freeze."""
+    if not H.hooks:
+        cart.freeze()
+        return
+    from ..iam import actions as A
+
+    ev = H.begin_op(cart, principal, "freeze", A.FREEZE, "/")
+    try:
+        cart.freeze()
+    except BaseException as e:
+        H.end_op(ev, e)
+        raise
+    H.end_op(ev, None)
 
 
 BATCH_BYTES = 1 << 20            # small files handed to a worker thread together

@@ -19,6 +19,7 @@ from typing import Any
 from .. import _handle as H
 from .. import paths as P
 from ..errors import CorruptionError, InvalidPathError, SignatureError
+from ..iam import actions as A
 from . import crypto
 from .export import CARTRIDGE_FORMAT, CARTRIDGE_JSON, progress_callback
 from .layout import MANIFEST_NAME, EntryInfo
@@ -91,9 +92,64 @@ def import_engram(src: str | os.PathLike, dest_cart: Any, *, verify_key: Any = N
     handle, owner or principal) from the Engram `src`, in one transaction. `verify_key`: an
     Ed25519 public key (object, 32 raw bytes, hex, or a key file) that must have signed the
     Engram (SignatureError, nothing written, otherwise). `key`: the 32-byte AES key of an
-    encrypted Engram. Returns counts: files, bytes, policies, dirs."""
+    encrypted Engram. Returns counts: files, bytes, policies, dirs.
+
+    The operation hook (cartridge._handle) sees one operation, method "import_engram",
+    action cart:PutObject, path "/", size the bytes imported and `files` one FileWrite per
+    file written (its writes, stream closes, mkdirs and set_policy calls are part of it),
+    reported inside the import's transaction before its commit, as a call inside
+    transaction() is; an import into a path reports from the moment the archive is open."""
     report_progress = progress_callback(progress, "import")
     trusted = None if verify_key is None else crypto.load_public_key(verify_key)
+    if isinstance(dest_cart, (str, os.PathLike)):
+        return _import(src, None, os.fspath(dest_cart), trusted, key, report_progress)
+    return _import(src, dest_cart, None, trusted, key, report_progress)
+
+
+class _Op:
+    """The import as one reported operation (nothing when nobody listens)."""
+
+    def __init__(self, cart) -> None:
+        self.ev: H.Event | None = None
+        self.files: list[H.FileWrite] = []
+        self.size = 0
+        if H.hooks:
+            self.ev = H.begin_op(cart, getattr(cart, "principal", None), "import_engram",
+                                 A.PUT_OBJECT, "/", 0, absorb=True)
+
+    def wrote(self, path: str, size: int) -> None:
+        self.size += size
+        ev = self.ev
+        if ev is not None:
+            self.files.append(H.FileWrite(path, size, ev.checksum))
+            ev.csum = None
+
+    def end(self, exc: BaseException | None) -> None:
+        ev, self.ev = self.ev, None
+        if ev is None:
+            return
+        ev.size = self.size
+        ev.csum = None
+        ev.files = tuple(self.files)
+        if exc is not None:
+            ev.changed = False          # the transaction it ran in is rolled back
+        H.end_op(ev, exc)
+
+
+def _import(src, cart, path: str | None, trusted, key, report_progress) -> dict:
+    """import_engram into the open handle `cart`, or into the archive at `path` (opened "a",
+    created if missing; removed again if this call created it and failed)."""
+    op = _Op(cart) if cart is not None else None
+    try:
+        return _read_and_fill(src, cart, path, trusted, key, report_progress, op)
+    except BaseException as e:
+        if op is not None:
+            op.end(e)
+        raise
+
+
+def _read_and_fill(src, cart, path: str | None, trusted, key, report_progress,
+                   op: _Op | None) -> dict:
     with EngramReader(src, key) as r:
         if trusted is not None:
             rep = r.verify(public_keys=[trusted])
@@ -111,13 +167,16 @@ def import_engram(src: str | os.PathLike, dest_cart: Any, *, verify_key: Any = N
         entries = [e for e in r.infolist() if e.path != MANIFEST_NAME
                    and not (meta is not None and e.path == CARTRIDGE_JSON)]
         targets = [(e, _target(e.path)) for e in entries]        # every name first
-        if isinstance(dest_cart, (str, os.PathLike)):
-            path = os.fspath(dest_cart)
+        if path is not None:
             existed = os.path.lexists(path)
             cart = H.open_archive(path, "a")
+            op = None
             try:
-                return _fill(r, cart, targets, meta, listed, report_progress)
-            except BaseException:
+                op = _Op(cart)
+                return _fill(r, cart, targets, meta, listed, report_progress, op)
+            except BaseException as e:
+                if op is not None:
+                    op.end(e)
                 cart.close()
                 if not existed:                 # the archive this call created: not left behind
                     with contextlib.suppress(OSError):
@@ -125,44 +184,57 @@ def import_engram(src: str | os.PathLike, dest_cart: Any, *, verify_key: Any = N
                 raise
             finally:
                 cart.close()
-        return _fill(r, dest_cart, targets, meta, listed, report_progress)
+        assert op is not None
+        return _fill(r, cart, targets, meta, listed, report_progress, op)
 
 
 def _fill(r: EngramReader, cart, targets: list[tuple[EntryInfo, str]], meta: dict | None,
-          listed: dict, report_progress) -> dict:
+          listed: dict, report_progress, op: _Op) -> dict:
+    with cart.transaction():
+        try:
+            out = _fill_files(r, cart, targets, meta, listed, report_progress, op)
+        except BaseException as e:
+            op.end(e)           # as a call inside transaction(): before the block's end
+            raise
+        op.end(None)            # reported inside the transaction, before its commit
+    return out
+
+
+def _fill_files(r: EngramReader, cart, targets: list[tuple[EntryInfo, str]],
+                meta: dict | None, listed: dict, report_progress, op: _Op) -> dict:
     total = sum(e.size for e, _ in targets)
     done = 0
     fmeta = meta["files"] if meta is not None else {}
-    with cart.transaction():
-        for e, path in targets:
-            fm = fmeta.get(e.path)
-            mode = fm["mode"] if fm is not None else None
-            mtime: Any = Decimal(fm["mtime_ns"]) / Decimal(1_000_000_000) if fm is not None \
-                else e.mtime
-            with r.open(e.path) as src:
-                hs = _Hasher(src)
-                if e.size <= SMALL_WRITE:
-                    cart.write(path, hs.read(), mode=mode, mtime=mtime)
-                else:
-                    with cart.open(path, "wb", perm=mode, mtime=mtime) as out:
-                        while True:
-                            block = hs.read(1 << 20)
-                            if not block:
-                                break
-                            out.write(block)
-                if hs.read(1):
-                    raise CorruptionError(f"{r.path}: {e.path!r} longer than declared")
-            want = listed.get(e.path)
-            if want is not None and want != (hs.h.hexdigest(), e.size):
-                raise CorruptionError(f"{r.path}: {e.path!r} does not match the manifest's "
-                                      "SHA-256 and size")
-            done += e.size
-            if report_progress is not None:
-                report_progress(done, total, path)
-        dirs = meta["dirs"] if meta is not None else []
-        for d in dirs:
-            cart.mkdir(P.normalize(d), parents=True, exist_ok=True)
-        policies = meta["policies"] if meta is not None else {}
-        for name, doc in policies.items():
-            cart.set_policy(name, doc)
+    for e, path in targets:
+        fm = fmeta.get(e.path)
+        mode = fm["mode"] if fm is not None else None
+        mtime: Any = Decimal(fm["mtime_ns"]) / Decimal(1_000_000_000) if fm is not None \
+            else e.mtime
+        with r.open(e.path) as src:
+            hs = _Hasher(src)
+            if e.size <= SMALL_WRITE:
+                cart.write(path, hs.read(), mode=mode, mtime=mtime)
+            else:
+                with cart.open(path, "wb", perm=mode, mtime=mtime) as out:
+                    while True:
+                        block = hs.read(1 << 20)
+                        if not block:
+                            break
+                        out.write(block)
+            if hs.read(1):
+                raise CorruptionError(f"{r.path}: {e.path!r} longer than declared")
+        want = listed.get(e.path)
+        if want is not None and want != (hs.h.hexdigest(), e.size):
+            raise CorruptionError(f"{r.path}: {e.path!r} does not match the manifest's "
+                                  "SHA-256 and size")
+        op.wrote(path, e.size)
+        done += e.size
+        if report_progress is not None:
+            report_progress(done, total, path)
+    dirs = meta["dirs"] if meta is not None else []
+    for d in dirs:
+        cart.mkdir(P.normalize(d), parents=True, exist_ok=True)
+    policies = meta["policies"] if meta is not None else {}
+    for name, doc in policies.items():
+        cart.set_policy(name, doc)
     return {"files": len(targets), "bytes": total, "policies": len(policies), "dirs": len(dirs)}
