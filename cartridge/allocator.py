@@ -136,6 +136,11 @@ class Allocator:
         self.pending.clear_dirty()
         self._extra_dirty.clear()
 
+    def touch(self, start: int, count: int) -> None:
+        """The allocation-map nodes covering pages [start, start+count) are copied (rewritten)
+        by the next commit even if no bit in them changed."""
+        self._touch(start, count)
+
     def _touch(self, start: int, count: int) -> None:
         for c in range(start // ALLOC_CHUNK_BITS, (start + count - 1) // ALLOC_CHUNK_BITS + 1):
             self._extra_dirty.add(c)

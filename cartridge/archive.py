@@ -58,7 +58,7 @@ from .format import (
 from .guard import PrincipalCartridge
 from .records import Record, decode, max_payload
 from .snapstore import SnapshotInfo
-from .streams import open_stream
+from .streams import abandon, open_stream
 from .verify import VerifyReport, verify_engine
 
 if TYPE_CHECKING:
@@ -1093,7 +1093,7 @@ class Cartridge:
                         if eng.failed is None:
                             s.close()
                         else:
-                            s._discard()
+                            abandon(s)
                 if eng.writable and eng.failed is None:
                     if self._txn_depth:        # the block never finished: nothing of it lands
                         eng.rollback()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .allocator import GROW_MIN_PAGES, set_runs
+from .content import chunk_len
 from .format import (
     ALLOC_CHUNK_BITS,
     ALLOC_KEY,
@@ -124,7 +125,7 @@ def _owners(eng, wanted: set[int]):
         for i in node.content_cells_from(lo):
             k = node.key(i)
             rec = decode(node.value(i), eng.where(k))
-            for s, c in _record_runs(eng, rec, k):
+            for s, c in eng.content.page_runs(rec, eng.where(k)):
                 if any(p in wanted for p in range(s, s + c)):
                     files[k] = rec
                     break
@@ -139,17 +140,6 @@ def _owners(eng, wanted: set[int]):
     return cat_keys, files, alloc_chunks
 
 
-def _record_runs(eng, rec: Record, key: bytes) -> list[tuple[int, int]]:
-    where = eng.where(key)
-    content = eng.content
-    cmap = content.chunk_map(rec, where)
-    runs = [(int(cmap[i, 0]), -(-min(rec.size - i * 65536, 65536) // PAGE_SIZE))
-            for i in range(len(cmap))]
-    if rec.storage == STORE_XMAP:
-        runs.extend((p, 1) for p in content.xmap_pages(rec))
-    return runs
-
-
 def _move_file(eng, key: bytes, rec: Record, wanted: set[int], limit: int) -> int:
     """Copy the wanted chunks of one file (and its chunk map if it lives on wanted XMAP pages)
     to lower free pages; the record points at the copies. Returns pages moved."""
@@ -161,7 +151,7 @@ def _move_file(eng, key: bytes, rec: Record, wanted: set[int], limit: int) -> in
     moved = 0
     for i in range(len(cmap)):
         start = int(cmap[i, 0])
-        ln = min(rec.size - i * 65536, 65536)
+        ln = chunk_len(rec.size, i)
         npg = -(-ln // PAGE_SIZE)
         if not any(p in wanted for p in range(start, start + npg)):
             continue
@@ -199,7 +189,7 @@ def cycle(eng, max_pages: int, skip=None) -> tuple[int, int, bool]:
     are. Returns (pages moved, bytes freed, done)."""
     a = eng.allocator
     size_before = eng.pager.io.fstat(eng.fd).st_size
-    eng._release(force=True)            # what the rules allow already: no commit needed
+    eng.release_ready()            # what the rules allow already: no commit needed
     cand = _candidates(eng, max_pages)
     if not len(cand) and a.pending_count:
         eng.release_now()               # pending pages count as taken until released
@@ -219,15 +209,15 @@ def cycle(eng, max_pages: int, skip=None) -> tuple[int, int, bool]:
                 before = len(a.txn_allocated)
                 eng.catalog.touch_many(sorted(set(cat_keys)))
                 moved += len(a.txn_allocated) - before
-                eng._changed = True
+                eng.mark_changed()
             for c in alloc_chunks:
-                a._touch(c * ALLOC_CHUNK_BITS, 1)   # its map node is copied by the commit
-                eng._changed = True
+                a.touch(c * ALLOC_CHUNK_BITS, 1)   # its map node is copied by the commit
+                eng.mark_changed()
                 moved += 1
         except BaseException:
             eng.rollback()
             raise
-        if eng._changed:
+        if eng.changed:
             eng.commit()
         else:
             eng.rollback()                  # nothing found a lower home: forget the trials
@@ -285,13 +275,13 @@ def shrink(eng) -> int:
             a.shrink(new_n)
             for c in range(-(-new_n // ALLOC_CHUNK_BITS), old_chunks):
                 eng.allocmap.delete(ALLOC_KEY.pack(c))
-            eng._changed = True
+            eng.mark_changed()
         except BaseException:
             eng.rollback()
             raise
         eng.commit()
         eng.begin()
-        eng._changed = True                 # the same state again: the other slot too
+        eng.mark_changed()                 # the same state again: the other slot too
         eng.commit()
         # an allocation during these commits may have grown the file again: never cut below
         # what the newest root covers

@@ -361,6 +361,18 @@ class ContentStore:
         self.cache.put(-first, cmap, 16 * n + 64)
         return cmap
 
+    def page_runs(self, rec: Record, where: str) -> list[tuple[int, int]]:
+        """The content and chunk-map pages of a record, as (start, count) runs (none for a
+        directory, an empty or an inline file)."""
+        if rec.kind != KIND_FILE or rec.storage not in (STORE_CHUNKS, STORE_XMAP):
+            return []
+        cmap = self.chunk_map(rec, where)
+        runs = [(int(cmap[i, 0]), -(-chunk_len(rec.size, i) // PAGE_SIZE))
+                for i in range(len(cmap))]
+        if rec.storage == STORE_XMAP:
+            runs.extend((p, 1) for p in self.xmap_pages(rec))
+        return runs
+
     def xmap_pages(self, rec: Record) -> list[int]:
         """Pages of a record's XMAP chain (for freeing and verify)."""
         first, n_pages, _ = XMAP_REF.unpack(rec.payload)
@@ -377,9 +389,9 @@ class ContentStore:
     def _chunk(self, cmap: np.ndarray, i: int, size: int, where: str) -> bytes:
         start = int(cmap[i, 0])
         csum = int(cmap[i, 1])
-        return self._load_chunk(start, csum, chunk_len(size, i), i, where)
+        return self.load_chunk(start, csum, chunk_len(size, i), i, where)
 
-    def _load_chunk(self, start: int, csum: int, ln: int, i: int, where: str) -> bytes:
+    def load_chunk(self, start: int, csum: int, ln: int, i: int, where: str) -> bytes:
         data = self.cache.get((start << 64) | csum)
         if data is not None:
             return data
@@ -409,7 +421,7 @@ class ContentStore:
             return rec.payload[offset:end]
         self.check_size(rec, where)
         if rec.chunk_key:       # one chunk: no map to decode
-            data = self._load_chunk(rec.chunk_key >> 64, rec.chunk_key & 0xFFFFFFFFFFFFFFFF,
+            data = self.load_chunk(rec.chunk_key >> 64, rec.chunk_key & 0xFFFFFFFFFFFFFFFF,
                                     rec.size, 0, where)
             return data if offset == 0 and end == rec.size else data[offset:end]
         if end - offset > _DIRECT_READ:     # filled in place: no zeroing, no final copy

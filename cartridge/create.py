@@ -24,9 +24,7 @@ from .errors import (
     ReadOnlyError,
 )
 from .format import FROZEN_KEY, MAGIC, PAGE_SIZE
-
-_SPECIAL = ((_stat.S_ISFIFO, "a FIFO"), (_stat.S_ISSOCK, "a socket"),
-            (_stat.S_ISCHR, "a character device"), (_stat.S_ISBLK, "a block device"))
+from .localfile import special_kind
 
 
 def _fsync_dir(path: str) -> None:
@@ -124,7 +122,7 @@ def _refuse_special(path: str, st: os.stat_result) -> None:
         return
     if _stat.S_ISDIR(st.st_mode):
         raise PathIsDirectoryError(f"{path} is a directory, not an archive file")
-    kind = next((k for test, k in _SPECIAL if test(st.st_mode)), "not a regular file")
+    kind = special_kind(st.st_mode)
     raise NotACartridgeError(f"{path}: not a cartridge archive ({kind}, not a regular file)")
 
 

@@ -38,6 +38,7 @@ from .format import (
     KIND_DIR,
     KIND_FILE,
     KNOWN_FEATURES,
+    MAX_TREE_HEIGHT,
     PAGE_SIZE,
     ROOT_SLOT,
     SLOT_OFFSETS,
@@ -53,7 +54,6 @@ SCAN_BATCH = 256
 # the generation fields of both slots, in the bytes Pager.read_slots() returns
 SLOT_GENERATIONS = struct.Struct(
     f"<8xQ{SLOT_OFFSETS[1] - SLOT_OFFSETS[0] - 16}x8xQ{ROOT_SLOT.size - 16}x")
-MAX_TREE_HEIGHT = 32        # 4-way fan-out at worst: far beyond any real archive
 RELEASE_BATCH = 8           # release freed pages every few commits ...
 RELEASE_PAGES = 1024        # ... or as soon as this many wait
 SETTLE_PAGES = 256          # at open and close: one more commit saves this many pages released
@@ -622,6 +622,25 @@ class Engine:
             self.commit()
         self._release(force=True)     # what the last of those commits made releasable
         return a.pending_count
+
+    def release_ready(self) -> None:
+        """Release every pending page the rules allow now, in memory (no commit)."""
+        self._release(force=True)
+
+    def mark_changed(self) -> None:
+        """Inside a transaction: the next commit writes a new root even if no call changed
+        the catalog (a layer that copied pages or shrank the allocator itself)."""
+        self._changed = True
+
+    @property
+    def changed(self) -> bool:
+        """Something in the open transaction waits for a commit."""
+        return self._changed
+
+    @property
+    def saved_root(self) -> Root:
+        """The root of the last commit (inside a transaction: the state a rollback returns to)."""
+        return self._saved
 
     def _release(self, force: bool = False) -> None:
         """Free pages that no root slot and no reader can reach any more."""

@@ -42,6 +42,7 @@ SEAL_EXTENT = struct.Struct("<Q")
 SEAL_START_BITS = 48
 SEAL_MAX_EXTENTS = 16
 SEAL_MAX_PAGES = 256                     # a sealed commit writes at most 1 MiB
+MAX_TREE_HEIGHT = 32                     # a root (or snapshot) naming a taller tree is corrupt
 assert SEAL_HEAD.size + SEAL_MAX_EXTENTS * SEAL_EXTENT.size == 144
 
 # -- metadata pages: all share the 24-byte prefix tag, u16, u16, page_no, checksum ----------

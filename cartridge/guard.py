@@ -85,6 +85,10 @@ class PrincipalCartridge:
                  policies_from: Cartridge | None = None):
         if not isinstance(name, str) or not name:
             raise ValueError(f"principal must be a non-empty str, not {name!r}")
+        for arg, value in (("tags", tags), ("context", context)):
+            if value is not None and not isinstance(value, Mapping):
+                raise TypeError(f"principal {arg} must be a mapping (dict), "
+                                f"not {type(value).__name__}")
         tags = dict(tags or {})
         for k, v in tags.items():
             if not isinstance(k, str) or not isinstance(v, str):

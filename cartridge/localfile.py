@@ -4,8 +4,9 @@
 The bytes go to a temp file with a random name in the destination's directory, created with
 O_CREAT|O_EXCL|O_NOFOLLOW (so a planted file or symlink of that name is never followed nor
 clobbered), then fsync, os.replace over the destination, fsync of the directory. On any error
-the temp file is removed and the destination is untouched. A destination that is a directory
-or a symlink is refused before anything is written.
+the temp file is removed and the destination is untouched. A destination that is a directory,
+a symlink, or anything else that is not a regular file (a device, FIFO or socket: replacing
+/dev/null with a regular file would damage the system) is refused before anything is written.
 """
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from .errors import AlreadyExistsError, NotFoundError, PathIsDirectoryError, SymlinkRefusedError
+from .errors import (
+    AlreadyExistsError,
+    InvalidPathError,
+    NotFoundError,
+    PathIsDirectoryError,
+    SymlinkRefusedError,
+)
 
 _FLAGS = (os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
           | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
@@ -44,8 +51,18 @@ def default_mode() -> int:
     return 0o666 & ~umask()
 
 
+SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def special_kind(mode: int) -> str:
+    """What a file that is neither regular nor a directory nor a link is, for messages."""
+    return next((k for test, k in SPECIAL_KINDS if test(mode)), "not a regular file")
+
+
 def check_destination(dest: str | os.PathLike) -> str:
-    """`dest` as a str path, refused if it exists as a directory or is a symlink."""
+    """`dest` as a str path, refused if it exists as anything but a regular file (a directory,
+    a symlink, a device, FIFO or socket)."""
     dest = os.fspath(dest)
     if isinstance(dest, bytes):
         dest = os.fsdecode(dest)
@@ -59,6 +76,9 @@ def check_destination(dest: str | os.PathLike) -> str:
         raise SymlinkRefusedError(f"refusing to write through a symbolic link: {dest}")
     if stat.S_ISDIR(st.st_mode):
         raise PathIsDirectoryError(f"{dest} is a directory: give the path of the file to write")
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidPathError(f"{dest} is {special_kind(st.st_mode)}, not a regular file: "
+                               "refusing to replace it; give the path of a file to write")
     return dest
 
 

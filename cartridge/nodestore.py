@@ -71,8 +71,7 @@ class TreeStore:
         and cached. Read straight into the node when the pager uses the real file layer."""
         pager = self.pager
         if pager.io is os and 0 < pno < pager.file_pages:
-            if pager._staged:
-                pager._unstage_overlap(pno, 1)
+            pager.unstage_overlap(pno, 1)   # staged bytes of this page go to the file first
             try:
                 node = Node.read(pager.fd, pno, self.tree_id, self)
             except NodeFormatError as e:        # cut short, checksum or structure

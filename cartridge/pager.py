@@ -305,7 +305,9 @@ class Pager:
         if self._staged_bytes >= STAGE_LIMIT:
             self.flush_staged()
 
-    def _unstage_overlap(self, start: int, count: int) -> None:
+    def unstage_overlap(self, start: int, count: int) -> None:
+        """Write the staged pages first when [start, start+count) overlaps them (before a read
+        that goes to the file itself)."""
         if self._staged and start < self._staged_hi and start + count > self._staged_lo:
             self.flush_staged()
 
@@ -327,7 +329,7 @@ class Pager:
         self._staged_hi = 0
 
     def read_page(self, pno: int) -> bytes:
-        self._unstage_overlap(pno, 1)
+        self.unstage_overlap(pno, 1)
         if pno <= 0 or pno >= self.file_pages:
             self.file_pages = self.io.fstat(self.fd).st_size // PAGE_SIZE
             if pno <= 0 or pno >= self.file_pages:
@@ -362,12 +364,12 @@ class Pager:
                 raise CorruptionError(f"{where}: content checksum mismatch in chunk {index} "
                                       f"(pages {start}..{start + count - 1})")
             return data
-        self._unstage_overlap(start, count)
+        self.unstage_overlap(start, count)
         return checked_chunk(self.fd, start, length, csum, self.name, where, index)
 
     def read_run(self, start: int, count: int) -> bytes:
         """`count` consecutive pages (content)."""
-        self._unstage_overlap(start, count)
+        self.unstage_overlap(start, count)
         if start <= 0 or start + count > self.file_pages:
             self.file_pages = self.io.fstat(self.fd).st_size // PAGE_SIZE
             if start <= 0 or start + count > self.file_pages:
@@ -386,7 +388,7 @@ class Pager:
             if start <= 0 or start + count > self.file_pages:
                 raise CorruptionError(f"{self.name}: pages {start}..{start + count - 1} are outside "
                                       f"the file ({self.file_pages} pages)")
-        self._unstage_overlap(start, count)
+        self.unstage_overlap(start, count)
         n = self.io.preadv(self.fd, [buf], start * PAGE_SIZE)
         if n != len(buf):
             raise CorruptionError(f"{self.name}: content at page {start} is cut short")
@@ -399,7 +401,7 @@ class Pager:
         view = memoryview(data).cast("B")
         self.wrote = True
         if flush:
-            self._unstage_overlap(pno, -(-(skip + len(view)) // PAGE_SIZE))
+            self.unstage_overlap(pno, -(-(skip + len(view)) // PAGE_SIZE))
         off = pno * PAGE_SIZE + skip
         try:
             while len(view):

@@ -30,11 +30,9 @@ from .format import (
     FEATURE_SNAPSHOTS,
     KIND_DIR,
     KIND_FILE,
-    PAGE_SIZE,
+    MAX_TREE_HEIGHT,
     SNAPSHOT_PREFIX,
-    STORE_CHUNKS,
     STORE_INLINE,
-    STORE_XMAP,
     TREE_ALLOCMAP,
     TREE_CATALOG,
 )
@@ -43,7 +41,6 @@ from .pager import Root
 from .records import Record, decode
 
 MAX_NAME_CHARS = 255
-MAX_TREE_HEIGHT = 32
 MAX_PAGES = 1 << 48            # a page number fits 48 bits (FORMAT §2.3)
 # magic, version, reserved, generation, page_count, catalog root/count/height, allocmap
 # height/root/count, file count, dir count, total bytes, commit time ns, created ns
@@ -264,21 +261,6 @@ def _user_items(cat: BTree) -> Iterator[tuple[bytes, bytes]]:
         start = batch[-1][0] + b"\x00"
 
 
-def _pages(eng, rec: Record, where: str) -> list[tuple[int, int]]:
-    """The content and chunk-map pages of a record, as runs."""
-    if rec.kind != KIND_FILE or rec.storage not in (STORE_CHUNKS, STORE_XMAP):
-        return []
-    content = eng.content
-    cmap = content.chunk_map(rec, where)
-    runs = []
-    for i in range(len(cmap)):
-        ln = min(rec.size - i * 65536, 65536)
-        runs.append((int(cmap[i, 0]), -(-ln // PAGE_SIZE)))
-    if rec.storage == STORE_XMAP:
-        runs.extend((p, 1) for p in content.xmap_pages(rec))
-    return runs
-
-
 def restore(eng, name: str) -> int:
     """Make the live user namespace equal the snapshot's (system entries - policies and
     snapshots - stay as they are). Returns the number of entries changed."""
@@ -314,7 +296,7 @@ def restore(eng, name: str) -> int:
             if rec.kind not in (KIND_FILE, KIND_DIR):
                 raise CorruptionError(f"{where}: snapshot {name!r} holds a malformed record")
             eng.put(key, rec)
-            back.extend(_pages(eng, rec, where))
+            back.extend(eng.content.page_runs(rec, where))
     eng.allocator.revive(back)      # the snapshot's pages are the live state's again
     if root.total_bytes != eng.root.total_bytes or root.file_count != eng.root.file_count:
         raise CartridgeError(f"{eng.name}: restore of {name!r} left the counts inconsistent")

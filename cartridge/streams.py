@@ -385,6 +385,7 @@ class CartWriter(_Base):
             super().close()
 
     def _discard(self) -> None:
+        """Drop what the stream allocated without publishing it (streams.abandon)."""
         with self._lock:
             self._discard_locked()
 
@@ -499,6 +500,15 @@ class CartWriter(_Base):
         self.close()
         return
 
+
+
+def abandon(s: CartWriter | CartReader) -> None:
+    """Drop a stream without publishing it (its handle is closing after an I/O error): a
+    writer's pages go back and its pin is released; a reader is closed (it holds only a pin)."""
+    if isinstance(s, CartWriter):
+        s._discard()
+    else:
+        s.close()
 
 
 def _read_size(s, args: tuple, kwargs: dict, result) -> int:

@@ -163,7 +163,7 @@ class _Verifier:
         except CartridgeError as e:
             self.problem(str(e))
             return
-        root: Root = eng._saved if eng.in_txn else eng.root
+        root: Root = eng.saved_root if eng.in_txn else eng.root
         for i, r in enumerate(roots):
             raw = page0[SLOT_OFFSETS[i]:SLOT_OFFSETS[i] + ROOT_SLOT.size]
             if slot_damaged(r, raw, root):

@@ -473,3 +473,15 @@ def test_a_literal_escape_and_the_real_character_print_differently(tmp_path):
     assert rc == 1 and "'x\\x1b'" in err and "x\\\\x1b" not in err, err
     rc, out, _ = check_run(["stat", path, "/x\\x1b"])           # the literal one still reads
     assert rc == 0 and b"path:     /x\\\\x1b\n" in out
+
+
+def test_export_refusal_names_a_backslash_path_unambiguously(tmp_path):
+    """`cartridge export` refusing a name with a backslash (Engram paths hold none) names it
+    as a repr: the literal '/x\\x1b' shows as '/x\\\\x1b', never as what looks like ESC."""
+    pytest.importorskip("zstandard", reason="the engram extra is not installed")
+    path = str(tmp_path / "lit.cart")
+    with cartridge.open(path, "x") as c:
+        c.write("/x\\x1b", b"literal")
+    rc, _, err = check_run(["export", path, str(tmp_path / "out.eng")])
+    assert rc == 1 and "'/x\\\\x1b' cannot be stored in an Engram" in err, err
+    assert not os.path.exists(tmp_path / "out.eng")

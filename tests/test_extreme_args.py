@@ -202,3 +202,16 @@ def test_a_long_hole_is_written_without_holding_it_in_memory(tmp_path):
         assert c.stat("/f").size == (96 << 20) + 3
         assert c.read("/f", 0, len(DATA)) == DATA and c.read("/f", 50 << 20, 4) == bytes(4)
         assert c.read("/f", 96 << 20) == b"end" and c.verify().ok
+
+
+@pytest.mark.parametrize("kw", [{"tags": ["k=v"]}, {"tags": "k=v"}, {"tags": 5},
+                                {"context": ["cart:SourceIp"]}, {"context": 5}])
+def test_principal_tags_and_context_of_the_wrong_type(tmp_path, kw):
+    """as_principal/open(principal=) with tags or context that is not a mapping: a TypeError
+    naming the argument (a list of 'k=v' strings used to be dict()'s cryptic ValueError)."""
+    path = str(tmp_path / "p.cart")
+    with cartridge.open(path, "w") as c:
+        with pytest.raises(TypeError, match=f"principal {next(iter(kw))} must be a mapping"):
+            c.as_principal("ann", **kw)
+    with pytest.raises(TypeError, match="must be a mapping"):
+        cartridge.open(path, "r", principal="ann", **kw)

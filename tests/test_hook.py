@@ -401,3 +401,31 @@ def test_changes_only_subscribers_leave_the_reads_unwrapped(cart):
         (None, "transaction", None, None, "ok"),
     ]
     assert cartridge.Cartridge.write is raw_write
+
+
+# public calls that are not one reported operation: transaction() is reported as the
+# "transaction" event at the end of its block (docs/ARCHITECTURE.md)
+NOT_AN_OP = {"transaction"}
+
+
+def test_every_public_call_is_in_handle_ops():
+    """Issue 12 item 1 for every call added since (snapshots, compaction, freeze, Engram
+    export): each public method of Cartridge has an entry in _handle.HANDLE_OPS, its guarded
+    twin on PrincipalCartridge, and a known IAM action (None only for as_principal, commit,
+    close)."""
+    from cartridge.iam.actions import ACTIONS
+    public = {n for n, v in vars(cartridge.Cartridge).items()
+              if not n.startswith("_") and callable(v)}
+    assert public - NOT_AN_OP <= set(H.HANDLE_OPS), sorted(public - NOT_AN_OP - set(H.HANDLE_OPS))
+    assert set(H.HANDLE_OPS) <= public
+    principal = {n for n, v in vars(PrincipalCartridge).items() if not n.startswith("_")}
+    assert public <= principal, sorted(public - principal)
+    for name, op in H.HANDLE_OPS.items():
+        if callable(op.action):
+            continue                    # open(): the action depends on the mode
+        if op.action is None:
+            assert name in {"as_principal", "commit", "close"}, name
+        elif name == "rename":          # the event names it; IAM checks Get/Put/Delete
+            assert op.action == "cart:Rename"
+        else:
+            assert op.action in ACTIONS, (name, op.action)

@@ -7,8 +7,9 @@ a key outside the range its parent's separators give its leaf).
 
 Every name meets every operation, each in its own test: every read API (read, readinto,
 read_buffer, open "rb", stat, exists, isfile, isdir, listdir, walk, scan, sqlite,
-sqlite_export, fsspec get/ls/info/find/cat_file), verify(), and the CLI's get (into a fresh
-directory), ls, stat and verify. Each
+sqlite_export, export_engram (of the whole archive and of the path), fsspec
+get/ls/info/find/cat_file), verify(), and the CLI's get (into a fresh directory), ls, stat,
+verify and export. Each
 gives an answer or a clear error (a CartridgeError; the CLI: one line, exit 1) and verify
 reports a problem, escaped; names listed back are all sane; and nothing is written outside the
 target: the whole temporary tree (the target's parent dirs, sibling dirs, the files a climbing
@@ -17,8 +18,9 @@ name would reach) is compared before and after, and every file written lies insi
 A path over 4096 bytes cannot be crafted: the B+tree itself refuses keys over 4096 bytes
 (tests/test_corruption.py covers hostile node pages). The cart:// filesystem is in OPS
 (fsspec's `get` into a fresh directory; `ls`, `info`, `find`, `cat_file`): a path that is not
-there is fsspec's own FileNotFoundError. A general export does not exist yet; when it lands it
-belongs in OPS here.
+there is fsspec's own FileNotFoundError. Engram export (export_engram, `cartridge export`)
+is in OPS and CLI_OPS: it refuses the archive with a clear error, or writes a .eng whose names
+are the archive's normalised paths, and nothing else.
 
 The rule for a file with children (see cartridge/namespace.py): every call that meets it
 raises CorruptionError naming both keys - the lookups of the file and of every path below it
@@ -169,14 +171,24 @@ def _fsspec_read(c, p, out):
         fs.close()
 
 
+def _export_engram(c, p, out):
+    """The whole archive, then only path p (include=), into .eng files in the target."""
+    os.makedirs(out, exist_ok=True)
+    try:
+        c.export_engram(os.path.join(out, "all.eng"))
+    finally:
+        c.export_engram(os.path.join(out, "path.eng"), include=p)
+
+
 OPS = {
     "read": _read, "readinto": _readinto, "read_buffer": _read_buffer, "open_rb": _open_rb,
     "stat": lambda c, p, out: c.stat(p), "exists": lambda c, p, out: c.exists(p),
     "isfile": lambda c, p, out: c.isfile(p), "isdir": lambda c, p, out: c.isdir(p),
     "listdir": _listdir, "walk": _walk, "scan": _scan, "sqlite": _sqlite,
     "sqlite_export": _sqlite_export, "fsspec_get": _fsspec_get, "fsspec_read": _fsspec_read,
+    "export_engram": _export_engram,
 }
-CLI_OPS = ["get-root", "get-path", "ls", "ls-lR", "stat", "verify"]
+CLI_OPS = ["get-root", "get-path", "ls", "ls-lR", "stat", "verify", "export"]
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +266,10 @@ def test_cli(case, op, archives, tmp_path):
     argv = {"get-root": ["get", arch, "/", "--to", world.target("root")],
             "get-path": ["get", arch, first, "--to", world.target("path")],
             "ls": ["ls", arch], "ls-lR": ["ls", arch, "/", "-lR"],
-            "stat": ["stat", arch, first], "verify": ["verify", arch]}[op]
+            "stat": ["stat", arch, first], "verify": ["verify", arch],
+            "export": ["export", arch, os.path.join(world.target("export"), "x.eng")]}[op]
+    if op == "export":
+        os.makedirs(world.target("export"))
     rc, out, err = check_run(["--sync", "off", *argv])
     assert rc in (0, 1), (rc, err)
     if op == "verify":

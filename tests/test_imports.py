@@ -17,14 +17,15 @@ PKG = ROOT / "cartridge"
 # the engine and everything below it: nothing from the handle or feature layers
 ENGINE = {"engine", "pager", "allocator", "content", "nodestore", "records", "format", "locking",
           "verify", "create", "paths", "errors", "policystore", "snapstore", "compactor", "localfile",
-          "source"}
+          "source", "terminal", "iam"}
 # above the engine, below the handle: they never import the handle (archive) or cli/demo
 FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite", "engram"}
 # the contract imports only pure engine-level modules (path normalising, the IAM action names)
 CONTRACT_DEPS = {"cartridge.errors", "cartridge.paths", "cartridge.iam", "cartridge.iam.actions"}
 # the face and the integrations over it (cartridge.fsspec: the cart:// filesystem)
-TOP = {"archive", "cli", "cli_engram", "demo", "speedtest", "__main__", "__init__", "fsspec", "progress",
-       "jsonout"}
+TOP = {"archive", "cli", "cli_engram", "demo", "speedtest", "__main__", "__init__", "fsspec",
+       "progress", "jsonout",
+       "testing"}   # cartridge.testing: the crash simulator and a range server, for tests
 
 
 def _modules() -> dict[str, Path]:
@@ -221,3 +222,61 @@ def test_import_cartridge_loads_no_fsspec():
     r = subprocess.run([sys.executable, "-c", "import fsspec"], env=env, cwd=str(ROOT / "cartridge"),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "shadowing the fsspec package" in r.stderr, r.stderr
+
+
+# attributes a subclass of fsspec.AbstractFileSystem is meant to use (fsspec's own state)
+_INHERITED = {("fsspec.py", "_intrans"), ("fsspec.py", "_cache")}
+_NAMEDTUPLE = {"_replace", "_asdict", "_fields", "_make"}
+
+
+def _private_reaches(path: Path, source: str | None = None) -> list[str]:
+    """`x._name` where `_name` is defined nowhere in the module itself (not a def, class, name or
+    self./cls. attribute of its own): another module's private state. The contract
+    (`_handle.py`) is the one module allowed to read the handle's private attributes."""
+    tree = ast.parse(path.read_text() if source is None else source)
+    own: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            own.add(n.name)
+        elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) \
+                and n.value.id in ("self", "cls"):
+            own.add(n.attr)
+        elif isinstance(n, ast.Name):
+            own.add(n.id)
+    bad = []
+    for n in ast.walk(tree):
+        if not (isinstance(n, ast.Attribute) and n.attr.startswith("_")
+                and not n.attr.startswith("__")):
+            continue
+        if isinstance(n.value, ast.Name) and n.value.id in ("self", "cls", "H", "os", "sys"):
+            continue
+        if n.attr in _NAMEDTUPLE or n.attr in own or (path.name, n.attr) in _INHERITED:
+            continue
+        bad.append(f"{path.relative_to(ROOT) if source is None else path.name}:{n.lineno}: "
+                   f"{ast.unparse(n)}")
+    return bad
+
+
+def test_no_private_reach_across_modules():
+    """Issue 12: no module reads another module's private attributes (`cart._eng`,
+    `eng._changed`, `pager._staged`...); each goes through a public method or the contract."""
+    bad = []
+    for path in _modules().values():
+        if path.suffix == ".py" and path.name != "_handle.py":
+            bad += _private_reaches(path)
+    assert not bad, bad
+
+
+def test_private_reach_is_seen():
+    path = PKG / "compactor.py"
+    assert _private_reaches(path, "def f(eng):\n    eng._changed = True\n")
+    assert not _private_reaches(path, "class C:\n    def f(self):\n        self._x = 1\n"
+                                      "def g(c):\n    return c._x\n")
+
+
+def test_layering_table_is_complete():
+    """Every module of the package sits in one layer of the table above, so that the layer
+    check applies to it (a new module must be placed, not silently unchecked)."""
+    placed = ENGINE | FEATURES | TOP | {"_core"}
+    missing = sorted({_short(m) for m in _modules()} - placed - {"__init__"})
+    assert not missing, f"modules missing from the layering table: {missing}"

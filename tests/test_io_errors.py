@@ -93,3 +93,24 @@ def test_direct_write_is_not_overwritten_by_older_staged_bytes(tmp_path):
     pager.flush_staged()                            # the commit's flush
     assert os.pread(engine(c).fd, len(big), 240 * 4096) == big
     c.close()
+
+
+def test_close_of_a_retired_handle_with_open_streams(tmp_path):
+    """A handle retired by a failed root flip closes cleanly with a read stream and a write
+    stream still open (it used to raise AttributeError on the reader and keep the write lock);
+    the unpublished writer leaves nothing behind."""
+    path = str(tmp_path / "a.cart")
+    c = cartridge.open(path, "w", sync="full")
+    c.write("/keep", b"k")
+    r = c.open("/keep", "rb")
+    w = c.open("/w", "wb")
+    w.write(b"x" * 100_000)
+    engine(c).pager.io = FailingOS("fdatasync", 1)
+    with pytest.raises(OSError, match="injected"):
+        c.write("/new", b"n")
+    engine(c).pager.io = os
+    c.close()
+    assert c.closed and r.closed
+    with cartridge.open(path, "a") as again:        # the write lock was released
+        assert not again.exists("/w") and again.read("/keep") == b"k"
+        assert again.verify().ok

@@ -53,3 +53,41 @@ def test_format_imports_no_btree_kernel():
     with open(F.__file__) as f:
         text = f.read()
     assert "btree" not in text
+
+
+def _layout_literals(path, source=None):
+    """Spellings in `path` of layout facts format.py owns: the chunk size as a number, or the
+    struct format of an on-disk structure. A cache size that happens to be 65536 (a named
+    *_CACHE_* constant or an lru_cache maxsize) is not one."""
+    import ast
+    fmts = {s.format for s in (F.RECORD, F.CHUNK_ENTRY, F.XMAP_REF, F.FILE_HEADER, F.ROOT_SLOT,
+                               F.XMAP_HEADER, F.META_PREFIX)}
+    tree = ast.parse(path.read_text() if source is None else source)
+    allowed = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and "CACHE" in t.id
+                                             for t in n.targets):
+            allowed.add(id(n.value))
+        elif isinstance(n, ast.keyword) and n.arg == "maxsize":
+            allowed.add(id(n.value))
+    return [f"{path.name}:{n.lineno}: {n.value!r}" for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and id(n) not in allowed
+            and ((type(n.value) is int and n.value == F.CHUNK_SIZE)
+                 or (isinstance(n.value, str) and n.value in fmts))]
+
+
+def test_layout_facts_spelled_only_in_format():
+    """Issue 12 item 2 for the modules that came later (snapstore, compactor...): the chunk
+    size and the on-disk struct formats come from cartridge.format, never as literals."""
+    from pathlib import Path
+    pkg = Path(F.__file__).parent
+    bad = []
+    for path in sorted(pkg.rglob("*.py")):
+        # engram/layout.py is the Engram format's own layout (its frame size is its own fact)
+        if path.name not in ("format.py", "layout.py") and "vendor" not in path.parts:
+            bad += _layout_literals(path)
+    assert not bad, bad
+    probe = pkg / "compactor.py"
+    assert _layout_literals(probe, "ln = min(size - i * 65536, 65536)\n")
+    assert _layout_literals(probe, "import struct\nR = struct.Struct('<BBHIQqqQ')\n")
+    assert not _layout_literals(probe, "FAST_CACHE_MAX = 65536\n")

@@ -1,6 +1,7 @@
 """Local outputs (issue 19 item 5): every file cartridge writes outside an archive goes through
 cartridge.localfile — a random, exclusively created temp file that follows no link, fsynced and
-renamed over the destination; a directory or symlink destination is refused before anything."""
+renamed over the destination; a directory, symlink, device, FIFO or socket destination is
+refused before anything."""
 import os
 import sqlite3
 import stat
@@ -210,3 +211,59 @@ def test_cli_get_never_follows_a_planted_part_symlink(tmp_path):
     assert sorted(os.listdir(out)) == sorted(["x", "big", "x.part", ".x.part", "big.part",
                                               ".big.part"])
     assert all(os.path.islink(out / n) for n in ("x.part", ".x.part", "big.part", ".big.part"))
+
+
+def _special_destinations(tmp_path) -> dict[str, str]:
+    """Existing destinations that are neither regular files, directories nor links: a FIFO and
+    a Unix socket (a device node cannot be made without privileges; /dev/null is checked
+    without writing: check_destination alone)."""
+    import socket
+    fifo = str(tmp_path / "fifo.out")
+    os.mkfifo(fifo)
+    sock_path = str(tmp_path / "sock.out")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(sock_path)
+    sock.close()
+    return {"a FIFO": fifo, "a socket": sock_path}
+
+
+@pytest.mark.parametrize("writer", ["atomic_writer", "atomic_path", "sqlite_export",
+                                    "export_engram", "cli_get"])
+def test_a_special_file_destination_is_refused_not_replaced(tmp_path, writer):
+    """A destination that exists as a FIFO or socket (as a device: /dev/null run as root) is
+    refused with a CartridgeError before anything is written; it stays what it was (it used to
+    be replaced by a regular file through os.replace, as mode "a" once replaced /dev/zero)."""
+    if writer == "export_engram":
+        pytest.importorskip("zstandard", reason="the engram extra is not installed")
+    arc = _db_archive(tmp_path, False)
+    for kind, dest in _special_destinations(tmp_path).items():
+        before = os.lstat(dest)
+        if writer == "cli_get":
+            with cartridge.open(arc, "a") as cart:
+                cart.write("/" + os.path.basename(dest), b"x")
+            r = _cli("get", arc, "/" + os.path.basename(dest), "--to", str(tmp_path))
+            assert r.returncode == 1 and kind in r.stderr and "Traceback" not in r.stderr, r.stderr
+        else:
+            with pytest.raises(CartridgeError, match=f"is {kind}, not a regular file"):
+                if writer == "atomic_writer":
+                    with LF.atomic_writer(dest) as f:
+                        f.write(b"x")
+                elif writer == "atomic_path":
+                    with LF.atomic_path(dest):
+                        pass
+                else:
+                    with cartridge.open(arc, "r") as cart:
+                        if writer == "sqlite_export":
+                            cart.sqlite_export("/d.db", dest)
+                        else:
+                            cart.export_engram(dest)
+        after = os.lstat(dest)
+        assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode), (writer, kind)
+        assert after.st_ino == before.st_ino
+    leftovers = [n for n in os.listdir(tmp_path) if n.endswith(".part")]
+    assert not leftovers, leftovers
+
+
+def test_a_device_destination_is_refused():
+    with pytest.raises(CartridgeError, match="is a character device, not a regular file"):
+        LF.check_destination(os.devnull)

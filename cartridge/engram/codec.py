@@ -196,7 +196,7 @@ def _decode_frames(src, stored: int, size: int, method: int, where: str) -> Iter
         if method == METHOD_LZ4:
             out = _lz4_block(buf, expect, f"{where} frame {i}")
         else:
-            out = b"".join(_zstd_bounded(_Limited(_BytesSrc(buf), flen), expect, f"{where} frame {i}"))
+            out = b"".join(_zstd_bounded(_Limited(BytesSrc(buf), flen), expect, f"{where} frame {i}"))
             if len(out) != expect:
                 raise CorruptionError(f"{where}: frame {i} decompressed to {len(out)} bytes, "
                                       f"not {expect}")
@@ -206,7 +206,7 @@ def _decode_frames(src, stored: int, size: int, method: int, where: str) -> Iter
         raise CorruptionError(f"{where}: {left} stray bytes after the last frame")
 
 
-class _BytesSrc:
+class BytesSrc:
     __slots__ = ("buf", "pos")
 
     def __init__(self, buf: bytes):

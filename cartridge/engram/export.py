@@ -138,9 +138,9 @@ def _plan(cart, prefixes: list[str] | None) -> _Plan:
             name = path[1:]
             why = path_problem(name)
             if why is not None:
-                raise InvalidPathError(f"{path} cannot be stored in an Engram: {why}")
+                raise InvalidPathError(f"{path!r} cannot be stored in an Engram: {why}")
             if name in RESERVED:
-                raise InvalidPathError(f"{path} collides with the Engram's own {name}; "
+                raise InvalidPathError(f"{path!r} collides with the Engram's own {name}; "
                                        "rename it or leave it out with include=")
             plan.files.append((path, rec.size, rec.mode & 0o7777, rec.mtime_ns))
             plan.total += rec.size
@@ -205,7 +205,7 @@ def _sqlite_image(cart, path: str) -> Iterator[tuple[BinaryIO, int]]:
             finally:
                 out.close()
         except apsw.BusyError:
-            raise LockedError(f"{path} is in use by a connection of this handle (a WAL database "
+            raise LockedError(f"{path!r} is in use by a connection of this handle (a WAL database "
                               "allows one at a time); close it, or export through another "
                               "handle") from None
         finally:

@@ -366,7 +366,7 @@ class EngramReader:
         where = f"{self.path}: {e.path!r}"
         if e.compressed_size <= IN_MEMORY_MAX:
             plain = crypto.decrypt(self._key, src.pread(start, e.compressed_size), where)
-            return codec._BytesSrc(plain), len(plain)
+            return codec.BytesSrc(plain), len(plain)
         nonce = src.pread(start, NONCE_SIZE)
         ct_len = e.compressed_size - PER_FILE_OVERHEAD
         dec = crypto.StreamDecryptor(self._key, nonce, where)

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Union
 
 from .. import paths as P
 from .actions import ACTIONS
-from .policy import Document, Policy
+from .policy import Document, Policy, compiled_of
 from .values import canonical
 
 USERNAME = "cart:username"
@@ -99,7 +99,7 @@ class PolicySet:
         refs: set = set()
         for name, policy in named:
             for st in policy.statements:
-                c = st._compiled
+                c = compiled_of(st)
                 statements.append((c, StatementRef(name, c.sid, c.index)))
                 refs |= c.refs
         self._policies = dict(named)

@@ -85,6 +85,11 @@ class Statement:
         return f"Statement(index={self._index}, sid={self._sid!r}, effect={self._effect!r})"
 
 
+def compiled_of(st: Statement) -> CompiledStatement:
+    """The compiled form of a statement (for the evaluator)."""
+    return st._compiled
+
+
 class Policy:
     """An immutable, validated and compiled policy document. Build with Policy.parse()."""
 

@@ -112,14 +112,14 @@ def _reset_cache(conn: apsw.Connection, f: MemberFile) -> None:
         # SQLite keeps the WAL index of an exclusive-mode connection in its heap, where no
         # VFS can reach it: this connection cannot be brought back. It refuses to write
         # (nothing it holds is ever published) and every statement says so.
-        for m in f._group_members():
+        for m in f.group_members():
             m.poisoned = True
-            m._load(m.rec)
+            m.load(m.rec)
         raise CartridgeError(
             f"{f.m.path}: an archive transaction holding this WAL connection's commit was "
             f"rolled back; close the connection and open a new one (the database is intact)")
     conn.release_memory()          # the pages SQLite cached: it re-reads them from the archive
-    f.seen = f._reloads()
+    f.seen = f.reload_count()
 
 
 def _on_connection(conn: apsw.Connection) -> None:

@@ -72,10 +72,10 @@ class Member(Overlay):
         self.ckeys: dict[int, int] = {}      # chunk index -> page-cache key, filled lazily
         self.reloads = 0                     # times the base changed behind SQLite's back
         self.epoch = reg.eng.rollbacks     # the engine's rollback count last checked
-        self._load(reg.eng.get(key))
+        self.load(reg.eng.get(key))
 
     # -- base ------------------------------------------------------------------------------
-    def _load(self, rec: Record | None) -> None:
+    def load(self, rec: Record | None) -> None:
         """Adopt `rec` as the committed base and forget every unpublished change."""
         if rec is not None and rec.kind != KIND_FILE:
             raise PathIsDirectoryError(f"{self.path} is a directory")
@@ -113,7 +113,7 @@ class Member(Overlay):
             return
         self.reloads += 1
         self.reg.reloads += 1
-        self._load(rec)
+        self.load(rec)
 
     def fresh(self) -> None:
         """Revalidate if the archive rolled a transaction back since we last looked: a record
@@ -150,7 +150,7 @@ class Member(Overlay):
             self.ckeys[i] = ck
         data = eng.pager.cache.get(ck)
         if data is None:
-            data = eng.content._load_chunk(ck >> 64, ck & 0xFFFFFFFFFFFFFFFF,
+            data = eng.content.load_chunk(ck >> 64, ck & 0xFFFFFFFFFFFFFFFF,
                                            chunk_len(self.base_size, i), i, eng.where(self.key))
         return data
 
@@ -420,7 +420,7 @@ class Registry:
                         check(m.path, m.size)
                 except BaseException:
                     for m in members:        # refused: the changes are dropped, not kept
-                        m._load(m.rec)
+                        m.load(m.rec)
                     raise
             eng = H.writer(cart)
             staged = []
@@ -437,7 +437,7 @@ class Registry:
                 # the archive is back at its last commit; so are these members
                 for m in members:
                     m.placed = {}
-                    m._load(eng.get(m.key) if not cart.closed and eng.failed is None else m.rec)
+                    m.load(eng.get(m.key) if not cart.closed and eng.failed is None else m.rec)
                 raise
             for m, s in zip(members, staged):
                 m.adopt(s)

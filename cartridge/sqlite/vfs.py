@@ -80,7 +80,7 @@ class MemberFile(apsw.VFSFile):
         self.level = _NONE
         self.lock_id = reg.ident + (key,)
         self.pinned: int | None = None
-        self.seen = 0                        # _reloads() when SQLite last (re)read the database
+        self.seen = 0                        # reload_count() when SQLite last (re)read the database
         self.committed = True                # no write transaction left unpublished
         self.closed = False
         self.delete_on_close = bool(flags[0] & apsw.SQLITE_OPEN_DELETEONCLOSE)
@@ -160,7 +160,7 @@ class MemberFile(apsw.VFSFile):
         with self.lock:
             if self.readonly or (self.eng.closed and _quiet()):
                 return
-            members = self._group_members() if self.group_key is not None else [self.m]
+            members = self.group_members() if self.group_key is not None else [self.m]
             rollbacks = self.eng.rollbacks
             for m in members:
                 if m.epoch != rollbacks:
@@ -175,7 +175,7 @@ class MemberFile(apsw.VFSFile):
                 return                    # (SQLite asks two or three times per commit)
             if any(m.poisoned for m in group):
                 for m in group:
-                    m._load(m.rec)
+                    m.load(m.rec)
                 return
             # a principal's rights are checked again, with the sizes, as part of the publish
             reg.publish(group, self.principal, self.check_publish)
@@ -195,7 +195,7 @@ class MemberFile(apsw.VFSFile):
             return
         # lock order everywhere: the handle's lock, then the lock table's
         with self.lock, _locks_mutex:
-            group = self._group_members()
+            group = self.group_members()
             if not self.eng.closed:
                 rollbacks = self.eng.rollbacks
                 for m in group:
@@ -247,14 +247,14 @@ class MemberFile(apsw.VFSFile):
                 eng.pins[self.pinned] += 1
                 eng.sync_pins()
             seen = 0
-            for m in self._group_members() if group is None else group:
+            for m in self.group_members() if group is None else group:
                 m.revalidate()
                 seen += m.reloads
             self.seen = seen
 
-    def _reloads(self) -> int:
+    def reload_count(self) -> int:
         """How often this database's files changed behind SQLite's back (see Member.fresh)."""
-        return sum(m.reloads for m in self._group_members())
+        return sum(m.reloads for m in self.group_members())
 
     def stale(self) -> bool:
         """Does SQLite, holding its lock across transactions (locking_mode=EXCLUSIVE), cache
@@ -269,7 +269,7 @@ class MemberFile(apsw.VFSFile):
                 return False
             rollbacks = self.eng.rollbacks
             seen = 0
-            for m in self._group_members():
+            for m in self.group_members():
                 if m.epoch != rollbacks:
                     m.fresh()
                 seen += m.reloads
@@ -279,7 +279,7 @@ class MemberFile(apsw.VFSFile):
             self.quiet_reloads = self.reg.reloads
             return False
 
-    def _group_members(self) -> list[Member]:
+    def group_members(self) -> list[Member]:
         get = self.reg.members.get
         out = []
         for k in self.group_keys:
@@ -319,11 +319,11 @@ class MemberFile(apsw.VFSFile):
         journal_mode=OFF a ROLLBACK leaves the committed database (SQLite re-reads it)."""
         with self.lock:
             m = self.m
-            companions = [c for c in self._group_members() if c is not m and c.changed]
+            companions = [c for c in self.group_members() if c is not m and c.changed]
             if self.committed or companions:
                 self._publish()
             elif m.changed:
-                m._load(m.rec)
+                m.load(m.rec)
 
     def _end_read(self) -> None:
         if self.pinned is None:
