@@ -70,11 +70,14 @@ def boundary(eng) -> int:
 
 
 def _candidates(eng, max_pages: int) -> np.ndarray:
-    """The highest movable pages past the boundary (at most max_pages): moving pages that
-    already lie below it would not let the file shrink, only churn."""
+    """The highest movable pages past the boundary and the slack a shrunk file keeps after it
+    (at most max_pages): moving pages that already lie below would not let the file shrink,
+    only churn. The slack matters: every commit copies a few metadata pages (allocation map,
+    catalog path) to the lowest free pages, right at the boundary, so moving pages that sit
+    there would only swap places with those copies, cycle after cycle, for ever."""
     a = eng.allocator
     n = a.n_pages
-    t = boundary(eng)
+    t = boundary(eng) + SHRINK_SLACK
     if t >= n:
         return np.zeros(0, dtype=np.int64)
     mov = movable_pages(eng)
