@@ -354,7 +354,8 @@ def _step_engram(t: Tour) -> str:
         from .engram.demo import engram_demo_step
     except ImportError:           # the `engram` extra (lz4, zstandard, cryptography) is missing
         return "skipped: install the engram extra (pip install 'cartridge[engram]')"
-    return engram_demo_step(t.cart, os.path.dirname(os.path.abspath(t.path)))
+    line = engram_demo_step(t.cart, os.path.dirname(os.path.abspath(t.path)))
+    return line[len("engram: "):] if line.startswith("engram: ") else line
 
 
 VERIFY_STEP = Step("verify", _step_verify)
