@@ -5,8 +5,9 @@ The standalone verifiers here need no archive: `tree_hash`, `verify_inclusion`,
 """
 from __future__ import annotations
 
+from .checkpoint import Checkpoint, verify_checkpoint
 from .merkle import EMPTY_ROOT, hash_leaf, hash_node, tree_hash, verify_consistency, verify_inclusion
 from .record import AuditRecord, leaf_hash
 
-__all__ = ["EMPTY_ROOT", "AuditRecord", "hash_leaf", "hash_node", "leaf_hash", "tree_hash",
+__all__ = ["EMPTY_ROOT", "AuditRecord", "Checkpoint", "verify_checkpoint", "hash_leaf", "hash_node", "leaf_hash", "tree_hash",
            "verify_consistency", "verify_inclusion"]
