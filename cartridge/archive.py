@@ -27,6 +27,7 @@ from . import policies as PL
 from . import policystore
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
+from .audit.store import is_audit_key
 from .content import byte_view, file_meta, file_record
 from .create import open_engine
 from .engine import Engine
@@ -794,7 +795,7 @@ class Cartridge:
         """Check every reachable page; deep=True also checks every content checksum."""
         with self._lock:
             eng = self._ready()
-            return verify_engine(eng, deep, policystore.is_system_key)
+            return verify_engine(eng, deep, lambda k: policystore.is_system_key(k) or is_audit_key(k))
 
     def info(self) -> dict:
         """Counts, sizes, free space and fragmentation."""

@@ -26,6 +26,7 @@ from .format import (
     ALLOC_CHUNK_BITS,
     ALLOC_CHUNK_BYTES,
     ALLOC_KEY,
+    AUDIT_PREFIX,
     KIND_DIR,
     KIND_FILE,
     PAGE_SIZE,
@@ -296,7 +297,8 @@ class Engine:
         self.records[key] = with_chunk_key(rec)
         old_rec = None if old is None else decode(old, self._where(key))
         if key[:1] == SYSTEM_PREFIX:
-            self.system_epoch += 1
+            if not key.startswith(AUDIT_PREFIX):    # the audit log is no policy state
+                self.system_epoch += 1
         else:
             self._count(old_rec, -1)
             self._count(rec, +1)
@@ -343,7 +345,8 @@ class Engine:
         self._changed = True
         rec = decode(old, self._where(key))
         if key[:1] == SYSTEM_PREFIX:
-            self.system_epoch += 1
+            if not key.startswith(AUDIT_PREFIX):    # the audit log is no policy state
+                self.system_epoch += 1
         else:
             self._count(rec, -1)
         return rec

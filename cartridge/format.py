@@ -16,7 +16,8 @@ PAGE_SIZE = _L.PAGE_SIZE                   # 4096
 # -- page 0: file header (written once) and two root slots (alternately rewritten) ------------
 MAGIC = b"CART\x00\x01\x00\x00"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1             # 1.1 adds sealed root slots (§2.3); 1.0 files stay readable
+VERSION_MINOR_AUDIT = 2       # 1.2 adds the audit log (system entries, §12)
+VERSION_MINOR = VERSION_MINOR_AUDIT   # 1.1 added sealed root slots (§2.3); 1.0 files stay readable
 # magic, major, minor, page size, archive id, created ns, flags, reserved, checksum
 FILE_HEADER = struct.Struct("<8sHHI16sqI12sQ")
 FILE_HEADER_CSUM_SPAN = FILE_HEADER.size - 8          # checksum covers bytes [0, 56)
@@ -88,6 +89,7 @@ READER_PIN_BASE = (1 << 62) + 4096         # a reader pinning generation g locks
 # catalog keys of internal state (FORMAT §5.5): 0x00 sorts before '/', so no path can reach them
 SYSTEM_PREFIX = b"\x00"
 POLICY_PREFIX = b"\x00policy/"
+AUDIT_PREFIX = b"\x00audit/"           # the audit log (FORMAT §12); not policy state
 
 DEFAULT_MODE_FILE = 0o100644
 DEFAULT_MODE_DIR = 0o040755

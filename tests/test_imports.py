@@ -18,7 +18,7 @@ PKG = ROOT / "cartridge"
 ENGINE = {"engine", "pager", "allocator", "content", "nodestore", "records", "format", "locking",
           "verify", "create", "paths", "errors", "policystore", "localfile"}
 # above the engine, below the handle: they never import the handle (archive) or cli/demo
-FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite"}
+FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite", "audit"}
 TOP = {"archive", "cli", "demo", "speedtest", "__main__", "__init__"}
 
 

@@ -9,5 +9,5 @@ from .checkpoint import Checkpoint, verify_checkpoint
 from .merkle import EMPTY_ROOT, hash_leaf, hash_node, tree_hash, verify_consistency, verify_inclusion
 from .record import AuditRecord, leaf_hash
 
-__all__ = ["EMPTY_ROOT", "AuditRecord", "Checkpoint", "verify_checkpoint", "hash_leaf", "hash_node", "leaf_hash", "tree_hash",
-           "verify_consistency", "verify_inclusion"]
+__all__ = ["EMPTY_ROOT", "AuditRecord", "Checkpoint", "hash_leaf", "hash_node", "leaf_hash",
+           "tree_hash", "verify_checkpoint", "verify_consistency", "verify_inclusion"]
