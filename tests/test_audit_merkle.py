@@ -11,8 +11,14 @@ from hypothesis import strategies as st
 
 from cartridge.audit import merkle
 from cartridge.audit.merkle import (
-    EMPTY_ROOT, MemoryTree, consistency_path, inclusion_path, tree_hash, verify_consistency,
-    verify_inclusion)
+    EMPTY_ROOT,
+    MemoryTree,
+    consistency_path,
+    inclusion_path,
+    tree_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 
 h = bytes.fromhex
 LEAVES = [h(x) for x in ("", "00", "10", "2021", "3031", "40414243", "5051525354555657",
