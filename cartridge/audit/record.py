@@ -68,7 +68,10 @@ def leaf_hash(raw: bytes) -> bytes:
 def check_action(action: object) -> bytes:
     if not isinstance(action, str):
         raise TypeError(f"action must be a str, not {type(action).__name__}")
-    b = action.encode("ascii", "replace")
+    try:
+        b = action.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError(f"action must be printable ASCII: {action!r}") from None
     if not 1 <= len(b) <= MAX_ACTION or not all(0x21 <= c <= 0x7E for c in b):
         raise ValueError(f"action must be 1-{MAX_ACTION} printable ASCII characters: {action!r}")
     return b

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from .._core.auditblock import block_records
 from ..errors import CartridgeError, CorruptionError
 from ..format import AUDIT_PREFIX, DEFAULT_MODE_FILE, KIND_FILE, STORE_EMPTY
 from ..records import Record, max_payload
@@ -53,6 +54,7 @@ BLOCK_MAGIC = b"ALOG"
 SUMMARY = struct.Struct("<qqB7x64s")        # first time, last time, result mask, Bloom (512 bits)
 BLOOM_BITS = 512
 ZERO32 = bytes(32)
+TIME_LIMIT = 1 << 62          # record times are within ±2^62 µs (FORMAT §12.2)
 
 K_HEAD = AUDIT_PREFIX + b"head"
 P_BLOCK = AUDIT_PREFIX + b"b/"
@@ -153,6 +155,8 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise CorruptionError("audit block: a number runs past the end")
         b = buf[pos]
         pos += 1
+        if shift == 63 and b > 1:
+            raise CorruptionError("audit block: a number is over 64 bits")
         v |= (b & 0x7F) << shift
         if b < 0x80:
             return v, pos
@@ -214,6 +218,8 @@ def parse_block(data: bytes, b: int, where: str) -> tuple[int, bytes, list[int],
             if offs[t] != pos:
                 raise CorruptionError(f"{where}: audit block {b}: tile {t} is out of place")
             prev = bases[t]
+            if not -TIME_LIMIT < prev < TIME_LIMIT:
+                raise CorruptionError(f"{where}: audit block {b}: tile {t} has an impossible time")
         if pos >= len(data):
             raise CorruptionError(f"{where}: audit block {b} ends inside record {i}")
         head = data[pos]
@@ -222,7 +228,11 @@ def parse_block(data: bytes, b: int, where: str) -> tuple[int, bytes, list[int],
         if result > 2 or flags & ~R.F_ALL:
             raise CorruptionError(f"{where}: audit block {b}: record {i} has bad flags")
         dt, pos = _varint(data, pos)
+        if dt >= 2 * TIME_LIMIT:
+            raise CorruptionError(f"{where}: audit block {b}: record {i} has an impossible time")
         tm = prev + _unzigzag(dt)
+        if not -TIME_LIMIT < tm < TIME_LIMIT:
+            raise CorruptionError(f"{where}: audit block {b}: record {i} has an impossible time")
         prev = tm
         action, pos = _varint(data, pos)
         principal = path = dest = size = checksum = 0
@@ -267,6 +277,7 @@ class LogView:
             self._string_pages: dict[int, list[str]] = {}
             self._tiles: dict[int, list[bytes]] = {}
             self._blocks: dict[int, tuple] = {}
+            self._sbytes: dict[int, bytes] = {}
 
     # raw entries
     def read(self, key: bytes) -> bytes | None:
@@ -294,16 +305,31 @@ class LogView:
         self._fresh()
         g = sid // STRINGS_PER_ENTRY
         page = self._string_pages.get(g)
-        if page is None:
-            page = self.string_page(g)
-            if len(page) == STRINGS_PER_ENTRY:
-                if len(self._string_pages) > 4096:
-                    self._string_pages.clear()
-                self._string_pages[g] = page
+        if page is None or sid % STRINGS_PER_ENTRY >= len(page):
+            page = self.string_page(g)     # ids never change their string: any page may be kept
+            if len(self._string_pages) > 4096:
+                self._string_pages.clear()
+            self._string_pages[g] = page
         i = sid % STRINGS_PER_ENTRY
         if i >= len(page):
             raise CorruptionError(f"{self._where}: string {sid} is not in the string table")
         return page[i]
+
+    def string_bytes(self, sid: int) -> bytes:
+        self._fresh()
+        got = self._sbytes.get(sid)
+        if got is None:
+            got = self.string(sid).encode("utf-8", "surrogatepass")
+            if len(self._sbytes) > 200_000:
+                self._sbytes.clear()
+            self._sbytes[sid] = got
+        return got
+
+    def block_data(self, b: int) -> bytes:
+        data = self.read(k_block(b))
+        if data is None:
+            raise CorruptionError(f"{self._where}: audit block {b} is missing")
+        return data
 
     def string_page(self, g: int) -> list[str]:
         data = self.read(k_string(g))
@@ -373,18 +399,14 @@ class LogView:
         got = self.tile_override.get(t) or self._tiles.get(t)
         if got is not None:
             return got
-        lo = t * TILE
-        leaves = [r.leaf_hash for r in self.records(lo, lo + self._tile_len(t))]
+        b, i = divmod(t * TILE, BLOCK_RECORDS)
+        leaves = block_records(self.block_data(b), b, self.string_bytes, ZERO32, -(1 << 63),
+                               i, i + TILE)[3]
         if len(leaves) == TILE:
             if len(self._tiles) > 4096:
                 self._tiles.clear()
             self._tiles[t] = leaves
         return leaves
-
-    def _tile_len(self, t: int) -> int:
-        b = t // TILES_PER_BLOCK
-        count = self.block(b)[0]
-        return max(0, min(TILE, count - (t % TILES_PER_BLOCK) * TILE))
 
     def stored_hash(self, level: int, j: int) -> bytes:
         self._fresh()
@@ -402,6 +424,14 @@ class LogView:
         if i + 32 > len(page):
             raise CorruptionError(f"{self._where}: interior hash {j} of level {level} is missing")
         return page[i:i + 32]
+
+    def stored_range(self, level: int, j: int, k: int) -> bytes:
+        """Stored hashes j..j+k-1 of a level, concatenated (all in one entry)."""
+        self.stored_hash(level, j)
+        key = k_hash(level, j // HASHES_PER_ENTRY)
+        page = self._hash_pages.get(key) or self.read(key) or b""
+        i = (j % HASHES_PER_ENTRY) * 32
+        return page[i:i + 32 * k]
 
     def full(self, level: int, j: int) -> bytes:
         """Hash of the complete subtree of 2^level leaves starting at leaf j * 2^level."""
@@ -718,19 +748,15 @@ def verify_log(view: LogView, held: TreeHead | None = None) -> AuditReport:
         return AuditReport(False, 0, 0, [f"audit head: {e}"])
     n = h.size
     chain = ZERO32
-    leaves_prefix: list[bytes] = []           # leaf hashes of the current tile
     tile_hashes: list[bytes] = []             # every rebuilt level-4 hash
-    stamp = None
-    nblocks = -(-n // BLOCK_RECORDS)
+    stamp = -(1 << 63)
     ok_through = 0
-    for b in range(nblocks):
+    for b in range(-(-n // BLOCK_RECORDS)):
         lo = b * BLOCK_RECORDS
         want = min(BLOCK_RECORDS, n - lo)
         try:
-            data = view.read(k_block(b))
-            if data is None:
-                raise CorruptionError(f"audit block {b} is missing")
-            count, before, _offs, _bases, recs = parse_block(data, b, view._where)
+            count, before, _raws, _leaves, after, bad_time, stamp, roots = block_records(
+                view.block_data(b), b, view.string_bytes, chain, stamp)
             if count != want:
                 raise CorruptionError(f"audit block {b} holds {count} records, expected {want}")
         except CartridgeError as e:
@@ -739,36 +765,28 @@ def verify_log(view: LogView, held: TreeHead | None = None) -> AuditReport:
         if before != chain:
             bad(lo, f"record {lo}: the chain value stored before it does not match the records "
                     f"before it (a record before {lo} was changed, removed or inserted)")
-        for i, c in enumerate(recs):
-            seq = lo + i
-            try:
-                rec = view.to_record(seq, c)
-            except CartridgeError as e:
-                bad(seq, f"record {seq}: {e}")
-                break
-            if stamp is not None and rec.time_us < stamp:
-                bad(seq, f"record {seq}: its time is before the previous record's")
-            stamp = rec.time_us
-            lh = rec.leaf_hash
-            chain = hashlib.sha256(chain + lh).digest()
-            leaves_prefix.append(lh)
-            if len(leaves_prefix) == TILE:
-                th = merkle.root_of_hashes(leaves_prefix)
-                j = len(tile_hashes)
-                tile_hashes.append(th)
-                leaves_prefix = []
-                try:
-                    stored = view.stored_hash(TILE_BITS, j)
-                except CartridgeError as e:
-                    stored = None
-                    bad(j * TILE, f"interior hash {j} of level {TILE_BITS}: {e}")
-                if stored is not None and stored != th:
-                    bad(j * TILE, f"records {j * TILE}..{j * TILE + TILE - 1}: they no longer "
-                                  f"match their stored interior hash (one was changed)")
-        else:
-            ok_through = lo + count
-            continue
-        break
+        if bad_time >= 0:
+            bad(lo + bad_time, f"record {lo + bad_time}: its time is before the previous record's")
+        chain = after
+        j0 = len(tile_hashes)
+        tile_hashes.extend(roots)
+        if roots:
+            try:        # a block's tiles: 16 hashes, always inside one hash entry
+                same = view.stored_range(TILE_BITS, j0, len(roots)) == b"".join(roots)
+            except CartridgeError:
+                same = False
+            if not same:
+                for j, th in enumerate(roots, j0):
+                    try:
+                        stored = view.stored_hash(TILE_BITS, j)
+                    except CartridgeError as e:
+                        bad(j * TILE, f"interior hash {j} of level {TILE_BITS}: {e}")
+                        break
+                    if stored != th:
+                        bad(j * TILE, f"records {j * TILE}..{j * TILE + TILE - 1}: they no longer "
+                                      f"match their stored interior hash (one was changed)")
+                        break
+        ok_through = lo + count
     if not problems:
         # stored interior hashes against the rebuilt ones, level by level
         level = 2 * TILE_BITS
