@@ -3,8 +3,8 @@
 An archive handle (cartridge.archive.Cartridge) owns an Engine, a re-entrant lock and its
 transaction state. The feature layers (guard, streams, sqlite, policies, cli) reach them ONLY
 through the functions here, never through the handle's private attributes; this module is the
-one place that knows how a handle keeps them. Nothing here imports a cartridge module above
-errors, so every layer may import it.
+one place that knows how a handle keeps them. It imports only pure engine-level modules
+(errors, paths, iam.actions), so every layer above the engine may import it.
 
 State and plumbing (every function takes the handle first):
 
@@ -35,35 +35,144 @@ State and plumbing (every function takes the handle first):
     change_guards / refuse_change(h, path, tree)   a feature layer that holds members open
                                         (SQLite) refuses their delete/rename (LockedError)
 
-The operation hook: every public call of every handle (owner, principal, read-only handles,
-streams' close, SQLite commits) reports (principal, action, path, result, size) to each
-subscriber: principal None for the owner; action the method name ("write", "read", "rename",
-"stream_close", "sqlite_commit", ...); path the first path argument (rename: its source);
-result "ok", "denied" (AccessDeniedError) or the raised exception's class name; size the bytes
-written/read (None where it means nothing). The audit log subscribes here; principal handles
-report their IAM decisions through it (a denial is result "denied").
+    owner(h) -> Cartridge               the owner handle behind any handle (a principal
+                                        handle's, a stream's): one per open archive
+    transaction(h, face, principal)     h.transaction() yielding `face`, reported as
+                                        `principal`'s (PrincipalCartridge.transaction)
 
-    subscribe(fn) -> unsubscribe        fn(principal, action, path, result, size)
-    emit(principal, action, path, result, size)   report one operation (no-op unless subscribed)
+Pre-commit participants (the audit log's commit point). A participant is any object with
+
+    before_commit(eng) -> None      called inside EVERY commit of the archive's writable
+                                    engine, before anything of it is written, holding the
+                                    handle's lock, with the engine in its transaction: what it
+                                    stages there (eng.put of system entries, keys starting with
+                                    0x00, docs/FORMAT.md) lands in that same commit, atomically
+                                    with the change. Every commit path calls it, because the
+                                    engine's commit() does: a call's own commit, the outer
+                                    transaction()'s commit, commit() inside a transaction, a
+                                    write stream's publish, a SQLite member's publish (owner,
+                                    principal and URI-VFS connections), write_many,
+                                    set_policy/delete_policy, flush(), the engine's own small
+                                    commits at open/close (settle_frees) and the last commit
+                                    point of close(). It may be called when nothing changed (the
+                                    commit then writes only if it staged something). Raising
+                                    rolls the commit back (after_rollback follows) and the
+                                    call raises. It must not commit, roll back or call the
+                                    handle's API; reading (eng.get, eng.items) is fine.
+    after_rollback(eng) -> None     called after every rollback of the writable engine: a
+                                    failed call's change, a transaction() abandoned (exception,
+                                    a denial, close() inside it), a commit that failed before
+                                    its root was written. Everything staged since the last
+                                    commit is gone; so are the changes the events delivered
+                                    since then with `changed` True described.
+
+    add_participant(h, p) -> remove()   register on the archive of handle h (per engine: a
+                                        principal handle and its owner share them)
+    participants(h) -> list
+    flush(h) -> bool                    a commit point now (participants run; a commit is
+                                        written only if they staged something); False and
+                                        nothing done inside a transaction, on a read-only,
+                                        closed or failed handle. Takes the handle's lock.
+
+With no participant registered the engine tests one empty list per commit and rollback.
+
+The operation hook. Every public call of every handle (owner, principal and read-only handles,
+streams' close, SQLite commits, transaction() blocks) is reported to each subscriber as one
+Event (a denial without a call around it too: a member SQLite opens through ATTACH).
+
+    subscribe(fn) -> unsubscribe        fn(event) for every reported operation
     hooks                               the subscriber list: `if hooks:` is the cheap test
-    instrument(cls, principal_of, ops)  report the calls of cls's methods named in ops
+    current() -> Event | None           the event of the reported call running on this thread
+    instrument(cls, principal_of, ops, own=False)   report cls's methods named in ops (name ->
+                                        Op(action, size_of, paths, method)); HANDLE_OPS lists
+                                        the handle classes' calls once
+    begin_op(h, principal, method, action, path, size) / end_op(ev, exc)   an operation
+                                        reported on its own (SQLite commits)
+    changing(h), note(h, ...), refused(h, principal, action, resource, method),
+    report_transaction(h, principal, exc), detached()   what the layers below report with
 
-Cost when nobody listens: nothing. The wrappers are installed on the instrumented classes when
-the first subscriber arrives and removed when the last one leaves, so the hot paths run the
-undecorated methods. A call made inside another reported call on the same thread (a principal
-handle's call running the owner's method, close() closing streams) is part of it and is not
-reported again. A subscriber that raises makes the call raise.
+Event fields (cartridge._handle.Event, __slots__):
+    archive      the owner handle (archive.Cartridge) of the archive: the same object for the
+                 owner, its principal handles and their streams; tells two archives apart
+    principal    None for the owner handle, else the principal's name
+    method       the method name: "write", "read", "rename", "walk", ...; "stream_close" (a
+                 stream's close; a write stream publishes there), "sqlite_commit" (a SQLite
+                 member publish), "transaction" (the end of an outer transaction() block),
+                 "sqlite_open" (a member SQLite opened outside any call, refused)
+    action       the IAM action name (iam/actions.py, docs/IAM.md): cart:GetObject (read,
+                 readinto, read_buffer, open "rb", exists, isfile, isdir, stat, sqlite,
+                 sqlite_export, a read stream's close), cart:PutObject (write, write_many, mkdir,
+                 open "wb"/"ab"/"r+b", a write stream's close, sqlite_commit), cart:DeleteObject
+                 (delete), cart:List (listdir, walk, scan, info, verify), cart:PutPolicy
+                 (set_policy, delete_policy), cart:GetPolicy (get_policy, policies,
+                 check_access), RENAME = "cart:Rename" for rename (not an IAM action: IAM checks
+                 cart:GetObject + cart:DeleteObject on the source, cart:PutObject on the
+                 destination); None for calls with no action (commit, close, as_principal,
+                 transaction)
+    path         the normalised path (paths.normalize_any; the argument as given if it is not a
+                 valid path; listdir/walk/scan default "/"; info/verify "/"); for policy calls
+                 the policy name; sqlite_commit: the database (a journal/WAL's database);
+                 None where the call names none
+    dest         rename: the normalised destination; else None
+    result       "ok", "denied" (AccessDeniedError) or the raised exception's class name
+    size         write: len(data); read/readinto/read_buffer: bytes returned; write_many: total
+                 bytes; a read stream's close: bytes actually read; a write stream's close:
+                 the file's new size; sqlite_commit: bytes of the modified chunks it writes;
+                 walk/scan: items yielded; else None
+    checksum     write and a write stream's close: the new content checksum, 16 hex digits
+                 (FileInfo.checksum); else None
+    files        write_many: one FileWrite(path, size, checksum) per file written (sorted by
+                 path); sqlite_commit: one per member published (size 0 and checksum None:
+                 deleted); else None
+    refused      a denial: (IAM action, resource) the policies refused (guard.py reports every
+                 principal decision that denies through refused())
+    changed      True: the call changed the archive and the event is delivered BEFORE the
+                 commit that makes the change durable (see below)
+    transaction  the id (1, 2, ... per owner handle) of the outer transaction() the call ran
+                 in; None outside one
+    time         time.time() when the call started
+
+When an event is delivered:
+  * A call that changes the archive outside a transaction: inside its change context, after the
+    change is staged and BEFORE its commit (changed=True; holding the handle's lock); then
+    the engine's commit calls the participants, so a subscriber that is also a participant puts
+    the event's record into that same commit. If that commit then fails, the call is reported
+    a second time, with its error and changed=False (after_rollback came in between unless the
+    handle failed mid-flip, when the commit's fate, record included, is unknown).
+  * A call that changes the archive inside transaction(): when the call returns (changed=True),
+    while the transaction is still open; at the end of the outer block one "transaction" event:
+    committed: result "ok", changed=True, delivered BEFORE the commit (participants follow);
+    rolled back: the outcome of what ended it, changed=False, after the rollback (and after
+    after_rollback). commit() inside a transaction commits what was reported so far.
+  * Everything else (reads, listings, calls that changed nothing, failures, denials): after
+    the call ends. A generator (walk, scan) is reported when it ends, is closed early, or is
+    collected unfinished (result "ok", size = items yielded). close()'s event comes after the
+    archive is closed (its last commit point comes before).
+A call made inside another reported call on the same thread (a principal handle's call
+running the owner's method) is part of it and is not reported again; a stream's close and a
+SQLite commit are always operations of their own (Cartridge.close() closing a stream too).
+A subscriber that raises makes the call raise (a change it was told of before the commit is
+rolled back). Subscribers run on the calling thread; pre-commit deliveries hold the handle's
+lock, so a subscriber must not wait for another thread that needs it.
+
+Cost when nobody listens: the wrappers are installed on the instrumented classes when the first
+subscriber arrives and removed when the last one leaves, so the hot paths run the undecorated
+methods; the change context and the writers test `if hooks:` once per call.
 """
 from __future__ import annotations
 
 import functools
 import inspect
 import threading
+import time
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
 
+from . import paths as _P
 from .errors import AccessDeniedError
+from .iam import actions as _A
 
 # -- state and plumbing ---------------------------------------------------------------------
 
@@ -97,6 +206,11 @@ def apply(h, fn: Callable, *args) -> Any:
 
 def is_closed(h) -> bool:
     return h._closed
+
+
+def transaction(h, face: Any, principal: str | None) -> Any:
+    """h.transaction() yielding `face` and reported as `principal`'s (a principal handle's)."""
+    return h._transaction(face, principal)
 
 
 def in_transaction(h) -> bool:
@@ -200,17 +314,113 @@ def refuse_change(h, path: str, tree: bool) -> None:
         guard(h, path, tree)
 
 
+def owner(h) -> Any:
+    """The owner handle (archive.Cartridge) behind any handle: itself, a principal handle's
+    owner, a stream's archive handle. Every handle of one open archive has the same owner."""
+    return getattr(h, "_cart", h)
+
+
+# -- pre-commit participants ----------------------------------------------------------------
+def add_participant(h, participant: Any) -> Callable[[], None]:
+    """Register `participant` on the archive of handle `h` (its engine: a principal handle and
+    its owner share it). Returns a function that removes it. See the module docstring."""
+    eng = owner(h)._eng
+    with owner(h)._lock:
+        eng.participants.append(participant)
+
+    def remove() -> None:
+        with owner(h)._lock:
+            if participant in eng.participants:
+                eng.participants.remove(participant)
+    return remove
+
+
+def participants(h) -> list:
+    """The participants registered on the archive of handle `h` (a copy)."""
+    return list(owner(h)._eng.participants)
+
+
+def flush(h) -> bool:
+    """A commit point now, outside any call: on a writable, open handle with no transaction
+    open, run one commit, in which the participants' before_commit may stage entries (nothing
+    is written when none does). Returns False (and does nothing) on a read-only, closed or
+    failed handle or inside a transaction (whose own commit will come)."""
+    h = owner(h)
+    with h._lock:
+        eng = h._eng
+        if h._closed or h._txn_depth or not eng.writable or eng.failed is not None:
+            return False
+        eng.begin()
+        eng.commit()
+        return True
+
+
 # -- the operation hook ---------------------------------------------------------------------
-hooks: list[Callable[[str | None, str, str | None, str, int | None], None]] = []
+RENAME = "cart:Rename"     # the action of a rename event (IAM checks cart:GetObject and
+#                            cart:DeleteObject on the source, cart:PutObject on the destination)
+
+
+class FileWrite(NamedTuple):
+    """One file a call wrote (Event.files): its normalised path, new size and new content
+    checksum (16 hex digits, as FileInfo.checksum; None when not known)."""
+
+    path: str
+    size: int
+    checksum: str | None
+
+
+class Event:
+    """One reported operation; see the module docstring for when each field is set."""
+
+    __slots__ = ("archive", "principal", "method", "action", "path", "dest", "result", "size",
+                 "checksum", "files", "refused", "changed", "transaction", "time", "sent",
+                 "_prev")
+
+    def __init__(self, archive: Any, principal: str | None, method: str, action: str | None,
+                 path: str | None = None, dest: str | None = None, size: int | None = None):
+        self.archive = archive          # the owner handle of the archive (archive.Cartridge)
+        self.principal = principal      # None: the owner
+        self.method = method            # "write", "read", "stream_close", "sqlite_commit", ...
+        self.action = action            # IAM action name (RENAME for rename); None: no action
+        self.path = path                # normalised path; a policy call: the policy name
+        self.dest = dest                # rename: the normalised destination
+        self.result = "ok"              # "ok", "denied" or the raised exception's class name
+        self.size = size                # bytes written / read, items yielded; None: no size
+        self.checksum: str | None = None   # a write's new content checksum (16 hex digits)
+        self.files: tuple[FileWrite, ...] | None = None   # write_many, sqlite_commit: each file
+        self.refused: tuple[str, str] | None = None   # denied: (IAM action, resource) refused
+        self.changed = False            # the call changed the archive (reported before commit)
+        self.transaction: int | None = None   # id of the open transaction() it ran in
+        self.time = time.time()         # when the call started (seconds since the epoch)
+        self.sent = False               # delivered to the subscribers
+        self._prev: Event | None = None   # the reported call this one runs inside (own events)
+
+    def copy(self) -> Event:
+        ev = Event.__new__(Event)
+        for k in Event.__slots__:
+            setattr(ev, k, getattr(self, k))
+        return ev
+
+    @property
+    def brief(self) -> tuple:
+        """(principal, method, path, result, size): the old five-field report."""
+        return (self.principal, self.method, self.path, self.result, self.size)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in Event.__slots__[1:-2]
+                           if getattr(self, k) is not None)
+        return f"Event({fields})"
+
+
+Subscriber = Callable[[Event], None]
+hooks: list[Subscriber] = []
 _instrumented: list[tuple[type, str, Callable, Callable]] = []   # (class, name, raw, wrapper)
 _hooks_lock = threading.Lock()
-_tls = threading.local()
+_tls = threading.local()          # op: the Event of the reported call running on this thread
 
 
-def subscribe(fn: Callable[[str | None, str, str | None, str, int | None], None]) \
-        -> Callable[[], None]:
-    """Call fn(principal, action, path, result, size) after every operation; returns a function
-    that unsubscribes it."""
+def subscribe(fn: Subscriber) -> Callable[[], None]:
+    """Call fn(event) for every reported operation; returns a function that unsubscribes it."""
     with _hooks_lock:
         hooks.append(fn)
         if len(hooks) == 1:
@@ -227,17 +437,6 @@ def subscribe(fn: Callable[[str | None, str, str | None, str, int | None], None]
     return unsubscribe
 
 
-def emit(principal: str | None, action: str, path: str | None, result: str,
-         size: int | None) -> None:
-    """Report one operation to every subscriber (nothing inside another reported call)."""
-    if not hooks:
-        return
-    if getattr(_tls, "depth", 0):
-        return
-    for fn in list(hooks):
-        fn(principal, action, path, result, size)
-
-
 def outcome(exc: BaseException | None) -> str:
     """The `result` of an operation that raised `exc` (None: it succeeded)."""
     if exc is None:
@@ -247,102 +446,175 @@ def outcome(exc: BaseException | None) -> str:
     return type(exc).__name__
 
 
-PATH_ARGS = ("path", "src", "top", "prefix", "name")
+def _deliver(ev: Event) -> None:
+    ev.sent = True
+    for fn in list(hooks):
+        fn(ev)
 
 
-def _path_of(args: tuple, kwargs: dict) -> str | None:
-    if args and isinstance(args[0], str):
-        return args[0]
-    for k in PATH_ARGS:
-        v = kwargs.get(k)
-        if isinstance(v, str):
-            return v
-    return None
+def current() -> Event | None:
+    """The Event of the reported call running on this thread (None: none, or nobody listens)."""
+    return getattr(_tls, "op", None)
 
 
-def _enter() -> None:
-    _tls.depth = getattr(_tls, "depth", 0) + 1
+def _transaction_id(archive: Any) -> int | None:
+    return archive._txn_id if getattr(archive, "_txn_depth", 0) else None
 
 
-def _leave() -> None:
-    _tls.depth -= 1
+def begin_op(h, principal: str | None, method: str, action: str | None, path: str | None,
+             size: int | None = None) -> Event:
+    """Start an operation reported on its own, even inside another reported call (a stream
+    closed by close(), a SQLite commit): until end_op(), calls it makes and changes it stages
+    belong to it. Call only when `hooks` is non-empty."""
+    archive = owner(h)
+    ev = Event(archive, principal, method, action, path, None, size)
+    ev.transaction = _transaction_id(archive)
+    ev._prev = getattr(_tls, "op", None)
+    _tls.op = ev
+    return ev
 
 
-def _wrap(raw: Callable, action: str, principal_of: Callable, size_of: Callable | None,
-          path_of: Callable) -> Callable:
-    if inspect.isgeneratorfunction(raw):
-        @functools.wraps(raw)
-        def gen_wrapper(self, *args, **kwargs):
-            if getattr(_tls, "depth", 0):
-                return raw(self, *args, **kwargs)
-            return _observe_iter(self, raw, action, principal_of, path_of, args, kwargs)
-        return gen_wrapper
-
-    @functools.wraps(raw)
-    def wrapper(self, *args, **kwargs):
-        if getattr(_tls, "depth", 0):
-            return raw(self, *args, **kwargs)
-        _enter()
-        try:
-            result = raw(self, *args, **kwargs)
-        except BaseException as e:
-            _leave()
-            size = size_of(self, args, kwargs, None) if size_of is not None else None
-            emit(principal_of(self), action, path_of(self, args, kwargs), outcome(e), size)
-            raise
-        _leave()
-        size = size_of(self, args, kwargs, result) if size_of is not None else None
-        emit(principal_of(self), action, path_of(self, args, kwargs), "ok", size)
-        return result
-    return wrapper
+def end_op(ev: Event, exc: BaseException | None) -> None:
+    """The end of begin_op()'s operation: report it (unless it was reported before its commit;
+    then, if that commit failed, report the failure too)."""
+    _tls.op = ev._prev
+    ev._prev = None
+    _finish(ev, exc)
 
 
-def _observe_iter(self, raw, action, principal_of, path_of, args, kwargs):
-    """A reported generator method: each step runs as part of it; one report at its end with
-    the number of items as size."""
-    it = raw(self, *args, **kwargs)
-    n = 0
-    exc = None
+def _finish(ev: Event, exc: BaseException | None) -> None:
+    if ev.sent:
+        if exc is None:
+            return
+        ev = ev.copy()          # its change was reported, then its commit failed
+        ev.changed = False
+    ev.result = outcome(exc)
+    _deliver(ev)
+
+
+def changing(h) -> None:
+    """The change context of handle `h` completed a change (archive.Cartridge calls it, when
+    someone listens, inside its change context after the change is staged): the current
+    call's event is marked changed and, outside a transaction, delivered now, before the
+    commit that carries it."""
+    ev = getattr(_tls, "op", None)
+    if ev is None or ev.archive is not h:
+        return
+    ev.changed = True
+    if not h._txn_depth and not ev.sent:
+        _deliver(ev)
+
+
+def note(h, checksum: int | None = None, size: int | None = None,
+         files: tuple[FileWrite, ...] | None = None) -> None:
+    """What the running call knows best (a write's new content checksum, write_many's files):
+    set on its event. Call only when `hooks` is non-empty."""
+    ev = getattr(_tls, "op", None)
+    if ev is None or ev.archive is not owner(h):
+        return
+    if checksum is not None:
+        ev.checksum = f"{checksum:016x}"
+    if size is not None:
+        ev.size = size
+    if files is not None:
+        ev.files = files
+
+
+def refused(h, principal: str, action: str, resource: str, method: str = "check") -> None:
+    """A principal's IAM denial (guard.py calls it before raising AccessDeniedError): the
+    running call's event carries (action, resource) in `refused`; a denial outside any
+    reported call (a member SQLite opens later, through ATTACH) is reported on its own, with
+    `method` and the refused action."""
+    if not hooks:
+        return
+    archive = owner(h)
+    ev = getattr(_tls, "op", None)
+    if ev is not None and ev.archive is archive:
+        if ev.refused is None:
+            ev.refused = (action, resource)
+        return
+    ev = Event(archive, principal, method, action, resource)
+    ev.transaction = _transaction_id(archive)
+    ev.refused = (action, resource)
+    ev.result = "denied"
+    _deliver(ev)
+
+
+def report_transaction(h, principal: str | None, exc: BaseException | None) -> None:
+    """The end of an outer transaction() block of owner handle `h`: committed (exc None:
+    called before its commit, so the participants see the event first) or rolled back."""
+    ev = Event(h, principal, "transaction", None)
+    ev.transaction = h._txn_id
+    ev.result = outcome(exc)
+    ev.changed = exc is None
+    _deliver(ev)
+
+
+@contextmanager
+def detached() -> Iterator[None]:
+    """Calls made inside are reported as calls of their own (Cartridge.close() closing the
+    handle's streams: each stream's publish is its own event)."""
+    prev = getattr(_tls, "op", None)
+    _tls.op = None
     try:
-        while True:
-            _enter()
-            try:
-                item = next(it)
-            except StopIteration:
-                break
-            finally:
-                _leave()
-            n += 1
-            yield item
-    except BaseException as e:
-        exc = e
-        raise
+        yield
     finally:
-        it.close()
-        if not isinstance(exc, GeneratorExit):
-            emit(principal_of(self), action, path_of(self, args, kwargs), outcome(exc), n)
+        _tls.op = prev
 
 
-def _default_path(self, args: tuple, kwargs: dict) -> str | None:
-    return _path_of(args, kwargs)
+# -- what instrument() reports for each method ------------------------------------------------
+def _norm(path: object) -> str | None:
+    """The normalised path of an argument (the argument itself when it is not a valid path)."""
+    if not isinstance(path, str):
+        return None
+    try:
+        return _P.normalize_any(path)[0]
+    except Exception:
+        return path
 
 
-def instrument(cls: type, principal_of: Callable[[Any], str | None],
-               ops: dict[str, tuple[str, Callable | None]],
-               path_of: Callable | None = None) -> None:
-    """Report the calls of cls's methods: ops maps method name -> (action, size_of), where
-    size_of(self, args, kwargs, result) gives the size (None: no size; result None when the
-    call raised)."""
-    with _hooks_lock:
-        for name, (action, size_of) in ops.items():
-            raw = cls.__dict__[name]
-            wrapper = _wrap(raw, action, principal_of, size_of, path_of or _default_path)
-            _instrumented.append((cls, name, raw, wrapper))
-            if hooks:
-                setattr(cls, name, wrapper)
+def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
+    return args[i] if len(args) > i else kwargs.get(name, default)
 
 
-# size_of helpers for instrument()
+class Op(NamedTuple):
+    """How instrument() reports a method: its IAM action (or a function of (args, kwargs)
+    giving it), size_of(self, args, kwargs, result) -> size (result None when not known yet),
+    paths(self, args, kwargs) -> (path, dest), and the method name reported (None: the
+    method's own)."""
+
+    action: str | Callable[[tuple, dict], str | None] | None
+    size_of: Callable | None
+    paths: Callable[[Any, tuple, dict], tuple[str | None, str | None]] | None
+    method: str | None = None
+
+
+def path_arg(self, args: tuple, kwargs: dict) -> tuple[str | None, None]:
+    """The first argument (`path`), normalised."""
+    return _norm(_arg(args, kwargs, 0, "path")), None
+
+
+def dir_arg(name: str) -> Callable[[Any, tuple, dict], tuple[str | None, None]]:
+    """The first argument (keyword `name`, default "/"), normalised."""
+    def paths(self, args: tuple, kwargs: dict) -> tuple[str | None, None]:
+        return _norm(_arg(args, kwargs, 0, name, "/")), None
+    return paths
+
+
+def rename_args(self, args: tuple, kwargs: dict) -> tuple[str | None, str | None]:
+    return _norm(_arg(args, kwargs, 0, "src")), _norm(_arg(args, kwargs, 1, "dst"))
+
+
+def name_arg(self, args: tuple, kwargs: dict) -> tuple[str | None, None]:
+    """A policy call's first argument, the policy name, as given (a name, not a path)."""
+    name = _arg(args, kwargs, 0, "name")
+    return (name if isinstance(name, str) else None), None
+
+
+def archive_root(self, args: tuple, kwargs: dict) -> tuple[str, None]:
+    return "/", None
+
+
 def size_of_data(self, args: tuple, kwargs: dict, result) -> int | None:
     """The bytes given as the call's second argument (write's data)."""
     data: Any = args[1] if len(args) > 1 else kwargs.get("data")     # anything: not a buffer is None
@@ -355,7 +627,7 @@ def size_of_data(self, args: tuple, kwargs: dict, result) -> int | None:
 def size_of_result(self, args: tuple, kwargs: dict, result) -> int | None:
     """len() of what the call returned (read), or the int it returned (readinto); None when
     it raised."""
-    if isinstance(result, int):
+    if isinstance(result, int) and not isinstance(result, bool):
         return result
     try:
         return memoryview(result).nbytes
@@ -363,14 +635,138 @@ def size_of_result(self, args: tuple, kwargs: dict, result) -> int | None:
         return None
 
 
-# The public calls every handle class reports (owner and principal handles alike): method name
-# -> (action, size_of). A new public call is added here once.
-HANDLE_OPS: dict[str, tuple[str, Callable | None]] = {
-    "write": ("write", size_of_data), "write_many": ("write_many", size_of_result),
-    "read": ("read", size_of_result), "readinto": ("readinto", size_of_result),
-    "read_buffer": ("read_buffer", size_of_result), "open": ("open", None),
-    **{name: (name, None) for name in (
-        "exists", "isfile", "isdir", "stat", "listdir", "walk", "scan", "mkdir", "delete",
-        "rename", "sqlite", "sqlite_export", "commit", "set_policy", "get_policy",
-        "delete_policy", "policies", "as_principal", "check_access", "verify", "info", "close")},
+def _open_action(args: tuple, kwargs: dict) -> str:
+    mode = _arg(args, kwargs, 1, "mode", "rb")
+    return _A.GET_OBJECT if mode == "rb" else _A.PUT_OBJECT
+
+
+# The public calls every handle class reports (owner and principal handles alike). A new
+# public call is added here once.
+_G, _PUT, _L = _A.GET_OBJECT, _A.PUT_OBJECT, _A.LIST
+HANDLE_OPS: dict[str, Op] = {
+    "write": Op(_PUT, size_of_data, path_arg),
+    "write_many": Op(_PUT, None, None),                  # size and files: note()
+    "read": Op(_G, size_of_result, path_arg),
+    "readinto": Op(_G, size_of_result, path_arg),
+    "read_buffer": Op(_G, size_of_result, path_arg),
+    "open": Op(_open_action, None, path_arg),
+    **{name: Op(_G, None, path_arg) for name in ("exists", "isfile", "isdir", "stat", "sqlite",
+                                                   "sqlite_export")},
+    "listdir": Op(_L, None, dir_arg("path")),
+    "walk": Op(_L, None, dir_arg("top")),
+    "scan": Op(_L, None, dir_arg("prefix")),
+    "mkdir": Op(_PUT, None, path_arg),
+    "delete": Op(_A.DELETE_OBJECT, None, path_arg),
+    "rename": Op(RENAME, None, rename_args),
+    "set_policy": Op(_A.PUT_POLICY, None, name_arg),
+    "delete_policy": Op(_A.PUT_POLICY, None, name_arg),
+    "get_policy": Op(_A.GET_POLICY, None, name_arg),
+    "policies": Op(_A.GET_POLICY, None, None),
+    "check_access": Op(_A.GET_POLICY, None, None),
+    "verify": Op(_L, None, archive_root),
+    "info": Op(_L, None, archive_root),
+    "as_principal": Op(None, None, None),
+    "commit": Op(None, None, None),
+    "close": Op(None, None, None),
 }
+
+
+def _start(op: Op, self, principal_of: Callable, method: str, args: tuple,
+           kwargs: dict) -> Event:
+    action = op.action(args, kwargs) if callable(op.action) else op.action
+    path, dest = op.paths(self, args, kwargs) if op.paths is not None else (None, None)
+    archive = owner(self)
+    ev = Event(archive, principal_of(self), method, action, path, dest)
+    ev.transaction = _transaction_id(archive)
+    if op.size_of is size_of_data:      # known from the arguments: set before any delivery
+        ev.size = size_of_data(self, args, kwargs, None)
+    return ev
+
+
+def _sized(ev: Event, op: Op, self, args: tuple, kwargs: dict, result) -> None:
+    if ev.size is None and op.size_of is not None:
+        ev.size = op.size_of(self, args, kwargs, result)
+
+
+def _wrap(raw: Callable, method: str, op: Op, principal_of: Callable, own: bool) -> Callable:
+    if inspect.isgeneratorfunction(raw):
+        @functools.wraps(raw)
+        def gen_wrapper(self, *args, **kwargs):
+            if getattr(_tls, "op", None) is not None and not own:
+                return raw(self, *args, **kwargs)
+            return _observe_iter(self, raw, method, op, principal_of, args, kwargs)
+        return gen_wrapper
+
+    @functools.wraps(raw)
+    def wrapper(self, *args, **kwargs):
+        prev = getattr(_tls, "op", None)
+        if prev is not None and not own:
+            return raw(self, *args, **kwargs)
+        ev = _start(op, self, principal_of, method, args, kwargs)
+        ev._prev = prev
+        _tls.op = ev
+        try:
+            result = raw(self, *args, **kwargs)
+        except BaseException as e:
+            _tls.op = prev
+            ev._prev = None
+            _sized(ev, op, self, args, kwargs, None)
+            _finish(ev, e)
+            raise
+        _tls.op = prev
+        ev._prev = None
+        if not ev.sent:
+            _sized(ev, op, self, args, kwargs, result)
+            _deliver(ev)
+        return result
+    return wrapper
+
+
+def _observe_iter(self, raw, method, op, principal_of, args, kwargs):
+    """A reported generator method: each step runs as part of it; one report at its end (also
+    when it is closed early or collected unfinished) with the number of items as size."""
+    ev = _start(op, self, principal_of, method, args, kwargs)
+    n = 0
+    exc = None
+    try:
+        prev = getattr(_tls, "op", None)
+        _tls.op = ev
+        try:
+            it = raw(self, *args, **kwargs)
+        finally:
+            _tls.op = prev
+        try:
+            while True:
+                prev = getattr(_tls, "op", None)
+                _tls.op = ev
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                finally:
+                    _tls.op = prev
+                n += 1
+                yield item
+        finally:
+            it.close()
+    except GeneratorExit:
+        raise                       # closed early: reported below as "ok" with the items seen
+    except BaseException as e:
+        exc = e
+        raise
+    finally:
+        ev.size = n
+        _finish(ev, exc)
+
+
+def instrument(cls: type, principal_of: Callable[[Any], str | None], ops: dict[str, Op],
+               own: bool = False) -> None:
+    """Report the calls of cls's methods named in `ops` (method name -> Op). `own`: a call is
+    reported even inside another reported call (stream close)."""
+    with _hooks_lock:
+        for name, op in ops.items():
+            raw = cls.__dict__[name]
+            wrapper = _wrap(raw, op.method or name, op, principal_of, own)
+            _instrumented.append((cls, name, raw, wrapper))
+            if hooks:
+                setattr(cls, name, wrapper)

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -214,6 +214,7 @@ class Cartridge:
         self._closed = True
         self._txn_depth = 0
         self._txn_aborted = False
+        self._txn_id = 0              # counts outer transactions (the operation hook's Event)
         self._streams: set = set()
         self._features: dict[str, Any] = {}   # per-handle state of feature layers (_handle.feature)
         self._snapshot_held = 0       # > 0: a reader stays on its state (a principal's check)
@@ -249,6 +250,8 @@ class Cartridge:
         if self._txn_depth:
             try:
                 yield eng
+                if H.hooks:
+                    H.changing(self)
             except _CLEAN_ERRORS:
                 raise
             except BaseException:
@@ -258,6 +261,8 @@ class Cartridge:
         eng.begin()
         try:
             yield eng
+            if H.hooks:
+                H.changing(self)     # the call's event, before the commit that carries it
         except BaseException:
             eng.rollback()
             raise
@@ -268,7 +273,10 @@ class Cartridge:
         eng = self._eng
         if self._txn_depth:
             try:
-                return fn(eng, *args)
+                result = fn(eng, *args)
+                if H.hooks:
+                    H.changing(self)
+                return result
             except _CLEAN_ERRORS:
                 raise
             except BaseException:
@@ -277,6 +285,8 @@ class Cartridge:
         eng.begin()
         try:
             result = fn(eng, *args)
+            if H.hooks:
+                H.changing(self)
         except BaseException:
             eng.rollback()
             raise
@@ -313,8 +323,10 @@ class Cartridge:
         storage, payload, csum, _ = eng.content.store(view, max_payload(len(key)))
         rec = file_record(old, storage, len(view), csum, payload, mode=meta[0], mtime=meta[1])
         eng.put_file(key, rec, old)
+        if H.hooks:
+            H.note(self, checksum=csum)
         if old is not None:
-            eng.content.free(old, eng._where(key))
+            eng.content.free(old, eng.where(key))
 
     def write_many(self, items: Iterable[tuple], *, mode: int | None = None,
                    mtime: float | None = None) -> int:
@@ -408,10 +420,14 @@ class Cartridge:
                     mtimes[i] = t
         values, sizes = eng.content.store_many(keys, datas, modes, ctimes, now, mtimes)
         replaced = eng.put_many(keys, values, sizes)
+        if H.hooks:
+            files = tuple(H.FileWrite(k.decode("utf-8"), int(n), f"{decode(v, '').checksum:016x}")
+                          for k, v, n in zip(keys, values, sizes.tolist()))
+            H.note(self, size=int(sizes.sum()), files=files)
         if olds or any(replaced):
             for key, prev in zip(keys, replaced):
                 if prev is not None:
-                    eng.content.free(prev, eng._where(key))
+                    eng.content.free(prev, eng.where(key))
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         """A file's bytes; with offset/size a range (a range past the end comes back short)."""
@@ -714,35 +730,57 @@ class Cartridge:
         export(self, path, dest)
 
     # -- transactions and durability --------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[Cartridge]:
+    def transaction(self) -> AbstractContextManager[Cartridge]:
         """Group calls into one atomic commit; an exception inside rolls everything back.
         Nested blocks join the outer one; if an inner block fails, the whole transaction is
         rolled back and the outer block's remaining calls raise TransactionAbortedError."""
+        return self._transaction(self, None)
+
+    @contextmanager
+    def _transaction(self, face, principal: str | None) -> Iterator[Any]:
+        """transaction() of this handle, yielding `face` (a principal handle's own block
+        yields the principal handle, and its events name the principal)."""
         with self._lock:
             eng = self._writer()
             outer = self._txn_depth == 0
             if outer:
                 eng.begin()
                 self._txn_aborted = False
+                self._txn_id += 1
             self._txn_depth += 1
             try:
-                yield self
-            except BaseException:
+                yield face
+            except BaseException as e:
                 self._txn_depth -= 1
                 if not self._txn_aborted and not self._closed:
                     self._abort()
                 if outer:
                     self._txn_aborted = False
+                    if H.hooks:
+                        H.report_transaction(self, principal, e)
                 raise
             self._txn_depth -= 1
             if self._closed:
-                raise ClosedError(f"{self.path}: closed inside a transaction, which was rolled back")
+                err: CartridgeError = ClosedError(
+                    f"{self.path}: closed inside a transaction, which was rolled back")
+                if outer and H.hooks:
+                    H.report_transaction(self, principal, err)
+                raise err
             if not outer:
                 return
             if self._txn_aborted:
                 self._txn_aborted = False
-                raise TransactionAbortedError("a nested transaction failed; nothing was committed")
+                err = TransactionAbortedError("a nested transaction failed; nothing was committed")
+                if H.hooks:
+                    H.report_transaction(self, principal, err)
+                raise err
+            if H.hooks:
+                try:
+                    H.report_transaction(self, principal, None)   # before its commit
+                except BaseException:
+                    self._abort()
+                    self._txn_aborted = False
+                    raise
             eng.commit()
 
     def commit(self) -> None:
@@ -818,14 +856,18 @@ class Cartridge:
                 return
             try:
                 eng = self._eng
-                for s in list(self._streams):
-                    if eng.failed is None:
-                        s.close()
-                    else:
-                        s._discard()
+                with H.detached():              # each stream's publish is its own operation
+                    for s in list(self._streams):
+                        if eng.failed is None:
+                            s.close()
+                        else:
+                            s._discard()
                 if eng.writable and eng.failed is None:
                     if self._txn_depth:        # the block never finished: nothing of it lands
                         eng.rollback()
+                    if eng.participants:       # a last commit point: participants flush
+                        eng.begin()
+                        eng.commit()
                     if eng.pager.sync_mode == "normal":
                         eng.pager.sync_now()
                     eng.unseal(both=True)

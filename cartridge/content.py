@@ -385,10 +385,7 @@ class ContentStore:
 
     def _fetch_chunk(self, start: int, csum: int, ln: int, i: int, where: str) -> bytes:
         key = (start << 64) | csum
-        data = self.pager.read_checked(start, ln, csum)
-        if data is None:
-            raise CorruptionError(f"{where}: content checksum mismatch in chunk {i} "
-                                  f"(pages {start}..{start + -(-ln // PAGE_SIZE) - 1})")
+        data = self.pager.read_checked(start, ln, csum, where, i)
         self.cache.put(key, data, ln)
         return data
 

@@ -91,6 +91,10 @@ class Engine:
         self.system_epoch = 0      # bumped whenever internal state (policies) may have changed
         self.rollbacks = 0         # bumped by every rollback of a writable handle's transaction
         self.closed = False        # close() ran: the file is released
+        # pre-commit participants (cartridge/_handle.py, add_participant): before_commit(self)
+        # inside every commit, before anything is written; after_rollback(self) after every
+        # rollback of a writable engine
+        self.participants: list = []
         if writable and not locking.writer_lock(fd, lock_timeout):
             raise LockedError(f"{name}: another handle holds the write lock")
         if fresh:
@@ -295,7 +299,7 @@ class Engine:
         self._changed = True
         old = self.catalog.put(key, rec.encode())
         self.records[key] = with_chunk_key(rec)
-        old_rec = None if old is None else decode(old, self._where(key))
+        old_rec = None if old is None else decode(old, self.where(key))
         if key[:1] == SYSTEM_PREFIX:
             if not key.startswith(AUDIT_PREFIX):    # the audit log is no policy state
                 self.system_epoch += 1
@@ -331,7 +335,7 @@ class Engine:
         if any(olds):
             for i, old in enumerate(olds):
                 if old is not None:
-                    olds[i] = rec = decode(old, self._where(keys[i]))
+                    olds[i] = rec = decode(old, self.where(keys[i]))
                     self._count(rec, -1)
         self.root.file_count += len(keys)
         self.root.total_bytes += int(np.sum(sizes))
@@ -343,7 +347,7 @@ class Engine:
         if old is None:
             return None
         self._changed = True
-        rec = decode(old, self._where(key))
+        rec = decode(old, self.where(key))
         if key[:1] == SYSTEM_PREFIX:
             if not key.startswith(AUDIT_PREFIX):    # the audit log is no policy state
                 self.system_epoch += 1
@@ -366,7 +370,7 @@ class Engine:
         while True:
             batch = self.catalog.items_from(start, SCAN_BATCH, prefix)
             for k, v in batch:
-                yield k, decode(v, self._where(k))
+                yield k, decode(v, self.where(k))
             if len(batch) < SCAN_BATCH:
                 return
             start = batch[-1][0] + b"\x00"
@@ -374,7 +378,8 @@ class Engine:
     def first_key(self, start: bytes) -> bytes | None:
         return self.catalog.first_key_from(start)
 
-    def _where(self, key: bytes) -> str:
+    def where(self, key: bytes) -> str:
+        """How errors name the entry under `key`: 'archive:path'."""
         return f"{self.name}:{key.decode('utf-8', 'replace')}"
 
     # -- transactions -----------------------------------------------------------------------
@@ -403,13 +408,26 @@ class Engine:
         self.records.clear()
         self._build_trees()
         self._changed = False
+        if self.participants:
+            for p in list(self.participants):
+                p.after_rollback(self)
 
     def commit(self, force_sync: bool = False) -> None:
         """Make the open transaction the newest committed state (docs/FORMAT.md §8).
 
         An error before the root flip (a full disk, an I/O error) rolls the transaction back and
         leaves the handle usable; an error during the flip leaves the root's fate unknown, so the
-        handle refuses further use (the file stays consistent either way)."""
+        handle refuses further use (the file stays consistent either way).
+
+        The participants' before_commit(self) runs first, inside the transaction, so that what
+        they stage lands in this same commit; one that raises rolls the transaction back."""
+        if self.participants and self.writable:
+            try:
+                for p in list(self.participants):
+                    p.before_commit(self)
+            except BaseException:
+                self.rollback()
+                raise
         self.in_txn = False
         if not self._changed:
             if force_sync and self.writable:

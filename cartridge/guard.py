@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +138,7 @@ class PrincipalCartridge:
         return AccessDeniedError(f"{self._principal!r} is {why} {action} on {resource!r}")
 
     def _deny(self, action: str, resource: str, decision: Decision) -> None:
+        H.refused(self._cart, self._principal, action, resource)   # the operation hook
         H.abort(self._cart)          # a denied step rolls the whole transaction back
         raise self._denial(action, resource, decision)
 
@@ -398,6 +399,7 @@ class PrincipalCartridge:
                 return want_write
             decision = self._decision(state, GET, member, None)
             if decision != Decision.ALLOW:
+                H.refused(self._cart, self._principal, GET, member, "sqlite_open")
                 raise self._denial(GET, member, decision)
             return want_write and self._decision(state, PUT, member, None) == Decision.ALLOW
 
@@ -419,10 +421,8 @@ class PrincipalCartridge:
             self._cart.sqlite_export(path, dest)
 
     # -- transactions and durability ------------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[PrincipalCartridge]:
-        with self._cart.transaction():
-            yield self
+    def transaction(self) -> AbstractContextManager[PrincipalCartridge]:
+        return H.transaction(self._cart, self, self._principal)
 
     def commit(self) -> None:
         self._cart.commit()

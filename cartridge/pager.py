@@ -343,16 +343,20 @@ class Pager:
             raise CorruptionError(f"{self.name}: page {pno} is {ptag!r}, expected {tag!r}")
         return data
 
-    def read_checked(self, start: int, length: int, csum: int) -> bytes | None:
-        """`length` bytes of content from page `start`, read once into the bytes returned, or
-        None when their xxh3-64 is not `csum` (the caller names the damage)."""
+    def read_checked(self, start: int, length: int, csum: int, where: str,
+                     index: int) -> bytes:
+        """`length` bytes of content from page `start` (chunk `index` of file `where`), read
+        once into the bytes returned; CorruptionError when their xxh3-64 is not `csum`."""
         count = -(-length // PAGE_SIZE)
         if self.io is not os or start <= 0 or start + count > self.file_pages:
             raw = self.read_run(start, count)       # checks the range, stand-in file layers
             data = raw[:length] if length != len(raw) else raw
-            return data if xxh3_64(data) == csum else None
+            if xxh3_64(data) != csum:
+                raise CorruptionError(f"{where}: content checksum mismatch in chunk {index} "
+                                      f"(pages {start}..{start + count - 1})")
+            return data
         self._unstage_overlap(start, count)
-        return checked_chunk(self.fd, start, length, csum, self.name)
+        return checked_chunk(self.fd, start, length, csum, self.name, where, index)
 
     def read_run(self, start: int, count: int) -> bytes:
         """`count` consecutive pages (content)."""

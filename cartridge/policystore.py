@@ -40,7 +40,7 @@ def is_system_key(key: bytes) -> bool:
 
 
 def _text(eng, key: bytes, rec: Record) -> bytes:
-    where = eng._where(key)
+    where = eng.where(key)
     if rec.kind != KIND_FILE:
         raise CorruptionError(f"{where}: a policy entry is not a file record")
     if rec.storage == STORE_EMPTY:
@@ -54,7 +54,7 @@ def _entries(eng):
     while True:
         batch = eng.catalog.items_from(start, 256, POLICY_PREFIX)
         for k, v in batch:
-            yield k, decode(v, eng._where(k))
+            yield k, decode(v, eng.where(k))
         if len(batch) < 256:
             return
         start = batch[-1][0] + b"\x00"
@@ -93,7 +93,7 @@ def store(eng, name: str, text: bytes) -> None:
     eng.put(key, Record(KIND_FILE, storage, DEFAULT_MODE_FILE, len(text),
                         now if old is None else old.ctime_ns, now, csum, payload))
     if old is not None:
-        eng.content.free(old, eng._where(key))
+        eng.content.free(old, eng.where(key))
 
 
 def remove(eng, name: str) -> bool:
@@ -102,5 +102,5 @@ def remove(eng, name: str) -> bool:
     old = eng.delete(key)
     if old is None:
         return False
-    eng.content.free(old, eng._where(key))
+    eng.content.free(old, eng.where(key))
     return True

@@ -20,6 +20,7 @@ from . import paths as P
 from .content import byte_view, chunk_len, file_meta, publish_file
 from .errors import ClosedError, PathIsDirectoryError
 from .format import CHUNK_SIZE, KIND_FILE, PAGE_SIZE, STORE_EMPTY, STORE_INLINE
+from .iam import actions as A
 from .records import Record, max_payload
 
 STREAM_MODES = ("rb", "wb", "ab", "r+b")
@@ -138,6 +139,7 @@ class CartReader(_Base):
     def __init__(self, cart, path: str, rec: Record):
         super().__init__(cart, path)
         self._rec = rec
+        self.nread = 0           # bytes read so far (the operation hook's size)
 
     def readable(self) -> bool:
         return True
@@ -153,6 +155,7 @@ class CartReader(_Base):
                 return 0
             n = self._eng.content.readinto(rec, self._pos, buffer, self.name)
         self._pos += n
+        self.nread += n
         return n
 
     def read(self, size: int = -1) -> bytes:
@@ -164,6 +167,7 @@ class CartReader(_Base):
             data = self._eng.content.read(rec, self._pos, size if size is not None else -1,
                                                 self.name)
         self._pos += len(data)
+        self.nread += len(data)
         return data
 
     def readall(self) -> bytes:
@@ -437,12 +441,14 @@ class CartWriter(_Base):
                 if size <= max_payload(len(self._key)):
                     data = b"".join(self._chunk_bytes_final(cmap, i, size) for i in range(n_chunks))
                     eng.allocator.attach(self, [])
-                    publish_file(eng, self._key, old, size, data=data, free_old=free_old,
-                                 mode=self._meta[0], mtime=self._meta[1])
+                    rec = publish_file(eng, self._key, old, size, data=data, free_old=free_old,
+                                       mode=self._meta[0], mtime=self._meta[1])
                 else:
                     eng.allocator.attach(self, keep_runs)
-                    publish_file(eng, self._key, old, size, cmap=cmap, free_old=free_old,
-                                 mode=self._meta[0], mtime=self._meta[1])
+                    rec = publish_file(eng, self._key, old, size, cmap=cmap, free_old=free_old,
+                                       mode=self._meta[0], mtime=self._meta[1])
+                if H.hooks:
+                    H.note(cart, checksum=rec.checksum, size=size)
                 self._published = True
 
     def _chunk_bytes_final(self, cmap, i: int, size: int) -> bytes:
@@ -468,11 +474,21 @@ class CartWriter(_Base):
 
 
 
-def _stream_size(s, args: tuple, kwargs: dict, result) -> int:
+def _read_size(s, args: tuple, kwargs: dict, result) -> int:
+    return s.nread
+
+
+def _written_size(s, args: tuple, kwargs: dict, result) -> int:
     return s._size()
 
 
-H.instrument(CartReader, lambda s: s.principal, {"close": ("stream_close", _stream_size)},
-             path_of=lambda s, args, kwargs: s.name)
-H.instrument(CartWriter, lambda s: s.principal, {"close": ("stream_close", _stream_size)},
-             path_of=lambda s, args, kwargs: s.name)
+def _stream_path(s, args: tuple, kwargs: dict) -> tuple[str, None]:
+    return s.name, None
+
+
+# A stream's close is one operation of its own (even when the handle's close() closes it):
+# a reader's reports the bytes actually read, a writer's publish the file's new size and checksum.
+H.instrument(CartReader, lambda s: s.principal,
+             {"close": H.Op(A.GET_OBJECT, _read_size, _stream_path, "stream_close")}, own=True)
+H.instrument(CartWriter, lambda s: s.principal,
+             {"close": H.Op(A.PUT_OBJECT, _written_size, _stream_path, "stream_close")}, own=True)

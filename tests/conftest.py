@@ -13,10 +13,12 @@ def cart_path(tmp_path):
 
 
 @pytest.fixture
-def cart(cart_path):
+def cart(cart_path, request):
     """A fresh read-write archive (mode "a", at cart_path), closed after the test; the one
-    every test file uses unless it needs a special one (a sync mode, prepared contents)."""
-    c = cartridge.open(cart_path, "a")
+    every test file uses. A module may set CART_OPTIONS (keywords for cartridge.open, e.g.
+    {"sync": "off"}), and prepares contents by overriding `cart` with a fixture that takes
+    this one (`def cart(cart): cart.write(...); return cart`)."""
+    c = cartridge.open(cart_path, "a", **getattr(request.module, "CART_OPTIONS", {}))
     try:
         yield c
     finally:

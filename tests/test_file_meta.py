@@ -12,10 +12,7 @@ from cartridge import AccessDeniedError
 BIG = 200_000          # several chunks: the chunked store paths
 
 
-@pytest.fixture
-def cart(tmp_path):
-    with cartridge.open(tmp_path / "m.cart", "a", sync="off") as c:
-        yield c
+CART_OPTIONS = {"sync": "off"}     # the shared `cart` fixture (conftest.py), without fsyncs
 
 
 def test_write_sets_mode_and_mtime(cart):

@@ -26,14 +26,17 @@ def doc(*statements):
     return {"Version": V, "Statement": list(statements)}
 
 
+CART_OPTIONS = {"sync": "off"}     # the shared `cart` fixture (conftest.py), without fsyncs
+
+
 @pytest.fixture
-def cart(tmp_path):
-    with cartridge.open(tmp_path / "a.cart", "a", sync="off") as c:
-        c.write("/public/a.txt", b"public")
-        c.write("/secret/s.txt", b"secret")
-        c.write("/home/alice/notes", b"alice's")
-        c.write("/home/bob/notes", b"bob's")
-        yield c
+def cart(cart):
+    """The shared fixture's archive (conftest.py) with a few files."""
+    cart.write("/public/a.txt", b"public")
+    cart.write("/secret/s.txt", b"secret")
+    cart.write("/home/alice/notes", b"alice's")
+    cart.write("/home/bob/notes", b"bob's")
+    return cart
 
 
 def test_no_policies_means_principals_may_do_everything(cart):

@@ -22,12 +22,15 @@ def stmt(effect, resource, action="cart:GetObject", field="Resource"):
     return {"Effect": effect, "Action": action, field: resource}
 
 
+CART_OPTIONS = {"sync": "off"}     # the shared `cart` fixture (conftest.py), without fsyncs
+
+
 @pytest.fixture
-def cart(tmp_path):
-    with cartridge.open(tmp_path / "a.cart", "a", sync="off") as c:
-        c.write("/data/readme.txt", b"readme")
-        c.write("/data/other.txt", b"other")
-        yield c
+def cart(cart):
+    """The shared fixture's archive (conftest.py) with two files."""
+    cart.write("/data/readme.txt", b"readme")
+    cart.write("/data/other.txt", b"other")
+    return cart
 
 
 def test_deny_on_a_pattern_starting_with_a_qmark_denies_what_aws_denies(cart):

@@ -262,7 +262,7 @@ def test_committed_node_search_matches_bisect(keys, probes, stem):
         assert back.child_index(p) == bisect.bisect_right(keys, p)
 
 
-def test_checked_chunk_raises_when_cut_short_and_is_none_on_a_bad_checksum(tmp_path):
+def test_checked_chunk_raises_when_cut_short_or_on_a_bad_checksum(tmp_path):
     from cartridge._core.checksum import xxh3_64
 
     data = os.urandom(5000)
@@ -271,7 +271,11 @@ def test_checked_chunk_raises_when_cut_short_and_is_none_on_a_bad_checksum(tmp_p
     fd = os.open(path, os.O_RDONLY)
     try:
         assert readpath.checked_chunk(fd, 1, 5000, xxh3_64(data), "arc") == data
-        assert readpath.checked_chunk(fd, 1, 5000, xxh3_64(data) ^ 1, "arc") is None
+        with pytest.raises(CorruptionError,
+                           match=r"^/f: content checksum mismatch in chunk 3 \(pages 1\.\.2\)$"):
+            readpath.checked_chunk(fd, 1, 5000, xxh3_64(data) ^ 1, "arc", "/f", 3)
+        with pytest.raises(CorruptionError, match=r"^arc: content checksum mismatch in chunk 0 "):
+            readpath.checked_chunk(fd, 1, 5000, xxh3_64(data) ^ 1, "arc")
         with pytest.raises(CorruptionError, match=r"^arc: pages 1\.\.2 are cut short$"):
             readpath.checked_chunk(fd, 1, 8000, 0, "arc")
     finally:

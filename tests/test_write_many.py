@@ -33,10 +33,7 @@ def batch(rng: random.Random, n: int, prefix: str = "/m") -> list[tuple[str, byt
     return out
 
 
-@pytest.fixture
-def cart(tmp_path):
-    with cartridge.open(tmp_path / "a.cart", "w", sync="off") as c:
-        yield c
+CART_OPTIONS = {"sync": "off"}     # the shared `cart` fixture (conftest.py), without fsyncs
 
 
 def test_same_result_as_write_per_file(tmp_path):

@@ -41,19 +41,24 @@ cdef Py_ssize_t _pread_full(int fd, unsigned char* buf, Py_ssize_t n, long long 
     return got
 
 
-def checked_chunk(int fd, uint64_t start, Py_ssize_t n, uint64_t csum, object name):
+def checked_chunk(int fd, uint64_t start, Py_ssize_t n, uint64_t csum, object name,
+                  object where=None, Py_ssize_t index=0):
     """n bytes of content from page `start` whose xxh3-64 must be `csum`, read into the bytes
-    object returned (no staging copy), or None when the checksum differs (the caller names the
-    damage). A file that ends first raises CorruptionError, prefixed by `name`."""
+    object returned (no staging copy). Raises CorruptionError when the file ends first
+    (prefixed by `name`, the archive) or the checksum differs (prefixed by `where`, the file,
+    naming chunk `index`; `name` when no `where` is given)."""
     cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
     cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
     cdef uint64_t h
+    cdef uint64_t last = start + (n + L.PAGE_SIZE - 1) // L.PAGE_SIZE - 1
     if _pread_full(fd, p, n, <long long>(start * L.PAGE_SIZE)) != n:
-        raise CorruptionError(f"{name}: pages {start}..{start + (n + L.PAGE_SIZE - 1) // L.PAGE_SIZE - 1} "
-                              f"are cut short")
+        raise CorruptionError(f"{name}: pages {start}..{last} are cut short")
     with nogil:
         h = XXH3_64bits(p, n)
-    return out if h == csum else None
+    if h != csum:
+        raise CorruptionError(f"{name if where is None else where}: content checksum mismatch "
+                              f"in chunk {index} (pages {start}..{last})")
+    return out
 
 
 def read_whole(Memo records, object catalog, object name, object cache, object path,

@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from ..format import (
     STORE_XMAP,
     XMAP_REF,
 )
+from ..iam import actions as A
 from ..records import Record, max_payload
 
 SPILL_CHUNKS = 256          # modified chunks (16 MiB) kept in memory before full ones go to pages
@@ -88,7 +90,7 @@ class Member(Overlay):
             self.nbase = 1 if rec is not None and rec.storage == STORE_INLINE else 0
         else:
             eng = self.reg.eng
-            self.cmap = eng.content.chunk_map(rec, eng._where(self.key))
+            self.cmap = eng.content.chunk_map(rec, eng.where(self.key))
             self.nbase = len(self.cmap)
         self.changed = False
 
@@ -150,7 +152,7 @@ class Member(Overlay):
         data = eng.pager.cache.get(ck)
         if data is None:
             data = eng.content._load_chunk(ck >> 64, ck & 0xFFFFFFFFFFFFFFFF,
-                                           chunk_len(self.base_size, i), i, eng._where(self.key))
+                                           chunk_len(self.base_size, i), i, eng.where(self.key))
         return data
 
     def _chunk(self, i: int):
@@ -197,6 +199,10 @@ class Member(Overlay):
         self.size = size
         self.changed = True
 
+    def changed_bytes(self) -> int:
+        """Bytes of the chunks modified since the last publish (the operation hook's size)."""
+        return sum(map(len, self.dirty.values())) + sum(n for _, _, n in self.placed.values()) * PAGE_SIZE
+
     def delete(self) -> None:
         self._drop_overlay()
         self.exists = False
@@ -227,7 +233,7 @@ class Member(Overlay):
         if not self.exists:
             if old is not None:
                 eng.delete(key)
-                eng.content.free(old, eng._where(key))
+                eng.content.free(old, eng.where(key))
             eng.allocator.abandon(self)
             return (None, None, [])
         size = self.size
@@ -385,37 +391,59 @@ class Registry:
                 out.append(m)
         return out
 
-    def publish(self, members: list[Member], principal: str | None = None) -> None:
+    def publish(self, members: list[Member], principal: str | None = None,
+                check: Callable[[str, int], None] | None = None) -> None:
         """One archive commit (or a step of the open archive transaction) for `members`,
-        reported to the operation hook as one "sqlite_commit" per member (by `principal`)."""
+        reported to the operation hook as one "sqlite_commit" event (cart:PutObject on their
+        database; size: the bytes of the modified chunks; files: each member's new size and
+        checksum) by `principal`. `check(member path, new size)` (a principal's VFS: its rights
+        again) runs first, as part of that event; refused, the members' changes are dropped."""
         members = [m for m in members if m.changed]
         if not members:
             return
+        if not H.hooks:
+            self._publish(members, check)
+            return
+        ev = H.begin_op(self.cart, principal, "sqlite_commit", A.PUT_OBJECT,
+                        P.database_of(members[0].path), sum(m.changed_bytes() for m in members))
+        try:
+            self._publish(members, check)
+        except BaseException as e:
+            H.end_op(ev, e)
+            raise
+        H.end_op(ev, None)
+
+    def _publish(self, members: list[Member], check: Callable[[str, int], None] | None) -> None:
         cart = self.cart
-        reported = [(m.path, m.size if m.exists else 0) for m in members] if H.hooks else None
         with self.lock:
-            try:
-                eng = H.writer(cart)
-                staged = []
+            if check is not None:
                 try:
-                    with H.change(cart):
-                        for m in members:
-                            staged.append(m.stage(eng))
-                except BaseException:
-                    # the archive is back at its last commit; so are these members
                     for m in members:
-                        m.placed = {}
-                        m._load(eng.get(m.key) if not cart.closed and eng.failed is None else m.rec)
+                        check(m.path, m.size)
+                except BaseException:
+                    for m in members:        # refused: the changes are dropped, not kept
+                        m._load(m.rec)
                     raise
-            except BaseException as e:
-                if reported:
-                    report_commits(principal, reported, e)
+            eng = H.writer(cart)
+            staged = []
+            try:
+                with H.change(cart):
+                    for m in members:
+                        staged.append(m.stage(eng))
+                    if H.hooks:
+                        H.note(cart, files=tuple(
+                            H.FileWrite(m.path, 0, None) if s[0] is None else
+                            H.FileWrite(m.path, s[0].size, f"{s[0].checksum:016x}")
+                            for m, s in zip(members, staged)))
+            except BaseException:
+                # the archive is back at its last commit; so are these members
+                for m in members:
+                    m.placed = {}
+                    m._load(eng.get(m.key) if not cart.closed and eng.failed is None else m.rec)
                 raise
             for m, s in zip(members, staged):
                 m.adopt(s)
                 self.forget(m)
-        if reported:
-            report_commits(principal, reported, None)
 
     def held(self, path: str, tree: bool) -> None:
         """Refuse to change a member SQLite holds open (delete, rename, replace)."""
@@ -426,14 +454,6 @@ class Registry:
                 raise LockedError(f"{m.path} is open as a SQLite database or journal "
                                   f"({m.opens} open file{'s' if m.opens != 1 else ''}); "
                                   f"close its connections first")
-
-
-def report_commits(principal: str | None, members: list[tuple[str, int]],
-            exc: BaseException | None) -> None:
-    """Tell the operation hook about the publish of `members` ((path, size) pairs)."""
-    result = H.outcome(exc)
-    for path, size in members:
-        H.emit(principal, "sqlite_commit", path, result, size)
 
 
 def refuse_held(cart, path: str, tree: bool) -> None:

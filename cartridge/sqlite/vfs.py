@@ -19,8 +19,9 @@ from ..errors import (
 )
 from ..format import (
     KIND_FILE,
+    PAGE_SIZE,
 )
-from .member import Member, Registry, _quiet, _registries, _registries_lock, _tls, registry, report_commits
+from .member import Member, Registry, _quiet, _registries, _registries_lock, _tls, registry
 
 VFS_NAME = "cartridge"
 COMPANIONS = P.SQLITE_COMPANIONS
@@ -176,18 +177,8 @@ class MemberFile(apsw.VFSFile):
                 for m in group:
                     m._load(m.rec)
                 return
-            if group and self.check_publish is not None:
-                try:
-                    for m in group:        # a principal's rights are checked again, with sizes
-                        self.check_publish(m.path, m.size)
-                except BaseException as e:
-                    if H.hooks:
-                        report_commits(self.principal, [(m.path, m.size) for m in group], e)
-                    for m in group:        # refused: the changes are dropped, not kept
-                        m._load(m.rec)
-                    raise
-            if group:
-                reg.publish(group, self.principal)
+            # a principal's rights are checked again, with the sizes, as part of the publish
+            reg.publish(group, self.principal, self.check_publish)
 
     def xFileControl(self, op: int, ptr: int) -> bool:
         if op == FCNTL_SYNC or op == FCNTL_COMMIT_PHASETWO or op == FCNTL_CKPT_DONE:
@@ -366,7 +357,7 @@ class MemberFile(apsw.VFSFile):
         return len(head) == 20 and head[:16] == b"SQLite format 3\x00" and head[18] == 2
 
     def xSectorSize(self) -> int:
-        return 4096
+        return PAGE_SIZE            # the archive writes whole pages
 
     def xDeviceCharacteristics(self) -> int:
         return _IOCAP
