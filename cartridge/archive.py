@@ -25,6 +25,7 @@ from . import namespace as N
 from . import paths as P
 from . import policies as PL
 from . import policystore
+from .audit import log as AL
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
 from .audit.store import is_audit_key
@@ -193,7 +194,8 @@ class Cartridge:
     """
 
     def __init__(self, path: str | os.PathLike, mode: str = "r", *, sync: str = "full",
-                 cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None):
+                 cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None,
+                 audit: str = "writes", audit_flush_ms: int = AL.DEFAULT_FLUSH_MS):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if sync not in ("full", "normal", "off"):
@@ -202,6 +204,8 @@ class Cartridge:
             raise ValueError(f"cache_size must be an int >= 0 (bytes), not {cache_size!r}")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
             raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
+        AL.check_level(audit)
+        AL.check_flush_ms(audit_flush_ms)
         try:
             self.path = os.fspath(path)
         except TypeError:
@@ -222,6 +226,11 @@ class Cartridge:
                                         timeout=timeout)
         self._closed = False
         H.register_handle(self)
+        try:
+            AL.attach(self, audit, audit_flush_ms)
+        except BaseException:
+            self.close()
+            raise
 
     # -- plumbing ---------------------------------------------------------------------------
     def _ready(self) -> Engine:
@@ -843,14 +852,23 @@ class Cartridge:
             out["path"] = self.path
             out["mode"] = self.mode
             out["sync"] = eng.pager.sync_mode
+            out["audit"] = AL.info(self, eng)
             return out
+
+    @property
+    def audit(self) -> AL.Audit:
+        """The archive's audit log (docs/AUDIT.md): head, proofs, verify, checkpoints,
+        entries."""
+        return AL.Audit(self)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def close(self) -> None:
-        """Commit what is pending and release the file. Safe to call twice."""
+        """Commit what is pending (audit records included) and release the file. Safe to
+        call twice."""
+        AL.closing(self)           # the drain thread stops; the last commit point writes the rest
         with self._lock:
             if self._closed:
                 return
