@@ -892,6 +892,7 @@ class Cartridge:
             finally:
                 self._closed = True
                 self._eng.close()
+                AL.detach(self)
 
     def __enter__(self) -> Cartridge:
         return self

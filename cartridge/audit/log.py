@@ -87,6 +87,7 @@ class AuditLog:
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._finalizer: Any = None
         if self.writable:
             try:
                 self.switch = self.writer.level() != level or self.writer.size() == 0   # type: ignore[union-attr]
@@ -271,6 +272,14 @@ def _release() -> None:
             _subscribed[1] = None
 
 
+def detach(h) -> None:
+    """After the handle closed: stop listening for it (the hook's wrappers come off when no
+    writable archive records any more)."""
+    log = log_of(h)
+    if log is not None and log.writable and log._finalizer is not None and log._finalizer.alive:
+        log._finalizer()
+
+
 def attach(h, level: str = "writes", flush_ms: int = DEFAULT_FLUSH_MS) -> AuditLog:
     """Start the audit log of a freshly opened owner handle (archive.Cartridge.__init__)."""
     level = check_level(level)
@@ -282,7 +291,7 @@ def attach(h, level: str = "writes", flush_ms: int = DEFAULT_FLUSH_MS) -> AuditL
             _subscribed[0] += 1
             if _subscribed[1] is None:
                 _subscribed[1] = H.subscribe(_on_event)
-        weakref.finalize(h, _release)
+        log._finalizer = weakref.finalize(h, _release)
     return log
 
 
