@@ -132,6 +132,8 @@ class AuditLog:
     def _stage(self, entries: list[tuple], keep: bool) -> None:
         with self._lock:
             self.staged.extend((e, keep) for e in entries)
+        if keep:                   # no commit of its own follows: the drain thread commits it
+            self._start_drain()
 
     def _queue(self, entry: tuple) -> None:
         """A read record into the ring (C; waits without the GIL while the ring is full)."""
@@ -142,7 +144,7 @@ class AuditLog:
         if len(data) > RING_SLOT:
             k = next(self._ids)
             self.overflow[k] = entry
-            data = bytes([OVERFLOW]) + struct.pack("<Q", k)
+            data = SLOT_HEAD.pack(0, OVERFLOW, 0, 0) + struct.pack("<Q", k)
         ring.push(data)
         self._start_drain()
 
@@ -157,8 +159,8 @@ class AuditLog:
             self.staged = []
         if self.ring is not None:
             for _t, data in self.ring.drain():
-                todo.append((self.overflow.pop(struct.unpack_from("<Q", data, 1)[0])
-                             if data[:1] == bytes([OVERFLOW]) else unpack_slot(data), True))
+                todo.append((self.overflow.pop(struct.unpack_from("<Q", data, SLOT_HEAD.size)[0])
+                             if data[8] == OVERFLOW else unpack_slot(data), True))
         if self.switch:
             todo.insert(0, ((int(time.time() * 1e6), None, SET_LEVEL, self.level, None,
                              "allowed", None, None), True))
@@ -173,12 +175,15 @@ class AuditLog:
         if self.writer is None or eng is not self.writer.eng:
             return
         with self._lock:
-            kept = [(e, k) for e, k in self.inflight + self.staged if k]
-            if any(e[2] == SET_LEVEL for e, _ in self.inflight):
+            lost = self.inflight if self._inflight_gen == eng.root.generation else []
+            kept = [(e, k) for e, k in lost + self.staged if k]
+            if any(e[2] == SET_LEVEL for e, _ in lost):
                 self.switch = True
                 kept = [(e, k) for e, k in kept if e[2] != SET_LEVEL]
             self.inflight = []
             self.staged = kept
+        if kept:
+            self._start_drain()
 
     # -- the drain thread (level "all") -------------------------------------------------------
     def _start_drain(self) -> None:
@@ -214,7 +219,7 @@ def _drain(ref: Callable[[], AuditLog | None]) -> None:
         h = log.h()
         if h is None or H.is_closed(h):
             return
-        if log.ring is not None and len(log.ring):
+        if log.staged or (log.ring is not None and len(log.ring)):
             try:
                 H.flush(h)
             except BaseException as e:     # noqa: BLE001 - kept for the handle to report
