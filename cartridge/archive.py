@@ -25,9 +25,9 @@ from . import namespace as N
 from . import paths as P
 from . import policies as PL
 from . import policystore
-from .audit import log as AL
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
+from .audit import log as AL
 from .audit.store import is_audit_key
 from .content import byte_view, file_meta, file_record
 from .create import open_engine

@@ -19,8 +19,8 @@ from . import _handle as H
 from . import namespace as N
 from . import paths as P
 from . import policies as PL
-from .audit import log as AL
 from ._core.readpath import read_whole
+from .audit import log as AL
 from .errors import AccessDeniedError, ClosedError, InvalidPathError
 from .iam import Decision, Explanation
 from .iam import actions as A

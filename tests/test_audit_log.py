@@ -11,9 +11,7 @@ import time
 import pytest
 
 import cartridge
-from cartridge import _handle as H
-from cartridge.audit import (
-    tree_hash, verify_checkpoint, verify_consistency, verify_inclusion)
+from cartridge.audit import tree_hash, verify_checkpoint, verify_consistency, verify_inclusion
 from cartridge.errors import AccessDeniedError
 
 V = "2012-10-17"
@@ -166,7 +164,8 @@ def test_read_audit_needs_the_action(tmp_path):
     with cartridge.open(tmp_path / "a.cart", "x") as c:
         c.set_policy("p", doc(allow("cart:GetObject", "*")))
         c.set_policy("auditor", {"Version": V, "Statement": [
-            {"Effect": "Allow", "Principal": {"CART": "carol"}, "Action": "cart:ReadAudit", "Resource": "*"}]})
+            {"Effect": "Allow", "Principal": {"CART": "carol"}, "Action": "cart:ReadAudit",
+             "Resource": "*"}]})
         bob = c.as_principal("bob")
         for call in (lambda a: a.head(), lambda a: len(a), lambda a: list(a.entries()),
                      lambda a: a.inclusion_proof(0), lambda a: a.verify(), lambda a: a.checkpoints()):

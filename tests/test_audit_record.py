@@ -73,7 +73,8 @@ def test_bad_arguments():
     good = dict(seq=0, time_us=0, principal=None, action="a", path=None, dest=None,
                 result="allowed", size=None, checksum=None)
     for k, v, exc in (("seq", -1, ValueError), ("seq", 1.0, ValueError), ("action", "", ValueError),
-                      ("action", "a b", ValueError), ("action", "cart:Pütt", ValueError), ("action", 3, TypeError),
+                      ("action", "a b", ValueError), ("action", "cart:Pütt", ValueError),
+                      ("action", 3, TypeError),
                       ("action", "x" * 65, ValueError), ("result", "ok", ValueError),
                       ("size", -1, ValueError), ("size", 2**64, ValueError),
                       ("checksum", "xyz", ValueError), ("checksum", "g" * 16, ValueError),

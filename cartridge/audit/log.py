@@ -222,7 +222,7 @@ def _drain(ref: Callable[[], AuditLog | None]) -> None:
         if log.staged or (log.ring is not None and len(log.ring)):
             try:
                 H.flush(h)
-            except BaseException as e:     # noqa: BLE001 - kept for the handle to report
+            except BaseException as e:
                 log.error = e
                 return
         del h, log
@@ -360,6 +360,15 @@ class Audit:
         """TreeHead(size, root) of the committed log."""
         with H.lock(self._cart):
             return self._view().tree_head()
+
+    def head_at(self, size: int) -> TreeHead:
+        """TreeHead of the first `size` records (a head the log had earlier)."""
+        with H.lock(self._cart):
+            v = self._view()
+            n = _size(size, "size")
+            if n > v.head().size:
+                raise ValueError(f"the log has {v.head().size} records, not {n}")
+            return TreeHead(n, v.mth(0, n))
 
     def __len__(self) -> int:
         return self.head().size
@@ -585,6 +594,6 @@ def _first_block_at(v: LogView, t_us: int) -> int:
 
 
 AUDIT_OPS = {name: H.Op(A.READ_AUDIT, None, None) for name in (
-    "head", "inclusion_proof", "consistency_proof", "record", "verify", "checkpoint",
+    "head", "head_at", "inclusion_proof", "consistency_proof", "record", "verify", "checkpoint",
     "checkpoints", "entries")}
 H.instrument(Audit, lambda a: a._principal, AUDIT_OPS)
