@@ -57,7 +57,7 @@ OVERFLOW = 0xFF                        # a slot that names an entry too long for
 def check_level(level: object) -> str:
     if level not in LEVELS:
         raise ValueError(f"audit must be one of {LEVELS}, not {level!r}")
-    return level  # type: ignore[return-value]
+    return str(level)
 
 
 def check_flush_ms(ms: object) -> int:
@@ -176,7 +176,7 @@ class AuditLog:
             return
         with self._lock:
             lost = self.inflight if self._inflight_gen == eng.root.generation else []
-            kept = [(e, k) for e, k in lost + self.staged if k]
+            kept: list[tuple[tuple, bool]] = [(e, k) for e, k in lost + self.staged if k]
             if any(e[2] == SET_LEVEL for e, _ in lost):
                 self.switch = True
                 kept = [(e, k) for e, k in kept if e[2] != SET_LEVEL]
@@ -259,7 +259,11 @@ def unpack_slot(data: bytes) -> tuple:
 
 
 # -- attaching to handles ---------------------------------------------------------------------
-_subscribed = [0, None]            # writable logs alive, the unsubscribe function
+class _Subscription:
+    count = 0                                   # writable logs alive
+    off: Callable[[], None] | None = None       # unsubscribes _on_event
+
+
 _sub_lock = threading.Lock()
 
 
@@ -271,10 +275,10 @@ def _on_event(ev: H.Event) -> None:
 
 def _release() -> None:
     with _sub_lock:
-        _subscribed[0] -= 1
-        if _subscribed[0] == 0 and _subscribed[1] is not None:
-            _subscribed[1]()
-            _subscribed[1] = None
+        _Subscription.count -= 1
+        if _Subscription.count == 0 and _Subscription.off is not None:
+            _Subscription.off()
+            _Subscription.off = None
 
 
 def detach(h) -> None:
@@ -293,9 +297,9 @@ def attach(h, level: str = "writes", flush_ms: int = DEFAULT_FLUSH_MS) -> AuditL
     if log.writable:
         H.add_participant(h, log)
         with _sub_lock:
-            _subscribed[0] += 1
-            if _subscribed[1] is None:
-                _subscribed[1] = H.subscribe(_on_event)
+            _Subscription.count += 1
+            if _Subscription.off is None:
+                _Subscription.off = H.subscribe(_on_event)
         log._finalizer = weakref.finalize(h, _release)
     return log
 
@@ -532,7 +536,8 @@ class _Filter:
         self.start = start_seq or 0
         self.code = None if result is None else R.RESULT_CODE[result]
         self.empty = False
-        self.pid = self.aid = None
+        self.pid: int | None = None
+        self.aid: int | None = None
         self.path_ids: list[int] | None = None
 
     def resolve(self, v: LogView) -> None:
