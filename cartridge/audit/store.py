@@ -529,8 +529,8 @@ class LogWriter:
         self._cache: dict[str, int] = {}
 
     def _load(self) -> None:
-        if self._rollbacks == self.eng.rollbacks:
-            return
+        if self._rollbacks == self.eng.rollbacks and self.view.head() == self.head:
+            return              # (another writer on the engine may have appended: re-check)
         v = self.view
         self.head = h = v.head()
         self._cache = {}
