@@ -90,7 +90,9 @@ class AuditLog:
         self._finalizer: Any = None
         if self.writable:
             try:
-                self.switch = self.writer.level() != level or self.writer.size() == 0   # type: ignore[union-attr]
+                n = self.writer.size()                                   # type: ignore[union-attr]
+                # an archive without a log opened with "off": nothing to say (no record ever)
+                self.switch = (self.writer.level() != level or n == 0) and (n > 0 or level != "off")  # type: ignore[union-attr]
             except CartridgeError:
                 self.switch = True
 

@@ -21,12 +21,13 @@ the feature layer (cartridge.audit.log) decides what to record and when.
 from __future__ import annotations
 
 import hashlib
+from hashlib import sha256
 import struct
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from .._core.auditblock import block_records
+from .._core.auditblock import block_records, pack_record
 from ..errors import CartridgeError, CorruptionError
 from ..format import AUDIT_PREFIX, DEFAULT_MODE_FILE, KIND_FILE, STORE_EMPTY
 from ..records import Record, max_payload
@@ -63,6 +64,12 @@ P_STRING = AUDIT_PREFIX + b"s/"
 P_INDEX = AUDIT_PREFIX + b"i/"
 P_SUMMARY = AUDIT_PREFIX + b"x/"
 P_CHECKPOINT = AUDIT_PREFIX + b"c/"
+
+
+def _utf8(s: object, what: str) -> bytes:
+    if not isinstance(s, str):
+        raise TypeError(f"{what} must be a str or None, not {type(s).__name__}")
+    return s.encode("utf-8", "surrogatepass")
 
 
 def k_block(b: int) -> bytes:
@@ -621,13 +628,13 @@ class LogWriter:
         self.strings = h.strings
         first = n
         try:
+            intern = self._intern
             for (t_us, principal, action, path, dest, result, size, checksum) in entries:
                 t_us = max(int(t_us), last)
                 last = t_us
-                raw = R.encode(n, t_us, principal, action, path, dest, result, size, checksum)
-                lh = R.leaf_hash(raw)
-                flags = raw[2]
-                code = raw[1]
+                code = R.RESULT_CODE.get(result)
+                if code is None:
+                    raise ValueError(f"result must be one of {R.RESULTS}: {result!r}")
                 i = n % BLOCK_RECORDS
                 if i == 0:
                     self.block = bytearray(BLOCK_HEAD.pack(BLOCK_MAGIC, 0, 0, n, chain,
@@ -640,27 +647,34 @@ class LogWriter:
                     struct.pack_into("<q", blk, 48 + 2 * TILES_PER_BLOCK + 8 * t, t_us)
                     self.prev_time = t_us
                     self.tile = []
-                blk.append(code | flags << 2)
-                _put_varint(blk, _zigzag(t_us - self.prev_time))
+                if type(action) is not str:
+                    raise TypeError(f"action must be a str, not {type(action).__name__}")
+                aid = intern(action, dirty)
+                bloom = bloom_add(self.bloom, aid)
+                pid = path_id = dest_id = 0
+                pb = qb = db = None
+                if principal is not None:
+                    pb = _utf8(principal, "principal")
+                    pid = intern(principal, dirty)
+                    bloom = bloom_add(bloom, pid)
+                if path is not None:
+                    qb = _utf8(path, "path")
+                    path_id = intern(path, dirty)
+                    bloom = bloom_add(bloom, path_id)
+                if dest is not None:
+                    db = _utf8(dest, "dest")
+                    dest_id = intern(dest, dirty)
+                    bloom = bloom_add(bloom, dest_id)
+                raw, lh, _flags = pack_record(
+                    blk, n, t_us, self.prev_time, code, action.encode("ascii", "replace"),
+                    pb, qb, db, aid, pid, path_id, dest_id, size, R.checksum_int(checksum))
+                self.bloom = bloom
+                self.mask |= 1 << code
                 self.prev_time = t_us
-                aid = self._intern(action, dirty)
-                _put_varint(blk, aid)
-                ids = [0, 0, 0]
-                for k, (bit, s) in enumerate(((R.F_PRINCIPAL, principal), (R.F_PATH, path),
-                                              (R.F_DEST, dest))):
-                    if flags & bit:
-                        ids[k] = self._intern(s, dirty)
-                        _put_varint(blk, ids[k])
-                if flags & R.F_SIZE:
-                    _put_varint(blk, size)
-                if flags & R.F_CHECKSUM:
-                    blk += raw[-8:]
                 struct.pack_into("<H", blk, 4, i + 1)
-                self._summarise(Compact(t_us, code, flags, aid, ids[0], ids[1], ids[2], 0, 0))
                 self.tile.append(lh)
-                chain = hashlib.sha256(chain + lh).digest()
+                chain = sha256(chain + lh).digest()
                 n += 1
-                dirty[k_block((n - 1) // BLOCK_RECORDS)] = bytes(blk)
                 if n % TILE == 0:
                     self._add_hash(TILE_BITS, n // TILE - 1, merkle.root_of_hashes(self.tile),
                                    dirty)
@@ -676,7 +690,10 @@ class LogWriter:
                         raise CorruptionError(f"{self.view._where}: block summaries are out of step")
                     dirty[skey] = old + SUMMARY.pack(self.first_time, t_us, self.mask,
                                                      self.bloom.to_bytes(64, "little"))
+                    dirty[k_block(b)] = bytes(self.block)
                     self.block = bytearray()
+            if n % BLOCK_RECORDS:
+                dirty[k_block(n // BLOCK_RECORDS)] = bytes(self.block)
             lvl = h.level if level is None else LEVELS.index(level)
             for key, data in dirty.items():
                 write_entry(eng, key, data)
