@@ -21,10 +21,10 @@ the feature layer (cartridge.audit.log) decides what to record and when.
 from __future__ import annotations
 
 import hashlib
-from hashlib import sha256
 import struct
 import time
 from collections.abc import Iterator
+from hashlib import sha256
 from typing import NamedTuple
 
 from .._core.auditblock import block_records, pack_record
@@ -183,9 +183,17 @@ def _bloom_bits(sid: int) -> tuple[int, int, int]:
     return h % BLOOM_BITS, (h >> 16) % BLOOM_BITS, (h >> 32) % BLOOM_BITS
 
 
+_MASKS: dict[int, int] = {}
+
+
 def bloom_add(bloom: int, sid: int) -> int:
-    a, b, c = _bloom_bits(sid)
-    return bloom | (1 << a) | (1 << b) | (1 << c)
+    m = _MASKS.get(sid)
+    if m is None:
+        a, b, c = _bloom_bits(sid)
+        m = (1 << a) | (1 << b) | (1 << c)
+        if len(_MASKS) < 65536:
+            _MASKS[sid] = m
+    return bloom | m
 
 
 def bloom_has(bloom: int, sid: int) -> bool:
@@ -534,6 +542,7 @@ class LogWriter:
         self.view = LogView(eng)
         self._rollbacks = -1
         self._cache: dict[str, int] = {}
+        self.head: Head = EMPTY_HEAD
 
     def _load(self) -> None:
         if self._rollbacks == self.eng.rollbacks and self.view.head() == self.head:
