@@ -11,6 +11,7 @@ import time
 import pytest
 
 import cartridge
+from cartridge import _handle as H
 from cartridge.audit import tree_hash, verify_checkpoint, verify_consistency, verify_inclusion
 from cartridge.errors import AccessDeniedError
 
@@ -304,3 +305,27 @@ def test_archives_of_older_versions_start_a_log(tmp_path):
     with cartridge.open(p, "r") as c:
         assert brief(c.audit.entries())[-1] == (None, "cart:PutObject", "/new", None, "allowed")
         assert c.verify().ok and c.audit.verify().ok
+
+
+def test_byte_flip_in_the_file_is_found(tmp_path):
+    """Flip one byte of a record block's page in the file itself: the page checksum catches
+    it, and audit.verify() names the block's first record."""
+    from cartridge.audit import store as S
+    from cartridge.format import PAGE_SIZE, STORE_CHUNKS
+    p = tmp_path / "a.cart"
+    with cartridge.open(p, "x", sync="off") as c:
+        for i in range(600):
+            c.write(f"/f{i % 50}", b"v" * 10)
+        rec = H.engine(c).get(S.k_block(1))
+        assert rec.storage == STORE_CHUNKS
+        page = H.engine(c).content.chunk_map(rec, "x")[0][0]
+        good = c.audit.head()
+    with open(p, "r+b") as f:
+        f.seek(int(page) * PAGE_SIZE + 300)
+        b = f.read(1)
+        f.seek(int(page) * PAGE_SIZE + 300)
+        f.write(bytes([b[0] ^ 0x20]))
+    with cartridge.open(p, "r") as c:
+        rep = c.audit.verify(head=good)
+        assert not rep.ok and rep.first_bad == 256
+        assert not c.verify().ok
