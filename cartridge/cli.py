@@ -562,9 +562,13 @@ def _when(text: str | None, what: str) -> float | None:
     if text is None:
         return None
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
         pass
+    else:
+        if v != v or v in (float("inf"), float("-inf")):
+            raise CLIError(f"{what} must be a finite time, not {text!r}")
+        return v
     try:
         t = _dt.datetime.fromisoformat(text)
     except ValueError:
@@ -598,7 +602,15 @@ def cmd_audit_ls(args) -> int:
                    principal=args.principal, action=args.action, path_prefix=args.path,
                    result=args.result)
     start = 0
-    deadline = None if args.follow_for is None else _time.monotonic() + args.follow_for
+    follow = None
+    if args.follow is not None:
+        try:
+            follow = float(args.follow)
+        except ValueError:
+            follow = -1.0
+        if not follow >= 0:
+            raise CLIError(f"--follow takes seconds >= 0 (or nothing), not {args.follow!r}")
+    deadline = None if follow in (None, float("inf")) else _time.monotonic() + follow
     with _open(args, "r") as cart:
         while True:
             n = len(cart.audit)
@@ -607,7 +619,7 @@ def cmd_audit_ls(args) -> int:
                     break
                 print(json.dumps(_record_json(r)) if args.json else _record_line(r), flush=True)
             start = n
-            if not (args.follow or args.follow_for is not None):
+            if follow is None:
                 return 0
             if deadline is not None and _time.monotonic() >= deadline:
                 return 0
@@ -622,8 +634,8 @@ def cmd_audit_verify(args) -> int:
             held = (int(size), bytes.fromhex(root))
         except ValueError:
             raise CLIError("--head must look like SIZE:ROOTHEX") from None
-        if len(held[1]) != 32:
-            raise CLIError("--head root must be 64 hex digits")
+        if len(held[1]) != 32 or held[0] < 0:
+            raise CLIError("--head must be SIZE:ROOT with SIZE >= 0 and ROOT 64 hex digits")
     with _open(args, "r") as cart:
         rep = cart.audit.verify(head=held)
         problems = list(rep.problems)
@@ -1119,10 +1131,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--result", choices=("allowed", "denied", "error"))
     q.add_argument("--json", action="store_true", help="one JSON object per line (with raw and "
                    "leaf_hash in hex)")
-    q.add_argument("--follow", action="store_true", help="keep printing records as other "
-                   "processes commit them (Ctrl-C stops)")
-    q.add_argument("--follow-for", type=float, metavar="SECONDS", default=None,
-                   help="like --follow, stopping after SECONDS")
+    q.add_argument("--follow", nargs="?", const="inf", default=None, metavar="SECONDS",
+                   help="keep printing records as other processes commit them (Ctrl-C stops; "
+                        "with SECONDS: stop after that long)")
     q = aadd("verify", cmd_audit_verify, "re-hash the whole log and check its chain, interior "
              "hashes, head and checkpoints; exit 1 on any problem")
     q.add_argument("--checkpoint-key", metavar="PUBKEY", help="Ed25519 public key file (PEM, raw "

@@ -46,6 +46,11 @@ def test_list_and_filters(arch, capsys):
     assert code == 1 and "--since" in err
     code, _, err = run(capsys, "audit", arch.parent / "missing.cart")
     assert code == 1
+    for bad in ("-1", "nan", "x"):
+        code, _, err = run(capsys, "audit", arch, "--follow", bad)
+        assert code == 1 and "--follow" in err
+    code, _, err = run(capsys, "audit", arch, "--until", "inf")
+    assert code == 1
 
 
 def test_prove_output_verifies_standalone(arch, capsys):
@@ -99,7 +104,7 @@ def test_follow_sees_other_process(arch, capsys):
         "c.write('/late', b'x')\n"
         "c.close()\n")])
     try:
-        code, out, _ = run(capsys, "audit", arch, "--follow-for", "4")
+        code, out, _ = run(capsys, "audit", arch, "--follow", "4")
     finally:
         writer.wait(30)
     assert code == 0
