@@ -102,6 +102,11 @@ class Engine:
         else:
             self._load()
 
+    @property
+    def changed(self) -> bool:
+        """The open transaction has staged a change (its commit will write something)."""
+        return self._changed
+
     # -- opening ----------------------------------------------------------------------------
     def _init_fresh(self) -> None:
         """State of a brand-new archive, committed once as generation 1."""

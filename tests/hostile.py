@@ -27,7 +27,7 @@ def put_raw_keys(path: str, names: list[bytes], db: bool = False) -> None:
     """Rename seed files to raw catalog keys through the engine: valid checksums, hostile names.
     With db=True each seed is a small SQLite database (so sqlite() and sqlite_export() on a
     hostile member meet real content)."""
-    with cartridge.open(path, "a") as c:
+    with cartridge.open(path, "a", audit="off") as c:
         for i, _ in enumerate(names):
             if db:
                 conn = c.sqlite(f"/seed{i}")
@@ -47,7 +47,7 @@ def put_raw_keys(path: str, names: list[bytes], db: bool = False) -> None:
 
 def base_archive(path: str) -> None:
     """A small valid archive the hostile keys are added to: a file, a directory, a database."""
-    with cartridge.open(path, "x", sync="off") as c:
+    with cartridge.open(path, "x", sync="off", audit="off") as c:
         c.write("/ok.txt", b"fine\n")
         c.write("/d/inner.txt", b"inner\n")
         conn = c.sqlite("/app.db")
@@ -64,7 +64,7 @@ def raw_name_archive(path: str, name: bytes) -> None:
 def file_with_children(path: str) -> None:
     """A file /a with a key /a/b below it (and a file /a-x between them in key order)."""
     base_archive(path)
-    with cartridge.open(path, "a", sync="off") as c:
+    with cartridge.open(path, "a", sync="off", audit="off") as c:
         for name in ("/a", "/a-x"):         # databases: sqlite() on them meets real content
             conn = c.sqlite(name)
             conn.execute("CREATE TABLE t(v)")
@@ -94,7 +94,7 @@ def _rewrite_catalog_key(path: str, old: bytes, new: bytes) -> None:
 def duplicate_keys(path: str) -> None:
     """Two catalog cells under the key /dup1 (the second was /dup2)."""
     base_archive(path)
-    with cartridge.open(path, "a", sync="off") as c:      # unsealed commit: no seal to break
+    with cartridge.open(path, "a", sync="off", audit="off") as c:      # unsealed commit: no seal to break
         c.write("/dup1", b"one\n")
         c.write("/dup2", b"two\n")
     _rewrite_catalog_key(path, b"/dup2", b"/dup1")
@@ -103,7 +103,7 @@ def duplicate_keys(path: str) -> None:
 def out_of_order_keys(path: str) -> None:
     """The key /b1 rewritten to /z9: it now sits before /c1 ... in its leaf."""
     base_archive(path)
-    with cartridge.open(path, "a", sync="off") as c:
+    with cartridge.open(path, "a", sync="off", audit="off") as c:
         c.write("/b1", b"b\n")
         c.write("/c1", b"c\n")
     _rewrite_catalog_key(path, b"/b1", b"/z9")
@@ -113,7 +113,7 @@ def key_outside_its_leaf(path: str) -> tuple[bytes, bytes]:
     """Two catalog leaves; the first key of the second rewritten below the separator that
     leads to it (each node in order, the tree not): returns (old key, new key)."""
     base_archive(path)
-    with cartridge.open(path, "a", sync="off") as c:
+    with cartridge.open(path, "a", sync="off", audit="off") as c:
         c.write_many((f"/f{i:03d}", b"f") for i in range(400))
     with cartridge.open(path, "r") as c:
         root = next(iter(engine(c).catalog.pages()))[1]

@@ -235,3 +235,20 @@ def test_kernel_agrees_with_python_reader(log):
                 except CorruptionError:
                     ker = "bad"
                 assert py == ker
+
+
+def test_many_strings_in_one_append_with_a_small_cache(tmp_path, monkeypatch):
+    """More distinct strings in one commit than the writer's cache holds: strings it forgot
+    are found again through the index entries staged in the same commit."""
+    monkeypatch.setattr(S, "CACHE_STRINGS", 50)
+    path = str(tmp_path / "a.cart")
+    ents = [(1_700_000_000_000_000 + i, None, "cart:PutObject", f"/p{i % 300}", None,
+             "allowed", 1, None) for i in range(1500)]
+    with cartridge.open(path, "x", **OFF) as c:
+        append(c, ents)
+        append(c, ents[:10])
+    with cartridge.open(path, "r") as c:
+        v = view_of(c)
+        assert v.head().size == 1510 and v.head().strings == 301    # 300 paths, 1 action
+        assert [r.path for r in v.records(0, 1510)] == [e[3] for e in ents + ents[:10]]
+        assert S.verify_log(v).ok

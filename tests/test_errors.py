@@ -397,7 +397,8 @@ def _set_version(path, major, minor, fix_checksum=True):
 def test_header_layout_matches_design(cart_path):
     data = _valid_archive(cart_path)
     assert data[:8] == b"CART\x00\x01\x00\x00"
-    assert struct.unpack_from("<HH", data, 8) == (1, 1)
+    from cartridge import format as F
+    assert struct.unpack_from("<HH", data, 8) == (1, F.VERSION_MINOR)     # 1.2: the audit log
     assert struct.unpack_from("<Q", data, 56)[0] == xxhash.xxh3_64_intdigest(data[:56])
 
 

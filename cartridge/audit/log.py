@@ -132,6 +132,7 @@ class AuditLog:
         return [(t_us, ev.principal, ev.action, ev.path, ev.dest, result, ev.size, ev.checksum)]
 
     def _stage(self, entries: list[tuple], keep: bool) -> None:
+        entries = [clean(e) for e in entries]
         with self._lock:
             self.staged.extend((e, keep) for e in entries)
         if keep:                   # no commit of its own follows: the drain thread commits it
@@ -142,6 +143,7 @@ class AuditLog:
         ring = self.ring
         if ring is None:
             return
+        entry = clean(entry)
         data = pack_slot(entry)
         if len(data) > RING_SLOT:
             k = next(self._ids)
@@ -163,7 +165,7 @@ class AuditLog:
             for _t, data in self.ring.drain():
                 todo.append((self.overflow.pop(struct.unpack_from("<Q", data, SLOT_HEAD.size)[0])
                              if data[8] == OVERFLOW else unpack_slot(data), True))
-        if self.switch:
+        if self.switch and (todo or eng.changed):   # (a commit that writes nothing stays so)
             todo.insert(0, ((int(time.time() * 1e6), None, SET_LEVEL, self.level, None,
                              "allowed", None, None), True))
         if not todo:
@@ -228,6 +230,35 @@ def _drain(ref: Callable[[], AuditLog | None]) -> None:
                 log.error = e
                 return
         del h, log
+
+
+def _text(s: object, limit: int) -> str | None:
+    """A string the record can hold: None stays None, anything else its str(), cut to `limit`
+    UTF-8 bytes (a call given a hostile path is still recorded, with the path as given)."""
+    if s is None:
+        return None
+    t = s if isinstance(s, str) else repr(s)
+    b = t.encode("utf-8", "surrogatepass")
+    if len(b) <= limit:
+        return t
+    return b[:limit].decode("utf-8", "ignore")
+
+
+def _action(a: object) -> str:
+    t = a if isinstance(a, str) else repr(a)
+    out = "".join(ch if 0x21 <= ord(ch) <= 0x7E else "?" for ch in t)[:R.MAX_ACTION]
+    return out or "?"
+
+
+def clean(e: tuple) -> tuple:
+    """An entry every field of which the record format can hold."""
+    t_us, principal, action, path, dest, result, size, checksum = e
+    if not (type(size) is int and 0 <= size < 1 << 64):
+        size = None
+    if checksum is not None and not (isinstance(checksum, str) and len(checksum) == 16):
+        checksum = None
+    return (int(t_us), _text(principal, R.MAX_STRING), _action(action),
+            _text(path, R.MAX_STRING), _text(dest, R.MAX_STRING), result, size, checksum)
 
 
 def pack_slot(e: tuple) -> bytes:

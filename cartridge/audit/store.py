@@ -45,6 +45,7 @@ STRINGS_PER_ENTRY = 64
 SUMMARIES_PER_ENTRY = 32
 MAX_LEVEL = 64
 LEVELS = ("off", "writes", "all")
+CACHE_STRINGS = 100_000         # the writer's string -> id cache (then the index entries)
 
 U64BE = struct.Struct(">Q")
 HEAD = struct.Struct("<4sHBBQQ32s32sqQ")   # magic, version, level, 0, size, strings, chain, root,
@@ -600,7 +601,7 @@ class LogWriter:
             data = self.view.read(ikey)
         if data is not None and len(data) == 8:
             (sid,) = R.U64.unpack(data)
-            if sid < self.strings and self._string(sid) == s:
+            if sid < self.strings and self._string(sid, dirty) == s:
                 self._remember(s, sid)
                 return sid
         sid = self.strings
@@ -615,14 +616,18 @@ class LogWriter:
         self._remember(s, sid)
         return sid
 
-    def _string(self, sid: int) -> str:
+    def _string(self, sid: int, dirty: dict) -> str:
         base = (self.strings - len(self.strings_tail))
         if sid >= base:
             return self.strings_tail[sid - base]
+        staged = dirty.get(k_string(sid // STRINGS_PER_ENTRY))   # written in this append
+        if staged is not None:
+            page = parse_strings(staged, self.view._where)
+            return page[sid % STRINGS_PER_ENTRY]
         return self.view.string(sid)
 
     def _remember(self, s: str, sid: int) -> None:
-        if len(self._cache) >= 100_000:
+        if len(self._cache) >= CACHE_STRINGS:
             self._cache.clear()
         self._cache[s] = sid
 
