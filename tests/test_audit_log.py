@@ -329,3 +329,27 @@ def test_byte_flip_in_the_file_is_found(tmp_path):
         rep = c.audit.verify(head=good)
         assert not rep.ok and rep.first_bad == 256
         assert not c.verify().ok
+
+
+def test_a_damaged_log_fails_changes_closed(tmp_path):
+    """When the log's entries are damaged, a change cannot get its record, so it fails (and
+    is rolled back); reads and close() still work, and info() says what is wrong."""
+    from cartridge.audit import store as S
+    p = tmp_path / "a.cart"
+    with cartridge.open(p, "x", sync="off") as c:
+        c.write("/a", b"1")
+
+    def smash(eng):
+        S.write_entry(eng, S.K_HEAD, b"garbage")
+    with cartridge.open(p, "a", audit="off") as c:
+        c.write("/x", b"1")                 # the log records the switch to "off" ...
+    with cartridge.open(p, "a", audit="off") as c:
+        H.apply(c, smash)                   # ... so this commit adds nothing to it
+    with cartridge.open(p, "a") as c:
+        with pytest.raises(cartridge.CorruptionError):
+            c.write("/b", b"2")
+        assert not c.exists("/b") and c.read("/a") == b"1"
+        assert "audit" in c.info()["audit"]["error"]
+    with cartridge.open(p, "r") as c:
+        assert not c.exists("/b")
+        assert not c.audit.verify().ok

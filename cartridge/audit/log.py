@@ -170,9 +170,22 @@ class AuditLog:
                              "allowed", None, None), True))
         if not todo:
             return
+        changed = eng.changed
+        try:
+            self.writer.append([e for e, _ in todo], self.level)
+        except CartridgeError as e:
+            # the log cannot be appended to (its entries are damaged). A commit that changes
+            # the archive fails with it (no change without its record: fail closed); one that
+            # would only have added records (refusals, reads, the level) goes on without them,
+            # and the handle reports the error (info()["audit"]["error"]).
+            self.error = e
+            with self._lock:
+                self.staged[:0] = todo
+            if changed:
+                raise
+            return
         self.inflight += todo
         self._inflight_gen = eng.root.generation
-        self.writer.append([e for e, _ in todo], self.level)
         self.switch = False
 
     def after_rollback(self, eng) -> None:
@@ -340,7 +353,11 @@ def attach(h, level: str = "writes", flush_ms: int = DEFAULT_FLUSH_MS) -> AuditL
 def info(h, eng) -> dict:
     """info()["audit"]: the level recorded at, the records committed, those waiting."""
     log = log_of(h)
-    head = _view_of(H.owner(h), eng).head()
+    try:
+        head = _view_of(H.owner(h), eng).head()
+    except CartridgeError as e:
+        return {"level": log.level if log is not None else "?", "records": None,
+                "recording": False, "error": str(e)}
     if log is not None and log.writable:
         level = log.level
     else:
@@ -349,6 +366,8 @@ def info(h, eng) -> dict:
                                                                    and level != "off")}
     if log is not None and log.writable:
         out["waiting"] = log.pending()
+        if log.error is not None:
+            out["error"] = str(log.error)
     return out
 
 
