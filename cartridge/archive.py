@@ -24,13 +24,13 @@ from . import _handle as H
 from . import namespace as N
 from . import paths as P
 from . import policies as PL
-from . import policystore
+from . import policystore, source
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
 from .audit import log as AL
 from .audit.store import is_audit_key
 from .content import byte_view, file_meta, file_record
-from .create import open_engine
+from .create import open_engine, open_remote_engine
 from .engine import Engine
 from .errors import (
     AlreadyExistsError,
@@ -165,7 +165,7 @@ def _batch_meta(keys: list[bytes], given: dict, default: tuple) -> dict[int, tup
     return out
 
 
-def open(path: str | os.PathLike, mode: str = "r", *, principal: str | None = None,
+def open(path: str | os.PathLike | Any, mode: str = "r", *, principal: str | None = None,
          tags: Mapping[str, str] | None = None, context: Mapping[str, Any] | None = None,
          **kwargs) -> Cartridge | PrincipalCartridge:
     """Open an archive, read-only unless `mode` says otherwise (see Cartridge). With `principal`,
@@ -191,10 +191,17 @@ class Cartridge:
     (consistent after power loss, may lose the last commit), "off" (survives a killed process,
     not a power cut). cache_size: page cache budget in bytes. timeout: seconds to wait for the
     write lock (default: fail at once with LockedError).
+
+    Remote, read-only (docs/FSSPEC.md): `path` may be a URL fsspec reaches ("s3://b/x.cart",
+    "http://...", "memory://x.cart"), an fsspec OpenFile or an open binary file object. Such an
+    archive is read by ranged reads through a block cache of `cache_pages` pages fetched
+    `block_pages` pages at a time, every checksum verified; it opens in mode "r" only (any
+    other mode raises ReadOnlyError) and reads the committed state found at open.
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", *, sync: str = "full",
+    def __init__(self, path: str | os.PathLike | Any, mode: str = "r", *, sync: str = "full",
                  cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None,
+                 block_pages: int | None = None, cache_pages: int | None = None,
                  audit: str = "writes", audit_flush_ms: int = AL.DEFAULT_FLUSH_MS):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -206,13 +213,23 @@ class Cartridge:
             raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
         AL.check_level(audit)
         AL.check_flush_ms(audit_flush_ms)
-        try:
-            self.path = os.fspath(path)
-        except TypeError:
-            raise InvalidPathError(f"archive path must be str or os.PathLike, not "
-                                   f"{type(path).__name__}") from None
-        if not isinstance(self.path, str) or not self.path or "\0" in self.path:
-            raise InvalidPathError(f"not a usable archive path: {self.path!r}")
+        kind, target = source.resolve(path)
+        if kind == "remote":
+            blocks = source.check_cache_args(block_pages, cache_pages)
+            if mode != "r":
+                raise ReadOnlyError(f"{source.name_of(target)}: a remote archive opens read-only "
+                                    f"(mode 'r'), not in mode {mode!r}")
+        elif block_pages is not None or cache_pages is not None:
+            raise ValueError("block_pages and cache_pages apply to remote archives only")
+        else:
+            try:
+                target = os.fspath(target)
+            except TypeError:
+                raise InvalidPathError(f"archive path must be str or os.PathLike, not "
+                                       f"{type(target).__name__}") from None
+            if not isinstance(target, str) or not target or "\0" in target:
+                raise InvalidPathError(f"not a usable archive path: {target!r}")
+        self.path: str = target if kind == "local" else source.name_of(target)
         self.mode = mode
         self._lock = threading.RLock()
         self._closed = True
@@ -222,8 +239,12 @@ class Cartridge:
         self._streams: set = set()
         self._features: dict[str, Any] = {}   # per-handle state of feature layers (_handle.feature)
         self._snapshot_held = 0       # > 0: a reader stays on its state (a principal's check)
-        self._eng: Engine = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
-                                        timeout=timeout)
+        if kind == "remote":
+            self._eng: Engine = open_remote_engine(target, cache_size=cache_size,
+                                                   block_pages=blocks[0], cache_pages=blocks[1])
+        else:
+            self._eng = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
+                                    timeout=timeout)
         self._closed = False
         H.register_handle(self)
         try:
@@ -333,7 +354,7 @@ class Cartridge:
         rec = file_record(old, storage, len(view), csum, payload, mode=meta[0], mtime=meta[1])
         eng.put_file(key, rec, old)
         if H.hooks:
-            H.note(self, checksum=csum)
+            H.note_checksum(self, csum)
         if old is not None:
             eng.content.free(old, eng.where(key))
 
@@ -799,7 +820,12 @@ class Cartridge:
             eng = self._ready()
             if not eng.writable:
                 return
-            eng.commit(force_sync=True)
+            try:
+                eng.commit(force_sync=True)
+            except BaseException:
+                if self._txn_depth:     # what the block did so far was rolled back: it ends
+                    self._txn_aborted = True
+                raise
             if self._txn_depth:
                 eng.begin()
 
@@ -921,4 +947,4 @@ def _sqlite_connect(cart, path: str, readonly: bool, **kwargs: Any) -> apsw.Conn
 
 H.set_opener(Cartridge)
 H.set_sqlite_connector(_sqlite_connect)
-H.instrument(Cartridge, lambda h: None, H.HANDLE_OPS)
+H.instrument(Cartridge, None, H.HANDLE_OPS, archive_of=None)     # the owner: itself

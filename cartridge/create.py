@@ -10,8 +10,9 @@ import os
 import secrets
 import stat as _stat
 import tempfile
+from typing import Any
 
-from . import locking
+from . import locking, source
 from .engine import Engine
 from .errors import (
     AlreadyExistsError,
@@ -253,6 +254,24 @@ def open_engine(path: str, mode: str, *, sync: str, cache_size: int, timeout) ->
         raise NotFoundError(f"{path}: no such file or directory") from None
     except IsADirectoryError:
         raise PathIsDirectoryError(f"{path} is a directory, not an archive file") from None
+
+
+def open_remote_engine(target: Any, *, cache_size: int, block_pages: int,
+                       cache_pages: int) -> Engine:
+    """A read-only Engine over a remote page source (cartridge/source.py): a URL fsspec reaches,
+    an fsspec OpenFile or an open binary file object."""
+    src = source.open_remote(target, block_pages=block_pages, cache_pages=cache_pages)
+    try:
+        if src.size < PAGE_SIZE:
+            head = src.pread(-1, len(MAGIC), 0)
+            cut = head and MAGIC.startswith(head)
+            raise NotACartridgeError(f"{src.name}: not a cartridge archive"
+                                     + (" (cut short before its header)" if cut else ""))
+        return Engine(-1, src.name, writable=False, sync="full", cache_size=cache_size,
+                      source=src)
+    except BaseException:
+        src.close()
+        raise
 
 
 def _replace_locked(path: str, sync: str, cache_size: int, timeout) -> Engine:

@@ -69,11 +69,18 @@ class Engine:
     """One handle's view of an archive file; a writer when `writable`."""
 
     def __init__(self, fd: int, name: str, *, writable: bool, sync: str, cache_size: int,
-                 lock_timeout: float | None = None, fresh: bool = False) -> None:
+                 lock_timeout: float | None = None, fresh: bool = False,
+                 source: Any = None) -> None:
+        """`source`: a read-only page source (cartridge/source.py, fd -1) instead of the local
+        file `fd`: no locks, no pins, and the state found at open is the handle's for life."""
+        if source is not None and (writable or fresh):
+            raise ValueError(f"{name}: a remote page source is read-only")
         self.fd = fd
         self.name = name
         self.writable = writable
-        self.pager = Pager(fd, name, writable=writable, sync=sync, cache_size=cache_size)
+        self.source = source
+        self.pager = Pager(fd, name, writable=writable, sync=sync, cache_size=cache_size,
+                           io=os if source is None else source)
         self.dirty: dict = {}
         self.records: Memo = Memo(RECORD_CACHE_MAX)   # key -> Record | None
         self.pins: Counter = Counter()
@@ -200,7 +207,7 @@ class Engine:
         self.warnings.extend(notes)
         if max(self.root.catalog_height, self.root.allocmap_height) > MAX_TREE_HEIGHT:
             raise CorruptionError(f"{self.name}: root names an impossible tree height")
-        size_pages = os.fstat(self.fd).st_size // PAGE_SIZE
+        size_pages = self.pager.io.fstat(self.fd).st_size // PAGE_SIZE
         if size_pages < self.root.page_count:
             raise CorruptionError(f"{self.name}: file is truncated: {size_pages} pages, the archive "
                                   f"needs {self.root.page_count}")
@@ -256,8 +263,9 @@ class Engine:
 
     def sync_pins(self) -> None:
         """Hold an OFD pin for the handle's current generation and for every generation an open
-        read stream of this handle still reads; release the rest."""
-        if self.writable:
+        read stream of this handle still reads; release the rest. A remote source has no locks:
+        nothing to pin."""
+        if self.writable or self.source is not None:
             return
         want = set(self.pins)
         if self._pinned_gen is not None:
@@ -269,8 +277,9 @@ class Engine:
         self._ofd_pins = want
 
     def refresh(self) -> None:
-        """Read-only handles: move to the newest committed state if a writer committed."""
-        if self.writable:
+        """Read-only handles: move to the newest committed state if a writer committed. A remote
+        handle stays on the state it opened (docs/FSSPEC.md, "Consistency")."""
+        if self.writable or self.source is not None:
             return
         raw = self.pager.read_slots()
         if raw == self._slots_seen:              # nothing changed since we last looked
@@ -637,7 +646,7 @@ class Engine:
             "files": self.root.file_count,
             "directories": self.root.dir_count,
             "total_bytes": self.root.total_bytes,
-            "file_size": os.fstat(self.fd).st_size,
+            "file_size": self.pager.io.fstat(self.fd).st_size,
             "page_size": PAGE_SIZE,
             "catalog_entries": self.catalog.count,
             "catalog_height": self.catalog.height,
@@ -645,10 +654,23 @@ class Engine:
             "cache": self.pager.cache.stats(),
         }
         out.update((self.allocator or self._read_allocator()).stats())
+        if self.source is not None:
+            out["remote"] = self.source.stats()
         return out
+
+    def identity(self) -> tuple:
+        """What tells this archive file from others in the process: (st_dev, st_ino) of a local
+        file, ("remote", id) of a remote source (each remote handle is its own file)."""
+        if self.source is not None:
+            return ("remote", id(self.source))
+        st = os.fstat(self.fd)
+        return (st.st_dev, st.st_ino)
 
     def close(self) -> None:
         self.closed = True
+        if self.source is not None:
+            self.source.close()
+            return
         try:
             os.close(self.fd)
         except OSError:

@@ -510,4 +510,5 @@ class PrincipalCartridge:
 
 
 
-H.instrument(PrincipalCartridge, lambda h: h._principal, H.HANDLE_OPS)
+H.instrument(PrincipalCartridge, lambda h: h._principal, H.HANDLE_OPS,
+             archive_of=lambda h: h._cart)

@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import xxhash
 
@@ -227,7 +228,8 @@ def slot_damaged(root: Root | None, raw: bytes, best: Root) -> bool:
 class Pager:
     """Reads and writes whole pages of one archive file; owns the page cache."""
 
-    def __init__(self, fd: int, name: str, *, writable: bool, sync: str, cache_size: int):
+    def __init__(self, fd: int, name: str, *, writable: bool, sync: str, cache_size: int,
+                 io: Any = os):
         if sync not in SYNC_MODES:
             raise ValueError(f"sync must be one of {SYNC_MODES}, not {sync!r}")
         self.fd = fd
@@ -235,10 +237,11 @@ class Pager:
         self.writable = writable
         self.sync_mode = sync
         self.cache = ARCCache(cache_size)
-        # the file layer: the os module itself, or a stand-in with the same functions
-        # (cartridge.testing.crash records every write and sync through it)
-        self.io = os
-        self.file_pages = os.fstat(fd).st_size // PAGE_SIZE
+        # the file layer (cartridge/source.py): the os module itself, a remote page source
+        # (read-only, fd -1), or a stand-in with the same functions (cartridge.testing.crash
+        # records every write and sync through it)
+        self.io = io
+        self.file_pages = io.fstat(fd).st_size // PAGE_SIZE
         # Write-behind buffer for pages no committed root references yet (content, overflow
         # and chunk-map pages of the open transaction): written at commit, coalesced.
         self._staged: dict[int, bytes] = {}

@@ -489,6 +489,8 @@ def _stream_path(s, args: tuple, kwargs: dict) -> tuple[str, None]:
 # A stream's close is one operation of its own (even when the handle's close() closes it):
 # a reader's reports the bytes actually read, a writer's publish the file's new size and checksum.
 H.instrument(CartReader, lambda s: s.principal,
-             {"close": H.Op(A.GET_OBJECT, _read_size, _stream_path, "stream_close")}, own=True)
+             {"close": H.Op(A.GET_OBJECT, _read_size, _stream_path, "stream_close")},
+             archive_of=lambda s: s._cart, own=True)
 H.instrument(CartWriter, lambda s: s.principal,
-             {"close": H.Op(A.PUT_OBJECT, _written_size, _stream_path, "stream_close")}, own=True)
+             {"close": H.Op(A.PUT_OBJECT, _written_size, _stream_path, "stream_close", True)},
+             archive_of=lambda s: s._cart, own=True)

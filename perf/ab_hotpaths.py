@@ -20,6 +20,13 @@ def best_per_op(fn, ops: int, repeat: int) -> float:
     return min(timeit.repeat(fn, number=1, repeat=repeat)) / ops * 1e9
 
 
+def txn_writes(c, paths, data) -> None:
+    """4 KiB writes inside one transaction (one commit at the end)."""
+    with c.transaction():
+        for p in paths:
+            c.write(p, data)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         c = cartridge.open(os.path.join(d, "ab.cart"), "w", sync="off")
@@ -40,6 +47,8 @@ def main() -> None:
             "principal_read": best_per_op(lambda: [pr.read(p) for p in sample], n, 15),
             "listdir": min(timeit.repeat(lambda: c.listdir("/d1"), number=20, repeat=5)) / 20 * 1e9,
             "commit_off": best_per_op(lambda: [c.write(p, data) for p in sample[:200]], 200, 5),
+            "txn_write4k": best_per_op(lambda: txn_writes(c, sample, data), n, 7),
+            "write_many4k": best_per_op(lambda: c.write_many((p, data) for p in sample), n, 7),
             "sqlite_autocommit": best_per_op(
                 lambda: [db.execute("INSERT INTO t VALUES(?)", (i,)) for i in range(200)], 200, 5),
         }

@@ -578,8 +578,10 @@ write-to-temp-and-rename that would make them atomic). zipfile is `ZIP_STORED` w
 **Profiles.** `python perf/profile_paths.py [read|commit|txn|stat]` prints cProfile's top
 functions for cartridge's cached read, single-write commit, write-in-a-transaction and stat paths.
 Two separate benchmarks live beside this suite: `perf/iam_bench.py` (policy decisions and
-principal handles, see docs/IAM.md) and `perf/sqlite_bench.py` (SQLite databases inside an
-archive, see docs/SQLITE.md).
+principal handles, see docs/IAM.md), `perf/sqlite_bench.py` (SQLite databases inside an
+archive, see docs/SQLITE.md) and `perf/remote_bench.py` (remote, read-only archives through
+fsspec's memory filesystem and loopback HTTP, against local reads and zip over fsspec, see
+docs/FSSPEC.md).
 """
 
 

@@ -358,3 +358,46 @@ def test_a_denial_outside_any_call_is_its_own_event(cart, events):
         ("eve", "sqlite_open", "cart:GetObject", "/secret.db", "denied",
          ("cart:GetObject", "/secret.db"), True)]
     conn.close()
+
+
+def test_changes_only_subscribers_leave_the_reads_unwrapped(cart):
+    raw_read, raw_write = cartridge.Cartridge.read, cartridge.Cartridge.write
+    got: list[H.Event] = []
+    off = H.subscribe(got.append, changes_only=True)
+    try:
+        assert cartridge.Cartridge.read is raw_read             # a cached read costs nothing
+        assert not hasattr(PrincipalCartridge.read, "__wrapped__")
+        assert cartridge.Cartridge.write is not raw_write
+        cart.write("/pub/x", b"abc")
+        cart.read("/pub/x")
+        cart.listdir("/")
+        with pytest.raises(cartridge.NotFoundError):
+            cart.delete("/missing")                       # a failed change attempt: reported
+        cart.set_policy("read-pub", ALLOW_READ)
+        alice = cart.as_principal("alice")
+        alice.read("/pub/x")
+        with pytest.raises(cartridge.AccessDeniedError):
+            alice.read("/secret")                          # a denial outside a reported call
+        with pytest.raises(cartridge.AccessDeniedError):
+            alice.write("/pub/y", b"1")
+        with cart.transaction():
+            cart.write("/t", b"t")
+        everything: list[H.Event] = []
+        off_all = H.subscribe(everything.append)          # someone wants everything: reads too
+        assert cartridge.Cartridge.read is not raw_read
+        cart.read("/pub/x")
+        off_all()
+        assert cartridge.Cartridge.read is raw_read
+        assert [e.method for e in everything] == ["read"]
+    finally:
+        off()
+    assert [(e.principal, e.method, e.action, e.path, e.result) for e in got] == [
+        (None, "write", "cart:PutObject", "/pub/x", "ok"),
+        (None, "delete", "cart:DeleteObject", "/missing", "NotFoundError"),
+        (None, "set_policy", "cart:PutPolicy", "read-pub", "ok"),
+        ("alice", "check", "cart:GetObject", "/secret", "denied"),
+        ("alice", "write", "cart:PutObject", "/pub/y", "denied"),
+        (None, "write", "cart:PutObject", "/t", "ok"),
+        (None, "transaction", None, None, "ok"),
+    ]
+    assert cartridge.Cartridge.write is raw_write

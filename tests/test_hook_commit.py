@@ -14,7 +14,7 @@ import pytest
 import cartridge
 from cartridge import _handle as H
 from cartridge.format import DEFAULT_MODE_FILE, KIND_FILE, STORE_INLINE
-from cartridge.records import Record
+from cartridge.records import Record, max_payload
 from cartridge.testing.crash import CrashRecorder
 
 STAMP = b"\x00test-stamp"
@@ -262,10 +262,16 @@ def _crash_workload(kind: str, cart) -> None:
             with cart.open(f"/s{j}", "wb") as s:
                 for _ in range(3):
                     s.write(os.urandom(50_000))
+    elif kind == "sqlite":
+        db = cart.sqlite("/db")
+        db.execute("CREATE TABLE t(x)")
+        for i in range(3):
+            db.execute("INSERT INTO t VALUES (?)", (os.urandom(3000 * (i + 1)),))
+        db.close()
 
 
 @pytest.mark.parametrize("sync", ["full", "normal"])
-@pytest.mark.parametrize("kind", ["single", "transaction", "stream"])
+@pytest.mark.parametrize("kind", ["single", "transaction", "stream", "sqlite"])
 def test_stamp_is_atomic_with_the_change_at_every_cut(tmp_path, kind, sync):
     path = str(tmp_path / "a.cart")
     cart = cartridge.open(path, "w", sync=sync)
@@ -289,3 +295,179 @@ def test_stamp_is_atomic_with_the_change_at_every_cut(tmp_path, kind, sync):
             seen.add(consistent(img_path))
             checked += 1
     assert len(seen) >= 4 and checked > len(rec.log)   # many different committed states
+
+
+# -- the audit log's pattern, end to end: records written in the commit of their change -------
+LOG = b"\x00test-log"
+
+
+class MiniAudit:
+    """A subscriber (changes only) and a participant: change records go into the commit of
+    their change, records of a rolled-back change are dropped, refusals are kept."""
+
+    def __init__(self, cart):
+        self.cart = cart
+        # records not yet committed, in the order of the events: (line, of a change); a
+        # rollback drops the changes' records and keeps the refusals
+        self.queue: list[tuple[str, bool]] = []
+        self.off = H.subscribe(self.on_event, changes_only=True)
+        self.remove = H.add_participant(cart, self)
+
+    def close(self):
+        self.off()
+        self.remove()
+
+    def on_event(self, ev: H.Event) -> None:
+        if ev.archive is not self.cart or ev.method == "transaction":
+            return
+        line = f"{ev.principal}|{ev.action}|{ev.path}|{ev.result}"
+        self.queue.append((line, ev.changed))
+
+    def before_commit(self, eng) -> None:
+        new = [line for line, _ in self.queue]
+        if not new:
+            return
+        self.queue = []
+        old = read_log(eng)
+        data = "\n".join(old + new).encode()
+        storage, payload, csum, _ = eng.content.store(data, max_payload(len(LOG)))
+        prev = eng.get(LOG)
+        eng.put(LOG, Record(KIND_FILE, storage, DEFAULT_MODE_FILE, len(data), 0, 0, csum, payload))
+        if prev is not None:
+            eng.content.free(prev, eng.where(LOG))
+
+    def after_rollback(self, eng) -> None:
+        self.queue = [q for q in self.queue if not q[1]]
+
+
+def read_log(eng) -> list[str]:
+    rec = eng.get(LOG)
+    if rec is None or rec.size == 0:
+        return []
+    return eng.content.read(rec, 0, -1, "log").decode().split("\n")
+
+
+def test_mini_audit_records_commit_with_their_changes(cart):
+    audit = MiniAudit(cart)
+    cart.set_policy("pub", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "cart:*", "Resource": "/pub/*"}]})
+    cart.write("/pub/a", b"1")
+    alice = cart.as_principal("alice")
+    with pytest.raises(cartridge.AccessDeniedError):
+        with alice.transaction():
+            alice.write("/pub/b", b"2")           # rolled back: no record
+            alice.write("/secret", b"3")          # refused: recorded
+    with cart.transaction():
+        cart.write("/pub/c", b"4")
+    H.flush(cart)
+    audit.close()
+    with cartridge.open(cart.path, "r") as ro:
+        log = read_log(H.engine(ro))
+    assert log == [
+        "None|cart:PutPolicy|pub|ok",
+        "None|cart:PutObject|/pub/a|ok",
+        "alice|cart:PutObject|/secret|denied",
+        "None|cart:PutObject|/pub/c|ok",
+    ]
+
+
+@pytest.mark.parametrize("sync", ["full", "normal"])
+def test_mini_audit_no_change_without_its_record_at_any_cut(tmp_path, sync):
+    path = str(tmp_path / "a.cart")
+    cart = cartridge.open(path, "w", sync=sync)
+    audit = MiniAudit(cart)
+    rec = CrashRecorder(cart)
+    for i in range(3):
+        cart.write(f"/w{i}", os.urandom(2000 + 30_000 * i))
+    with cart.transaction():
+        cart.write("/t0", b"t")
+        cart.write("/t1", os.urandom(70_000))
+    with cart.open("/s", "wb") as s:
+        s.write(os.urandom(100_000))
+    rec.detach()
+    audit.close()
+    cart.close()
+    img_path = str(tmp_path / "img.cart")
+    states = set()
+    for model in ("killed", "power"):
+        for cut in rec.cuts():
+            with open(img_path, "wb") as f:
+                f.write(rec.image(cut, model))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with cartridge.open(img_path, "r") as ro:
+                    files = {p for _, _, names in ro.walk("/") for p in ("/" + n for n in names)}
+                    logged = {line.split("|")[2] for line in read_log(H.engine(ro))}
+            assert files == logged, (model, cut)
+            states.add(frozenset(files))
+    assert len(states) == 6         # nothing, 3 single writes, the transaction, the stream
+
+
+def test_mini_audit_under_threads(cart):
+    """Writers on several threads, transactions committed and rolled back among them: every
+    committed file has exactly one record, no rolled-back file has any."""
+    import threading
+
+    audit = MiniAudit(cart)
+    errors: list[BaseException] = []
+
+    def writer(t: int) -> None:
+        try:
+            for i in range(40):
+                if i % 10 == 9:
+                    try:
+                        with cart.transaction():
+                            cart.write(f"/t{t}/txn{i}", b"x")
+                            if i % 20 == 19:
+                                raise KeyError("roll back")
+                    except KeyError:
+                        pass
+                else:
+                    cart.write(f"/t{t}/f{i}", os.urandom(100 * i))
+        except BaseException as e:     # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    H.flush(cart)
+    audit.close()
+    assert not errors
+    files = {p for d, _, names in cart.walk("/") for p in (P_join(d, n) for n in names)}
+    log = [line.split("|")[2] for line in read_log(H.engine(cart))]
+    assert sorted(log) == sorted(files) and len(log) == len(set(log))
+    assert len(files) == 4 * (36 + 2)
+
+
+def P_join(d: str, n: str) -> str:
+    return d.rstrip("/") + "/" + n
+
+
+def test_a_refused_commit_inside_a_transaction_ends_it(cart):
+    """commit() inside transaction() whose participant raises: the work so far is rolled back,
+    so the rest of the block cannot go on as if it were there."""
+    class RefuseOnce:
+        armed = False
+
+        def before_commit(self, eng):
+            if self.armed:
+                self.armed = False
+                raise OSError("refused")
+
+        def after_rollback(self, eng):
+            pass
+
+    p = RefuseOnce()
+    remove = H.add_participant(cart, p)
+    with pytest.raises(cartridge.TransactionAbortedError):
+        with cart.transaction():
+            cart.write("/a", b"1")
+            p.armed = True
+            with pytest.raises(OSError):
+                cart.commit()
+            cart.write("/b", b"2")
+    remove()
+    assert not cart.exists("/a") and not cart.exists("/b")
+    cart.write("/c", b"3")

@@ -16,12 +16,13 @@ PKG = ROOT / "cartridge"
 
 # the engine and everything below it: nothing from the handle or feature layers
 ENGINE = {"engine", "pager", "allocator", "content", "nodestore", "records", "format", "locking",
-          "verify", "create", "paths", "errors", "policystore", "localfile"}
+          "verify", "create", "paths", "errors", "policystore", "localfile", "source"}
 # above the engine, below the handle: they never import the handle (archive) or cli/demo
 FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite", "audit"}
 # the contract imports only pure engine-level modules (path normalising, the IAM action names)
 CONTRACT_DEPS = {"cartridge.errors", "cartridge.paths", "cartridge.iam", "cartridge.iam.actions"}
-TOP = {"archive", "cli", "demo", "speedtest", "__main__", "__init__"}
+# the face and the integrations over it (cartridge.fsspec: the cart:// filesystem)
+TOP = {"archive", "cli", "demo", "speedtest", "__main__", "__init__", "fsspec"}
 
 
 def _modules() -> dict[str, Path]:
@@ -187,3 +188,23 @@ def test_import_cartridge_loads_no_apsw():
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(ROOT), capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_import_cartridge_loads_no_fsspec():
+    """fsspec is optional (the fsspec extra): neither importing cartridge nor opening a local
+    archive loads it; cartridge.fsspec imports the real fsspec, not itself."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    code = ("import sys, tempfile, os, cartridge\n"
+            "p = os.path.join(tempfile.mkdtemp(), 'x.cart')\n"
+            "cartridge.open(p, 'w').close(); cartridge.open(p).close()\n"
+            "assert 'fsspec' not in sys.modules, 'fsspec loaded'\n"
+            "import cartridge.fsspec as cf\n"
+            "import fsspec\n"
+            "assert fsspec.__name__ == 'fsspec' and fsspec is not cf and hasattr(fsspec, 'filesystem')\n")
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(ROOT),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # run from inside the package directory, cartridge/fsspec.py would shadow fsspec: it says so
+    r = subprocess.run([sys.executable, "-c", "import fsspec"], env=env, cwd=str(ROOT / "cartridge"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "shadowing the fsspec package" in r.stderr, r.stderr

@@ -2,7 +2,6 @@
 overlay of modified chunks) and the per-handle table of them (Registry)."""
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import weakref
@@ -366,8 +365,7 @@ class Registry:
         self.reloads = 0            # reloads of all its members (see MemberFile.stale)
         # principal handle -> its VFS over these members (vfs.principal_vfs)
         self.principal_vfs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        st = os.fstat(self.eng.fd)
-        self.ident = (st.st_dev, st.st_ino)
+        self.ident = self.eng.identity()
         self.own_vfs = None         # the handle's private VFS (vfs.handle_vfs)
         self.owned = False          # opened by the global VFS for a URI: closed with its last file
         self.files = 0
@@ -461,8 +459,7 @@ def refuse_held(cart, path: str, tree: bool) -> None:
     handle's connection blocks a writable handle's delete/rename too."""
     if not _registries:
         return
-    st = os.fstat(H.engine(cart).fd)
-    ident = (st.st_dev, st.st_ino)
+    ident = H.engine(cart).identity()
     for reg in list(_registries):
         if reg.ident == ident and not reg.cart.closed:
             reg.held(path, tree)
