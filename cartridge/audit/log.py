@@ -306,25 +306,41 @@ def unpack_slot(data: bytes) -> tuple:
 
 # -- attaching to handles ---------------------------------------------------------------------
 class _Subscription:
-    count = 0                                   # writable logs alive
-    off: Callable[[], None] | None = None       # unsubscribes _on_event
+    """The hook subscriptions the open logs need: "writes" logs only the events of calls that
+    may change an archive (changes_only: the read-only calls stay unwrapped), "all" logs every
+    event. Each is held while a log of its level is open."""
+    counts = {"writes": 0, "all": 0}
+    offs: dict[str, Callable[[], None]] = {}
 
 
 _sub_lock = threading.Lock()
 
 
-def _on_event(ev: H.Event) -> None:
+def _on_writes(ev: H.Event) -> None:
     log = H.peek_feature(ev.archive, "audit")
-    if log is not None:
+    if log is not None and log.level == "writes":
         log.on_event(ev)
 
 
-def _release() -> None:
+def _on_all(ev: H.Event) -> None:
+    log = H.peek_feature(ev.archive, "audit")
+    if log is not None and log.level == "all":
+        log.on_event(ev)
+
+
+def _acquire(level: str) -> None:
     with _sub_lock:
-        _Subscription.count -= 1
-        if _Subscription.count == 0 and _Subscription.off is not None:
-            _Subscription.off()
-            _Subscription.off = None
+        _Subscription.counts[level] += 1
+        if level not in _Subscription.offs:
+            _Subscription.offs[level] = (H.subscribe(_on_writes, changes_only=True)
+                                         if level == "writes" else H.subscribe(_on_all))
+
+
+def _release(level: str) -> None:
+    with _sub_lock:
+        _Subscription.counts[level] -= 1
+        if _Subscription.counts[level] == 0 and level in _Subscription.offs:
+            _Subscription.offs.pop(level)()
 
 
 def detach(h) -> None:
@@ -342,11 +358,9 @@ def attach(h, level: str = "writes", flush_ms: int = DEFAULT_FLUSH_MS) -> AuditL
     log = H.feature(h, "audit", lambda h: AuditLog(h, level, flush_ms))
     if log.writable:
         H.add_participant(h, log)
-        with _sub_lock:
-            _Subscription.count += 1
-            if _Subscription.off is None:
-                _Subscription.off = H.subscribe(_on_event)
-        log._finalizer = weakref.finalize(h, _release)
+        if level != "off":
+            _acquire(level)
+            log._finalizer = weakref.finalize(h, _release, level)
     return log
 
 
