@@ -544,10 +544,22 @@ class LogWriter:
         self._rollbacks = -1
         self._cache: dict[str, int] = {}
         self.head: Head = EMPTY_HEAD
+        self._head_stamp: tuple | None = None
+        self.frontier: list[tuple[int, bytes]] = []
+
+    def _stamp(self) -> tuple | None:
+        rec = self.eng.get(K_HEAD)
+        return None if rec is None else (rec.size, rec.checksum, rec.mtime_ns, rec.ctime_ns)
 
     def _load(self) -> None:
-        if self._rollbacks == self.eng.rollbacks and self.view.head() == self.head:
-            return              # (another writer on the engine may have appended: re-check)
+        if self._rollbacks == self.eng.rollbacks:
+            # (another writer on the engine may have appended: the stored head must be ours)
+            stamp = self._stamp()
+            if stamp is not None and stamp == self._head_stamp:
+                return
+            if self.view.head() == self.head:
+                self._head_stamp = stamp
+                return
         v = self.view
         self.head = h = v.head()
         self._cache = {}
@@ -573,6 +585,15 @@ class LogWriter:
             self.prev_time = recs[-1].time_us
         if h.strings % STRINGS_PER_ENTRY:
             self.strings_tail = v.string_page(h.strings // STRINGS_PER_ENTRY)
+        # the compact range: hashes of the complete subtrees covering [0, n), largest first;
+        # the root is their fold from the right (RFC 6962's split)
+        self.frontier = []
+        lo = 0
+        for k in range(63, -1, -1):
+            if n >> k & 1:
+                self.frontier.append((k, v.full(k, lo >> k)))
+                lo += 1 << k
+        self._head_stamp = self._stamp()
         self._rollbacks = self.eng.rollbacks
 
     def _summarise(self, c: Compact) -> None:
@@ -643,6 +664,7 @@ class LogWriter:
         first = n
         try:
             intern = self._intern
+            fr = self.frontier
             for (t_us, principal, action, path, dest, result, size, checksum) in entries:
                 t_us = max(int(t_us), last)
                 last = t_us
@@ -688,6 +710,10 @@ class LogWriter:
                 struct.pack_into("<H", blk, 4, i + 1)
                 self.tile.append(lh)
                 chain = sha256(chain + lh).digest()
+                fr.append((0, lh))
+                while len(fr) > 1 and fr[-1][0] == fr[-2][0]:
+                    lvl_, right = fr.pop()
+                    fr[-1] = (lvl_ + 1, sha256(b"\x01" + fr[-1][1] + right).digest())
                 n += 1
                 if n % TILE == 0:
                     self._add_hash(TILE_BITS, n // TILE - 1, merkle.root_of_hashes(self.tile),
@@ -711,15 +737,16 @@ class LogWriter:
             lvl = h.level if level is None else LEVELS.index(level)
             for key, data in dirty.items():
                 write_entry(eng, key, data)
-            v = self.view
-            v._fresh()
-            v.tile_override = {n // TILE: list(self.tile)} if n % TILE else {}
-            try:
-                root = v.mth(0, n)
-            finally:
-                v.tile_override = {}
+            self.view._fresh()
+            if fr:
+                root = fr[-1][1]
+                for _lvl, left in reversed(fr[:-1]):
+                    root = merkle.hash_node(left, root)
+            else:
+                root = merkle.EMPTY_ROOT
             self.head = Head(n, lvl, self.strings, chain, root, last, h.checkpoints)
             write_entry(eng, K_HEAD, self.head.encode())
+            self._head_stamp = self._stamp()
         except BaseException:
             self._rollbacks = -1          # the tail in memory is no longer the stored one
             raise
@@ -746,6 +773,7 @@ class LogWriter:
         write_entry(self.eng, k_checkpoint(h.checkpoints), cp.encode())
         self.head = h._replace(checkpoints=h.checkpoints + 1)
         write_entry(self.eng, K_HEAD, self.head.encode())
+        self._head_stamp = self._stamp()
 
 
 # -- verification -------------------------------------------------------------------------------
