@@ -257,7 +257,17 @@ def _text(s: object, limit: int) -> str | None:
     return b[:limit].decode("utf-8", "ignore")
 
 
+_GOOD_ACTIONS: set[str] = set()
+
+
 def _action(a: object) -> str:
+    if a in _GOOD_ACTIONS:
+        return a  # type: ignore[return-value]
+    if isinstance(a, str) and 1 <= len(a) <= R.MAX_ACTION and a.isascii() and a.isprintable() \
+            and " " not in a:
+        if len(_GOOD_ACTIONS) < 1024:
+            _GOOD_ACTIONS.add(a)
+        return a
     t = a if isinstance(a, str) else repr(a)
     out = "".join(ch if 0x21 <= ord(ch) <= 0x7E else "?" for ch in t)[:R.MAX_ACTION]
     return out or "?"
