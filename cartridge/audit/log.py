@@ -262,7 +262,7 @@ _GOOD_ACTIONS: set[str] = set()
 
 def _action(a: object) -> str:
     if a in _GOOD_ACTIONS:
-        return a  # type: ignore[return-value]
+        return a
     if isinstance(a, str) and 1 <= len(a) <= R.MAX_ACTION and a.isascii() and a.isprintable() \
             and " " not in a:
         if len(_GOOD_ACTIONS) < 1024:
