@@ -261,7 +261,7 @@ _GOOD_ACTIONS: set[str] = set()
 
 
 def _action(a: object) -> str:
-    if a in _GOOD_ACTIONS:
+    if isinstance(a, str) and a in _GOOD_ACTIONS:
         return a
     if isinstance(a, str) and 1 <= len(a) <= R.MAX_ACTION and a.isascii() and a.isprintable() \
             and " " not in a:
