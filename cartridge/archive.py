@@ -874,11 +874,12 @@ class Cartridge:
         """Counts, sizes, free space and fragmentation."""
         with self._lock:
             eng = self._ready()
+            audit = AL.info(self, eng)      # first: the stats then count the pages it read
             out = eng.stats()
             out["path"] = self.path
             out["mode"] = self.mode
             out["sync"] = eng.pager.sync_mode
-            out["audit"] = AL.info(self, eng)
+            out["audit"] = audit
             return out
 
     @property

@@ -353,3 +353,46 @@ def test_a_damaged_log_fails_changes_closed(tmp_path):
     with cartridge.open(p, "r") as c:
         assert not c.exists("/b")
         assert not c.audit.verify().ok
+
+
+def test_consistent_rewrite_is_caught_by_a_checkpoint(tmp_path):
+    """Someone rewrites the whole log consistently (records, chain, interior hashes, head, page
+    checksums): it verifies on its own, but not against a checkpoint signed before."""
+    pytest.importorskip("cryptography", reason="checkpoints need the optional 'cryptography'")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cartridge.audit import store as S
+    key = Ed25519PrivateKey.generate()
+    real, forged = tmp_path / "real.cart", tmp_path / "forged.cart"
+    for p, who in ((real, "alice"), (forged, "mallory")):
+        with cartridge.open(p, "x", sync="off") as c:
+            c.set_policy("p", doc(allow("cart:*", "*")))
+            who_h = c.as_principal(who)
+            for i in range(40):
+                who_h.write(f"/f{i}", b"x")
+    with cartridge.open(real, "a") as c:
+        cp = c.audit.checkpoint(key)
+    with cartridge.open(forged, "r") as f:
+        keys = [k for k, _ in H.engine(f).items(S.AUDIT_PREFIX, S.AUDIT_PREFIX)]
+        v = S.LogView(H.engine(f))
+        entries = {k: v.read(k) for k in keys if not k.startswith(S.P_CHECKPOINT)}
+
+    def transplant(eng):
+        for k, _ in list(eng.items(S.AUDIT_PREFIX, S.AUDIT_PREFIX)):
+            if k not in entries:
+                eng.delete(k)
+        for k, d in entries.items():
+            S.write_entry(eng, k, d)
+    from cartridge.create import open_engine
+    eng = open_engine(str(real), "a", sync="full", cache_size=1 << 20, timeout=None)
+    try:                                # the engine alone: no handle, nothing recorded
+        eng.begin()
+        transplant(eng)
+        eng.commit()
+    finally:
+        eng.close()
+    with cartridge.open(real, "r") as c:
+        assert c.audit.verify().ok                                   # consistent on its own
+        assert c.audit.record(3).principal == "mallory"
+        rep = c.audit.verify(checkpoint=cp, public_key=key.public_key())
+        assert not rep.ok and any("rewritten" in p for p in rep.problems)
