@@ -99,3 +99,10 @@ def test_every_committed_change_has_its_record(tmp_path, model, seed):
                 assert replay(recs) == actual(r), cut
                 sizes.add(len(recs))
     assert len(sizes) > 20          # images of many different commits were checked
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["killed", "power"])
+@pytest.mark.parametrize("seed", range(3, 11))
+def test_every_committed_change_has_its_record_many_seeds(tmp_path, model, seed):
+    test_every_committed_change_has_its_record(tmp_path, model, seed)
