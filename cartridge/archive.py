@@ -28,6 +28,8 @@ from . import paths as P
 from . import policies as PL
 from ._core.batch import collect, parent_groups
 from ._core.readpath import read_whole
+from .audit import log as AL
+from .audit.store import is_audit_key
 from .compactor import CompactStats
 from .content import EMPTY_CHECKSUM, byte_view, file_meta, file_record
 from .create import open_engine, open_remote_engine
@@ -213,7 +215,8 @@ class Cartridge:
     def __init__(self, path: str | os.PathLike | Any, mode: str = "r", *, sync: str = "full",
                  cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None,
                  block_pages: int | None = None, cache_pages: int | None = None,
-                 auto_compact: bool = False):
+                 auto_compact: bool = False, audit: str = "writes",
+                 audit_flush_ms: int = AL.DEFAULT_FLUSH_MS):
         if not isinstance(auto_compact, bool):
             raise TypeError(f"auto_compact must be a bool, not {type(auto_compact).__name__}")
         if auto_compact and mode == "r":
@@ -226,6 +229,8 @@ class Cartridge:
             raise ValueError(f"cache_size must be an int >= 0 (bytes), not {cache_size!r}")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
             raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
+        AL.check_level(audit)
+        AL.check_flush_ms(audit_flush_ms)
         kind, target = source.resolve(path)
         if kind == "remote":
             blocks = source.check_cache_args(block_pages, cache_pages)
@@ -261,6 +266,11 @@ class Cartridge:
         self._closed = False
         self._auto: tuple[threading.Thread, threading.Event] | None = None
         H.register_handle(self)
+        try:
+            AL.attach(self, audit, audit_flush_ms)
+        except BaseException:
+            self.close()
+            raise
         if auto_compact:
             self._start_auto_compact(None)
 
@@ -1064,25 +1074,35 @@ class Cartridge:
         """Counts, sizes, free space and fragmentation."""
         with self._lock:
             eng = self._ready()
+            audit = AL.info(self, eng)      # first: the stats then count the pages it read
             out = eng.stats()
             out["path"] = self.path
             out["mode"] = self.mode
             out["sync"] = eng.pager.sync_mode
             out["frozen"] = eng.get(FROZEN_KEY) is not None
+            out["audit"] = audit
             return out
+
+    @property
+    def audit(self) -> AL.Audit:
+        """The archive's audit log (docs/AUDIT.md): head, proofs, verify, checkpoints,
+        entries."""
+        return AL.Audit(self)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def close(self) -> None:
-        """Commit what is pending and release the file. Safe to call twice."""
+        """Commit what is pending (audit records included) and release the file. Safe to
+        call twice."""
         auto = getattr(self, "_auto", None)
         if auto is not None:
             self._auto = None
             auto[1].set()
             if auto[0] is not threading.current_thread():
                 auto[0].join()
+        AL.closing(self)           # the drain thread stops; the last commit point writes the rest
         with self._lock:
             if self._closed:
                 return
@@ -1106,6 +1126,7 @@ class Cartridge:
             finally:
                 self._closed = True
                 self._eng.close()
+                AL.detach(self)
 
     def __enter__(self) -> Cartridge:
         return self
@@ -1128,7 +1149,8 @@ class Cartridge:
 
 def _system_key_ok(key: bytes) -> bool:
     """The system-namespace keys the layers above know (FORMAT §5.5)."""
-    return policystore.is_system_key(key) or snapstore.is_system_key(key) or key == FROZEN_KEY
+    return (policystore.is_system_key(key) or snapstore.is_system_key(key) or key == FROZEN_KEY
+            or is_audit_key(key))
 
 
 AUTO_COMPACT_INTERVAL = 0.5          # seconds between looks at the archive

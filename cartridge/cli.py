@@ -919,6 +919,170 @@ def _add_space_commands(add, sub_parent, sync_parent) -> None:
     p.set_defaults(must_exist=True)
 
 
+# -- audit log -------------------------------------------------------------------------------------
+AUDIT_ACTIONS = ("verify", "prove", "checkpoint", "ls")
+
+
+def _when(text: str | None, what: str) -> float | None:
+    """Unix seconds from a number or an ISO 8601 time (naive: UTC)."""
+    if text is None:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        pass
+    else:
+        if v != v or v in (float("inf"), float("-inf")):
+            raise CLIError(f"{what} must be a finite time, not {text!r}")
+        return v
+    try:
+        t = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CLIError(f"{what} must be Unix seconds or an ISO 8601 time, not {text!r}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.timestamp()
+
+
+def _record_json(r) -> dict:
+    return {"seq": r.seq, "time": r.time, "principal": r.principal, "action": r.action,
+            "path": r.path, "dest": r.dest, "result": r.result, "size": r.size,
+            "checksum": r.checksum, "raw": r.raw.hex(), "leaf_hash": r.leaf_hash.hex()}
+
+
+def _record_line(r) -> str:
+    t = _dt.datetime.fromtimestamp(r.time, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    path = "-" if r.path is None else _safe(r.path)
+    if r.dest is not None:
+        path += " -> " + _safe(r.dest)
+    extra = "" if r.size is None else f" {r.size}"
+    if r.checksum is not None:
+        extra += f" {r.checksum}"
+    return (f"{r.seq}\t{t}\t{_safe(r.principal) if r.principal is not None else '-'}\t"
+            f"{r.action}\t{path}\t{r.result}{extra}")
+
+
+def cmd_audit_ls(args) -> int:
+    import time as _time
+    filters = dict(since=_when(args.since, "--since"), until=_when(args.until, "--until"),
+                   principal=args.principal, action=args.action, path_prefix=args.path,
+                   result=args.result)
+    start = 0
+    follow = None
+    if args.follow is not None:
+        try:
+            follow = float(args.follow)
+        except ValueError:
+            follow = -1.0
+        if not follow >= 0:
+            raise CLIError(f"--follow takes seconds >= 0 (or nothing), not {args.follow!r}")
+    deadline = None if follow in (None, float("inf")) else _time.monotonic() + follow
+    with _open(args, "r") as cart:
+        if follow is None and args.json:          # one document: the list of records
+            n = len(cart.audit)
+            emit_json([_record_json(r) for r in cart.audit.entries(**filters) if r.seq < n])
+            return 0
+        while True:                               # --follow --json: one object per line
+            n = len(cart.audit)
+            for r in cart.audit.entries(start_seq=start, **filters):
+                if r.seq >= n:
+                    break
+                print(json.dumps(_record_json(r)) if args.json else _record_line(r), flush=True)
+            start = n
+            if follow is None:
+                return 0
+            if deadline is not None and _time.monotonic() >= deadline:
+                return 0
+            _time.sleep(0.2)
+
+
+def cmd_audit_verify(args) -> int:
+    held = None
+    if args.head:
+        size, _, root = args.head.partition(":")
+        try:
+            held = (int(size), bytes.fromhex(root))
+        except ValueError:
+            raise CLIError("--head must look like SIZE:ROOTHEX") from None
+        if len(held[1]) != 32 or held[0] < 0:
+            raise CLIError("--head must be SIZE:ROOT with SIZE >= 0 and ROOT 64 hex digits")
+    with _open(args, "r") as cart:
+        rep = cart.audit.verify(head=held)
+        problems = list(rep.problems)
+        cps = cart.audit.checkpoints()
+        if args.checkpoint_key:
+            from .audit.checkpoint import load_public_key_file
+            try:
+                key = load_public_key_file(args.checkpoint_key)
+            except ValueError as e:
+                raise CLIError(f"{args.checkpoint_key}: {e}") from None
+            if not cps:
+                problems.append("no checkpoint is stored")
+            for i, cp in enumerate(cps):
+                r2 = cart.audit.verify(checkpoint=cp, public_key=key)
+                problems.extend(f"checkpoint {i} (size {cp.size}): {p}" for p in r2.problems
+                                if p not in problems)
+    out = {"ok": not problems, "size": rep.size, "first_bad": rep.first_bad,
+           "checkpoints": len(cps), "problems": problems}
+    if args.json:
+        emit_json(out)
+    elif not problems:
+        print(f"OK: {_plural(rep.size, 'record')}, {_plural(len(cps), 'checkpoint')} checked")
+    else:
+        for p in problems:
+            print(f"problem: {_safe(p)}")
+        if rep.first_bad is not None:
+            print(f"first bad record: {rep.first_bad}")
+        print(f"FAILED: {_plural(len(problems), 'problem')} in the audit log of {_safe(args.archive)}")
+    return 0 if not problems else 1
+
+
+def cmd_audit_prove(args) -> int:
+    with _open(args, "r") as cart:
+        head = cart.audit.head()
+        size = head.size if args.size is None else args.size
+        try:
+            proof = cart.audit.inclusion_proof(args.seq, size)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+        rec = cart.audit.record(args.seq)
+        root = cart.audit.head_at(size).root
+    emit_json({"seq": args.seq, "size": size, "root": root.hex(),
+               "leaf_hash": rec.leaf_hash.hex(), "raw": rec.raw.hex(),
+               "proof": [h.hex() for h in proof]})
+    return 0
+
+
+def cmd_audit_checkpoint(args) -> int:
+    from .audit.checkpoint import load_key_file
+    try:
+        key = load_key_file(args.key)
+    except ValueError as e:
+        raise CLIError(f"{args.key}: {e}") from None
+    with _open(args, "a") as cart:
+        cp = cart.audit.checkpoint(key)
+    if args.json:
+        emit_json(cp.to_json())
+    else:
+        print(f"checkpoint: {cp.size} records, root {cp.root.hex()}, key {cp.public_key.hex()}")
+    return 0
+
+
+def _audit_argv(argv: list[str]) -> list[str]:
+    """`cartridge audit ARCHIVE ...` is `cartridge audit ls ARCHIVE ...`."""
+    for i, a in enumerate(argv):
+        if a == "--sync":
+            continue
+        if a.startswith("-") or (i and argv[i - 1] == "--sync"):
+            continue
+        if a == "audit" and i + 1 < len(argv):
+            nxt = argv[i + 1]
+            if nxt not in AUDIT_ACTIONS and nxt not in ("-h", "--help"):
+                return argv[:i + 1] + ["ls"] + argv[i + 1:]
+        return argv
+    return argv
+
+
 # -- policies --------------------------------------------------------------------------------------
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     out = {}
@@ -1218,6 +1382,15 @@ EXAMPLES: dict[str, list[str]] = {
                       "cartridge engram verify release.eng --public-key 3b6a27bc...ab01 --json"],
     "engram info": ["cartridge engram info release.eng",
                     "cartridge engram info release.eng --json"],
+    "audit": ["cartridge audit ls data.cart --principal ann --result denied   # or: audit data.cart ...",
+              "cartridge audit verify data.cart --checkpoint-key audit.pub"],
+    "audit ls": ["cartridge audit ls data.cart --since 2026-01-01 --action cart:PutObject",
+                 "cartridge audit ls data.cart --path /docs/ --json",
+                 "cartridge audit ls data.cart --follow 60"],
+    "audit verify": ["cartridge audit verify data.cart",
+                     "cartridge audit verify data.cart --checkpoint-key audit.pub --json"],
+    "audit prove": ["cartridge audit prove data.cart 41          # JSON for verify_inclusion"],
+    "audit checkpoint": ["cartridge audit checkpoint data.cart --key audit.key"],
 }
 
 
@@ -1499,6 +1672,50 @@ def build_parser() -> argparse.ArgumentParser:
     # Engram: keygen, export, import, engram ls|cat|verify|info (their own module)
     from .cli_engram import add_commands as add_engram_commands
     add_engram_commands(sub, add, sync_parent)
+    p = add("audit", None, "read and check the audit log: 'audit ARCHIVE' lists records",
+            epilog="cartridge audit ARCHIVE [--since T] [--until T] [--principal P] [--action A] "
+                   "[--path PREFIX] [--result R] [--json] [--follow]; cartridge audit verify "
+                   "ARCHIVE [--checkpoint-key PUBKEY] [--head SIZE:ROOT]; cartridge audit prove "
+                   "ARCHIVE SEQ; cartridge audit checkpoint ARCHIVE --key KEYFILE. Times are Unix "
+                   "seconds or ISO 8601 (UTC unless it says otherwise). 'audit verify' exits 1 on "
+                   "any problem. See docs/AUDIT.md.")
+    nadd = nested(p, "audit")
+
+    def aadd(name, func, help, parents=()):
+        q = nadd(name, func, help, parents)
+        q.set_defaults(must_exist=True)
+        q.add_argument("archive", metavar="ARCHIVE")
+        return q
+
+    q = aadd("ls", cmd_audit_ls, "list records (the default: 'audit ARCHIVE')")
+    q.add_argument("--since", metavar="T", help="records at or after T")
+    q.add_argument("--until", metavar="T", help="records before T")
+    q.add_argument("--principal", metavar="P")
+    q.add_argument("--action", metavar="A", help="e.g. cart:PutObject")
+    q.add_argument("--path", metavar="PREFIX", help="records whose path starts with PREFIX")
+    q.add_argument("--result", choices=("allowed", "denied", "error"))
+    q.add_argument("--json", action="store_true", help="one JSON object per line (with raw and "
+                   "leaf_hash in hex)")
+    q.add_argument("--follow", nargs="?", const="inf", default=None, metavar="SECONDS",
+                   help="keep printing records as other processes commit them (Ctrl-C stops; "
+                        "with SECONDS: stop after that long)")
+    q = aadd("verify", cmd_audit_verify, "re-hash the whole log and check its chain, interior "
+             "hashes, head and checkpoints; exit 1 on any problem")
+    q.add_argument("--checkpoint-key", metavar="PUBKEY", help="Ed25519 public key file (PEM, raw "
+                   "32 bytes or 64 hex digits) every stored checkpoint must be signed with")
+    q.add_argument("--head", metavar="SIZE:ROOT", help="a tree head saved earlier that the log "
+                   "must still extend")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q = aadd("prove", cmd_audit_prove, "print the inclusion proof of record SEQ as JSON (what "
+             "cartridge.audit.verify_inclusion takes)")
+    q.add_argument("seq", metavar="SEQ", type=int)
+    q.add_argument("--size", type=int, default=None, help="in the tree of SIZE records "
+                   "(default: the whole log)")
+    q = aadd("checkpoint", cmd_audit_checkpoint, "sign the log's head with an Ed25519 key and "
+             "store the checkpoint in the archive", [sync_parent])
+    q.add_argument("--key", required=True, metavar="KEYFILE", help="Ed25519 private key (PEM "
+                   "PKCS#8, raw 32-byte seed, or 64 hex digits)")
+    q.add_argument("--json", action="store_true", help="print the checkpoint as JSON")
 
     p = add("demo", cmd_demo, "build a sample archive from generated data and exercise the API")
     p.add_argument("path", metavar="PATH", nargs="?", default=None,
@@ -1524,7 +1741,7 @@ def main(argv: list[str] | None = None) -> int:
     if "_ARGCOMPLETE" in os.environ:     # shell completion (the optional argcomplete package)
         _complete(parser)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_audit_argv(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as e:       # --help, --version and usage errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:

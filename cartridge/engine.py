@@ -33,6 +33,7 @@ from .format import (
     ALLOC_CHUNK_BYTES,
     ALLOC_FEATURES,
     ALLOC_KEY,
+    AUDIT_PREFIX,
     FEATURE_SNAPSHOTS,
     FROZEN_KEY,
     KIND_DIR,
@@ -121,6 +122,11 @@ class Engine:
             self._init_fresh()
         else:
             self._load()
+
+    @property
+    def changed(self) -> bool:
+        """The open transaction has staged a change (its commit will write something)."""
+        return self._changed
 
     # -- opening ----------------------------------------------------------------------------
     def _init_fresh(self) -> None:
@@ -348,7 +354,8 @@ class Engine:
         self.records[key] = with_chunk_key(rec)
         old_rec = None if old is None else decode(old, self.where(key))
         if key[:1] == SYSTEM_PREFIX:
-            self.system_epoch += 1
+            if not key.startswith(AUDIT_PREFIX):    # the audit log is no policy state
+                self.system_epoch += 1
         else:
             self._count(old_rec, -1)
             self._count(rec, +1)
@@ -395,7 +402,8 @@ class Engine:
         self._changed = True
         rec = decode(old, self.where(key))
         if key[:1] == SYSTEM_PREFIX:
-            self.system_epoch += 1
+            if not key.startswith(AUDIT_PREFIX):    # the audit log is no policy state
+                self.system_epoch += 1
         else:
             self._count(rec, -1)
         return rec
@@ -631,11 +639,6 @@ class Engine:
         """Inside a transaction: the next commit writes a new root even if no call changed
         the catalog (a layer that copied pages or shrank the allocator itself)."""
         self._changed = True
-
-    @property
-    def changed(self) -> bool:
-        """Something in the open transaction waits for a commit."""
-        return self._changed
 
     @property
     def saved_root(self) -> Root:

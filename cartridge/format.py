@@ -17,9 +17,10 @@ PAGE_SIZE = _L.PAGE_SIZE                   # 4096
 MAGIC = b"CART\x00\x01\x00\x00"
 VERSION_MAJOR = 1
 # 1.1 added sealed root slots (§2.3). SNAPSHOTS_MINOR: snapshots, held pages and the
-# allocation-map feature flags (§12); the one named constant the snapshot work bumps.
+# allocation-map feature flags (§12). VERSION_MINOR_AUDIT: the audit log (system entries, §13).
 SNAPSHOTS_MINOR = 2
-VERSION_MINOR = SNAPSHOTS_MINOR  # 1.0 and 1.1 files stay readable
+VERSION_MINOR_AUDIT = 3
+VERSION_MINOR = VERSION_MINOR_AUDIT  # 1.0, 1.1 and 1.2 files stay readable
 # magic, major, minor, page size, archive id, created ns, flags, reserved, checksum
 FILE_HEADER = struct.Struct("<8sHHI16sqI12sQ")
 FILE_HEADER_CSUM_SPAN = FILE_HEADER.size - 8          # checksum covers bytes [0, 56)
@@ -99,6 +100,7 @@ SYSTEM_PREFIX = b"\x00"
 POLICY_PREFIX = b"\x00policy/"
 SNAPSHOT_PREFIX = b"\x00snapshot/"          # FORMAT §12: one record per snapshot
 FROZEN_KEY = b"\x00frozen"                  # FORMAT §12.6: the archive is permanently read-only
+AUDIT_PREFIX = b"\x00audit/"           # the audit log (FORMAT §13); not policy state
 
 DEFAULT_MODE_FILE = 0o100644
 DEFAULT_MODE_DIR = 0o040755

@@ -21,6 +21,7 @@ from . import namespace as N
 from . import paths as P
 from . import policies as PL
 from ._core.readpath import read_whole
+from .audit import log as AL
 from .errors import AccessDeniedError, ClosedError, InvalidPathError
 from .iam import Decision, Explanation
 from .iam import actions as A
@@ -481,6 +482,15 @@ class PrincipalCartridge:
         with self._snap:
             self._check(GET_POLICY, ARCHIVE)
             return self._cart.get_policy(name)
+
+    @property
+    def audit(self) -> AL.Audit:
+        """The archive's audit log, read as this principal: every call needs
+        cart:ReadAudit on the archive (docs/AUDIT.md)."""
+        def check() -> None:
+            with self._snap:
+                self._check(A.READ_AUDIT, ARCHIVE)
+        return AL.Audit(self, self._principal, check)
 
     def policies(self) -> dict[str, dict]:
         with self._snap:

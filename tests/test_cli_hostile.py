@@ -256,6 +256,16 @@ def _variants(inputs) -> dict[str, list]:
         "context": [None, ["cart:SourceIp=10.0.0.1"], ["=x"]],
         "max_pages": [None, "10", "0", "-5", "x", "99999999999999999999"],
         "depth": [None, "0", "2", "-1", "x", "99999999999999999999"],
+        # audit
+        "since": [None, "0", "2026-01-01T00:00:00", "nan", "1e300", "\x1b[31m"],
+        "until": [None, "-1", "inf", "2026-13-01"],
+        "result": [None, "denied", "bogus"],
+        "follow": [None, "0", "-1", "nan", "x"],
+        "checkpoint_key": [None, i["policy"], i["missing"], i["dir"], i["empty"]],
+        "head": [None, "1:" + "00" * 32, "x", "1:zz", "-1:" + "00" * 32],
+        "seq": ["0", "-1", "99999999999999999999", "x"],
+        "size": [None, "0", "-5", "99999999999"],
+        "key": [i["policy"], i["missing"], i["dir"], i["empty"], i["text"]],
     }
 
 

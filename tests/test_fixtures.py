@@ -115,3 +115,26 @@ def test_fixture_stays_writable(path, tmp_path):
         for p in sorted(manifest["files"])[1:]:
             assert hashlib.sha256(c.read(p)).hexdigest() == manifest["files"][p]["sha256"]
         assert c.verify().ok
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=os.path.basename)
+def test_fixture_audit_log(path, tmp_path):
+    """Format 1.3 fixtures hold an audit log whose head is pinned in the manifest and which
+    verifies; older ones have none, and writing to one starts it (docs/AUDIT.md)."""
+    manifest = json.load(open(stem(path) + ".json"))
+    cart = materialise(path, tmp_path)
+    with cartridge.open(cart, "r") as c:
+        head = c.audit.head()
+        assert c.audit.verify().ok
+        if "audit" in manifest:
+            assert (head.size, head.root.hex()) == (manifest["audit"]["size"],
+                                                   manifest["audit"]["root"])
+            assert head.size > 0
+        else:
+            assert head.size == 0
+    with cartridge.open(cart, "a") as c:
+        c.write("/audit-fixture-probe", b"x")
+    with cartridge.open(cart, "r") as c:
+        assert c.audit.verify(head=head).ok
+        last = c.audit.record(len(c.audit) - 1)
+        assert (last.action, last.path) == ("cart:PutObject", "/audit-fixture-probe")

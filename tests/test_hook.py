@@ -8,6 +8,9 @@ import cartridge
 from cartridge import _handle as H
 from cartridge.guard import PrincipalCartridge
 
+# the hook on its own: the shared `cart` fixture without the audit log's own subscription
+CART_OPTIONS = {"audit": "off"}
+
 ALLOW_READ = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": "cart:GetObject", "Resource": "/pub/*"}]}
 

@@ -19,7 +19,7 @@ ENGINE = {"engine", "pager", "allocator", "content", "nodestore", "records", "fo
           "verify", "create", "paths", "errors", "policystore", "snapstore", "compactor", "localfile",
           "source", "terminal", "iam"}
 # above the engine, below the handle: they never import the handle (archive) or cli/demo
-FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite", "engram"}
+FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite", "engram", "audit"}
 # the contract imports only pure engine-level modules (path normalising, the IAM action names)
 CONTRACT_DEPS = {"cartridge.errors", "cartridge.paths", "cartridge.iam", "cartridge.iam.actions"}
 # the face and the integrations over it (cartridge.fsspec: the cart:// filesystem)

@@ -33,7 +33,8 @@ def batch(rng: random.Random, n: int, prefix: str = "/m") -> list[tuple[str, byt
     return out
 
 
-CART_OPTIONS = {"sync": "off"}     # the shared `cart` fixture (conftest.py), without fsyncs
+CART_OPTIONS = {"sync": "off",     # the shared `cart` fixture (conftest.py), without fsyncs,
+                "audit": "off"}    # and without the audit log, whose pages grow with every commit
 
 
 def test_same_result_as_write_per_file(tmp_path):
