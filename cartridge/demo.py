@@ -358,6 +358,23 @@ def _step_engram(t: Tour) -> str:
     return line[len("engram: "):] if line.startswith("engram: ") else line
 
 
+def _step_audit(t: Tour) -> str:
+    log = t.cart.audit
+    head = log.head()
+    report = log.verify()
+    _check(report.ok, "the audit log does not verify: " + "; ".join(report.problems))
+    denied = [r for r in log.entries(result="denied")]
+    _check(denied, "the policy step's denials are not in the audit log")
+    from .audit import verify_inclusion
+    seq = denied[0].seq
+    proof = log.inclusion_proof(seq, head.size)
+    _check(verify_inclusion(denied[0].leaf_hash, seq, head.size, proof, head.root),
+           "an inclusion proof did not verify")
+    return (f"{head.size} records verified (hash chain, Merkle root "
+            f"{head.root.hex()[:16]}...); {len(denied)} denials recorded; record {seq} proven "
+            f"with {len(proof)} hashes")
+
+
 VERIFY_STEP = Step("verify", _step_verify)
 # The tour, in order. Later capabilities (audit log verified, snapshot restored, compaction,
 # an Engram exported and verified) each add one step here: see the module doc.
@@ -375,6 +392,7 @@ STEPS: list[Step] = [
     Step("snapshot", _step_snapshot),
     Step("compaction", _step_compact),
     Step("engram", _step_engram),
+    Step("audit", _step_audit),
     VERIFY_STEP,
     Step("read-only", _step_reopen, writable=False),
 ]
