@@ -17,8 +17,11 @@ def test_the_tour_covers_every_capability(tmp_path):
     result = demo.run_demo(tmp_path / "d.cart", out=out)
     text = out.getvalue()
     assert result["verify_ok"] and result["steps"] == [s.title for s in demo.STEPS]
-    for title in ("files", "stream", "transaction", "sqlite", "policy", "verify", "read-only"):
+    for title in ("files", "stream", "transaction", "sqlite", "policy", "snapshot", "compaction",
+                  "engram", "audit", "verify", "read-only"):
         assert title in result["steps"], title
+    assert "signed and verified with key" in text           # the engram extra is in the test extra
+    assert "denials recorded; record" in text and "restored all in one commit" in text
     assert "denied: write /docs/x.txt, read /README.txt" in text, text
     assert "exported copy read by the stdlib sqlite3" in text
     assert text.splitlines()[-1].startswith(f"done: {len(demo.STEPS)} steps") and "verify OK" in text
@@ -28,6 +31,7 @@ def test_the_tour_covers_every_capability(tmp_path):
             "SELECT count(*) FROM notes").fetchone()[0] == 241
         with pytest.raises(cartridge.AccessDeniedError):
             c.as_principal("ann").read("/README.txt")
+        assert c.snapshots() == [] and c.audit.verify().ok
 
 
 def test_a_step_is_one_function(tmp_path):
