@@ -10,6 +10,14 @@ from __future__ import annotations
 import os as _os
 from typing import Any
 
+try:
+    from . import _core as _kernels
+    from ._core import pathkeys as _pathkeys  # noqa: F401   (the first compiled kernel imported)
+except ImportError as _e:                     # the source tree, its kernels never built
+    raise ImportError(
+        f"cartridge's compiled kernels are missing in {_os.path.dirname(_kernels.__file__)} "
+        f"({_e}): this is the source tree, not an installed cartridge. Build it in place "
+        "(pip install -e .) or run Python from another directory") from _e
 from . import iam
 from .archive import Cartridge, FileInfo, VerifyReport, open
 from .content import content_checksum

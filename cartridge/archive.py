@@ -1075,11 +1075,12 @@ class Cartridge:
         with self._lock:
             eng = self._ready()
             audit = AL.info(self, eng)      # first: the stats then count the pages it read
+            frozen = eng.get(FROZEN_KEY) is not None      # (a remote handle's too)
             out = eng.stats()
             out["path"] = self.path
             out["mode"] = self.mode
             out["sync"] = eng.pager.sync_mode
-            out["frozen"] = eng.get(FROZEN_KEY) is not None
+            out["frozen"] = frozen
             out["audit"] = audit
             return out
 

@@ -1014,6 +1014,8 @@ def cmd_audit_verify(args) -> int:
             from .audit.checkpoint import load_public_key_file
             try:
                 key = load_public_key_file(args.checkpoint_key)
+            except ImportError as e:            # the checkpoints extra is missing
+                raise CLIError(str(e)) from None
             except ValueError as e:
                 raise CLIError(f"{args.checkpoint_key}: {e}") from None
             if not cps:
@@ -1057,6 +1059,8 @@ def cmd_audit_checkpoint(args) -> int:
     from .audit.checkpoint import load_key_file
     try:
         key = load_key_file(args.key)
+    except ImportError as e:                    # the checkpoints extra is missing
+        raise CLIError(str(e)) from None
     except ValueError as e:
         raise CLIError(f"{args.key}: {e}") from None
     with _open(args, "a") as cart:

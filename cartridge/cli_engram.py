@@ -97,7 +97,11 @@ def _human(n: int) -> str:
 
 # -- keygen ----------------------------------------------------------------------------------
 def cmd_keygen(args) -> int:
-    crypto = _engram().crypto
+    try:        # the key signs Engram manifests and audit checkpoints alike: needs cryptography
+        from .engram import crypto
+    except ImportError as e:
+        raise CartridgeError(f"keygen needs the cryptography package (pip install "
+                             f"'cartridge[engram]' or 'cartridge[checkpoints]'): {e}") from None
     key = crypto.new_private_key()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) \
         | getattr(os, "O_CLOEXEC", 0)

@@ -86,3 +86,24 @@ def test_installed_metadata_lists_the_extras():
     from importlib import metadata
 
     check_metadata(metadata.metadata("cartridge"))
+
+
+def test_importing_the_unbuilt_source_tree_says_how_to_build(tmp_path):
+    """`python` started inside a source checkout that was installed with `pip install .` (not
+    built in place) imports the source package, whose kernels are not compiled: the error says
+    so and what to do, instead of a bare 'cannot import name pathkeys'."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import cartridge
+
+    src = os.path.dirname(cartridge.__file__)
+    shutil.copytree(src, tmp_path / "cartridge",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__", "*.c"))
+    proc = subprocess.run([sys.executable, "-c", "import cartridge"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "compiled kernels are missing" in proc.stderr and "pip install -e ." in proc.stderr, \
+        proc.stderr

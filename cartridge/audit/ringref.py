@@ -10,14 +10,17 @@ DEFAULT_CAPACITY = 8192
 DEFAULT_SLOT_SIZE = 240
 
 
+MAX_SLOT_SIZE = 1 << 16       # bytes in one slot (the C ring's limit too)
+
+
 class RingRef:
     def __init__(self, capacity: int = DEFAULT_CAPACITY, slot_size: int = DEFAULT_SLOT_SIZE) -> None:
         if type(capacity) is not int or type(slot_size) is not int:
             raise TypeError("capacity and slot_size must be ints")
         if capacity < 2 or capacity > (1 << 24) or capacity & (capacity - 1):
             raise ValueError(f"capacity must be a power of two in 2..2^24, not {capacity}")
-        if not 1 <= slot_size <= 65536:
-            raise ValueError(f"slot_size must be 1..65536, not {slot_size}")
+        if not 1 <= slot_size <= MAX_SLOT_SIZE:
+            raise ValueError(f"slot_size must be 1..{MAX_SLOT_SIZE}, not {slot_size}")
         self.capacity = capacity
         self.slot_size = slot_size
         self.waits = 0

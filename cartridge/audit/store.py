@@ -187,12 +187,15 @@ def _bloom_bits(sid: int) -> tuple[int, int, int]:
 _MASKS: dict[int, int] = {}
 
 
+_MASKS_CACHED = 1 << 16     # string ids whose Bloom masks are kept
+
+
 def bloom_add(bloom: int, sid: int) -> int:
     m = _MASKS.get(sid)
     if m is None:
         a, b, c = _bloom_bits(sid)
         m = (1 << a) | (1 << b) | (1 << c)
-        if len(_MASKS) < 65536:
+        if len(_MASKS) < _MASKS_CACHED:
             _MASKS[sid] = m
     return bloom | m
 
