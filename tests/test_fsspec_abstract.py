@@ -13,8 +13,7 @@ from cartridge.fsspec import CartridgeFileSystem  # noqa: E402
 
 class CartFixtures(abstract.AbstractFixtures):
     @pytest.fixture(scope="class")
-    @classmethod
-    def fs(cls, tmp_path_factory):
+    def fs(self, tmp_path_factory):     # (not a classmethod: Python 3.9's has no __name__)
         path = tmp_path_factory.mktemp("cartfs") / "abstract.cart"
         fs = CartridgeFileSystem(fo=str(path), mode="a", skip_instance_cache=True)
         try:
