@@ -405,7 +405,10 @@ def test_python_m_help():
 def test_console_script_demo(tmp_path):
     import shutil
 
-    exe = shutil.which("cartridge")
+    # this interpreter's console script (beside it in a venv), not whichever is first on PATH
+    exe = os.path.join(os.path.dirname(sys.executable), "cartridge")
+    if not os.path.exists(exe):
+        exe = shutil.which("cartridge", path=os.path.dirname(sys.executable))
     argv = [exe] if exe else [sys.executable, "-m", "cartridge"]
     path = tmp_path / "demo.cart"
     r = _run(argv + ["demo", str(path)], timeout=120)

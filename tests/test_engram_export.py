@@ -35,6 +35,17 @@ POLICY = {"Version": "2012-10-17",
           "Statement": [{"Effect": "Allow", "Action": "cart:GetObject", "Resource": "/pub/*"}]}
 
 
+
+def stdlib_sqlite(image: bytes, tmp_path) -> sqlite3.Connection:
+    """The stdlib sqlite3 on a database image: deserialize() (Python 3.11+), else a file."""
+    if hasattr(sqlite3.Connection, "deserialize"):
+        con = sqlite3.connect(":memory:")
+        con.deserialize(image)
+        return con
+    path = tmp_path / "stdlib-copy.db"
+    path.write_bytes(image)
+    return sqlite3.connect(str(path))
+
 def make_cart(path) -> dict:
     """An archive with a bit of everything; returns its expected state."""
     with cartridge.open(path, "w", sync="off") as c:
@@ -403,8 +414,7 @@ def test_sqlite_member_exports_as_rollback_image(tmp_path):
         assert image[18:20] == b"\x01\x01"
         assert sorted(r.namelist()) == ["cartridge.json", "db/app.db", "db/plain.db",
                                         "manifest.json"]
-        con = sqlite3.connect(":memory:")
-        con.deserialize(image)
+        con = stdlib_sqlite(image, tmp_path)
         assert con.execute("SELECT sum(x) FROM t").fetchone() == (6,)
         assert r.sqlite("db/app.db").execute("SELECT count(*) FROM t").fetchone() == (3,)
     cartridge.import_engram(tmp_path / "o.eng", tmp_path / "b.cart")

@@ -36,6 +36,17 @@ POLICY_V2 = {"Version": "2012-10-17",
              "Statement": [{"Effect": "Allow", "Action": "cart:List", "Resource": "/*"}]}
 
 
+
+def stdlib_sqlite(image: bytes, tmp_path) -> sqlite3.Connection:
+    """The stdlib sqlite3 on a database image: deserialize() (Python 3.11+), else a file."""
+    if hasattr(sqlite3.Connection, "deserialize"):
+        con = sqlite3.connect(":memory:")
+        con.deserialize(image)
+        return con
+    path = tmp_path / "stdlib-copy.db"
+    path.write_bytes(image)
+    return sqlite3.connect(str(path))
+
 def state(c) -> dict:
     """Everything an Engram carries of a handle's state: files (bytes, mode, exact mtime),
     explicit empty directories, policies."""
@@ -127,8 +138,7 @@ def test_export_snapshot_of_an_sqlite_member(tmp_path):
         image = r.read("db.sqlite")
         assert not any(n.endswith(("-wal", "-journal", "-shm")) for n in r.namelist())
     assert image[18:20] == b"\x01\x01"
-    con = sqlite3.connect(":memory:")
-    con.deserialize(image)
+    con = stdlib_sqlite(image, tmp_path)
     assert con.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,)]
 
 
