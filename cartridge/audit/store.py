@@ -187,6 +187,12 @@ def _bloom_bits(sid: int) -> tuple[int, int, int]:
 _MASKS: dict[int, int] = {}
 
 
+def _string_piece(s: str) -> bytes:
+    """One string of a string-table entry: u16 length, UTF-8 bytes (FORMAT §13.3)."""
+    b = s.encode("utf-8", "surrogatepass")
+    return R.U16.pack(len(b)) + b
+
+
 _MASKS_CACHED = 1 << 16     # string ids whose Bloom masks are kept
 
 
@@ -588,6 +594,7 @@ class LogWriter:
             self.prev_time = recs[-1].time_us
         if h.strings % STRINGS_PER_ENTRY:
             self.strings_tail = v.string_page(h.strings // STRINGS_PER_ENTRY)
+        self.tail_bytes = bytearray(b"".join(_string_piece(x) for x in self.strings_tail))
         # the compact range: hashes of the complete subtrees covering [0, n), largest first;
         # the root is their fold from the right (RFC 6962's split)
         self.frontier = []
@@ -631,11 +638,11 @@ class LogWriter:
         sid = self.strings
         self.strings += 1
         self.strings_tail.append(s)
-        dirty[k_string(sid // STRINGS_PER_ENTRY)] = b"".join(
-            R.U16.pack(len(x.encode("utf-8", "surrogatepass"))) + x.encode("utf-8", "surrogatepass")
-            for x in self.strings_tail)
+        self.tail_bytes += R.U16.pack(len(b)) + b      # the string-table entry, kept encoded
+        dirty[k_string(sid // STRINGS_PER_ENTRY)] = bytes(self.tail_bytes)
         if len(self.strings_tail) == STRINGS_PER_ENTRY:
             self.strings_tail = []
+            self.tail_bytes = bytearray()
         dirty[ikey] = R.U64.pack(sid)
         self._remember(s, sid)
         return sid
