@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ import pytest
 pytest.importorskip("lz4", reason="the engram extra (lz4) is not installed")
 pytest.importorskip("zstandard", reason="the engram extra (zstandard) is not installed")
 pytest.importorskip("cryptography", reason="the engram extra (cryptography) is not installed")
+
+from test_engram_export import stdlib_sqlite  # one helper for both Engram test files
 
 import cartridge
 from cartridge import _handle as H
@@ -35,17 +36,6 @@ POLICY_V1 = {"Version": "2012-10-17",
 POLICY_V2 = {"Version": "2012-10-17",
              "Statement": [{"Effect": "Allow", "Action": "cart:List", "Resource": "/*"}]}
 
-
-
-def stdlib_sqlite(image: bytes, tmp_path) -> sqlite3.Connection:
-    """The stdlib sqlite3 on a database image: deserialize() (Python 3.11+), else a file."""
-    if hasattr(sqlite3.Connection, "deserialize"):
-        con = sqlite3.connect(":memory:")
-        con.deserialize(image)
-        return con
-    path = tmp_path / "stdlib-copy.db"
-    path.write_bytes(image)
-    return sqlite3.connect(str(path))
 
 def state(c) -> dict:
     """Everything an Engram carries of a handle's state: files (bytes, mode, exact mtime),
