@@ -31,6 +31,17 @@ import apsw
 from . import localfile as LF
 from . import paths as P
 from .archive import open as _open_archive
+from .cliargs import (
+    CLIError,
+    UsageError,
+    count,
+    pair,
+    positive,
+    seconds,
+    snapshot_name,
+    time_value,
+    tree_head,
+)
 from .errors import CartridgeError, DirectoryNotEmptyError, InvalidPathError, NotFoundError
 from .jsonout import add_json_flag, emit_json
 from .progress import Bar
@@ -49,10 +60,6 @@ PUT_BATCH_BYTES = 64 << 20      # small files held in memory before one write_ma
 
 EXIT_CODES = ("Exit status: 0 success; 1 an error, or problems found by verify; 2 a usage "
               "error; 3 denied by 'policy check'; 130 interrupted.")
-
-
-class CLIError(Exception):
-    """A failure the CLI itself detects (bad local path, unsafe extraction...): exit 1."""
 
 
 # -- small helpers ---------------------------------------------------------------------------------
@@ -560,8 +567,6 @@ def _tree_glyphs() -> tuple[str, str, str, str]:
 
 
 def cmd_tree(args) -> int:
-    if args.depth is not None and args.depth < 0:
-        raise CLIError(f"-L must be 0 or more, not {args.depth}")
     with _open(args, "r") as cart:
         top = P.normalize(args.path)
         st = cart.stat(top)
@@ -618,8 +623,6 @@ def cmd_tree(args) -> int:
 
 
 def cmd_du(args) -> int:
-    if args.depth is not None and args.depth < 0:
-        raise CLIError(f"-d must be 0 or more, not {args.depth}")
     with _open(args, "r") as cart:
         top = P.normalize(args.path)
         st = cart.stat(top)
@@ -769,22 +772,11 @@ def cmd_verify(args) -> int:
 
 
 # -- snapshots, compaction, freeze (issue 14) -------------------------------------------------------
-def _snapshot_name(name: str) -> str:
-    """A snapshot name as the API takes it (CLIError, exit 1, otherwise)."""
-    from .snapstore import check_name
-
-    try:
-        return check_name(name)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-
-
 def _snapshot_json(s) -> dict:
     return {"name": s.name, "time": s.time, "generation": s.generation, "size": s.size}
 
 
 def cmd_snapshot_create(args) -> int:
-    _snapshot_name(args.name)
     with _open(args, "a") as cart:
         s = cart.snapshot(args.name)
     if args.json:
@@ -806,7 +798,6 @@ def cmd_snapshot_ls(args) -> int:
 
 
 def cmd_snapshot_rm(args) -> int:
-    _snapshot_name(args.name)
     with _open(args, "a") as cart:
         before = cart.info()["snapshot_bytes"]
         cart.delete_snapshot(args.name)
@@ -819,7 +810,6 @@ def cmd_snapshot_rm(args) -> int:
 
 
 def cmd_snapshot_restore(args) -> int:
-    _snapshot_name(args.name)
     with _open(args, "a") as cart:
         cart.restore(args.name)
         info = cart.info()
@@ -838,8 +828,6 @@ def _compact_json(st, start: int) -> dict:
 
 
 def cmd_compact(args) -> int:
-    if args.max_pages is not None and args.max_pages < 1:
-        raise CLIError(f"--max-pages must be at least 1, not {args.max_pages}")
     with _open(args, "a") as cart:
         start = cart.info()["file_bytes"]
         if args.max_pages is not None:            # one cycle
@@ -890,7 +878,7 @@ def _add_space_commands(add, sub_parent, sync_parent) -> None:
         q.set_defaults(must_exist=writes)
         q.add_argument("archive", metavar="ARCHIVE")
         if named:
-            q.add_argument("name", metavar="NAME")
+            q.add_argument("name", metavar="NAME", type=snapshot_name)
         q.add_argument("--json", action="store_true", help="print JSON")
         return q
 
@@ -906,7 +894,7 @@ def _add_space_commands(add, sub_parent, sync_parent) -> None:
                    "terminal. Pages a snapshot reaches never move, so the file cannot shrink "
                    "below the last of them while the snapshot exists.")
     p.add_argument("archive", metavar="ARCHIVE")
-    p.add_argument("--max-pages", type=int, default=None, metavar="N",
+    p.add_argument("--max-pages", type=positive, default=None, metavar="N",
                    help="run one cycle moving at most N pages")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(must_exist=True)
@@ -921,27 +909,6 @@ def _add_space_commands(add, sub_parent, sync_parent) -> None:
 
 # -- audit log -------------------------------------------------------------------------------------
 AUDIT_ACTIONS = ("verify", "prove", "checkpoint", "ls")
-
-
-def _when(text: str | None, what: str) -> float | None:
-    """Unix seconds from a number or an ISO 8601 time (naive: UTC)."""
-    if text is None:
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        pass
-    else:
-        if v != v or v in (float("inf"), float("-inf")):
-            raise CLIError(f"{what} must be a finite time, not {text!r}")
-        return v
-    try:
-        t = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise CLIError(f"{what} must be Unix seconds or an ISO 8601 time, not {text!r}") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
-    return t.timestamp()
 
 
 def _record_json(r) -> dict:
@@ -964,18 +931,10 @@ def _record_line(r) -> str:
 
 def cmd_audit_ls(args) -> int:
     import time as _time
-    filters = dict(since=_when(args.since, "--since"), until=_when(args.until, "--until"),
-                   principal=args.principal, action=args.action, path_prefix=args.path,
-                   result=args.result)
+    filters = dict(since=args.since, until=args.until, principal=args.principal,
+                   action=args.action, path_prefix=args.path, result=args.result)
     start = 0
-    follow = None
-    if args.follow is not None:
-        try:
-            follow = float(args.follow)
-        except ValueError:
-            follow = -1.0
-        if not follow >= 0:
-            raise CLIError(f"--follow takes seconds >= 0 (or nothing), not {args.follow!r}")
+    follow = args.follow
     deadline = None if follow in (None, float("inf")) else _time.monotonic() + follow
     with _open(args, "r") as cart:
         if follow is None and args.json:          # one document: the list of records
@@ -997,17 +956,8 @@ def cmd_audit_ls(args) -> int:
 
 
 def cmd_audit_verify(args) -> int:
-    held = None
-    if args.head:
-        size, _, root = args.head.partition(":")
-        try:
-            held = (int(size), bytes.fromhex(root))
-        except ValueError:
-            raise CLIError("--head must look like SIZE:ROOTHEX") from None
-        if len(held[1]) != 32 or held[0] < 0:
-            raise CLIError("--head must be SIZE:ROOT with SIZE >= 0 and ROOT 64 hex digits")
     with _open(args, "r") as cart:
-        rep = cart.audit.verify(head=held)
+        rep = cart.audit.verify(head=args.head)
         problems = list(rep.problems)
         cps = cart.audit.checkpoints()
         if args.checkpoint_key:
@@ -1041,12 +991,15 @@ def cmd_audit_verify(args) -> int:
 
 def cmd_audit_prove(args) -> int:
     with _open(args, "r") as cart:
-        head = cart.audit.head()
-        size = head.size if args.size is None else args.size
-        try:
-            proof = cart.audit.inclusion_proof(args.seq, size)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
+        total = cart.audit.head().size
+        size = total if args.size is None else args.size
+        if size > total:
+            raise CLIError(f"--size {size}: the log has only {_plural(total, 'record')}")
+        if args.seq >= size:
+            tree = "the log" if size == total else f"the tree of the first {size}"
+            raise CLIError(f"no record {args.seq}: {tree} holds records 0 to {size - 1}" if size
+                           else "no record to prove: the log is empty")
+        proof = cart.audit.inclusion_proof(args.seq, size)
         rec = cart.audit.record(args.seq)
         root = cart.audit.head_at(size).root
     emit_json({"seq": args.seq, "size": size, "root": root.hex(),
@@ -1088,16 +1041,6 @@ def _audit_argv(argv: list[str]) -> list[str]:
 
 
 # -- policies --------------------------------------------------------------------------------------
-def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CLIError(f"{what} must look like KEY=VALUE, not {item!r}")
-        out[key] = value
-    return out
-
-
 def _read_policy_file(name: str) -> str:
     """The text of a policy file ('-': standard input); CLIError if it is not UTF-8."""
     if name == "-":
@@ -1161,9 +1104,10 @@ def cmd_policy_check(args) -> int:
     service = args.action.partition(":")[0].casefold()
     if service == actions.SERVICE and actions.known(args.action) is None:
         best = actions.suggestion(args.action)
-        raise CLIError(f"unknown action {args.action!r}" + (f"; did you mean {best!r}?" if best
-                       else f" (cartridge's actions are {', '.join(actions.ACTIONS)})"))
-    tags, context = _pairs(args.tag, "--tag"), _pairs(args.context, "--context")
+        raise UsageError(f"argument --action: unknown action {args.action!r}" +
+                         (f"; did you mean {best!r}?" if best
+                          else f" (cartridge's actions are {', '.join(actions.ACTIONS)})"))
+    tags, context = dict(args.tag or ()), dict(args.context or ())
     with _open(args, "r") as cart:
         stored = bool(cart.policies())
         result = cart.check_access(args.principal, args.action, args.resource, tags=tags,
@@ -1472,7 +1416,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=textwrap.fill(help, 88),
                            parents=[quiet_parent, *parents], epilog=_epilog(name, epilog),
                            formatter_class=_Formatter, **kw)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, parser=p)
         return p
 
     def nested(p, group: str):
@@ -1485,7 +1429,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    parents=[quiet_parent, *parents],
                                    epilog=_epilog(f"{group} {name}", epilog),
                                    formatter_class=_Formatter)
-            q.set_defaults(func=func)
+            q.set_defaults(func=func, parser=q)
             return q
         return nadd
 
@@ -1564,7 +1508,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "shown (below -L's depth they are not counted).")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("path", metavar="PATH", nargs="?", default="/")
-    p.add_argument("-L", dest="depth", type=int, metavar="DEPTH", default=None,
+    p.add_argument("-L", dest="depth", type=count, metavar="DEPTH", default=None,
                    help="descend at most DEPTH levels")
     p.add_argument("-s", "--sizes", dest="sizes", action="store_true", help="show file sizes")
     p.add_argument("-h", "--human", dest="human", action="store_true",
@@ -1579,7 +1523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("path", metavar="PATH", nargs="?", default="/")
     p.add_argument("-s", "--summarize", action="store_true", help="only PATH's total")
-    p.add_argument("-d", "--max-depth", dest="depth", type=int, metavar="N", default=None,
+    p.add_argument("-d", "--max-depth", dest="depth", type=count, metavar="N", default=None,
                    help="show directories at most N levels below PATH")
     p.add_argument("-h", "--human", dest="human", action="store_true",
                    help="sizes as 1.5K, 20M, 3.1G (powers of 1024)")
@@ -1627,7 +1571,7 @@ def build_parser() -> argparse.ArgumentParser:
         q = psub.add_parser(name, help=help, description=textwrap.fill(help, 88),
                             parents=[quiet_parent, *parents], epilog=_epilog(f"policy {name}"),
                             formatter_class=_Formatter)
-        q.set_defaults(func=func)
+        q.set_defaults(func=func, parser=q)
         q.add_argument("archive", metavar="ARCHIVE")
         return q
 
@@ -1650,8 +1594,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--principal", required=True, metavar="P")
     q.add_argument("--action", required=True, metavar="A", help="e.g. cart:GetObject")
     q.add_argument("--resource", required=True, metavar="R", help="an archive path")
-    q.add_argument("--tag", action="append", metavar="KEY=VALUE", help="a principal tag")
-    q.add_argument("--context", action="append", metavar="KEY=VALUE",
+    q.add_argument("--tag", action="append", type=pair, metavar="KEY=VALUE",
+                   help="a principal tag")
+    q.add_argument("--context", action="append", type=pair, metavar="KEY=VALUE",
                    help="an extra condition key, e.g. cart:SourceIp=10.0.0.1")
     add_json_flag(q)
     p = add("sql", cmd_sql, "run SQL against a SQLite database stored in the archive and print "
@@ -1692,28 +1637,29 @@ def build_parser() -> argparse.ArgumentParser:
         return q
 
     q = aadd("ls", cmd_audit_ls, "list records (the default: 'audit ARCHIVE')")
-    q.add_argument("--since", metavar="T", help="records at or after T")
-    q.add_argument("--until", metavar="T", help="records before T")
+    q.add_argument("--since", metavar="T", type=time_value, help="records at or after T")
+    q.add_argument("--until", metavar="T", type=time_value, help="records before T")
     q.add_argument("--principal", metavar="P")
     q.add_argument("--action", metavar="A", help="e.g. cart:PutObject")
     q.add_argument("--path", metavar="PREFIX", help="records whose path starts with PREFIX")
     q.add_argument("--result", choices=("allowed", "denied", "error"))
     q.add_argument("--json", action="store_true", help="one JSON object per line (with raw and "
                    "leaf_hash in hex)")
-    q.add_argument("--follow", nargs="?", const="inf", default=None, metavar="SECONDS",
+    q.add_argument("--follow", nargs="?", const=float("inf"), default=None, type=seconds,
+                   metavar="SECONDS",
                    help="keep printing records as other processes commit them (Ctrl-C stops; "
                         "with SECONDS: stop after that long)")
     q = aadd("verify", cmd_audit_verify, "re-hash the whole log and check its chain, interior "
              "hashes, head and checkpoints; exit 1 on any problem")
     q.add_argument("--checkpoint-key", metavar="PUBKEY", help="Ed25519 public key file (PEM, raw "
                    "32 bytes or 64 hex digits) every stored checkpoint must be signed with")
-    q.add_argument("--head", metavar="SIZE:ROOT", help="a tree head saved earlier that the log "
-                   "must still extend")
+    q.add_argument("--head", metavar="SIZE:ROOT", type=tree_head, help="a tree head saved "
+                   "earlier that the log must still extend")
     q.add_argument("--json", action="store_true", help="print JSON")
     q = aadd("prove", cmd_audit_prove, "print the inclusion proof of record SEQ as JSON (what "
              "cartridge.audit.verify_inclusion takes)")
-    q.add_argument("seq", metavar="SEQ", type=int)
-    q.add_argument("--size", type=int, default=None, help="in the tree of SIZE records "
+    q.add_argument("seq", metavar="SEQ", type=count)
+    q.add_argument("--size", type=count, default=None, help="in the tree of SIZE records "
                    "(default: the whole log)")
     q = aadd("checkpoint", cmd_audit_checkpoint, "sign the log's head with an Ed25519 key and "
              "store the checkpoint in the archive", [sync_parent])
@@ -1762,6 +1708,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return 1
+    except UsageError as e:             # as argparse reports a usage error: usage, then the error
+        parser = getattr(args, "parser", parser)
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {_error_message(e)}", file=sys.stderr)
+        return 2
     except (CartridgeError, OSError, CLIError, UnicodeError, apsw.Error) as e:
         print(f"{PROG}: error: {_error_message(e)}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from .archive import open as _open_archive
+from .cliargs import UsageError, snapshot_name
 from .errors import CartridgeError, ReadOnlyError
 from .jsonout import emit_json
 from .progress import bar as _bar
@@ -121,6 +122,11 @@ def cmd_keygen(args) -> int:
 
 # -- export / import ----------------------------------------------------------------------------
 def cmd_export(args) -> int:
+    if args.freeze and args.snapshot:
+        raise UsageError("--freeze exports the live state; it does not take --snapshot")
+    if args.freeze and args.no_verify:
+        raise UsageError("--freeze always verifies the Engram before it freezes the archive; it "
+                         "does not take --no-verify")
     engram = _engram()
     signing = None
     if args.sign:
@@ -129,10 +135,6 @@ def cmd_export(args) -> int:
         except (ValueError, TypeError) as e:
             raise CartridgeError(f"{args.sign}: {e}") from None
     key = _aes_key(args.encrypt)
-    if args.freeze and args.snapshot:
-        raise CartridgeError("--freeze exports the live state; it does not take --snapshot")
-    if args.freeze and args.no_verify:
-        raise CartridgeError("--freeze always verifies the Engram before it freezes the archive")
     froze = None
     with _Progress("export", args.quiet or args.json) as progress:
         kwargs = dict(signing_key=signing, signer=args.signer, compression=args.compression,
@@ -309,7 +311,7 @@ def add_commands(sub, add, sync_parent) -> None:
                    help="with --encrypt: the whole archive (default; hides the file list) or "
                         "each file")
     p.add_argument("--no-verify", action="store_true", help="skip re-reading the written file")
-    p.add_argument("--snapshot", metavar="NAME",
+    p.add_argument("--snapshot", metavar="NAME", type=snapshot_name,
                    help="export snapshot NAME (cartridge snapshot create) instead of the live state")
     p.add_argument("--freeze", action="store_true",
                    help="the release workflow: export and verify, then freeze the archive "

@@ -24,7 +24,7 @@ FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite", "e
 CONTRACT_DEPS = {"cartridge.errors", "cartridge.paths", "cartridge.iam", "cartridge.iam.actions"}
 # the face and the integrations over it (cartridge.fsspec: the cart:// filesystem)
 TOP = {"archive", "cli", "cli_engram", "demo", "speedtest", "__main__", "__init__", "fsspec",
-       "progress", "jsonout",
+       "progress", "jsonout", "cliargs",
        "testing"}   # cartridge.testing: the crash simulator and a range server, for tests
 
 
