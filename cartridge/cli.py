@@ -417,7 +417,7 @@ def _get_meta(info, preserve: bool, umask: int) -> tuple[float | None, int]:
 
 
 def cmd_get(args) -> int:
-    root = args.to
+    root = "." if args.to is None else args.to
     nfiles = total = 0
     preserve = not args.no_preserve
     umask = LF.umask()
@@ -425,7 +425,10 @@ def cmd_get(args) -> int:
         todo = []
         trees = {}
         for path in args.paths:            # check every path before writing anything
-            st = cart.stat(path)
+            try:
+                st = cart.stat(path)
+            except (NotFoundError, InvalidPathError) as e:
+                raise _get_hint(e, path, args) from None
             todo.append(st)
             if not st.is_file:             # a damaged directory tree fails here, not halfway
                 trees[st.path] = [dirpath for dirpath, _dirs, _files in cart.walk(st.path)]
@@ -439,8 +442,22 @@ def cmd_get(args) -> int:
                 nfiles, total = _get_one(cart, root, st, trees, preserve, umask, progress,
                                          nfiles, total)
     if not args.quiet:
-        print(f"got {_plural(nfiles, 'file')}, {total} bytes ({_human(total)}) into {_safe(root)}")
+        where = _safe(root) if args.to is not None else \
+            f"the current directory ({_safe(os.path.abspath(root))}; --to DIR chooses another)"
+        print(f"got {_plural(nfiles, 'file')}, {total} bytes ({_human(total)}) into {where}")
     return 0
+
+
+def _get_hint(e: Exception, path: str, args):
+    """The error of a PATH `get` cannot find, with a hint when it looks like the local
+    destination given as a PATH (`get a.cart /x ./out`, as cp would take it)."""
+    local = (not path.startswith("/") or os.path.exists(path)) and path == args.paths[-1] \
+        and len(args.paths) > 1
+    if not local:
+        return e
+    return type(e)(f"{_safe_message(e)} in {_safe(args.archive)}; PATHs name archive "
+                   f"members: to extract into the local directory {_safe(path)}, say --to "
+                   f"{_safe(path)}")
 
 
 def _get_one(cart, root: str, st, trees: dict, preserve: bool, umask: int, progress: Bar,
@@ -742,6 +759,8 @@ def cmd_info(args) -> int:
     if args.json:
         emit_json(info)
     else:
+        if not args.verbose:      # the ARC cache's counters: of this process, not the archive
+            info = {k: v for k, v in info.items() if k != "cache"}
         _print_mapping(info)
     return 0
 
@@ -792,6 +811,9 @@ def cmd_snapshot_ls(args) -> int:
     if args.json:
         emit_json([_snapshot_json(s) for s in snaps])
         return 0
+    if not snaps:
+        print(f"no snapshots in {_safe(args.archive)} (cartridge snapshot create ARCHIVE NAME "
+              "takes one)")
     for s in snaps:
         print(f"{_safe(s.name)}\t{_iso(s.time)}\tgeneration {s.generation}\t{_human(s.size)}")
     return 0
@@ -827,23 +849,40 @@ def _compact_json(st, start: int) -> dict:
             "file_bytes_before": start, "file_bytes": st.file_bytes, "done": st.done}
 
 
+COMPACT_STEP = 1000       # pages per compaction cycle run by compact/freeze (one commit each)
+
+
+def _vacuum(cart, args, what: str):
+    """compact() to completion in cycles of COMPACT_STEP pages, with a progress bar of the bytes
+    given back on a terminal. Its total is cart.info()'s reclaimable_bytes, an estimate (what
+    a perfect packing would give back): it grows if more comes back, and the bar is finished
+    at 100% of what did when the work is done. Returns CompactStats of the whole run."""
+    start = cart.info()["file_bytes"]
+    quiet = args.quiet or getattr(args, "json", False)
+    total = cart.info()["reclaimable_bytes"] if not quiet and _will_draw(args) else None
+    moved = freed = 0
+    with _bar(what, total, quiet=quiet) as b:
+        while True:
+            st = cart.compact(COMPACT_STEP)
+            moved += st.pages_moved
+            freed += st.bytes_freed
+            if total is not None and freed > total:
+                total = freed
+                b.set_total(total)
+            b.update(st.bytes_freed)
+            if st.done or (st.pages_moved == 0 and st.bytes_freed == 0):
+                break
+        b.finish()
+    return type(st)(moved, max(start - st.file_bytes, 0), st.file_bytes, st.done)
+
+
 def cmd_compact(args) -> int:
     with _open(args, "a") as cart:
         start = cart.info()["file_bytes"]
         if args.max_pages is not None:            # one cycle
             st = cart.compact(args.max_pages)
         else:                                     # to completion, with progress on a terminal
-            moved = 0
-            total = cart.info()["reclaimable_bytes"] if _will_draw(args) and not args.json \
-                else None
-            with _bar("compact", total, quiet=args.quiet or args.json) as b:
-                while True:
-                    st = cart.compact(1000)
-                    moved += st.pages_moved
-                    b.update(st.bytes_freed)
-                    if st.done or (st.pages_moved == 0 and st.bytes_freed == 0):
-                        break
-            st = type(st)(moved, max(start - st.file_bytes, 0), st.file_bytes, st.done)
+            st = _vacuum(cart, args, "compact")
     if args.json:
         emit_json(_compact_json(st, start))
     else:
@@ -856,6 +895,10 @@ def cmd_compact(args) -> int:
 def cmd_freeze(args) -> int:
     with _open(args, "a") as cart:
         start = cart.info()["file_bytes"]
+        if not args.no_compact:
+            # the vacuum freeze() runs first, with its progress shown; freeze() itself then
+            # finds nothing left to move (this handle is the only writer meanwhile)
+            _vacuum(cart, args, "freeze: compact")
         cart.freeze(compact=not args.no_compact)
         end = os.path.getsize(args.archive)
     if args.json:
@@ -956,24 +999,30 @@ def cmd_audit_ls(args) -> int:
 
 
 def cmd_audit_verify(args) -> int:
+    key = None
+    if args.checkpoint_key:
+        from .audit.checkpoint import load_public_key_file
+        try:
+            key = load_public_key_file(args.checkpoint_key)
+        except ImportError as e:            # the checkpoints extra is missing
+            raise CLIError(str(e)) from None
+        except ValueError as e:
+            raise CLIError(f"{args.checkpoint_key}: {e}") from None
     with _open(args, "r") as cart:
-        rep = cart.audit.verify(head=args.head)
-        problems = list(rep.problems)
         cps = cart.audit.checkpoints()
-        if args.checkpoint_key:
-            from .audit.checkpoint import load_public_key_file
-            try:
-                key = load_public_key_file(args.checkpoint_key)
-            except ImportError as e:            # the checkpoints extra is missing
-                raise CLIError(str(e)) from None
-            except ValueError as e:
-                raise CLIError(f"{args.checkpoint_key}: {e}") from None
-            if not cps:
-                problems.append("no checkpoint is stored")
-            for i, cp in enumerate(cps):
-                r2 = cart.audit.verify(checkpoint=cp, public_key=key)
-                problems.extend(f"checkpoint {i} (size {cp.size}): {p}" for p in r2.problems
-                                if p not in problems)
+        passes = 1 + (len(cps) if key is not None else 0)     # each checkpoint re-hashes the log
+        quiet = args.quiet or args.json
+        total = len(cart.audit) * passes if not quiet and _will_draw(args) else None
+        with _bar("audit verify", total, unit="records", quiet=quiet) as b:
+            rep = cart.audit.verify(head=args.head, progress=b.update)
+            problems = list(rep.problems)
+            if key is not None:
+                if not cps:
+                    problems.append("no checkpoint is stored")
+                for i, cp in enumerate(cps):
+                    r2 = cart.audit.verify(checkpoint=cp, public_key=key, progress=b.update)
+                    problems.extend(f"checkpoint {i} (size {cp.size}): {p}" for p in r2.problems
+                                    if p not in problems)
     out = {"ok": not problems, "size": rep.size, "first_bad": rep.first_bad,
            "checkpoints": len(cps), "problems": problems}
     if args.json:
@@ -1279,6 +1328,7 @@ EXAMPLES: dict[str, list[str]] = {
     "stat": ["cartridge stat data.cart /docs/a.txt",
              "cartridge stat data.cart /docs/a.txt --json"],
     "info": ["cartridge info data.cart",
+             "cartridge info data.cart -v                # with the page cache's counters",
              "cartridge info data.cart --json"],
     "verify": ["cartridge verify data.cart",
                "cartridge verify data.cart --quick --json"],
@@ -1479,7 +1529,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "old, never through a link. Directories get the time of extraction.")
     p.add_argument("archive", metavar="ARCHIVE")
     p.add_argument("paths", metavar="PATH", nargs="+", help="archive file or directory")
-    p.add_argument("--to", metavar="LOCALDIR", default=".", help="local destination (default: .)")
+    p.add_argument("--to", metavar="LOCALDIR", default=None,
+                   help="local destination (default: the current directory)")
     p.add_argument("--no-preserve", action="store_true",
                    help="ignore the stored mode and mtime: files get 0666 & ~umask and the "
                         "time of extraction")
@@ -1554,8 +1605,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH")
     add_json_flag(p)
 
-    p = add("info", cmd_info, "show archive counts, sizes, free space and fragmentation")
+    p = add("info", cmd_info, "show archive counts, sizes, free space and fragmentation",
+            epilog="The page cache's counters (the cache of this process, not a property of "
+                   "the archive) are shown with -v and are always in --json.")
     p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show the page cache's counters (hits, misses, sizes)")
     add_json_flag(p)
 
     p = add("verify", cmd_verify, "check the archive's pages and checksums; exit 1 on any problem")

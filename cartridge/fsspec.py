@@ -21,10 +21,11 @@ if __name__ != "cartridge.fsspec":      # the package directory itself is on sys
                       "elsewhere)")
 
 import datetime
+import functools
 import io
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,7 +37,13 @@ from fsspec.utils import stringify_path
 from . import _handle as H
 from . import source
 from .archive import Cartridge, FileInfo
-from .errors import ClosedError, InvalidPathError, PathNotDirectoryError
+from .errors import (
+    ClosedError,
+    DirectoryNotEmptyError,
+    InvalidPathError,
+    PathNotDirectoryError,
+    ReadOnlyError,
+)
 
 COPY_PIECE = 1 << 20               # cp_file streams larger files in pieces of this size
 READ_BUFFER = 1 << 16              # buffer of a read stream opened through the filesystem
@@ -98,6 +105,28 @@ class _Rollback(Exception):
     """Thrown into the archive's transaction to roll it back (never escapes)."""
 
 
+READ_ONLY_HINT = ("the cart:// filesystem opens an archive read-only unless told otherwise; to "
+                  "write, open it with mode='a': fsspec.filesystem('cart', fo=..., mode='a'), or for a "
+                  "URL storage_options={'cart': {'mode': 'a'}} (pandas' to_csv, Dask), then "
+                  "cartridge.fsspec.close_all() to release the write lock")
+
+
+def _writes(method: Callable) -> Callable:
+    """A method that changes the archive: on a filesystem opened read-only (mode "r") its
+    ReadOnlyError says how to open one that writes (unless the archive can never be written
+    here: remote, or frozen)."""
+    @functools.wraps(method)
+    def wrapper(self: CartridgeFileSystem, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except ReadOnlyError as e:
+            hint = self._read_only_hint()
+            if hint is None:
+                raise
+            raise ReadOnlyError(f"{e}: {hint}") from None
+    return wrapper
+
+
 def _stamp(t: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(t, tz=datetime.timezone.utc)
 
@@ -149,6 +178,16 @@ class CartridgeFileSystem(AbstractFileSystem):
             opts["cache_pages"] = cache_pages
         self.cart = Cartridge(target, mode, **opts)
         self.mode = mode
+
+    def _read_only_hint(self) -> str | None:
+        if self.mode != "r" or source.is_remote(self.cart.path):
+            return None
+        try:
+            if self.cart.info().get("frozen"):
+                return None
+        except Exception:           # the hint is a courtesy: the error itself stands
+            return None
+        return READ_ONLY_HINT
 
     # -- paths ------------------------------------------------------------------------------
     @classmethod
@@ -256,6 +295,7 @@ class CartridgeFileSystem(AbstractFileSystem):
         return f"{st.checksum}-{st.size}"
 
     # -- reading ----------------------------------------------------------------------------
+    @_writes
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None,
               autocommit: bool = True, cache_options: dict | None = None, **kwargs: Any) -> Any:
         p = self._strip_protocol(path)
@@ -314,6 +354,7 @@ class CartridgeFileSystem(AbstractFileSystem):
         return out
 
     # -- writing ----------------------------------------------------------------------------
+    @_writes
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         p = self._strip_protocol(path)
         cart = self.cart
@@ -327,12 +368,15 @@ class CartridgeFileSystem(AbstractFileSystem):
             raise ValueError(f"pipe_file mode must be 'overwrite' or 'create', not {mode!r}")
         cart.write(p, value, mode=kwargs.get("perm"), mtime=kwargs.get("mtime"))
 
+    @_writes
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
         self.cart.mkdir(self._strip_protocol(path), parents=create_parents)
 
+    @_writes
     def makedirs(self, path: str, exist_ok: bool = False) -> None:
         self.cart.mkdir(self._strip_protocol(path), parents=True, exist_ok=exist_ok)
 
+    @_writes
     def rmdir(self, path: str) -> None:
         p = self._strip_protocol(path)
         cart = self.cart
@@ -341,12 +385,14 @@ class CartridgeFileSystem(AbstractFileSystem):
                 raise PathNotDirectoryError(f"{p} is a file, not a directory")
             cart.delete(p)
 
+    @_writes
     def rm_file(self, path: str) -> None:
         self.cart.delete(self._strip_protocol(path))
 
     def _rm(self, path: str) -> None:
         self.rm_file(path)
 
+    @_writes
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
         """Delete files and directories (globs and lists as fsspec expands them) in one atomic
         commit. A directory needs recursive=True unless it is empty; with maxdepth, files
@@ -371,6 +417,7 @@ class CartridgeFileSystem(AbstractFileSystem):
                 else:
                     cart.delete(p)
 
+    @_writes
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """Copy one file (its permission bits too) or make the directory; atomic."""
         src, dst = self._strip_protocol(path1), self._strip_protocol(path2)
@@ -391,6 +438,7 @@ class CartridgeFileSystem(AbstractFileSystem):
                         break
                     fout.write(piece)
 
+    @_writes
     def mv(self, path1: Any, path2: Any, recursive: bool = False, maxdepth: int | None = None,
            **kwargs: Any) -> None:
         """Move files or directories. One existing path moves by a rename (atomic, no copy):
@@ -403,6 +451,9 @@ class CartridgeFileSystem(AbstractFileSystem):
                 src, dst = self._strip_protocol(path1), self._strip_protocol(path2)
                 if src == dst:
                     return
+                if not recursive and cart.isdir(src) and cart.listdir(src):
+                    raise DirectoryNotEmptyError(f"{src} is a directory with contents: pass "
+                                                 "recursive=True to move it and all below it")
                 if cart.exists(src) and (recursive or not cart.isdir(src)):
                     if path2.endswith("/") or cart.isdir(dst):
                         dst = posixpath.join(dst, posixpath.basename(src))

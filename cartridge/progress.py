@@ -66,6 +66,11 @@ class Bar:
     def set_total(self, total: int | None) -> None:
         """Change the total (None: unknown, a spinner-like bar)."""
 
+    def finish(self) -> None:
+        """The work is done: the bar shows 100%, its total becoming what was counted when
+        the total given was only an estimate (compaction's reclaimable bytes). Nothing
+        counted: the total stays."""
+
     def close(self) -> None:
         """Stop drawing; the bar disappears. Idempotent."""
 
@@ -111,6 +116,12 @@ class _RichBar(Bar):
     def set_total(self, total: int | None) -> None:
         self._progress.update(self._task, total=total)
 
+    def finish(self) -> None:
+        done = self._progress.tasks[0].completed
+        if done:
+            self._progress.update(self._task, total=done)
+            self._progress.refresh()
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -132,6 +143,10 @@ class _TqdmBar(Bar):
     def set_total(self, total: int | None) -> None:
         self._bar.total = total
         self._bar.refresh()
+
+    def finish(self) -> None:
+        if self._bar.n:
+            self.set_total(self._bar.n)
 
     def close(self) -> None:
         self._bar.close()

@@ -45,14 +45,14 @@ def test_list_and_filters(arch, capsys):
     code, out, _ = run(capsys, "audit", arch, "--since", "2100-01-01T00:00:00")
     assert code == 0 and out == ""
     code, _, err = run(capsys, "audit", arch, "--since", "yesterday")
-    assert code == 1 and "--since" in err
+    assert code == 2 and "--since" in err                 # a usage error
     code, _, err = run(capsys, "audit", arch.parent / "missing.cart")
     assert code == 1
     for bad in ("-1", "nan", "x"):
         code, _, err = run(capsys, "audit", arch, "--follow", bad)
-        assert code == 1 and "--follow" in err
+        assert code == 2 and "--follow" in err             # usage errors
     code, _, err = run(capsys, "audit", arch, "--until", "inf")
-    assert code == 1
+    assert code == 2
 
 
 def test_prove_output_verifies_standalone(arch, capsys):
@@ -95,7 +95,7 @@ def test_verify_and_checkpoint(arch, tmp_path, capsys):
     code, out, _ = run(capsys, "audit", "verify", arch, "--head", f"{h.size}:{'00' * 32}")
     assert code == 1 and "rewritten" in out
     code, _, err = run(capsys, "audit", "verify", arch, "--head", "x")
-    assert code == 1
+    assert code == 2 and "SIZE:ROOT" in err
 
 
 def test_follow_sees_other_process(arch, capsys):

@@ -79,13 +79,13 @@ def test_check(tmp_path, capsys):
     assert main(args + ["--context", "cart:SourceIp=10.1.1.1", "--tag", "team=red"]) == 0
     assert "Lab" in capsys.readouterr().out
     assert main(args + ["--context", "cart:SourceIp=11.1.1.1", "--tag", "team=red"]) == 3
-    assert main(args + ["--context", "oops"]) == 1
+    assert main(args + ["--context", "oops"]) == 2           # a usage error
 
 
 def test_check_refuses_an_unknown_cart_action(tmp_path, capsys):
     path = _archive(tmp_path)
     assert main(["policy", "check", path, "--principal", "ann", "--action", "cart:GetObjekt",
-                 "--resource", "/public/a"]) == 1
+                 "--resource", "/public/a"]) == 2            # a usage error
     err = capsys.readouterr().err
     assert "did you mean 'cart:GetObject'" in err and "Traceback" not in err
     assert main(["policy", "check", path, "--principal", "ann", "--action", "CART:getobject",

@@ -33,7 +33,7 @@ def test_snapshot_commands(cart, capsys):
     assert main(["snapshot", "create", cart, "second", "--json"]) == 0
     made = out_json(capsys)
     assert made["name"] == "second" and made["size"] == 40 * 100_000 and made["generation"] > 0
-    assert main(["snapshot", "create", cart, "", "--json"]) == 1      # bad name: an error
+    assert main(["snapshot", "create", cart, "", "--json"]) == 2      # bad name: usage
     assert "printable" in capsys.readouterr().err
     assert main(["snapshot", "rm", cart, "second"]) == 0
     capsys.readouterr()
@@ -81,7 +81,7 @@ def test_compact_one_cycle_and_to_completion(cart, capsys):
     assert main(["compact", cart, "--json"]) == 0
     last = out_json(capsys)
     assert last["done"] and last["file_bytes"] == os.path.getsize(cart)
-    assert main(["compact", cart, "--max-pages", "0"]) == 1
+    assert main(["compact", cart, "--max-pages", "0"]) == 2        # usage
     assert main(["verify", cart]) == 0
 
 

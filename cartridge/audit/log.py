@@ -461,8 +461,9 @@ class Audit:
             if type(seq) is not int:
                 raise TypeError(f"seq must be an int, not {type(seq).__name__}")
             if not 0 <= seq < n or n > v.head().size:
-                raise ValueError(f"no record {seq} in a log of {n} records "
-                                 f"(the log has {v.head().size})")
+                total = v.head().size
+                raise ValueError(f"no record {seq} in a log of {n} records" +
+                                 (f" (the log has {total})" if n != total else ""))
             return v.inclusion_proof(seq, n)
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
@@ -489,17 +490,22 @@ class Audit:
             return v.record(seq)
 
     def verify(self, head: TreeHead | tuple | None = None, checkpoint: Checkpoint | None = None,
-               public_key: Any = None) -> AuditReport:
+               public_key: Any = None,
+               progress: Callable[[int], object] | None = None) -> AuditReport:
         """Re-read and re-hash the whole log. With `head` (a TreeHead saved earlier) or a
         `checkpoint` (and the `public_key` it must be signed with), also that the log still
-        extends it: a rewrite of history is caught even when the file was made consistent."""
+        extends it: a rewrite of history is caught even when the file was made consistent.
+        progress(n), if given, is called as each n records have been re-hashed (their sum
+        reaches len(cart.audit)): a progress bar's update."""
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be callable, not {type(progress).__name__}")
         with H.lock(self._cart):
             v = self._view()
             held = None
             extra: list[str] = []
             if head is not None:
                 held = TreeHead(_size(head[0], "head size"), bytes(head[1]))
-            rep = verify_log(v, held)
+            rep = verify_log(v, held, progress)
             if checkpoint is not None:
                 if public_key is not None and not _verify_checkpoint(checkpoint, public_key):
                     extra.append("the checkpoint's signature does not verify with that key")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from hashlib import sha256
 from typing import NamedTuple
 
@@ -796,9 +796,11 @@ class AuditReport(NamedTuple):
     problems: list[str]
 
 
-def verify_log(view: LogView, held: TreeHead | None = None) -> AuditReport:
+def verify_log(view: LogView, held: TreeHead | None = None,
+               progress: Callable[[int], object] | None = None) -> AuditReport:
     """Re-read every record, rebuild the chain, every stored interior hash and the head, and
-    compare; with `held` (a head saved earlier), also that today's log extends it."""
+    compare; with `held` (a head saved earlier), also that today's log extends it.
+    progress(n) is called as each block of n records has been re-hashed."""
     problems: list[str] = []
     first_bad: int | None = None
 
@@ -856,6 +858,8 @@ def verify_log(view: LogView, held: TreeHead | None = None) -> AuditReport:
                                       f"match their stored interior hash (one was changed)")
                         break
         ok_through = lo + count
+        if progress is not None:
+            progress(count)
     if not problems:
         # stored interior hashes against the rebuilt ones, level by level
         level = 2 * TILE_BITS
