@@ -12,6 +12,7 @@ extra; every command loads cartridge.engram on first use.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import os
 import sys
 from typing import Any
@@ -197,10 +198,17 @@ def cmd_import(args) -> int:
     engram = _engram()
     verify_key = _public_key(args.verify_key) if args.verify_key else None
     key = _aes_key(args.key)
-    with _open_archive(args.archive, "a", sync=args.sync) as cart, \
-            _Progress("import", args.quiet) as progress:
-        res = engram.import_engram(args.src, cart, verify_key=verify_key, key=key,
-                                   progress=progress)
+    existed = os.path.lexists(args.archive)
+    try:
+        with _open_archive(args.archive, "a", sync=args.sync) as cart, \
+                _Progress("import", args.quiet) as progress:
+            res = engram.import_engram(args.src, cart, verify_key=verify_key, key=key,
+                                       progress=progress)
+    except BaseException:
+        if not existed:         # the archive this command created: not left behind, empty
+            with contextlib.suppress(OSError):
+                os.remove(args.archive)
+        raise
     print(f"imported {res['files']} files ({_human(res['bytes'])}), {res['policies']} "
           f"policies into {_safe(args.archive)}")
     return 0
