@@ -67,9 +67,9 @@ class Bar:
         """Change the total (None: unknown, a spinner-like bar)."""
 
     def finish(self) -> None:
-        """The work is done: the bar shows 100%, its total becoming what was counted when
-        the total given was only an estimate (compaction's reclaimable bytes). Nothing
-        counted: the total stays."""
+        """The work is done: the bar shows 100%, its total becoming what was counted (the
+        total given was only an estimate: compaction's reclaimable bytes; 0 when nothing
+        was)."""
 
     def close(self) -> None:
         """Stop drawing; the bar disappears. Idempotent."""
@@ -96,8 +96,18 @@ class _RichBar(Bar):
             TimeRemainingColumn,
             TransferSpeedColumn,
         )
+        from rich.text import Text
 
-        columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn()]
+        class Percent(TaskProgressColumn):
+            """The percentage; 100% once finished (also when the work turned out to be none:
+            a total of 0, which rich would show as 0%)."""
+
+            def render(self, task: Any) -> Any:
+                if task.finished and task.total == 0:
+                    return Text("100%", style="progress.percentage")
+                return super().render(task)
+
+        columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), Percent()]
         if unit == "B":
             columns += [DownloadColumn(binary_units=True), TransferSpeedColumn()]
         else:
@@ -117,9 +127,9 @@ class _RichBar(Bar):
         self._progress.update(self._task, total=total)
 
     def finish(self) -> None:
-        done = self._progress.tasks[0].completed
-        if done:
-            self._progress.update(self._task, total=done)
+        task = self._progress.tasks[0]
+        if task.total is None or task.completed != task.total:
+            self._progress.update(self._task, total=task.completed)
             self._progress.refresh()
 
     def close(self) -> None:
@@ -145,7 +155,7 @@ class _TqdmBar(Bar):
         self._bar.refresh()
 
     def finish(self) -> None:
-        if self._bar.n:
+        if self._bar.total != self._bar.n:
             self.set_total(self._bar.n)
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ codes and one-line errors through a real process, optional shell completion."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import os
@@ -220,6 +221,82 @@ def test_progress_bar_only_on_a_terminal(arch, tmp_path):
     assert rc == 0 and seen == b""
     r = cli_run("get", arch, "/big.bin", "--to", str(tmp_path / "o3"))     # stderr a pipe
     assert r.returncode == 0 and r.stderr == b""
+
+
+def _last_frame(seen: bytes, label: bytes) -> bytes:
+    """The last frame of the bar labelled `label` the terminal received."""
+    frames = [f for f in seen.replace(b"\n", b"\r").split(b"\r") if label in f]
+    assert frames, seen
+    return frames[-1]
+
+
+def _holey(path: str) -> str:
+    """An archive with about 7 MiB to give back (most of its files deleted)."""
+    with cartridge.open(path, "x") as c:
+        c.write_many((f"/f{i}", bytes([i]) * 200_000) for i in range(40))
+        with c.transaction():
+            for i in range(40):
+                if i % 4:
+                    c.delete(f"/f{i}")
+    return path
+
+
+@pytest.mark.skipif(progress.backend() is None, reason="neither rich nor tqdm is installed")
+def test_progress_bars_of_the_space_engram_and_audit_commands(tmp_path):
+    """compact, freeze (its vacuum), export, import and audit verify draw a bar on a terminal
+    that ends at 100% (compact's total is an estimate: the bar ends at what came back), and
+    none with --quiet or when standard error is not a terminal."""
+    pytest.importorskip("zstandard", reason="the engram extra is not installed")
+    env = dict(ENV, COLUMNS="120", TERM="xterm")
+    eng = str(tmp_path / "x.eng")
+    runs = [(["compact", _holey(str(tmp_path / "c.cart"))], b"compact"),
+            (["audit", "verify", str(tmp_path / "c.cart")], b"audit verify"),
+            (["export", str(tmp_path / "c.cart"), eng], b"export"),
+            (["import", eng, str(tmp_path / "i.cart")], b"import"),
+            (["freeze", _holey(str(tmp_path / "f.cart"))], b"freeze: compact")]
+    for argv, label in runs:
+        rc, seen = _on_a_terminal(argv, env)
+        assert rc == 0, (argv, seen)
+        frame = _last_frame(seen, label)
+        assert b"100%" in frame, (argv, frame)
+    assert os.path.getsize(tmp_path / "c.cart") < (4 << 20)         # of 8 MiB: compact gave back
+    with cartridge.open(str(tmp_path / "i.cart")) as c:
+        assert len(list(c.scan("/"))) == 10
+    with cartridge.open(str(tmp_path / "f.cart")) as c:
+        assert c.info()["frozen"]
+    quiet = [["compact", _holey(str(tmp_path / "q1.cart")), "--quiet"],
+             ["-q", "export", str(tmp_path / "q1.cart"), str(tmp_path / "q.eng")],
+             ["import", str(tmp_path / "q.eng"), str(tmp_path / "q2.cart"), "-q"],
+             ["freeze", _holey(str(tmp_path / "q3.cart")), "-q"],
+             ["audit", "verify", str(tmp_path / "q2.cart"), "-q"]]
+    for argv in quiet:
+        rc, seen = _on_a_terminal(argv, env)
+        assert rc == 0 and seen == b"", (argv, seen)
+    for argv in (["compact", _holey(str(tmp_path / "p1.cart"))],          # stderr a pipe
+                 ["export", str(tmp_path / "p1.cart"), str(tmp_path / "p.eng")],
+                 ["import", str(tmp_path / "p.eng"), str(tmp_path / "p2.cart")]):
+        r = cli_run(*argv)
+        assert r.returncode == 0 and r.stderr == b"", (argv, r)
+
+
+def test_bar_finish_ends_at_the_count(monkeypatch):
+    """Bar.finish(): the total becomes what was counted (an estimate was too high, or
+    nothing was to do), so the last frame says 100%."""
+    monkeypatch.setenv("CARTRIDGE_PROGRESS", "1")
+    for name in ("rich", "tqdm"):
+        if importlib.util.find_spec(name) is None:
+            continue
+        if name == "tqdm":
+            monkeypatch.setitem(sys.modules, "rich", None)
+        for total, done in ((1000, 600), (1000, 0), (None, 300)):
+            out = io.StringIO()
+            with progress.bar("est", total, stream=out) as b:
+                b.update(done)
+                b.finish()
+            last = out.getvalue().replace("\n", "\r").split("\r")
+            last = [f for f in last if "est" in f][-1]
+            if name == "rich" or done:                # tqdm shows no percentage for total 0
+                assert "100%" in last, (name, total, done, last)
 
 
 def test_quiet_drops_the_summary(arch, tmp_path):
