@@ -442,8 +442,10 @@ class CartridgeFileSystem(AbstractFileSystem):
     def mv(self, path1: Any, path2: Any, recursive: bool = False, maxdepth: int | None = None,
            **kwargs: Any) -> None:
         """Move files or directories. One existing path moves by a rename (atomic, no copy):
-        into path2 when it is an existing directory (or ends with '/'), else to path2. Lists,
-        globs and the other cases copy then delete, as fsspec does, in one atomic commit."""
+        into path2 when it is an existing directory (or ends with '/'), else to path2; a
+        directory with contents needs recursive=True (DirectoryNotEmptyError, nothing moved,
+        otherwise). Lists, globs and the other cases copy then delete, as fsspec does, in one
+        atomic commit."""
         cart = self.cart
         with cart.transaction():
             if (isinstance(path1, str) and isinstance(path2, str) and maxdepth is None
@@ -454,7 +456,7 @@ class CartridgeFileSystem(AbstractFileSystem):
                 if not recursive and cart.isdir(src) and cart.listdir(src):
                     raise DirectoryNotEmptyError(f"{src} is a directory with contents: pass "
                                                  "recursive=True to move it and all below it")
-                if cart.exists(src) and (recursive or not cart.isdir(src)):
+                if cart.exists(src):        # a file, a tree or an empty directory
                     if path2.endswith("/") or cart.isdir(dst):
                         dst = posixpath.join(dst, posixpath.basename(src))
                     if dst != src:
