@@ -59,7 +59,8 @@ PUT_BATCH_BYTES = 64 << 20      # small files held in memory before one write_ma
 
 
 EXIT_CODES = ("Exit status: 0 success; 1 an error, or problems found by verify; 2 a usage "
-              "error; 3 denied by 'policy check'; 130 interrupted.")
+              "error (an unknown option, a missing argument, a bad argument value); 3 denied by "
+              "'policy check'; 130 interrupted.")
 
 
 # -- small helpers ---------------------------------------------------------------------------------
@@ -1443,7 +1444,7 @@ def build_parser() -> argparse.ArgumentParser:
                "sql need an existing archive. Options may come before, between or after the "
                "arguments. Names from an archive are printed with control and invisible characters "
                "escaped (\\x1b, \\u202e...). Errors print one line on stderr. Progress bars (put, "
-               "get, verify) are drawn on stderr when it is a terminal and rich or tqdm is "
+               "get, verify, compact, freeze, export, import, audit verify) are drawn on stderr when it is a terminal and rich or tqdm is "
                "installed ('cli' extra); -q/--quiet or CARTRIDGE_PROGRESS=0 turns them off. "
                "'cartridge COMMAND --help' shows a command's options and examples. " + EXIT_CODES),
     )
