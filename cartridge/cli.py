@@ -1444,8 +1444,9 @@ def build_parser() -> argparse.ArgumentParser:
                "sql need an existing archive. Options may come before, between or after the "
                "arguments. Names from an archive are printed with control and invisible characters "
                "escaped (\\x1b, \\u202e...). Errors print one line on stderr. Progress bars (put, "
-               "get, verify, compact, freeze, export, import, audit verify) are drawn on stderr when it is a terminal and rich or tqdm is "
-               "installed ('cli' extra); -q/--quiet or CARTRIDGE_PROGRESS=0 turns them off. "
+               "get, verify, compact, freeze, export, import, audit verify) are drawn on "
+               "stderr when it is a terminal and rich or tqdm is installed ('cli' extra); "
+               "-q/--quiet or CARTRIDGE_PROGRESS=0 turns them off. "
                "'cartridge COMMAND --help' shows a command's options and examples. " + EXIT_CODES),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
