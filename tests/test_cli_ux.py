@@ -355,6 +355,21 @@ def test_verify_progress_callback(arch):
         assert seen == []
 
 
+def test_audit_verify_progress_callback(tmp_path):
+    """cart.audit.verify(progress=) is called as records are re-hashed: its sum is the log's
+    length (a block of records at a time); a non-callable is a TypeError."""
+    path = str(tmp_path / "log.cart")
+    with cartridge.open(path, "x") as c:
+        for i in range(300):                    # more than one block of records
+            c.write(f"/f{i}", b"x")
+    with cartridge.open(path) as c:
+        seen: list[int] = []
+        rep = c.audit.verify(progress=seen.append)
+        assert rep.ok and sum(seen) == len(c.audit) == rep.size >= 300 and len(seen) > 1
+        with pytest.raises(TypeError):
+            c.audit.verify(progress=5)
+
+
 # -- help, exit codes, no traceback ----------------------------------------------------------------
 def _commands(parser, prefix=()):
     for action in parser._actions:
