@@ -288,3 +288,286 @@ def pack_record(bytearray blk not None, uint64_t seq, int64_t t_us, int64_t prev
     blk.extend(PyBytes_FromStringAndSize(<char *>comp, c))
     r = PyBytes_FromStringAndSize(<char *>raw, at)
     return r, _sha256(b"\x00" + r).digest(), flags
+
+
+# -- the writer's batch: every record of one commit encoded, hashed and chained in one pass ----
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from libc.string cimport memset
+
+DEF TILE_BITS = 4
+
+cdef dict _RESULT_CODE = {"allowed": 0, "denied": 1, "error": 2}
+cdef object _ODD = object()
+cdef object _U64_END = 1 << 64
+
+
+cdef inline void _bloom_set(unsigned char *bloom, uint64_t sid) noexcept:
+    # FORMAT §13.5: bits h % 512, (h >> 16) % 512, (h >> 32) % 512 of the little-endian
+    # 512-bit filter, h = sid * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019 (mod 2^64)
+    cdef uint64_t h = sid * <uint64_t>0x9E3779B97F4A7C15 + <uint64_t>0x632BE59BD9B4E019
+    cdef uint64_t k
+    k = h % 512
+    bloom[k >> 3] |= <unsigned char>(1 << (k & 7))
+    k = (h >> 16) % 512
+    bloom[k >> 3] |= <unsigned char>(1 << (k & 7))
+    k = (h >> 32) % 512
+    bloom[k >> 3] |= <unsigned char>(1 << (k & 7))
+
+
+cdef inline bint _hex16(str s, uint64_t *out) noexcept:
+    """16 hex digits (either case) to their value; False for anything else."""
+    cdef Py_ssize_t k
+    cdef Py_UCS4 ch
+    cdef uint32_t cv
+    cdef uint64_t v = 0
+    if len(s) != 16:
+        return False
+    for k in range(16):
+        ch = s[k]
+        cv = <uint32_t>ch
+        if 48 <= cv <= 57:
+            v = (v << 4) | (cv - 48)
+        elif 97 <= cv <= 102:
+            v = (v << 4) | (cv - 87)
+        elif 65 <= cv <= 70:
+            v = (v << 4) | (cv - 55)
+        else:
+            return False
+    out[0] = v
+    return True
+
+
+cdef inline object _string_of(object s, dict cache, object intern):
+    """(sid, utf-8 bytes) of an interned string; _ODD when s is not a str the format holds."""
+    got = cache.get(s)
+    if got is not None:
+        return got
+    if type(s) is not str:
+        return _ODD
+    b = (<str>s).encode("utf-8", "surrogatepass")
+    if PyBytes_GET_SIZE(b) > MAX_STRING:
+        return _ODD
+    return intern(s, b)
+
+
+cdef inline Py_ssize_t _grow(bytearray blk, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t at = PyByteArray_GET_SIZE(blk)
+    PyByteArray_Resize(blk, at + extra)
+    return at
+
+
+def append_batch(list entries, object w, uint64_t n, bytes chain, int64_t last,
+                 object intern, object put_hash, object end_block, object fix):
+    """Append `entries` (time, principal, action, path, dest, result, size, checksum) to the
+    log whose in-memory tail is writer `w` (its block, frontier, prev_time, bloom, mask,
+    first_time and string cache `_cache`: str -> (id, UTF-8 bytes)), starting at record `n`
+    with chain value `chain` and last time `last`. Each record's compact form goes into the
+    tail block (FORMAT §13.4), its canonical bytes (§13.2) are hashed to its leaf hash, which
+    extends the hash chain and the Merkle frontier.
+
+    intern(s, utf8) -> (id, utf8): a string not in the cache; put_hash(level, j, hash): a
+    complete subtree at a stored level (4, 8, ...); end_block(b, first_time, last_time, mask,
+    bloom bytes, block bytes): block b completed. fix(entry) -> entry: called for an entry a
+    field of which is not in the fast form (a time that is not an int/float, a string that is
+    not a str or too long, an action that is not printable ASCII, a size or checksum out of
+    range, a checksum given as hex): returns one that is, or raises.
+
+    Returns (n, chain, last) after the batch."""
+    cdef dict cache = w._cache
+    cdef bytearray blk = w.block
+    cdef list hs = [h for _, h in w.frontier]
+    cdef int lv[66]
+    cdef int nf = 0, k, i, t
+    cdef unsigned char bloom[64]
+    cdef unsigned char raw[1 + MAX_RAW]
+    cdef unsigned char comp[1 + 10 * 6 + 8]
+    cdef unsigned char pair[65]
+    cdef unsigned char *bp = NULL
+    cdef int64_t prev_time = w.prev_time, first_time = w.first_time, t_us, dt
+    cdef int mask = w.mask, code, L
+    cdef unsigned char flags
+    cdef uint64_t sz = 0, cs = 0, aid = 0
+    cdef uint64_t ids[3]
+    cdef uint16_t u16
+    cdef Py_ssize_t at, c, start, alen
+    cdef bytes ab, leaf
+    cdef object e, tm, got, sv, rv
+    cdef tuple strs
+    cdef int tries
+    for _l, _ in w.frontier:
+        if nf >= 65:
+            raise CorruptionError("audit log: the Merkle frontier is too long")
+        lv[nf] = _l
+        nf += 1
+    b0 = w.bloom.to_bytes(64, "little")
+    memcpy(bloom, PyBytes_AS_STRING(b0), 64)
+    for e in entries:
+        tries = 0
+        while True:
+            if type(e) is not tuple or len(<tuple>e) < 8:
+                raise TypeError("an audit entry is a tuple of 8 fields")
+            tm = (<tuple>e)[0]
+            principal = (<tuple>e)[1]
+            action = (<tuple>e)[2]
+            path = (<tuple>e)[3]
+            dest = (<tuple>e)[4]
+            result = (<tuple>e)[5]
+            size = (<tuple>e)[6]
+            checksum = (<tuple>e)[7]
+            flags = 0
+            # time
+            if type(tm) is float:
+                if not -4.6e12 < tm < 4.6e12:
+                    got = _ODD
+                else:
+                    t_us = <int64_t>(<double>tm * 1e6)
+                    got = None
+            elif type(tm) is int and -TIME_LIMIT < tm < TIME_LIMIT:
+                t_us = tm
+                got = None
+            else:
+                got = _ODD
+            # result
+            if got is None:
+                rv = _RESULT_CODE.get(result) if type(result) is str else None
+                if rv is None:
+                    got = _ODD
+                else:
+                    code = rv
+            # size and checksum
+            if got is None and size is not None:
+                if type(size) is int and 0 <= size < _U64_END:
+                    sz = size
+                    flags |= 0x08
+                else:
+                    got = _ODD
+            if got is None and checksum is not None:
+                if type(checksum) is int and 0 <= checksum < _U64_END:
+                    cs = checksum
+                    flags |= 0x10
+                elif type(checksum) is str and _hex16(<str>checksum, &cs):
+                    flags |= 0x10
+                else:
+                    got = _ODD
+            # strings
+            if got is None:
+                got = _string_of(action, cache, intern)
+                if got is not _ODD:
+                    aid = (<tuple>got)[0]
+                    ab = (<tuple>got)[1]
+                    if not _printable(ab):
+                        got = _ODD
+            if got is not _ODD:
+                strs = (principal, path, dest)
+                sv = [None, None, None]
+                for k in range(3):
+                    if strs[k] is not None:
+                        got = _string_of(strs[k], cache, intern)
+                        if got is _ODD:
+                            break
+                        ids[k] = (<tuple>got)[0]
+                        sv[k] = (<tuple>got)[1]
+                        flags |= 1 << k
+            if got is not _ODD:
+                break
+            if tries:
+                raise ValueError(f"audit entry cannot be recorded: {e!r}")
+            tries = 1
+            e = fix(e)
+        if t_us < last:
+            t_us = last
+        last = t_us
+        i = <int>(n % BLOCK_RECORDS)
+        if i == 0:
+            PyByteArray_Resize(blk, 0)
+            _grow(blk, HEAD_SIZE)
+            bp = <unsigned char *>PyByteArray_AS_STRING(blk)
+            memset(bp, 0, HEAD_SIZE)
+            memcpy(bp, b"ALOG", 4)
+            memcpy(bp + 8, &n, 8)
+            memcpy(bp + 16, PyBytes_AS_STRING(chain), 32)
+            memset(bloom, 0, 64)
+            mask = 0
+            first_time = t_us
+        if i % TILE == 0:
+            t = i // TILE
+            bp = <unsigned char *>PyByteArray_AS_STRING(blk)
+            u16 = <uint16_t>PyByteArray_GET_SIZE(blk)
+            memcpy(bp + 48 + 2 * t, &u16, 2)
+            memcpy(bp + 80 + 8 * t, &t_us, 8)
+            prev_time = t_us
+        # the canonical bytes, after the leaf prefix 0x00
+        alen = PyBytes_GET_SIZE(ab)
+        raw[0] = 0
+        raw[1] = 1
+        raw[2] = <unsigned char>code
+        raw[3] = flags
+        raw[4] = <unsigned char>alen
+        memcpy(raw + 5, &n, 8)
+        memcpy(raw + 13, &t_us, 8)
+        memcpy(raw + 21, PyBytes_AS_STRING(ab), alen)
+        at = 21 + alen
+        for k in range(3):
+            if flags & (1 << k):
+                at = _put_str(raw, at, <bytes>sv[k])
+        if flags & 0x08:
+            memcpy(raw + at, &sz, 8)
+            at += 8
+        if flags & 0x10:
+            memcpy(raw + at, &cs, 8)
+            at += 8
+        # the compact form
+        comp[0] = <unsigned char>(code | flags << 2)
+        dt = t_us - prev_time
+        c = _put_varint(comp, 1, <uint64_t>(dt << 1) if dt >= 0 else <uint64_t>(((-dt) << 1) - 1))
+        c = _put_varint(comp, c, aid)
+        _bloom_set(bloom, aid)
+        for k in range(3):
+            if flags & (1 << k):
+                c = _put_varint(comp, c, ids[k])
+                _bloom_set(bloom, ids[k])
+        if flags & 0x08:
+            c = _put_varint(comp, c, sz)
+        if flags & 0x10:
+            memcpy(comp + c, &cs, 8)
+            c += 8
+        start = _grow(blk, c)
+        bp = <unsigned char *>PyByteArray_AS_STRING(blk)
+        memcpy(bp + start, comp, c)
+        u16 = <uint16_t>(i + 1)
+        memcpy(bp + 4, &u16, 2)
+        mask |= 1 << code
+        prev_time = t_us
+        # hashes: the leaf, the chain, the frontier (stored levels handed to put_hash)
+        leaf = _sha256(PyBytes_FromStringAndSize(<char *>raw, at)).digest()
+        memcpy(pair, PyBytes_AS_STRING(chain), 32)
+        memcpy(pair + 32, PyBytes_AS_STRING(leaf), 32)
+        chain = _sha256(PyBytes_FromStringAndSize(<char *>pair, 64)).digest()
+        n += 1
+        hs.append(leaf)
+        lv[nf] = 0
+        nf += 1
+        while nf > 1 and lv[nf - 1] == lv[nf - 2]:
+            pair[0] = 1
+            memcpy(pair + 1, PyBytes_AS_STRING(<bytes>hs[nf - 2]), 32)
+            memcpy(pair + 33, PyBytes_AS_STRING(<bytes>hs[nf - 1]), 32)
+            node = _sha256(PyBytes_FromStringAndSize(<char *>pair, 65)).digest()
+            hs.pop()
+            nf -= 1
+            hs[nf - 1] = node
+            lv[nf - 1] += 1
+            L = lv[nf - 1]
+            if L % TILE_BITS == 0:
+                put_hash(L, (n >> L) - 1, node)
+        if n % BLOCK_RECORDS == 0:
+            end_block((n - 1) // BLOCK_RECORDS, first_time, t_us, mask,
+                      PyBytes_FromStringAndSize(<char *>bloom, 64),
+                      PyBytes_FromStringAndSize(PyByteArray_AS_STRING(blk),
+                                                PyByteArray_GET_SIZE(blk)))
+            PyByteArray_Resize(blk, 0)
+    w.frontier = [(lv[k], hs[k]) for k in range(nf)]
+    w.prev_time = prev_time
+    w.first_time = first_time
+    w.mask = mask
+    w.bloom = int.from_bytes(PyBytes_FromStringAndSize(<char *>bloom, 64), "little")
+    return n, chain, last

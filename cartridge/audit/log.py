@@ -77,8 +77,8 @@ class AuditLog:
         self.writable = eng.writable
         self.writer = LogWriter(eng) if self.writable else None
         self._lock = threading.Lock()
-        self.staged: list[tuple[tuple, bool]] = []     # (entry, survives a rollback)
-        self.inflight: list[tuple[tuple, bool]] = []   # staged into the commit under way
+        self.staged: list[tuple] = []      # entries (see on_event), the last field `keep`
+        self.inflight: list[tuple] = []    # staged into the commit under way
         self._inflight_gen = -1                        # the generation they were staged on
         self.ring = Ring(RING_CAPACITY, RING_SLOT) if level == "all" and self.writable else None
         self.overflow: dict[int, tuple] = {}
@@ -97,46 +97,62 @@ class AuditLog:
                 self.switch = True
 
     # -- the hook side ----------------------------------------------------------------------
+    # A staged entry is one tuple: (time, principal, action, path, dest, result, size,
+    # checksum, keep), in the form the writer's C batch takes (time in float seconds as the
+    # event has it, checksum an int or 16 hex digits); `keep`: it survives a rollback (a
+    # refusal or failed attempt happened whatever the transaction's fate). Nothing is checked
+    # or encoded here: before_commit hands the whole batch to LogWriter.append, which encodes,
+    # hashes and chains it in one pass in C and calls `clean` only for an entry a field of
+    # which the format cannot hold as given.
     def on_event(self, ev: H.Event) -> None:
-        if not self.writable or ev.action is None:
+        action = ev.action
+        if action is None or not self.writable:
             return
-        result = RESULT.get(ev.result, "error")
-        if self.level == "off":
+        level = self.level
+        if level == "off":
             return
-        t_us = int(ev.time * 1e6)
-        if result == "denied":
-            action, path = (ev.refused[0], ev.path) if ev.refused else (ev.action, ev.path)
-            self._stage([(t_us, ev.principal, action, path, ev.dest, "denied", ev.size, None)],
-                        True)
+        res = ev.result
+        if ev.changed and res == "ok":
+            # (delivered holding the handle's lock, as before_commit and after_rollback run:
+            # a plain append cannot race the swap of `staged`)
+            files = ev.files
+            if files and ev.method == "write_many":
+                t, p = ev.time, ev.principal
+                self.staged.extend([(t, p, action, f.path, None, "allowed", f.size, f.checksum,
+                                     False) for f in files])
+            else:
+                self.staged.append((ev.time, ev.principal, action, ev.path, ev.dest, "allowed",
+                                    ev.size, ev.csum, False))
             return
-        if ev.changed:
-            self._stage(self._changes(ev, t_us, result), False)
+        if res == "denied":
+            if ev.refused:
+                action = ev.refused[0]
+            self._keep((ev.time, ev.principal, action, ev.path, ev.dest, "denied", ev.size,
+                        None, True))
             return
-        if result == "error":
-            if ev.action in CHANGING:
-                self._stage([(t_us, ev.principal, ev.action, ev.path, ev.dest, "error",
-                              ev.size, None)], True)
-            elif self.level == "all":
-                self._queue((t_us, ev.principal, ev.action, ev.path, ev.dest, "error", ev.size,
+        if ev.changed:          # (a changed event always has result "ok" when delivered)
+            self.staged.append((ev.time, ev.principal, action, ev.path, ev.dest,
+                                RESULT.get(res, "error"), ev.size, ev.csum, False))
+            return
+        if res != "ok":
+            if action in CHANGING:
+                self._keep((ev.time, ev.principal, action, ev.path, ev.dest, "error", ev.size,
+                            None, True))
+            elif level == "all":
+                self._queue((ev.time, ev.principal, action, ev.path, ev.dest, "error", ev.size,
                              None))
             return
-        if self.level == "all" and ev.action not in CHANGING:
-            self._queue((t_us, ev.principal, ev.action, ev.path, ev.dest, "allowed", ev.size,
+        if level == "all" and action not in CHANGING:
+            self._queue((ev.time, ev.principal, action, ev.path, ev.dest, "allowed", ev.size,
                          None))
 
-    @staticmethod
-    def _changes(ev: H.Event, t_us: int, result: str) -> list[tuple]:
-        if ev.method == "write_many" and ev.files:
-            return [(t_us, ev.principal, ev.action, f.path, None, result, f.size, f.checksum)
-                    for f in ev.files]
-        return [(t_us, ev.principal, ev.action, ev.path, ev.dest, result, ev.size, ev.checksum)]
-
-    def _stage(self, entries: list[tuple], keep: bool) -> None:
-        entries = [clean(e) for e in entries]
+    def _keep(self, entry: tuple) -> None:
+        """A record that survives a rollback (a refusal, a failed change): staged under the
+        log's lock (delivered outside the handle's lock); the drain thread commits it unless a
+        commit comes first."""
         with self._lock:
-            self.staged.extend((e, keep) for e in entries)
-        if keep:                   # no commit of its own follows: the drain thread commits it
-            self._start_drain()
+            self.staged.append(entry)
+        self._start_drain()
 
     def _queue(self, entry: tuple) -> None:
         """A read record into the ring (C; waits without the GIL while the ring is full)."""
@@ -150,7 +166,8 @@ class AuditLog:
             self.overflow[k] = entry
             data = SLOT_HEAD.pack(0, OVERFLOW, 0, 0) + struct.pack("<Q", k)
         ring.push(data)
-        self._start_drain()
+        if self._thread is None:
+            self._start_drain()
 
     # -- the participant side ---------------------------------------------------------------
     def before_commit(self, eng) -> None:
@@ -161,18 +178,19 @@ class AuditLog:
                 self.inflight = []                   # the commit that carried them went through
             todo = self.staged
             self.staged = []
-        if self.ring is not None:
+        if self.ring is not None and len(self.ring):
             for _t, data in self.ring.drain():
-                todo.append((self.overflow.pop(struct.unpack_from("<Q", data, SLOT_HEAD.size)[0])
-                             if data[8] == OVERFLOW else unpack_slot(data), True))
+                e = (self.overflow.pop(struct.unpack_from("<Q", data, SLOT_HEAD.size)[0])
+                     if data[8] == OVERFLOW else unpack_slot(data))
+                todo.append(e + (True,))
         if self.switch and (todo or eng.changed):   # (a commit that writes nothing stays so)
-            todo.insert(0, ((int(time.time() * 1e6), None, SET_LEVEL, self.level, None,
-                             "allowed", None, None), True))
+            todo.insert(0, (int(time.time() * 1e6), None, SET_LEVEL, self.level, None,
+                            "allowed", None, None, True))
         if not todo:
             return
         changed = eng.changed
         try:
-            self.writer.append([e for e, _ in todo], self.level)
+            self.writer.append(todo, self.level, clean)
         except CartridgeError as e:
             # the log cannot be appended to (its entries are damaged). A commit that changes
             # the archive fails with it (no change without its record: fail closed); one that
@@ -193,10 +211,10 @@ class AuditLog:
             return
         with self._lock:
             lost = self.inflight if self._inflight_gen == eng.root.generation else []
-            kept: list[tuple[tuple, bool]] = [(e, k) for e, k in lost + self.staged if k]
-            if any(e[2] == SET_LEVEL for e, _ in lost):
+            kept = [e for e in lost + self.staged if e[8]]
+            if any(e[2] == SET_LEVEL for e in lost):
                 self.switch = True
-                kept = [(e, k) for e, k in kept if e[2] != SET_LEVEL]
+                kept = [e for e in kept if e[2] != SET_LEVEL]
             self.inflight = []
             self.staged = kept
         if kept:
@@ -274,14 +292,22 @@ def _action(a: object) -> str:
 
 
 def clean(e: tuple) -> tuple:
-    """An entry every field of which the record format can hold."""
-    t_us, principal, action, path, dest, result, size, checksum = e
+    """An entry every field of which the record format can hold (a hostile path is recorded
+    as given, cut to the limit; a size or checksum it cannot hold is left out), in the form
+    the writer's C batch takes (time in µs, checksum an int)."""
+    t, principal, action, path, dest, result, size, checksum = e[:8]
     if not (type(size) is int and 0 <= size < 1 << 64):
         size = None
-    if checksum is not None and not (isinstance(checksum, str) and len(checksum) == 16):
+    if type(checksum) is str and len(checksum) == 16:
+        try:
+            checksum = int(checksum, 16)
+        except ValueError:
+            checksum = None
+    elif not (type(checksum) is int and 0 <= checksum < 1 << 64):
         checksum = None
-    return (int(t_us), _text(principal, R.MAX_STRING), _action(action),
-            _text(path, R.MAX_STRING), _text(dest, R.MAX_STRING), result, size, checksum)
+    t_us = int(t * 1e6) if isinstance(t, float) else int(t)
+    return (t_us, _text(principal, R.MAX_STRING), _action(action),
+            _text(path, R.MAX_STRING), _text(dest, R.MAX_STRING), result, size, checksum) + e[8:]
 
 
 def pack_slot(e: tuple) -> bytes:
