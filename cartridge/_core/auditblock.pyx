@@ -24,6 +24,86 @@ DEF MAX_RAW = 20 + 64 + 3 * (2 + MAX_STRING) + 16
 cdef object _sha256 = hashlib.sha256
 
 
+# SHA-256 in C for the batch writer and the block reader: OpenSSL's SHA256_Init/Update/Final,
+# found in the libcrypto that Python's own hashlib has already loaded (RTLD_NOLOAD: nothing
+# new is loaded), so the hashes are OpenSSL's (SHA-NI where the CPU has it) without a Python
+# object or an algorithm lookup per hash. Where they are not found (a Python without OpenSSL,
+# another platform), hashlib does the same hashing. A self-test against hashlib decides.
+cdef extern from "<dlfcn.h>" nogil:
+    void *dlopen(const char *filename, int flags)
+    void *dlsym(void *handle, const char *symbol)
+    int RTLD_LAZY
+    int RTLD_NOLOAD
+
+ctypedef int (*sha_init_fn)(void *c) noexcept nogil
+ctypedef int (*sha_update_fn)(void *c, const void *d, size_t n) noexcept nogil
+ctypedef int (*sha_final_fn)(unsigned char *md, void *c) noexcept nogil
+cdef sha_init_fn _sha_init = NULL
+cdef sha_update_fn _sha_update = NULL
+cdef sha_final_fn _sha_final = NULL
+DEF SHA_CTX_ROOM = 512             # SHA256_CTX is 112 bytes; room to spare
+
+
+cdef inline void _c_digest(const unsigned char *p, size_t n, unsigned char *out) noexcept nogil:
+    cdef unsigned char ctx[SHA_CTX_ROOM]
+    _sha_init(ctx)
+    _sha_update(ctx, p, n)
+    _sha_final(out, ctx)
+
+
+cdef void _find_sha256():
+    global _sha_init, _sha_update, _sha_final
+    cdef void *h
+    cdef void *f1
+    cdef void *f2
+    cdef void *f3
+    cdef unsigned char out[32]
+    cdef unsigned char msg[200]
+    try:
+        import _hashlib  # noqa: F401   (loads the libcrypto hashlib uses)
+    except ImportError:
+        return
+    for name in (b"libcrypto.so.3", b"libcrypto.so.1.1", b"libcrypto.so", b"libcrypto.3.dylib",
+                 b"libcrypto.dylib"):
+        h = dlopen(<const char *>name, RTLD_LAZY | RTLD_NOLOAD)
+        if h == NULL:
+            continue
+        f1 = dlsym(h, "SHA256_Init")
+        f2 = dlsym(h, "SHA256_Update")
+        f3 = dlsym(h, "SHA256_Final")
+        if f1 == NULL or f2 == NULL or f3 == NULL:
+            continue
+        _sha_init, _sha_update, _sha_final = <sha_init_fn>f1, <sha_update_fn>f2, <sha_final_fn>f3
+        ok = True
+        for n in (0, 3, 55, 56, 64, 65, 119, 200):
+            for k in range(n):
+                msg[k] = <unsigned char>((k * 7 + n) & 0xFF)
+            _c_digest(msg, n, out)
+            if PyBytes_FromStringAndSize(<char *>out, 32) != \
+                    _sha256(PyBytes_FromStringAndSize(<char *>msg, n)).digest():
+                ok = False
+        if ok:
+            return
+        _sha_init = NULL
+    _sha_init = NULL
+
+
+_find_sha256()
+
+
+cdef inline bytes _digest(const unsigned char *p, Py_ssize_t n):
+    cdef unsigned char out[32]
+    if _sha_init != NULL:
+        _c_digest(p, <size_t>n, out)
+        return PyBytes_FromStringAndSize(<char *>out, 32)
+    return _sha256(PyBytes_FromStringAndSize(<const char *>p, n)).digest()
+
+
+def c_sha256() -> bool:
+    """Whether the batch writer hashes through OpenSSL's C SHA256() (else through hashlib)."""
+    return _sha_init != NULL
+
+
 cdef inline uint64_t _u64(const unsigned char *p) noexcept nogil:
     cdef uint64_t v
     memcpy(&v, p, 8)
@@ -82,6 +162,9 @@ def block_records(const unsigned char[::1] data not None, uint64_t block, object
     cdef list raws = [], leaves = []
     cdef dict cache = {}
     cdef unsigned char raw[MAX_RAW]
+    cdef unsigned char pre[1 + MAX_RAW]
+    cdef unsigned char pair[65]
+    cdef list nxt
     cdef Py_ssize_t pos = HEAD_SIZE, at
     cdef int i, t, k, bad_time = -1
     cdef unsigned char head, result, flags
@@ -168,9 +251,13 @@ def block_records(const unsigned char[::1] data not None, uint64_t block, object
         raw[at] = 0
         r = PyBytes_FromStringAndSize(<char *>raw, at)
         raws.append(r)
-        lh = _sha256(b"\x00" + r).digest()
+        pre[0] = 0
+        memcpy(pre + 1, raw, at)
+        lh = _digest(pre, at + 1)
         leaves.append(lh)
-        chain = _sha256(chain + lh).digest()
+        memcpy(pair, PyBytes_AS_STRING(chain), 32)
+        memcpy(pair + 32, PyBytes_AS_STRING(lh), 32)
+        chain = _digest(pair, 64)
     if pos != n:
         raise CorruptionError(f"audit block {block} has trailing bytes")
     for t in range((count + TILE - 1) // TILE, TILES):
@@ -185,8 +272,13 @@ def block_records(const unsigned char[::1] data not None, uint64_t block, object
             break
         level = leaves[a:a + TILE]
         while len(level) > 1:
-            level = [_sha256(b"\x01" + <bytes>level[k] + <bytes>level[k + 1]).digest()
-                     for k in range(0, len(level), 2)]
+            nxt = []
+            for k in range(0, len(level), 2):
+                pair[0] = 1
+                memcpy(pair + 1, PyBytes_AS_STRING(<bytes>level[k]), 32)
+                memcpy(pair + 33, PyBytes_AS_STRING(<bytes>level[k + 1]), 32)
+                nxt.append(_digest(pair, 65))
+            level = nxt
         roots.append(level[0])
     return count, stored_chain, raws, leaves, chain, bad_time, prev_time, roots
 
@@ -539,10 +631,10 @@ def append_batch(list entries, object w, uint64_t n, bytes chain, int64_t last,
         mask |= 1 << code
         prev_time = t_us
         # hashes: the leaf, the chain, the frontier (stored levels handed to put_hash)
-        leaf = _sha256(PyBytes_FromStringAndSize(<char *>raw, at)).digest()
+        leaf = _digest(raw, at)
         memcpy(pair, PyBytes_AS_STRING(chain), 32)
         memcpy(pair + 32, PyBytes_AS_STRING(leaf), 32)
-        chain = _sha256(PyBytes_FromStringAndSize(<char *>pair, 64)).digest()
+        chain = _digest(pair, 64)
         n += 1
         hs.append(leaf)
         lv[nf] = 0
@@ -551,7 +643,7 @@ def append_batch(list entries, object w, uint64_t n, bytes chain, int64_t last,
             pair[0] = 1
             memcpy(pair + 1, PyBytes_AS_STRING(<bytes>hs[nf - 2]), 32)
             memcpy(pair + 33, PyBytes_AS_STRING(<bytes>hs[nf - 1]), 32)
-            node = _sha256(PyBytes_FromStringAndSize(<char *>pair, 65)).digest()
+            node = _digest(pair, 65)
             hs.pop()
             nf -= 1
             hs[nf - 1] = node
