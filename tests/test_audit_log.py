@@ -396,3 +396,24 @@ def test_consistent_rewrite_is_caught_by_a_checkpoint(tmp_path):
         assert c.audit.record(3).principal == "mallory"
         rep = c.audit.verify(checkpoint=cp, public_key=key.public_key())
         assert not rep.ok and any("rewritten" in p for p in rep.problems)
+
+
+def test_read_records_of_odd_paths_take_the_slow_way(tmp_path):
+    """Level "all": a read record whose fields the C slot packer declines (a lone surrogate,
+    a path longer than a ring slot) is still recorded, as given, through the slow path."""
+    p = tmp_path / "a.cart"
+    long = "/" + "a" * 3000
+    with cartridge.open(p, "x", audit="all") as c:
+        c.write("/ü", b"1")
+        c.read("/ü")
+        for path in ("/\udcff", long):
+            try:
+                c.exists(path)
+            except cartridge.CartridgeError:
+                pass
+    with cartridge.open(p, "r") as r:
+        got = [(x.action, x.path, x.size) for x in r.audit.entries()
+               if x.action == "cart:GetObject"]
+        assert r.audit.verify().ok
+    assert got[0] == ("cart:GetObject", "/ü", 1)
+    assert [x[1] for x in got[1:]] == ["/\udcff", long]

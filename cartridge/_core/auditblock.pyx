@@ -663,3 +663,116 @@ def append_batch(list entries, object w, uint64_t n, bytes chain, int64_t last,
     w.mask = mask
     w.bloom = int.from_bytes(PyBytes_FromStringAndSize(<char *>bloom, 64), "little")
     return n, chain, last
+
+
+# -- a read record in a ring slot (cartridge.audit.log: level "all") ------------------------------
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+
+DEF SLOT_HEAD = 12          # time_us i64, result u8, flags u8, 0 u16; then u16-length strings
+cdef tuple _RESULTS = ("allowed", "denied", "error")
+
+
+def pack_slot(object tm, object principal, object action, object path, object dest,
+              object result, object size, Py_ssize_t limit):
+    """A read record's ring slot (time in float seconds or int µs, result "allowed" /
+    "denied" / "error"): time_us, result, flags (1 principal, 2 path, 4 dest, 8 size), then
+    action, principal, path, dest as u16 length + UTF-8, then the size (u64). None when a
+    field is not in the fast form (not a str, a lone surrogate, an action that is not
+    printable ASCII, a size out of range) or the slot would exceed `limit` bytes: the caller
+    cleans the entry and packs it the slow way."""
+    cdef unsigned char buf[1024]
+    cdef int64_t t_us
+    cdef unsigned char flags = 0
+    cdef Py_ssize_t at = SLOT_HEAD, n, k, i
+    cdef const char *p
+    cdef uint16_t n16
+    cdef uint64_t sz = 0
+    cdef object rv, s
+    if limit > 1024:
+        limit = 1024
+    if type(tm) is float and -4.6e12 < tm < 4.6e12:
+        t_us = <int64_t>(<double>tm * 1e6)
+    elif type(tm) is int and -TIME_LIMIT < tm < TIME_LIMIT:
+        t_us = tm
+    else:
+        return None
+    rv = _RESULT_CODE.get(result) if type(result) is str else None
+    if rv is None or type(action) is not str:
+        return None
+    if size is not None:
+        if type(size) is not int or not 0 <= size < _U64_END:
+            return None
+        sz = size
+        flags |= 0x08
+    try:
+        for k, s in enumerate((action, principal, path, dest)):
+            if s is None:
+                continue
+            if type(s) is not str:
+                return None
+            p = PyUnicode_AsUTF8AndSize(s, &n)
+            if k == 0:
+                if n < 1 or n > 64:
+                    return None
+                for i in range(n):
+                    if not 0x21 <= (<unsigned char>p[i]) <= 0x7E:
+                        return None
+            else:
+                flags |= 1 << (k - 1)
+            if at + 2 + n + 8 > limit:
+                return None
+            n16 = <uint16_t>n
+            memcpy(buf + at, &n16, 2)
+            memcpy(buf + at + 2, p, n)
+            at += 2 + n
+    except UnicodeEncodeError:
+        return None                  # a lone surrogate: the slow way keeps it (surrogatepass)
+    if flags & 0x08:
+        memcpy(buf + at, &sz, 8)
+        at += 8
+    memcpy(buf, &t_us, 8)
+    buf[8] = <unsigned char>(<int>rv)
+    buf[9] = flags
+    buf[10] = 0
+    buf[11] = 0
+    return PyBytes_FromStringAndSize(<char *>buf, at)
+
+
+def unpack_slot(const unsigned char[::1] data not None):
+    """The entry of a slot pack_slot made: (time_us, principal, action, path, dest, result,
+    size, None, True) (the last field: a read record survives a rollback)."""
+    cdef Py_ssize_t n = data.shape[0], at = SLOT_HEAD
+    cdef const unsigned char *d = &data[0] if n else NULL
+    cdef int64_t t_us
+    cdef uint16_t n16
+    cdef uint64_t sz
+    cdef unsigned char flags, code
+    cdef list out = [None, None, None, None]
+    cdef int k
+    if n < SLOT_HEAD:
+        raise ValueError("a ring slot is too short")
+    memcpy(&t_us, d, 8)
+    code = d[8]
+    flags = d[9]
+    if code > 2:
+        raise ValueError("a ring slot has a bad result")
+    for k in range(4):
+        if k and not flags & (1 << (k - 1)):
+            continue
+        if at + 2 > n:
+            raise ValueError("a ring slot is cut short")
+        memcpy(&n16, d + at, 2)
+        if at + 2 + n16 > n:
+            raise ValueError("a ring slot is cut short")
+        out[k] = PyUnicode_DecodeUTF8(<const char *>d + at + 2, n16, "surrogatepass")
+        at += 2 + n16
+    size = None
+    if flags & 0x08:
+        if at + 8 > n:
+            raise ValueError("a ring slot is cut short")
+        memcpy(&sz, d + at, 8)
+        size = sz
+    return (t_us, out[1], out[0], out[2], out[3], _RESULTS[code], size, None, True)

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import _handle as H
+from .._core.auditblock import pack_slot as fast_slot
+from .._core.auditblock import unpack_slot
 from .._core.ringbuf import Ring
 from ..errors import CartridgeError, CorruptionError
 from ..iam import actions as A
@@ -159,12 +161,14 @@ class AuditLog:
         ring = self.ring
         if ring is None:
             return
-        entry = clean(entry)
-        data = pack_slot(entry)
-        if len(data) > RING_SLOT:
-            k = next(self._ids)
-            self.overflow[k] = entry
-            data = SLOT_HEAD.pack(0, OVERFLOW, 0, 0) + struct.pack("<Q", k)
+        data = fast_slot(*entry[:7], RING_SLOT)
+        if data is None:        # an odd field, or too long for a slot: cleaned, the slow way
+            entry = clean(entry)
+            data = pack_slot(entry)
+            if len(data) > RING_SLOT:
+                k = next(self._ids)
+                self.overflow[k] = entry
+                data = SLOT_HEAD.pack(0, OVERFLOW, 0, 0) + struct.pack("<Q", k)
         ring.push(data)
         if self._thread is None:
             self._start_drain()
@@ -180,9 +184,8 @@ class AuditLog:
             self.staged = []
         if self.ring is not None and len(self.ring):
             for _t, data in self.ring.drain():
-                e = (self.overflow.pop(struct.unpack_from("<Q", data, SLOT_HEAD.size)[0])
-                     if data[8] == OVERFLOW else unpack_slot(data))
-                todo.append(e + (True,))
+                todo.append(self.overflow.pop(struct.unpack_from("<Q", data, SLOT_HEAD.size)[0])
+                            + (True,) if data[8] == OVERFLOW else unpack_slot(data))
         if self.switch and (todo or eng.changed):   # (a commit that writes nothing stays so)
             todo.insert(0, (int(time.time() * 1e6), None, SET_LEVEL, self.level, None,
                             "allowed", None, None, True))
@@ -311,6 +314,7 @@ def clean(e: tuple) -> tuple:
 
 
 def pack_slot(e: tuple) -> bytes:
+    """A cleaned read record's ring slot, the slow way (auditblock.pack_slot declined it)."""
     t_us, principal, action, path, dest, result, size, _csum = e
     flags = 0
     parts = [action.encode("ascii", "replace")]
@@ -323,21 +327,6 @@ def pack_slot(e: tuple) -> bytes:
     body = b"".join(struct.pack("<H", len(p)) + p for p in parts)
     return (SLOT_HEAD.pack(t_us, R.RESULT_CODE[result], flags, 0) + body
             + (struct.pack("<Q", size) if size is not None else b""))
-
-
-def unpack_slot(data: bytes) -> tuple:
-    t_us, code, flags, _ = SLOT_HEAD.unpack_from(data)
-    pos = SLOT_HEAD.size
-    out: list[Any] = []
-    for bit in (0, 1, 2, 4):
-        if bit == 0 or flags & bit:
-            (n,) = struct.unpack_from("<H", data, pos)
-            out.append(data[pos + 2:pos + 2 + n].decode("utf-8", "surrogatepass"))
-            pos += 2 + n
-        else:
-            out.append(None)
-    size = struct.unpack_from("<Q", data, pos)[0] if flags & 8 else None
-    return (t_us, out[1], out[0], out[2], out[3], R.RESULTS[code], size, None)
 
 
 # -- attaching to handles ---------------------------------------------------------------------
