@@ -796,7 +796,8 @@ def _starter(op: Op, method: str, principal_of: Callable | None, archive_of: Cal
         if mutating:
             ev.mutating = True
         if early_size:
-            ev.size = size_of_data(self, args, kwargs, None)
+            data = args[1] if len(args) > 1 else kwargs.get("data")
+            ev.size = len(data) if type(data) is bytes else size_of_data(self, args, kwargs, None)
         return ev
     return start
 

@@ -303,83 +303,6 @@ cdef inline bint _printable(bytes a) noexcept:
     return True
 
 
-def pack_record(bytearray blk not None, uint64_t seq, int64_t t_us, int64_t prev_time, int code,
-                bytes action not None, object principal, object path, object dest,
-                uint64_t aid, uint64_t pid, uint64_t path_id, uint64_t dest_id, object size,
-                object checksum):
-    """Append one record's compact form (FORMAT §13.4) to `blk` and return its canonical
-    bytes (§13.2) and leaf hash. `principal`, `path`, `dest` are UTF-8 bytes or None, with
-    their string ids; `size` an int or None; `checksum` an int or None. ValueError for a
-    field the format cannot hold (what record.encode refuses)."""
-    cdef unsigned char raw[MAX_RAW]
-    cdef unsigned char comp[8 + 10 * 6 + 8]
-    cdef Py_ssize_t at, c = 0
-    cdef unsigned char flags = 0
-    cdef uint64_t sz = 0, cs = 0
-    cdef int64_t dt
-    cdef bytes s
-    cdef int k
-    if code < 0 or code > 2:
-        raise ValueError("result code must be 0..2")
-    if not _printable(action):
-        raise ValueError(f"action must be 1-64 printable ASCII characters: {action!r}")
-    if not -TIME_LIMIT < t_us < TIME_LIMIT or seq >= (<uint64_t>1 << 63):
-        raise ValueError("seq or time out of range")
-    strs = (principal, path, dest)
-    for k in range(3):
-        if strs[k] is not None:
-            if PyBytes_GET_SIZE(<bytes>strs[k]) > MAX_STRING:
-                raise ValueError(f"a string of {PyBytes_GET_SIZE(<bytes>strs[k])} bytes is over "
-                                 f"the limit of {MAX_STRING}")
-            flags |= 1 << k
-    if size is not None:
-        if type(size) is not int or size < 0 or size >= (1 << 64):
-            raise ValueError(f"size must be an int in 0..2^64-1 or None: {size!r}")
-        sz = size
-        flags |= 0x08
-    if checksum is not None:
-        if type(checksum) is not int or checksum < 0 or checksum >= (1 << 64):
-            raise ValueError("checksum must be a 64-bit int or None")
-        cs = checksum
-        flags |= 0x10
-    raw[0] = 1
-    raw[1] = <unsigned char>code
-    raw[2] = flags
-    raw[3] = <unsigned char>PyBytes_GET_SIZE(action)
-    memcpy(raw + 4, &seq, 8)
-    memcpy(raw + 12, &t_us, 8)
-    at = 20
-    memcpy(raw + at, PyBytes_AS_STRING(action), PyBytes_GET_SIZE(action))
-    at += PyBytes_GET_SIZE(action)
-    for k in range(3):
-        if flags & (1 << k):
-            at = _put_str(raw, at, <bytes>strs[k])
-    if flags & 0x08:
-        memcpy(raw + at, &sz, 8)
-        at += 8
-    if flags & 0x10:
-        memcpy(raw + at, &cs, 8)
-        at += 8
-    # the compact form
-    comp[0] = <unsigned char>(code | flags << 2)
-    c = 1
-    dt = t_us - prev_time
-    c = _put_varint(comp, c, <uint64_t>(dt << 1) if dt >= 0 else <uint64_t>(((-dt) << 1) - 1))
-    c = _put_varint(comp, c, aid)
-    if flags & 1:
-        c = _put_varint(comp, c, pid)
-    if flags & 2:
-        c = _put_varint(comp, c, path_id)
-    if flags & 4:
-        c = _put_varint(comp, c, dest_id)
-    if flags & 0x08:
-        c = _put_varint(comp, c, sz)
-    if flags & 0x10:
-        memcpy(comp + c, &cs, 8)
-        c += 8
-    blk.extend(PyBytes_FromStringAndSize(<char *>comp, c))
-    r = PyBytes_FromStringAndSize(<char *>raw, at)
-    return r, _sha256(b"\x00" + r).digest(), flags
 
 
 # -- the writer's batch: every record of one commit encoded, hashed and chained in one pass ----
@@ -776,3 +699,23 @@ def unpack_slot(const unsigned char[::1] data not None):
         memcpy(&sz, d + at, 8)
         size = sz
     return (t_us, out[1], out[0], out[2], out[3], _RESULTS[code], size, None, True)
+
+
+def fold_root(list frontier):
+    """The Merkle root of a compact range [(level, hash), ...] (largest subtree first): the
+    hashes folded from the right, node = SHA-256(0x01 || left || right); None if empty."""
+    cdef Py_ssize_t k = len(frontier)
+    cdef unsigned char pair[65]
+    cdef bytes root, left
+    if k == 0:
+        return None
+    root = (<tuple>frontier[k - 1])[1]
+    pair[0] = 1
+    for k in range(k - 2, -1, -1):
+        left = (<tuple>frontier[k])[1]
+        if PyBytes_GET_SIZE(left) != 32 or PyBytes_GET_SIZE(root) != 32:
+            raise ValueError("a Merkle hash is 32 bytes")
+        memcpy(pair + 1, PyBytes_AS_STRING(left), 32)
+        memcpy(pair + 33, PyBytes_AS_STRING(root), 32)
+        root = _digest(pair, 65)
+    return root

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from hashlib import sha256
 from typing import NamedTuple
 
-from .._core.auditblock import append_batch, block_records
+from .._core.auditblock import append_batch, block_records, fold_root
 from ..errors import CartridgeError, CorruptionError
 from ..format import AUDIT_PREFIX, DEFAULT_MODE_FILE, KIND_FILE, STORE_EMPTY
 from ..records import Record, max_payload
@@ -728,13 +728,7 @@ class LogWriter:
             for key, data in dirty.items():
                 write_entry(eng, key, data)
             self.view._fresh()
-            fr = self.frontier
-            if fr:
-                root = fr[-1][1]
-                for _lvl, left in reversed(fr[:-1]):
-                    root = merkle.hash_node(left, root)
-            else:
-                root = merkle.EMPTY_ROOT
+            root = fold_root(self.frontier) or merkle.EMPTY_ROOT
             self.head = Head(n, lvl, self.strings, chain, root, last, h.checkpoints)
             write_entry(eng, K_HEAD, self.head.encode())
             self._head_stamp = self._stamp()
