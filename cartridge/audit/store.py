@@ -24,7 +24,6 @@ import hashlib
 import struct
 import time
 from collections.abc import Callable, Iterator
-from hashlib import sha256
 from typing import NamedTuple
 
 from .._core.auditblock import append_batch, block_records, fold_root
