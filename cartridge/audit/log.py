@@ -34,6 +34,7 @@ from .checkpoint import Checkpoint, sign
 from .checkpoint import verify_checkpoint as _verify_checkpoint
 from .store import (
     BLOCK_RECORDS,
+    STRINGS_PER_ENTRY,
     LEVELS,
     AuditReport,
     LogView,
@@ -629,7 +630,7 @@ class _Filter:
         self.empty = False
         self.pid: int | None = None
         self.aid: int | None = None
-        self.path_ids: list[int] | None = None
+        self.prefix_ids: list[int] | None = None    # ids of the strings path_prefix matches
 
     def resolve(self, v: LogView) -> None:
         """String ids of the filter's names (an unknown name matches nothing)."""
@@ -641,6 +642,9 @@ class _Filter:
             self.empty |= self.aid is None
         if self.since_us is not None:
             self.start = max(self.start, _first_block_at(v, self.since_us) * BLOCK_RECORDS)
+        if self.prefix is not None:
+            self.prefix_ids = _ids_with_prefix(v, self.prefix)
+            self.empty |= self.prefix_ids == []
 
     def skip(self, summary: tuple[int, int, int, int]) -> bool:
         t0, t1, mask, bloom = summary
@@ -651,6 +655,8 @@ class _Filter:
         if self.code is not None and not mask >> self.code & 1:
             return True
         if self.pid is not None and not bloom_has(bloom, self.pid):
+            return True
+        if self.prefix_ids is not None and not any(bloom_has(bloom, i) for i in self.prefix_ids):
             return True
         return self.aid is not None and not bloom_has(bloom, self.aid)
 
@@ -669,6 +675,33 @@ class _Filter:
         if self.prefix is None:
             return True
         return any(p is not None and p.startswith(self.prefix) for p in (r.path, r.dest))
+
+
+PREFIX_IDS = 64         # path_prefix: at most this many matching strings use the block Blooms
+
+
+def _ids_with_prefix(v: LogView, prefix: str) -> list[int] | None:
+    """The ids of the interned strings that start with `prefix` (a record matches path_prefix
+    only if its path or dest is one of them; the block summaries' Bloom filters hold every id
+    a block names, so a complete block with none of them is skipped unread). None (scan every
+    block) when the string table is not smaller than the blocks it could spare, when more
+    than PREFIX_IDS strings match (the Blooms would rarely exclude a block), or when the table
+    cannot be read (the records' own reading reports that)."""
+    h = v.head()
+    pages = -(-h.strings // STRINGS_PER_ENTRY)
+    if pages > h.size // BLOCK_RECORDS // 2:
+        return None
+    ids: list[int] = []
+    try:
+        for g in range(pages):
+            for i, s in enumerate(v.string_page(g)):
+                if s.startswith(prefix):
+                    ids.append(g * STRINGS_PER_ENTRY + i)
+                    if len(ids) > PREFIX_IDS:
+                        return None
+    except CartridgeError:
+        return None
+    return ids
 
 
 def _first_block_at(v: LogView, t_us: int) -> int:
