@@ -815,6 +815,7 @@ def _wrap(raw: Callable, method: str, op: Op, principal_of: Callable | None,
         return gen_wrapper
 
     size_of = op.size_of
+    result_size = size_of is size_of_result      # (bytes returned: len() inline)
 
     @functools.wraps(raw)
     def wrapper(self, *args, **kwargs):
@@ -834,7 +835,8 @@ def _wrap(raw: Callable, method: str, op: Op, principal_of: Callable | None,
         _tls.op = prev
         if not ev.sent:
             if size_of is not None and ev.size is None:
-                ev.size = size_of(self, args, kwargs, result)
+                ev.size = (len(result) if result_size and type(result) is bytes
+                           else size_of(self, args, kwargs, result))
             _deliver(ev)
         return result
     return wrapper

@@ -146,6 +146,15 @@ class AuditLog:
                              None))
             return
         if level == "all" and action not in CHANGING:
+            ring = self.ring
+            if ring is not None:        # the common case packed in C straight from the event
+                data = fast_slot(ev.time, ev.principal, action, ev.path, ev.dest, "allowed",
+                                 ev.size, RING_SLOT)
+                if data is not None:
+                    ring.push(data)
+                    if self._thread is None:
+                        self._start_drain()
+                    return
             self._queue((ev.time, ev.principal, action, ev.path, ev.dest, "allowed", ev.size,
                          None))
 
@@ -342,14 +351,19 @@ class _Subscription:
 _sub_lock = threading.Lock()
 
 
+# id(owner handle) -> its recording AuditLog: the subscribers' lookup on every event (an entry
+# leaves when the handle closes or is collected, before its id can be reused)
+_RECORDING: dict[int, AuditLog] = {}
+
+
 def _on_writes(ev: H.Event) -> None:
-    log = H.peek_feature(ev.archive, "audit")
+    log = _RECORDING.get(id(ev.archive))
     if log is not None and log.level == "writes":
         log.on_event(ev)
 
 
 def _on_all(ev: H.Event) -> None:
-    log = H.peek_feature(ev.archive, "audit")
+    log = _RECORDING.get(id(ev.archive))
     if log is not None and log.level == "all":
         log.on_event(ev)
 
@@ -362,7 +376,8 @@ def _acquire(level: str) -> None:
                                          if level == "writes" else H.subscribe(_on_all))
 
 
-def _release(level: str) -> None:
+def _release(level: str, key: int) -> None:
+    _RECORDING.pop(key, None)
     with _sub_lock:
         _Subscription.counts[level] -= 1
         if _Subscription.counts[level] == 0 and level in _Subscription.offs:
@@ -386,7 +401,8 @@ def attach(h, level: str = "writes", flush_ms: int = DEFAULT_FLUSH_MS) -> AuditL
         H.add_participant(h, log)
         if level != "off":
             _acquire(level)
-            log._finalizer = weakref.finalize(h, _release, level)
+            _RECORDING[id(h)] = log
+            log._finalizer = weakref.finalize(h, _release, level, id(h))
     return log
 
 
