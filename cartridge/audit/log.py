@@ -127,36 +127,36 @@ class AuditLog:
                 self.staged.append((ev.time, ev.principal, action, ev.path, ev.dest, "allowed",
                                     ev.size, ev.csum, False))
             return
-        if res == "denied":
-            if ev.refused:
-                action = ev.refused[0]
-            self._keep((ev.time, ev.principal, action, ev.path, ev.dest, "denied", ev.size,
-                        None, True))
-            return
         if ev.changed:          # (a changed event always has result "ok" when delivered)
             self.staged.append((ev.time, ev.principal, action, ev.path, ev.dest,
                                 RESULT.get(res, "error"), ev.size, ev.csum, False))
             return
-        if res != "ok":
-            if action in CHANGING:
-                self._keep((ev.time, ev.principal, action, ev.path, ev.dest, "error", ev.size,
-                            None, True))
-            elif level == "all":
-                self._queue((ev.time, ev.principal, action, ev.path, ev.dest, "error", ev.size,
-                             None))
-            return
-        if level == "all" and action not in CHANGING:
-            ring = self.ring
-            if ring is not None:        # the common case packed in C straight from the event
-                data = fast_slot(ev.time, ev.principal, action, ev.path, ev.dest, "allowed",
-                                 ev.size, RING_SLOT)
-                if data is not None:
-                    ring.push(data)
-                    if self._thread is None:
-                        self._start_drain()
-                    return
-            self._queue((ev.time, ev.principal, action, ev.path, ev.dest, "allowed", ev.size,
-                         None))
+        if res == "denied" and ev.refused:
+            action = ev.refused[0]
+        self.on_call(ev.principal, action, ev.path, ev.dest, res, ev.size, ev.time)
+
+    def on_call(self, principal: str | None, action: str, path: str | None, dest: str | None,
+                res: str, size: int | None, t: float) -> None:
+        """A call that changed nothing (a read, a denial, a failure): on_event's fields, also
+        what the hook's sink hands over for the owner's read-only calls (no Event built)."""
+        if res == "ok":
+            if self.level == "all" and action not in CHANGING:
+                ring = self.ring
+                if ring is not None:        # the common case: packed in C into its slot
+                    data = fast_slot(t, principal, action, path, dest, "allowed", size,
+                                     RING_SLOT)
+                    if data is not None:
+                        ring.push(data)
+                        if self._thread is None:
+                            self._start_drain()
+                        return
+                self._queue((t, principal, action, path, dest, "allowed", size, None))
+        elif res == "denied":
+            self._keep((t, principal, action, path, dest, "denied", size, None, True))
+        elif action in CHANGING:
+            self._keep((t, principal, action, path, dest, "error", size, None, True))
+        elif self.level == "all":
+            self._queue((t, principal, action, path, dest, "error", size, None))
 
     def _keep(self, entry: tuple) -> None:
         """A record that survives a rollback (a refusal, a failed change): staged under the
@@ -368,12 +368,27 @@ def _on_all(ev: H.Event) -> None:
         log.on_event(ev)
 
 
+def _sink_writes(archive, principal, method, action, path, dest, result, size, t) -> None:
+    if action is not None:
+        log = _RECORDING.get(id(archive))
+        if log is not None and log.level == "writes" and log.writable:
+            log.on_call(principal, action, path, dest, result, size, t)
+
+
+def _sink_all(archive, principal, method, action, path, dest, result, size, t) -> None:
+    if action is not None:
+        log = _RECORDING.get(id(archive))
+        if log is not None and log.level == "all" and log.writable:
+            log.on_call(principal, action, path, dest, result, size, t)
+
+
 def _acquire(level: str) -> None:
     with _sub_lock:
         _Subscription.counts[level] += 1
         if level not in _Subscription.offs:
-            _Subscription.offs[level] = (H.subscribe(_on_writes, changes_only=True)
-                                         if level == "writes" else H.subscribe(_on_all))
+            _Subscription.offs[level] = (
+                H.subscribe(_on_writes, changes_only=True, sink=_sink_writes)
+                if level == "writes" else H.subscribe(_on_all, sink=_sink_all))
 
 
 def _release(level: str, key: int) -> None:
