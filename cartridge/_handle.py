@@ -514,9 +514,8 @@ def subscribe(fn: Subscriber, changes_only: bool = False, sink: Sink | None = No
 
 def _sinks_of() -> tuple[tuple[Sink, bool], ...] | None:
     """(sink, changes_only) of every subscriber when each has a sink, else None."""
-    if not _sink_list or any(sink is None for _, sink, _ in _sink_list):
-        return None
-    return tuple((sink, changes_only) for _, sink, changes_only in _sink_list)
+    out = tuple((sink, changes_only) for _, sink, changes_only in _sink_list if sink is not None)
+    return out if out and len(out) == len(_sink_list) else None
 
 
 def outcome(exc: BaseException | None) -> str:

@@ -425,3 +425,40 @@ def test_read_records_of_odd_paths_take_the_slow_way(tmp_path):
         assert r.audit.verify().ok
     assert got[0] == ("cart:GetObject", "/ü", 1)
     assert [x[1] for x in got[1:]] == ["/\udcff", long]
+
+
+def test_lean_read_path_records_what_events_do(tmp_path):
+    """The owner's read-only calls report through the audit log's sink without an Event while
+    it is the only subscriber; with another subscriber (an Event for every call) the log holds
+    the same records, field for field (but times and seqs)."""
+    def run(name, extra):
+        events = []
+        off = H.subscribe(events.append) if extra else None
+        try:
+            with cartridge.open(tmp_path / name, "x", audit="all") as c:
+                assert (H._sinks is None) == extra
+                c.write("/d/a", b"12345")
+                c.read("/d/a")
+                c.read("/d/a", 1, 2)
+                c.exists("/d/a")
+                c.stat("/d//a")
+                c.listdir("/d")
+                with c.open("/d/a", "rb") as f:
+                    f.read()
+                for bad in (lambda: c.read("/missing"), lambda: c.read("bad\x00path"),
+                            lambda: c.stat(12)):
+                    with pytest.raises((cartridge.CartridgeError, TypeError, ValueError)):
+                        bad()
+                c.info()
+            with cartridge.open(tmp_path / name, "r") as r:
+                return [(x.principal, x.action, x.path, x.dest, x.result, x.size, x.checksum)
+                        for x in r.audit.entries()], events
+        finally:
+            if off is not None:
+                off()
+    lean, none = run("lean.cart", False)
+    full, events = run("full.cart", True)
+    assert none == [] and len(events) > 10
+    assert lean == full
+    assert (None, "cart:GetObject", "/d/a", None, "allowed", 2, None) in lean
+    assert (None, "cart:GetObject", "/missing", None, "error", None, None) in lean

@@ -34,8 +34,8 @@ from .checkpoint import Checkpoint, sign
 from .checkpoint import verify_checkpoint as _verify_checkpoint
 from .store import (
     BLOCK_RECORDS,
-    STRINGS_PER_ENTRY,
     LEVELS,
+    STRINGS_PER_ENTRY,
     AuditReport,
     LogView,
     LogWriter,
@@ -171,7 +171,8 @@ class AuditLog:
         ring = self.ring
         if ring is None:
             return
-        data = fast_slot(*entry[:7], RING_SLOT)
+        t, principal, action, path, dest, result, size = entry[:7]
+        data = fast_slot(t, principal, action, path, dest, result, size, RING_SLOT)
         if data is None:        # an odd field, or too long for a slot: cleaned, the slow way
             entry = clean(entry)
             data = pack_slot(entry)
