@@ -80,7 +80,7 @@ The operation hook. Every public call of every handle (owner, principal and read
 streams' close, SQLite commits, transaction() blocks) is reported to each subscriber as one
 Event (a denial without a call around it too: a member SQLite opens through ATTACH).
 
-    subscribe(fn, changes_only=False) -> unsubscribe   fn(event) for every reported operation;
+    subscribe(fn, changes_only=False, sink=None) -> unsubscribe   fn(event) for every reported operation;
                                         changes_only: only the events of calls that may change
                                         the archive (event.mutating: write, write_many, mkdir,
                                         delete, rename, set_policy, delete_policy, a write
@@ -88,7 +88,10 @@ Event (a denial without a call around it too: a member SQLite opens through ATTA
                                         result) and every denial. While every subscriber is
                                         changes_only the read-only calls are not wrapped at all
                                         (a principal's denial of one is then an event of its own,
-                                        method "check").
+                                        method "check"). sink: the same subscriber
+                                        taking an event's fields (see subscribe()); while
+                                        every subscriber has one, the owner handle's
+                                        read-only calls build no Event at all.
     hooks                               the subscriber list: `if hooks:` is the cheap test
     current() -> Event | None           the event of the reported call running on this thread
     instrument(cls, principal_of, ops, archive_of=owner, own=False)   report cls's methods
@@ -175,7 +178,8 @@ lock, so a subscriber must not wait for another thread that needs it.
 Cost when nobody listens: the wrappers are installed on the instrumented classes when the first
 subscriber arrives and removed when the last one leaves, so the hot paths run the undecorated
 methods; the change context and the writers test `if hooks:` once per call. With a subscriber,
-a reported call costs about 1-2 microseconds more (its Event, the path normalised, delivery).
+a reported call costs about 1-2 microseconds more (its Event, the path normalised, delivery);
+an owner handle's read-only call whose subscribers all have sinks, somewhat less (no Event).
 """
 from __future__ import annotations
 
@@ -535,7 +539,9 @@ def _deliver(ev: Event) -> None:
 
 
 def current() -> Event | None:
-    """The Event of the reported call running on this thread (None: none, or nobody listens)."""
+    """The Event of the reported call running on this thread (None: none, or nobody listens;
+    inside an owner's read-only call on the lean path, every subscriber a sink: a placeholder
+    Event whose archive is None)."""
     return _tls.op
 
 
