@@ -941,8 +941,12 @@ def _lean_wrap(raw: Callable, method: str, op: Op, start: Callable) -> Callable:
             result = raw(self, *args, **kwargs)
         except BaseException as e:
             _tls.op = prev
-            report(sinks, self, args, kwargs, outcome(e),
-                   None if size_of is None else size_of(self, args, kwargs, None), t)
+            res = outcome(e)
+            # (an owner's call has no IAM check of its own: a denial inside it came from a
+            # principal's check, which refused() has reported as an event of its own)
+            if res != "denied":
+                report(sinks, self, args, kwargs, res,
+                       None if size_of is None else size_of(self, args, kwargs, None), t)
             raise
         _tls.op = prev
         if size_of is None:
