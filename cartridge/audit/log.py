@@ -121,8 +121,8 @@ class AuditLog:
             files = ev.files
             if files and ev.method == "write_many":
                 t, p = ev.time, ev.principal
-                self.staged.extend([(t, p, action, f.path, None, "allowed", f.size, f.checksum,
-                                     False) for f in files])
+                self.staged.extend([(t, p, action, path, None, "allowed", size, csum, False)
+                                    for path, size, csum in files])
             else:
                 self.staged.append((ev.time, ev.principal, action, ev.path, ev.dest, "allowed",
                                     ev.size, ev.csum, False))
