@@ -528,15 +528,22 @@ def parse_strings(data: bytes, where: str) -> list[str]:
 
 
 # -- writing ------------------------------------------------------------------------------------
-def write_entry(eng, key: bytes, data: bytes) -> None:
-    """Create or replace one audit entry inside the engine's open change."""
+def write_entry(eng, key: bytes, data: bytes) -> Record:
+    """Create or replace one audit entry inside the engine's open change; returns its record."""
     old = eng.get(key)
     storage, payload, csum, _ = eng.content.store(memoryview(data), max_payload(len(key)))
     now = time.time_ns()
-    eng.put(key, Record(KIND_FILE, storage, DEFAULT_MODE_FILE, len(data),
-                        now if old is None else old.ctime_ns, now, csum, payload))
+    rec = Record(KIND_FILE, storage, DEFAULT_MODE_FILE, len(data),
+                 now if old is None else old.ctime_ns, now, csum, payload)
+    eng.put(key, rec)
     if old is not None:
         eng.content.free(old, f"{eng.name}:<audit log>")
+    return rec
+
+
+def _stamp_of(rec: Record) -> tuple:
+    """What tells one stored head from another (LogWriter._stamp)."""
+    return (rec.size, rec.checksum, rec.mtime_ns, rec.ctime_ns)
 
 
 Entry = tuple  # (time_us, principal, action, path, dest, result, size, checksum)
@@ -583,7 +590,7 @@ class LogWriter:
 
     def _stamp(self) -> tuple | None:
         rec = self.eng.get(K_HEAD)
-        return None if rec is None else (rec.size, rec.checksum, rec.mtime_ns, rec.ctime_ns)
+        return None if rec is None else _stamp_of(rec)
 
     def _load(self) -> None:
         if self._rollbacks == self.eng.rollbacks:
@@ -729,8 +736,7 @@ class LogWriter:
             self.view._fresh()
             root = fold_root(self.frontier) or merkle.EMPTY_ROOT
             self.head = Head(n, lvl, self.strings, chain, root, last, h.checkpoints)
-            write_entry(eng, K_HEAD, self.head.encode())
-            self._head_stamp = self._stamp()
+            self._head_stamp = _stamp_of(write_entry(eng, K_HEAD, self.head.encode()))
         except BaseException:
             self._rollbacks = -1          # the tail in memory is no longer the stored one
             raise
