@@ -526,3 +526,24 @@ def test_threads_lose_no_record(tmp_path):
 @pytest.mark.slow
 def test_threads_lose_no_record_8_by_10000(tmp_path):
     _hammer(tmp_path, 8, 10_000)
+
+
+def test_failed_changes_with_hostile_paths_are_recorded_cut_to_the_limit(tmp_path):
+    """A refused change naming a path the record cannot hold as given (longer than the string
+    limit, a lone surrogate) is still recorded: the C batch hands it to clean(), which cuts it
+    to the limit (a surrogate kept as given)."""
+    from cartridge.audit import record as R
+    p = tmp_path / "a.cart"
+    long = "/" + "é" * 3000                   # 6001 UTF-8 bytes
+    with cartridge.open(p, "x") as c:
+        for path in (long, "/x\udcff"):
+            with pytest.raises((cartridge.CartridgeError, ValueError)):
+                c.write(path, b"1")
+        c.write("/ok", b"1")
+    with cartridge.open(p, "r") as r:
+        recs = [x for x in r.audit.entries() if x.action == "cart:PutObject"]
+        assert r.audit.verify().ok
+    assert [x.result for x in recs] == ["error", "error", "allowed"]
+    cut = recs[0].path
+    assert long.startswith(cut) and len(cut.encode()) <= R.MAX_STRING < len(long.encode())
+    assert recs[1].path == "/x\udcff" and recs[2].path == "/ok"
