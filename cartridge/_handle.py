@@ -80,7 +80,7 @@ The operation hook. Every public call of every handle (owner, principal and read
 streams' close, SQLite commits, transaction() blocks) is reported to each subscriber as one
 Event (a denial without a call around it too: a member SQLite opens through ATTACH).
 
-    subscribe(fn, changes_only=False) -> unsubscribe   fn(event) for every reported operation;
+    subscribe(fn, changes_only=False, sink=None) -> unsubscribe   fn(event) for every reported operation;
                                         changes_only: only the events of calls that may change
                                         the archive (event.mutating: write, write_many, mkdir,
                                         delete, rename, set_policy, delete_policy, a write
@@ -88,7 +88,10 @@ Event (a denial without a call around it too: a member SQLite opens through ATTA
                                         result) and every denial. While every subscriber is
                                         changes_only the read-only calls are not wrapped at all
                                         (a principal's denial of one is then an event of its own,
-                                        method "check").
+                                        method "check"). sink: the same subscriber
+                                        taking an event's fields (see subscribe()); while
+                                        every subscriber has one, the owner handle's
+                                        read-only calls build no Event at all.
     hooks                               the subscriber list: `if hooks:` is the cheap test
     current() -> Event | None           the event of the reported call running on this thread
     instrument(cls, principal_of, ops, archive_of=owner, own=False)   report cls's methods
@@ -175,7 +178,8 @@ lock, so a subscriber must not wait for another thread that needs it.
 Cost when nobody listens: the wrappers are installed on the instrumented classes when the first
 subscriber arrives and removed when the last one leaves, so the hot paths run the undecorated
 methods; the change context and the writers test `if hooks:` once per call. With a subscriber,
-a reported call costs about 1-2 microseconds more (its Event, the path normalised, delivery).
+a reported call costs about 1-2 microseconds more (its Event, the path normalised, delivery);
+an owner handle's read-only call whose subscribers all have sinks, somewhat less (no Event).
 """
 from __future__ import annotations
 
@@ -447,7 +451,12 @@ _SHOWN = ("principal", "method", "action", "path", "dest", "result", "size", "ch
 
 
 Subscriber = Callable[[Event], None]
+Sink = Callable[[Any, "str | None", str, "str | None", "str | None", "str | None", str,
+                 "int | None", float], None]
 hooks: list[Subscriber] = []
+_sink_list: list[tuple[Subscriber, Sink | None, bool]] = []
+# every subscriber's (sink, changes_only) when all have one (the lean path of read-only calls)
+_sinks: tuple[tuple[Sink, bool], ...] | None = None
 # (fn, changes_only) as of the last change; delivery iterates it
 _subscribers: tuple[tuple[Subscriber, bool], ...] = ()
 _instrumented: list[tuple[type, str, Callable, Callable, bool]] = []   # (class, name, raw,
@@ -472,28 +481,45 @@ def _install() -> None:
         setattr(cls, name, wrapper if on else raw)
 
 
-def subscribe(fn: Subscriber, changes_only: bool = False) -> Callable[[], None]:
+def subscribe(fn: Subscriber, changes_only: bool = False, sink: Sink | None = None
+              ) -> Callable[[], None]:
     """Call fn(event) for every reported operation; returns a function that unsubscribes it.
     changes_only: only the events of calls that may change the archive (whatever their result:
     writes, deletes, renames, mkdir, policy changes, write streams' close, SQLite commits,
     transactions) and every denial; the read-only calls then cost nothing while no other
-    subscriber wants them (the audit log's "writes" level)."""
-    global _subscribers
+    subscriber wants them (the audit log's "writes" level).
+
+    sink: the same subscriber taking the fields of an event instead of an Event:
+    sink(archive, principal, method, action, path, dest, result, size, time), for the events
+    of the owner handle's read-only calls (no Event is built for them while every subscriber
+    has a sink: the audit log's "all" level on cached reads). It must do what fn would do
+    with an Event of those fields (changed False, no checksum, files or refused)."""
+    global _subscribers, _sinks
     with _hooks_lock:
         hooks.append(fn)
         _subscribers = _subscribers + ((fn, changes_only),)
+        _sink_list.append((fn, sink, changes_only))
+        _sinks = _sinks_of()
         _install()
 
     def unsubscribe() -> None:
-        global _subscribers
+        global _subscribers, _sinks
         with _hooks_lock:
             if fn in hooks:
                 hooks.remove(fn)
                 subs = list(_subscribers)
                 subs.remove((fn, changes_only))
                 _subscribers = tuple(subs)
+                _sink_list.remove((fn, sink, changes_only))
+                _sinks = _sinks_of()
                 _install()
     return unsubscribe
+
+
+def _sinks_of() -> tuple[tuple[Sink, bool], ...] | None:
+    """(sink, changes_only) of every subscriber when each has a sink, else None."""
+    out = tuple((sink, changes_only) for _, sink, changes_only in _sink_list if sink is not None)
+    return out if out and len(out) == len(_sink_list) else None
 
 
 def outcome(exc: BaseException | None) -> str:
@@ -513,7 +539,9 @@ def _deliver(ev: Event) -> None:
 
 
 def current() -> Event | None:
-    """The Event of the reported call running on this thread (None: none, or nobody listens)."""
+    """The Event of the reported call running on this thread (None: none, or nobody listens;
+    inside an owner's read-only call on the lean path, every subscriber a sink: a placeholder
+    Event whose archive is None)."""
     return _tls.op
 
 
@@ -796,7 +824,8 @@ def _starter(op: Op, method: str, principal_of: Callable | None, archive_of: Cal
         if mutating:
             ev.mutating = True
         if early_size:
-            ev.size = size_of_data(self, args, kwargs, None)
+            data = args[1] if len(args) > 1 else kwargs.get("data")
+            ev.size = len(data) if type(data) is bytes else size_of_data(self, args, kwargs, None)
         return ev
     return start
 
@@ -814,6 +843,9 @@ def _wrap(raw: Callable, method: str, op: Op, principal_of: Callable | None,
         return gen_wrapper
 
     size_of = op.size_of
+    result_size = size_of is size_of_result      # (bytes returned: len() inline)
+    if not op.mutating and principal_of is None and archive_of is None and not own:
+        return _lean_wrap(raw, method, op, start)
 
     @functools.wraps(raw)
     def wrapper(self, *args, **kwargs):
@@ -833,8 +865,97 @@ def _wrap(raw: Callable, method: str, op: Op, principal_of: Callable | None,
         _tls.op = prev
         if not ev.sent:
             if size_of is not None and ev.size is None:
-                ev.size = size_of(self, args, kwargs, result)
+                ev.size = (len(result) if result_size and type(result) is bytes
+                           else size_of(self, args, kwargs, result))
             _deliver(ev)
+        return result
+    return wrapper
+
+
+# While a lean call runs, the thread's current event: it makes calls inside part of it (not
+# reported again), and nothing below an owner handle's read-only call writes to it (note() and
+# changing() look for an event of their own archive; refused() reports one of its own).
+_QUIET = Event(None, None, "quiet", None)
+
+
+def _lean_wrap(raw: Callable, method: str, op: Op, start: Callable) -> Callable:
+    """The wrapper of an owner handle's read-only call: with every subscriber a sink, it
+    reports the call's fields to the sinks without building an Event; otherwise as _wrap."""
+    action_of = op.action if callable(op.action) else None
+    action = None if callable(op.action) else op.action
+    paths = op.paths
+    first_path = paths is path_arg
+    size_of = op.size_of
+    result_size = size_of is size_of_result
+    normalize_any = _P.normalize_any
+
+    def where(self, args: tuple, kwargs: dict) -> tuple[str | None, str | None]:
+        if first_path:
+            path = args[0] if args else kwargs.get("path")
+            if type(path) is str:
+                try:
+                    path = normalize_any(path)[0]
+                except Exception:
+                    pass            # not a valid path: as given (the call raises)
+            elif path is not None:
+                path = None
+            return path, None
+        if paths is None:
+            return None, None
+        return paths(self, args, kwargs)
+
+    def report(sinks, self, args, kwargs, result, size, t) -> None:
+        path, dest = where(self, args, kwargs)
+        act = action_of(args, kwargs) if action_of is not None else action
+        for sink, changes_only in sinks:
+            if not changes_only or result == "denied":
+                sink(self, None, method, act, path, dest, result, size, t)
+
+    @functools.wraps(raw)
+    def wrapper(self, *args, **kwargs):
+        prev = _tls.op
+        if prev is not None:
+            return raw(self, *args, **kwargs)
+        sinks = _sinks
+        if sinks is None:
+            ev = start(self, args, kwargs)
+            _tls.op = ev
+            try:
+                result = raw(self, *args, **kwargs)
+            except BaseException as e:
+                _tls.op = prev
+                if size_of is not None and ev.size is None:
+                    ev.size = size_of(self, args, kwargs, None)
+                _finish(ev, e)
+                raise
+            _tls.op = prev
+            if not ev.sent:
+                if size_of is not None and ev.size is None:
+                    ev.size = (len(result) if result_size and type(result) is bytes
+                               else size_of(self, args, kwargs, result))
+                _deliver(ev)
+            return result
+        t = _now()
+        _tls.op = _QUIET
+        try:
+            result = raw(self, *args, **kwargs)
+        except BaseException as e:
+            _tls.op = prev
+            res = outcome(e)
+            # (an owner's call has no IAM check of its own: a denial inside it came from a
+            # principal's check, which refused() has reported as an event of its own)
+            if res != "denied":
+                report(sinks, self, args, kwargs, res,
+                       None if size_of is None else size_of(self, args, kwargs, None), t)
+            raise
+        _tls.op = prev
+        if size_of is None:
+            size = None
+        elif result_size and type(result) is bytes:
+            size = len(result)
+        else:
+            size = size_of(self, args, kwargs, result)
+        report(sinks, self, args, kwargs, "ok", size, t)
         return result
     return wrapper
 

@@ -8,9 +8,13 @@ Workloads (each peer pair interleaved round by round; median of the rounds):
   txn4k      4 KiB writes inside one transaction: audit="writes" / audit="off"   (<= 1.01)
   commit4k   single 4 KiB write commits (sync="off" and sync="full"): writes / off (<= 1.03)
   read4k     cached 4 KiB reads on a writable handle: audit="all" / audit="off"   (<= 1.03)
+  many       write_many of 1,000 small files per call: audit="writes" / audit="off" (no target
+             of its own; reported beside the others)
   ring       records/s pushed through cartridge._core.ringbuf.Ring from C, one core (>= 1e6)
   verify     records/s of cart.audit.verify() (>= 500,000)
-  proof      inclusion proof time at 1,000,000 (and with --big 10,000,000) records (<= 1 ms)
+  proof      inclusion proof time at 1,000,000 (and with --big 10,000,000) records (<= 1 ms),
+             with the log entries each proof reads (O(log n): the 10M figure can be
+             extrapolated from the smaller tree's reads when building 10M is too slow)
   space      audit bytes per record, writes to 1,000 distinct paths (<= 48)
 The 1M/10M logs for `proof` are built synthetically at the store level (every record a real
 record with its own seq, every hash real), not through 10M API calls.
@@ -100,6 +104,24 @@ def bench_read(tmp: str, n: int, n_rounds: int) -> float:
     return med["all"] / med["off"]
 
 
+def bench_many(tmp: str, n: int, n_rounds: int) -> float:
+    carts = {lvl: cartridge.open(os.path.join(tmp, f"m-{lvl}.cart"), "x", sync="off", audit=lvl)
+             for lvl in ("writes", "off")}
+    small = PAYLOAD[:200]
+    counter = [0]
+
+    def run(c):
+        def go():
+            base = counter[0]
+            counter[0] += 1
+            c.write_many([(f"/m/{(base * n + i) % 5000}", small) for i in range(n)])
+        return go
+    med = rounds({k: run(c) for k, c in carts.items()}, n_rounds)
+    for c in carts.values():
+        c.close()
+    return med["writes"] / med["off"]
+
+
 def bench_ring(n: int) -> float:
     r = Ring(8192, 240)
     t = time.perf_counter()
@@ -146,13 +168,28 @@ def bench_proof(tmp: str, n: int) -> tuple[float, float]:
         seqs = [rng.randrange(head.size) for _ in range(200)]
         c.audit.inclusion_proof(seqs[0])
         times = []
+        reads: list[int] = []
+        real = S.LogView.read
+        count = [0]
+
+        def counting(v, key):
+            count[0] += 1
+            return real(v, key)
         for s in seqs:
             t = time.perf_counter()
             proof = c.audit.inclusion_proof(s)
             times.append(time.perf_counter() - t)
+        S.LogView.read = counting                   # entries read per proof (after the timing)
+        try:
+            for s in seqs[:50]:
+                count[0] = 0
+                c.audit.inclusion_proof(s)
+                reads.append(count[0])
+        finally:
+            S.LogView.read = real
         rec = c.audit.record(seqs[-1])
         assert merkle.verify_inclusion(rec.leaf_hash, seqs[-1], head.size, proof, head.root)
-    return statistics.median(times), build
+    return statistics.median(times), build, statistics.median(reads)
 
 
 def bench_space(tmp: str, n: int) -> float:
@@ -192,15 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("single-write commits, sync=full: writes / off", f"{r:.3f}", "<= 1.03", r <= 1.03))
         r = bench_read(tmp, 5000 if q else 20000, 7 if q else 15)
         rows.append(("cached 4 KiB reads: all / off", f"{r:.3f}", "<= 1.03", r <= 1.03))
+        r = bench_many(tmp, 500 if q else 1000, 7 if q else 15)
+        rows.append(("write_many of 1,000 files: writes / off", f"{r:.3f}", "(none)", None))
         r = bench_ring(2_000_000 if q else 20_000_000)
         rows.append(("ring buffer from C, one core", f"{r:,.0f} rec/s", ">= 1,000,000", r >= 1e6))
         r = bench_verify(tmp, 100_000 if q else 500_000)
         rows.append(("audit.verify()", f"{r:,.0f} rec/s", ">= 500,000", r >= 5e5))
         sizes = [200_000 if q else 1_000_000] + ([10_000_000] if a.big else [])
         for n in sizes:
-            t, build = bench_proof(tmp, n)
-            rows.append((f"inclusion proof at {n:,} records (log built in {build:.0f} s)",
-                         f"{t * 1e3:.3f} ms", "<= 1 ms", t <= 1e-3))
+            t, build, nreads = bench_proof(tmp, n)
+            rows.append((f"inclusion proof at {n:,} records ({nreads:.0f} entries read; "
+                         f"log built in {build:.0f} s)", f"{t * 1e3:.3f} ms", "<= 1 ms", t <= 1e-3))
         r = bench_space(tmp, 20_000 if q else 100_000)
         rows.append(("audit bytes per record, writes to 1,000 paths", f"{r:.1f} B", "<= 48 B", r <= 48))
     finally:
@@ -208,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     w = max(len(r[0]) for r in rows)
     print(f"{'target':<{w}}  {'measured':>16}  {'threshold':>14}  met")
     for name, got, want, ok in rows:
-        print(f"{name:<{w}}  {got:>16}  {want:>14}  {'yes' if ok else 'NO'}")
+        print(f"{name:<{w}}  {got:>16}  {want:>14}  {'-' if ok is None else 'yes' if ok else 'NO'}")
     return 0
 
 

@@ -583,7 +583,9 @@ cycles, vacuum against SQLite's VACUUM, delete_snapshot cost; issue 14), `perf/i
 databases inside an archive, see docs/SQLITE.md), `perf/remote_bench.py` (remote, read-only
 archives through fsspec's memory filesystem and loopback HTTP, against local reads and zip over
 fsspec, see docs/FSSPEC.md) and `perf/engram_bench.py` (Engram export and reading against
-zipfile and tarfile + lz4, and the memory of export/import; see docs/ENGRAM.md).
+zipfile and tarfile + lz4, and the memory of export/import; see docs/ENGRAM.md) and
+`perf/audit_bench.py` (the audit log's cost against audit="off", its ring, verify(), proofs and
+space; see docs/AUDIT.md).
 """
 
 

@@ -271,7 +271,15 @@ def test_entries_filters_use_the_index(tmp_path, monkeypatch):
             [r.seq for r in recs if r.time >= t_mid]
         assert len(reads) <= 4
         assert list(c.audit.entries(principal="nobody")) == []
+        reads.clear()
         assert [r.seq for r in c.audit.entries(path_prefix="/logs")] == [recs[-1].seq]
+        assert len(reads) <= 4, reads     # the tail block and Bloom false positives, not all 11
+        reads.clear()
+        assert list(c.audit.entries(path_prefix="/nowhere")) == [] and reads == []
+        assert [r.seq for r in c.audit.entries(path_prefix="/data/")] == \
+            [r.seq for r in recs if r.path and r.path.startswith("/data/")]
+        assert [r.seq for r in c.audit.entries(path_prefix="/data/7")] == \
+            [r.seq for r in recs if r.path and r.path.startswith("/data/7")]
         assert [r.seq for r in c.audit.entries(result="denied")] == \
             [r.seq for r in recs if r.result == "denied"]
         assert [r.seq for r in c.audit.entries(action="cart:PutPolicy")] == [1]
@@ -396,3 +404,146 @@ def test_consistent_rewrite_is_caught_by_a_checkpoint(tmp_path):
         assert c.audit.record(3).principal == "mallory"
         rep = c.audit.verify(checkpoint=cp, public_key=key.public_key())
         assert not rep.ok and any("rewritten" in p for p in rep.problems)
+
+
+def test_read_records_of_odd_paths_take_the_slow_way(tmp_path):
+    """Level "all": a read record whose fields the C slot packer declines (a lone surrogate,
+    a path longer than a ring slot) is still recorded, as given, through the slow path."""
+    p = tmp_path / "a.cart"
+    long = "/" + "a" * 3000
+    with cartridge.open(p, "x", audit="all") as c:
+        c.write("/ü", b"1")
+        c.read("/ü")
+        for path in ("/\udcff", long):
+            try:
+                c.exists(path)
+            except cartridge.CartridgeError:
+                pass
+    with cartridge.open(p, "r") as r:
+        got = [(x.action, x.path, x.size) for x in r.audit.entries()
+               if x.action == "cart:GetObject"]
+        assert r.audit.verify().ok
+    assert got[0] == ("cart:GetObject", "/ü", 1)
+    assert [x[1] for x in got[1:]] == ["/\udcff", long]
+
+
+def test_lean_read_path_records_what_events_do(tmp_path):
+    """The owner's read-only calls report through the audit log's sink without an Event while
+    it is the only subscriber; with another subscriber (an Event for every call) the log holds
+    the same records, field for field (but times and seqs)."""
+    def run(name, extra):
+        events = []
+        off = H.subscribe(events.append) if extra else None
+        try:
+            with cartridge.open(tmp_path / name, "x", audit="all") as c:
+                assert (H._sinks is None) == extra
+                c.write("/d/a", b"12345")
+                c.read("/d/a")
+                c.read("/d/a", 1, 2)
+                c.exists("/d/a")
+                c.stat("/d//a")
+                c.listdir("/d")
+                with c.open("/d/a", "rb") as f:
+                    f.read()
+                for bad in (lambda: c.read("/missing"), lambda: c.read("bad\x00path"),
+                            lambda: c.stat(12)):
+                    with pytest.raises((cartridge.CartridgeError, TypeError, ValueError)):
+                        bad()
+                c.info()
+            with cartridge.open(tmp_path / name, "r") as r:
+                return [(x.principal, x.action, x.path, x.dest, x.result, x.size, x.checksum)
+                        for x in r.audit.entries()], events
+        finally:
+            if off is not None:
+                off()
+    lean, none = run("lean.cart", False)
+    full, events = run("full.cart", True)
+    assert none == [] and len(events) > 10
+    assert lean == full
+    assert (None, "cart:GetObject", "/d/a", None, "allowed", 2, None) in lean
+    assert (None, "cart:GetObject", "/missing", None, "error", None, None) in lean
+
+
+def _hammer(tmp_path, n_threads, per):
+    """n_threads threads on one archive (audit="all"): writes, reads, denied principal writes
+    and two-write transactions; every record arrives once, seq has no gap, each thread's
+    changes are in its order, and the log verifies."""
+    import threading
+    p = tmp_path / "t.cart"
+    with cartridge.open(p, "x", sync="off", audit="all", audit_flush_ms=10) as c:
+        c.set_policy("p", doc(allow("cart:*", "/pub/*")))
+        errors = []
+
+        def worker(k):
+            try:
+                who = c.as_principal(f"u{k}")
+                for i in range(per):
+                    m = i % 4
+                    if m == 0:
+                        c.write(f"/w/{k}/{i}", b"x")
+                    elif m == 1:
+                        assert c.read(f"/w/{k}/{i - 1}") == b"x"
+                    elif m == 2:
+                        with pytest.raises(AccessDeniedError):
+                            who.write(f"/priv/{k}", b"1")
+                    else:
+                        with c.transaction():
+                            c.write(f"/w/{k}/{i}a", b"y")
+                            c.write(f"/w/{k}/{i}b", b"y")
+            except BaseException as e:      # pragma: no cover - reported below
+                errors.append(e)
+        ts = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert errors == []
+    with cartridge.open(p, "r") as r:
+        recs = list(r.audit.entries())
+        assert r.audit.verify().ok
+    assert [x.seq for x in recs] == list(range(len(recs)))
+    for k in range(n_threads):
+        want = []
+        for i in range(0, per, 4):
+            want.append(f"/w/{k}/{i}")
+            if i + 3 < per:
+                want += [f"/w/{k}/{i + 3}a", f"/w/{k}/{i + 3}b"]
+        got = [x.path for x in recs if x.action == "cart:PutObject" and x.result == "allowed"
+               and x.path.startswith(f"/w/{k}/")]
+        assert got == want
+        reads = [x.path for x in recs if x.action == "cart:GetObject" and x.result == "allowed"
+                 and x.path.startswith(f"/w/{k}/")]
+        assert sorted(reads) == sorted(f"/w/{k}/{i - 1}" for i in range(1, per, 4))
+        denied = [x for x in recs if x.result == "denied" and x.principal == f"u{k}"]
+        assert len(denied) == len(range(2, per, 4))
+        assert {(x.action, x.path) for x in denied} == {("cart:PutObject", f"/priv/{k}")}
+
+
+def test_threads_lose_no_record(tmp_path):
+    _hammer(tmp_path, 8, 200)
+
+
+@pytest.mark.slow
+def test_threads_lose_no_record_8_by_10000(tmp_path):
+    _hammer(tmp_path, 8, 10_000)
+
+
+def test_failed_changes_with_hostile_paths_are_recorded_cut_to_the_limit(tmp_path):
+    """A refused change naming a path the record cannot hold as given (longer than the string
+    limit, a lone surrogate) is still recorded: the C batch hands it to clean(), which cuts it
+    to the limit (a surrogate kept as given)."""
+    from cartridge.audit import record as R
+    p = tmp_path / "a.cart"
+    long = "/" + "é" * 3000                   # 6001 UTF-8 bytes
+    with cartridge.open(p, "x") as c:
+        for path in (long, "/x\udcff"):
+            with pytest.raises((cartridge.CartridgeError, ValueError)):
+                c.write(path, b"1")
+        c.write("/ok", b"1")
+    with cartridge.open(p, "r") as r:
+        recs = [x for x in r.audit.entries() if x.action == "cart:PutObject"]
+        assert r.audit.verify().ok
+    assert [x.result for x in recs] == ["error", "error", "allowed"]
+    cut = recs[0].path
+    assert long.startswith(cut) and len(cut.encode()) <= R.MAX_STRING < len(long.encode())
+    assert recs[1].path == "/x\udcff" and recs[2].path == "/ok"

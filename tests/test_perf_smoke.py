@@ -217,8 +217,11 @@ def test_arc_beats_lru_on_a_scan_mixed_trace():
 def test_audit_log_overhead_on_writes(tmp_path):
     """The storage paths above run with audit="off"; this bounds what the default audit="writes"
     adds to them, as a gross-regression guard. Issue 13's targets (<= 1% in a transaction, <= 3%
-    per commit) are NOT met yet: one run measured about 2.2-2.4x in a transaction and about 4-5x for
-    write_many (docs/AUDIT.md, "Cost"); these bounds only catch it getting much worse."""
+    per commit) are NOT met (docs/AUDIT.md, "Cost"). Here every path is new to the log (each is
+    interned: a string-table and an index entry) and each run opens a new archive; three runs on
+    the loaded 2-core development machine measured 1.8-3.3x for write_many and 1.6-2.7x in a
+    transaction (before the batch encoder in C: up to about 5x and 2.4x). The bounds leave
+    room for a loaded CI machine and catch a return to the old costs."""
     names = [f"/d{i % 40}/n{i:05d}" for i in range(2000)]
     payload = b"w" * 1024
     count = iter(range(1000))
@@ -238,5 +241,5 @@ def test_audit_log_overhead_on_writes(tmp_path):
                     c.write(k, payload)
         return run
 
-    assert (r := best_ratio(batch("writes"), batch("off"), len(names))) < 10.0 * FACTOR, r
-    assert (r := best_ratio(txn("writes"), txn("off"), 500)) < 6.0 * FACTOR, r
+    assert (r := best_ratio(batch("writes"), batch("off"), len(names))) < 6.0 * FACTOR, r
+    assert (r := best_ratio(txn("writes"), txn("off"), 500)) < 4.0 * FACTOR, r

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import _handle as H
+from .._core.auditblock import pack_slot as fast_slot
+from .._core.auditblock import unpack_slot
 from .._core.ringbuf import Ring
 from ..errors import CartridgeError, CorruptionError
 from ..iam import actions as A
@@ -33,6 +35,7 @@ from .checkpoint import verify_checkpoint as _verify_checkpoint
 from .store import (
     BLOCK_RECORDS,
     LEVELS,
+    STRINGS_PER_ENTRY,
     AuditReport,
     LogView,
     LogWriter,
@@ -77,8 +80,8 @@ class AuditLog:
         self.writable = eng.writable
         self.writer = LogWriter(eng) if self.writable else None
         self._lock = threading.Lock()
-        self.staged: list[tuple[tuple, bool]] = []     # (entry, survives a rollback)
-        self.inflight: list[tuple[tuple, bool]] = []   # staged into the commit under way
+        self.staged: list[tuple] = []      # entries (see on_event), the last field `keep`
+        self.inflight: list[tuple] = []    # staged into the commit under way
         self._inflight_gen = -1                        # the generation they were staged on
         self.ring = Ring(RING_CAPACITY, RING_SLOT) if level == "all" and self.writable else None
         self.overflow: dict[int, tuple] = {}
@@ -97,60 +100,89 @@ class AuditLog:
                 self.switch = True
 
     # -- the hook side ----------------------------------------------------------------------
+    # A staged entry is one tuple: (time, principal, action, path, dest, result, size,
+    # checksum, keep), in the form the writer's C batch takes (time in float seconds as the
+    # event has it, checksum an int or 16 hex digits); `keep`: it survives a rollback (a
+    # refusal or failed attempt happened whatever the transaction's fate). Nothing is checked
+    # or encoded here: before_commit hands the whole batch to LogWriter.append, which encodes,
+    # hashes and chains it in one pass in C and calls `clean` only for an entry a field of
+    # which the format cannot hold as given.
     def on_event(self, ev: H.Event) -> None:
-        if not self.writable or ev.action is None:
+        action = ev.action
+        if action is None or not self.writable:
             return
-        result = RESULT.get(ev.result, "error")
-        if self.level == "off":
+        level = self.level
+        if level == "off":
             return
-        t_us = int(ev.time * 1e6)
-        if result == "denied":
-            action, path = (ev.refused[0], ev.path) if ev.refused else (ev.action, ev.path)
-            self._stage([(t_us, ev.principal, action, path, ev.dest, "denied", ev.size, None)],
-                        True)
+        res = ev.result
+        if ev.changed and res == "ok":
+            # (delivered holding the handle's lock, as before_commit and after_rollback run:
+            # a plain append cannot race the swap of `staged`)
+            files = ev.files
+            if files and ev.method == "write_many":
+                t, p = ev.time, ev.principal
+                self.staged.extend([(t, p, action, path, None, "allowed", size, csum, False)
+                                    for path, size, csum in files])
+            else:
+                self.staged.append((ev.time, ev.principal, action, ev.path, ev.dest, "allowed",
+                                    ev.size, ev.csum, False))
             return
-        if ev.changed:
-            self._stage(self._changes(ev, t_us, result), False)
+        if ev.changed:          # (a changed event always has result "ok" when delivered)
+            self.staged.append((ev.time, ev.principal, action, ev.path, ev.dest,
+                                RESULT.get(res, "error"), ev.size, ev.csum, False))
             return
-        if result == "error":
-            if ev.action in CHANGING:
-                self._stage([(t_us, ev.principal, ev.action, ev.path, ev.dest, "error",
-                              ev.size, None)], True)
-            elif self.level == "all":
-                self._queue((t_us, ev.principal, ev.action, ev.path, ev.dest, "error", ev.size,
-                             None))
-            return
-        if self.level == "all" and ev.action not in CHANGING:
-            self._queue((t_us, ev.principal, ev.action, ev.path, ev.dest, "allowed", ev.size,
-                         None))
+        if res == "denied" and ev.refused:
+            action = ev.refused[0]
+        self.on_call(ev.principal, action, ev.path, ev.dest, res, ev.size, ev.time)
 
-    @staticmethod
-    def _changes(ev: H.Event, t_us: int, result: str) -> list[tuple]:
-        if ev.method == "write_many" and ev.files:
-            return [(t_us, ev.principal, ev.action, f.path, None, result, f.size, f.checksum)
-                    for f in ev.files]
-        return [(t_us, ev.principal, ev.action, ev.path, ev.dest, result, ev.size, ev.checksum)]
+    def on_call(self, principal: str | None, action: str, path: str | None, dest: str | None,
+                res: str, size: int | None, t: float) -> None:
+        """A call that changed nothing (a read, a denial, a failure): on_event's fields, also
+        what the hook's sink hands over for the owner's read-only calls (no Event built)."""
+        if res == "ok":
+            if self.level == "all" and action not in CHANGING:
+                ring = self.ring
+                if ring is not None:        # the common case: packed in C into its slot
+                    data = fast_slot(t, principal, action, path, dest, "allowed", size,
+                                     RING_SLOT)
+                    if data is not None:
+                        ring.push(data)
+                        if self._thread is None:
+                            self._start_drain()
+                        return
+                self._queue((t, principal, action, path, dest, "allowed", size, None))
+        elif res == "denied":
+            self._keep((t, principal, action, path, dest, "denied", size, None, True))
+        elif action in CHANGING:
+            self._keep((t, principal, action, path, dest, "error", size, None, True))
+        elif self.level == "all":
+            self._queue((t, principal, action, path, dest, "error", size, None))
 
-    def _stage(self, entries: list[tuple], keep: bool) -> None:
-        entries = [clean(e) for e in entries]
+    def _keep(self, entry: tuple) -> None:
+        """A record that survives a rollback (a refusal, a failed change): staged under the
+        log's lock (delivered outside the handle's lock); the drain thread commits it unless a
+        commit comes first."""
         with self._lock:
-            self.staged.extend((e, keep) for e in entries)
-        if keep:                   # no commit of its own follows: the drain thread commits it
-            self._start_drain()
+            self.staged.append(entry)
+        self._start_drain()
 
     def _queue(self, entry: tuple) -> None:
         """A read record into the ring (C; waits without the GIL while the ring is full)."""
         ring = self.ring
         if ring is None:
             return
-        entry = clean(entry)
-        data = pack_slot(entry)
-        if len(data) > RING_SLOT:
-            k = next(self._ids)
-            self.overflow[k] = entry
-            data = SLOT_HEAD.pack(0, OVERFLOW, 0, 0) + struct.pack("<Q", k)
+        t, principal, action, path, dest, result, size = entry[:7]
+        data = fast_slot(t, principal, action, path, dest, result, size, RING_SLOT)
+        if data is None:        # an odd field, or too long for a slot: cleaned, the slow way
+            entry = clean(entry)
+            data = pack_slot(entry)
+            if len(data) > RING_SLOT:
+                k = next(self._ids)
+                self.overflow[k] = entry
+                data = SLOT_HEAD.pack(0, OVERFLOW, 0, 0) + struct.pack("<Q", k)
         ring.push(data)
-        self._start_drain()
+        if self._thread is None:
+            self._start_drain()
 
     # -- the participant side ---------------------------------------------------------------
     def before_commit(self, eng) -> None:
@@ -161,18 +193,18 @@ class AuditLog:
                 self.inflight = []                   # the commit that carried them went through
             todo = self.staged
             self.staged = []
-        if self.ring is not None:
+        if self.ring is not None and len(self.ring):
             for _t, data in self.ring.drain():
-                todo.append((self.overflow.pop(struct.unpack_from("<Q", data, SLOT_HEAD.size)[0])
-                             if data[8] == OVERFLOW else unpack_slot(data), True))
+                todo.append(self.overflow.pop(struct.unpack_from("<Q", data, SLOT_HEAD.size)[0])
+                            + (True,) if data[8] == OVERFLOW else unpack_slot(data))
         if self.switch and (todo or eng.changed):   # (a commit that writes nothing stays so)
-            todo.insert(0, ((int(time.time() * 1e6), None, SET_LEVEL, self.level, None,
-                             "allowed", None, None), True))
+            todo.insert(0, (int(time.time() * 1e6), None, SET_LEVEL, self.level, None,
+                            "allowed", None, None, True))
         if not todo:
             return
         changed = eng.changed
         try:
-            self.writer.append([e for e, _ in todo], self.level)
+            self.writer.append(todo, self.level, clean)
         except CartridgeError as e:
             # the log cannot be appended to (its entries are damaged). A commit that changes
             # the archive fails with it (no change without its record: fail closed); one that
@@ -193,10 +225,10 @@ class AuditLog:
             return
         with self._lock:
             lost = self.inflight if self._inflight_gen == eng.root.generation else []
-            kept: list[tuple[tuple, bool]] = [(e, k) for e, k in lost + self.staged if k]
-            if any(e[2] == SET_LEVEL for e, _ in lost):
+            kept = [e for e in lost + self.staged if e[8]]
+            if any(e[2] == SET_LEVEL for e in lost):
                 self.switch = True
-                kept = [(e, k) for e, k in kept if e[2] != SET_LEVEL]
+                kept = [e for e in kept if e[2] != SET_LEVEL]
             self.inflight = []
             self.staged = kept
         if kept:
@@ -274,17 +306,26 @@ def _action(a: object) -> str:
 
 
 def clean(e: tuple) -> tuple:
-    """An entry every field of which the record format can hold."""
-    t_us, principal, action, path, dest, result, size, checksum = e
+    """An entry every field of which the record format can hold (a hostile path is recorded
+    as given, cut to the limit; a size or checksum it cannot hold is left out), in the form
+    the writer's C batch takes (time in µs, checksum an int)."""
+    t, principal, action, path, dest, result, size, checksum = e[:8]
     if not (type(size) is int and 0 <= size < 1 << 64):
         size = None
-    if checksum is not None and not (isinstance(checksum, str) and len(checksum) == 16):
+    if type(checksum) is str and len(checksum) == 16:
+        try:
+            checksum = int(checksum, 16)
+        except ValueError:
+            checksum = None
+    elif not (type(checksum) is int and 0 <= checksum < 1 << 64):
         checksum = None
-    return (int(t_us), _text(principal, R.MAX_STRING), _action(action),
-            _text(path, R.MAX_STRING), _text(dest, R.MAX_STRING), result, size, checksum)
+    t_us = int(t * 1e6) if isinstance(t, float) else int(t)
+    return (t_us, _text(principal, R.MAX_STRING), _action(action),
+            _text(path, R.MAX_STRING), _text(dest, R.MAX_STRING), result, size, checksum) + e[8:]
 
 
 def pack_slot(e: tuple) -> bytes:
+    """A cleaned read record's ring slot, the slow way (auditblock.pack_slot declined it)."""
     t_us, principal, action, path, dest, result, size, _csum = e
     flags = 0
     parts = [action.encode("ascii", "replace")]
@@ -299,21 +340,6 @@ def pack_slot(e: tuple) -> bytes:
             + (struct.pack("<Q", size) if size is not None else b""))
 
 
-def unpack_slot(data: bytes) -> tuple:
-    t_us, code, flags, _ = SLOT_HEAD.unpack_from(data)
-    pos = SLOT_HEAD.size
-    out: list[Any] = []
-    for bit in (0, 1, 2, 4):
-        if bit == 0 or flags & bit:
-            (n,) = struct.unpack_from("<H", data, pos)
-            out.append(data[pos + 2:pos + 2 + n].decode("utf-8", "surrogatepass"))
-            pos += 2 + n
-        else:
-            out.append(None)
-    size = struct.unpack_from("<Q", data, pos)[0] if flags & 8 else None
-    return (t_us, out[1], out[0], out[2], out[3], R.RESULTS[code], size, None)
-
-
 # -- attaching to handles ---------------------------------------------------------------------
 class _Subscription:
     """The hook subscriptions the open logs need: "writes" logs only the events of calls that
@@ -326,27 +352,48 @@ class _Subscription:
 _sub_lock = threading.Lock()
 
 
+# id(owner handle) -> its recording AuditLog: the subscribers' lookup on every event (an entry
+# leaves when the handle closes or is collected, before its id can be reused)
+_RECORDING: dict[int, AuditLog] = {}
+
+
 def _on_writes(ev: H.Event) -> None:
-    log = H.peek_feature(ev.archive, "audit")
+    log = _RECORDING.get(id(ev.archive))
     if log is not None and log.level == "writes":
         log.on_event(ev)
 
 
 def _on_all(ev: H.Event) -> None:
-    log = H.peek_feature(ev.archive, "audit")
+    log = _RECORDING.get(id(ev.archive))
     if log is not None and log.level == "all":
         log.on_event(ev)
+
+
+def _sink_writes(archive, principal, method, action, path, dest, result, size, t) -> None:
+    if action is not None:
+        log = _RECORDING.get(id(archive))
+        if log is not None and log.level == "writes" and log.writable:
+            log.on_call(principal, action, path, dest, result, size, t)
+
+
+def _sink_all(archive, principal, method, action, path, dest, result, size, t) -> None:
+    if action is not None:
+        log = _RECORDING.get(id(archive))
+        if log is not None and log.level == "all" and log.writable:
+            log.on_call(principal, action, path, dest, result, size, t)
 
 
 def _acquire(level: str) -> None:
     with _sub_lock:
         _Subscription.counts[level] += 1
         if level not in _Subscription.offs:
-            _Subscription.offs[level] = (H.subscribe(_on_writes, changes_only=True)
-                                         if level == "writes" else H.subscribe(_on_all))
+            _Subscription.offs[level] = (
+                H.subscribe(_on_writes, changes_only=True, sink=_sink_writes)
+                if level == "writes" else H.subscribe(_on_all, sink=_sink_all))
 
 
-def _release(level: str) -> None:
+def _release(level: str, key: int) -> None:
+    _RECORDING.pop(key, None)
     with _sub_lock:
         _Subscription.counts[level] -= 1
         if _Subscription.counts[level] == 0 and level in _Subscription.offs:
@@ -370,7 +417,8 @@ def attach(h, level: str = "writes", flush_ms: int = DEFAULT_FLUSH_MS) -> AuditL
         H.add_participant(h, log)
         if level != "off":
             _acquire(level)
-            log._finalizer = weakref.finalize(h, _release, level)
+            _RECORDING[id(h)] = log
+            log._finalizer = weakref.finalize(h, _release, level, id(h))
     return log
 
 
@@ -620,7 +668,7 @@ class _Filter:
         self.empty = False
         self.pid: int | None = None
         self.aid: int | None = None
-        self.path_ids: list[int] | None = None
+        self.prefix_ids: list[int] | None = None    # ids of the strings path_prefix matches
 
     def resolve(self, v: LogView) -> None:
         """String ids of the filter's names (an unknown name matches nothing)."""
@@ -632,6 +680,9 @@ class _Filter:
             self.empty |= self.aid is None
         if self.since_us is not None:
             self.start = max(self.start, _first_block_at(v, self.since_us) * BLOCK_RECORDS)
+        if self.prefix is not None:
+            self.prefix_ids = _ids_with_prefix(v, self.prefix)
+            self.empty |= self.prefix_ids == []
 
     def skip(self, summary: tuple[int, int, int, int]) -> bool:
         t0, t1, mask, bloom = summary
@@ -642,6 +693,8 @@ class _Filter:
         if self.code is not None and not mask >> self.code & 1:
             return True
         if self.pid is not None and not bloom_has(bloom, self.pid):
+            return True
+        if self.prefix_ids is not None and not any(bloom_has(bloom, i) for i in self.prefix_ids):
             return True
         return self.aid is not None and not bloom_has(bloom, self.aid)
 
@@ -660,6 +713,33 @@ class _Filter:
         if self.prefix is None:
             return True
         return any(p is not None and p.startswith(self.prefix) for p in (r.path, r.dest))
+
+
+PREFIX_IDS = 64         # path_prefix: at most this many matching strings use the block Blooms
+
+
+def _ids_with_prefix(v: LogView, prefix: str) -> list[int] | None:
+    """The ids of the interned strings that start with `prefix` (a record matches path_prefix
+    only if its path or dest is one of them; the block summaries' Bloom filters hold every id
+    a block names, so a complete block with none of them is skipped unread). None (scan every
+    block) when the string table is not smaller than the blocks it could spare, when more
+    than PREFIX_IDS strings match (the Blooms would rarely exclude a block), or when the table
+    cannot be read (the records' own reading reports that)."""
+    h = v.head()
+    pages = -(-h.strings // STRINGS_PER_ENTRY)
+    if pages > h.size // BLOCK_RECORDS // 2:
+        return None
+    ids: list[int] = []
+    try:
+        for g in range(pages):
+            for i, s in enumerate(v.string_page(g)):
+                if s.startswith(prefix):
+                    ids.append(g * STRINGS_PER_ENTRY + i)
+                    if len(ids) > PREFIX_IDS:
+                        return None
+    except CartridgeError:
+        return None
+    return ids
 
 
 def _first_block_at(v: LogView, t_us: int) -> int:

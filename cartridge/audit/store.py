@@ -24,10 +24,9 @@ import hashlib
 import struct
 import time
 from collections.abc import Callable, Iterator
-from hashlib import sha256
 from typing import NamedTuple
 
-from .._core.auditblock import block_records, pack_record
+from .._core.auditblock import append_batch, block_records, fold_root
 from ..errors import CartridgeError, CorruptionError
 from ..format import AUDIT_PREFIX, DEFAULT_MODE_FILE, KIND_FILE, STORE_EMPTY
 from ..records import Record, max_payload
@@ -529,18 +528,51 @@ def parse_strings(data: bytes, where: str) -> list[str]:
 
 
 # -- writing ------------------------------------------------------------------------------------
-def write_entry(eng, key: bytes, data: bytes) -> None:
-    """Create or replace one audit entry inside the engine's open change."""
+def write_entry(eng, key: bytes, data: bytes) -> Record:
+    """Create or replace one audit entry inside the engine's open change; returns its record."""
     old = eng.get(key)
     storage, payload, csum, _ = eng.content.store(memoryview(data), max_payload(len(key)))
     now = time.time_ns()
-    eng.put(key, Record(KIND_FILE, storage, DEFAULT_MODE_FILE, len(data),
-                        now if old is None else old.ctime_ns, now, csum, payload))
+    rec = Record(KIND_FILE, storage, DEFAULT_MODE_FILE, len(data),
+                 now if old is None else old.ctime_ns, now, csum, payload)
+    eng.put(key, rec)
     if old is not None:
         eng.content.free(old, f"{eng.name}:<audit log>")
+    return rec
+
+
+def _stamp_of(rec: Record) -> tuple:
+    """What tells one stored head from another (LogWriter._stamp)."""
+    return (rec.size, rec.checksum, rec.mtime_ns, rec.ctime_ns)
 
 
 Entry = tuple  # (time_us, principal, action, path, dest, result, size, checksum)
+
+
+def strict_entry(e: Entry) -> Entry:
+    """An entry in the form append_batch takes (int time, int checksum), or TypeError /
+    ValueError naming what the record format cannot hold (what record.encode refuses)."""
+    t_us, principal, action, path, dest, result, size, checksum = e
+    if isinstance(t_us, bool) or not isinstance(t_us, (int, float)):
+        raise TypeError(f"time must be a number, not {type(t_us).__name__}")
+    t = int(t_us)
+    if not -TIME_LIMIT < t < TIME_LIMIT:
+        raise ValueError(f"time_us out of range: {t_us!r}")
+    if result not in R.RESULT_CODE:
+        raise ValueError(f"result must be one of {R.RESULTS}: {result!r}")
+    R.check_action(action)
+    for value, what in ((principal, "principal"), (path, "path"), (dest, "dest")):
+        if value is not None:
+            b = _utf8(value, what)
+            if len(b) > R.MAX_STRING:
+                raise ValueError(f"{what} is {len(b)} bytes; the limit is {R.MAX_STRING}")
+    if size is not None and (type(size) is not int or not 0 <= size < 1 << 64):
+        raise ValueError(f"size must be an int in 0..2^64-1 or None: {size!r}")
+    if isinstance(checksum, int) and not isinstance(checksum, bool) and 0 <= checksum < 1 << 64:
+        c: int | None = checksum
+    else:
+        c = R.checksum_int(checksum)
+    return (t, principal, action, path, dest, result, size, c)
 
 
 class LogWriter:
@@ -551,14 +583,14 @@ class LogWriter:
         self.eng = eng
         self.view = LogView(eng)
         self._rollbacks = -1
-        self._cache: dict[str, int] = {}
+        self._cache: dict[str, tuple[int, bytes]] = {}
         self.head: Head = EMPTY_HEAD
         self._head_stamp: tuple | None = None
         self.frontier: list[tuple[int, bytes]] = []
 
     def _stamp(self) -> tuple | None:
         rec = self.eng.get(K_HEAD)
-        return None if rec is None else (rec.size, rec.checksum, rec.mtime_ns, rec.ctime_ns)
+        return None if rec is None else _stamp_of(rec)
 
     def _load(self) -> None:
         if self._rollbacks == self.eng.rollbacks:
@@ -573,7 +605,6 @@ class LogWriter:
         self.head = h = v.head()
         self._cache = {}
         self.block = bytearray()
-        self.tile: list[bytes] = []
         self.prev_time = 0
         self.strings_tail: list[str] = []
         self.bloom, self.mask, self.first_time = 0, 0, 0
@@ -589,8 +620,6 @@ class LogWriter:
             self.first_time = recs[0].time_us
             for c in recs:
                 self._summarise(c)
-            t = n // TILE
-            self.tile = list(v.tile_leaves(t)) if n % TILE else []
             self.prev_time = recs[-1].time_us
         if h.strings % STRINGS_PER_ENTRY:
             self.strings_tail = v.string_page(h.strings // STRINGS_PER_ENTRY)
@@ -621,11 +650,11 @@ class LogWriter:
         self._load()
         return LEVELS[self.head.level]
 
-    def _intern(self, s: str, dirty: dict) -> int:
-        sid = self._cache.get(s)
-        if sid is not None:
-            return sid
-        b = s.encode("utf-8", "surrogatepass")
+    def _intern(self, s: str, b: bytes, dirty: dict) -> tuple[int, bytes]:
+        """(id, UTF-8 bytes) of string s (its bytes b), interned now if it is new."""
+        got = self._cache.get(s)
+        if got is not None:
+            return got
         ikey = k_index(b)
         data = dirty.get(ikey)
         if data is None:
@@ -633,8 +662,7 @@ class LogWriter:
         if data is not None and len(data) == 8:
             (sid,) = R.U64.unpack(data)
             if sid < self.strings and self._string(sid, dirty) == s:
-                self._remember(s, sid)
-                return sid
+                return self._remember(s, sid, b)
         sid = self.strings
         self.strings += 1
         self.strings_tail.append(s)
@@ -644,8 +672,7 @@ class LogWriter:
             self.strings_tail = []
             self.tail_bytes = bytearray()
         dirty[ikey] = R.U64.pack(sid)
-        self._remember(s, sid)
-        return sid
+        return self._remember(s, sid, b)
 
     def _string(self, sid: int, dirty: dict) -> str:
         base = (self.strings - len(self.strings_tail))
@@ -657,112 +684,68 @@ class LogWriter:
             return page[sid % STRINGS_PER_ENTRY]
         return self.view.string(sid)
 
-    def _remember(self, s: str, sid: int) -> None:
+    def _remember(self, s: str, sid: int, b: bytes) -> tuple[int, bytes]:
         if len(self._cache) >= CACHE_STRINGS:
             self._cache.clear()
-        self._cache[s] = sid
+        got = self._cache[s] = (sid, b)
+        return got
 
-    def append(self, entries: list[Entry], level: str | None = None) -> int:
+    def append(self, entries: list[Entry], level: str | None = None,
+               fix: Callable[[Entry], Entry] | None = None) -> int:
         """Stage records (and the level in the head) in the engine's open change; returns the
-        seq of the first. Call inside the change that commits them."""
+        seq of the first. Call inside the change that commits them. Each entry is (time,
+        principal, action, path, dest, result, size, checksum): time in µs (an int) or
+        seconds (a float), checksum an int or 16 hex digits. `fix(entry)` makes an entry the
+        format cannot hold as given into one it can (default: strict, TypeError/ValueError).
+
+        The records are encoded, hashed, chained and added to the Merkle frontier in one pass
+        in C (cartridge._core.auditblock.append_batch); only the entries it fills (a complete
+        tile's and stored level's hashes, a complete block, a new string) come back here."""
         self._load()
         h = self.head
         eng = self.eng
         dirty: dict[bytes, bytes] = {}
-        n, chain, last = h.size, h.chain, h.last_time_us
         self.strings = h.strings
-        first = n
+        first = h.size
+
+        def intern(s: str, b: bytes) -> tuple[int, bytes]:
+            return self._intern(s, b, dirty)
+
+        def put_hash(level: int, j: int, digest: bytes) -> None:
+            self._put_hash(level, j, digest, dirty)
+
+        def end_block(b: int, first_time: int, last_time: int, mask: int, bloom: bytes,
+                      block: bytes) -> None:
+            skey = k_summary(b // SUMMARIES_PER_ENTRY)
+            old = dirty.get(skey)
+            if old is None:
+                old = self.view.read(skey) or b""
+            if len(old) != (b % SUMMARIES_PER_ENTRY) * SUMMARY.size:
+                raise CorruptionError(f"{self.view.where}: block summaries are out of step")
+            dirty[skey] = old + SUMMARY.pack(first_time, last_time, mask, bloom)
+            dirty[k_block(b)] = block
+
         try:
-            intern = self._intern
-            fr = self.frontier
-            for (t_us, principal, action, path, dest, result, size, checksum) in entries:
-                t_us = max(int(t_us), last)
-                last = t_us
-                code = R.RESULT_CODE.get(result)
-                if code is None:
-                    raise ValueError(f"result must be one of {R.RESULTS}: {result!r}")
-                i = n % BLOCK_RECORDS
-                if i == 0:
-                    self.block = bytearray(BLOCK_HEAD.pack(BLOCK_MAGIC, 0, 0, n, chain,
-                                                           *([0] * (2 * TILES_PER_BLOCK))))
-                    self.bloom, self.mask, self.first_time = 0, 0, t_us
-                blk = self.block
-                if i % TILE == 0:
-                    t = i // TILE
-                    struct.pack_into("<H", blk, 48 + 2 * t, len(blk))
-                    struct.pack_into("<q", blk, 48 + 2 * TILES_PER_BLOCK + 8 * t, t_us)
-                    self.prev_time = t_us
-                    self.tile = []
-                if type(action) is not str:
-                    raise TypeError(f"action must be a str, not {type(action).__name__}")
-                aid = intern(action, dirty)
-                bloom = bloom_add(self.bloom, aid)
-                pid = path_id = dest_id = 0
-                pb = qb = db = None
-                if principal is not None:
-                    pb = _utf8(principal, "principal")
-                    pid = intern(principal, dirty)
-                    bloom = bloom_add(bloom, pid)
-                if path is not None:
-                    qb = _utf8(path, "path")
-                    path_id = intern(path, dirty)
-                    bloom = bloom_add(bloom, path_id)
-                if dest is not None:
-                    db = _utf8(dest, "dest")
-                    dest_id = intern(dest, dirty)
-                    bloom = bloom_add(bloom, dest_id)
-                raw, lh, _flags = pack_record(
-                    blk, n, t_us, self.prev_time, code, action.encode("ascii", "replace"),
-                    pb, qb, db, aid, pid, path_id, dest_id, size, R.checksum_int(checksum))
-                self.bloom = bloom
-                self.mask |= 1 << code
-                self.prev_time = t_us
-                struct.pack_into("<H", blk, 4, i + 1)
-                self.tile.append(lh)
-                chain = sha256(chain + lh).digest()
-                fr.append((0, lh))
-                while len(fr) > 1 and fr[-1][0] == fr[-2][0]:
-                    lvl_, right = fr.pop()
-                    fr[-1] = (lvl_ + 1, sha256(b"\x01" + fr[-1][1] + right).digest())
-                n += 1
-                if n % TILE == 0:
-                    self._add_hash(TILE_BITS, n // TILE - 1, merkle.root_of_hashes(self.tile),
-                                   dirty)
-                    self.tile = []
-                if n % BLOCK_RECORDS == 0:
-                    b = n // BLOCK_RECORDS - 1
-                    skey = k_summary(b // SUMMARIES_PER_ENTRY)
-                    old = dirty.get(skey)
-                    if old is None:
-                        old = self.view.read(skey) or b""
-                    want = (b % SUMMARIES_PER_ENTRY) * SUMMARY.size
-                    if len(old) != want:
-                        raise CorruptionError(f"{self.view.where}: block summaries are out of step")
-                    dirty[skey] = old + SUMMARY.pack(self.first_time, t_us, self.mask,
-                                                     self.bloom.to_bytes(64, "little"))
-                    dirty[k_block(b)] = bytes(self.block)
-                    self.block = bytearray()
+            n, chain, last = append_batch(entries, self, h.size, h.chain, h.last_time_us,
+                                          intern, put_hash, end_block, fix or strict_entry)
             if n % BLOCK_RECORDS:
                 dirty[k_block(n // BLOCK_RECORDS)] = bytes(self.block)
             lvl = h.level if level is None else LEVELS.index(level)
             for key, data in dirty.items():
                 write_entry(eng, key, data)
             self.view._fresh()
-            if fr:
-                root = fr[-1][1]
-                for _lvl, left in reversed(fr[:-1]):
-                    root = merkle.hash_node(left, root)
-            else:
-                root = merkle.EMPTY_ROOT
+            root = fold_root(self.frontier) or merkle.EMPTY_ROOT
             self.head = Head(n, lvl, self.strings, chain, root, last, h.checkpoints)
-            write_entry(eng, K_HEAD, self.head.encode())
-            self._head_stamp = self._stamp()
+            self._head_stamp = _stamp_of(write_entry(eng, K_HEAD, self.head.encode()))
         except BaseException:
             self._rollbacks = -1          # the tail in memory is no longer the stored one
             raise
         return first
 
-    def _add_hash(self, level: int, j: int, h: bytes, dirty: dict) -> None:
+    def _put_hash(self, level: int, j: int, digest: bytes, dirty: dict) -> None:
+        """Interior hash j of a stored level (4, 8, ...) into its h/ entry."""
+        if level > MAX_LEVEL:
+            return
         key = k_hash(level, j // HASHES_PER_ENTRY)
         page = dirty.get(key)
         if page is None:
@@ -770,12 +753,7 @@ class LogWriter:
         if len(page) != (j % HASHES_PER_ENTRY) * 32:
             raise CorruptionError(f"{self.view.where}: interior hashes of level {level} are out "
                                   f"of step")
-        page = dirty[key] = page + h
-        if (j + 1) % TILE == 0 and level + TILE_BITS <= MAX_LEVEL:
-            lo = (j + 1 - TILE) % HASHES_PER_ENTRY * 32
-            kids = [page[lo + 32 * i:lo + 32 * i + 32] for i in range(TILE)]
-            self._add_hash(level + TILE_BITS, (j + 1) // TILE - 1, merkle.root_of_hashes(kids),
-                           dirty)
+        dirty[key] = page + digest
 
     def add_checkpoint(self, cp: Checkpoint) -> None:
         self._load()
