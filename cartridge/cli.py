@@ -30,11 +30,11 @@ import apsw
 
 from . import localfile as LF
 from . import paths as P
-from .archive import open as _open_archive
 from .cliargs import (
     CLIError,
     UsageError,
     count,
+    open_archive,
     pair,
     positive,
     seconds,
@@ -98,11 +98,10 @@ def _error_message(exc: BaseException) -> str:
 def _open(args, mode: str):
     """Open the archive of a command: "r" for readers, "a" for writers. With must_exist, a
     missing archive is an error rather than a new empty one."""
-    if mode == "a" and getattr(args, "must_exist", False) and not os.path.exists(args.archive):
-        raise NotFoundError(f"{args.archive}: no such archive")
     if mode == "r":
-        return _open_archive(args.archive, "r")
-    return _open_archive(args.archive, mode, sync=args.sync)
+        return open_archive(args.archive, "r")
+    return open_archive(args.archive, mode, must_exist=getattr(args, "must_exist", False),
+                        sync=args.sync)
 
 
 def _will_draw(args) -> bool:

@@ -17,8 +17,8 @@ import os
 import sys
 from typing import Any
 
-from .archive import open as _open_archive
 from .cliargs import UsageError, snapshot_name
+from .cliargs import open_archive as _open_archive
 from .errors import CartridgeError, ReadOnlyError
 from .jsonout import emit_json
 from .progress import bar as _bar

@@ -532,3 +532,40 @@ def test_snapshots_of_a_remote_archive(tmp_path):
         with pytest.raises(ReadOnlyError):
             v.write("/x", b"x")
         v.close()
+
+
+def test_cli_reads_a_remote_archive_and_refuses_writes(image, memurl, tmp_path, capsys,
+                                                       monkeypatch):
+    """The command line takes a URL wherever it reads an archive; a command that writes says the
+    remote archive opens read-only (not "no such archive", which it used to say for rm, mv,
+    mkdir...); a file:// URL is the local archive; a URL whose fsspec package is missing is a
+    one-line error naming the package, not an internal error."""
+    from cartridge.cli import main
+
+    _data, files = image
+    assert main(["cat", memurl, "/small/0007.txt"]) == 0
+    assert capsys.readouterr().out.encode() == files["/small/0007.txt"]
+    assert main(["ls", memurl, "/big", "--json"]) == 0
+    assert [e["name"] for e in json.loads(capsys.readouterr().out)] == [
+        f"{i}.bin" for i in range(6)]
+    for argv in (["rm", memurl, "/small/0001.txt"], ["mkdir", memurl, "/d"],
+                 ["mv", memurl, "/small", "/s2"], ["put", memurl, __file__],
+                 ["snapshot", "create", memurl, "v1"], ["compact", memurl]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "read-only" in err and "no such" not in err, (argv, err)
+    local = tmp_path / "loc.cart"
+    with cartridge.open(str(local), "x") as c:
+        c.write("/a", b"1")
+    assert main(["rm", "file://" + str(local), "/a"]) == 0        # file://: the local archive
+    assert main(["mkdir", "file://" + str(tmp_path / "missing.cart"), "/d"]) == 1
+    assert "no such archive" in capsys.readouterr().err
+    assert not (tmp_path / "missing.cart").exists()
+    with cartridge.open(str(local)) as c:
+        assert not c.exists("/a")
+    monkeypatch.setitem(sys.modules, "fsspec", None)              # fsspec not installed
+    for argv in (["ls", "http://127.0.0.1:9/x.cart"], ["rm", "http://127.0.0.1:9/x.cart", "/a"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("cartridge: error: ") and "internal" not in err, err
+        assert "cartridge[fsspec]" in err and err.count("\n") == 1, err
