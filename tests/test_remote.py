@@ -363,6 +363,43 @@ def test_processes_read_archives_in_parallel_over_http(tmp_path, http):
             assert res[urls[k]] == expect[k]
 
 
+def test_dask_processes_read_several_remote_archives(tmp_path, http):
+    """Dask's process scheduler reads CSV members of three archives served over HTTP: each
+    worker process unpickles the cart:// filesystem and opens the remote archive itself, with
+    ranged reads (the server sends far less than the archives, which each hold a 1 MiB blob
+    beside the tables); the sums are right."""
+    pd = pytest.importorskip("pandas", reason="pandas is not installed")
+    dd = pytest.importorskip("dask.dataframe", reason="dask[dataframe] is not installed")
+    import os
+
+    served, expected = {}, 0
+    for k in range(3):
+        path = str(tmp_path / f"t{k}.cart")
+        with cartridge.open(path, "w") as c:
+            c.write("/blob.bin", random.Random(k).randbytes(1 << 20))
+            for j in range(3):
+                rows = [(k, j, k * 1000 + j * 10 + r) for r in range(10)]
+                expected += sum(v for _k, _j, v in rows)
+                c.write(f"/csv/{j}.csv", ("k,j,v\n" + "".join(f"{a},{b},{v}\n"
+                                                                for a, b, v in rows)).encode())
+        with open(path, "rb") as f:
+            served[f"/t{k}.cart"] = f.read()
+    with RangeServer(served) as srv:
+        frames = [dd.read_csv(f"cart://csv/*.csv::{srv.url(f'/t{k}.cart')}") for k in range(3)]
+        df = dd.concat(frames)
+        assert df.npartitions == 9
+        pids = df.map_partitions(lambda part: pd.Series([os.getpid()] * len(part)),
+                                 meta=("pid", "i8"))
+        total, worker_pids = __import__("dask").compute(
+            df["v"].sum(), pids, scheduler="processes", num_workers=2)
+        sent = srv.bytes_sent
+    assert total == expected
+    assert set(worker_pids) and os.getpid() not in set(worker_pids)     # other processes read
+    assert sent < sum(len(d) for d in served.values()) // 2, sent
+    from cartridge.fsspec import close_all
+    close_all()
+
+
 def test_env_has_no_server_left(http):
     """RangeServer stops its thread: nothing listens after the block."""
     import socket
