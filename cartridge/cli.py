@@ -1725,8 +1725,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "build a sample archive from generated data and exercise the API")
     p.add_argument("path", metavar="PATH", nargs="?", default=None,
-                   help="archive to create and keep (default: a temporary one, removed at the end)")
-    p.add_argument("--force", action="store_true", help="replace PATH if it exists")
+                   help="archive to create and keep, with its Engram export beside it (x.cart: "
+                        "x.eng) (default: a temporary one, removed at the end)")
+    p.add_argument("--force", action="store_true",
+                   help="replace PATH (and its .eng) if they exist")
     return parser
 
 
