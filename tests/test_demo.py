@@ -90,3 +90,15 @@ def test_the_engram_goes_beside_the_archive_and_never_over_a_file(tmp_path):
                         "--force"], capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "mine.eng").read_bytes()[:4] == b"\x89ENG"
+
+
+def test_without_the_engram_extra_the_step_says_how_to_get_it(tmp_path, monkeypatch):
+    """The README's first command installs the core only: the tour still completes, and its
+    Engram step says which extra it needs instead of failing."""
+    monkeypatch.setitem(sys.modules, "cartridge.engram.demo", None)   # import -> ImportError
+    out = io.StringIO()
+    result = demo.run_demo(tmp_path / "core.cart", out=out)
+    assert result["verify_ok"]
+    line = next(x for x in out.getvalue().splitlines() if ". engram: " in x)
+    assert "skipped: install the engram extra" in line and "cartridge[engram]" in line
+    assert not (tmp_path / "core.eng").exists()
