@@ -17,6 +17,7 @@ from . import source
 from .archive import Cartridge
 from .archive import open as _open_archive
 from .errors import NotFoundError
+from .guard import PrincipalCartridge
 
 
 class CLIError(Exception):
@@ -29,7 +30,8 @@ class UsageError(CLIError):
     usage errors. Values checked one at a time are the `type=` validators below."""
 
 
-def open_archive(target: str, mode: str, *, must_exist: bool = False, **kwargs: Any) -> Cartridge:
+def open_archive(target: str, mode: str, *, must_exist: bool = False,
+                 **kwargs: Any) -> Cartridge | PrincipalCartridge:
     """cartridge.open() for the archive a command names. must_exist: a missing local archive is
     NotFoundError instead of a new empty one (a URL or file:// URL is looked up where it lives:
     a remote archive then says it opens read-only). A missing optional package (fsspec for a
