@@ -30,6 +30,7 @@ import apsw
 
 from . import localfile as LF
 from . import paths as P
+from . import source
 from .cliargs import (
     CLIError,
     UsageError,
@@ -128,10 +129,12 @@ def _dir_id(st: os.stat_result) -> tuple[int, int]:
 
 
 def _archive_identity(archive: str) -> tuple[int, int] | None:
-    """Device and inode of the archive file (through symlinks), None while it does not exist."""
+    """Device and inode of the archive file (through symlinks; a file:// URL names it too), None
+    while it does not exist or when it is remote."""
     try:
-        return _dir_id(os.stat(archive))
-    except OSError:
+        kind, local = source.resolve(archive)
+        return _dir_id(os.stat(local)) if kind == "local" else None
+    except (OSError, ImportError, CartridgeError):
         return None
 
 
