@@ -372,6 +372,8 @@ def test_dask_processes_read_several_remote_archives(tmp_path, http):
     dd = pytest.importorskip("dask.dataframe", reason="dask[dataframe] is not installed")
     import os
 
+    import dask
+
     served, expected = {}, 0
     for k in range(3):
         path = str(tmp_path / f"t{k}.cart")
@@ -390,7 +392,7 @@ def test_dask_processes_read_several_remote_archives(tmp_path, http):
         assert df.npartitions == 9
         pids = df.map_partitions(lambda part: pd.Series([os.getpid()] * len(part)),
                                  meta=("pid", "i8"))
-        total, worker_pids = __import__("dask").compute(
+        total, worker_pids = dask.compute(
             df["v"].sum(), pids, scheduler="processes", num_workers=2)
         sent = srv.bytes_sent
     assert total == expected
