@@ -362,7 +362,7 @@ def cmd_put(args) -> int:
     note = f", skipped {_plural(n_self, 'file')} (the archive itself)" if n_self else ""
     if args.quiet:
         return 0
-    print(f"put {_plural(stored, 'file')}{extra}, {total} bytes ({_human(total)}) into "
+    print(f"put {_plural(stored, 'file')}{extra}, {_plural(total, 'byte')} ({_human(total)}) into "
           f"{_safe(args.archive)}{note}")
     return 0
 
@@ -447,7 +447,7 @@ def cmd_get(args) -> int:
     if not args.quiet:
         where = _safe(root) if args.to is not None else \
             f"the current directory ({_safe(os.path.abspath(root))}; --to DIR chooses another)"
-        print(f"got {_plural(nfiles, 'file')}, {total} bytes ({_human(total)}) into {where}")
+        print(f"got {_plural(nfiles, 'file')}, {_plural(total, 'byte')} ({_human(total)}) into {where}")
     return 0
 
 
