@@ -30,11 +30,12 @@ import apsw
 
 from . import localfile as LF
 from . import paths as P
-from .archive import open as _open_archive
+from . import source
 from .cliargs import (
     CLIError,
     UsageError,
     count,
+    open_archive,
     pair,
     positive,
     seconds,
@@ -98,11 +99,10 @@ def _error_message(exc: BaseException) -> str:
 def _open(args, mode: str):
     """Open the archive of a command: "r" for readers, "a" for writers. With must_exist, a
     missing archive is an error rather than a new empty one."""
-    if mode == "a" and getattr(args, "must_exist", False) and not os.path.exists(args.archive):
-        raise NotFoundError(f"{args.archive}: no such archive")
     if mode == "r":
-        return _open_archive(args.archive, "r")
-    return _open_archive(args.archive, mode, sync=args.sync)
+        return open_archive(args.archive, "r")
+    return open_archive(args.archive, mode, must_exist=getattr(args, "must_exist", False),
+                        sync=args.sync)
 
 
 def _will_draw(args) -> bool:
@@ -129,10 +129,12 @@ def _dir_id(st: os.stat_result) -> tuple[int, int]:
 
 
 def _archive_identity(archive: str) -> tuple[int, int] | None:
-    """Device and inode of the archive file (through symlinks), None while it does not exist."""
+    """Device and inode of the archive file (through symlinks; a file:// URL names it too), None
+    while it does not exist or when it is remote."""
     try:
-        return _dir_id(os.stat(archive))
-    except OSError:
+        kind, local = source.resolve(archive)
+        return _dir_id(os.stat(local)) if kind == "local" else None
+    except (OSError, ImportError, CartridgeError):
         return None
 
 
@@ -360,7 +362,7 @@ def cmd_put(args) -> int:
     note = f", skipped {_plural(n_self, 'file')} (the archive itself)" if n_self else ""
     if args.quiet:
         return 0
-    print(f"put {_plural(stored, 'file')}{extra}, {total} bytes ({_human(total)}) into "
+    print(f"put {_plural(stored, 'file')}{extra}, {_plural(total, 'byte')} ({_human(total)}) into "
           f"{_safe(args.archive)}{note}")
     return 0
 
@@ -445,7 +447,7 @@ def cmd_get(args) -> int:
     if not args.quiet:
         where = _safe(root) if args.to is not None else \
             f"the current directory ({_safe(os.path.abspath(root))}; --to DIR chooses another)"
-        print(f"got {_plural(nfiles, 'file')}, {total} bytes ({_human(total)}) into {where}")
+        print(f"got {_plural(nfiles, 'file')}, {_plural(total, 'byte')} ({_human(total)}) into {where}")
     return 0
 
 
@@ -1726,8 +1728,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "build a sample archive from generated data and exercise the API")
     p.add_argument("path", metavar="PATH", nargs="?", default=None,
-                   help="archive to create and keep (default: a temporary one, removed at the end)")
-    p.add_argument("--force", action="store_true", help="replace PATH if it exists")
+                   help="archive to create and keep, with its Engram export beside it (x.cart: "
+                        "x.eng) (default: a temporary one, removed at the end)")
+    p.add_argument("--force", action="store_true",
+                   help="replace PATH (and its .eng) if they exist")
     return parser
 
 

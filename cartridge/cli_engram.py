@@ -17,8 +17,8 @@ import os
 import sys
 from typing import Any
 
-from .archive import open as _open_archive
 from .cliargs import UsageError, snapshot_name
+from .cliargs import open_archive as _open_archive
 from .errors import CartridgeError, ReadOnlyError
 from .jsonout import emit_json
 from .progress import bar as _bar
@@ -209,8 +209,9 @@ def cmd_import(args) -> int:
             with contextlib.suppress(OSError):
                 os.remove(args.archive)
         raise
-    print(f"imported {res['files']} files ({_human(res['bytes'])}), {res['policies']} "
-          f"policies into {_safe(args.archive)}")
+    files = f"{res['files']} file" + ("" if res["files"] == 1 else "s")
+    policies = f"{res['policies']} polic" + ("y" if res["policies"] == 1 else "ies")
+    print(f"imported {files} ({_human(res['bytes'])}), {policies} into {_safe(args.archive)}")
     return 0
 
 

@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
+from typing import Any
+
+from . import source
+from .archive import Cartridge
+from .archive import open as _open_archive
+from .errors import NotFoundError
+from .guard import PrincipalCartridge
 
 
 class CLIError(Exception):
@@ -20,6 +28,22 @@ class UsageError(CLIError):
     """A bad argument value or combination of options that argparse's own checks cannot see
     (--freeze with --snapshot...): exit 2 with the command's usage line, as argparse's own
     usage errors. Values checked one at a time are the `type=` validators below."""
+
+
+def open_archive(target: str, mode: str, *, must_exist: bool = False,
+                 **kwargs: Any) -> Cartridge | PrincipalCartridge:
+    """cartridge.open() for the archive a command names. must_exist: a missing local archive is
+    NotFoundError instead of a new empty one (a URL or file:// URL is looked up where it lives:
+    a remote archive then says it opens read-only). A missing optional package (fsspec for a
+    URL, or the one fsspec asks for: s3fs, aiohttp...) is a CLIError naming it, not a bug."""
+    try:
+        if must_exist and mode != "r":
+            kind, local = source.resolve(target)
+            if kind == "local" and not os.path.exists(local):
+                raise NotFoundError(f"{target}: no such archive")
+        return _open_archive(target, mode, **kwargs)
+    except ImportError as e:
+        raise CLIError(f"{target}: {e}") from None
 
 
 # -- argument validators (argparse `type=`): a bad value is a usage error, exit 2 -------------------

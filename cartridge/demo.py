@@ -33,7 +33,7 @@ import numpy as np
 
 import cartridge
 
-from .errors import AccessDeniedError, ReadOnlyError
+from .errors import AccessDeniedError, AlreadyExistsError, ReadOnlyError
 from .terminal import safe_message
 
 N_TEXT = 240            # small text files in nested directories
@@ -349,12 +349,22 @@ def _step_compact(t: Tour) -> str:
             f"file {_human(grown)} -> {_human(stats.file_bytes)}")
 
 
+def engram_path(path: str) -> str:
+    """Where the tour of the archive PATH exports its Engram: beside it, named after it
+    (x.cart -> x.eng; never PATH itself)."""
+    path = os.path.abspath(path)
+    stem, ext = os.path.splitext(path)
+    eng = (stem if ext == ".cart" else path) + ".eng"
+    return eng
+
+
 def _step_engram(t: Tour) -> str:
     try:
         from .engram.demo import engram_demo_step
     except ImportError:           # the `engram` extra (lz4, zstandard, cryptography) is missing
         return "skipped: install the engram extra (pip install 'cartridge[engram]')"
-    line = engram_demo_step(t.cart, os.path.dirname(os.path.abspath(t.path)))
+    eng = engram_path(t.path)
+    line = engram_demo_step(t.cart, os.path.dirname(eng), os.path.basename(eng))
     return line[len("engram: "):] if line.startswith("engram: ") else line
 
 
@@ -408,7 +418,8 @@ def run_demo(path: str | os.PathLike | None = None, out=None, *, overwrite: bool
              steps: list[Step] | None = None) -> dict:
     """Build a sample archive at `path` (default: in a temporary directory, removed afterwards),
     run the tour (`steps`, default STEPS) on it and print a short report to `out`. Returns the
-    numbers shown. Refuses to replace an existing file unless overwrite=True."""
+    numbers shown. Its Engram step exports beside the archive (x.cart -> x.eng, engram_path).
+    Refuses to replace an existing archive or Engram unless overwrite=True."""
     out = sys.stdout if out is None else out
     if path is None:      # a throwaway archive: built, checked, then removed
         with tempfile.TemporaryDirectory(prefix="cartridge-demo-") as tmp:
@@ -418,6 +429,11 @@ def run_demo(path: str | os.PathLike | None = None, out=None, *, overwrite: bool
         return result
     path = os.fspath(path)
     steps = STEPS if steps is None else steps
+    if not overwrite and any(s.run is _step_engram for s in steps):
+        eng = engram_path(path)           # the tour writes this file too: never over a user's
+        if os.path.lexists(eng):
+            raise AlreadyExistsError(f"{eng} already exists (the tour exports its Engram "
+                                     "there): choose another PATH, or replace both with --force")
 
     def say(msg: str) -> None:
         print(safe_message(msg), file=out)

@@ -195,6 +195,8 @@ class CartridgeFileSystem(AbstractFileSystem):
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]
         path = stringify_path(path)
+        if not isinstance(path, str):
+            raise TypeError(f"path must be str or os.PathLike, not {type(path).__name__}")
         if path.startswith("cart://"):
             path = path[len("cart://"):]
         elif path.startswith("cart::"):

@@ -50,7 +50,7 @@ def test_keygen_export_verify_import(work, capsys):
     rc, _, err = run(capsys, "import", "o.eng", "b.cart", "--verify-key", other)
     assert rc == 1 and "not signed by the given key" in err
     rc, out, _ = run(capsys, "import", "o.eng", "b.cart", "--verify-key", pub)
-    assert rc == 0 and "2 files" in out and "1 policies" in out
+    assert rc == 0 and "2 files" in out and "1 policy into" in out
     with cartridge.open("b.cart") as c:
         assert c.read("/docs/a.txt") == b"alpha" * 1000
         assert c.stat("/docs/a.txt").mode & 0o777 == 0o640

@@ -91,3 +91,13 @@ def test_snapshot_ls_without_snapshots(arch, capsys):
     assert run(capsys, "snapshot", "create", arch, "v1")[0] == 0
     rc, out, _ = run(capsys, "snapshot", "ls", arch)
     assert rc == 0 and out.startswith("v1\t") and "no snapshots" not in out
+
+
+def test_one_byte_is_singular(tmp_path, capsys, monkeypatch):
+    """put and get say '1 byte', not '1 bytes'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "one").write_bytes(b"x")
+    assert main(["put", "o.cart", "one"]) == 0
+    assert "put 1 file, 1 byte (1 B) into" in capsys.readouterr().out
+    assert main(["get", "o.cart", "/one", "--to", "out"]) == 0
+    assert "got 1 file, 1 byte (1 B) into out" in capsys.readouterr().out

@@ -59,7 +59,9 @@ def test_put_archive_through_links_is_refused(tmp_path, archive):
     os.symlink(archive, sym)
     hard = str(tmp_path / "hard.cart")
     os.link(archive, hard)
-    for target, source in ((archive, sym), (archive, hard), (sym, archive), (hard, sym)):
+    url = "file://" + archive          # a file:// URL names the same local archive
+    for target, source in ((archive, sym), (archive, hard), (sym, archive), (hard, sym),
+                           (url, archive)):
         r = run("put", target, source)
         assert r.returncode == 1 and "archive itself" in r.stderr, (target, source, r)
     assert os.path.getsize(archive) == size

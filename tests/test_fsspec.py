@@ -122,6 +122,15 @@ def test_bad_arguments(tmp_path, archive):
     not_cart.write_bytes(b"just text" * 1000)
     with pytest.raises(cartridge.NotACartridgeError):
         CartridgeFileSystem(fo=str(not_cart), skip_instance_cache=True)
+    fs = CartridgeFileSystem(fo=archive, skip_instance_cache=True)
+    try:                          # a path that is not a str or os.PathLike: TypeError
+        for call in (fs.ls, fs.info, fs.cat_file, fs.exists, fs.open, fs.created):
+            with pytest.raises(TypeError, match="path must be str"):
+                call(123)
+        import pathlib
+        assert fs.cat_file(pathlib.PurePosixPath("/docs/a.txt")) == b"hello world"
+    finally:
+        fs.close()
 
 
 # -- queries -------------------------------------------------------------------------------------

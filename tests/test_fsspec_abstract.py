@@ -18,15 +18,23 @@ abstract = pytest.importorskip("fsspec.tests.abstract",
 from cartridge.fsspec import CartridgeFileSystem  # noqa: E402
 
 
+@pytest.fixture(scope="class")
+def cart_fs(tmp_path_factory):
+    """One read-write filesystem per test class. A module-level fixture: a class-scoped fixture
+    defined as an instance method is deprecated (an error from pytest 10), and a classmethod
+    one cannot be collected on Python 3.9 (its classmethod has no __name__)."""
+    path = tmp_path_factory.mktemp("cartfs") / "abstract.cart"
+    fs = CartridgeFileSystem(fo=str(path), mode="a", skip_instance_cache=True)
+    try:
+        yield fs
+    finally:
+        fs.close()
+
+
 class CartFixtures(abstract.AbstractFixtures):
-    @pytest.fixture(scope="class")
-    def fs(self, tmp_path_factory):     # (not a classmethod: Python 3.9's has no __name__)
-        path = tmp_path_factory.mktemp("cartfs") / "abstract.cart"
-        fs = CartridgeFileSystem(fo=str(path), mode="a", skip_instance_cache=True)
-        try:
-            yield fs
-        finally:
-            fs.close()
+    @pytest.fixture
+    def fs(self, cart_fs):
+        return cart_fs
 
     @pytest.fixture
     def fs_join(self):

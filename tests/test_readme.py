@@ -151,3 +151,32 @@ def test_readme_shell_tour_runs(tmp_path, monkeypatch):
         if "--json" in argv:
             json.loads(r.stdout)
     assert (tmp_path / "out" / "photos" / "2024" / "a.jpg").read_bytes().startswith(b"\xff\xd8")
+
+
+def test_the_two_commands_come_first_and_ci_runs_the_second():
+    """The README opens with its two commands (install and demo; install with the test extra
+    and run the tests), and .ci/run runs the second one verbatim (issue 17, items 4 and 6);
+    tox.ini has the environments the README and docs/GUIDE.md §9 name."""
+    root = os.path.dirname(README)
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    m = re.match(r"# cartridge\n\n```bash\n(.+)\n```\n```bash\n(.+)\n```\n", text)
+    assert m, text[:300]
+    install, test = m.groups()
+    venv = "python3 -m venv .venv && . .venv/bin/activate && "
+    assert install == venv + "pip install . && cartridge demo"
+    assert test == venv + 'pip install -e ".[test]" && python -m pytest -q'
+    ci = os.path.join(root, ".ci", "run")
+    with open(ci, encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    assert test in lines, lines
+    assert os.access(ci, os.X_OK)
+    import configparser
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(os.path.join(root, "tox.ini"))
+    envs = {e.strip() for e in tox["tox"]["envlist"].split(",")}
+    assert {"py39", "py310", "py311", "py312", "py313", "lint"} <= envs, envs
+    assert {"testenv:lint", "testenv:perf"} <= set(tox.sections())
+    assert "ruff check ." in tox["testenv:lint"]["commands"]
+    assert "mypy" in tox["testenv:lint"]["commands"]

@@ -363,6 +363,45 @@ def test_processes_read_archives_in_parallel_over_http(tmp_path, http):
             assert res[urls[k]] == expect[k]
 
 
+def test_dask_processes_read_several_remote_archives(tmp_path, http):
+    """Dask's process scheduler reads CSV members of three archives served over HTTP: each
+    worker process unpickles the cart:// filesystem and opens the remote archive itself, with
+    ranged reads (the server sends far less than the archives, which each hold a 1 MiB blob
+    beside the tables); the sums are right."""
+    pd = pytest.importorskip("pandas", reason="pandas is not installed")
+    dd = pytest.importorskip("dask.dataframe", reason="dask[dataframe] is not installed")
+    import os
+
+    import dask
+
+    served, expected = {}, 0
+    for k in range(3):
+        path = str(tmp_path / f"t{k}.cart")
+        with cartridge.open(path, "w") as c:
+            c.write("/blob.bin", random.Random(k).randbytes(1 << 20))
+            for j in range(3):
+                rows = [(k, j, k * 1000 + j * 10 + r) for r in range(10)]
+                expected += sum(v for _k, _j, v in rows)
+                c.write(f"/csv/{j}.csv", ("k,j,v\n" + "".join(f"{a},{b},{v}\n"
+                                                                for a, b, v in rows)).encode())
+        with open(path, "rb") as f:
+            served[f"/t{k}.cart"] = f.read()
+    with RangeServer(served) as srv:
+        frames = [dd.read_csv(f"cart://csv/*.csv::{srv.url(f'/t{k}.cart')}") for k in range(3)]
+        df = dd.concat(frames)
+        assert df.npartitions == 9
+        pids = df.map_partitions(lambda part: pd.Series([os.getpid()] * len(part)),
+                                 meta=("pid", "i8"))
+        total, worker_pids = dask.compute(
+            df["v"].sum(), pids, scheduler="processes", num_workers=2)
+        sent = srv.bytes_sent
+    assert total == expected
+    assert set(worker_pids) and os.getpid() not in set(worker_pids)     # other processes read
+    assert sent < sum(len(d) for d in served.values()) // 2, sent
+    from cartridge.fsspec import close_all
+    close_all()
+
+
 def test_env_has_no_server_left(http):
     """RangeServer stops its thread: nothing listens after the block."""
     import socket
@@ -532,3 +571,40 @@ def test_snapshots_of_a_remote_archive(tmp_path):
         with pytest.raises(ReadOnlyError):
             v.write("/x", b"x")
         v.close()
+
+
+def test_cli_reads_a_remote_archive_and_refuses_writes(image, memurl, tmp_path, capsys,
+                                                       monkeypatch):
+    """The command line takes a URL wherever it reads an archive; a command that writes says the
+    remote archive opens read-only (not "no such archive", which it used to say for rm, mv,
+    mkdir...); a file:// URL is the local archive; a URL whose fsspec package is missing is a
+    one-line error naming the package, not an internal error."""
+    from cartridge.cli import main
+
+    _data, files = image
+    assert main(["cat", memurl, "/small/0007.txt"]) == 0
+    assert capsys.readouterr().out.encode() == files["/small/0007.txt"]
+    assert main(["ls", memurl, "/big", "--json"]) == 0
+    assert [e["name"] for e in json.loads(capsys.readouterr().out)] == [
+        f"{i}.bin" for i in range(6)]
+    for argv in (["rm", memurl, "/small/0001.txt"], ["mkdir", memurl, "/d"],
+                 ["mv", memurl, "/small", "/s2"], ["put", memurl, __file__],
+                 ["snapshot", "create", memurl, "v1"], ["compact", memurl]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "read-only" in err and "no such" not in err, (argv, err)
+    local = tmp_path / "loc.cart"
+    with cartridge.open(str(local), "x") as c:
+        c.write("/a", b"1")
+    assert main(["rm", "file://" + str(local), "/a"]) == 0        # file://: the local archive
+    assert main(["mkdir", "file://" + str(tmp_path / "missing.cart"), "/d"]) == 1
+    assert "no such archive" in capsys.readouterr().err
+    assert not (tmp_path / "missing.cart").exists()
+    with cartridge.open(str(local)) as c:
+        assert not c.exists("/a")
+    monkeypatch.setitem(sys.modules, "fsspec", None)              # fsspec not installed
+    for argv in (["ls", "http://127.0.0.1:9/x.cart"], ["rm", "http://127.0.0.1:9/x.cart", "/a"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("cartridge: error: ") and "internal" not in err, err
+        assert "cartridge[fsspec]" in err and err.count("\n") == 1, err

@@ -14,14 +14,14 @@ from .reader import EngramReader
 DEMO_NAME = "demo.eng"
 
 
-def engram_demo_step(cart, workdir: str | os.PathLike) -> str:
-    """Export `cart` (an open handle on the demo archive) to WORKDIR/demo.eng, signed with a
+def engram_demo_step(cart, workdir: str | os.PathLike, name: str = DEMO_NAME) -> str:
+    """Export `cart` (an open handle on the demo archive) to WORKDIR/NAME (demo.eng), signed with a
     fresh Ed25519 key, re-open the file, verify every entry, the manifest and the signature
     against that key's public half (and that another fresh key is not trusted), check the
     Engram holds every file of the archive, and return a one-line summary. Raises
     (CorruptionError, SignatureError) if anything does not match; the caller decides whether
     the tour stops."""
-    dest = os.path.join(os.fspath(workdir), DEMO_NAME)
+    dest = os.path.join(os.fspath(workdir), name)
     key = crypto.new_private_key()
     public = crypto.public_raw(key)
     cart.export_engram(dest, signing_key=key, signer="cartridge demo", compression="auto")
@@ -40,6 +40,6 @@ def engram_demo_step(cart, workdir: str | os.PathLike) -> str:
         missing = sorted(files - names)[:3]
         raise CorruptionError(f"{dest}: the Engram lacks {missing}")
     ratio = os.path.getsize(dest) / max(report.size, 1)
-    return (f"engram: {len(files)} files exported to {DEMO_NAME} "
+    return (f"engram: {len(files)} files exported to {name} "
             f"({report.size:,} bytes -> {os.path.getsize(dest):,}, {ratio:.0%}), "
             f"signed and verified with key {crypto.public_hex(key)[:16]}...")
