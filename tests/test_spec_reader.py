@@ -16,7 +16,7 @@ import pytest
 import cartridge
 
 pytest.importorskip("xxhash")
-from spec_reader import Reader  # noqa: E402
+from spec_reader import Reader
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = sorted(glob.glob(os.path.join(HERE, "fixtures", "v*.cart"))
