@@ -10,8 +10,9 @@ Workloads:
                on disk / bytes of content; target for 1, 2 and 5 KiB: <= SQLite's, and <= 1.25
                for 1 KiB
   read1k       cached random reads of 1 KiB files (packed; read(path) on a handle opened "a"
-               as in perf/workloads.py, every file read once before timing) against LMDB get in one long-lived read transaction, the same
-               keys in the same order; target ratio <= 1.0
+               as in perf/workloads.py, every file read once before timing) against LMDB
+               get in one long-lived read transaction, the same keys in the same order;
+               target ratio <= 1.0; and against the same files unpacked (PACK_MAX = 0)
   write_many   write_many() of N 1 KiB files into a new archive, packing on against packing
                off (cartridge.packs.PACK_MAX = 0: the write path of the build before packs, one
                page run per file) alternately in the same run; target ratio <= 1.05
