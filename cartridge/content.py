@@ -23,6 +23,8 @@ from .format import (
     CHUNK_PAGES,
     CHUNK_SIZE,
     DEFAULT_MODE_FILE,
+    PACK_MAX_PAGES,
+    PACK_REF,
     KIND_FILE,
     PAGE_SIZE,
     RECORD,
@@ -190,6 +192,9 @@ class ContentStore:
         self.allocator = allocator
         self.cache = pager.cache
         self.packs = packs          # the engine's PackTable (cartridge/packs.py)
+        # the pack write() calls of this transaction are filling: [first page, bytes used,
+        # its 64 KiB buffer]; staged and trimmed to its pages at commit (close_pack)
+        self.open_pack: list | None = None
 
     # -- writing ----------------------------------------------------------------------------
     def write_chunks(self, data, owner: object = None) -> np.ndarray:
@@ -226,14 +231,20 @@ class ContentStore:
             off += run_bytes
         return cmap
 
-    def store(self, data, max_inline: int) -> tuple[int, bytes, int, np.ndarray | None]:
-        """(storage, payload, file checksum, chunk map) for new content."""
+    def store(self, data, max_inline: int, pack: bool = False
+              ) -> tuple[int, bytes, int, np.ndarray | None]:
+        """(storage, payload, file checksum, chunk map) for new content. `pack`: a file above
+        the inline limit and at most PACK_MAX bytes goes into this transaction's open pack
+        (write() inside a transaction; docs/FORMAT.md §14)."""
         n = len(data)
         if n == 0:
             return STORE_EMPTY, b"", EMPTY_CHECKSUM, None
         if n <= max_inline:
             b = bytes(data)
             return STORE_INLINE, b, xxh3_64(b), None
+        if pack and n <= min(_packs.PACK_MAX, _packs.PACK_BYTES):
+            payload, csum = self.store_in_open_pack(memoryview(data).cast("B"))
+            return STORE_PACKED, payload, csum, None
         if n <= CHUNK_SIZE:        # one chunk: the common small-file case, without numpy
             view = memoryview(data).cast("B")
             start = self.allocator.alloc_run(-(-n // PAGE_SIZE))
@@ -243,6 +254,37 @@ class ContentStore:
         cmap = self.write_chunks(data)
         storage, payload = self.store_map(cmap, max_inline)
         return storage, payload, combine(cmap[:, 1]), cmap
+
+    def store_in_open_pack(self, view: memoryview) -> tuple[bytes, int]:
+        """Append a file to this transaction's open pack (a new one when it does not fit):
+        (PACK_REF payload, checksum). Its bytes stay in memory until the commit stages the
+        pack (close_pack); reads meanwhile are served from the buffer (load_packed)."""
+        n = len(view)
+        op = self.open_pack
+        if op is None or op[1] + n > _packs.PACK_BYTES:
+            self.close_pack()
+            start = self.allocator.alloc_run(PACK_MAX_PAGES)
+            op = self.open_pack = [start, 0, bytearray(_packs.PACK_BYTES)]
+            self.packs.add(start, PACK_MAX_PAGES, 0, 0)
+        start, off, buf = op
+        buf[off:off + n] = view
+        op[1] = off + n
+        csum = xxh3_64(view)
+        self.packs.note_file(start, n)
+        return PACK_REF.pack(start, off, 0), csum
+
+    def close_pack(self) -> None:
+        """Stage the open pack's used pages and give back the rest of its reservation (pages
+        allocated in this transaction: free at once)."""
+        op = self.open_pack
+        if op is None:
+            return
+        self.open_pack = None
+        start, used, buf = op
+        pages = -(-used // PAGE_SIZE)
+        self.pager.stage(start, bytes(buf[:pages * PAGE_SIZE]))
+        self.allocator.free(start + pages, PACK_MAX_PAGES - pages)
+        self.packs.trim(start, pages)
 
     def store_many(self, keys: list[bytes], datas: list, modes: np.ndarray, ctimes: np.ndarray,
                    mtime: int, mtimes: dict[int, int] | None = None
@@ -479,8 +521,14 @@ class ContentStore:
         data = self.cache.get(key)
         if data is not None:
             return data
-        self.check_size(rec, where)
         page, offset = _packs.ref(rec)
+        op = self.open_pack
+        if op is not None and op[0] == page:      # written in this transaction, not staged yet
+            data = bytes(op[2][offset:offset + rec.size])
+            if offset + rec.size > op[1] or xxh3_64(data) != rec.checksum:
+                raise CorruptionError(f"{where}: packed file outside its open pack {page}")
+            return data
+        self.check_size(rec, where)
         first = page + offset // PAGE_SIZE
         lo = offset % PAGE_SIZE
         count = -(-(lo + rec.size) // PAGE_SIZE)

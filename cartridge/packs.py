@@ -112,6 +112,18 @@ class PackTable:
         self.table[page] = Pack(pages, files, live, 0)
         self.dirty.add(page)
 
+    def note_file(self, page: int, size: int) -> None:
+        """A file written into the open pack at `page` (cartridge/content.py)."""
+        pack = self.table[page]
+        pack.files += 1
+        pack.live += size
+        self.dirty.add(page)
+
+    def trim(self, page: int, pages: int) -> None:
+        """The open pack at `page` closed at `pages` pages."""
+        self.table[page].pages = pages
+        self.dirty.add(page)
+
     def release(self, rec: Record, where: str) -> None:
         """A packed file's record is gone (replaced, deleted): its bytes are dead."""
         page, _ = ref(rec)
@@ -153,9 +165,10 @@ class PackTable:
     def before_commit(self) -> None:
         """Inside the commit: write the entries that changed, free packs left without a live
         file, and keep the PACKS feature flag in step with the table."""
+        eng = self.eng
+        eng.content.close_pack()
         if not self.dirty:
             return
-        eng = self.eng
         table = self.table
         a = eng.allocator
         for page in sorted(self.dirty):

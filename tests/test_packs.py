@@ -133,6 +133,36 @@ def test_dead_bytes_and_a_pack_without_files_is_freed(tmp_path):
         assert not engine(c).allocator.features & F.FEATURE_PACKS
 
 
+def test_write_inside_a_transaction_packs_and_its_own_commit_does_not(tmp_path):
+    rng = random.Random(15)
+    files = small_batch(rng, 50, 1000, 6000)
+    with cartridge.open(tmp_path / "a.cart", "w") as c:
+        c.write("/own", b"o" * 3000)                   # its own commit: its own page run
+        assert c.info()["packed_files"] == 0
+        with c.transaction():
+            for k, d in files.items():
+                c.write(k, d)
+                assert c.read(k) == d                  # read back from the open pack
+                assert c.read(k, offset=5, size=9) == d[5:14]
+            c.write("/p/0000", b"again" * 300)          # replaced inside the transaction
+            files["/p/0000"] = b"again" * 300
+            c.delete("/p/0001")
+            del files["/p/0001"]
+            for k, d in files.items():
+                assert c.read(k) == d
+        info = c.info()
+        assert info["packed_files"] == 49
+        # the packs were trimmed to what they hold: no 16-page reservation left behind
+        content = sum(len(d) for d in files.values())
+        assert info["pack_pages"] * 4096 < content + info["pack_dead_bytes"] + 4096 * info["packs"]
+        for k, d in files.items():
+            assert c.read(k) == d
+        assert c.verify().ok
+    with cartridge.open(tmp_path / "a.cart", "r") as r:
+        for k, d in files.items():
+            assert r.read(k) == d
+
+
 def test_a_transaction_that_rolls_back_leaves_the_table_as_it_was(tmp_path):
     rng = random.Random(4)
     files = small_batch(rng, 30)
@@ -143,6 +173,7 @@ def test_a_transaction_that_rolls_back_leaves_the_table_as_it_was(tmp_path):
             with c.transaction():
                 c.delete("/p/0001")
                 c.write_many(small_batch(rng, 10, prefix="/q").items())
+                c.write("/q/single", b"s" * 2000)      # into the transaction's open pack
                 raise RuntimeError("no")
         after = c.info()
         for k in ("packs", "packed_files", "pack_pages", "pack_dead_bytes"):
@@ -384,6 +415,11 @@ def _crash_workload(c, rng) -> list[dict]:
     with c.transaction():
         for n in names[1::3]:
             c.delete(n)
+    states.append(files_of(c))
+    with c.transaction():                       # write() calls share an open pack
+        for n in names[2::3]:
+            c.write(n, rng.randbytes(rng.randint(1000, 3000)))
+        c.write("/w/new", b"n" * 2500)
     states.append(files_of(c))
     c.compact(max_pages=8)
     states.append(files_of(c))
