@@ -478,16 +478,18 @@ class Engine:
 
         The participants' before_commit(self) runs first, inside the transaction, so that what
         they stage lands in this same commit; one that raises rolls the transaction back."""
-        if self.writable and self.packs.dirty:
-            try:
-                self.packs.before_commit()      # pack-table entries, packs left empty freed
-            except BaseException:
-                self.rollback()
-                raise
         if self.participants and self.writable:
             try:
                 for p in list(self.participants):
                     p.before_commit(self)
+            except BaseException:
+                self.rollback()
+                raise
+        # after the participants: what they staged may have replaced packed files (an SQLite
+        # member written with write_many), and their counts land in this same commit
+        if self.writable and self.packs.dirty:
+            try:
+                self.packs.before_commit()      # pack-table entries, packs left empty freed
             except BaseException:
                 self.rollback()
                 raise

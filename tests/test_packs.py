@@ -292,6 +292,17 @@ def test_sqlite_member_written_with_write_many(tmp_path):
         assert c.info()["pack_dead_bytes"] == len(image)
         assert c.read("/other") == b"o" * 2000
         assert c.verify().ok
+        # a packed member changed inside an archive transaction (its stage runs in the
+        # commit's participants, after which the pack table is written)
+        c.write_many([("/b.db", image)])
+        conn = c.sqlite("/b.db")
+        with c.transaction():
+            c.write("/side", b"side")
+            conn.execute("INSERT INTO t VALUES (3)")
+        conn.close()
+        assert "/b.db" not in packed_records(c)
+        rep = c.verify()
+        assert rep.ok, rep.problems
 
 
 def _pack_layout(path) -> tuple[dict, dict]:
