@@ -542,3 +542,22 @@ def test_info_figures_on_a_reader_and_numpy_free_paths(tmp_path):
         got = {k: r.info()[k] for k in w}
     assert got == w and w["packed_files"] == 49 and w["pack_dead_bytes"] > 0
     assert isinstance(np.int64(1), np.integer) and io.BytesIO     # (imports used)
+
+
+def test_cli_info_shows_the_pack_figures(tmp_path, capsys):
+    import json
+
+    from cartridge.cli import main
+    p = str(tmp_path / "a.cart")
+    with cartridge.open(p, "w") as c:
+        c.write_many(small_batch(random.Random(17), 30).items())
+        c.delete("/p/0002")
+        want = c.info()
+    assert main(["info", p, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    for k in ("packs", "packed_files", "pack_pages", "pack_dead_bytes", "reclaimable_bytes"):
+        assert doc[k] == want[k], k
+    assert doc["packed_files"] == 29 and doc["pack_dead_bytes"] > 0
+    assert main(["info", p]) == 0
+    out = capsys.readouterr().out
+    assert "packed_files:" in out and "pack_dead_bytes:" in out and "KiB)" in out
