@@ -16,6 +16,8 @@ Workloads:
   write_many   write_many() of N 1 KiB files into a new archive, packing on against packing
                off (cartridge.packs.PACK_MAX = 0: the write path of the build before packs, one
                page run per file) alternately in the same run; target ratio <= 1.05
+  txn          write() of N 1 KiB files in one transaction (they share the transaction's
+               open pack), packing on against off: time and space (comparison rows)
   rewrite      N 1 KiB files written with write_many, each overwritten twice (write_many), then
                vacuum(): the file's size against its size right after the first load; target
                <= 1.1
@@ -158,6 +160,35 @@ def write_many(tmp: Path, n: int, repeats: int, log) -> tuple[float, float]:
     return times[True], times[False]
 
 
+def txn_writes(tmp: Path, n: int, repeats: int, log) -> tuple[float, float, float, float]:
+    """write() per file inside one transaction (they share the transaction's open pack),
+    packing on and off: (time on, time off, bytes/content on, bytes/content off)."""
+    rng = random.Random(20)
+    items = list(zip(names_for(n), (rng.randbytes(1024) for _ in range(n))))
+    saved = packs.PACK_MAX
+    times: dict[bool, float] = {True: float("inf"), False: float("inf")}
+    space: dict[bool, float] = {}
+    try:
+        for _ in range(repeats):
+            for on in (True, False):
+                packs.PACK_MAX = saved if on else 0
+                p = tmp / f"txn-{on}.cart"
+                with cartridge.open(p, "w", sync="off", audit="off") as c:
+                    t0 = time.perf_counter()
+                    with c.transaction():
+                        for k, v in items:
+                            c.write(k, v)
+                    times[on] = min(times[on], time.perf_counter() - t0)
+                space[on] = _allocated(p)[0] / (n * 1024)
+                p.unlink()
+    finally:
+        packs.PACK_MAX = saved
+    log(f"  write() in a transaction, 1 KiB: packed {times[True] / n * 1e6:.1f} us/file "
+        f"({space[True]:.2f}x), unpacked {times[False] / n * 1e6:.1f} us/file "
+        f"({space[False]:.2f}x)")
+    return times[True], times[False], space[True], space[False]
+
+
 def rewrite(tmp: Path, n: int, log) -> tuple[int, int]:
     rng = random.Random(19)
     names = names_for(n)
@@ -179,7 +210,8 @@ def met(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
-def rows_of(sp: dict, rd: tuple, wm: tuple, rw: tuple) -> list[tuple[str, str, str, str]]:
+def rows_of(sp: dict, rd: tuple, wm: tuple, rw: tuple,
+            tx: tuple) -> list[tuple[str, str, str, str]]:
     rows = []
     for size, bound in TARGET_SIZES.items():
         cart, sq, bare = sp[size]
@@ -205,6 +237,10 @@ def rows_of(sp: dict, rd: tuple, wm: tuple, rw: tuple) -> list[tuple[str, str, s
     w = wm[0] / wm[1]
     rows.append(("write_many of 1 KiB files: packing on / off", f"{w:.2f}", "<= 1.05",
                  met(w <= 1.05)))
+    rows.append(("write() of 1 KiB files in one transaction: packing on / off",
+                 f"{tx[0] / tx[1]:.2f}", "(comparison)", "-"))
+    rows.append(("  space on disk / content, audit=\"off\": packing on (off)",
+                 f"{tx[2]:.2f} ({tx[3]:.2f})", "(comparison)", "-"))
     v = rw[1] / rw[0]
     rows.append(("file size after 2 rewrites of every file + vacuum / after the first load",
                  f"{v:.2f}", "<= 1.1", met(v <= 1.1)))
@@ -222,14 +258,15 @@ def main(argv: list[str] | None = None) -> dict:
         sp = space(tmp, n, print)
         rd = read1k(tmp, n, repeats, print)
         wm = write_many(tmp, n, repeats, print)
+        tx = txn_writes(tmp, n, repeats, print)
         rw = rewrite(tmp, n, print)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    rows = rows_of(sp, rd, wm, rw)
+    rows = rows_of(sp, rd, wm, rw, tx)
     print("\n| target | measured | threshold | met |\n|---|---:|---:|:---:|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
-    return {"space": sp, "read1k": rd, "write_many": wm, "rewrite": rw, "rows": rows}
+    return {"space": sp, "read1k": rd, "write_many": wm, "txn": tx, "rewrite": rw, "rows": rows}
 
 
 if __name__ == "__main__":
