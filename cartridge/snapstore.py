@@ -289,11 +289,16 @@ def restore(eng, name: str) -> int:
             sv = next(snap_it, None)
     back = []
     snap_packs = None           # the snapshot's pack table (FORMAT §14), read when needed
-    for key, old, new in diff:
-        where = eng.where(key)
+    # every record that goes is given up before any comes back: a packed file renamed since
+    # the snapshot leaves its pack under the new name and returns under the old one, and the
+    # pack's counts must see it leave first (FORMAT §14.2)
+    for key, old, _new in diff:
         if old is not None:
+            where = eng.where(key)
             eng.delete(key)
             eng.content.free(decode(old, where), where)
+    for key, _old, new in diff:
+        where = eng.where(key)
         if new is not None:
             rec = decode(new, where)
             if rec.kind not in (KIND_FILE, KIND_DIR):
