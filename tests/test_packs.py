@@ -519,6 +519,27 @@ def test_random_workload_against_a_model_many_rounds(tmp_path):
             elif op < 0.9:
                 c.close()
                 c = cartridge.open(p, "a", sync="off")
+            else:                                  # write() calls sharing an open pack
+                batch = {f"/r/{rng.randrange(300):03d}": rng.randbytes(rng.randint(900, 17000))
+                         for _ in range(rng.randint(1, 30))}
+                gone = rng.sample(sorted(model), min(len(model), 3))
+                fail = rng.random() < 0.3
+                try:
+                    with c.transaction():
+                        for k, d in batch.items():
+                            c.write(k, d)
+                        for k in gone:
+                            if k not in batch:
+                                c.delete(k)
+                        if fail:
+                            raise KeyboardInterrupt
+                except KeyboardInterrupt:
+                    pass
+                else:
+                    model.update(batch)
+                    for k in gone:
+                        if k not in batch:
+                            del model[k]
             got = {i.path: c.read(i.path) for i in c.scan("/")}
             assert got == model, step
             if step % 25 == 0:
