@@ -478,18 +478,19 @@ class Engine:
 
         The participants' before_commit(self) runs first, inside the transaction, so that what
         they stage lands in this same commit; one that raises rolls the transaction back."""
-        if self.participants and self.writable:
+        # the pack table first (entries written, packs left empty freed), so that the
+        # participants see the catalog as it commits; again after them if what they staged
+        # replaced a packed file (an SQLite member written with write_many)
+        for stage in ("packs", "participants", "packs"):
+            if not self.writable:
+                break
             try:
-                for p in list(self.participants):
-                    p.before_commit(self)
-            except BaseException:
-                self.rollback()
-                raise
-        # after the participants: what they staged may have replaced packed files (an SQLite
-        # member written with write_many), and their counts land in this same commit
-        if self.writable and self.packs.dirty:
-            try:
-                self.packs.before_commit()      # pack-table entries, packs left empty freed
+                if stage == "packs":
+                    if self.packs.dirty:
+                        self.packs.before_commit()
+                else:
+                    for p in list(self.participants):
+                        p.before_commit(self)
             except BaseException:
                 self.rollback()
                 raise
