@@ -33,8 +33,9 @@ from .format import (
 from .records import Record, decode
 
 PACK_BYTES = PACK_MAX_PAGES * PAGE_SIZE      # 64 KiB: the largest pack
-# Files larger than the inline limit and at most PACK_MAX bytes are packed by write_many
-# (measured in perf/space_bench.py: "packs"); 0 turns packing off. Tails of larger files are
+# Files larger than the inline limit and at most PACK_MAX bytes are packed by write_many and
+# by write() inside a transaction
+# (measured in perf/pack_bench.py); 0 turns packing off. Tails of larger files are
 # not packed: a file over PACK_MAX wastes under 4 KiB / 16 KiB = 25% in its last page at worst,
 # and a tail in a pack would make every append rewrite it (docs/FORMAT.md §14.4).
 PACK_MAX = 16384
