@@ -605,3 +605,60 @@ def test_restore_after_a_rename_keeps_the_pack_counts(tmp_path):
         c.vacuum()
         assert c.verify().ok
         assert files_of(c) == {k: hashlib.sha256(d).hexdigest() for k, d in files.items()}
+
+
+def test_hostile_pack_metadata_raises_only_archive_errors(tmp_path):
+    """Bytes of the catalog leaves that hold packed records and pack-table entries overwritten
+    with the page checksum re-sealed (so the hostile values get past the checksum into the
+    decoders): reading, listing, verifying, writing and compacting raise only errors of the
+    archive's hierarchy (never KeyError, IndexError, struct.error, a crash or a hang)."""
+    from cartridge._core.checksum import seal_page
+    from cartridge.errors import CartridgeError
+
+    rng = random.Random(19)
+    p = str(tmp_path / "a.cart")
+    with cartridge.open(p, "w") as c:
+        c.write_many(small_batch(rng, 40, 1000, 3000).items())
+        c.delete("/p/0003")
+    base = open(p, "rb").read()
+    leaves = [n for n in range(1, len(base) // 4096)
+              if base[n * 4096:n * 4096 + 4] == b"BTLF"
+              and (b"\x00pack/" in base[n * 4096:(n + 1) * 4096]
+                   or b"\x01\x04\x00\x00" in base[n * 4096:(n + 1) * 4096])]
+    assert leaves
+    img = str(tmp_path / "img.cart")
+    for trial in range(120):
+        bad = bytearray(base)
+        n = rng.choice(leaves)
+        page = bytearray(bad[n * 4096:(n + 1) * 4096])
+        # aimed at the fields: a packed record's size, checksum and pack reference (after
+        # its kind 1 / storage 4 bytes), or a pack-table entry's counts (after its key)
+        aims = [i + 8 + k for i in range(len(page)) if page[i:i + 4] == b"\x01\x04\x00\x00"
+                for k in range(48) if i + 8 + k < 4096]
+        aims += [i + 14 + 40 + k for i in range(len(page)) if page[i:i + 6] == b"\x00pack/"
+                 for k in range(24) if i + 54 + k < 4096]
+        for _ in range(rng.randint(1, 4)):
+            at = rng.choice(aims) if aims and trial % 3 else rng.randrange(40, 4096)
+            page[at] = rng.randrange(256)
+        seal_page(page)
+        bad[n * 4096:(n + 1) * 4096] = page
+        with open(img, "wb") as f:
+            f.write(bad)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with cartridge.open(img, "r") as c:
+                    for i in list(c.scan("/")):
+                        try:
+                            c.read(i.path)
+                            c.read(i.path, offset=3, size=50)
+                        except CartridgeError:
+                            pass
+                    c.info()
+                    c.verify()
+                with cartridge.open(img, "a") as c:
+                    c.write_many([("/new/a", b"a" * 2000), ("/p/0004", b"b" * 1500)])
+                    c.delete("/p/0005")
+                    c.vacuum()
+        except CartridgeError:
+            pass
