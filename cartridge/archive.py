@@ -386,7 +386,10 @@ class Cartridge:
 
     def _store(self, eng: Engine, key: bytes, view, old: Record | None,
                meta: tuple[int | None, int | None] = (None, None)) -> None:
-        storage, payload, csum, _ = eng.content.store(view, max_payload(len(key)))
+        # inside a transaction small files share this transaction's open pack (FORMAT §14);
+        # a write in its own commit keeps its own page run (a pack of one file saves nothing)
+        storage, payload, csum, _ = eng.content.store(view, max_payload(len(key)),
+                                                      pack=self._txn_depth > 0)
         rec = file_record(old, storage, len(view), csum, payload, mode=meta[0], mtime=meta[1])
         eng.put_file(key, rec, old)
         if H.hooks:

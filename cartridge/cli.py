@@ -739,7 +739,7 @@ def cmd_stat(args) -> int:
 
 _SIZE_KEYS = {"total_bytes", "file_size", "size_bytes", "capacity", "t1_bytes", "t2_bytes",
               "b1_bytes", "b2_bytes", "file_bytes", "live_bytes", "snapshot_bytes",
-              "pending_bytes", "free_bytes", "reclaimable_bytes"}
+              "pending_bytes", "free_bytes", "reclaimable_bytes", "pack_dead_bytes"}
 
 
 def _print_mapping(d: dict, indent: int = 0) -> None:

@@ -17,13 +17,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import packs as _packs
+from ._core.checksum import xxh3_64
 from .allocator import GROW_MIN_PAGES, set_runs
 from .content import chunk_len
+from .errors import CorruptionError
 from .format import (
     ALLOC_CHUNK_BITS,
     ALLOC_KEY,
     CHUNK_PAGES,
+    FEATURE_PACKS,
+    PACK_REF,
     PAGE_SIZE,
+    STORE_PACKED,
     STORE_XMAP,
     XMAP_REF,
 )
@@ -185,6 +191,69 @@ def _move_file(eng, key: bytes, rec: Record, wanted: set[int], limit: int) -> in
     return moved
 
 
+def _put(eng, key: bytes, new_rec: Record, rec: Record) -> None:
+    if key[:1] == b"/":
+        eng.put_file(key, new_rec, rec)
+    else:
+        eng.put(key, new_rec)
+
+
+def _move_packs(eng, packed: dict[bytes, Record], sparse: set[int], limit: int) -> int:
+    """Packed files whose pack compaction wants (FORMAT §14.3): the live files of `sparse`
+    packs are rewritten together into new, full packs; every other pack is copied page for
+    page to a lower free run (its dead bytes with it: the copy is a position move, not a
+    rewrite), or left where it is when no lower run is free. The old packs go at commit
+    (their last file left them). Returns pages moved."""
+    a = eng.allocator
+    pager = eng.pager
+    content = eng.content
+    table = eng.packs.table
+    by_pack: dict[int, list[tuple[bytes, Record]]] = {}
+    for key, rec in packed.items():
+        by_pack.setdefault(_packs.ref(rec)[0], []).append((key, rec))
+    moved = 0
+    rewrite: list[tuple[bytes, Record]] = []
+    for page in sorted(by_pack):
+        members = by_pack[page]
+        pack = table.get(page)
+        if pack is None:
+            continue
+        if page in sparse or len(members) != pack.files:
+            if page in sparse and len(members) == pack.files:
+                rewrite.extend(members)
+            continue               # (a member held open elsewhere: the pack stays whole)
+        new = a.alloc_run(pack.pages)
+        if new >= page or new + pack.pages > limit:     # no room below: leave it
+            a.free(new, pack.pages)
+            continue
+        raw = pager.read_run(page, pack.pages)
+        for key, rec in members:     # a damaged file is not copied on as if it were good
+            _, off = _packs.ref(rec)
+            if xxh3_64(raw[off:off + rec.size]) != rec.checksum:
+                raise CorruptionError(f"{eng.where(key)}: content checksum mismatch in packed "
+                                      f"file (pack {page}, offset {off})")
+        pager.stage(new, raw)
+        eng.packs.move(page, new)
+        for key, rec in members:
+            _, off = _packs.ref(rec)
+            _put(eng, key, Record(rec.kind, STORE_PACKED, rec.mode, rec.size, rec.ctime_ns,
+                                  rec.mtime_ns, rec.checksum, PACK_REF.pack(new, off, 0)), rec)
+        moved += pack.pages
+    if rewrite:
+        rewrite.sort(key=lambda kr: _packs.ref(kr[1]))      # keep neighbours together
+        datas = [content.load_packed(rec, eng.where(key)) for key, rec in rewrite]
+        sizes = np.array([rec.size for _, rec in rewrite], np.int64)
+        before = len(a.txn_allocated)
+        pages, offsets, _sums = content.place_packed(datas, np.arange(len(datas), dtype=np.intp),
+                                                     sizes)
+        for (key, rec), pg, off in zip(rewrite, pages.tolist(), offsets.tolist()):
+            _put(eng, key, Record(rec.kind, STORE_PACKED, rec.mode, rec.size, rec.ctime_ns,
+                                  rec.mtime_ns, rec.checksum, PACK_REF.pack(pg, off, 0)), rec)
+            content.free(rec, eng.where(key))
+        moved += len(a.txn_allocated) - before
+    return moved
+
+
 def cycle(eng, max_pages: int, skip=None) -> tuple[int, int, bool]:
     """One cycle (the caller holds the handle's lock, outside a transaction): move up to
     `max_pages` pages down in one commit, then give back a free tail. Files for which
@@ -197,17 +266,27 @@ def cycle(eng, max_pages: int, skip=None) -> tuple[int, int, bool]:
     if not len(cand) and a.pending_count:
         eng.release_now()               # pending pages count as taken until released
         cand = _candidates(eng, max_pages)
+    # packs with too few live bytes left are rewritten whatever their position (FORMAT §14.3)
+    sparse = set(eng.packs.sparse(a.reach)) if a.features & FEATURE_PACKS else set()
     moved = 0
-    if len(cand):
+    if len(cand) or sparse:
         wanted = set(cand.tolist())
+        for page in sparse:
+            wanted.update(range(page, page + eng.packs.table[page].pages))
         limit = boundary(eng) + SHRINK_SLACK + 2 * CHUNK_PAGES   # room for a chunk past it
         cat_keys, files, alloc_chunks = _owners(eng, wanted)
         eng.begin()
         try:
+            packed: dict[bytes, Record] = {}
             for key in sorted(files):
                 if skip is not None and skip(key):
                     continue
+                if files[key].storage == STORE_PACKED:
+                    packed[key] = files[key]
+                    continue
                 moved += _move_file(eng, key, files[key], wanted, limit)
+            if packed:
+                moved += _move_packs(eng, packed, sparse, limit)
             if cat_keys:
                 before = len(a.txn_allocated)
                 eng.catalog.touch_many(sorted(set(cat_keys)))

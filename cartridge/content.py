@@ -14,7 +14,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from ._core.batch import chunk_records, inline_records, pack_pages
+from . import packs as _packs
+from ._core.batch import chunk_records, inline_records, pack_files, pack_pages, packed_records
 from ._core.checksum import chunk_checksums, uninit_bytes, xxh3_64
 from .errors import CorruptionError
 from .format import (
@@ -23,11 +24,14 @@ from .format import (
     CHUNK_SIZE,
     DEFAULT_MODE_FILE,
     KIND_FILE,
+    PACK_MAX_PAGES,
+    PACK_REF,
     PAGE_SIZE,
     RECORD,
     STORE_CHUNKS,
     STORE_EMPTY,
     STORE_INLINE,
+    STORE_PACKED,
     STORE_XMAP,
     TAG_XMAP,
     XMAP_ENTRIES,
@@ -183,10 +187,14 @@ def publish_file(eng, key: bytes, old: Record | None, size: int, *, data=None,
 class ContentStore:
     """Writes, reads, verifies and frees file content for one handle."""
 
-    def __init__(self, pager, allocator):
+    def __init__(self, pager, allocator, packs=None):
         self.pager = pager
         self.allocator = allocator
         self.cache = pager.cache
+        self.packs = packs          # the engine's PackTable (cartridge/packs.py)
+        # the pack write() calls of this transaction are filling: [first page, bytes used,
+        # its 64 KiB buffer]; staged and trimmed to its pages at commit (close_pack)
+        self.open_pack: list | None = None
 
     # -- writing ----------------------------------------------------------------------------
     def write_chunks(self, data, owner: object = None) -> np.ndarray:
@@ -223,14 +231,20 @@ class ContentStore:
             off += run_bytes
         return cmap
 
-    def store(self, data, max_inline: int) -> tuple[int, bytes, int, np.ndarray | None]:
-        """(storage, payload, file checksum, chunk map) for new content."""
+    def store(self, data, max_inline: int, pack: bool = False
+              ) -> tuple[int, bytes, int, np.ndarray | None]:
+        """(storage, payload, file checksum, chunk map) for new content. `pack`: a file above
+        the inline limit and at most PACK_MAX bytes goes into this transaction's open pack
+        (write() inside a transaction; docs/FORMAT.md §14)."""
         n = len(data)
         if n == 0:
             return STORE_EMPTY, b"", EMPTY_CHECKSUM, None
         if n <= max_inline:
             b = bytes(data)
             return STORE_INLINE, b, xxh3_64(b), None
+        if pack and n <= min(_packs.PACK_MAX, _packs.PACK_BYTES):
+            payload, csum = self.store_in_open_pack(memoryview(data).cast("B"))
+            return STORE_PACKED, payload, csum, None
         if n <= CHUNK_SIZE:        # one chunk: the common small-file case, without numpy
             view = memoryview(data).cast("B")
             start = self.allocator.alloc_run(-(-n // PAGE_SIZE))
@@ -240,6 +254,37 @@ class ContentStore:
         cmap = self.write_chunks(data)
         storage, payload = self.store_map(cmap, max_inline)
         return storage, payload, combine(cmap[:, 1]), cmap
+
+    def store_in_open_pack(self, view: memoryview) -> tuple[bytes, int]:
+        """Append a file to this transaction's open pack (a new one when it does not fit):
+        (PACK_REF payload, checksum). Its bytes stay in memory until the commit stages the
+        pack (close_pack); reads meanwhile are served from the buffer (load_packed)."""
+        n = len(view)
+        op = self.open_pack
+        if op is None or op[1] + n > _packs.PACK_BYTES:
+            self.close_pack()
+            start = self.allocator.alloc_run(PACK_MAX_PAGES)
+            op = self.open_pack = [start, 0, bytearray(_packs.PACK_BYTES)]
+            self.packs.add(start, PACK_MAX_PAGES, 0, 0)
+        start, off, buf = op
+        buf[off:off + n] = view
+        op[1] = off + n
+        csum = xxh3_64(view)
+        self.packs.note_file(start, n)
+        return PACK_REF.pack(start, off, 0), csum
+
+    def close_pack(self) -> None:
+        """Stage the open pack's used pages and give back the rest of its reservation (pages
+        allocated in this transaction: free at once)."""
+        op = self.open_pack
+        if op is None:
+            return
+        self.open_pack = None
+        start, used, buf = op
+        pages = -(-used // PAGE_SIZE)
+        self.pager.stage(start, bytes(buf[:pages * PAGE_SIZE]))
+        self.allocator.free(start + pages, PACK_MAX_PAGES - pages)
+        self.packs.trim(start, pages)
 
     def store_many(self, keys: list[bytes], datas: list, modes: np.ndarray, ctimes: np.ndarray,
                    mtime: int, mtimes: dict[int, int] | None = None
@@ -261,7 +306,8 @@ class ContentStore:
         n = len(keys)
         sizes = np.fromiter(map(len, datas), np.int64, n)
         limits = _INLINE_MAX[np.fromiter(map(len, keys), np.int64, n)]
-        single = (sizes > limits) & (sizes <= CHUNK_SIZE)
+        packed = (sizes > limits) & (sizes <= min(_packs.PACK_MAX, _packs.PACK_BYTES))
+        single = (sizes > limits) & (sizes <= CHUNK_SIZE) & ~packed
         inline = sizes <= limits
         values: list = [None] * n
         which = np.flatnonzero(inline).astype(np.intp)
@@ -297,7 +343,71 @@ class ContentStore:
                 lo = hi
             chunk_records(which, sizes[which], starts, sums, modes[which].astype(np.uint32),
                           ctimes[which], mtime, KIND_FILE, STORE_CHUNKS, values)
+        which = np.flatnonzero(packed).astype(np.intp)
+        if len(which):
+            self._store_packed(datas, which, sizes[which], modes, ctimes, mtime, values)
         return values, sizes
+
+    def _store_packed(self, datas: list, which: np.ndarray, sizes: np.ndarray,
+                      modes: np.ndarray, ctimes: np.ndarray, mtime: int, values: list) -> None:
+        """Records for the files datas[which] (each above the inline limit, at most PACK_MAX
+        bytes), placed in packs by place_packed."""
+        pack_page, offsets, sums = self.place_packed(datas, which, sizes)
+        packed_records(which, sizes, pack_page, offsets, sums, modes[which].astype(np.uint32),
+                       ctimes[which], mtime, KIND_FILE, STORE_PACKED, values)
+
+    def place_packed(self, datas: list, which: np.ndarray, sizes: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Write datas[which] (sizes[k] bytes each, at most 64 KiB) back to back into new packs
+        of up to 64 KiB (docs/FORMAT.md §14), in order: a file that does not fit in the current
+        pack starts the next. Packs are laid out one after another on runs of up to
+        BATCH_RUN_PAGES pages, each written with one call, and entered in the pack table.
+        Returns each file's pack page, byte offset in its pack and xxh3-64."""
+        n = len(which)
+        sizes = np.asarray(sizes, np.int64)
+        ends = np.cumsum(sizes)
+        offsets = np.empty(n, np.int64)      # byte offset inside its pack
+        pack_of = np.empty(n, np.int64)      # index of its pack
+        pack_bytes: list[int] = []
+        lo = 0
+        base = 0                             # bytes of files before file `lo`
+        while lo < n:
+            hi = max(int(np.searchsorted(ends, base + _packs.PACK_BYTES, "right")), lo + 1)
+            offsets[lo:hi] = ends[lo:hi] - sizes[lo:hi] - base
+            pack_of[lo:hi] = len(pack_bytes)
+            pack_bytes.append(int(ends[hi - 1]) - base)
+            base = int(ends[hi - 1])
+            lo = hi
+        npages = [-(-b // PAGE_SIZE) for b in pack_bytes]
+        pack_page = np.empty(len(npages), np.uint64)
+        sums = np.empty(n, np.uint64)
+        table = self.packs
+        k = 0
+        first = 0                            # first file of the current run
+        while k < len(npages):
+            # the packs of this run: as many as fit in BATCH_RUN_PAGES pages (at least one)
+            j = k
+            count = 0
+            while j < len(npages) and (j == k or count + npages[j] <= BATCH_RUN_PAGES):
+                count += npages[j]
+                j += 1
+            start = self.allocator.alloc_run(count)
+            buf = np.zeros(count * PAGE_SIZE, np.uint8)
+            last = int(np.searchsorted(pack_of, j, "left"))   # files of packs k..j-1
+            rel = np.empty(last - first, np.int64)            # offsets inside the run
+            p0 = 0
+            for q in range(k, j):
+                pack_page[q] = start + p0
+                lo_f = int(np.searchsorted(pack_of, q, "left"))
+                hi_f = int(np.searchsorted(pack_of, q, "right"))
+                rel[lo_f - first:hi_f - first] = offsets[lo_f:hi_f] + p0 * PAGE_SIZE
+                table.add(start + p0, npages[q], hi_f - lo_f, int(sizes[lo_f:hi_f].sum()))
+                p0 += npages[q]
+            pack_files(datas, which[first:last], rel, buf, sums[first:last])
+            self.pager.write_at(start, memoryview(cast(Any, buf)))
+            first = last
+            k = j
+        return pack_page[pack_of], offsets, sums
 
     def store_map(self, cmap: np.ndarray, max_inline: int) -> tuple[int, bytes]:
         """Keep a chunk map inline when it fits, else on a chain of XMAP pages."""
@@ -364,6 +474,13 @@ class ContentStore:
     def page_runs(self, rec: Record, where: str) -> list[tuple[int, int]]:
         """The content and chunk-map pages of a record, as (start, count) runs (none for a
         directory, an empty or an inline file)."""
+        if rec.kind == KIND_FILE and rec.storage == STORE_PACKED:   # the whole pack
+            page, _ = _packs.ref(rec)
+            pack = self.packs.table.get(page) if self.packs is not None else None
+            if pack is None:
+                raise CorruptionError(f"{where}: packed file names pack {page}, which the pack "
+                                      f"table does not hold")
+            return [(page, pack.pages)]
         if rec.kind != KIND_FILE or rec.storage not in (STORE_CHUNKS, STORE_XMAP):
             return []
         cmap = self.chunk_map(rec, where)
@@ -397,9 +514,45 @@ class ContentStore:
             return data
         return self._fetch_chunk(start, csum, ln, i, where)
 
+    def load_packed(self, rec: Record, where: str) -> bytes:
+        """The content of a packed file (docs/FORMAT.md §14): its bytes read from the pages
+        of its pack that hold them, checked against the record's checksum, cached."""
+        key = rec.chunk_key
+        data = self.cache.get(key)
+        if data is not None:
+            return data
+        page, offset = _packs.ref(rec)
+        op = self.open_pack
+        if op is not None and op[0] == page:      # written in this transaction, not staged yet
+            data = bytes(op[2][offset:offset + rec.size])
+            if offset + rec.size > op[1] or xxh3_64(data) != rec.checksum:
+                raise CorruptionError(f"{where}: packed file outside its open pack {page}")
+            return data
+        self.check_size(rec, where)
+        first = page + offset // PAGE_SIZE
+        lo = offset % PAGE_SIZE
+        count = -(-(lo + rec.size) // PAGE_SIZE)
+        raw = self.pager.read_run(first, count)
+        data = raw[lo:lo + rec.size]
+        if xxh3_64(data) != rec.checksum:
+            raise CorruptionError(f"{where}: content checksum mismatch in packed file "
+                                  f"(pack {page}, offset {offset}, pages {first}.."
+                                  f"{first + count - 1})")
+        self.cache.put(key, data, rec.size)
+        return data
+
+    def inline_view(self, rec: Record, where: str) -> Record:
+        """A packed file's record as if its content were inline (the bytes read and checked):
+        what write streams and SQLite members start from."""
+        data = self.load_packed(rec, where)
+        return Record(rec.kind, STORE_INLINE, rec.mode, rec.size, rec.ctime_ns, rec.mtime_ns,
+                      rec.checksum, data)
+
     def fetch_single(self, rec: Record, where: str) -> bytes:
         """Content of a one-chunk file that the page cache just missed (read, verified, cached;
         no second cache lookup)."""
+        if rec.storage == STORE_PACKED:
+            return self.load_packed(rec, where)
         self.check_size(rec, where)
         k = rec.chunk_key
         return self._fetch_chunk(k >> 64, k & 0xFFFFFFFFFFFFFFFF, rec.size, 0, where)
@@ -419,6 +572,9 @@ class ContentStore:
             if offset == 0 and end == rec.size:
                 return rec.payload
             return rec.payload[offset:end]
+        if rec.storage == STORE_PACKED:
+            data = self.load_packed(rec, where)
+            return data if offset == 0 and end == rec.size else data[offset:end]
         self.check_size(rec, where)
         if rec.chunk_key:       # one chunk: no map to decode
             data = self.load_chunk(rec.chunk_key >> 64, rec.chunk_key & 0xFFFFFFFFFFFFFFFF,
@@ -455,6 +611,9 @@ class ContentStore:
         n = end - offset
         if rec.storage == STORE_INLINE:
             out[:n] = rec.payload[offset:end]
+            return n
+        if rec.storage == STORE_PACKED:
+            out[:n] = self.load_packed(rec, where)[offset:end]
             return n
         cmap = self.chunk_map(rec, where)
         pending: list[tuple[Any, int]] = []     # (future of the check, the span's first chunk)
@@ -517,7 +676,11 @@ class ContentStore:
     # -- freeing ----------------------------------------------------------------------------
     def free(self, rec: Record, where: str, keep: set[int] | None = None) -> None:
         """Give back a file's content pages and chunk-map pages, except chunks starting at a
-        page in `keep` (still used by the file's next version)."""
+        page in `keep` (still used by the file's next version). A packed file's bytes become
+        dead in its pack (the pack goes with its last file, at commit: cartridge/packs.py)."""
+        if rec.storage == STORE_PACKED:
+            self.packs.release(rec, where)
+            return
         if rec.storage not in (STORE_CHUNKS, STORE_XMAP):
             return
         if rec.chunk_key:               # one chunk: its start page is in the cache key

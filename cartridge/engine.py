@@ -34,12 +34,14 @@ from .format import (
     ALLOC_FEATURES,
     ALLOC_KEY,
     AUDIT_PREFIX,
+    FEATURE_PACKS,
     FEATURE_SNAPSHOTS,
     FROZEN_KEY,
     KIND_DIR,
     KIND_FILE,
     KNOWN_FEATURES,
     MAX_TREE_HEIGHT,
+    PACK_PREFIX,
     PAGE_SIZE,
     ROOT_SLOT,
     SLOT_OFFSETS,
@@ -48,6 +50,7 @@ from .format import (
     TREE_CATALOG,
 )
 from .nodestore import TreeStore
+from .packs import PackTable
 from .pager import FileHeader, Pager, Root, parse_page0, slot_damaged
 from .records import Memo, Record, decode, get_record, with_chunk_key
 
@@ -245,7 +248,8 @@ class Engine:
                              r.catalog_root, r.catalog_height, r.catalog_count, TREE_CATALOG)
         self.allocmap = BTree(TreeStore(self.pager, alloc, self.dirty, TREE_ALLOCMAP),
                               r.allocmap_root, r.allocmap_height, r.allocmap_count, TREE_ALLOCMAP)
-        self.content = ContentStore(self.pager, alloc)
+        self.packs = PackTable(self)
+        self.content = ContentStore(self.pager, alloc, self.packs)
 
     def _load_allocator(self) -> None:
         """Rebuild the in-memory bitmaps from the allocation map tree."""
@@ -354,7 +358,7 @@ class Engine:
         self.records[key] = with_chunk_key(rec)
         old_rec = None if old is None else decode(old, self.where(key))
         if key[:1] == SYSTEM_PREFIX:
-            if not key.startswith(AUDIT_PREFIX):    # the audit log is no policy state
+            if not key.startswith((AUDIT_PREFIX, PACK_PREFIX)):   # no policy state
                 self.system_epoch += 1
         else:
             self._count(old_rec, -1)
@@ -402,7 +406,7 @@ class Engine:
         self._changed = True
         rec = decode(old, self.where(key))
         if key[:1] == SYSTEM_PREFIX:
-            if not key.startswith(AUDIT_PREFIX):    # the audit log is no policy state
+            if not key.startswith((AUDIT_PREFIX, PACK_PREFIX)):   # no policy state
                 self.system_epoch += 1
         else:
             self._count(rec, -1)
@@ -474,10 +478,19 @@ class Engine:
 
         The participants' before_commit(self) runs first, inside the transaction, so that what
         they stage lands in this same commit; one that raises rolls the transaction back."""
-        if self.participants and self.writable:
+        # the pack table first (entries written, packs left empty freed), so that the
+        # participants see the catalog as it commits; again after them if what they staged
+        # replaced a packed file (an SQLite member written with write_many)
+        for stage in ("packs", "participants", "packs"):
+            if not self.writable:
+                break
             try:
-                for p in list(self.participants):
-                    p.before_commit(self)
+                if stage == "packs":
+                    if self.packs.dirty:
+                        self.packs.before_commit()
+                else:
+                    for p in list(self.participants):
+                        p.before_commit(self)
             except BaseException:
                 self.rollback()
                 raise
@@ -735,6 +748,10 @@ class Engine:
         a = self.allocator or self._read_allocator()
         out.update(a.stats())
         out.update(self.space(a, file_size))
+        packs = self.packs.totals() if (a.features & FEATURE_PACKS or self.packs.dirty) else {
+            "packs": 0, "packed_files": 0, "pack_pages": 0, "pack_dead_bytes": 0}
+        out.update(packs)
+        out["reclaimable_bytes"] += packs["pack_dead_bytes"]
         if self.source is not None:
             out["remote"] = self.source.stats()
         return out

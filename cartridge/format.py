@@ -18,9 +18,11 @@ MAGIC = b"CART\x00\x01\x00\x00"
 VERSION_MAJOR = 1
 # 1.1 added sealed root slots (§2.3). SNAPSHOTS_MINOR: snapshots, held pages and the
 # allocation-map feature flags (§12). VERSION_MINOR_AUDIT: the audit log (system entries, §13).
+# VERSION_MINOR_PACKS: packs, small files sharing pages (storage PACKED, the pack table, §14).
 SNAPSHOTS_MINOR = 2
 VERSION_MINOR_AUDIT = 3
-VERSION_MINOR = VERSION_MINOR_AUDIT  # 1.0, 1.1 and 1.2 files stay readable
+VERSION_MINOR_PACKS = 4
+VERSION_MINOR = VERSION_MINOR_PACKS  # 1.0 to 1.3 files stay readable and writable
 # magic, major, minor, page size, archive id, created ns, flags, reserved, checksum
 FILE_HEADER = struct.Struct("<8sHHI16sqI12sQ")
 FILE_HEADER_CSUM_SPAN = FILE_HEADER.size - 8          # checksum covers bytes [0, 56)
@@ -72,6 +74,11 @@ STORE_INLINE = _L.STORE_INLINE    # 1: content bytes follow the record inside th
 STORE_CHUNKS = _L.STORE_CHUNKS    # 2: chunk map (CHUNK_ENTRY per chunk) follows the record
 STORE_XMAP = _L.STORE_XMAP        # 3: XMAP_REF (first chunk-map page, page count, 0) follows
 XMAP_REF = struct.Struct(_L.struct_format("XmapRef"))          # "<QII"
+STORE_PACKED = _L.STORE_PACKED    # 4: PACK_REF (pack page, byte offset, 0) follows (§14, 1.4)
+PACK_REF = struct.Struct(_L.struct_format("PackRef"))          # "<QII"
+PACK_MAX_PAGES = _L.PACK_MAX_PAGES          # 16: a pack is a run of 1..16 pages
+# pack-table entry content (§14.2): pages, live files, live bytes, dead bytes
+PACK_ENTRY = struct.Struct("<IIQQ")
 CHUNK_SIZE = _L.CHUNK_SIZE                  # 65536: content is checksummed per 64 KiB chunk
 CHUNK_PAGES = _L.CHUNK_PAGES                # 16
 CHUNK_ENTRY = struct.Struct(_L.struct_format("ChunkEntry"))    # "<QQ": start page, checksum
@@ -89,7 +96,8 @@ ALLOC_KEY = struct.Struct(">Q")             # big-endian so byte order equals nu
 # A 1.1 writer takes the longer entry for damage and refuses to open the archive for writing.
 ALLOC_FEATURES = struct.Struct("<Q")
 FEATURE_SNAPSHOTS = 1                       # held pages (used 0, pending 1) and snapshots exist
-KNOWN_FEATURES = FEATURE_SNAPSHOTS
+FEATURE_PACKS = 2                           # packed records and a pack table exist (§14)
+KNOWN_FEATURES = FEATURE_SNAPSHOTS | FEATURE_PACKS
 
 # -- locks (OFD byte-range locks far beyond any real file offset) ---------------------------
 WRITER_LOCK_OFFSET = 1 << 62
@@ -101,6 +109,7 @@ POLICY_PREFIX = b"\x00policy/"
 SNAPSHOT_PREFIX = b"\x00snapshot/"          # FORMAT §12: one record per snapshot
 FROZEN_KEY = b"\x00frozen"                  # FORMAT §12.6: the archive is permanently read-only
 AUDIT_PREFIX = b"\x00audit/"           # the audit log (FORMAT §13); not policy state
+PACK_PREFIX = b"\x00pack/"                 # FORMAT §14: the pack table; not policy state
 
 DEFAULT_MODE_FILE = 0o100644
 DEFAULT_MODE_DIR = 0o040755

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import packs
 from ._core.btree import BTree
 from ._core.checksum import xxh3_64
 from .errors import AlreadyExistsError, CartridgeError, CorruptionError, NotFoundError
@@ -33,6 +34,7 @@ from .format import (
     MAX_TREE_HEIGHT,
     SNAPSHOT_PREFIX,
     STORE_INLINE,
+    STORE_PACKED,
     TREE_ALLOCMAP,
     TREE_CATALOG,
 )
@@ -286,17 +288,31 @@ def restore(eng, name: str) -> int:
             lv = next(live_it, None)
             sv = next(snap_it, None)
     back = []
-    for key, old, new in diff:
-        where = eng.where(key)
+    snap_packs = None           # the snapshot's pack table (FORMAT §14), read when needed
+    # every record that goes is given up before any comes back: a packed file renamed since
+    # the snapshot leaves its pack under the new name and returns under the old one, and the
+    # pack's counts must see it leave first (FORMAT §14.2)
+    for key, old, _new in diff:
         if old is not None:
+            where = eng.where(key)
             eng.delete(key)
             eng.content.free(decode(old, where), where)
+    for key, _old, new in diff:
+        where = eng.where(key)
         if new is not None:
             rec = decode(new, where)
             if rec.kind not in (KIND_FILE, KIND_DIR):
                 raise CorruptionError(f"{where}: snapshot {name!r} holds a malformed record")
             eng.put(key, rec)
-            back.extend(eng.content.page_runs(rec, where))
+            if rec.storage == STORE_PACKED:
+                # its pack counts it again; a pack the live state had given up is live again
+                if snap_packs is None:
+                    snap_packs = packs.read_table(snap_cat, eng.name)
+                if eng.packs.acquire(rec, snap_packs, where):
+                    page, _ = packs.ref(rec)
+                    back.append((page, eng.packs.table[page].pages))
+            else:
+                back.extend(eng.content.page_runs(rec, where))
     eng.allocator.revive(back)      # the snapshot's pages are the live state's again
     if root.total_bytes != eng.root.total_bytes or root.file_count != eng.root.file_count:
         raise CartridgeError(f"{eng.name}: restore of {name!r} left the counts inconsistent")

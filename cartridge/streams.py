@@ -21,7 +21,7 @@ from . import namespace as N
 from . import paths as P
 from .content import byte_view, chunk_len, file_meta, publish_file
 from .errors import ClosedError, PathIsDirectoryError
-from .format import CHUNK_SIZE, KIND_FILE, PAGE_SIZE, STORE_EMPTY, STORE_INLINE
+from .format import CHUNK_SIZE, KIND_FILE, PAGE_SIZE, STORE_EMPTY, STORE_INLINE, STORE_PACKED
 from .iam import actions as A
 from .records import Record, max_payload
 
@@ -197,7 +197,8 @@ class CartWriter(_Base):
             self._base = None
             self._size_ = 0
         else:
-            self._base = old
+            # a packed file (FORMAT §14) is read whole and then worked on like inline content
+            self._base = old if old.storage != STORE_PACKED else eng.content.inline_view(old, path)
             self._size_ = old.size
         if mode == "ab":
             self._pos = self._size_

@@ -25,12 +25,15 @@ from .format import (
     ALLOC_CHUNK_BYTES,
     ALLOC_FEATURES,
     ALLOC_KEY,
+    FEATURE_PACKS,
     KIND_FILE,
+    PACK_PREFIX,
     PAGE_SIZE,
     ROOT_SLOT,
     SLOT_OFFSETS,
     SNAPSHOT_PREFIX,
     STORE_CHUNKS,
+    STORE_PACKED,
     STORE_XMAP,
     SYSTEM_PREFIX,
     TREE_ALLOCMAP,
@@ -93,6 +96,8 @@ class _Verifier:
         self.snapshots: list[tuple[bytes, Root]] = []
         self.snapshot_pages = 0
         self.progress: Callable[[int], object] | None = None       # called with bytes checked
+        self.packs: dict = {}            # pack page -> Pack: the live pack table (FORMAT §14)
+        self.pack_use: dict[int, list[int]] = {}    # pack page -> [files, bytes] found
 
     def problem(self, msg: str) -> None:
         if len(self.problems) < 1000:
@@ -188,10 +193,12 @@ class _Verifier:
         held = Bitmap(root.page_count)
         expect = 0
         size = 2 * ALLOC_CHUNK_BYTES
+        features = 0
         for key, value in self.walk(TREE_ALLOCMAP, root.allocmap_root, root.allocmap_height,
                                     "allocation-map"):
             idx = ALLOC_KEY.unpack(key)[0] if len(key) == 8 else -1
             if idx == 0 and len(value) == size + ALLOC_FEATURES.size:
+                (features,) = ALLOC_FEATURES.unpack_from(value, size)
                 value = value[:size]
             if idx != expect or len(value) != size:
                 self.problem(f"allocation map entry {idx} out of place or malformed")
@@ -221,7 +228,8 @@ class _Verifier:
             if open_files and key[len(open_files[-1]):len(open_files[-1]) + 1] == b"/":
                 self.problem(str(P.file_has_children(open_files[-1], key)))
             if system:
-                if self.system_key_ok is None or not self.system_key_ok(key):
+                if not key.startswith(PACK_PREFIX) and (
+                        self.system_key_ok is None or not self.system_key_ok(key)):
                     self.problem(f"{where}: unknown system entry in the catalog")
             else:
                 try:
@@ -242,6 +250,8 @@ class _Verifier:
                     self.check_content(rec, where)
                     if key.startswith(SNAPSHOT_PREFIX):
                         self.snapshot_root(key, rec, where)
+                    elif key.startswith(PACK_PREFIX):
+                        self.pack_entry(key, rec, where, self.packs)
                 continue
             if rec.kind != KIND_FILE:
                 dirs += 1
@@ -257,6 +267,7 @@ class _Verifier:
             self.problem(f"root counts files={root.file_count} dirs={root.dir_count} "
                          f"bytes={root.total_bytes}, found {files}/{dirs}/{total}")
 
+        self.check_pack_table(features)
         self.check_previous(root, roots, used)
         snap_owned = self.check_snapshots(used, pending, held)
 
@@ -285,6 +296,62 @@ class _Verifier:
         if len(leaked):
             self.problem(f"{len(leaked)} pages are marked used but nothing owns them "
                          f"(first: {int(leaked[0])})")
+
+    def pack_entry(self, key: bytes, rec, where: str, table: dict, skip=None) -> None:
+        """A pack-table entry (FORMAT §14.2): well formed; its pages are owned by the pack."""
+        from .packs import parse_entry
+        try:
+            page, pack = parse_entry(key, rec, where)
+        except CartridgeError as e:
+            self.problem(str(e))
+            return
+        table[page] = pack
+        if skip is None or page not in skip:
+            self.own(page, pack.pages, f"pack {page}")
+
+    def check_packed(self, rec, where: str) -> None:
+        """A packed file (FORMAT §14.1): its pack is in the table and holds its bytes; deep:
+        the bytes match the record's checksum."""
+        from .packs import ref
+        page, offset = ref(rec)
+        pack = self.packs.get(page)
+        if pack is None:
+            self.problem(f"{where}: packed file names pack {page}, which the pack table does "
+                         "not hold")
+            return
+        if offset + rec.size > pack.pages * PAGE_SIZE:
+            self.problem(f"{where}: packed file runs past the end of its pack {page}")
+            return
+        use = self.pack_use.setdefault(page, [0, 0])
+        use[0] += 1
+        use[1] += rec.size
+        if self.deep:
+            first = page + offset // PAGE_SIZE
+            lo = offset % PAGE_SIZE
+            count = -(-(lo + rec.size) // PAGE_SIZE)
+            try:
+                data = self.pager.read_run(first, count)[lo:lo + rec.size]
+            except CartridgeError as e:
+                self.problem(f"{where}: {e}")
+                return
+            self.bytes_checked += rec.size
+            if self.progress is not None:
+                self.progress(rec.size)
+            if xxh3_64(data) != rec.checksum:
+                self.problem(f"{where}: content checksum mismatch in packed file (pack {page}, "
+                             f"offset {offset})")
+
+    def check_pack_table(self, features: int) -> None:
+        """Every pack's counts match the files that name it; the PACKS flag is set while
+        the table is not empty."""
+        for page, pack in self.packs.items():
+            files, live = self.pack_use.get(page, (0, 0))
+            if (files, live) != (pack.files, pack.live):
+                self.problem(f"pack {page}: the pack table counts {pack.files} files of "
+                             f"{pack.live} bytes, the catalog names {files} of {live}")
+        if self.packs and not features & FEATURE_PACKS:
+            self.problem("the archive holds packs but allocation-map entry 0 lacks the PACKS "
+                         "feature flag")
 
     def snapshot_root(self, key: bytes, rec, where: str) -> None:
         from . import snapstore  # the record format lives with the snapshot store
@@ -321,6 +388,8 @@ class _Verifier:
                         continue
                     if rec.kind == KIND_FILE and rec.storage in (STORE_CHUNKS, STORE_XMAP):
                         self.check_chunks(rec, where, skip=seen)
+                    elif k.startswith(PACK_PREFIX):
+                        self.pack_entry(k, rec, where, {}, skip=seen)
                 for p, what in self.owner.items():
                     if p in seen:
                         continue
@@ -344,6 +413,8 @@ class _Verifier:
         its checksum when deep."""
         if rec.storage == STORE_CHUNKS or rec.storage == STORE_XMAP:
             self.check_chunks(rec, where)
+        elif rec.storage == STORE_PACKED:
+            self.check_packed(rec, where)
         elif self.deep and rec.size:
             self.bytes_checked += rec.size
             if self.progress is not None:
@@ -375,6 +446,8 @@ class _Verifier:
                     continue
                 if rec.kind == KIND_FILE and rec.storage in (STORE_CHUNKS, STORE_XMAP):
                     self.check_chunks(rec, where, skip=shared)
+                elif key.startswith(PACK_PREFIX):
+                    self.pack_entry(key, rec, where, {}, skip=shared)
             reached = self.owner
         finally:
             self.owner, self.deep = shared, deep

@@ -457,7 +457,8 @@ LIMITS = [          # (target key, what limits it): printed for the targets a ru
   400 MB of page cache for 100 MB of data). Run back to back it loads about 400,000 files/s;
   interleaved with the other peers, as here, every run's 400 MB of page cache is memory the
   VM has just given back to its host, and faulting it in again (0.4-0.6 s per run on this
-  machine) dominates. Denser small files need tail packing, a format change. `write()` per
+  machine) dominates. write_many now packs 1 KiB files (format 1.4, `perf/pack_bench.py`).
+  `write()` per
   file stays at ~12 us: per call, the B-tree insert, content placement and directory checks
   run from Python."""),
     ("lookup", """\
@@ -488,7 +489,8 @@ LIMITS = [          # (target key, what limits it): printed for the targets a ru
 - **Space for 10 KiB files**: a 10 KiB file takes three whole 4 KiB pages (2 KiB of padding),
   plus its catalog record; SQLite stores the 2 KiB remainder inside the B-tree leaf with other
   rows. The difference (about 100 B per file) is the catalog record in partly filled leaves;
-  closing it needs tail packing, a format change."""),
+  packs (format 1.4) take files only up to 16 KiB, not the tails of larger files
+  (FORMAT section 14.4); `perf/pack_bench.py` measures the small sizes."""),
 ]
 
 
@@ -578,7 +580,8 @@ write-to-temp-and-rename that would make them atomic). zipfile is `ZIP_STORED` w
 **Profiles.** `python perf/profile_paths.py [read|commit|txn|stat]` prints cProfile's top
 functions for cartridge's cached read, single-write commit, write-in-a-transaction and stat paths.
 Separate benchmarks live beside this suite: `perf/space_bench.py` (snapshots, compaction
-cycles, vacuum against SQLite's VACUUM, delete_snapshot cost; issue 14), `perf/iam_bench.py`
+cycles, vacuum against SQLite's VACUUM, delete_snapshot cost; issue 14), `perf/pack_bench.py`
+(dense small files in packs against an sqlar table and LMDB; issue 16), `perf/iam_bench.py`
 (policy decisions and principal handles, see docs/IAM.md), `perf/sqlite_bench.py` (SQLite
 databases inside an archive, see docs/SQLITE.md), `perf/remote_bench.py` (remote, read-only
 archives through fsspec's memory filesystem and loopback HTTP, against local reads and zip over

@@ -34,7 +34,8 @@ JSON_KEYS = {
     "du": {"path", "bytes", "files", "entries"},
     "policy check": {"decision", "allowed", "principal", "action", "resource", "policies_stored",
                      "statements"},
-    "info": {"files", "directories", "total_bytes", "file_size", "path", "mode", "sync"},
+    "info": {"files", "directories", "total_bytes", "file_size", "path", "mode", "sync",
+             "reclaimable_bytes", "packs", "packed_files", "pack_pages", "pack_dead_bytes"},
 }
 
 

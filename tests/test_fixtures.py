@@ -138,3 +138,35 @@ def test_fixture_audit_log(path, tmp_path):
         assert c.audit.verify(head=head).ok
         last = c.audit.record(len(c.audit) - 1)
         assert (last.action, last.path) == ("cart:PutObject", "/audit-fixture-probe")
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=os.path.basename)
+def test_fixture_packs(path, tmp_path):
+    """Format 1.4 fixtures hold packs (docs/FORMAT.md §14) whose figures are pinned in the
+    manifest; every older archive stays writable by this build and gains packs when a batch of
+    small files is written to it (no conversion: the PACKS feature flag is set then), and the
+    packs it holds are compacted like the new ones."""
+    manifest = json.load(open(stem(path) + ".json"))
+    cart = materialise(path, tmp_path)
+    with cartridge.open(cart, "r") as c:
+        info = c.info()
+        if "packs" in manifest:
+            assert {k: info[k] for k in manifest["packs"]} == manifest["packs"]
+            assert info["packed_files"] > 0 and info["pack_dead_bytes"] > 0
+        else:
+            assert info["packs"] == info["packed_files"] == info["pack_pages"] == 0
+    files = {f"/added/{i}.bin": bytes([i]) * (1500 + i) for i in range(30)}
+    with cartridge.open(cart, "a") as c:
+        before = c.info()["packed_files"]
+        c.write_many(files.items())
+        assert c.info()["packed_files"] == before + len(files)
+        c.delete("/added/0.bin")
+        c.vacuum()
+        assert c.verify().ok
+    with cartridge.open(cart, "r") as c:
+        for p, data in files.items():
+            if p != "/added/0.bin":
+                assert c.read(p) == data
+        for p, want in manifest["files"].items():
+            assert hashlib.sha256(c.read(p)).hexdigest() == want["sha256"], p
+        assert c.verify().ok

@@ -17,7 +17,7 @@ PKG = ROOT / "cartridge"
 # the engine and everything below it: nothing from the handle or feature layers
 ENGINE = {"engine", "pager", "allocator", "content", "nodestore", "records", "format", "locking",
           "verify", "create", "paths", "errors", "policystore", "snapstore", "compactor", "localfile",
-          "source", "terminal", "iam"}
+          "source", "terminal", "iam", "packs"}
 # above the engine, below the handle: they never import the handle (archive) or cli/demo
 FEATURES = {"_handle", "namespace", "policies", "guard", "streams", "sqlite", "engram", "audit"}
 # the contract imports only pure engine-level modules (path normalising, the IAM action names)

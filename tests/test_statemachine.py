@@ -27,7 +27,9 @@ ALL_PATHS = sorted({"/" + "/".join(x) for x in
                     + [(s, t) for s in SEGMENTS for t in SEGMENTS]
                     + [(s, t, u) for s in SEGMENTS for t in SEGMENTS for u in SEGMENTS]})
 paths = st.sampled_from(ALL_PATHS)
-SIZES = [0, 1, 17, 5 * 1024, 70 * 1024]
+# 1000, 2048, 5 KiB, 12000 and 16384 bytes are packed when written with write_many (above the
+# inline limit, at most PACK_MAX: FORMAT §14); 16385 just misses and takes its own pages
+SIZES = [0, 1, 17, 1000, 2048, 5 * 1024, 12000, 16384, 16385, 70 * 1024]
 datas = st.builds(lambda n, seed: random.Random(seed).randbytes(n),
                   st.sampled_from(SIZES), st.integers(0, 2**16))
 
@@ -163,6 +165,9 @@ def apply_real(cart, op):
         cart.mkdir(args[0], parents=args[1], exist_ok=args[2])
     elif name == "write_many":
         cart.write_many(args[0])
+    elif name == "append":
+        with cart.open(args[0], "ab") as f:
+            f.write(args[1])
     elif name == "stream":
         with cart.open(args[0], "wb") as f:
             data = args[1]
@@ -176,6 +181,11 @@ def apply_model(model, op):
     name, *args = op
     if name in ("write", "stream"):
         model.write(*args)
+    elif name == "append":
+        if args[0] in model.files:
+            model.files[args[0]] = model.files[args[0]] + args[1]
+        else:
+            model.write(*args)
     elif name == "delete":
         model.delete(*args)
     elif name == "rename":
@@ -259,6 +269,11 @@ class ArchiveMachine(RuleBasedStateMachine):
     @rule(p=paths, data=datas)
     def stream_write(self, p, data):
         self.model = run_both(self.cart, self.model, ("stream", p, data))
+
+    @rule(p=paths, data=datas)
+    def append(self, p, data):
+        """An "ab" stream: on a packed file it starts from the pack's bytes (FORMAT §14)."""
+        self.model = run_both(self.cart, self.model, ("append", p, data))
 
     @rule(p=paths, recursive=st.booleans())
     def delete(self, p, recursive):
@@ -424,7 +439,10 @@ class ArchiveMachine(RuleBasedStateMachine):
             self.check_all(self.cart)
             rep = self.cart.verify()
             assert rep.ok, rep.problems
-            assert self.cart.info()["files"] == len(model.files)
+            info = self.cart.info()
+            assert info["files"] == len(model.files)
+            assert 0 <= info["packed_files"] <= len(model.files)
+            assert info["pack_pages"] <= 16 * info["packs"]
 
 
 ArchiveMachine.TestCase.settings = settings(

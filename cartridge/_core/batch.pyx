@@ -10,7 +10,7 @@ from cartridge._core.bitmap cimport Bitmap
 from cartridge._core.checksum cimport XXH3_64bits
 from cartridge._core.layout cimport (ALLOC_CHUNK_BITS, ALLOC_CHUNK_BYTES, ALLOC_CHUNK_WORDS,
                                      PAGE_SIZE, RECORD_SIZE, STORE_EMPTY, ChunkEntry,
-                                     RecordHeader)
+                                     PackRef, RecordHeader)
 
 import sys
 
@@ -48,6 +48,61 @@ def pack_pages(list datas, Py_ssize_t[::1] which, unsigned char[::1] out not Non
             PyBuffer_Release(&buf)
         off += n + pad
     return off // PAGE_SIZE
+
+
+ctypedef packed struct PackedRecord:       # the catalog record of a packed file (FORMAT §14)
+    RecordHeader rec
+    PackRef ref
+
+
+def pack_files(list datas, Py_ssize_t[::1] which, int64_t[::1] offsets not None,
+               unsigned char[::1] out not None, uint64_t[::1] sums not None) -> None:
+    """Copy datas[which[k]] (bytes-like, C-contiguous) into `out` at byte offsets[k] (packs,
+    docs/FORMAT.md §14: files back to back, not page aligned) and set sums[k] to its xxh3-64.
+    The bytes of `out` no file covers are left as they are (the caller zeroes them)."""
+    cdef Py_ssize_t k, n, off
+    cdef Py_buffer buf
+    for k in range(which.shape[0]):
+        PyObject_GetBuffer(datas[which[k]], &buf, PyBUF_SIMPLE)
+        try:
+            n = buf.len
+            off = offsets[k]
+            if off < 0 or off + n > out.shape[0]:
+                raise ValueError("pack_files: output buffer too small")
+            with nogil:
+                if n:
+                    memcpy(&out[off], buf.buf, n)
+                sums[k] = XXH3_64bits(buf.buf, n)
+        finally:
+            PyBuffer_Release(&buf)
+
+
+def packed_records(Py_ssize_t[::1] which, int64_t[::1] sizes not None,
+                   uint64_t[::1] packs not None, int64_t[::1] offsets not None,
+                   uint64_t[::1] sums not None, uint32_t[::1] modes not None,
+                   int64_t[::1] ctimes not None, int64_t mtime, int kind, int storage,
+                   list out not None) -> None:
+    """out[which[k]] = the catalog record of a packed file (docs/FORMAT.md §14: RECORD, then
+    its PackRef) of size sizes[k], in the pack at page packs[k] at byte offsets[k], checksum
+    sums[k]; mode and ctime from modes[k] and ctimes[k]."""
+    cdef Py_ssize_t k
+    cdef bytes b
+    cdef PackedRecord* r
+    for k in range(which.shape[0]):
+        b = PyBytes_FromStringAndSize(NULL, sizeof(PackedRecord))
+        r = <PackedRecord*>PyBytes_AS_STRING(b)
+        r.rec.kind = <uint8_t>kind
+        r.rec.storage = <uint8_t>storage
+        r.rec.reserved = 0
+        r.rec.mode = modes[k]
+        r.rec.size = <uint64_t>sizes[k]
+        r.rec.ctime_ns = ctimes[k]
+        r.rec.mtime_ns = mtime
+        r.rec.checksum = sums[k]
+        r.ref.pack_page = packs[k]
+        r.ref.offset = <uint32_t>offsets[k]
+        r.ref.reserved = 0
+        out[which[k]] = b
 
 
 def chunk_records(Py_ssize_t[::1] which, int64_t[::1] sizes not None,

@@ -32,6 +32,7 @@ from cartridge._core.checksum cimport page_checksum
 from cartridge._core.layout cimport (CHUNK_ENTRY_SIZE, CHUNK_PAGES, KEY_INLINE, KIND_FILE, MAX_CELL,
                                      MAX_KEY, MAX_NAME_BYTES, NODE_HEADER_SIZE, NODE_USABLE,
                                      PAGE_SIZE, RECORD_SIZE, STORE_CHUNKS, STORE_XMAP,
+                                     STORE_PACKED,
                                      TAG_INTERNAL, TAG_LEAF, TAG_SIZE, UNDERFLOW, NodeHeader)
 from cartridge.errors import CorruptionError
 
@@ -425,7 +426,8 @@ cdef class Node:
             v = self.value_ptr(i, &vl)
             if vl < 2 or v[0] != KIND_FILE:
                 continue
-            if v[1] == STORE_XMAP:
+            if v[1] == STORE_XMAP or v[1] == STORE_PACKED:
+                # packed (FORMAT §14): the whole pack's pages may be wanted; cheap to decode
                 out.append(i)
             elif v[1] == STORE_CHUNKS:
                 if vl < RECORD_SIZE or (vl - RECORD_SIZE) % CHUNK_ENTRY_SIZE:

@@ -38,6 +38,8 @@ cdef enum:
     STORE_INLINE = 1                       # content bytes follow the record
     STORE_CHUNKS = 2                       # chunk map entries follow the record
     STORE_XMAP = 3                         # an XmapRef follows the record
+    STORE_PACKED = 4                       # a PackRef follows the record (FORMAT §14, 1.4)
+    PACK_MAX_PAGES = 16                    # a pack is a run of 1..16 pages (64 KiB)
 
     # allocation map (FORMAT §6)
     ALLOC_CHUNK_BITS = 2048                # pages per allocation-map entry
@@ -79,9 +81,15 @@ ctypedef packed struct XmapRef:            # FORMAT §5.1, storage XMAP: where t
     uint32_t page_count
     uint32_t reserved
 
+ctypedef packed struct PackRef:            # FORMAT §14, storage PACKED: where a packed file lives
+    uint64_t pack_page                     # first page of the pack
+    uint32_t offset                        # byte offset of the file inside the pack
+    uint32_t reserved
+
 cdef enum:                                 # the sizes FORMAT.md gives (layout_info checks sizeof)
     NODE_HEADER_SIZE = 40
     NODE_USABLE = PAGE_SIZE - NODE_HEADER_SIZE   # 4056 bytes for slots and cells
     RECORD_SIZE = 40
     CHUNK_ENTRY_SIZE = 16
     XMAP_REF_SIZE = 16
+    PACK_REF_SIZE = 16

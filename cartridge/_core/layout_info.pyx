@@ -22,6 +22,8 @@ STORE_EMPTY = L.STORE_EMPTY
 STORE_INLINE = L.STORE_INLINE
 STORE_CHUNKS = L.STORE_CHUNKS
 STORE_XMAP = L.STORE_XMAP
+STORE_PACKED = L.STORE_PACKED
+PACK_MAX_PAGES = L.PACK_MAX_PAGES
 ALLOC_CHUNK_BITS = L.ALLOC_CHUNK_BITS
 ALLOC_CHUNK_BYTES = L.ALLOC_CHUNK_BYTES
 MAX_PATH_BYTES = L.MAX_PATH_BYTES
@@ -36,6 +38,7 @@ cdef L.NodeHeader _n
 cdef L.RecordHeader _r
 cdef L.ChunkEntry _c
 cdef L.XmapRef _x
+cdef L.PackRef _pk
 
 # struct name -> (sizeof, fields in order); codes are the struct-module letters of each field
 STRUCTS = {
@@ -69,10 +72,16 @@ STRUCTS = {
         _field("page_count", &_x.page_count, &_x, sizeof(_x.page_count), "I"),
         _field("reserved", &_x.reserved, &_x, sizeof(_x.reserved), "I"),
     )),
+    "PackRef": (sizeof(L.PackRef), (
+        _field("pack_page", &_pk.pack_page, &_pk, sizeof(_pk.pack_page), "Q"),
+        _field("offset", &_pk.offset, &_pk, sizeof(_pk.offset), "I"),
+        _field("reserved", &_pk.reserved, &_pk, sizeof(_pk.reserved), "I"),
+    )),
 }
 
 SIZES = {"NodeHeader": L.NODE_HEADER_SIZE, "RecordHeader": L.RECORD_SIZE,
-         "ChunkEntry": L.CHUNK_ENTRY_SIZE, "XmapRef": L.XMAP_REF_SIZE}
+         "ChunkEntry": L.CHUNK_ENTRY_SIZE, "XmapRef": L.XMAP_REF_SIZE,
+         "PackRef": L.PACK_REF_SIZE}
 for _name, _size in SIZES.items():
     if STRUCTS[_name][0] != _size:      # the kernels use the enum sizes and the structs alike
         raise ImportError(f"layout: sizeof({_name}) is {STRUCTS[_name][0]}, not {_size}")

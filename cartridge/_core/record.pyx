@@ -152,8 +152,23 @@ cdef inline object _chunk_key(const unsigned char* entry):
     return (<object>e.start << 64) | <object>e.checksum
 
 
+cdef inline object _pack_key(const unsigned char* ref, uint64_t checksum):
+    """The page-cache key of a packed file's content (FORMAT §14): bit 127 set (no chunk key
+    has it: page numbers are below 2^48), the file's byte address in bits 64-126, its checksum
+    below."""
+    cdef const L.PackRef* r = <const L.PackRef*>ref
+    return (1 << 127) | ((<object>r.pack_page * L.PAGE_SIZE + <object>r.offset) << 64) \
+        | <object>checksum
+
+
 def with_chunk_key(Record rec) -> Record:
-    """Fill in chunk_key for a file stored as exactly one chunk."""
+    """Fill in chunk_key for a file stored as exactly one chunk, or packed."""
+    if rec._storage == L.STORE_PACKED:
+        if type(rec.payload) is not bytes or PyBytes_GET_SIZE(rec.payload) != L.PACK_REF_SIZE:
+            raise _struct.error("unpack requires a buffer of 16 bytes")
+        rec.chunk_key = _pack_key(<const unsigned char*>PyBytes_AS_STRING(rec.payload),
+                                  rec._checksum)
+        return rec
     if rec._storage == L.STORE_CHUNKS and rec._size <= L.CHUNK_SIZE:
         if type(rec.payload) is not bytes or PyBytes_GET_SIZE(rec.payload) != L.CHUNK_ENTRY_SIZE:
             raise _struct.error("unpack requires a buffer of 16 bytes")
@@ -170,6 +185,7 @@ cdef Record decode_at(const unsigned char* v, Py_ssize_t n, object where):
     cdef uint64_t size
     cdef Py_ssize_t pl = n - L.RECORD_SIZE
     cdef bint ok
+    cdef const L.PackRef* pk
     if n < L.RECORD_SIZE:
         raise CorruptionError(f"{_where(where)}: catalog record is {n} bytes, too short")
     kind = h.kind
@@ -187,6 +203,11 @@ cdef Record decode_at(const unsigned char* v, Py_ssize_t n, object where):
                 size // L.CHUNK_SIZE + (size % L.CHUNK_SIZE != 0))
         elif storage == L.STORE_XMAP:
             ok = size > 0 and pl == L.XMAP_REF_SIZE
+        elif storage == L.STORE_PACKED:
+            pk = <const L.PackRef*>(v + L.RECORD_SIZE)
+            ok = (size > 0 and pl == L.PACK_REF_SIZE and pk.pack_page >= 1
+                  and pk.pack_page < (<uint64_t>1 << 48) and pk.reserved == 0
+                  and <uint64_t>pk.offset + size <= L.PACK_MAX_PAGES * L.PAGE_SIZE)
         else:
             ok = False
     else:
@@ -206,6 +227,8 @@ cdef Record decode_at(const unsigned char* v, Py_ssize_t n, object where):
     rec.chunk_key = 0
     if storage == L.STORE_CHUNKS and size <= L.CHUNK_SIZE:
         rec.chunk_key = _chunk_key(v + L.RECORD_SIZE)
+    elif storage == L.STORE_PACKED:
+        rec.chunk_key = _pack_key(v + L.RECORD_SIZE, h.checksum)
     return rec
 
 

@@ -26,6 +26,7 @@ from ..format import (
     STORE_CHUNKS,
     STORE_EMPTY,
     STORE_INLINE,
+    STORE_PACKED,
     STORE_XMAP,
     XMAP_REF,
 )
@@ -85,8 +86,10 @@ class Member(Overlay):
         self.size = self.base_size = rec.size if rec is not None else 0
         self.ckeys = {}
         self.cmap = None
-        if rec is None or rec.storage in (STORE_EMPTY, STORE_INLINE):
-            self.nbase = 1 if rec is not None and rec.storage == STORE_INLINE else 0
+        if rec is None or rec.storage in (STORE_EMPTY, STORE_INLINE, STORE_PACKED):
+            # a packed file (FORMAT §14; members are never packed by SQLite itself, but a
+            # database written with write_many may be) is one base chunk, like inline content
+            self.nbase = 0 if rec is None or rec.storage == STORE_EMPTY else 1
         else:
             eng = self.reg.eng
             self.cmap = eng.content.chunk_map(rec, eng.where(self.key))
@@ -140,6 +143,9 @@ class Member(Overlay):
         assert rec is not None          # only chunks below nbase are asked for: there is a record
         if rec.storage == STORE_INLINE:
             return rec.payload
+        if rec.storage == STORE_PACKED:
+            eng = self.reg.eng
+            return eng.content.load_packed(rec, eng.where(self.key))
         ck = self.ckeys.get(i)
         eng = self.reg.eng
         if ck is None:
@@ -308,6 +314,9 @@ class Member(Overlay):
 
     def _free_old(self, eng, old: Record, replaced: list[int]) -> None:
         """Give back the old version's chunks that the new one no longer uses."""
+        if old.storage == STORE_PACKED:         # its bytes become dead in its pack
+            eng.content.free(old, eng.where(self.key))
+            return
         if old.storage not in (STORE_CHUNKS, STORE_XMAP):
             return
         free = eng.allocator.free
@@ -340,7 +349,7 @@ class Member(Overlay):
         self.cmap = cmap
         if rec is None or rec.storage == STORE_EMPTY:
             self.nbase = 0
-        elif rec.storage == STORE_INLINE:
+        elif rec.storage in (STORE_INLINE, STORE_PACKED):
             self.nbase = 1
         else:
             self.nbase = len(cmap)
