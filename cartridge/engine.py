@@ -136,6 +136,7 @@ class Engine:
         self.pager.write_at(0, self.header.pack())
         self.root = Root(generation=0)
         self.allocator = Allocator(GROW_MIN_PAGES, self.pager.grow)
+        self.allocator.sequential = self.pager.sync_mode == "normal"   # few runs between syncs
         self.allocator.used.set_range(0, 1)       # page 0: header and root slots
         self._build_trees()
         self._saved = self.root.copy()
@@ -230,6 +231,8 @@ class Engine:
             raise CorruptionError(f"{self.name}: file is truncated: {size_pages} pages, the archive "
                                   f"needs {self.root.page_count}")
         self.allocator = Allocator(self.root.page_count, self.pager.grow) if self.writable else None  # type: ignore[assignment]  # None only read-only: never allocates
+        if self.allocator is not None:
+            self.allocator.sequential = self.pager.sync_mode == "normal"   # few runs per sync
         self._build_trees()
         if self.writable:
             if self.catalog.get(FROZEN_KEY) is not None:
