@@ -616,7 +616,8 @@ class Engine:
         # root flip ("normal": with everything written since the last barrier)
         seal = self.pager.write_commit(
             {pno: node.seal() for pno, node in self.dirty.items()},
-            a.persisted_in_use if self.pager.sync_mode != "off" else None)
+            a.persisted_in_use if self.pager.sync_mode != "off" else None,
+            recheck=bool(a.detached or a.releasing))
         root.seal, root.seal_checksum = seal if seal is not None else ((), 0)
         # the generation (and so the slot) once the barrier, if any, is known: never the slot
         # whose root open falls back to after a power cut (FORMAT §2.2)

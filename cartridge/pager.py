@@ -226,17 +226,21 @@ def make_seal(runs: list[tuple[int, list]], in_use) -> tuple[tuple, int] | None:
 
 
 def extend_seal(acc: tuple[tuple, Any, int], runs: list[tuple[int, list]],
-                in_use) -> tuple[tuple, Any, int] | None:
+                in_use, recheck: bool = True) -> tuple[tuple, Any, int] | None:
     """sync="normal": the cumulative seal after a commit that writes `runs` (sorted, padded to
     whole pages) on top of `acc` (extents, running xxh3, pages: what was written since the
     last barrier), or None when it does not fit one seal: too many extents or pages, a run
     that does not lie after every earlier one (the running hash covers pages in ascending
-    order), or a page, earlier or new, that is not in use in the map this commit saves."""
+    order), or a page, earlier or new, that is not in use in the map this commit saves.
+    `recheck=False`: the earlier pages are known to be still in use (they were at the last
+    commit, and only saving pages as free - write streams, release_in_commit - could change
+    that before the next barrier: pages freed since are pending or held, never reused)."""
     extents, h, total = acc
     ext = list(extents)
-    for start, count in ext:
-        if not in_use(start, count):
-            return None     # (held by a snapshot now: may never be overwritten, but unsealable)
+    if recheck:
+        for start, count in ext:
+            if not in_use(start, count):
+                return None
     end = ext[-1][0] + ext[-1][1] if ext else 1
     for start, bufs in runs:
         count = sum(map(len, bufs)) // PAGE_SIZE
@@ -549,7 +553,8 @@ class Pager:
                 if done < total:           # a short write (rare): the rest, byte-exact
                     self.write_at(start, b"".join(bufs)[done:], flush=False, skip=done)
 
-    def write_commit(self, extra: dict[int, bytes], in_use=None) -> tuple[tuple, int] | None:
+    def write_commit(self, extra: dict[int, bytes], in_use=None,
+                     recheck: bool = True) -> tuple[tuple, int] | None:
         """Steps 3-4 of a commit: write the staged pages and `extra` (sealed B+tree nodes).
         With `in_use` (sync="full" or "normal") a commit that wrote nothing before may skip the
         barrier: its pages are written padded and the seal its root carries is returned
@@ -570,7 +575,7 @@ class Pager:
                     self.drop_staged()
                     return seal
             elif self.sync_mode == "normal":
-                acc = extend_seal(self._acc, runs, in_use)
+                acc = extend_seal(self._acc, runs, in_use, recheck)
                 if acc is not None:
                     if runs:
                         self.write_runs(runs)
