@@ -329,6 +329,24 @@ def check(tmp_path, r: Run, rngs, sample: float = 1.0, seen=None) -> dict:
     return out
 
 
+@pytest.mark.parametrize("mode", ["w", "x"])
+def test_a_new_archive_survives_power_cuts(tmp_path, mode):
+    """An archive created by a "normal" handle: its first root is the fallback of the first
+    unsynced commits (a regression: the slot of generation 1 was overwritten unsynced)."""
+    p = str(tmp_path / "new.cart")
+    c = cartridge.open(p, mode, sync="normal")
+    r = Run(c, {})
+    for i in range(6):
+        c.write(f"/f{i}", os.urandom(5000))
+        r.model[f"/f{i}"] = c.read(f"/f{i}")
+        r.done()
+    r.rec.detach()
+    engine(c).failed = RuntimeError("abandoned")     # a crash: no close, no sync
+    c.close()
+    got = check(tmp_path, r, [None] + [random.Random(s) for s in range(4)])
+    assert got["images"] > 0
+
+
 @pytest.mark.parametrize("every", [4, None])
 def test_power_cuts_recover_a_state_no_older_than_the_last_sync(tmp_path, monkeypatch, every):
     """With a sync every 4 commits (so that pages freed before a sync are recycled after it)
