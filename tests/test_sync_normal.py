@@ -347,6 +347,25 @@ def test_a_new_archive_survives_power_cuts(tmp_path, mode):
     assert got["images"] > 0
 
 
+@pytest.mark.parametrize("mode", ["w", "x"])
+def test_a_new_archive_keeps_its_first_root_until_a_sync(tmp_path, mode):
+    """(The crash recorder syncs when it attaches, so the sweep above cannot see this.)"""
+    p = str(tmp_path / "new.cart")
+    c = cartridge.open(p, mode, sync="normal")
+    first = engine(c).root.generation
+    with open(p, "rb") as f:
+        f.seek(SLOT_OFFSETS[first % 2])
+        slot = f.read(256)
+    io = counted(c)
+    for i in range(4):
+        c.write(f"/f{i}", os.urandom(100))       # inline: the new file does not grow (a sync)
+    assert io.syncs == 0
+    with open(p, "rb") as f:
+        f.seek(SLOT_OFFSETS[first % 2])
+        assert f.read(256) == slot
+    c.close()
+
+
 @pytest.mark.parametrize("every", [4, None])
 def test_power_cuts_recover_a_state_no_older_than_the_last_sync(tmp_path, monkeypatch, every):
     """With a sync every 4 commits (so that pages freed before a sync are recycled after it)
