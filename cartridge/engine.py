@@ -144,7 +144,7 @@ class Engine:
         self.commit()
         if self.pager.sync_mode != "off":
             # generation 1 durable: the root open falls back to until the next sync (FORMAT §8.1)
-            self.pager.sync_now()
+            self.pager.sync_data()
 
     def _pick(self) -> tuple[bytes, list[Root | None], Root, list[str]]:
         """Page 0, both slots, the newest valid root and notes on damaged slots (seal unchecked)."""

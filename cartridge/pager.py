@@ -359,7 +359,7 @@ class Pager:
         if self.sync_mode == "off":
             self._settle_slots()
         else:
-            self.sync_now()
+            self.sync_data()
 
     def _settle_slots(self) -> None:
         self.slot_durable = list(self.slot_gen)

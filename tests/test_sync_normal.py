@@ -169,8 +169,10 @@ def test_writer_syncs_at_open_before_writing(path, monkeypatch):
     """An earlier writer may have left commits the disk does not have yet (a killed process):
     a writer makes the file durable before it writes anything over it."""
     order = []
-    real_fsync, real_pwrite = os.fsync, os.pwrite
+    real_fsync, real_fdatasync, real_pwrite = os.fsync, os.fdatasync, os.pwrite
     monkeypatch.setattr(os, "fsync", lambda fd: (order.append("sync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "fdatasync",
+                        lambda fd: (order.append("sync"), real_fdatasync(fd))[1])
     monkeypatch.setattr(os, "pwrite", lambda fd, d, o: (order.append("write"),
                                                         real_pwrite(fd, d, o))[1])
     c = cartridge.open(path, "a", sync="normal")
