@@ -255,7 +255,7 @@ def workload(r: Run, rng: random.Random, n: int) -> None:
     """Small and mid-size writes, overwrites, deletes, a transaction, a large write (which takes
     a barrier) and rewrites that recycle what earlier commits freed."""
     c, m = r.c, r.model
-    for i in range(n):
+    for _ in range(n):
         k = rng.randrange(8)
         p = f"/d/{rng.randrange(12)}"
         if k < 5:
@@ -267,7 +267,7 @@ def workload(r: Run, rng: random.Random, n: int) -> None:
             del m[p]
         elif k == 6:
             with c.transaction():
-                for j in range(rng.randrange(1, 6)):
+                for _ in range(rng.randrange(1, 6)):
                     q = f"/t/{rng.randrange(20)}"
                     data = rng.randbytes(rng.choice([10, 5000]))
                     c.write(q, data)
