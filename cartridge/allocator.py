@@ -21,6 +21,7 @@ from .format import ALLOC_CHUNK_BITS, ALLOC_CHUNK_BYTES, ALLOC_FEATURES, CHUNK_P
 LARGE_FILE_PAGES = 64            # 256 KiB: from here on, content takes contiguous extents
 GROW_MIN_PAGES = 16              # a new archive file starts at 64 KiB
 GROW_MAX_STEP = 16384            # grow by doubling, at most 64 MiB at a time
+SEQ_RUN = 16
 
 Run = tuple[int, int]
 
@@ -54,6 +55,13 @@ class Allocator:
         self._held_log: list[tuple[str, int, int]] = []
         self._reach_saved: tuple | None = None
         self._shrunk: list[tuple] = []       # bitmaps before a shrink() in this transaction
+        # Sequential placement (sync="normal", set by the engine): pages for metadata and small
+        # files go one after another from a cursor inside a free run of SEQ_RUN pages or more,
+        # so that the commits between two syncs write few runs, in ascending order, and fit
+        # one seal (docs/FORMAT.md §6, §8); first-fit when no such run is free.
+        self.sequential = False
+        self._seq_next = 1
+        self._seq_end = 0
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -200,9 +208,27 @@ class Allocator:
         self.fresh.set_range(start, count)
         self.txn_allocated.append((start, count))
 
+    def _seq_find(self, count: int) -> int:
+        """Sequential placement: the start of `count` free pages at the cursor, or of a free
+        run of at least SEQ_RUN pages after it (else from the start), or -1."""
+        used = self.used
+        c = self._seq_next
+        if c + count <= min(self._seq_end, used.n_bits) and used.is_range_free(c, count):
+            return c
+        want = max(SEQ_RUN, count)
+        s = used.find_run(want, c if c < used.n_bits else 1)
+        if s <= 0:
+            return -1
+        self._seq_end = s + want
+        return s
+
     def alloc_page(self) -> int:
-        """One page for metadata, first-fit from the low end."""
-        p = self.used.find_free(1)
+        """One page for metadata, first-fit from the low end (or sequential placement)."""
+        p = self._seq_find(1) if self.sequential else -1
+        if p >= 0:
+            self._seq_next = p + 1
+        else:
+            p = self.used.find_free(1)
         if p < 0:
             self._grow(1)
             p = self.used.find_free(1)
@@ -213,7 +239,11 @@ class Allocator:
         """Copy-on-write of one page: a fresh page (as alloc_page()) for the new copy, and page
         `old` freed (as free(old, 1)), in one call."""
         used = self.used
-        p = used.find_free(1)
+        p = self._seq_find(1) if self.sequential else -1
+        if p >= 0:
+            self._seq_next = p + 1
+        else:
+            p = used.find_free(1)
         if p < 0:
             self._grow(1)
             p = used.find_free(1)
@@ -234,6 +264,12 @@ class Allocator:
     def alloc_run(self, count: int) -> int:
         """`count` contiguous pages, growing the file if no run is free."""
         large = count >= LARGE_FILE_PAGES
+        if self.sequential and not large:
+            start = self._seq_find(count)
+            if start >= 0:
+                self._seq_next = start + count
+                self._take(start, count)
+                return start
         start = self.used.find_run(count, self._large_hint if large else 1)
         if start < 0:
             self._grow(count - self._tail_free())

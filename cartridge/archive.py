@@ -201,7 +201,8 @@ class Cartridge:
     mode: "r" read-only (the default, as in zipfile: a missing archive is NotFoundError, never
     a new one), "a" read-write (create if missing), "w" create or truncate, "x" create and fail
     if it exists. sync: "full" (durable when a call returns), "normal"
-    (consistent after power loss, may lose the last commit), "off" (survives a killed process,
+    (no sync per commit: consistent after power loss, may lose the commits since the last sync,
+    which comes every 64 commits or 100 ms, at commit() and at close()), "off" (survives a killed process,
     not a power cut). cache_size: page cache budget in bytes. timeout: seconds to wait for the
     write lock (default: fail at once with LockedError).
 

@@ -1433,7 +1433,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync_help = ("durability of commits for commands that change the archive: full (durable when "
                  "the command returns, default), normal (consistent after power loss, may lose "
-                 "the last commit), off (survives a killed process, not a power cut)")
+                 "the commits since the last sync; a command syncs when it ends), off "
+                 "(survives a killed process, not a power cut)")
     parser = _Parser(
         prog=PROG,
         description="Create, fill, inspect and check cartridge (.cart) archives.",

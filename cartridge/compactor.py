@@ -255,6 +255,17 @@ def _move_packs(eng, packed: dict[bytes, Record], sparse: set[int], limit: int) 
 
 
 def cycle(eng, max_pages: int, skip=None) -> tuple[int, int, bool]:
+    """One cycle (see _cycle), with first-fit placement whatever the sync mode: copies go to
+    the lowest free pages, not after sync="normal"'s sequential cursor (allocator.py)."""
+    a = eng.allocator
+    seq, a.sequential = a.sequential, False
+    try:
+        return _cycle(eng, max_pages, skip)
+    finally:
+        a.sequential = seq
+
+
+def _cycle(eng, max_pages: int, skip=None) -> tuple[int, int, bool]:
     """One cycle (the caller holds the handle's lock, outside a transaction): move up to
     `max_pages` pages down in one commit, then give back a free tail. Files for which
     skip(key) is true (members a feature layer holds open: SQLite databases) stay where they

@@ -107,7 +107,7 @@ class Engine:
         self._unsaved_releases = 0                # pages released since the last commit
         self._slots_seen = b""                    # slot bytes the reader last settled on
         self._seal_checked: tuple | None = None   # the sealed root whose pages were last checked
-        self._seal_synced = False                 # this handle's own sealed commit is durable
+        self._open_roots: list[Root | None] = [None, None]   # the slots a writer opened with
         self.system_epoch = 0      # bumped whenever internal state (policies) may have changed
         self.rollbacks = 0         # bumped by every rollback of a writable handle's transaction
         self.closed = False        # close() ran: the file is released
@@ -139,11 +139,15 @@ class Engine:
         self.pager.write_at(0, self.header.pack())
         self.root = Root(generation=0)
         self.allocator = Allocator(GROW_MIN_PAGES, self.pager.grow)
+        self.allocator.sequential = self.pager.sync_mode == "normal"   # few runs between syncs
         self.allocator.used.set_range(0, 1)       # page 0: header and root slots
         self._build_trees()
         self._saved = self.root.copy()
         self._changed = True
         self.commit()
+        if self.pager.sync_mode != "off":
+            # generation 1 durable: the root open falls back to until the next sync (FORMAT §8.1)
+            self.pager.sync_data()
 
     def _pick(self) -> tuple[bytes, list[Root | None], Root, list[str]]:
         """Page 0, both slots, the newest valid root and notes on damaged slots (seal unchecked)."""
@@ -163,6 +167,7 @@ class Engine:
         if root.seal and not self._seal_holds(root):
             root, note = self._before_torn(root, roots)
             notes.append(note)
+        self._open_roots = roots
         return root, notes
 
     def _seal_holds(self, root: Root) -> bool:
@@ -200,8 +205,11 @@ class Engine:
         for _ in range(100):
             page0, roots, root, notes = self._pick()
             self._pin(root.generation)
-            _, _, again, _ = self._pick()
-            if again.generation not in (root.generation, root.generation + 1):
+            _, slots, again, _ = self._pick()
+            # the writer releases pages of `root` only once both slots hold newer commits
+            # (FORMAT §8 step 7): while one still holds it or an older one, our pin is in time
+            if again.generation not in (root.generation, root.generation + 1) and not any(
+                    r is not None and r.generation <= root.generation for r in slots):
                 continue
             if root.seal and not self._seal_holds(root):
                 try:
@@ -229,10 +237,13 @@ class Engine:
             raise CorruptionError(f"{self.name}: file is truncated: {size_pages} pages, the archive "
                                   f"needs {self.root.page_count}")
         self.allocator = Allocator(self.root.page_count, self.pager.grow) if self.writable else None  # type: ignore[assignment]  # None only read-only: never allocates
+        if self.allocator is not None:
+            self.allocator.sequential = self.pager.sync_mode == "normal"   # few runs per sync
         self._build_trees()
         if self.writable:
             if self.catalog.get(FROZEN_KEY) is not None:
                 raise ReadOnlyError(f"{self.name}: the archive is frozen (permanently read-only)")
+            self.pager.opened(self._open_roots, self.root)   # a barrier first (not "off")
             self._load_allocator()
             self._features_saved = self.allocator.features
             if self.allocator.features & FEATURE_SNAPSHOTS:
@@ -505,16 +516,20 @@ class Engine:
             self.in_txn = True
             self.rollback()
             raise
+        pager = self.pager
         try:
-            self.pager.write_root(root)
-            if force_sync and self.pager.sync_mode != "full":
-                self.pager.sync_now()
+            pager.write_root(root)
+            if pager.sync_mode == "normal" and not force_sync:
+                # sync every few commits (FORMAT §8, "normal"); a commit that shrinks the file's
+                # page count at once, so that the next root goes to the other slot (§12.5)
+                force_sync = pager.sync_due() or root.page_count < self.root.page_count
+            if force_sync and pager.sync_mode != "full":
+                pager.sync_now()
         except BaseException as e:
             self.failed = e
             raise
         # the new pages are committed: cache them, queue this commit's frees
         self.root = root
-        self._seal_synced = bool(root.seal) and self.pager.sync_mode == "full"
         cache = self.pager.cache
         for pno, node in self.dirty.items():
             cache.put(pno, node, PAGE_SIZE)
@@ -559,8 +574,8 @@ class Engine:
         if not todo:
             return
         try:
-            if not self._seal_synced:
-                self.pager.sync_now()  # e.g. a sealed root found at open: make it durable first
+            if self.pager.dirty:
+                self.pager.sync_now()  # a sealed root not yet durable: make it durable first
             for root in todo:
                 self.pager.write_root(root)
                 if self.pager.sync_mode != "full":
@@ -570,7 +585,6 @@ class Engine:
             raise
         if unsealed is not None:
             self.root = unsealed
-        self._seal_synced = False
 
     def _write_pages(self) -> Root:
         """Steps 2-4 of the commit: persist the allocation map, write every new page, barrier.
@@ -606,7 +620,6 @@ class Engine:
                 spot[0].set_value_same_size(spot[1], a.chunk_value(c))
         a.clear_dirty()
         root = self.root.copy()
-        root.generation += 1
         root.page_count = a.n_pages
         root.catalog_root, root.catalog_height, root.catalog_count = (
             self.catalog.root, self.catalog.height, self.catalog.count)
@@ -615,11 +628,16 @@ class Engine:
         root.commit_time_ns = time.time_ns()
         root.pending_pages = a.pending_count
         self.pager.grow(a.n_pages)
-        # sync="full" seals a commit that fits a seal rather than syncing before the root flip
+        # "full" and "normal" seal a commit that fits a seal rather than syncing before the
+        # root flip ("normal": with everything written since the last barrier)
         seal = self.pager.write_commit(
             {pno: node.seal() for pno, node in self.dirty.items()},
-            a.persisted_in_use if self.pager.sync_mode == "full" else None)
+            a.persisted_in_use if self.pager.sync_mode != "off" else None,
+            recheck=bool(a.detached or a.releasing))
         root.seal, root.seal_checksum = seal if seal is not None else ((), 0)
+        # the generation (and so the slot) once the barrier, if any, is known: never the slot
+        # whose root open falls back to after a power cut (FORMAT §2.2)
+        root.generation = self.pager.next_generation(self.root.generation)
         return root
 
     def release_now(self) -> int:
@@ -631,16 +649,15 @@ class Engine:
             self._release(force=True)
             if not self.pending_queue or self.in_txn or a.hold_frees:
                 break
-            g = self.root.generation
-            limit = g - 2 if self.pager.sync_mode == "normal" else g - 1
             if self.pins and min(self.pins) < self.pending_queue[0][0]:
                 break                      # a stream of ours reads an older state
-            other = locking.oldest_pin_below(self.fd, limit + 1)
+            other = locking.oldest_pin_below(self.fd, self.root.generation)
             if other is not None and other < self.pending_queue[0][0]:
                 break                      # a reader of another handle does
             self.begin()
             self._changed = True
-            self.commit()
+            # each of these commits synced ("normal" too), so that the slots move on
+            self.commit(force_sync=self.pager.sync_mode == "normal")
         self._release(force=True)     # what the last of those commits made releasable
         return a.pending_count
 
@@ -665,11 +682,10 @@ class Engine:
         if (not force and len(self.pending_queue) < RELEASE_BATCH
                 and self.allocator.pending_count < RELEASE_PAGES):
             return   # release in batches: one lock query per batch, not per commit
-        g = self.root.generation
-        # Frees of commit f are pages of root f-1: safe once no root slot can hold f-1, i.e.
-        # f <= g - 1. With sync="normal" root g is not durable until commit g+1's barrier, so
-        # after a power cut the slots may still be g-1 and g-2: then f <= g - 2 ...
-        limit = g - 2 if self.pager.sync_mode == "normal" else g - 1
+        # Frees of commit f are pages of roots older than f: safe once no root slot can hold
+        # one after a power cut, i.e. once both slots hold f or newer as of the last barrier
+        # (with "full" after commit g: f <= g - 1; with "normal" a few commits later) ...
+        limit = self.pager.durable_floor()
         if self.pins:
             limit = min(limit, min(self.pins))  # ... and no stream of ours reads an older root
         if self.pending_queue[0][0] > limit:
@@ -698,8 +714,9 @@ class Engine:
         if (not self.writable or self.in_txn or self.failed is not None or self._changed
                 or a.hold_frees or a.detached or self.frozen):
             return
-        g = self.root.generation + 1                # the generation this commit would have
-        limit = g - 2 if self.pager.sync_mode == "normal" else g - 1
+        # this commit goes on top of a durable newest root g and is synced itself ("normal"
+        # syncs before and after it), so that afterwards both slots hold g or newer: f <= g
+        limit = self.root.generation
         if self.pins:
             limit = min(limit, min(self.pins))
 
@@ -713,6 +730,12 @@ class Engine:
             limit = min(limit, other)
             if ready_pages(limit) + self._unsaved_releases < SETTLE_PAGES:
                 return
+        if self.pager.sync_mode == "normal" and self.pager.dirty:
+            try:
+                self.pager.sync_now()
+            except OSError as e:
+                self.failed = e
+                raise
         ready = [e for e in self.pending_queue if e[0] <= limit]
         self.pending_queue = [e for e in self.pending_queue if e[0] > limit]
         self.begin()

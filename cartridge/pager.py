@@ -35,6 +35,12 @@ from .format import (
 )
 
 SYNC_MODES = ("full", "normal", "off")
+# sync="normal" (docs/FORMAT.md §8): commits are sealed and not synced; a barrier (fdatasync)
+# comes at the first commit that makes SYNC_EVERY_COMMITS since the last one, or that returns
+# SYNC_EVERY_NS or more after it, at close() and at commit(); sooner when what was written since
+# the last barrier no longer fits one seal (§2.3).
+SYNC_EVERY_COMMITS = 64
+SYNC_EVERY_NS = 100_000_000      # 100 ms
 STAGE_LIMIT = 8 << 20       # staged bytes that trigger an early write-out
 MAX_GENERATION = 1 << 48    # generations stay far below this (and below the lock-offset range)
 WRITEV_MAX = 512           # buffers per pwritev call (IOV_MAX is 1024 on Linux)
@@ -219,6 +225,44 @@ def make_seal(runs: list[tuple[int, list]], in_use) -> tuple[tuple, int] | None:
     return tuple(extents), h.intdigest()
 
 
+def extend_seal(acc: tuple[tuple, Any, int], runs: list[tuple[int, list]],
+                in_use, recheck: bool = True) -> tuple[tuple, Any, int] | None:
+    """sync="normal": the cumulative seal after a commit that writes `runs` (sorted, padded to
+    whole pages) on top of `acc` (extents, running xxh3, pages: what was written since the
+    last barrier), or None when it does not fit one seal: too many extents or pages, a run
+    that does not lie after every earlier one (the running hash covers pages in ascending
+    order), or a page, earlier or new, that is not in use in the map this commit saves.
+    `recheck=False`: the earlier pages are known to be still in use (they were at the last
+    commit, and only saving pages as free - write streams, release_in_commit - could change
+    that before the next barrier: pages freed since are pending or held, never reused)."""
+    extents, h, total = acc
+    ext = list(extents)
+    if recheck:
+        for start, count in ext:
+            if not in_use(start, count):
+                return None
+    end = ext[-1][0] + ext[-1][1] if ext else 1
+    for start, bufs in runs:
+        count = sum(map(len, bufs)) // PAGE_SIZE
+        total += count
+        if (total > SEAL_MAX_PAGES or start < end or start + count >= 1 << SEAL_START_BITS
+                or not in_use(start, count)):
+            return None
+        if ext and ext[-1][0] + ext[-1][1] == start:
+            ext[-1] = (ext[-1][0], ext[-1][1] + count)
+        else:
+            ext.append((start, count))
+            if len(ext) > SEAL_MAX_EXTENTS:
+                return None
+        end = start + count
+    if runs:
+        h = h.copy() if h is not None else xxhash.xxh3_64()
+        for _start, bufs in runs:
+            for b in bufs:
+                h.update(b)
+    return tuple(ext), h, total
+
+
 def slot_damaged(root: Root | None, raw: bytes, best: Root) -> bool:
     """An invalid slot is damaged unless it is the never-written twin of generation 1."""
     return root is None and (any(raw) or best.generation >= 2)
@@ -250,6 +294,23 @@ class Pager:
         self._staged_lo = 1 << 62
         self._staged_hi = 0
         self.wrote = False       # the file changed since the last root flip (then no seal)
+        # Durability bookkeeping (docs/FORMAT.md §8). A *barrier* is a completed fdatasync/fsync:
+        # everything written before it is on disk. slot_gen: the generation last written into
+        # slot A / B; slot_durable: the same as of the last barrier (a power cut leaves at least
+        # these, or newer ones, in the slots). fallback_slot: the slot whose root open falls
+        # back to after a power cut (the newest root written before the last barrier, or the
+        # root opened); no commit writes it until the next barrier.
+        self.slot_gen = [0, 0]
+        self.slot_durable = [0, 0]
+        self.fallback_slot = 0
+        self._last_root_slot: int | None = None   # slot of the last root written, if any
+        self.dirty = False         # anything written since the last barrier
+        self.unsynced_roots = 0    # roots written since the last barrier
+        self.barrier_ns = time.monotonic_ns()
+        # sync="normal": the pages written since the last barrier that later roots reach, as
+        # the extents of one seal (ascending, merged) and the running xxh3 over them
+        self._acc: tuple[tuple, Any, int] = ((), None, 0)     # extents, hasher, pages
+        self._acc_next: tuple[tuple, Any, int] | None = None  # the same with the commit being written
 
     # -- page 0 -----------------------------------------------------------------------------
     def read_page0(self) -> bytes:
@@ -264,17 +325,71 @@ class Pager:
     def write_root(self, root: Root) -> None:
         """Write `root` into the slot its generation owns (alternating), honouring sync."""
         raw = root.pack()
-        off = SLOT_OFFSETS[root.generation % 2]
+        slot = root.generation % 2
+        off = SLOT_OFFSETS[slot]
+        acc, self._acc_next = self._acc_next, None
         try:
             n = self.io.pwrite(self.fd, raw, off)
             if n < len(raw):              # never seen for 256 bytes in one sector, but be exact
                 self.write_at(0, raw[n:], flush=False, skip=off + n)
             self.wrote = False
+            self.dirty = True
+            self.slot_gen[slot] = root.generation
+            self._last_root_slot = slot
+            self.unsynced_roots += 1
+            if acc is not None:
+                self._acc = acc
             if self.sync_mode == "full":
                 self.io.fdatasync(self.fd)
+                self._barrier()
+            elif self.sync_mode == "off":
+                self._settle_slots()      # "off" promises nothing after a power cut
         except OSError as e:
             self._named(e)
             raise
+
+    # -- durability bookkeeping -------------------------------------------------------------
+    def opened(self, roots: list[Root | None], root: Root) -> None:
+        """A writer opened `root` (found with `roots` in the slots): take them as the slots'
+        state and, unless sync="off", make the file durable before anything is written over it
+        (an earlier writer may have left commits the disk does not have yet)."""
+        self.slot_gen = [r.generation if r is not None else 0 for r in roots]
+        self.fallback_slot = root.generation % 2
+        self._last_root_slot = None
+        if self.sync_mode == "off":
+            self._settle_slots()
+        else:
+            self.sync_data()
+
+    def _settle_slots(self) -> None:
+        self.slot_durable = list(self.slot_gen)
+        if self._last_root_slot is not None:
+            self.fallback_slot = self._last_root_slot
+
+    def _barrier(self) -> None:
+        """An fdatasync/fsync of the file returned: everything written so far is durable."""
+        self._settle_slots()
+        self.dirty = False
+        self.unsynced_roots = 0
+        self.barrier_ns = time.monotonic_ns()
+        self._acc = ((), None, 0)
+
+    def durable_floor(self) -> int:
+        """The oldest generation a slot may hold after a power cut now (every slot holds this
+        generation or a newer one): pages freed by commits up to it may be released."""
+        return min(self.slot_durable)
+
+    def next_generation(self, g: int) -> int:
+        """The generation of the commit after `g`: g + 1, or g + 2 when g + 1's slot holds
+        the root open falls back to (sync="normal" between barriers), so that unsynced
+        commits never overwrite it (docs/FORMAT.md §2.2)."""
+        return g + 2 if (g + 1) % 2 == self.fallback_slot else g + 1
+
+    def sync_due(self) -> bool:
+        """sync="normal", after a commit: whether this is the commit that syncs."""
+        return self.unsynced_roots > 0 and (
+            self.unsynced_roots >= SYNC_EVERY_COMMITS
+            or time.monotonic_ns() - self.barrier_ns >= SYNC_EVERY_NS)
 
     # -- pages ------------------------------------------------------------------------------
     # -- staged writes ----------------------------------------------------------------------
@@ -438,20 +553,36 @@ class Pager:
                 if done < total:           # a short write (rare): the rest, byte-exact
                     self.write_at(start, b"".join(bufs)[done:], flush=False, skip=done)
 
-    def write_commit(self, extra: dict[int, bytes], in_use=None) -> tuple[tuple, int] | None:
+    def write_commit(self, extra: dict[int, bytes], in_use=None,
+                     recheck: bool = True) -> tuple[tuple, int] | None:
         """Steps 3-4 of a commit: write the staged pages and `extra` (sealed B+tree nodes).
-        With `in_use` (sync="full") a commit that wrote nothing before and fits a seal is
-        written padded and returned sealed, with no barrier: its root's single sync makes both
-        durable (docs/FORMAT.md §8). Otherwise the pages are written and the barrier follows."""
+        With `in_use` (sync="full" or "normal") a commit that wrote nothing before may skip the
+        barrier: its pages are written padded and the seal its root carries is returned
+        (docs/FORMAT.md §2.3, §8). "full": the seal of this commit's pages, when they fit one
+        (the root's own sync then makes both durable). "normal": the seal of every page written
+        since the last barrier that the root keeps in use, this commit's included, when they
+        fit one (no sync at all); an empty seal, None, when nothing waits for a barrier.
+        Otherwise the pages are written and the barrier follows."""
+        self._acc_next = None
         if in_use is not None and not self.wrote:
             pages = dict(self._staged)
             pages.update(extra)
             runs = plan_runs(pages, pad=True)
-            seal = make_seal(runs, in_use)
-            if seal is not None:
-                self.write_runs(runs)
-                self.drop_staged()
-                return seal
+            if self.sync_mode == "full":
+                seal = make_seal(runs, in_use)
+                if seal is not None:
+                    self.write_runs(runs)
+                    self.drop_staged()
+                    return seal
+            elif self.sync_mode == "normal":
+                acc = extend_seal(self._acc, runs, in_use, recheck)
+                if acc is not None:
+                    if runs:
+                        self.write_runs(runs)
+                    self.drop_staged()
+                    self._acc_next = acc
+                    extents, h, _n = acc
+                    return (extents, h.intdigest()) if extents else None
         self.flush_staged(extra)
         self.sync_data()
         return None
@@ -494,6 +625,7 @@ class Pager:
             except OSError as e:
                 self._named(e)
                 raise
+            self._barrier()
 
     def sync_now(self) -> None:
         try:
@@ -501,6 +633,7 @@ class Pager:
         except OSError as e:
             self._named(e)
             raise
+        self._barrier()
 
     def _named(self, e: OSError) -> OSError:
         """`e` (an error writing or syncing the archive file) naming the archive, as an error

@@ -426,8 +426,10 @@ class _Verifier:
         """The other slot's commit is what open falls back to if the newest slot is damaged:
         walk what it does not share with the newest state and check that none of its pages is
         marked free (free pages may be overwritten, which would break the fallback)."""
-        prev = next((r for r in roots if r is not None and r.generation == root.generation - 1),
-                    None)
+        # (the other slot's root: generation - 1, or older after sync="normal" commits, which
+        # skip a generation to keep their fallback's slot, FORMAT §2.2)
+        prev = next((r for r in roots if r is not None and r.generation < root.generation
+                     and r.generation % 2 != root.generation % 2), None)
         if prev is None:
             return
         shared, self.owner = self.owner, {}

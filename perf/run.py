@@ -192,6 +192,15 @@ def _targets(m: dict, meas: dict, md: dict) -> list[tuple[str, object, str | Non
          lambda: _ratio(m["read4k", "cartridge"] / m["read4k", "native"], 0.2), None),
         ('4 KiB write, own commit, sync="off": cartridge / best of LMDB and SQLite (syncing off)',
          lambda: _ratio(best_lmdb_sqlite(), 0.7), "commit"),
+        ('4 KiB write, own commit, sync="normal": cartridge / SQLite WAL synchronous=NORMAL',
+         lambda: _ratio(m["commit-normal", "cartridge"] / m["commit-normal", "sqlite"], 1.0),
+         "commit-normal"),
+        ('4 KiB write, own commit, sync="full": cartridge / SQLite WAL synchronous=FULL',
+         lambda: _ratio(m["commit-full", "cartridge"] / m["commit-full", "sqlite"], 1.0),
+         "commit-full"),
+        ('4 KiB write, own commit, sync="full": cartridge / native write()+fsync()',
+         lambda: _ratio(m["commit-full", "cartridge"] / m["commit-full", "native"], 1.05),
+         "commit-full"),
         ("bulk load of 1 KiB files in one transaction (write_many)", bulk, "bulk"),
     ]
     sizes = sorted({p.split("@")[1] for (w, p) in m if w == "lookup" and "@" in p},
@@ -449,6 +458,30 @@ LIMITS = [          # (target key, what limits it): printed for the targets a ru
   about a hundred calls. Reaching 0.7x LMDB would need a write mapping of the archive, which
   the shadow-paging design does not use (a stray write through a mapping is the corruption it
   rules out). Against SQLite (same durability setting) the gap is about 1.3x."""),
+    ("commit-normal", """\
+- **Single-write commit, `sync="normal"`** (`commit-normal`): a `"normal"` commit issues no sync
+  (docs/FORMAT.md §8.1); it costs what a `"off"` commit costs (the `commit-off` row: the
+  Python commit path, ~6 pages written, plus the default audit log's records, ~10 pages in all)
+  plus a share of the `fdatasync` that comes when the commits since the last one no longer fit
+  one seal (16 runs, 256 pages). Profile (`cProfile`, 10,000-file archive, 2,000 commits after
+  3,000 of warm-up): in the free tail of a new file, sequential placement fits ~30 commits per
+  sync (0.03 syncs per commit); in this workload's steady state (random replacement of 4 KiB
+  files among 10,000 fills the file with one-page holes) the pages of a commit land in ~10
+  separate runs, so a seal holds about two commits: 0.35 syncs per commit with `audit="off"`,
+  0.48 with the audit log, at 2.6 ms per `fdatasync` on this machine's disk, i.e. ~0.9-1.2 ms
+  per commit, against SQLite's WAL, which appends its frames in one place and syncs only at
+  checkpoints. What would lift it: fewer, contiguous pages per commit (issue 18 item 1), and a
+  seal that can name more runs (a seal page listing them: a format change, minor 1.5). Measured
+  in a roomy archive with `audit="off"` (tests/test_perf_smoke.py), the ratio is about 1.4."""),
+    ("commit-full", """\
+- **Single-write commit, `sync="full"`** (`commit-full`): one `fdatasync` per commit, like
+  SQLite's WAL at `synchronous=FULL` and like `write()+fsync()`; what differs is what that sync
+  flushes: a small cartridge commit writes ~6 pages (10 with the audit log) to separate places,
+  SQLite appends one or two frames to its WAL, and the native file rewrites one page (plus the
+  journal commit of its truncation). On this machine's virtual disk a sync costs 2-5 ms and
+  grows with the number of separate dirty runs, so the ratio follows the pages per commit
+  (profile: 85-90% of a `"full"` commit is the `fdatasync`). Contiguous placement of a commit's
+  pages (issue 18 item 1) is the lever."""),
     ("bulk", """\
 - **Bulk load** (`bulk`): `write_many()` (the target's figure) costs about 1.5 us of CPU per
   1 KiB file — collecting and sorting the pairs, one check per directory, packing and

@@ -100,11 +100,23 @@ def test_a_small_full_commit_is_sealed_and_syncs_once(path):
     c.close()
 
 
-@pytest.mark.parametrize("sync", ["normal", "off"])
-def test_other_sync_modes_do_not_seal(path, sync):
-    with cartridge.open(path, "a", sync=sync) as c:
+def test_off_does_not_seal(path):
+    with cartridge.open(path, "a", sync="off") as c:
         c.write("/a", b"a")
         assert not newest(path).seal
+
+
+def test_normal_seals_without_syncing(path):
+    """sync="normal" seals its commits too, with no sync at all (tests/test_sync_normal.py
+    covers the cumulative seal)."""
+    c = cartridge.open(path, "a", sync="normal")
+    io = engine(c).pager.io = CountingOS()
+    c.write("/a", b"a" * 5000)
+    assert io.syncs == 0
+    assert newest(path).seal
+    engine(c).pager.io = os
+    c.close()
+    assert not any(r is not None and r.seal for r in slots(path))
 
 
 def test_what_cannot_be_sealed_is_synced_first(path):
@@ -185,7 +197,7 @@ def test_a_torn_unseal_after_a_fallback_still_opens(path):
 
 def test_a_reader_sees_commits_after_a_torn_one(path):
     """A reader that fell back from a torn g+1 (slot B) sees what a writer commits after it."""
-    c = cartridge.open(path, "a", sync="normal")   # unsealed commits
+    c = cartridge.open(path, "a", sync="off")      # unsealed commits, generations + 1
     c.write("/one", b"1")
     if engine(c).root.generation % 2 == 1:
         c.write("/one", b"1")                       # the torn one (next) goes to slot B (odd)
@@ -466,7 +478,8 @@ def test_write_many_under_full_is_synced_or_sealed_whole(path):
 
 
 def test_a_writer_replaces_a_torn_commit_even_over_an_unsealed_root(path):
-    """Unsealed g (a sync="normal" commit) and a sealed g+1 cut off by a crash: a writer that
+    """Unsealed g (a sync="normal" commit, unsealed at close) and a sealed g+1 cut off by a
+    crash: a writer that
     opens falls back to g and replaces the torn slot at once, so that closing without a
     commit leaves no sealed slot (a 1.0 build reads it as before)."""
     with cartridge.open(path, "a", sync="normal") as c:

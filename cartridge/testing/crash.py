@@ -77,6 +77,11 @@ class CrashRecorder:
         self.pager = H.engine(cart).pager
         fd = self.pager.fd
         self.pager.flush_staged()
+        if self.pager.sync_mode != "off":
+            # the images start from the file as it is now, taken as durable: make it so (and
+            # let the writer know, so that what it treats as durable is what the images keep;
+            # sync="normal" may have unsynced commits)
+            self.pager.sync_now()
         size = os.fstat(fd).st_size
         self.base = os.pread(fd, size, 0)
         self.log: list[Op] = []
