@@ -50,6 +50,11 @@ _locks_mutex = threading.Lock()
 
 _writer_present = locking.writer_present
 
+# The C kernels (cartridge/_core/vfslock.pyx) serve the common case of the calls SQLite makes
+# around every statement; False (tests only: tests/test_vfslock.py) leaves every call of files
+# and VFSes made from then on to the Python methods, the reference the kernels must match.
+FAST_CALLS = True
+
 
 # -- files -----------------------------------------------------------------------------------
 class MemberFile(apsw.VFSFile):
@@ -101,15 +106,16 @@ class MemberFile(apsw.VFSFile):
             self.xRead = m.vfs_read  # type: ignore[method-assign]  # per file: SQLite calls the member directly
             if not self.readonly:
                 self.xWrite = m.vfs_write  # type: ignore[method-assign]  # as xRead
-            # the calls SQLite makes around every statement, in C for their common case (the
-            # methods below are the reference, and serve the rest)
-            self.xFileSize = m.vfs_size  # type: ignore[method-assign]
-            self.xDeviceCharacteristics = _IOCAP_CONST  # type: ignore[method-assign]
-            kernel = FileKernel(self, MemberFile.xLock, MemberFile.xUnlock, self.lock,
-                                _locks_mutex, _locks, self.lock_id, self.eng, reg.members,
-                                self.group_keys, reg.ready, apsw.BusyError)
-            self.xLock = kernel.x_lock  # type: ignore[method-assign]
-            self.xUnlock = kernel.x_unlock  # type: ignore[method-assign]
+            if FAST_CALLS:
+                # the calls SQLite makes around every statement, in C for their common case
+                # (the methods below are the reference, and serve the rest)
+                self.xFileSize = m.vfs_size  # type: ignore[method-assign]
+                self.xDeviceCharacteristics = _IOCAP_CONST  # type: ignore[method-assign]
+                kernel = FileKernel(self, MemberFile.xLock, MemberFile.xUnlock, self.lock,
+                                    _locks_mutex, _locks, self.lock_id, self.eng, reg.members,
+                                    self.group_keys, reg.ready, apsw.BusyError)
+                self.xLock = kernel.x_lock  # type: ignore[method-assign]
+                self.xUnlock = kernel.x_unlock  # type: ignore[method-assign]
             if self.is_db and m.changed:
                 try:
                     reg.publish([m], principal)    # a new database is an (empty) file at once
@@ -534,7 +540,8 @@ class HandleVFS(_BaseVFS):
         self._access_keys: dict[str, bytes] = {}  # file name -> catalog key (xAccess)
         self.authorize = authorize
         self.check_publish = check_publish
-        if authorize is None:       # a name seen before: in C (a principal's VFS always checks)
+        if authorize is None and FAST_CALLS:    # a name seen before: in C (a principal's VFS
+            # always checks its rights first)
             self.xAccess = AccessKernel(  # type: ignore[method-assign]
                 self._access_keys, self._reg, self._access_slow)
 
