@@ -9,7 +9,7 @@ from libc.stdint cimport uint64_t
 cimport cartridge._core.layout as L
 from cartridge._core.checksum cimport XXH3_64bits
 from cartridge._core.memo cimport Memo
-from cartridge._core.pathkeys cimport file_key
+from cartridge._core.pathkeys cimport file_key, normal_key
 from cartridge._core.record cimport Record, fetch_record
 
 import os as _os
@@ -90,3 +90,26 @@ def read_whole(Memo records, object catalog, object name, object cache, object p
     if r.chunk_key:
         return cache.get(r.chunk_key)
     return None
+
+
+def lookup_info(Memo records, object catalog, object name, object path):
+    """stat(path)'s hot path: the FileInfo kept on the record of an already-normal str path
+    (memoised, or found in the catalog and memoised: the errors of that lookup are the general
+    way's too), when the record has one for this path; None for everything else (not normal,
+    absent, no FileInfo yet), which the caller takes the general way."""
+    cdef tuple fk = normal_key(path)
+    if fk is None:
+        return None
+    cdef bytes key = <bytes>fk[1]
+    cdef PyObject* hit = records.lookup(key)
+    cdef object rec
+    if hit != NULL:
+        rec = <object>hit
+    else:
+        rec = fetch_record(records, catalog, key, name)
+    if rec is None:
+        return None
+    info = (<Record>rec).info
+    if info is None or (<tuple>info)[0] != path:
+        return None
+    return info
