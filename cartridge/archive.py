@@ -573,8 +573,8 @@ class Cartridge:
     def exists(self, path: str) -> bool:
         with self._lock:
             eng = self._ready()
-            if lookup_info(eng.records, eng.catalog, eng.name, path) is not None:
-                return True             # (in C: a memoised record with its FileInfo)
+            if lookup_info(eng.records, eng.catalog, eng.name, path, None) is not None:
+                return True             # (in C: a normal path with a record)
             return N.kind_of(eng, path)[1] is not None
 
     def isfile(self, path: str) -> bool:
@@ -596,8 +596,8 @@ class Cartridge:
         """FileInfo of a file or directory."""
         with self._lock:
             eng = self._ready()
-            info = lookup_info(eng.records, eng.catalog, eng.name, path)
-            if info is not None:        # in C: the FileInfo kept on a memoised record
+            info = lookup_info(eng.records, eng.catalog, eng.name, path, _info)
+            if info is not None:        # in C: a normal path with a record (and its FileInfo)
                 return info
             p, kind, rec = N.kind_of(eng, path)
             if kind is None:

@@ -92,11 +92,12 @@ def read_whole(Memo records, object catalog, object name, object cache, object p
     return None
 
 
-def lookup_info(Memo records, object catalog, object name, object path):
-    """stat(path)'s hot path: the FileInfo kept on the record of an already-normal str path
+def lookup_info(Memo records, object catalog, object name, object path, object make):
+    """stat(path)'s hot path for an already-normal str path: the FileInfo kept on its record
     (memoised, or found in the catalog and memoised: the errors of that lookup are the general
-    way's too), when the record has one for this path; None for everything else (not normal,
-    absent, no FileInfo yet), which the caller takes the general way."""
+    way's too), or make(path, record) when the record has none for this path yet (make None:
+    True, for exists()); None for everything else (not normal, no record), which the caller
+    takes the general way."""
     cdef tuple fk = normal_key(path)
     if fk is None:
         return None
@@ -110,6 +111,8 @@ def lookup_info(Memo records, object catalog, object name, object path):
     if rec is None:
         return None
     info = (<Record>rec).info
-    if info is None or (<tuple>info)[0] != path:
-        return None
-    return info
+    if info is not None and (<tuple>info)[0] == path:
+        return info
+    if make is None:
+        return True
+    return make(path, rec)
