@@ -22,7 +22,7 @@ from cartridge.format import PAGE_SIZE
 def _outcome(fn):
     try:
         return ("ok", fn())
-    except Exception as e:      # noqa: BLE001 - the outcome is what is compared
+    except Exception as e:
         return ("err", type(e).__name__)
 
 
@@ -43,20 +43,20 @@ def _stream(tmp, seed: int, fast: bool, monkeypatch) -> list:
                 op = rng.randrange(10)
                 p = rng.choice(PATHS)
                 if op == 0:
-                    out = _outcome(lambda: c.write(p, bytes(rng.randrange(3))))
+                    out = _outcome(lambda p=p: c.write(p, bytes(rng.randrange(3))))
                 elif op == 1:
-                    out = _outcome(lambda: c.delete(p))
+                    out = _outcome(lambda p=p: c.delete(p))
                 elif op == 2:
-                    out = _outcome(lambda: c.mkdir(p))
+                    out = _outcome(lambda p=p: c.mkdir(p))
                 elif op == 3:
                     q = rng.choice(PATHS)
-                    out = _outcome(lambda: c.rename(p, q))
+                    out = _outcome(lambda p=p, q=q: c.rename(p, q))
                 elif op == 4:
-                    out = _outcome(lambda: c.exists(p))
+                    out = _outcome(lambda p=p: c.exists(p))
                 elif op == 5:
-                    out = _outcome(lambda: c.exists(rng.choice([None, 3, b"/a", p])))
+                    out = _outcome(lambda p=p: c.exists(rng.choice([None, 3, b"/a", p])))
                 else:
-                    def st():
+                    def st(p=p):
                         i = c.stat(p)       # (times differ between the two archives)
                         return (i.path, i.size, i.mode, i.mtime > 0, i.checksum)
                     out = _outcome(st)

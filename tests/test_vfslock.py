@@ -43,7 +43,7 @@ def _outcome(fn):
     try:
         got = fn()
         return ("ok", None if isinstance(got, apsw.Cursor) else got)
-    except Exception as e:          # noqa: BLE001 - the outcome is what is compared
+    except Exception as e:
         return ("err", type(e).__name__)
 
 
@@ -73,7 +73,7 @@ def _run(tmp, seed: int) -> list:
     path = str(tmp / f"s{seed}-{'x' if V.FAST_CALLS else 'r'}.cart")
     cart = cartridge.open(path, "w", sync="off")
     conns = []
-    for i in range(3):
+    for _ in range(3):
         c = cart.sqlite("/db.sqlite")
         c.setbusytimeout(0)
         conns.append(c)

@@ -11,9 +11,9 @@ import weakref
 import apsw
 
 from .. import _handle as H
-from .._core.vfslock import AccessKernel, Const, FileKernel, LockState
 from .. import locking
 from .. import paths as P
+from .._core.vfslock import AccessKernel, Const, FileKernel, LockState
 from ..errors import (
     AccessDeniedError,
     CartridgeError,
