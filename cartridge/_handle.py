@@ -218,6 +218,10 @@ def writer_check(h) -> Callable[[], Any]:
     return h._writer
 
 
+def ready_check(h) -> Callable[[], Any]:
+    return h._ready
+
+
 def change(h) -> Any:
     return h._change()
 

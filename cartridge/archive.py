@@ -27,7 +27,7 @@ from . import namespace as N
 from . import paths as P
 from . import policies as PL
 from ._core.batch import collect, parent_groups
-from ._core.readpath import read_whole
+from ._core.readpath import lookup_info, read_whole
 from .audit import log as AL
 from .audit.store import is_audit_key
 from .compactor import CompactStats
@@ -202,8 +202,10 @@ class Cartridge:
     a new one), "a" read-write (create if missing), "w" create or truncate, "x" create and fail
     if it exists. sync: "full" (durable when a call returns), "normal"
     (no sync per commit: consistent after power loss, may lose the commits since the last sync,
-    which comes every 64 commits or 100 ms, at commit() and at close()), "off" (survives a killed process,
-    not a power cut). cache_size: page cache budget in bytes. timeout: seconds to wait for the
+    which comes every 64 commits or 100 ms, at commit() and at close()), "off" (survives a killed
+    process, not a power cut). cache_size: page cache budget in bytes (default: 64 MiB, grown with
+    the catalog so that lookups in large archives stay in memory: about 128 bytes more per file
+    and directory, at most an eighth of the machine's memory or 1 GiB). timeout: seconds to wait for the
     write lock (default: fail at once with LockedError).
 
     Remote, read-only (docs/FSSPEC.md): `path` may be a URL fsspec reaches ("s3://b/x.cart",
@@ -214,7 +216,7 @@ class Cartridge:
     """
 
     def __init__(self, path: str | os.PathLike | Any, mode: str = "r", *, sync: str = "full",
-                 cache_size: int = DEFAULT_CACHE_SIZE, timeout: float | None = None,
+                 cache_size: int | None = None, timeout: float | None = None,
                  block_pages: int | None = None, cache_pages: int | None = None,
                  auto_compact: bool = False, audit: str = "writes",
                  audit_flush_ms: int = AL.DEFAULT_FLUSH_MS):
@@ -226,6 +228,9 @@ class Cartridge:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if sync not in ("full", "normal", "off"):
             raise ValueError(f"sync must be 'full', 'normal' or 'off', not {sync!r}")
+        follow = cache_size is None
+        if follow:
+            cache_size = DEFAULT_CACHE_SIZE
         if not isinstance(cache_size, int) or cache_size < 0:
             raise ValueError(f"cache_size must be an int >= 0 (bytes), not {cache_size!r}")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
@@ -264,6 +269,8 @@ class Cartridge:
         else:
             self._eng = open_engine(self.path, mode, sync=sync, cache_size=cache_size,
                                     timeout=timeout)
+        if follow:
+            self._eng.follow_catalog(cache_size)
         self._closed = False
         self._auto: tuple[threading.Thread, threading.Event] | None = None
         H.register_handle(self)
@@ -570,6 +577,8 @@ class Cartridge:
     def exists(self, path: str) -> bool:
         with self._lock:
             eng = self._ready()
+            if lookup_info(eng.records, eng.catalog, eng.name, path, None) is not None:
+                return True             # (in C: a normal path with a record)
             return N.kind_of(eng, path)[1] is not None
 
     def isfile(self, path: str) -> bool:
@@ -591,6 +600,9 @@ class Cartridge:
         """FileInfo of a file or directory."""
         with self._lock:
             eng = self._ready()
+            info = lookup_info(eng.records, eng.catalog, eng.name, path, _info)
+            if info is not None:        # in C: a normal path with a record (and its FileInfo)
+                return info
             p, kind, rec = N.kind_of(eng, path)
             if kind is None:
                 if P.path_key(path)[2] and N.kind(eng, p)[0] == "file":
@@ -1208,7 +1220,7 @@ class SnapshotView(Cartridge):
     snapshot's pages stay in place while it is open, even if the snapshot is deleted."""
 
     def __init__(self, path: str | os.PathLike | Any, name: str, *,
-                 cache_size: int = DEFAULT_CACHE_SIZE, block_pages: int | None = None,
+                 cache_size: int | None = None, block_pages: int | None = None,
                  cache_pages: int | None = None):
         super().__init__(path, "r", cache_size=cache_size, block_pages=block_pages,
                          cache_pages=cache_pages)

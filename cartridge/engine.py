@@ -62,6 +62,21 @@ RELEASE_BATCH = 8           # release freed pages every few commits ...
 RELEASE_PAGES = 1024        # ... or as soon as this many wait
 SETTLE_PAGES = 256          # at open and close: one more commit saves this many pages released
 RECORD_CACHE_MAX = 200_000
+# The default page cache follows the catalog (Engine.follow_catalog): this many bytes per file
+# or directory (a leaf cell of a short path plus its record is ~60-90 bytes; leaves split by
+# random inserts are ~70% full), up to an eighth of the machine's memory and at most 1 GiB.
+CACHE_PER_ENTRY = 128
+
+
+def _follow_max() -> int:
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        ram = 0
+    return min(1 << 30, ram // 8) if ram > 0 else 256 << 20
+
+
+CACHE_FOLLOW_MAX = _follow_max()
 
 
 def pick_root(roots: list[Root | None], raw_slots: list[bytes], name: str) -> tuple[Root, list[str]]:
@@ -118,6 +133,7 @@ class Engine:
         self.fixed = False         # a read-only view of one snapshot: never refreshes
         self.frozen = False        # the archive is frozen (FORMAT §12.6): nothing may change
         self.snap_cache: dict = {}  # snapshot generation -> pages it reaches (snapstore)
+        self.cache_base = 0        # > 0: the page cache follows the catalog (follow_catalog)
         self._features_saved = 0   # allocation-map feature flags as last committed
         if writable and not locking.writer_lock(fd, lock_timeout):
             raise LockedError(f"{name}: another handle holds the write lock")
@@ -125,6 +141,24 @@ class Engine:
             self._init_fresh()
         else:
             self._load()
+
+    def follow_catalog(self, base: int) -> None:
+        """Let the page cache grow with the catalog: `base` bytes plus CACHE_PER_ENTRY per
+        file and directory, at most CACHE_FOLLOW_MAX (checked now, at every commit and when a
+        reader moves to a newer state; it never shrinks). A lookup in a catalog larger than the
+        cache re-reads (and re-checks) a leaf from the file every few calls."""
+        self.cache_base = base
+        self.fit_cache()
+
+    def fit_cache(self) -> None:
+        if not self.cache_base:
+            return
+        root = self.root
+        want = min(self.cache_base + (root.file_count + root.dir_count) * CACHE_PER_ENTRY,
+                   CACHE_FOLLOW_MAX)
+        cache = self.pager.cache
+        if want > cache.capacity:
+            cache.resize(want)
 
     @property
     def changed(self) -> bool:
@@ -356,6 +390,7 @@ class Engine:
         self.pager.cache.clear()
         self.records.clear()
         self._build_trees()
+        self.fit_cache()
 
     # -- records ----------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
@@ -530,6 +565,8 @@ class Engine:
             raise
         # the new pages are committed: cache them, queue this commit's frees
         self.root = root
+        if self.cache_base:
+            self.fit_cache()
         cache = self.pager.cache
         for pno, node in self.dirty.items():
             cache.put(pno, node, PAGE_SIZE)

@@ -681,6 +681,95 @@ def lookup(cfg: Config, tmp: Path, log=print) -> list[Peer]:
     return peers
 
 
+# -- 4c. SQLite pages: a database inside the archive against the same on a native file ------
+SQL_ROWS = 300_000
+SQL_LOOKUP_CACHE = 50        # SQLite pages: most lookups go to the VFS
+
+
+def _sql_rows(n: int):
+    return ((i, f"value {i:08d} " * 3) for i in range(n))
+
+
+def _sql_side(kind: str, d: Path):
+    """(apsw connection, archive handle or None) on a fresh database, the same pragmas both
+    sides: journal_mode=MEMORY (cart.sqlite()'s default) and synchronous=OFF, sync="off"."""
+    import apsw
+
+    d.mkdir(parents=True, exist_ok=True)
+    if kind == "native":
+        conn, cart = apsw.Connection(str(d / "native.db")), None
+    else:
+        cart = cartridge.open(d / "member.cart", "w", sync="off")
+        conn = cart.sqlite("/member.db")
+    conn.execute("PRAGMA journal_mode=MEMORY").fetchall()
+    conn.execute("PRAGMA synchronous=OFF").fetchall()
+    return conn, cart
+
+
+def _sql_fill(conn, n: int) -> None:
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO t VALUES(?, ?)", _sql_rows(n))
+    conn.execute("COMMIT")
+
+
+def sql_insert(cfg: Config, tmp: Path, log=print) -> list[Peer]:
+    """300,000 rows inserted in one transaction (executemany, commit included) into a new
+    database: inside an archive (cart.sqlite) and on a native file, both through apsw."""
+    n = SQL_ROWS // 10 if cfg.quick else SQL_ROWS
+    counter = itertools.count()
+    peers = []
+    for kind in ("cartridge", "native"):
+        def time_func(loops: int, kind=kind) -> float:
+            total = 0.0
+            for _ in range(loops):
+                d = tmp / f"sqlins-{kind}-{next(counter)}"
+                conn, cart = _sql_side(kind, d)
+                t0 = perf_counter()
+                _sql_fill(conn, n)
+                total += perf_counter() - t0
+                conn.close()
+                if cart is not None:
+                    cart.close()
+                shutil.rmtree(d)
+            return total
+        peers.append(Peer(kind, time_func, inner=n, fixed_loops=1,
+                          note=(f"{n:,} rows, executemany in BEGIN..COMMIT, " +
+                                ("cart.sqlite() member, archive sync=\"off\""
+                                 if kind == "cartridge" else "apsw on a native file")
+                                + ", journal_mode=MEMORY, synchronous=OFF")))
+    return peers
+
+
+def sql_lookup(cfg: Config, tmp: Path, log=print) -> list[Peer]:
+    """Point lookups by primary key in a 300,000-row table with cache_size=50 (so that most
+    reach the VFS): autocommit, one statement each."""
+    n = SQL_ROWS // 10 if cfg.quick else SQL_ROWS
+    rng = random.Random(18)
+    keys = [rng.randrange(n) for _ in range(100_000)]
+    peers = []
+    for kind in ("cartridge", "native"):
+        conn, cart = _sql_side(kind, tmp / f"sqllk-{kind}")
+        _sql_fill(conn, n)
+        conn.execute(f"PRAGMA cache_size={SQL_LOOKUP_CACHE}").fetchall()
+        assert conn.execute("SELECT v FROM t WHERE id=?", (keys[0],)).fetchall()
+
+        def one(k, conn=conn):
+            return conn.execute("SELECT v FROM t WHERE id=?", (k,)).fetchall()
+
+        def close(conn=conn, cart=cart):
+            conn.close()
+            if cart is not None:
+                cart.close()
+
+        peers.append(Peer(kind, _cycle_timer(one, keys), close,
+                          note=f"SELECT v WHERE id=? in {n:,} rows, cache_size="
+                               f"{SQL_LOOKUP_CACHE}, autocommit" +
+                               (", cart.sqlite() member" if kind == "cartridge" else
+                                ", native file")))
+    return peers
+
+
 LIST_SQL = "SELECT name FROM sqlar WHERE name >= ? AND name < ?"
 
 
@@ -933,6 +1022,8 @@ WORKLOADS = {
     "bulk": (bulk_load, "Bulk load: 1 KiB files in one transaction (time per file)"),
     "lookup": (lookup, "Lookup of a random existing path, by archive size"),
     "listdir": (listing, "Listing the 1,000 children of a directory, by archive size"),
+    "sqlinsert": (sql_insert, "SQLite inside the archive: 300,000-row insert (time per row)"),
+    "sqllookup": (sql_lookup, "SQLite inside the archive: point lookups, cache_size=50"),
     "seqread": (seqread, "Sequential read of one large file into a preallocated buffer"),
     "seqwrite": (seqwrite, "Sequential write of one large file, syncing off"),
 }

@@ -271,6 +271,10 @@ cdef class Node:
     def is_leaf(self):
         return memcmp((<NodeHeader*>self.p).tag, TAG_LEAF, TAG_SIZE) == 0
 
+    cdef inline bint leaf(self) noexcept:
+        """is_leaf without the property call (the descents' loop test)."""
+        return memcmp((<NodeHeader*>self.p).tag, TAG_LEAF, TAG_SIZE) == 0
+
     @property
     def tree_id(self):
         return (<NodeHeader*>self.p).tree_id
@@ -739,7 +743,7 @@ cdef class BTree:
         cdef Node parent
         cdef Py_ssize_t ci
         node = self._load(self.root)
-        while not node.is_leaf:
+        while not node.leaf():
             depth += 1
             if depth > self.height:
                 raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")
@@ -768,7 +772,7 @@ cdef class BTree:
         if self.root == 0:
             return None
         node = self._load(self.root)
-        while not node.is_leaf:
+        while not node.leaf():
             depth += 1
             if depth > self.height:
                 raise NodeFormatError(f"tree {self.tree_id} is deeper than its height {self.height}")

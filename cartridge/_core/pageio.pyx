@@ -18,6 +18,7 @@ from libc.limits cimport LLONG_MAX
 from libc.string cimport memcpy, memset
 
 from cartridge._core.layout cimport CHUNK_MASK, CHUNK_SHIFT, CHUNK_SIZE
+from cartridge._core.record cimport get_record
 
 
 
@@ -68,6 +69,8 @@ cdef class Overlay:
     cdef public object eng              # the archive's engine (bind)
     cdef object writer                  # () -> engine, raising unless writing is allowed (bind)
     cdef object cache                   # the engine's page cache
+    cdef public object key              # the member's catalog key (the subclass sets it)
+    cdef public object rec              # the committed record the overlay applies to
 
     def __cinit__(self, *args, **kwargs):
         self.dirty = {}
@@ -97,6 +100,26 @@ cdef class Overlay:
             return self.read(amount, offset)
         finally:
             lock.release()
+
+    def vfs_size(self):
+        """MemberFile.xFileSize: the current size (0 for no file) under the handle's lock,
+        after catching up with a rollback (fresh); after the archive closed, as it was."""
+        lock = self.lock
+        eng = self.eng
+        lock.acquire()
+        try:
+            if not eng.closed and self.epoch != eng.rollbacks:
+                self.fresh()
+            return self.size if self.exists else 0
+        finally:
+            lock.release()
+
+    def revalidate_fast(self):
+        """revalidate() when the committed record is still ours (the common case: the engine
+        hands out the same memoised record object) costs one lookup; else revalidate()."""
+        eng = self.eng
+        if get_record(eng.records, eng.catalog, self.key, eng.name) is not self.rec:
+            self.revalidate()
 
     def vfs_write(self, data, long long offset):
         """MemberFile.xWrite (a writable file): write() under the handle's lock, as a writer."""

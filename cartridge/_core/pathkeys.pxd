@@ -1,1 +1,2 @@
 cpdef tuple file_key(object path)
+cpdef object normal_key(object path)

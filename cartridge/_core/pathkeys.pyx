@@ -111,6 +111,27 @@ cdef object _file_slow(object path):
     return result
 
 
+cpdef object normal_key(object path):
+    """file_key(path) for an exact str that is already a normal path (memoised), else None
+    (nothing raised: the caller goes the general way)."""
+    cdef PyObject* hit
+    cdef Py_ssize_t n = 0
+    cdef const unsigned char* s
+    cdef tuple out
+    if type(path) is not str:
+        return None
+    hit = _FILE_KEYS.lookup(path)
+    if hit != NULL:
+        out = <tuple>hit
+        return out if (<tuple>out)[0] is path or (<tuple>out)[0] == path else None
+    s = _utf8(path, &n)
+    if s == NULL or not _is_normal(s, n):
+        return None
+    out = (path, PyBytes_FromStringAndSize(<const char*>s, n))
+    _FILE_KEYS.admit(path, out)
+    return out
+
+
 cpdef tuple file_key(object path):
     """(normalised file path, catalog key), memoised for str paths: the hot path of every read
     and write."""

@@ -9,7 +9,7 @@ from libc.stdint cimport uint64_t
 cimport cartridge._core.layout as L
 from cartridge._core.checksum cimport XXH3_64bits
 from cartridge._core.memo cimport Memo
-from cartridge._core.pathkeys cimport file_key
+from cartridge._core.pathkeys cimport file_key, normal_key
 from cartridge._core.record cimport Record, fetch_record
 
 import os as _os
@@ -90,3 +90,29 @@ def read_whole(Memo records, object catalog, object name, object cache, object p
     if r.chunk_key:
         return cache.get(r.chunk_key)
     return None
+
+
+def lookup_info(Memo records, object catalog, object name, object path, object make):
+    """stat(path)'s hot path for an already-normal str path: the FileInfo kept on its record
+    (memoised, or found in the catalog and memoised: the errors of that lookup are the general
+    way's too), or make(path, record) when the record has none for this path yet (make None:
+    True, for exists()); None for everything else (not normal, no record), which the caller
+    takes the general way."""
+    cdef tuple fk = normal_key(path)
+    if fk is None:
+        return None
+    cdef bytes key = <bytes>fk[1]
+    cdef PyObject* hit = records.lookup(key)
+    cdef object rec
+    if hit != NULL:
+        rec = <object>hit
+    else:
+        rec = fetch_record(records, catalog, key, name)
+    if rec is None:
+        return None
+    info = (<Record>rec).info
+    if info is not None and (<tuple>info)[0] == path:
+        return info
+    if make is None:
+        return True
+    return make(path, rec)

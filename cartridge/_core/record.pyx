@@ -290,7 +290,7 @@ cdef int _check_ancestors(Memo records, object catalog, bytes key, object name) 
         if end <= 0:
             break
         anc = PyBytes_FromStringAndSize(s, end)
-        hit = PyDict_GetItem(records, anc)
+        hit = records.lookup_anc(anc)
         if hit != NULL:
             rec = <object>hit
             if rec is None:
@@ -311,7 +311,7 @@ cdef int _check_ancestors(Memo records, object catalog, bytes key, object name) 
         found.append((anc, rec))
     if found is not None:
         for anc, rec in found:
-            records.admit(anc, rec)
+            records.admit_anc(anc, rec)
     return 0
 
 

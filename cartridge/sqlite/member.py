@@ -370,6 +370,7 @@ class Registry:
         self.lock = H.lock(cart)
         self.eng = H.engine(cart)
         self.writer = H.writer_check(cart)
+        self.ready = H.ready_check(cart)
         self.members: dict[bytes, Member] = {}
         self.reloads = 0            # reloads of all its members (see MemberFile.stale)
         # principal handle -> its VFS over these members (vfs.principal_vfs)

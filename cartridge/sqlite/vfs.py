@@ -13,6 +13,7 @@ import apsw
 from .. import _handle as H
 from .. import locking
 from .. import paths as P
+from .._core.vfslock import AccessKernel, Const, FileKernel, LockState
 from ..errors import (
     AccessDeniedError,
     CartridgeError,
@@ -36,27 +37,23 @@ FCNTL_CKPT_DONE = 37
 # not SQLITE_IOCAP_SEQUENTIAL: members are published at their own syncs, so SQLite must sync
 # (publish) a super-journal before the databases' journals name it
 _IOCAP = apsw.SQLITE_IOCAP_POWERSAFE_OVERWRITE | apsw.SQLITE_IOCAP_SAFE_APPEND
+_IOCAP_CONST = Const(_IOCAP)
 _NONE, _SHARED, _RESERVED, _PENDING, _EXCLUSIVE = (
     apsw.SQLITE_LOCK_NONE, apsw.SQLITE_LOCK_SHARED, apsw.SQLITE_LOCK_RESERVED,
     apsw.SQLITE_LOCK_PENDING, apsw.SQLITE_LOCK_EXCLUSIVE)
 
 
 # -- locks -----------------------------------------------------------------------------------
-class _LockState:
-    __slots__ = ("shared", "reserved", "pending", "exclusive")
-
-    def __init__(self):
-        self.shared = 0
-        self.reserved = None
-        self.pending = None
-        self.exclusive = None
-
-
-_locks: dict[tuple, _LockState] = {}
+_locks: dict[tuple, LockState] = {}
 _locks_mutex = threading.Lock()
 
 
 _writer_present = locking.writer_present
+
+# The C kernels (cartridge/_core/vfslock.pyx) serve the common case of the calls SQLite makes
+# around every statement; False (tests only: tests/test_vfslock.py) leaves every call of files
+# and VFSes made from then on to the Python methods, the reference the kernels must match.
+FAST_CALLS = True
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -109,6 +106,16 @@ class MemberFile(apsw.VFSFile):
             self.xRead = m.vfs_read  # type: ignore[method-assign]  # per file: SQLite calls the member directly
             if not self.readonly:
                 self.xWrite = m.vfs_write  # type: ignore[method-assign]  # as xRead
+            if FAST_CALLS:
+                # the calls SQLite makes around every statement, in C for their common case
+                # (the methods below are the reference, and serve the rest)
+                self.xFileSize = m.vfs_size  # type: ignore[method-assign]
+                self.xDeviceCharacteristics = _IOCAP_CONST  # type: ignore[method-assign]
+                kernel = FileKernel(self, MemberFile.xLock, MemberFile.xUnlock, self.lock,
+                                    _locks_mutex, _locks, self.lock_id, self.eng, reg.members,
+                                    self.group_keys, reg.ready, apsw.BusyError)
+                self.xLock = kernel.x_lock  # type: ignore[method-assign]
+                self.xUnlock = kernel.x_unlock  # type: ignore[method-assign]
             if self.is_db and m.changed:
                 try:
                     reg.publish([m], principal)    # a new database is an (empty) file at once
@@ -203,7 +210,7 @@ class MemberFile(apsw.VFSFile):
                         m.fresh()
             st = _locks.get(self.lock_id)
             if st is None:
-                st = _locks[self.lock_id] = _LockState()
+                st = _locks[self.lock_id] = LockState()
             if self.level == _NONE:
                 if st.pending is not None or st.exclusive is not None:
                     raise apsw.BusyError("cartridge: database is locked")
@@ -533,6 +540,10 @@ class HandleVFS(_BaseVFS):
         self._access_keys: dict[str, bytes] = {}  # file name -> catalog key (xAccess)
         self.authorize = authorize
         self.check_publish = check_publish
+        if authorize is None and FAST_CALLS:    # a name seen before: in C (a principal's VFS
+            # always checks its rights first)
+            self.xAccess = AccessKernel(  # type: ignore[method-assign]
+                self._access_keys, self._reg, self._access_slow)
 
     def resolve(self, name, uri) -> tuple[Registry, str]:
         reg = self._reg()
@@ -556,7 +567,11 @@ class HandleVFS(_BaseVFS):
 
     def xAccess(self, pathname: str, flags: int) -> bool:
         # SQLite asks about "-journal" and "-wal" at every read transaction: a name seen before
-        # skips resolution (a principal's VFS always checks its rights first)
+        # skips resolution (a principal's VFS always checks its rights first); AccessKernel
+        # (installed on the instance) does that part in C and calls _access_slow for the rest
+        return self._access_slow(pathname, flags)
+
+    def _access_slow(self, pathname: str, flags: int) -> bool:
         key = self._access_keys.get(pathname)
         if key is None or self.authorize is not None:
             found = super().xAccess(pathname, flags)
