@@ -328,6 +328,10 @@ def test_corruption_sweep_over_pack_pages(tmp_path):
         c.write_many(files.items())
         c.delete("/p/0004")                    # dead bytes inside a pack
         del files["/p/0004"]
+        # one more commit, so that the previous commit (which deep verify also checks, open
+        # falls back to it) no longer names /p/0004 either
+        c.write("/x", b"x")
+        files["/x"] = b"x"
     layout, table = _pack_layout(p)
     base = open(p, "rb").read()
     offsets = set()
@@ -662,3 +666,37 @@ def test_hostile_pack_metadata_raises_only_archive_errors(tmp_path):
                     c.vacuum()
         except CartridgeError:
             pass
+
+
+def _flip(path, addr: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(addr)
+        b = f.read(1)
+        f.seek(addr)
+        f.write(bytes([b[0] ^ 0x5A]))
+
+
+@pytest.mark.parametrize("holder", ["snapshot", "previous"])
+def test_deep_verify_checks_packed_files_of_snapshots_and_the_previous_commit(tmp_path, holder):
+    """A pack only a snapshot (or the previous commit, which open falls back to) still reaches:
+    a flipped byte in it is a problem for deep verify(), not only for a read of the snapshot."""
+    rng = random.Random(23)
+    p = str(tmp_path / "a.cart")
+    with cartridge.open(p, "w") as c:
+        c.write_many((f"/f{i}", rng.randbytes(2000)) for i in range(10))
+        old = packed_records(c)["/f3"]
+        if holder == "snapshot":
+            c.snapshot("s")
+        c.write_many((f"/f{i}", rng.randbytes(2000)) for i in range(10))
+        assert all(packs.ref(r)[0] != packs.ref(old)[0] for r in packed_records(c).values())
+        assert c.verify(deep=True).ok
+    page, off = packs.ref(old)
+    _flip(p, page * 4096 + off + 100)
+    with cartridge.open(p, "r") as c:
+        if holder == "snapshot":
+            with pytest.raises(CorruptionError):
+                c.at("s").read("/f3")
+        rep = c.verify(deep=True)
+        assert not rep.ok
+        assert any("/f3" in m and "packed file" in m for m in rep.problems), rep.problems
+        assert c.verify(deep=False).ok          # shallow: bytes are not read
