@@ -66,8 +66,10 @@ def parse_entry(key: bytes, rec: Record, where: str) -> tuple[int, Pack]:
         raise CorruptionError(f"{where}: malformed pack-table entry")
     (page,) = _KEY.unpack_from(key, len(PACK_PREFIX))
     pages, files, live, dead = PACK_ENTRY.unpack(rec.payload)
+    # a pack is written densely and never changes, so its pages are exactly the pages its
+    # bytes (live + dead) need: an entry claiming more would free other data's pages
     if (not 1 <= page < 1 << 48 or not 1 <= pages <= PACK_MAX_PAGES or files < 1
-            or live < files or live + dead > pages * PAGE_SIZE):
+            or live < files or -(-(live + dead) // PAGE_SIZE) != pages):
         raise CorruptionError(f"{where}: pack-table entry out of range (page {page}, "
                               f"{pages} pages, {files} files, {live} live, {dead} dead bytes)")
     return page, Pack(pages, files, live, dead)
@@ -83,11 +85,15 @@ def read_table(catalog, name: str) -> dict[int, Pack]:
     """Every entry of a catalog's pack table."""
     out: dict[int, Pack] = {}
     start = PACK_PREFIX
+    end = 0                         # the page after the previous pack (keys are in page order)
     while True:
         batch = catalog.items_from(start, 256, PACK_PREFIX)
         for k, v in batch:
             where = f"{name}:<system pack entry>"
             page, pack = parse_entry(k, decode(v, where), where)
+            if page < end:
+                raise CorruptionError(f"{where}: pack {page} overlaps the pack before it")
+            end = page + pack.pages
             out[page] = pack
         if len(batch) < 256:
             return out
@@ -175,6 +181,9 @@ class PackTable:
         for page in sorted(self.dirty):
             pack = table[page]
             if pack.files == 0:
+                if -(-pack.dead // PAGE_SIZE) != pack.pages or page + pack.pages > a.n_pages:
+                    raise CorruptionError(f"{eng.name}: pack {page} claims {pack.pages} pages "
+                                          f"for {pack.dead} bytes; not freeing them")
                 del table[page]
                 eng.delete(pack_key(page))
                 a.free(page, pack.pages)

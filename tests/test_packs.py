@@ -700,3 +700,79 @@ def test_deep_verify_checks_packed_files_of_snapshots_and_the_previous_commit(tm
         assert not rep.ok
         assert any("/f3" in m and "packed file" in m for m in rep.problems), rep.problems
         assert c.verify(deep=False).ok          # shallow: bytes are not read
+
+
+def _reseal_entry_pages(path, pages: int) -> None:
+    """Set the `pages` field of the (only) pack-table entry on disk, the leaf re-sealed."""
+    from cartridge._core.checksum import seal_page
+    data = bytearray(open(path, "rb").read())
+    done = 0
+    for n in range(1, len(data) // 4096):
+        page = bytearray(data[n * 4096:(n + 1) * 4096])
+        if page[:4] != b"BTLF" or b"\x00pack/" not in page:
+            continue
+        i = page.index(b"\x00pack/")
+        struct.pack_into("<I", page, i + 54, pages)
+        seal_page(page)
+        data[n * 4096:(n + 1) * 4096] = page
+        done += 1
+    assert done
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def test_a_pack_entry_claiming_more_pages_than_its_bytes_frees_nothing(tmp_path):
+    """A pack-table entry claiming 16 pages over a 1-page pack (the pages after it hold another
+    file): it is refused as corruption, never trusted to free the other file's pages."""
+    from cartridge.errors import CartridgeError
+    rng = random.Random(29)
+    big = rng.randbytes(200 * KIB)
+    p = str(tmp_path / "a.cart")
+    with cartridge.open(p, "w") as c:
+        c.write_many([("/a", rng.randbytes(2000))])
+        c.write("/big", big)
+        (page, pack), = engine(c).packs.table.items()
+        assert pack.pages == 1
+    _reseal_entry_pages(p, 16)
+    with pytest.raises(CartridgeError):
+        with cartridge.open(p, "a") as c:
+            c.delete("/a")
+            for i in range(20):                  # would reuse /big's pages if they were freed
+                c.write(f"/n{i}", rng.randbytes(50 * KIB))
+    with cartridge.open(p, "r") as c:
+        assert c.read("/big") == big
+        with pytest.raises(CorruptionError):
+            c.info()
+        assert not c.verify().ok
+
+
+def test_a_pack_entry_overlapping_another_is_refused(tmp_path):
+    rng = random.Random(31)
+    p = str(tmp_path / "a.cart")
+    with cartridge.open(p, "w") as c:
+        c.write_many((f"/f{i:02d}", rng.randbytes(9000)) for i in range(20))   # several packs
+        table = engine(c).packs.table
+        assert len(table) >= 2
+        files = {f"/f{i:02d}": c.read(f"/f{i:02d}") for i in range(20)}
+    pages = {pg: pk.pages for pg, pk in table.items()}
+    first, second = sorted(pages)[:2]
+
+    class Fake:
+        def __init__(self, items):
+            self.items = items
+
+        def items_from(self, start, n, prefix):
+            return [kv for kv in self.items if kv[0] >= start][:n]
+
+    with cartridge.open(p, "r") as c:
+        items = list(engine(c).catalog.items_from(packs.PACK_PREFIX, 256, packs.PACK_PREFIX))
+        assert len(packs.read_table(Fake(items), "ok")) == len(table)
+        # the second pack's entry moved one page down, onto the pack before it (packs of one
+        # write_many lie back to back)
+        assert first + pages[first] == second
+        moved = [(packs.pack_key(second - 1) if k == packs.pack_key(second) else k, v)
+                 for k, v in items]
+        with pytest.raises(CorruptionError, match="overlaps"):
+            packs.read_table(Fake(sorted(moved)), "hostile")
+        for q, data in files.items():
+            assert c.read(q) == data
