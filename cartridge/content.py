@@ -528,6 +528,8 @@ class ContentStore:
             if offset + rec.size > op[1] or xxh3_64(data) != rec.checksum:
                 raise CorruptionError(f"{where}: packed file outside its open pack {page}")
             return data
+        if self.packs is not None and offset + rec.size > self.packs.pages_of(page, where) * PAGE_SIZE:
+            raise CorruptionError(f"{where}: packed file runs past the end of its pack {page}")
         self.check_size(rec, where)
         first = page + offset // PAGE_SIZE
         lo = offset % PAGE_SIZE

@@ -114,6 +114,25 @@ class PackTable:
             self._table = read_table(self.eng.catalog, self.eng.name)
         return self._table
 
+    def pages_of(self, page: int, where: str) -> int:
+        """The length in pages of the pack at `page` (for a read to check that a packed file
+        lies inside its pack): from the table when it is loaded, else one catalog lookup of
+        the entry (a reader that reads a few files does not load the whole table).
+        CorruptionError when the table holds no such pack."""
+        if self._table is not None:
+            pack = self._table.get(page)
+            if pack is None:
+                raise CorruptionError(f"{where}: packed file names pack {page}, which the pack "
+                                      f"table does not hold")
+            return pack.pages
+        key = pack_key(page)
+        raw = self.eng.catalog.get(key)
+        if raw is None:
+            raise CorruptionError(f"{where}: packed file names pack {page}, which the pack "
+                                  f"table does not hold")
+        entry = f"{self.eng.name}:<system pack entry>"
+        return parse_entry(key, decode(raw, entry), entry)[1].pages
+
     def add(self, page: int, pages: int, files: int, live: int) -> None:
         """A new pack written in this transaction."""
         self.table[page] = Pack(pages, files, live, 0)

@@ -776,3 +776,35 @@ def test_a_pack_entry_overlapping_another_is_refused(tmp_path):
             packs.read_table(Fake(sorted(moved)), "hostile")
         for q, data in files.items():
             assert c.read(q) == data
+
+
+def test_a_packed_file_past_the_end_of_its_pack_is_refused(tmp_path):
+    """A packed record whose bytes run past its pack's pages (into the next file's pages) is
+    corruption, even when its checksum matches those bytes; on a reader (one entry looked up)
+    and on a writer whose pack table is loaded alike, and verify() says so."""
+    from cartridge._core.checksum import xxh3_64
+    from cartridge.records import Record
+    rng = random.Random(37)
+    p = str(tmp_path / "a.cart")
+    with cartridge.open(p, "w") as c:
+        c.write_many([("/a", rng.randbytes(2000))])
+        c.write("/big", rng.randbytes(100 * KIB))
+        (page, pack), = engine(c).packs.table.items()
+        assert pack.pages == 1
+    raw = open(p, "rb").read()
+    addr = page * 4096 + 3000                     # 2000 bytes: 1096 in the pack, 904 past it
+    body = raw[addr:addr + 2000]
+    with cartridge.open(p, "a") as c:
+        eng = engine(c)
+        eng.put(cartridge.paths.to_key("/b"),
+                Record(F.KIND_FILE, F.STORE_PACKED, 0o100644, 2000, 0, 0, xxh3_64(body),
+                       F.PACK_REF.pack(page, 3000, 0)))
+        c.write("/x", b"x")                        # commits it
+    with cartridge.open(p, "r") as c:
+        with pytest.raises(CorruptionError, match="/b.*past the end of its pack"):
+            c.read("/b")
+        assert any("/b" in m and "past the end" in m for m in c.verify().problems)
+    with cartridge.open(p, "a") as c:
+        c.write_many([("/c", rng.randbytes(3000))])   # the writer's table is loaded
+        with pytest.raises(CorruptionError, match="past the end of its pack"):
+            c.read("/b")
