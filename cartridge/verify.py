@@ -99,6 +99,7 @@ class _Verifier:
         self.packs: dict = {}            # pack page -> Pack: the live pack table (FORMAT §14)
         self.pack_use: dict[int, list[int]] = {}    # pack page -> [files, bytes] found
         self.packed_seen: set[tuple[int, int, int, int]] = set()   # packed files checked
+        self.pack_ranges: dict[int, list] = {}     # pack page -> [(offset, size, where)] live
 
     def problem(self, msg: str) -> None:
         if len(self.problems) < 1000:
@@ -334,6 +335,7 @@ class _Verifier:
             use = self.pack_use.setdefault(page, [0, 0])
             use[0] += 1
             use[1] += rec.size
+            self.pack_ranges.setdefault(page, []).append((offset, rec.size, where))
         ident = (page, offset, rec.size, rec.checksum)
         if ident in self.packed_seen:
             return
@@ -362,6 +364,11 @@ class _Verifier:
             if (files, live) != (pack.files, pack.live):
                 self.problem(f"pack {page}: the pack table counts {pack.files} files of "
                              f"{pack.live} bytes, the catalog names {files} of {live}")
+        for page, ranges in self.pack_ranges.items():     # live ranges never overlap (§14.1)
+            ranges.sort()
+            for (o1, n1, w1), (o2, _n2, w2) in zip(ranges, ranges[1:]):
+                if o1 + n1 > o2:
+                    self.problem(f"{w2}: packed file overlaps {w1} in pack {page}")
         if self.packs and not features & FEATURE_PACKS:
             self.problem("the archive holds packs but allocation-map entry 0 lacks the PACKS "
                          "feature flag")

@@ -808,3 +808,25 @@ def test_a_packed_file_past_the_end_of_its_pack_is_refused(tmp_path):
         c.write_many([("/c", rng.randbytes(3000))])   # the writer's table is loaded
         with pytest.raises(CorruptionError, match="past the end of its pack"):
             c.read("/b")
+
+
+def test_verify_reports_overlapping_live_packed_files(tmp_path):
+    """Two live records naming the same bytes of a pack (the table's counts made to agree):
+    verify() reports the overlap (FORMAT §14.1: live packed ranges never overlap)."""
+    rng = random.Random(41)
+    with cartridge.open(tmp_path / "a.cart", "w") as c:
+        # 1000 + 2000 bytes, + the 1000 counted twice: still the pack's one page
+        c.write_many([("/a", rng.randbytes(1000)), ("/c", rng.randbytes(2000))])
+        eng = engine(c)
+        rec = packed_records(c)["/a"]
+        page, _ = packs.ref(rec)
+        eng.put(cartridge.paths.to_key("/b"), rec)
+        eng.packs.table[page].files += 1
+        eng.packs.table[page].live += rec.size
+        eng.packs.dirty.add(page)
+        c.write("/x", b"x")                        # commits both
+        assert c.read("/b") == c.read("/a")
+        rep = c.verify()
+        assert not rep.ok
+        assert any("overlaps" in m for m in rep.problems), rep.problems
+        assert not any("pack table counts" in m for m in rep.problems), rep.problems
