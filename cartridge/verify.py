@@ -321,7 +321,9 @@ class _Verifier:
         from .packs import ref
         page, offset = ref(rec)
         live = table is None
-        pack = (self.packs if live else table).get(page)
+        if table is None:
+            table = self.packs
+        pack = table.get(page)
         if pack is None and fallback is not None:
             pack = fallback.get(page)
         if pack is None:
