@@ -150,6 +150,9 @@ class Reader:
             pack_page, offset, reserved = struct.unpack("<QII", payload)
             if reserved or not size or offset + size > 65536 or not 1 <= pack_page < 1 << 48:
                 raise SpecError(f"{key!r}: malformed packed record")
+            entry = self.pack_table().get(pack_page)
+            if entry is None or offset + size > entry[0] * PAGE:
+                raise SpecError(f"{key!r}: packed file outside its pack")
             at = pack_page * PAGE + offset
             data = self.img[at:at + size]
             if len(data) != size:
@@ -169,10 +172,21 @@ class Reader:
         return out
 
     def pack_table(self) -> dict[int, tuple[int, int, int, int]]:
-        """§14.2: pack page -> (pages, files, live bytes, dead bytes)."""
+        """§14.2: pack page -> (pages, files, live bytes, dead bytes), checked."""
+        cached = getattr(self, "_pack_table", None)
+        if cached is not None:
+            return cached
         out = {}
+        end = 0
         for key, value in self.items(self.root["catalog_root"]):
             if key.startswith(b"\x00pack/"):
                 (page,) = struct.unpack(">Q", key[6:])
-                out[page] = struct.unpack("<IIQQ", self.content(value, key))
+                entry = struct.unpack("<IIQQ", self.content(value, key))
+                pages, files, live, dead = entry
+                if (not 1 <= pages <= 16 or files < 1 or live < files
+                        or -(-(live + dead) // PAGE) != pages or page < end):
+                    raise SpecError(f"{key!r}: pack-table entry")
+                end = page + pages
+                out[page] = entry
+        self._pack_table = out
         return out

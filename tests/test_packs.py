@@ -800,6 +800,9 @@ def test_a_packed_file_past_the_end_of_its_pack_is_refused(tmp_path):
                 Record(F.KIND_FILE, F.STORE_PACKED, 0o100644, 2000, 0, 0, xxh3_64(body),
                        F.PACK_REF.pack(page, 3000, 0)))
         c.write("/x", b"x")                        # commits it
+    from spec_reader import Reader, SpecError  # the independent reader of FORMAT.md
+    with pytest.raises(SpecError, match="outside its pack"):
+        Reader(p).files()
     with cartridge.open(p, "r") as c:
         with pytest.raises(CorruptionError, match="/b.*past the end of its pack"):
             c.read("/b")
