@@ -211,6 +211,45 @@ def test_compaction_rewrites_sparse_packs_and_gives_the_space_back(tmp_path):
         assert again.done
 
 
+def test_compaction_cycle_rewrites_sparse_packs_within_its_page_budget(tmp_path):
+    """compact(max_pages=small) rewrites only as many sparse packs as its budget allows (one
+    at least), places the rewrite below the cycle's limit (the file does not grow past it),
+    and repeated calls finish the job."""
+    rng = random.Random(15)
+    files = small_batch(rng, 3000, 1000, 2000)
+    p = tmp_path / "a.cart"
+    with cartridge.open(p, "w") as c:
+        c.write_many(files.items())
+        with c.transaction():
+            for i in range(3000):
+                if i % 4:
+                    c.delete(f"/p/{i:04d}")
+                    del files[f"/p/{i:04d}"]
+        eng = engine(c)
+        n_sparse = len(eng.packs.sparse())
+        assert n_sparse > 20
+        slack = (16 + 2 * F.CHUNK_PAGES) * F.PAGE_SIZE      # the cycle's limit past its boundary
+        cycles = 0
+        while True:
+            size0 = os.path.getsize(p)
+            dead0 = c.info()["pack_dead_bytes"]
+            left0 = len(eng.packs.sparse())
+            st = c.compact(max_pages=8)
+            cycles += 1
+            left = len(eng.packs.sparse())
+            # at most one 16-page pack fits in a budget of 8: one rewritten per cycle
+            assert left0 - left <= 1
+            assert dead0 - c.info()["pack_dead_bytes"] <= packs.PACK_BYTES
+            assert os.path.getsize(p) <= size0 + slack
+            if st.done or cycles > 20 * n_sparse:
+                break
+        assert cycles > n_sparse // 2
+        assert not eng.packs.sparse()
+        for k, data in files.items():
+            assert c.read(k) == data
+        assert c.verify().ok
+
+
 def test_rewrite_everything_twice_then_vacuum_stays_small(tmp_path):
     """The issue's target as a test of the mechanism (the ratio itself: perf/pack_bench.py)."""
     rng = random.Random(6)
