@@ -1196,7 +1196,8 @@ def _auto_compact(ref, stop: threading.Event, compact_ref=None) -> None:
                 return
             if H.in_transaction(cart) or H.streams(cart):
                 continue
-            space = eng.space(eng.allocator, os.fstat(eng.fd).st_size)
+            # the same figure as info()'s reclaimable_bytes: pack dead bytes count too
+            space = eng.space_and_packs(eng.allocator, os.fstat(eng.fd).st_size)
             if (space["reclaimable_bytes"] < AUTO_COMPACT_BYTES or space["reclaimable_bytes"]
                     < AUTO_COMPACT_SHARE * space["file_bytes"]):
                 continue

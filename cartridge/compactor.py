@@ -198,10 +198,13 @@ def _put(eng, key: bytes, new_rec: Record, rec: Record) -> None:
         eng.put(key, new_rec)
 
 
-def _move_packs(eng, packed: dict[bytes, Record], sparse: set[int], limit: int) -> int:
+def _move_packs(eng, packed: dict[bytes, Record], sparse: set[int], later: set[int],
+                limit: int) -> int:
     """Packed files whose pack compaction wants (FORMAT §14.3): the live files of `sparse`
-    packs are rewritten together into new, full packs; every other pack is copied page for
-    page to a lower free run (its dead bytes with it: the copy is a position move, not a
+    packs are rewritten together into new, full packs, placed below `limit` like every other
+    move (when they do not fit there, the rewrite waits for a later cycle); `later` packs
+    (sparse, past this cycle's budget) stay where they are; every other pack is copied page
+    for page to a lower free run (its dead bytes with it: the copy is a position move, not a
     rewrite), or left where it is when no lower run is free. The old packs go at commit
     (their last file left them). Returns pages moved."""
     a = eng.allocator
@@ -218,7 +221,7 @@ def _move_packs(eng, packed: dict[bytes, Record], sparse: set[int], limit: int) 
         pack = table.get(page)
         if pack is None:
             continue
-        if page in sparse or len(members) != pack.files:
+        if page in sparse or page in later or len(members) != pack.files:
             if page in sparse and len(members) == pack.files:
                 rewrite.extend(members)
             continue               # (a member held open elsewhere: the pack stays whole)
@@ -243,15 +246,44 @@ def _move_packs(eng, packed: dict[bytes, Record], sparse: set[int], limit: int) 
         rewrite.sort(key=lambda kr: _packs.ref(kr[1]))      # keep neighbours together
         datas = [content.load_packed(rec, eng.where(key)) for key, rec in rewrite]
         sizes = np.array([rec.size for _, rec in rewrite], np.int64)
-        before = len(a.txn_allocated)
-        pages, offsets, _sums = content.place_packed(datas, np.arange(len(datas), dtype=np.intp),
-                                                     sizes)
-        for (key, rec), pg, off in zip(rewrite, pages.tolist(), offsets.tolist()):
+        # the files of the lowest packs first: when all of them do not fit below the limit,
+        # try the first half of the packs, and so on down to one (the rest wait)
+        packs_in = sorted({_packs.ref(rec)[0] for _, rec in rewrite})
+        take = len(packs_in)
+        while take:
+            n = len(rewrite) if take == len(packs_in) else \
+                next(i for i, (_, rec) in enumerate(rewrite)
+                     if _packs.ref(rec)[0] >= packs_in[take])
+            before = len(a.txn_allocated)
+            placed = content.place_packed(datas, np.arange(n, dtype=np.intp), sizes[:n], limit)
+            if placed is not None:
+                break
+            take //= 2
+        else:
+            return moved                # no room below the limit even for one: it waits
+        pages, offsets, _sums = placed
+        for (key, rec), pg, off in zip(rewrite[:n], pages.tolist(), offsets.tolist()):
             _put(eng, key, Record(rec.kind, STORE_PACKED, rec.mode, rec.size, rec.ctime_ns,
                                   rec.mtime_ns, rec.checksum, PACK_REF.pack(pg, off, 0)), rec)
             content.free(rec, eng.where(key))
         moved += len(a.txn_allocated) - before
     return moved
+
+
+def _sparse_budget(eng, sparse: list[int], budget: int) -> set[int]:
+    """The sparse packs (lowest first) one cycle rewrites: as many as fit in `budget` pages,
+    and at least one, so that every cycle makes progress. Their live bytes, which the rewrite
+    holds in memory, are at most half their pages (FORMAT §14.3)."""
+    table = eng.packs.table
+    out: set[int] = set()
+    used = 0
+    for page in sparse:
+        n = table[page].pages
+        if out and used + n > budget:
+            break
+        out.add(page)
+        used += n
+    return out
 
 
 def cycle(eng, max_pages: int, skip=None) -> tuple[int, int, bool]:
@@ -278,7 +310,9 @@ def _cycle(eng, max_pages: int, skip=None) -> tuple[int, int, bool]:
         eng.release_now()               # pending pages count as taken until released
         cand = _candidates(eng, max_pages)
     # packs with too few live bytes left are rewritten whatever their position (FORMAT §14.3)
-    sparse = set(eng.packs.sparse(a.reach)) if a.features & FEATURE_PACKS else set()
+    all_sparse = eng.packs.sparse(a.reach) if a.features & FEATURE_PACKS else []
+    sparse = _sparse_budget(eng, all_sparse, max_pages - len(cand))
+    later = set(all_sparse) - sparse
     moved = 0
     if len(cand) or sparse:
         wanted = set(cand.tolist())
@@ -297,7 +331,7 @@ def _cycle(eng, max_pages: int, skip=None) -> tuple[int, int, bool]:
                     continue
                 moved += _move_file(eng, key, files[key], wanted, limit)
             if packed:
-                moved += _move_packs(eng, packed, sparse, limit)
+                moved += _move_packs(eng, packed, sparse, later, limit)
             if cat_keys:
                 before = len(a.txn_allocated)
                 eng.catalog.touch_many(sorted(set(cat_keys)))

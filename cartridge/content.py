@@ -352,16 +352,21 @@ class ContentStore:
                       modes: np.ndarray, ctimes: np.ndarray, mtime: int, values: list) -> None:
         """Records for the files datas[which] (each above the inline limit, at most PACK_MAX
         bytes), placed in packs by place_packed."""
-        pack_page, offsets, sums = self.place_packed(datas, which, sizes)
+        placed = self.place_packed(datas, which, sizes)
+        assert placed is not None            # (no limit given: it always places)
+        pack_page, offsets, sums = placed
         packed_records(which, sizes, pack_page, offsets, sums, modes[which].astype(np.uint32),
                        ctimes[which], mtime, KIND_FILE, STORE_PACKED, values)
 
-    def place_packed(self, datas: list, which: np.ndarray, sizes: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def place_packed(self, datas: list, which: np.ndarray, sizes: np.ndarray,
+                     limit: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Write datas[which] (sizes[k] bytes each, at most 64 KiB) back to back into new packs
         of up to 64 KiB (docs/FORMAT.md §14), in order: a file that does not fit in the current
         pack starts the next. Packs are laid out one after another on runs of up to
         BATCH_RUN_PAGES pages, each written with one call, and entered in the pack table.
+        Every run is allocated before anything is written: with `limit`, a run that would end
+        past page `limit` gives every run back and nothing is written (returns None).
         Returns each file's pack page, byte offset in its pack and xxh3-64."""
         n = len(which)
         sizes = np.asarray(sizes, np.int64)
@@ -382,8 +387,8 @@ class ContentStore:
         pack_page = np.empty(len(npages), np.uint64)
         sums = np.empty(n, np.uint64)
         table = self.packs
+        runs: list[tuple[int, int, int, int]] = []     # (first pack, end pack, start, pages)
         k = 0
-        first = 0                            # first file of the current run
         while k < len(npages):
             # the packs of this run: as many as fit in BATCH_RUN_PAGES pages (at least one)
             j = k
@@ -391,7 +396,14 @@ class ContentStore:
             while j < len(npages) and (j == k or count + npages[j] <= BATCH_RUN_PAGES):
                 count += npages[j]
                 j += 1
-            start = self.allocator.alloc_run(count)
+            runs.append((k, j, self.allocator.alloc_run(count), count))
+            k = j
+        if limit is not None and any(start + count > limit for _, _, start, count in runs):
+            for _, _, start, count in runs:
+                self.allocator.free(start, count)
+            return None
+        first = 0                            # first file of the current run
+        for k, j, start, count in runs:
             buf = np.zeros(count * PAGE_SIZE, np.uint8)
             last = int(np.searchsorted(pack_of, j, "left"))   # files of packs k..j-1
             rel = np.empty(last - first, np.int64)            # offsets inside the run
@@ -406,7 +418,6 @@ class ContentStore:
             pack_files(datas, which[first:last], rel, buf, sums[first:last])
             self.pager.write_at(start, memoryview(cast(Any, buf)))
             first = last
-            k = j
         return pack_page[pack_of], offsets, sums
 
     def store_map(self, cmap: np.ndarray, max_inline: int) -> tuple[int, bytes]:

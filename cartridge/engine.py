@@ -807,11 +807,7 @@ class Engine:
         }
         a = self.allocator or self._read_allocator()
         out.update(a.stats())
-        out.update(self.space(a, file_size))
-        packs = self.packs.totals() if (a.features & FEATURE_PACKS or self.packs.dirty) else {
-            "packs": 0, "packed_files": 0, "pack_pages": 0, "pack_dead_bytes": 0}
-        out.update(packs)
-        out["reclaimable_bytes"] += packs["pack_dead_bytes"]
+        out.update(self.space_and_packs(a, file_size))
         if self.source is not None:
             out["remote"] = self.source.stats()
         return out
@@ -823,6 +819,16 @@ class Engine:
             return ("remote", id(self.source))
         st = os.fstat(self.fd)
         return (st.st_dev, st.st_ino)
+
+    def space_and_packs(self, a: Allocator, file_bytes: int) -> dict:
+        """space() and the pack figures (docs/FORMAT.md §14.3), with the packs' dead bytes
+        counted in reclaimable_bytes: what info() reports and what auto-compaction decides on."""
+        out = self.space(a, file_bytes)
+        packs = self.packs.totals() if (a.features & FEATURE_PACKS or self.packs.dirty) else {
+            "packs": 0, "packed_files": 0, "pack_pages": 0, "pack_dead_bytes": 0}
+        out.update(packs)
+        out["reclaimable_bytes"] += packs["pack_dead_bytes"]
+        return out
 
     def space(self, a: Allocator, file_bytes: int) -> dict:
         """The space figures of info() (docs/FORMAT.md §12; README "Space"): live_bytes (pages
