@@ -17,6 +17,20 @@ import sys
 if sys.byteorder != "little":     # records and map entries are copied as native words
     raise ImportError("cartridge needs a little-endian host")
 
+cdef inline void fill_header(RecordHeader* r, int kind, int storage, uint32_t mode,
+                             uint64_t size, int64_t ctime_ns, int64_t mtime_ns,
+                             uint64_t checksum) noexcept nogil:
+    """A catalog record's 40-byte header (FORMAT §5.1), the part every record kind shares."""
+    r.kind = <uint8_t>kind
+    r.storage = <uint8_t>storage
+    r.reserved = 0
+    r.mode = mode
+    r.size = size
+    r.ctime_ns = ctime_ns
+    r.mtime_ns = mtime_ns
+    r.checksum = checksum
+
+
 ctypedef packed struct OneChunkRecord:     # the catalog record of a one-chunk file (FORMAT §5)
     RecordHeader rec
     ChunkEntry chunk                        # its one chunk-map entry
@@ -91,14 +105,8 @@ def packed_records(Py_ssize_t[::1] which, int64_t[::1] sizes not None,
     for k in range(which.shape[0]):
         b = PyBytes_FromStringAndSize(NULL, sizeof(PackedRecord))
         r = <PackedRecord*>PyBytes_AS_STRING(b)
-        r.rec.kind = <uint8_t>kind
-        r.rec.storage = <uint8_t>storage
-        r.rec.reserved = 0
-        r.rec.mode = modes[k]
-        r.rec.size = <uint64_t>sizes[k]
-        r.rec.ctime_ns = ctimes[k]
-        r.rec.mtime_ns = mtime
-        r.rec.checksum = sums[k]
+        fill_header(&r.rec, kind, storage, modes[k], <uint64_t>sizes[k], ctimes[k], mtime,
+                    sums[k])
         r.ref.pack_page = packs[k]
         r.ref.offset = <uint32_t>offsets[k]
         r.ref.reserved = 0
@@ -118,14 +126,8 @@ def chunk_records(Py_ssize_t[::1] which, int64_t[::1] sizes not None,
     for k in range(which.shape[0]):
         b = PyBytes_FromStringAndSize(NULL, sizeof(OneChunkRecord))
         r = <OneChunkRecord*>PyBytes_AS_STRING(b)
-        r.rec.kind = <uint8_t>kind
-        r.rec.storage = <uint8_t>storage
-        r.rec.reserved = 0
-        r.rec.mode = modes[k]
-        r.rec.size = <uint64_t>sizes[k]
-        r.rec.ctime_ns = ctimes[k]
-        r.rec.mtime_ns = mtime
-        r.rec.checksum = sums[k]
+        fill_header(&r.rec, kind, storage, modes[k], <uint64_t>sizes[k], ctimes[k], mtime,
+                    sums[k])
         r.chunk.start = starts[k]
         r.chunk.checksum = sums[k]
         out[which[k]] = b
@@ -226,14 +228,8 @@ def inline_records(list datas, Py_ssize_t[::1] which, uint32_t[::1] modes not No
             n = buf.len
             b = PyBytes_FromStringAndSize(NULL, RECORD_SIZE + n)
             r = <RecordHeader*>PyBytes_AS_STRING(b)
-            r.kind = <uint8_t>kind
-            r.storage = <uint8_t>(storage if n else STORE_EMPTY)
-            r.reserved = 0
-            r.mode = modes[k]
-            r.size = <uint64_t>n
-            r.ctime_ns = ctimes[k]
-            r.mtime_ns = mtime
-            r.checksum = XXH3_64bits(buf.buf, n)
+            fill_header(r, kind, storage if n else STORE_EMPTY, modes[k], <uint64_t>n, ctimes[k],
+                        mtime, XXH3_64bits(buf.buf, n))
             if n:
                 memcpy(PyBytes_AS_STRING(b) + RECORD_SIZE, buf.buf, n)
         finally:
